@@ -1,0 +1,161 @@
+"""Study configuration: nested dataclasses read from YAML, with dotted command-line overrides.
+
+`pplaw run CONFIG.yaml grid.budgets=[2e4,5e4] final.seeds=[0,1]` loads the YAML, applies each
+`key=value` (the value parsed as YAML), and validates every key against the dataclasses below, so
+a typo fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from pplaw_jax.errors import PplawError
+
+
+@dataclass
+class ScratchModel:
+    """A small Llama-style base model pretrained from scratch on the general corpus."""
+
+    hf_config: dict = field(default_factory=dict)  # HF config.json fields (LlamaConfig)
+    vocab_size: int = 2048  # BPE tokenizer trained on the general corpus
+    tokenizer_max_docs: int | None = None
+    steps: int = 300
+    seq_len: int = 128
+    batch_size: int = 16
+    lr: float = 3e-3
+    warmup: float = 0.05
+
+
+@dataclass
+class DataConfig:
+    """Where the corpora live. `builtin: cpython-docs` writes them from the Python installation."""
+
+    builtin: str | None = None
+    general_train: str | None = None
+    general_test: str | None = None
+    domain_train: str | None = None
+    domain_test: str | None = None
+    text_field: str = "text"
+    id_field: str = "id"
+    domain_max_docs: int | None = None
+    eval_max_docs: int | None = None
+
+
+@dataclass
+class TrainSettings:
+    """CPT settings shared by the law-fitting grid and the final runs."""
+
+    seq_len: int = 128
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup: float = 0.05
+    dtype: str = "float32"
+    mesh: str = "data=-1,fsdp=1,tensor=1"
+    eval_every: int = 0
+
+
+@dataclass
+class LandscapeConfig:
+    seq_len: int = 128
+    batch_size: int = 32
+    dtype: str = "float32"
+    mesh: str = "data=-1,fsdp=1,tensor=1"
+
+
+@dataclass
+class GridConfig:
+    """Perplexity-window subsets x token budgets for the law-fitting CPT runs."""
+
+    budgets: list[float] = field(default_factory=lambda: [2e4, 5e4])
+    windows: list[str] = field(default_factory=lambda: ["0-0.3", "0.2-0.6", "0.5-0.9", "0.7-1"])
+
+
+@dataclass
+class FitConfig:
+    method: str = "both"
+    chains: int = 4
+    warmup: int = 500
+    samples: int = 500
+    allow_unconverged: bool = False
+
+
+@dataclass
+class FinalConfig:
+    """Final comparison: each selection method at one budget, several seeds."""
+
+    budget: float = 5e4
+    methods: list[str] = field(
+        default_factory=lambda: ["dos-posterior", "dos-point", "random", "low", "high", "full"]
+    )
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    tasks: str | None = None  # multiple-choice JSONL for downstream accuracy
+
+
+@dataclass
+class StudyConfig:
+    name: str = "study"
+    out_dir: str = "runs/study"
+    seed: int = 0
+    base_model: str | None = None  # checkpoint dir, .gguf, or a known name; None = scratch
+    scratch: ScratchModel = field(default_factory=ScratchModel)
+    data: DataConfig = field(default_factory=DataConfig)
+    landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    grid: GridConfig = field(default_factory=GridConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+    final: FinalConfig = field(default_factory=FinalConfig)
+
+
+def set_dotted(tree: dict, dotted: str) -> None:
+    """Apply one `a.b.c=value` override to a nested dict; the value is parsed as YAML."""
+    if "=" not in dotted:
+        raise PplawError(f"override {dotted!r} is not of the form key=value")
+    key, raw = dotted.split("=", 1)
+    parts = key.strip().split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise PplawError(f"override {dotted!r}: {p!r} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def _build(cls, tree: dict, where: str):
+    """Construct dataclass `cls` from a dict, rejecting unknown keys with their dotted path."""
+    if not isinstance(tree, dict):
+        raise PplawError(f"config section {where or '<root>'} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(tree) - names)
+    if unknown:
+        raise PplawError(f"unknown config key(s) {', '.join(where + k for k in unknown)}")
+    kwargs = {}
+    for name, value in tree.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value or {}, f"{where}{name}.")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise PplawError(f"config file {path} not found")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise PplawError(f"config file {path} is not valid YAML: {e}") from e
+    for o in overrides:
+        set_dotted(tree, o)
+    return _build(StudyConfig, tree, "")
+
+
+def config_to_dict(cfg: StudyConfig) -> dict:
+    return dataclasses.asdict(cfg)
