@@ -1,0 +1,32 @@
+"""Training subsets of a perplexity landscape under a token budget.
+
+Public API (pure functions on arrays; the CLI in `pplaw_jax.select.cli` adds the files):
+
+* ``read_landscape(dir) -> Landscape`` (``.table``, ``.ppl``, ``.n_tokens``) and
+  ``write_selection(out_dir, landscape, indices, summary)``.
+* ``select_baseline(method, ppl, n_tokens, budget, seed) -> Selection`` for
+  ``random | low | high | mid | full``.
+* ``RankedLandscape(ppl, n_tokens, budget)`` (``.region`` is its `AttainableRegion`) and
+  ``dos_select(space, target_mu, target_sigma, weights=None) -> Selection``.
+* ``choose_target(region, law, point_params, draws, tokens) -> TargetChoice``: point-estimate and
+  posterior-expected-loss targets among attainable ``(mu, sigma)``.
+* ``select_windows(ppl, n_tokens, windows, budgets, seed)``: the law-fitting grid of subsets.
+
+Every method keeps the budget rule (tokens <= budget, shortfall below one chunk; ``full`` takes
+everything) and warns with `SelectionWarning` when it cannot do what was asked.
+"""
+
+from pplaw_jax.select.baselines import BASELINES, select_baseline
+from pplaw_jax.select.core import Selection, SelectionWarning, parse_budget
+from pplaw_jax.select.dos import AttainableRegion, RankedLandscape, default_weights, dos_select
+from pplaw_jax.select.io import Landscape, read_landscape, write_selection
+from pplaw_jax.select.target import Target, TargetChoice, choose_target
+from pplaw_jax.select.windows import (DEFAULT_BUDGETS, DEFAULT_WINDOWS, WindowSubset,
+                                      select_windows, subset_name)
+
+__all__ = [
+    "AttainableRegion", "BASELINES", "DEFAULT_BUDGETS", "DEFAULT_WINDOWS", "Landscape",
+    "RankedLandscape", "Selection", "SelectionWarning", "Target", "TargetChoice", "WindowSubset",
+    "choose_target", "default_weights", "dos_select", "parse_budget", "read_landscape",
+    "select_baseline", "select_windows", "subset_name", "write_selection",
+]

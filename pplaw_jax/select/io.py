@@ -1,0 +1,145 @@
+"""Reading a landscape directory and writing selection directories.
+
+Landscape (written by ``pplaw score``): ``DIR/parts/host*-part*.parquet`` with columns
+``doc_id, chunk, n_tokens, sum_nll, ppl``; only parts with a ``.done`` marker count, and
+``DIR/summary.json`` must exist (it is written last, so without it the landscape is incomplete).
+Rows keep the order of the part files (sorted by name) and of the rows inside them; that order
+is the landscape row index used by every selection method.
+
+Selection (``OUT/``): ``selection.parquet`` with ``doc_id, chunk, n_tokens, ppl`` of the selected
+rows in landscape order, then ``summary.json``.  Any old ``summary.json`` is removed first and
+every file is written under a temporary name and renamed, so a directory with ``summary.json``
+is always complete and consistent, and the same inputs give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pplaw_jax.errors import PplawError
+
+LANDSCAPE_COLUMNS = ("doc_id", "chunk", "n_tokens", "ppl")
+SELECTION_SCHEMA = pa.schema([("doc_id", pa.string()), ("chunk", pa.int64()),
+                              ("n_tokens", pa.int64()), ("ppl", pa.float64())])
+SELECTION_PARQUET = "selection.parquet"
+SUMMARY_JSON = "summary.json"
+
+
+@dataclass
+class Landscape:
+    """A complete landscape: the selection columns as an Arrow table plus numpy views of
+    ``ppl`` (float64) and ``n_tokens`` (int64), one entry per chunk, in landscape order."""
+
+    path: Path
+    table: pa.Table
+    ppl: np.ndarray
+    n_tokens: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return self.ppl.size
+
+
+def read_landscape(landscape_dir) -> Landscape:
+    """Load the completed parts of a landscape directory; PplawError naming the file otherwise."""
+    root = Path(landscape_dir)
+    if not root.is_dir():
+        raise PplawError(f"{root}: landscape directory not found")
+    if not (root / "summary.json").exists():
+        raise PplawError(f"{root}: landscape incomplete (no summary.json; is `pplaw score` still "
+                         f"running or was it interrupted?)")
+    markers = sorted((root / "parts").glob("host*-part*.done"))
+    if not markers:
+        raise PplawError(f"{root / 'parts'}: landscape has no completed parts (*.done markers)")
+    tables = [_read_part(marker) for marker in markers]
+    table = pa.concat_tables(tables).combine_chunks()
+    if table.num_rows == 0:
+        raise PplawError(f"{root}: landscape has no chunks")
+    return Landscape(path=root, table=table, ppl=table.column("ppl").to_numpy(),
+                     n_tokens=table.column("n_tokens").to_numpy())
+
+
+def _read_part(marker: Path) -> pa.Table:
+    path = marker.with_suffix(".parquet")
+    if not path.exists():
+        raise PplawError(f"{path}: missing, although its completion marker {marker.name} exists")
+    try:
+        expected_rows = int(json.loads(marker.read_text())["rows"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise PplawError(f"{marker}: not a valid completion marker "
+                         f"(need JSON with 'rows'): {e}") from None
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise PplawError(f"{path}: cannot read Parquet: {e}") from None
+    missing = [c for c in LANDSCAPE_COLUMNS if c not in table.column_names]
+    if missing:
+        raise PplawError(f"{path}: column(s) {', '.join(missing)} missing "
+                         f"(a landscape part needs {', '.join(LANDSCAPE_COLUMNS)})")
+    if table.num_rows != expected_rows:
+        raise PplawError(f"{path}: {table.num_rows} rows, but {marker.name} records {expected_rows}")
+    try:
+        table = table.select(list(LANDSCAPE_COLUMNS)).cast(SELECTION_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise PplawError(f"{path}: column types do not match the landscape schema: {e}") from None
+    n_tokens = table.column("n_tokens").to_numpy(zero_copy_only=False)
+    ppl = table.column("ppl").to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero((n_tokens < 1) | ~np.isfinite(ppl) | (ppl <= 0))
+    if bad.size:
+        r = int(bad[0])
+        raise PplawError(f"{path}: row {r}: n_tokens must be >= 1 and ppl finite and > 0 "
+                         f"(got n_tokens={n_tokens[r]}, ppl={ppl[r]}); {bad.size} bad row(s)")
+    return table
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary name beside `path`, then rename it onto `path`."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Atomically write `obj` as indented JSON (non-finite floats become null)."""
+    text = json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
+def write_selection(out_dir, landscape: Landscape, indices: np.ndarray, summary: dict) -> Path:
+    """Write ``selection.parquet`` (rows `indices` of `landscape`) and then ``summary.json``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SUMMARY_JSON).unlink(missing_ok=True)
+    rows = landscape.table.take(pa.array(np.asarray(indices, dtype=np.int64)))
+    rows = rows.replace_schema_metadata(None)
+    atomic_write(out / SELECTION_PARQUET, lambda tmp: pq.write_table(rows, tmp))
+    write_json(out / SUMMARY_JSON, summary)
+    return out
