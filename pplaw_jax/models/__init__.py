@@ -1,0 +1,28 @@
+"""The Llama-family decoder (Flax NNX), its configuration, checkpoint loaders and tokenizer.
+
+    from pplaw_jax.models import load_model
+    loaded = load_model("path/to/hf_dir" | "model.gguf" | "smollm2-135m-instruct", dtype="bfloat16")
+    logits = loaded.model(input_ids)            # int32[B, T] -> [B, T, vocab]
+"""
+
+from pplaw_jax.models.config import ModelConfig
+from pplaw_jax.models.gguf import load_gguf
+from pplaw_jax.models.hf import load_hf_checkpoint, save_hf_checkpoint
+from pplaw_jax.models.llama import LlamaForCausalLM, flat_params, init_model, model_from_params
+from pplaw_jax.models.loading import LoadedModel, load_model
+from pplaw_jax.models.tokenizer import Tokenizer, train_bpe_tokenizer
+
+__all__ = [
+    "LlamaForCausalLM",
+    "LoadedModel",
+    "ModelConfig",
+    "Tokenizer",
+    "flat_params",
+    "init_model",
+    "load_gguf",
+    "load_hf_checkpoint",
+    "load_model",
+    "model_from_params",
+    "save_hf_checkpoint",
+    "train_bpe_tokenizer",
+]

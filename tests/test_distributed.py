@@ -1,0 +1,129 @@
+"""Mesh construction, partition rules, sharded forward == 1-device forward, multi-host init."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from pplaw_jax import distributed
+from pplaw_jax.distributed import (
+    batch_sharding,
+    make_mesh,
+    model_shardings,
+    param_partition_spec,
+    parse_mesh_spec,
+    shard_model,
+)
+from pplaw_jax.errors import PplawError
+from pplaw_jax.models import ModelConfig, init_model
+
+
+def test_parse_mesh_spec():
+    assert parse_mesh_spec("data=-1,fsdp=1,tensor=1") == {"data": -1, "fsdp": 1, "tensor": 1}
+    assert parse_mesh_spec("fsdp=4") == {"data": 1, "fsdp": 4, "tensor": 1}
+    for bad, why in [
+        ("data=2,model=2", "model"),
+        ("data=x", "not an integer"),
+        ("data=-1,fsdp=-1", "at most one"),
+        ("data=0", "positive"),
+        ("data=2,data=2", "twice"),
+    ]:
+        with pytest.raises(PplawError, match=why):
+            parse_mesh_spec(bad)
+
+
+def test_make_mesh_sizes():
+    assert len(jax.devices()) == 8  # conftest's fake CPU devices
+    assert dict(make_mesh().shape) == {"data": 8, "fsdp": 1, "tensor": 1}
+    assert dict(make_mesh("data=-1,tensor=2").shape) == {"data": 4, "fsdp": 1, "tensor": 2}
+    mesh = make_mesh({"data": 1, "fsdp": 2, "tensor": 1}, devices=jax.devices()[:2])
+    assert mesh.axis_names == ("data", "fsdp", "tensor") and mesh.devices.size == 2
+    with pytest.raises(PplawError, match="do not divide"):
+        make_mesh("data=-1,tensor=3")
+    with pytest.raises(PplawError, match="needs 4 devices but 8"):
+        make_mesh("data=2,fsdp=2,tensor=1")
+
+
+def test_partition_rules():
+    layer = ("layers", "0")
+    assert param_partition_spec(layer + ("self_attn", "q_proj", "kernel"), (64, 64)) == P("fsdp", "tensor")
+    assert param_partition_spec(layer + ("self_attn", "k_proj", "bias"), (32,)) == P("tensor")
+    assert param_partition_spec(layer + ("self_attn", "o_proj", "kernel"), (64, 64)) == P("tensor", "fsdp")
+    assert param_partition_spec(layer + ("mlp", "up_proj", "kernel"), (64, 128)) == P("fsdp", "tensor")
+    assert param_partition_spec(layer + ("mlp", "down_proj", "kernel"), (128, 64)) == P("tensor", "fsdp")
+    assert param_partition_spec(("embed_tokens", "embedding"), (1000, 64)) == P("tensor", "fsdp")
+    assert param_partition_spec(("lm_head", "kernel"), (64, 1000)) == P("fsdp", "tensor")
+    assert param_partition_spec(layer + ("input_layernorm", "scale"), (64,)) == P()
+    assert param_partition_spec(("something", "else"), (8, 96, 4)) == P(None, "fsdp")  # largest dim
+
+    mesh = make_mesh("data=2,fsdp=2,tensor=2")
+    # a dim the axis size does not divide (301 by tensor=2, 3 by tensor=2) falls back to replication
+    assert param_partition_spec(("embed_tokens", "embedding"), (301, 64), mesh) == P(None, "fsdp")
+    assert param_partition_spec(layer + ("self_attn", "k_proj", "kernel"), (64, 3), mesh) == P("fsdp")
+    single = make_mesh("data=8")
+    assert param_partition_spec(layer + ("mlp", "up_proj", "kernel"), (64, 128), single) == P()
+
+
+def test_batch_sharding():
+    mesh = make_mesh("data=2,fsdp=2,tensor=2")
+    assert batch_sharding(mesh).spec == P(("data", "fsdp"), None)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_sharded_forward_equals_single_device(tied):
+    config = ModelConfig(256, 32, 64, 2, 4, 2, 8, tie_word_embeddings=tied, attention_bias=True)
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, 256, (8, 12)), jnp.int32)
+
+    single = init_model(config, seed=3)
+    shard_model(single, make_mesh("data=1", devices=jax.devices()[:1]))
+    expected = np.asarray(single(ids))
+
+    model = init_model(config, seed=3)
+    mesh = make_mesh("data=2,fsdp=2,tensor=2")
+    shard_model(model, mesh)
+    q = model.layers[0].self_attn.q_proj.kernel[...]
+    assert q.sharding.spec == P("fsdp", "tensor")
+    assert q.addressable_shards[0].data.shape == (16, 16)  # really split over 2 x 2 devices
+
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(
+        lambda s, x: nnx.merge(graphdef, s)(x),
+        in_shardings=(model_shardings(model, mesh), batch_sharding(mesh)),
+    )
+    logits = forward(state, jax.device_put(ids, batch_sharding(mesh)))
+    assert len(logits.sharding.device_set) == 8
+    np.testing.assert_allclose(np.asarray(logits), expected, atol=2e-5, rtol=0)
+
+
+def test_initialize_distributed(monkeypatch):
+    calls = []
+    monkeypatch.setattr(distributed.jax.distributed, "initialize", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(distributed.jax.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed, "_initialized", False)
+    for var in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_NTASKS",
+                "SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "CLOUD_TPU_TASK_HOSTNAMES"):
+        monkeypatch.delenv(var, raising=False)
+
+    distributed.initialize_distributed()  # single process: nothing
+    monkeypatch.setenv("SLURM_JOB_ID", "1")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    distributed.initialize_distributed()  # one SLURM task: nothing
+    assert calls == []
+
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:1234")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+    monkeypatch.setenv("JAX_PROCESS_ID", "1")
+    distributed.initialize_distributed()
+    distributed.initialize_distributed()  # idempotent
+    assert calls == [{"coordinator_address": "10.0.0.1:1234", "num_processes": 2, "process_id": 1}]
+
+    monkeypatch.setattr(distributed, "_initialized", False)
+    for var in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    distributed.initialize_distributed()  # SLURM: JAX's cluster detection supplies the rest
+    assert calls[-1] == {}

@@ -1,0 +1,142 @@
+"""GGUF loading: a synthetic GGUF written the way llama.cpp's converter writes it (fast), and the
+real SmolLM2-135M-Instruct Q4_1 GGUF against transformers' own GGUF loader (slow)."""
+
+from __future__ import annotations
+
+import gguf
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from pplaw_jax.models import load_model
+from pplaw_jax.models.gguf import load_gguf
+from pplaw_jax.models.loading import resolve_model_path
+
+VOCAB = 128
+
+
+def _llama_cpp_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """What llama.cpp's convert_hf_to_gguf.py does to Llama Q/K rows (HF rotate-half -> interleaved)."""
+    return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _write_gguf(hf_model, path, arch: str) -> None:
+    cfg = hf_model.config
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(cfg.num_attention_heads)
+    writer.add_head_count_kv(cfg.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    writer.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    writer.add_vocab_size(cfg.vocab_size)
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(1)
+    names = {
+        "input_layernorm.weight": "attn_norm.weight",
+        "post_attention_layernorm.weight": "ffn_norm.weight",
+        "self_attn.q_proj.weight": "attn_q.weight",
+        "self_attn.k_proj.weight": "attn_k.weight",
+        "self_attn.v_proj.weight": "attn_v.weight",
+        "self_attn.o_proj.weight": "attn_output.weight",
+        "self_attn.q_proj.bias": "attn_q.bias",
+        "self_attn.k_proj.bias": "attn_k.bias",
+        "self_attn.v_proj.bias": "attn_v.bias",
+        "mlp.gate_proj.weight": "ffn_gate.weight",
+        "mlp.up_proj.weight": "ffn_up.weight",
+        "mlp.down_proj.weight": "ffn_down.weight",
+    }
+    for name, tensor in hf_model.state_dict().items():
+        array = tensor.float().numpy().copy()
+        if name == "model.embed_tokens.weight":
+            out = "token_embd.weight"
+        elif name == "model.norm.weight":
+            out = "output_norm.weight"
+        elif name == "lm_head.weight":
+            if cfg.tie_word_embeddings:
+                continue
+            out = "output.weight"
+        else:
+            layer, rest = name[len("model.layers."):].split(".", 1)
+            out = f"blk.{layer}.{names[rest]}"
+            if arch == "llama" and rest.startswith("self_attn.q_proj"):
+                array = _llama_cpp_permute(array, cfg.num_attention_heads)
+            elif arch == "llama" and rest.startswith("self_attn.k_proj"):
+                array = _llama_cpp_permute(array, cfg.num_key_value_heads)
+        writer.add_tensor(out, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    "arch,config_cls,model_cls,tied",
+    [
+        ("llama", transformers.LlamaConfig, transformers.LlamaForCausalLM, True),
+        ("llama", transformers.LlamaConfig, transformers.LlamaForCausalLM, False),
+        ("qwen2", transformers.Qwen2Config, transformers.Qwen2ForCausalLM, False),
+    ],
+)
+def test_synthetic_gguf_matches_pytorch(arch, config_cls, model_cls, tied, tmp_path):
+    torch.manual_seed(0)
+    config = config_cls(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, tie_word_embeddings=tied, rms_norm_eps=1e-5, rope_theta=1000.0,
+    )
+    hf = model_cls(config).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            p.copy_(1.0 + 0.2 * torch.randn_like(p) if "norm" in name else 0.1 * torch.randn_like(p))
+    path = tmp_path / "tiny.gguf"
+    _write_gguf(hf, path, arch)
+
+    ours_config, model = load_gguf(path)
+    assert ours_config.tie_word_embeddings == tied
+    assert ours_config.attention_bias == (arch == "qwen2")
+    ids = np.random.default_rng(0).integers(0, VOCAB, (2, 16)).astype(np.int32)
+    with torch.no_grad():
+        ref = hf(torch.from_numpy(ids.astype(np.int64))).logits.numpy()
+    np.testing.assert_allclose(np.asarray(model(jnp.asarray(ids))), ref, atol=1e-4, rtol=0)
+
+
+SENTENCES = [
+    "The capital of France is Paris, and the capital of Germany is Berlin.",
+    "def square(x):\n    return x ** 2  # a tiny function",
+    "Patients were randomised to receive 50 mg of the study drug or placebo twice daily.",
+    "Ünïcödé — naïve café, 東京 🙂",
+]
+
+
+@pytest.mark.slow
+def test_smollm2_gguf_matches_transformers():
+    pytest.importorskip("accelerate", reason="transformers' GGUF loading needs accelerate")
+    try:
+        path = resolve_model_path("smollm2-135m-instruct")
+    except Exception as e:  # package not installed
+        pytest.skip(str(e))
+    ours = load_model("smollm2-135m-instruct")
+    assert ours.config.num_layers == 30 and ours.config.tie_word_embeddings
+    ref = transformers.AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    ).eval()
+    ref_tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    assert ours.tokenizer.bos_id == ref_tok.bos_token_id and ours.tokenizer.eos_id == ref_tok.eos_token_id
+
+    worst = 0.0
+    for text in SENTENCES:
+        ids = ours.tokenizer.encode(text)
+        assert ids == ref_tok(text, add_special_tokens=False)["input_ids"]
+        assert ours.tokenizer.decode(ids) == text
+        ids = np.asarray([[ours.tokenizer.doc_start_id, *ids]], np.int32)
+        with torch.no_grad():
+            expected = ref(torch.from_numpy(ids.astype(np.int64))).logits.numpy()
+        logits = np.asarray(ours.model(jnp.asarray(ids)))
+        worst = max(worst, float(np.abs(logits - expected).max()))
+        assert (logits.argmax(-1) == expected.argmax(-1)).all()
+    print(f"SmolLM2 GGUF max |logit diff| vs transformers: {worst:.3g}")
+    assert worst < 1e-3
