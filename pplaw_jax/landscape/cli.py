@@ -1,0 +1,110 @@
+"""`pplaw score`: the perplexity landscape of a corpus under a frozen model (see landscape.score)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from pplaw_jax.landscape.score import DEFAULT_DOCS_PER_PART
+
+DEFAULT_BATCH_ROWS = 8
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="HF checkpoint directory, .gguf file, or smollm2-135m-instruct")
+    parser.add_argument(
+        "--data", required=True, help="file, directory or glob of .jsonl/.jsonl.gz/.parquet/.txt, or tfds:NAME[/CONFIG]:SPLIT"
+    )
+    parser.add_argument("--out", required=True, help="landscape directory (resumed if it holds the same run)")
+    parser.add_argument("--seq-len", type=int, default=1024, help="tokens per chunk, start token included")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"chunks per step on this host; a multiple of the data x fsdp mesh size "
+        f"(default: {DEFAULT_BATCH_ROWS} rounded up to one)",
+    )
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
+    parser.add_argument("--mesh", default="data=-1,fsdp=1,tensor=1", help="mesh over this host's devices")
+    parser.add_argument("--text-field", default="text", help="JSON field / Parquet column / TFDS feature with the text")
+    parser.add_argument("--id-field", default="id", help="document id field (default id; else FILE:LINE)")
+    parser.add_argument("--max-docs", type=int, default=None, help="score only the first N documents (all hosts)")
+    parser.add_argument(
+        "--docs-per-part", type=int, default=DEFAULT_DOCS_PER_PART, help="documents per resumable output part"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from pplaw_jax.distributed import initialize_distributed
+
+    initialize_distributed()
+
+    import jax
+
+    from pplaw_jax.data import iter_documents
+    from pplaw_jax.distributed import make_mesh
+    from pplaw_jax.errors import PplawError
+    from pplaw_jax.landscape.score import data_parallel_size, make_score_fn, score_corpus
+    from pplaw_jax.models import load_model
+
+    process_index, process_count = jax.process_index(), jax.process_count()
+    documents = iter_documents(  # resolves the files now: a bad --data fails before the model loads
+        args.data,
+        text_field=args.text_field,
+        id_field=args.id_field,
+        process_index=process_index,
+        process_count=process_count,
+        max_docs=args.max_docs,
+    )
+    # Each host scores its own documents on its own devices: no cross-host collectives, so hosts
+    # never wait for each other and may run different numbers of batches.
+    mesh = make_mesh(args.mesh, devices=jax.local_devices())
+    dp = data_parallel_size(mesh)
+    batch_size = args.batch_size or -(-DEFAULT_BATCH_ROWS // dp) * dp
+    if batch_size % dp:
+        raise PplawError(f"--batch-size {batch_size} is not a multiple of the data x fsdp mesh size {dp} ({args.mesh})")
+    loaded = load_model(args.model, dtype=args.dtype)
+    if args.seq_len > loaded.config.max_position_embeddings:
+        raise PplawError(
+            f"--seq-len {args.seq_len} exceeds the model's max_position_embeddings "
+            f"{loaded.config.max_position_embeddings} ({loaded.source})"
+        )
+    summary = score_corpus(
+        documents,
+        out_dir=args.out,
+        score_fn=make_score_fn(loaded.model, mesh),
+        encode_batch=loaded.tokenizer.encode_batch,
+        start_id=loaded.tokenizer.doc_start_id,
+        seq_len=args.seq_len,
+        batch_size=batch_size,
+        run_args={
+            "model": _canonical(args.model),
+            "data": _canonical(args.data),
+            "dtype": args.dtype,
+            "text_field": args.text_field,
+            "id_field": args.id_field,
+            "max_docs": args.max_docs,
+        },
+        process_index=process_index,
+        process_count=process_count,
+        docs_per_part=args.docs_per_part,
+        summary_info={
+            "mesh": dict(mesh.shape),
+            "batch_size": batch_size,
+            "devices_per_host": len(jax.local_devices()),
+            "platform": jax.default_backend(),
+        },
+    )
+    if summary is not None:
+        keys = ("documents", "skipped", "chunks", "tokens", "log_ppl_mean", "corpus_ppl", "tokens_per_s")
+        print(json.dumps({"out": args.out, **{k: summary[k] for k in keys}}))
+    return 0
+
+
+def _canonical(spec: str) -> str:
+    """Absolute path for local paths and globs (so a resume from another cwd matches); URLs,
+    ``tfds:`` specs and model names as given."""
+    if "://" in spec or spec.startswith("tfds:"):
+        return spec
+    return os.path.abspath(spec) if os.path.exists(spec) or any(c in spec for c in "*?[") else spec

@@ -1,0 +1,387 @@
+"""Streaming, sharded, resumable scoring of every chunk of a corpus with a frozen causal LM.
+
+The pieces, from the inside out:
+
+* :func:`sequence_nll` — per-sequence summed negative log-likelihood from logits (log-softmax in
+  float32 whatever the compute dtype; target ``t+1`` predicted at position ``t``; padding masked;
+  the start token at position 0 is never a target, so it is context only).
+* :func:`make_score_fn` — the model forward + :func:`sequence_nll` under one ``jax.jit`` with
+  explicit shardings over a ``(data, fsdp, tensor)`` mesh: batch rows over ``data x fsdp``,
+  parameters by the partition rules of :mod:`pplaw_jax.distributed`. Shapes are fixed
+  ``[batch_size, seq_len]``, so it compiles once.
+* :func:`score_corpus` — the driver. It takes the forward as an injected ``score_fn(input_ids,
+  mask) -> (sum_nll[B], n_tokens[B])`` so it can be tested against an independent computation.
+
+Parts and resume. A host's documents (its shard, in order) are cut into parts of
+``docs_per_part`` documents; part ``k`` holds the rows of documents ``[k*n, (k+1)*n)`` of that
+host, and batches never straddle parts, so a part's content is a pure function of its document
+range (same batches, same arithmetic, bit-identical rows). A finished part gets a ``.done`` marker
+after its Parquet file is in place. On restart, parts with a marker are skipped — their documents
+are read (to advance the stream, and to check that the first/last document ids and the count still
+match) but not tokenized or scored — and an unfinished part is redone from scratch, whatever
+partial files it left. ``run_args.json`` pins everything that defines the rows (model, data,
+seq_len, dtype, fields, max_docs, docs_per_part, process_count, start token); a run with different
+values on an existing directory is refused. Batch size and mesh may change between attempts (the
+rows then agree to floating-point round-off rather than bit for bit).
+
+Hosts. Each host scores only its own documents (document ``i`` of the global order goes to host
+``i % process_count``) on a mesh of its *local* devices, so hosts never wait on each other while
+scoring and can finish different numbers of batches. When a host has finished all its parts it
+writes ``parts/host{h:03d}.done`` and waits until every host's marker exists (the output directory
+must be shared between hosts); then process 0 writes ``histogram.png`` and finally
+``summary.json`` from all completed parts. A host whose scoring raises writes
+``parts/host{h:03d}.failed`` with the error, and the waiting hosts then stop with that error
+instead of waiting forever. (A host killed outright writes nothing; under ``jax.distributed`` the
+coordination service's heartbeat check ends the job.)
+
+Memory is bounded by one tokenization group of documents plus two batches (one being filled while
+the previous one runs on the device); a part's rows (a few numbers per chunk) are kept until the
+part is written.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from itertools import chain, islice
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from pplaw_jax.data import Document, chunk_token_ids, iter_tokenized, pad_batch
+from pplaw_jax.errors import PplawError
+from pplaw_jax.landscape import parts
+from pplaw_jax.landscape.stats import plot_log_ppl_histogram, ppl_stats
+
+DEFAULT_DOCS_PER_PART = 1000
+HOST_WAIT_POLL_S = 2.0
+
+ScoreFn = Callable[[np.ndarray, np.ndarray], tuple[Any, Any]]
+"""``score_fn(input_ids int32[B, T], mask int32[B, T]) -> (sum_nll[B], n_tokens[B])``.
+
+``mask`` is 1 on real tokens (the start token included) and 0 on right padding; the scored targets
+are the positions ``t >= 1`` with ``mask[t] == 1``. May return device arrays (fetched lazily)."""
+
+
+def sequence_nll(logits: jax.Array, input_ids: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Summed next-token NLL (nats, float32) and scored-token count per row.
+
+    ``logits[b, t]`` predicts ``input_ids[b, t + 1]``; that target counts iff ``mask[b, t + 1]``.
+    ``logsumexp - logit[target]`` is the float32 log-softmax without materialising it.
+    """
+    logits = logits[:, :-1].astype(jnp.float32)
+    targets = input_ids[:, 1:]
+    weight = mask[:, 1:] > 0
+    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    nll = jax.nn.logsumexp(logits, axis=-1) - target_logit
+    return jnp.where(weight, nll, 0.0).sum(axis=-1), weight.sum(axis=-1, dtype=jnp.int32)
+
+
+def data_parallel_size(mesh: jax.sharding.Mesh) -> int:
+    """Number of ways the batch is split: the product of the ``data`` and ``fsdp`` axes."""
+    return int(mesh.shape["data"] * mesh.shape["fsdp"])
+
+
+def make_score_fn(model: Any, mesh: jax.sharding.Mesh) -> ScoreFn:
+    """Shard `model` over `mesh` and return the jitted ``score_fn`` that ``pplaw score`` uses.
+
+    Parameters are placed by :func:`pplaw_jax.distributed.model_shardings`; ``input_ids``/``mask``
+    are split by rows over ``data x fsdp``, and so are the per-row outputs.
+    """
+    from flax import nnx
+
+    from pplaw_jax.distributed import batch_sharding, model_shardings, shard_model
+
+    model = shard_model(model, mesh)
+    param_shardings = model_shardings(model, mesh)
+    graphdef, state = nnx.split(model)
+    rows = batch_sharding(mesh)
+    per_row = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(rows.spec[0]))
+
+    def forward(state, input_ids, mask):
+        logits = nnx.merge(graphdef, state)(input_ids)
+        return sequence_nll(logits, input_ids, mask)
+
+    forward = jax.jit(forward, in_shardings=(param_shardings, rows, rows), out_shardings=(per_row, per_row))
+
+    def score_fn(input_ids: np.ndarray, mask: np.ndarray) -> tuple[jax.Array, jax.Array]:
+        return forward(state, jax.device_put(input_ids, rows), jax.device_put(mask, rows))
+
+    return score_fn
+
+
+# ---------------------------------------------------------------------------------------- driver
+def check_run_args(out_dir: str | os.PathLike, run_args: Mapping[str, Any]) -> None:
+    """Record `run_args` in ``DIR/run_args.json``, or refuse if the directory holds another run's.
+
+    Every host may call this: the file's content does not depend on the host, so concurrent
+    atomic writes of it are harmless.
+    """
+    path = Path(out_dir) / parts.RUN_ARGS
+    wanted = dict(run_args)
+    if path.exists():
+        stored = parts.read_json(path)
+        diff = [
+            f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} now"
+            for k in sorted(set(stored) | set(wanted))
+            if stored.get(k) != wanted.get(k)
+        ]
+        if diff:
+            raise PplawError(
+                f"{out_dir} holds a landscape scored with different arguments ({'; '.join(diff)}); "
+                "rerun with the same arguments to resume it, or choose another --out"
+            )
+        return
+    (Path(out_dir) / parts.PARTS).mkdir(parents=True, exist_ok=True)
+    parts.write_json_atomic(path, wanted)
+
+
+def score_corpus(
+    documents: Iterable[Document],
+    *,
+    out_dir: str | os.PathLike,
+    score_fn: ScoreFn,
+    encode_batch: Callable[[list[str]], list[list[int]]],
+    start_id: int,
+    seq_len: int,
+    batch_size: int,
+    run_args: Mapping[str, Any],
+    process_index: int = 0,
+    process_count: int = 1,
+    docs_per_part: int = DEFAULT_DOCS_PER_PART,
+    summary_info: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any] | None:
+    """Score this host's `documents` into ``out_dir``, wait for all hosts, and on process 0 write
+    the summary.
+
+    `documents` must be this host's shard (see :func:`pplaw_jax.data.iter_documents`).
+    `run_args` (JSON-serialisable: model, data, dtype, fields, max_docs, ...) identifies the run;
+    seq_len, docs_per_part, process_count and start_id are added to it here. `summary_info` is
+    copied into ``summary.json`` (mesh, batch size, ...). Returns the summary on process 0, else None.
+    """
+    if docs_per_part < 1:
+        raise PplawError(f"docs_per_part must be >= 1, got {docs_per_part}")
+    if batch_size < 1:
+        raise PplawError(f"batch size must be >= 1, got {batch_size}")
+    if seq_len < 2:
+        raise PplawError(f"seq_len must be at least 2, got {seq_len}")
+    identity = {
+        **run_args,
+        "seq_len": seq_len,
+        "docs_per_part": docs_per_part,
+        "process_count": process_count,
+        "start_id": start_id,
+    }
+    check_run_args(out_dir, identity)
+    failure = parts.host_failure(out_dir, process_index)
+    failure.unlink(missing_ok=True)  # from an earlier attempt
+    started = time.perf_counter()
+    try:
+        with tqdm(desc=f"score host {process_index}", unit="doc", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
+            scorer = _PartScorer(score_fn, encode_batch, start_id, seq_len, batch_size, bar)
+            host = _score_host(documents, out_dir, scorer, process_index, docs_per_part, bar)
+    except BaseException as e:  # tell the other hosts not to wait for this one, then fail as usual
+        parts.write_json_atomic(failure, {"error": f"{type(e).__name__}: {e}"})
+        raise
+    parts.write_json_atomic(parts.host_marker(out_dir, process_index), host)
+    # Every host waits, not only process 0: under jax.distributed a process that exits early sits in
+    # the shutdown barrier, which times out (300 s by default) if the other hosts are still scoring.
+    _wait_for_hosts(out_dir, process_count)
+    if process_index != 0:
+        return None
+    summary_info = {**identity, **(summary_info or {}), "run_seconds": time.perf_counter() - started}
+    return write_summary(out_dir, process_count, summary_info)
+
+
+def _score_host(
+    documents: Iterable[Document],
+    out_dir: str | os.PathLike,
+    scorer: "_PartScorer",
+    host: int,
+    docs_per_part: int,
+    bar: Any,
+) -> dict[str, Any]:
+    """Score or skip this host's parts in order; the host's totals (for its ``.done`` marker)."""
+    totals = {"parts": 0, "docs": 0, "skipped": 0, "rows": 0, "tokens": 0, "seconds": 0.0}
+    it = iter(documents)
+    part = 0
+    while (first := next(it, None)) is not None:
+        part_docs = chain([first], islice(it, docs_per_part - 1))  # islice never reads ahead
+        done = parts.part_stem(out_dir, host, part).with_suffix(".done")
+        if done.exists():
+            marker = parts.read_json(done)
+            _check_skipped_part(done, marker, part_docs)
+            bar.update(marker["docs"])
+        else:
+            parts.discard_unfinished(out_dir, host, part)
+            table, marker = scorer.score_part(part_docs)
+            marker["part"] = part
+            parts.write_part(out_dir, host, part, table, marker)
+        for key in ("docs", "skipped", "rows", "tokens", "seconds"):
+            totals[key] += marker[key]
+        part += 1
+    totals["parts"] = part
+    return totals
+
+
+def _check_skipped_part(done: Path, marker: Mapping[str, Any], part_docs: Iterator[Document]) -> None:
+    """Consume a finished part's documents, checking they are the ones it was scored from."""
+    n = 0
+    first = last = None
+    for doc in part_docs:
+        first = doc.doc_id if first is None else first
+        last = doc.doc_id
+        n += 1
+    if (n, first, last) != (marker["docs"], marker["first_doc_id"], marker["last_doc_id"]):
+        raise PplawError(
+            f"{done}: the data changed since this part was written (it covered {marker['docs']} documents "
+            f"{marker['first_doc_id']!r}..{marker['last_doc_id']!r}, the data now gives {n} documents "
+            f"{first!r}..{last!r}); score into a new --out"
+        )
+
+
+class _PartScorer:
+    """Tokenize, chunk, batch and score one part's documents; keeps one batch in flight."""
+
+    def __init__(self, score_fn: ScoreFn, encode_batch, start_id: int, seq_len: int, batch_size: int, bar: Any):
+        self.score_fn = score_fn
+        self.encode_batch = encode_batch
+        self.start_id = start_id
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self.bar = bar
+        self.run_tokens = 0
+        self.run_started = time.perf_counter()
+
+    def score_part(self, part_docs: Iterable[Document]) -> tuple[Any, dict[str, Any]]:
+        started = time.perf_counter()
+        doc_ids: list[str] = []
+        chunks: list[int] = []
+        n_tokens: list[int] = []
+        sum_nll: list[np.ndarray] = []
+        seqs: list[list[int]] = []
+        in_flight = None
+        docs = skipped = 0
+        first = last = None
+
+        def collect(pending: tuple[np.ndarray, tuple[Any, Any]]) -> None:
+            expected, (nll, count) = pending
+            count = np.asarray(count)[: len(expected)]
+            if not np.array_equal(count, expected):  # the mask contract is broken: never write such rows
+                raise RuntimeError(f"score_fn counted {count.tolist()} scored tokens, expected {expected.tolist()}")
+            sum_nll.append(np.asarray(nll, dtype=np.float64)[: len(expected)])
+            self._advance(int(expected.sum()))
+
+        def dispatch() -> None:
+            nonlocal in_flight
+            ids, mask = pad_batch(seqs, self.batch_size, self.seq_len)
+            out = self.score_fn(ids, mask)  # asynchronous for jax: the device works while we go on
+            if in_flight is not None:
+                collect(in_flight)
+            in_flight = (np.asarray([len(seq) - 1 for seq in seqs]), out)
+            seqs.clear()
+
+        for doc, ids in iter_tokenized(part_docs, self.encode_batch):
+            docs += 1
+            first = doc.doc_id if first is None else first
+            last = doc.doc_id
+            doc_chunks = chunk_token_ids(ids, self.seq_len, self.start_id)
+            skipped += not doc_chunks
+            for k, seq in enumerate(doc_chunks):
+                doc_ids.append(doc.doc_id)
+                chunks.append(k)
+                n_tokens.append(len(seq) - 1)
+                seqs.append(seq)
+                if len(seqs) == self.batch_size:
+                    dispatch()
+            self.bar.update(1)
+        if seqs:
+            dispatch()
+        if in_flight is not None:
+            collect(in_flight)
+        nll = np.concatenate(sum_nll) if sum_nll else np.zeros(0)
+        table = parts.part_table(doc_ids, np.asarray(chunks), np.asarray(n_tokens), nll)
+        marker = {
+            "docs": docs,
+            "skipped": skipped,
+            "rows": len(doc_ids),
+            "tokens": int(sum(n_tokens)),
+            "first_doc_id": first,
+            "last_doc_id": last,
+            "seconds": time.perf_counter() - started,
+        }
+        return table, marker
+
+    def _advance(self, tokens: int) -> None:
+        self.run_tokens += tokens
+        rate = self.run_tokens / max(time.perf_counter() - self.run_started, 1e-9)
+        self.bar.set_postfix(tokens=f"{self.run_tokens:,}", tok_s=f"{rate:,.0f}", refresh=False)
+
+
+def _wait_for_hosts(out_dir: str | os.PathLike, process_count: int) -> None:
+    """Block until every host has written its ``host{h}.done`` marker (shared output directory).
+
+    PplawError as soon as a host reports a failure instead (its ``.failed`` marker).
+    """
+    announced = False
+    while missing := [h for h in range(process_count) if not parts.host_marker(out_dir, h).exists()]:
+        for h in missing:
+            failure = parts.host_failure(out_dir, h)
+            if failure.exists():
+                error = parts.read_json(failure).get("error")
+                raise PplawError(f"host {h} failed ({error}); fix the cause and rerun to resume {out_dir}")
+        if not announced:
+            print(f"pplaw score: waiting for hosts {missing} to finish writing into {out_dir}", file=sys.stderr)
+            announced = True
+        time.sleep(HOST_WAIT_POLL_S)
+
+
+def write_summary(out_dir: str | os.PathLike, process_count: int, info: Mapping[str, Any]) -> dict[str, Any]:
+    """Aggregate all hosts' completed parts into ``histogram.png`` and then ``summary.json``.
+
+    ``wall_time_s`` is the scoring time of the slowest host (sum of its parts' times, over all
+    attempts; model loading and compilation outside parts excluded), and ``tokens_per_s`` the
+    corpus tokens over that time, i.e. the aggregate throughput of the hosts working in parallel.
+    """
+    done = list(parts.iter_done_parts(out_dir))
+    hosts = []
+    for h in range(process_count):
+        marker = parts.read_json(parts.host_marker(out_dir, h))
+        found = [p for host, p, _ in done if host == h]
+        if found != list(range(marker["parts"])):
+            raise PplawError(
+                f"{out_dir}: host {h} reports {marker['parts']} parts but the completed parts are {found}"
+            )
+        hosts.append(marker)
+    if any(host["rows"] for host in hosts):
+        table = parts.read_landscape(out_dir, columns=["n_tokens", "sum_nll", "ppl"])
+        ppl, sum_nll, n_tokens = (table[c].to_numpy() for c in ("ppl", "sum_nll", "n_tokens"))
+    else:
+        ppl = sum_nll = n_tokens = np.zeros(0)
+    wall = max(host["seconds"] for host in hosts)
+    tokens = sum(host["tokens"] for host in hosts)
+    summary = {
+        **info,
+        "documents": sum(host["docs"] for host in hosts),
+        "skipped": sum(host["skipped"] for host in hosts),
+        "chunks": int(ppl.size),
+        "tokens": tokens,
+        "parts": sum(host["parts"] for host in hosts),
+        **ppl_stats(ppl, sum_nll, n_tokens),
+        "wall_time_s": wall,
+        "tokens_per_s": tokens / wall if wall > 0 else None,
+    }
+    if int(n_tokens.sum()) != tokens:
+        raise PplawError(f"{out_dir}: part files hold {int(n_tokens.sum())} tokens, markers say {tokens}")
+    plot_log_ppl_histogram(
+        ppl, Path(out_dir) / parts.HISTOGRAM, f"{info.get('model', '')} | {info.get('data', '')} | {ppl.size} chunks"
+    )
+    parts.write_json_atomic(Path(out_dir) / parts.SUMMARY, summary)
+    return summary

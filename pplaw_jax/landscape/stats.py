@@ -1,0 +1,63 @@
+"""Landscape statistics (chunk-level perplexity summary) and the log-perplexity histogram."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pplaw_jax.landscape.parts import write_bytes_atomic
+
+QUANTILES = (1, 5, 25, 50, 75, 95, 99)
+
+
+def ppl_stats(ppl: np.ndarray, sum_nll: np.ndarray, n_tokens: np.ndarray) -> dict[str, Any]:
+    """Chunk-level perplexity statistics, unweighted over chunks (as the law's mu and sigma are).
+
+    ``ppl`` mean / std (ddof=0) / quantiles ``q01 .. q99``, the mean of ``log(ppl)``, and the
+    token-weighted corpus perplexity ``exp(sum(sum_nll) / sum(n_tokens))`` for reference.
+    """
+    ppl = np.asarray(ppl, dtype=np.float64)
+    if ppl.size == 0:
+        return {"ppl": None, "log_ppl_mean": None, "corpus_ppl": None}
+    qs = np.percentile(ppl, QUANTILES)
+    return {
+        "ppl": {
+            "mean": float(ppl.mean()),
+            "std": float(ppl.std(ddof=0)),
+            "min": float(ppl.min()),
+            "max": float(ppl.max()),
+            "quantiles": {f"q{q:02d}": float(v) for q, v in zip(QUANTILES, qs)},
+        },
+        "log_ppl_mean": float(np.log(ppl).mean()),
+        "corpus_ppl": float(np.exp(np.sum(sum_nll, dtype=np.float64) / np.sum(n_tokens))),
+    }
+
+
+def plot_log_ppl_histogram(ppl: np.ndarray, path: str | os.PathLike, title: str) -> None:
+    """Histogram of chunk log-perplexity with the median and the 5/95% quantiles marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    log_ppl = np.log(np.asarray(ppl, dtype=np.float64))
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    try:
+        if log_ppl.size:
+            ax.hist(log_ppl, bins=min(100, max(10, int(np.sqrt(log_ppl.size)))), color="#4c72b0", alpha=0.85)
+            for q, style in ((5, ":"), (50, "--"), (95, ":")):
+                ax.axvline(np.percentile(log_ppl, q), color="k", linestyle=style, linewidth=1, label=f"q{q:02d}")
+            ax.legend(loc="upper right", fontsize=8)
+        ax.set_xlabel("log(chunk perplexity)")
+        ax.set_ylabel("chunks")
+        ax.set_title(title, fontsize=9)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        write_bytes_atomic(Path(path), buffer.getvalue())
+    finally:
+        plt.close(fig)

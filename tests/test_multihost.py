@@ -1,0 +1,174 @@
+"""`pplaw score` as a real 2-process JAX job on CPU: the hosts split the corpus, no row lost or doubled.
+
+Two `python -m pplaw_jax.cli score` processes are started with the environment a multi-host
+launcher sets (`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`), so
+`initialize_distributed()` calls `jax.distributed.initialize()` and each process sees
+`jax.process_count() == 2` and 2 local CPU devices (4 global). Their combined output must equal the
+rows of an ordinary single-process run on the same corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pplaw_jax.cli import main
+from pplaw_jax.landscape.parts import iter_done_parts, read_landscape, read_json
+
+REPO = Path(__file__).resolve().parents[1]
+KEY = ["doc_id", "chunk"]
+WORDS = (
+    "the quick brown fox jumps over a lazy dog while seven wizards quietly pack boxes of "
+    "liquor jugs and zebras graze near the old mill in spring"
+).split()
+# Words per document: empty ones (skipped), one-chunk ones and ones spanning several chunks of
+# seq_len 24, so hosts get different numbers of rows and batches.
+DOC_WORDS = [0, 3, 60, 17, 150, 1, 45, 90, 0, 33, 8, 120, 5, 0, 70, 12, 2, 41, 99, 6, 0, 27, 64]
+N_HOSTS = 2
+DEVICES_PER_HOST = 2
+TIMEOUT_S = 180  # a normal run takes ~30 s; a failed host hangs 300 s in JAX's shutdown barrier
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    """A random 2-layer HF Llama with a byte-level BPE tokenizer, and a 23-document JSONL corpus."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from pplaw_jax.models import train_bpe_tokenizer
+
+    root = tmp_path_factory.mktemp("multihost")
+    tokenizer = train_bpe_tokenizer([" ".join(WORDS)] * 20, vocab_size=320)
+    config = transformers.LlamaConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        bos_token_id=tokenizer.bos_id,
+        eos_token_id=tokenizer.eos_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(1)
+    model = transformers.LlamaForCausalLM(config)
+    with torch.no_grad():  # larger weights than the init, so chunk NLLs differ clearly
+        for p in model.parameters():
+            p.mul_(8.0) if p.dim() == 2 else None
+    model.save_pretrained(root / "model")
+    tokenizer.save(root / "model")
+
+    rng = np.random.default_rng(7)
+    docs = [{"id": f"d{i:02d}", "text": " ".join(rng.choice(WORDS, size=n))} for i, n in enumerate(DOC_WORDS)]
+    corpus = root / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    return root / "model", corpus, docs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sorted_rows(df: pd.DataFrame) -> pd.DataFrame:
+    return df.sort_values(KEY).reset_index(drop=True)
+
+
+def launch_hosts(args: list[str], logs: Path) -> list[tuple[subprocess.Popen, Path]]:
+    """Start one `pplaw score` process per host, as a multi-host launcher would."""
+    port = free_port()
+    procs = []
+    for h in range(N_HOSTS):
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES_PER_HOST}",
+            "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+            "JAX_NUM_PROCESSES": str(N_HOSTS),
+            "JAX_PROCESS_ID": str(h),
+        }
+        log = logs / f"host{h}.log"
+        with open(log, "wb") as f:
+            procs.append((subprocess.Popen([sys.executable, "-m", "pplaw_jax.cli", "score", *args],
+                                           stdout=f, stderr=subprocess.STDOUT, env=env, cwd=str(logs)), log))
+    return procs
+
+
+def wait_all(procs: list[tuple[subprocess.Popen, Path]]) -> None:
+    """Wait for every host to exit 0; fail at the first non-zero exit or after TIMEOUT_S, with
+    the logs. Kills what is left."""
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        while any(proc.poll() is None for proc, _ in procs):
+            for proc, log in procs:
+                rc = proc.poll()
+                assert rc in (None, 0), f"{log.name} exited {rc}:\n{log.read_text()[-4000:]}"
+            if time.monotonic() > deadline:  # e.g. a host failed and hangs in JAX's shutdown barrier
+                running = [log.name for proc, log in procs if proc.poll() is None]
+                logs = "".join(f"\n--- {log.name}:\n{log.read_text()[-3000:]}" for _, log in procs)
+                pytest.fail(f"{running} still running after {TIMEOUT_S}s{logs}")
+            time.sleep(0.2)
+        for proc, log in procs:
+            assert proc.returncode == 0, f"{log.name} exited {proc.returncode}:\n{log.read_text()[-4000:]}"
+    finally:
+        for proc, _ in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_two_process_score_splits_the_corpus_exactly(tiny_setup, tmp_path):
+    model_dir, corpus, docs = tiny_setup
+    common = ["--model", str(model_dir), "--data", str(corpus), "--seq-len", "24", "--docs-per-part", "3"]
+
+    # reference: one ordinary process on this test process's 8 fake devices
+    assert main(["score", *common, "--out", str(tmp_path / "one")]) == 0
+    single = sorted_rows(read_landscape(tmp_path / "one"))
+
+    out = tmp_path / "two"
+    wait_all(launch_hosts([*common, "--out", str(out), "--batch-size", "4"], tmp_path))
+
+    # the processes really formed one 2-process JAX job with 2 local devices each
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["process_count"] == N_HOSTS and summary["devices_per_host"] == DEVICES_PER_HOST
+    assert summary["mesh"] == {"data": DEVICES_PER_HOST, "fsdp": 1, "tensor": 1}
+    host0_stdout = (tmp_path / "host0.log").read_text().strip().splitlines()
+    assert json.loads(host0_stdout[-1])["documents"] == len(docs)  # only process 0 reports
+
+    # both hosts wrote several parts; each host's rows are exactly its modulo shard of the corpus
+    done = list(iter_done_parts(out))
+    assert {h for h, _, _ in done} == set(range(N_HOSTS))
+    scored_ids = set(single.doc_id)
+    for h in range(N_HOSTS):
+        host_rows = pd.concat([pd.read_parquet(p) for host, _, p in done if host == h])
+        shard = [d["id"] for i, d in enumerate(docs) if i % N_HOSTS == h]
+        assert set(host_rows.doc_id) == set(shard) & scored_ids
+        assert read_json(out / "parts" / f"host{h:03d}.done")["docs"] == len(shard)
+        assert sum(host == h for host, _, _ in done) == -(-len(shard) // 3)  # ceil(docs / docs_per_part)
+
+    # the union of the hosts' rows is the single-process landscape: nothing lost, nothing doubled
+    both = read_landscape(out)
+    assert not both.duplicated(KEY).any()
+    both = sorted_rows(both)
+    assert both[KEY + ["n_tokens"]].equals(single[KEY + ["n_tokens"]])
+    np.testing.assert_allclose(both.sum_nll, single.sum_nll, rtol=1e-5)
+    assert single.sum_nll.std() > 1.0  # the rows really differ, so a mix-up would show
+    assert (single.groupby("doc_id").chunk.max() > 0).any()  # some documents span several chunks
+    assert not list((out / "parts").glob("*.tmp"))
+
+    # summary.json covers the whole corpus
+    n_empty = sum(not d["text"] for d in docs)
+    assert (summary["documents"], summary["skipped"], summary["chunks"]) == (len(docs), n_empty, len(single))
+    assert n_empty > 0 and summary["tokens"] == single.n_tokens.sum()
+    assert summary["parts"] == len(done)
