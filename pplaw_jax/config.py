@@ -140,8 +140,26 @@ def _build(cls, tree: dict, where: str):
         if dataclasses.is_dataclass(hint):
             kwargs[name] = _build(hint, value or {}, f"{where}{name}.")
         else:
-            kwargs[name] = value
+            kwargs[name] = _coerce(hint, value, where + name)
     return cls(**kwargs)
+
+
+def _coerce(hint, value, key: str):
+    """Numbers as the dataclass declares them: YAML 1.1 reads `1e5` (no dot) as a string."""
+    if value is None:
+        return None
+    scalar = {int: int, float: float}
+    args = typing.get_args(hint)
+    try:
+        if hint in scalar:
+            return scalar[hint](value)
+        if typing.get_origin(hint) is list and args and args[0] in scalar:
+            return [scalar[args[0]](v) for v in value]
+        if float in args or int in args:  # Optional[number]
+            return scalar[float if float in args else int](value)
+    except (TypeError, ValueError) as e:
+        raise PplawError(f"config key {key}: {value!r} is not a valid {hint}") from e
+    return value
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> StudyConfig:

@@ -1,0 +1,131 @@
+"""Reading and validating ``runs.csv``: one row per (training subset, token count) measurement.
+
+Columns: ``mu``, ``sigma`` (chunk-perplexity mean / std of the training subset), ``tokens``
+(training tokens D, raw count), ``loss`` (domain test loss), optional ``run_id``.  Rows that share a
+``run_id`` (e.g. several checkpoints of one training run) form one *group*: bootstrap and held-out
+folds resample and leave out whole groups, so correlated rows never straddle a split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pplaw_jax.errors import PplawError
+from pplaw_jax.law.forms import LawForm
+
+COLUMNS = ("mu", "sigma", "tokens", "loss")
+
+
+@dataclass(frozen=True)
+class Runs:
+    """Validated runs, as float64 arrays of equal length ``n``.
+
+    ``groups[i]`` is the integer group of row i (from ``run_id``, else one group per row);
+    ``run_ids`` are the row labels used in messages and outputs.
+    """
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    tokens: np.ndarray
+    loss: np.ndarray
+    groups: np.ndarray
+    run_ids: tuple[str, ...]
+    source: str
+
+    @property
+    def n(self) -> int:
+        return len(self.loss)
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.groups.max()) + 1 if self.n else 0
+
+    def take(self, idx: np.ndarray) -> Runs:
+        """The rows `idx` (may repeat, as in a bootstrap resample), groups renumbered densely."""
+        idx = np.asarray(idx)
+        _, groups = np.unique(self.groups[idx], return_inverse=True)
+        return Runs(
+            self.mu[idx],
+            self.sigma[idx],
+            self.tokens[idx],
+            self.loss[idx],
+            groups.reshape(-1),
+            tuple(self.run_ids[i] for i in idx),
+            self.source,
+        )
+
+
+def runs_from_arrays(mu, sigma, tokens, loss, run_id=None, source: str = "<arrays>") -> Runs:
+    """Build `Runs` from arrays with the same validation as `read_runs` (used by tests and benchmarks)."""
+    frame = pd.DataFrame({"mu": mu, "sigma": sigma, "tokens": tokens, "loss": loss})
+    if run_id is not None:
+        frame["run_id"] = run_id
+    return _validate(frame, source, COLUMNS)
+
+
+def read_runs(path, form: LawForm) -> Runs:
+    """Read and validate `path` for fitting `form`.
+
+    The data-only law needs only ``tokens`` and ``loss``; every column that is present is still
+    checked.  Raises PplawError naming the file, CSV line and column of the first problem.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise PplawError(f"{path}: runs file not found")
+    try:
+        frame = pd.read_csv(path, dtype={"run_id": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise PplawError(f"{path}: cannot parse as CSV: {e}") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    required = COLUMNS if form.uses_perplexity else ("tokens", "loss")
+    runs = _validate(frame, str(path), required)
+    if runs.n < len(form.param_names):
+        raise PplawError(
+            f"{path}: {runs.n} runs, fewer than the {len(form.param_names)} parameters of law "
+            f"{form.name!r} ({', '.join(form.param_names)})"
+        )
+    return runs
+
+
+def _validate(frame: pd.DataFrame, source: str, required) -> Runs:
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise PplawError(
+            f"{source}: missing column(s) {', '.join(missing)} (have: {', '.join(map(str, frame.columns))})"
+        )
+    if len(frame) == 0:
+        raise PplawError(f"{source}: no runs (empty table)")
+    run_ids = (
+        tuple(str(r) for r in frame["run_id"])
+        if "run_id" in frame.columns
+        else tuple(str(i) for i in range(len(frame)))
+    )
+    values = {}
+    for col in COLUMNS:
+        if col not in frame.columns:
+            values[col] = np.ones(len(frame))
+            continue
+        raw = frame[col]
+        num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(num) | (num <= 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            what = "run_id " + run_ids[i] + ", " if "run_id" in frame.columns else ""
+            value = raw.iloc[i]
+            shown = repr(value) if isinstance(value, str) else str(value)
+            raise PplawError(
+                f"{source}: line {i + 2} ({what}row {i}): column {col!r} = {shown}; "
+                f"must be a finite number > 0 ({int(bad.sum())} bad value(s) in this column)"
+            )
+        values[col] = num
+    if "run_id" in frame.columns:
+        _, groups = np.unique(np.asarray(run_ids), return_inverse=True)
+    else:
+        groups = np.arange(len(frame))
+    return Runs(
+        values["mu"], values["sigma"], values["tokens"], values["loss"], groups.reshape(-1), run_ids, source
+    )

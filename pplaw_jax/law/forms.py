@@ -1,0 +1,146 @@
+"""Scaling-law forms: a registry of laws of the shape ``L = E + exp(features(mu, sigma, D) @ theta)``.
+
+Both laws of the project have this shape once written in log space:
+
+* perplexity-aware (``"ppl"``, Liu et al. 2025)::
+
+      L = E + Dc / (mu^(alpha0 + alpha1*sigma) * sigma^(beta0 + beta1*mu) * D^alphaD)
+      log(L - E) = log Dc - alpha0 log mu - alpha1 sigma log mu - beta0 log sigma
+                   - beta1 mu log sigma - alphaD log D
+
+* data-only (``"data"``, Chinchilla-style)::
+
+      L = E + B / D^beta,   log(L - E) = log B - beta log D
+
+So a law is a list of *features* of ``(mu, sigma, D)`` (the first one is the constant 1) and a
+linear coefficient vector ``theta``; only ``E`` enters non-linearly.  The fitting code exploits this
+(ordinary least squares starts for the point fit, standardised coefficients for the priors and the
+sampler), and a new form is one small `LawForm` entry in `LAWS`.
+
+Sign conventions: ``E`` and the scale (``Dc`` / ``B``) are positive and fitted as ``log E`` and
+``log Dc`` / ``log B``; every exponent (``alpha0, alpha1, beta0, beta1, alphaD, beta``) is free in
+sign, which is what lets the perplexity-aware law have an interior optimum in ``(mu, sigma)``.
+
+All functions take an array namespace ``xp`` (``numpy`` or ``jax.numpy``) and are pure, so the same
+code is jit-able inside the NumPyro model and exact in float64 numpy for predictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from pplaw_jax.errors import PplawError
+
+
+def _ppl_features(mu, sigma, tokens, xp):
+    mu, sigma, tokens = xp.broadcast_arrays(xp.asarray(mu), xp.asarray(sigma), xp.asarray(tokens))
+    log_mu, log_sigma = xp.log(mu), xp.log(sigma)
+    cols = [xp.ones_like(mu), -log_mu, -sigma * log_mu, -log_sigma, -mu * log_sigma, -xp.log(tokens)]
+    return xp.stack(cols, axis=-1)
+
+
+def _data_features(mu, sigma, tokens, xp):
+    log_d = xp.log(xp.asarray(tokens))
+    return xp.stack([xp.ones_like(log_d), -log_d], axis=-1)
+
+
+@dataclass(frozen=True)
+class LawForm:
+    """One law ``L = E + exp(features @ theta)``.
+
+    ``scale_name`` is the positive multiplier (``Dc`` or ``B``) whose log is ``theta[0]``;
+    ``exponent_names`` are the remaining entries of ``theta``, in feature order.
+    ``features(mu, sigma, tokens, xp)`` returns ``[..., 1 + len(exponent_names)]``; column 0 is 1.
+    ``uses_perplexity`` is False when the law ignores ``mu`` and ``sigma``.
+    """
+
+    name: str
+    scale_name: str
+    exponent_names: tuple[str, ...]
+    features: Callable
+    uses_perplexity: bool
+    description: str
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """Public parameter names, in the order of fit.json: ``E``, the scale, the exponents."""
+        return ("E", self.scale_name) + self.exponent_names
+
+    @property
+    def n_coef(self) -> int:
+        return 1 + len(self.exponent_names)
+
+    def to_params(self, log_e, theta, xp=np) -> dict:
+        """``(log E, theta[..., k])`` -> ``{name: value}`` in public (raw) parameters."""
+        params = {"E": xp.exp(log_e), self.scale_name: xp.exp(theta[..., 0])}
+        for i, name in enumerate(self.exponent_names):
+            params[name] = theta[..., i + 1]
+        return params
+
+    def from_params(self, params: Mapping, xp=np):
+        """``{name: value}`` -> ``(log E, theta[..., k])``; the inverse of `to_params`."""
+        missing = [n for n in self.param_names if n not in params]
+        if missing:
+            raise PplawError(f"law {self.name!r}: parameters missing: {', '.join(missing)}")
+        log_e = xp.log(xp.asarray(params["E"], dtype=float))
+        cols = [xp.log(xp.asarray(params[self.scale_name], dtype=float))]
+        cols += [xp.asarray(params[n], dtype=float) for n in self.exponent_names]
+        cols = xp.broadcast_arrays(*cols)
+        return log_e, xp.stack(cols, axis=-1)
+
+
+LAWS: dict[str, LawForm] = {
+    "ppl": LawForm(
+        name="ppl",
+        scale_name="Dc",
+        exponent_names=("alpha0", "alpha1", "beta0", "beta1", "alphaD"),
+        features=_ppl_features,
+        uses_perplexity=True,
+        description="E + Dc / (mu^(alpha0+alpha1*sigma) * sigma^(beta0+beta1*mu) * D^alphaD)",
+    ),
+    "data": LawForm(
+        name="data",
+        scale_name="B",
+        exponent_names=("beta",),
+        features=_data_features,
+        uses_perplexity=False,
+        description="E + B / D^beta",
+    ),
+}
+
+
+def get_law(name: str) -> LawForm:
+    """The registered law called `name`, or a PplawError listing the known ones."""
+    try:
+        return LAWS[name]
+    except KeyError:
+        raise PplawError(f"unknown law {name!r}; known laws: {', '.join(LAWS)}") from None
+
+
+def log_loss(form: LawForm, log_e, theta, mu, sigma, tokens, xp=np):
+    """``log L`` from ``log E`` and ``theta[..., k]``; all leading shapes broadcast with numpy rules.
+
+    Computed as ``logaddexp(log E, features @ theta)`` so that neither a huge ``Dc`` nor a tiny
+    ``L - E`` overflows or cancels.  Pure and jit-able with ``xp=jax.numpy``.
+    """
+    log_excess = xp.sum(form.features(mu, sigma, tokens, xp) * theta, axis=-1)
+    return xp.logaddexp(log_e, log_excess)
+
+
+def predict_loss(law: str, params: Mapping, mu, sigma, tokens) -> np.ndarray:
+    """Predicted loss of `law` with public `params` at ``(mu, sigma, tokens)``, in float64 numpy.
+
+    Every parameter value and every coordinate broadcasts with numpy rules, so evaluating S
+    posterior draws at N points is ``predict_loss(law, {k: v[:, None] for k, v in draws.items()},
+    mu[None, :], sigma[None, :], tokens[None, :])`` -> ``[S, N]``.  For ``law="data"`` `mu` and
+    `sigma` are ignored (pass anything, e.g. ``None``).
+    """
+    form = get_law(law)
+    log_e, theta = form.from_params(params)
+    if not form.uses_perplexity:
+        mu = sigma = 1.0
+    mu, sigma, tokens = (np.asarray(a, dtype=float) for a in (mu, sigma, tokens))
+    return np.exp(log_loss(form, log_e, theta, mu, sigma, tokens, np))

@@ -1,0 +1,173 @@
+"""Reading and writing a fit directory: ``fit.json``, ``posterior.nc`` and the plots.
+
+Completeness protocol: ``pplaw fit`` first deletes any old ``fit.json``, writes every other file
+under a temporary name and renames it into place, and writes ``fit.json`` last (also via
+temp + rename).  So the presence of ``fit.json`` means the directory is complete and consistent;
+`load_fit` refuses a directory without it.
+
+fit.json layout (all numbers plain JSON floats; NaN/inf written as null)::
+
+    law, law_form, param_names, parameterisation, method, seed, created, notes, plots
+    runs:  {file, n_runs, n_groups, mu|sigma|tokens|loss: [min, max]}
+    point: {params: {name: float}, ci90: {name: [q05, q95]} ({} without bootstrap), objective,
+            huber_delta, converged, n_starts, n_starts_at_best, residual_scale_log,
+            bootstrap: {n, failed, draws: {name: [...]}} | null,
+            optimum: {box, tokens_ref, mu, sigma, loss_at_tokens_ref, at_boundary}  (ppl law)}
+    bayes: null | {summary: {name|noise: {mean, sd, q05, q50, q95, r_hat, ess_bulk, ess_tail}},
+            divergences, max_r_hat, min_ess_bulk, thresholds, converged, problems, likelihood,
+            student_df, priors, design, chains, warmup, samples, target_accept, chain_method, wall_s,
+            optimum: {box, tokens_ref, mu|sigma|loss_at_tokens_ref: {mean, sd, q05, q50, q95},
+                      fraction_at_boundary, credible_region: {level, method, polygons: [[[mu, sigma], ...]]},
+                      point: {mu, sigma}} | null}
+    comparison: null | {heldout: {method, laws: {ppl|data: {folds, n_scored, rmse_log_loss, mae_loss,
+                        max_abs_log_error} | {error}}},
+                        loo: null | {method, best, laws: {ppl|data: {elpd_loo, se, p_loo, pareto_k_gt_0.7,
+                        warning, rank, elpd_diff, dse, weight}}, data_law_fit: {...}}}
+
+posterior.nc: ArviZ InferenceData; ``posterior`` has one (chain, draw) variable per parameter
+name plus ``noise`` (sd of log-loss); also log_likelihood (``log_loss`` over ``run``),
+observed_data, constant_data (mu, sigma, tokens, run_id) and sample_stats.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from pplaw_jax.errors import PplawError
+from pplaw_jax.law.forms import get_law
+
+FIT_JSON = "fit.json"
+POSTERIOR_NC = "posterior.nc"
+FORMAT_VERSION = 1
+
+
+def import_arviz():
+    """ArviZ without its import-time FutureWarning about the coming 1.0 refactor."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz
+
+    return arviz
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary name in `path`'s directory, then rename it to `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    """Atomically write `obj` as indented JSON (NaN/inf become null so pandas/JS can read it)."""
+    text = json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _finite(obj):
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (np.ndarray,)):
+        return _finite(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
+def write_posterior(path: Path, idata) -> None:
+    """Atomically write an ArviZ InferenceData as netCDF (h5netcdf engine)."""
+    atomic_write(path, lambda tmp: idata.to_netcdf(str(tmp), engine="h5netcdf"))
+
+
+class Fit:
+    """A completed fit directory, as `load_fit` returns it.
+
+    Attributes: ``law`` (``"ppl"`` or ``"data"``), ``param_names``, ``point_params``
+    (``{name: float}``, the robust point estimate), ``info`` (the whole parsed fit.json) and
+    ``fit_dir``.  Posterior draws are read from posterior.nc on first use.
+    """
+
+    def __init__(self, fit_dir: Path, info: dict):
+        self.fit_dir = Path(fit_dir)
+        self.info = info
+        self.law: str = info["law"]
+        self.param_names: tuple[str, ...] = tuple(info["param_names"])
+        self.point_params: dict[str, float] = {k: float(v) for k, v in info["point"]["params"].items()}
+        self._posterior = None
+
+    @property
+    def has_posterior(self) -> bool:
+        return self.info.get("bayes") is not None
+
+    def _load_posterior(self) -> dict[str, np.ndarray] | None:
+        if not self.has_posterior:
+            return None
+        if self._posterior is None:
+            path = self.fit_dir / POSTERIOR_NC
+            if not path.exists():
+                raise PplawError(f"{path}: missing, although {self.fit_dir / FIT_JSON} has a Bayesian fit")
+            az = import_arviz()
+            idata = az.from_netcdf(str(path))
+            post = idata.posterior
+            missing = [n for n in self.param_names if n not in post]
+            if missing:
+                raise PplawError(f"{path}: posterior lacks variable(s) {', '.join(missing)}")
+            names = [n for n in (*self.param_names, "noise") if n in post]
+            self._posterior = {n: np.asarray(post[n].values, dtype=float).reshape(-1) for n in names}
+        return self._posterior
+
+    def posterior_draws(self) -> dict[str, np.ndarray] | None:
+        """``{name: draws[S]}`` for the law's parameters (chains flattened), or None without a
+        Bayesian fit.  Feed them to `predict_loss` with ``v[:, None]`` to evaluate many points."""
+        post = self._load_posterior()
+        return None if post is None else {n: post[n] for n in self.param_names}
+
+    def noise_draws(self) -> np.ndarray | None:
+        """Draws ``[S]`` of the observation noise scale on log-loss, or None without a Bayesian fit
+        (or a posterior.nc that has no ``noise``)."""
+        post = self._load_posterior()
+        return None if post is None else post.get("noise")
+
+    @property
+    def likelihood(self) -> tuple[str, float | None]:
+        """``("normal", None)`` or ``("student", df)`` of the Bayesian fit's observation model."""
+        bayes = self.info["bayes"] or {}
+        return bayes.get("likelihood", "normal"), bayes.get("student_df")
+
+    def __repr__(self) -> str:
+        return f"Fit(law={self.law!r}, dir={str(self.fit_dir)!r}, bayes={self.has_posterior})"
+
+
+def load_fit(fit_dir) -> Fit:
+    """Open a fit directory written by ``pplaw fit``; PplawError if it is missing or incomplete."""
+    fit_dir = Path(fit_dir)
+    path = fit_dir / FIT_JSON
+    if not path.exists():
+        raise PplawError(f"{path}: not found (no fit there, or the fit did not complete)")
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise PplawError(f"{path}: not valid JSON: {e}") from None
+    for key in ("law", "param_names", "point"):
+        if key not in info:
+            raise PplawError(f"{path}: field {key!r} missing")
+    get_law(info["law"])
+    return Fit(fit_dir, info)

@@ -1,0 +1,145 @@
+"""Figures of a fit (matplotlib Agg, ArviZ for the posterior ones); each writes one PNG atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pplaw_jax.law.data import Runs
+from pplaw_jax.law.forms import predict_loss
+from pplaw_jax.law.io import atomic_write, import_arviz
+from pplaw_jax.law.predictive import predictive
+
+MAX_REGIMES = 6
+PLOT_FILES = ("trace.png", "pair.png", "pred_vs_obs.png", "surface.png", "loss_vs_tokens.png")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    plt = _plt()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
+    plt.close(fig)
+
+
+def plot_trace(idata, names, path: Path) -> None:
+    """ArviZ trace plot (per-chain densities and traces) of the law's parameters and noise."""
+    az = import_arviz()
+    axes = az.plot_trace(idata, var_names=list(names), compact=False, figsize=(10, 1.6 * len(names)))
+    _save(np.asarray(axes).ravel()[0].figure, path)
+
+
+def plot_pair(idata, names, path: Path, max_draws: int = 1000) -> None:
+    """ArviZ pair plot of the posterior (thinned to `max_draws` points), divergences marked."""
+    az = import_arviz()
+    post = idata.posterior
+    thin = max(1, post.sizes["chain"] * post.sizes["draw"] // max_draws)
+    axes = az.plot_pair(
+        idata.sel(draw=slice(None, None, thin)),
+        var_names=list(names),
+        kind="scatter",
+        divergences=True,
+        marginals=True,
+        scatter_kwargs={"alpha": 0.3, "s": 2},
+        figsize=(2.0 * len(names), 2.0 * len(names)),
+    )
+    _save(np.asarray(axes).ravel()[0].figure, path)
+
+
+def plot_pred_vs_obs(runs: Runs, pred: dict, path: Path, label: str) -> None:
+    """Observed loss against the fitted loss with its interval (`pred` from `predictive`)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    lo_key, hi_key = ("pi_lo", "pi_hi") if "pi_lo" in pred else ("ci_lo", "ci_hi")
+    # clipped: a point-fit centre can sit just outside its bootstrap percentile interval
+    yerr = np.maximum(np.vstack([pred["mean"] - pred[lo_key], pred[hi_key] - pred["mean"]]), 0.0)
+    ax.errorbar(runs.loss, pred["mean"], yerr=yerr, fmt="o", ms=3, alpha=0.7, elinewidth=0.8, label=label)
+    lim = [min(runs.loss.min(), pred[lo_key].min()), max(runs.loss.max(), pred[hi_key].max())]
+    ax.plot(lim, lim, "k--", lw=0.8, label="y = x")
+    ax.set_xlabel("observed loss")
+    ax.set_ylabel("predicted loss")
+    ax.set_title("predicted vs observed")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def plot_surface(law, params, runs: Runs, box, tokens_ref, path: Path, point_opt=None, post_opt=None, region=None):
+    """Predicted loss over ``(mu, sigma)`` at `tokens_ref` (log axes) with the runs, the point
+    optimum (star), posterior optimum draws (dots) and their credible region (polygons)."""
+    plt = _plt()
+    mus = np.geomspace(*box["mu"], 120)
+    sigmas = np.geomspace(*box["sigma"], 120)
+    mg, sg = np.meshgrid(mus, sigmas)
+    loss = predict_loss(law, params, mg, sg, tokens_ref)
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    levels = np.quantile(loss, np.linspace(0, 1, 21))
+    cs = ax.contourf(mg, sg, loss, levels=np.unique(levels), cmap="viridis")
+    fig.colorbar(cs, ax=ax, label=f"predicted loss at D = {tokens_ref:.3g}")
+    ax.scatter(runs.mu, runs.sigma, c="white", edgecolors="k", s=18, label="runs", zorder=3)
+    if post_opt is not None:
+        step = max(1, len(post_opt["mu"]) // 800)
+        ax.scatter(post_opt["mu"][::step], post_opt["sigma"][::step], s=3, c="orange", alpha=0.4,
+                   label="posterior optimum draws", zorder=4)
+    if region is not None:
+        for i, poly in enumerate(region["polygons"]):
+            poly = np.asarray(poly)
+            ax.plot(poly[:, 0], poly[:, 1], "r-", lw=1.5, zorder=5,
+                    label=f"{int(100 * region['level'])}% credible region" if i == 0 else None)
+    if point_opt is not None:
+        ax.scatter([point_opt["mu"]], [point_opt["sigma"]], marker="*", s=220, c="red", edgecolors="k",
+                   label="point-fit optimum", zorder=6)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(*box["mu"])
+    ax.set_ylim(*box["sigma"])
+    ax.set_xlabel("mu (mean chunk perplexity)")
+    ax.set_ylabel("sigma (std of chunk perplexity)")
+    ax.set_title("loss surface and optimum")
+    ax.legend(fontsize=7, loc="best")
+    _save(fig, path)
+
+
+def regimes(runs: Runs, law_uses_perplexity: bool) -> np.ndarray:
+    """Integer regime per run: distinct ``(mu, sigma)`` pairs if there are few, else mu quantile
+    bins; all one regime for the data-only law."""
+    if not law_uses_perplexity:
+        return np.zeros(runs.n, dtype=int)
+    pairs = np.round(np.column_stack([np.log(runs.mu), np.log(runs.sigma)]), 6)
+    uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
+    if len(uniq) <= MAX_REGIMES:
+        return inv.reshape(-1)
+    edges = np.quantile(runs.mu, np.linspace(0, 1, MAX_REGIMES + 1)[1:-1])
+    return np.searchsorted(edges, runs.mu, side="right")
+
+
+def plot_loss_vs_tokens(law, params, runs: Runs, path: Path, draws=None, uses_perplexity=True, level=0.9):
+    """Loss against D (log axis) per perplexity regime: runs as dots, the fitted law at the
+    regime's median (mu, sigma) as a line, and the posterior credible band when available."""
+    plt = _plt()
+    reg = regimes(runs, uses_perplexity)
+    d = np.geomspace(runs.tokens.min() / 1.5, runs.tokens.max() * 1.5, 80)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    colors = plt.get_cmap("tab10")
+    for r in np.unique(reg):
+        sel = reg == r
+        m, s = float(np.median(runs.mu[sel])), float(np.median(runs.sigma[sel]))
+        label = f"mu~{m:.3g}, sigma~{s:.3g}" if uses_perplexity else "runs"
+        ax.scatter(runs.tokens[sel], runs.loss[sel], s=14, color=colors(r % 10), label=label, zorder=3)
+        ax.plot(d, predict_loss(law, params, m, s, d), color=colors(r % 10), lw=1.3)
+        if draws is not None:
+            pred = predictive(law, draws, None, "normal", None, m, s, d, level)
+            ax.fill_between(d, pred["ci_lo"], pred["ci_hi"], color=colors(r % 10), alpha=0.15)
+    ax.set_xscale("log")
+    ax.set_xlabel("training tokens D")
+    ax.set_ylabel("loss")
+    ax.set_title("loss vs tokens per perplexity regime (lines: fitted law at the regime's median)")
+    ax.legend(fontsize=7)
+    _save(fig, path)

@@ -1,0 +1,80 @@
+"""``pplaw predict``: predicted loss with its interval from a fit directory.
+
+Points come from ``--mu/--sigma/--tokens`` (one point; several values broadcast) or from
+``--points CSV`` (columns mu, sigma, tokens; mu/sigma optional for the data-only law).  Prints a
+CSV table to stdout (or ``--out FILE``): ``loss_point`` (robust point fit), ``loss_mean`` with
+``ci_lo/ci_hi`` (credible interval of the law; bootstrap interval for a point-only fit) and, with a
+Bayesian fit, ``pi_lo/pi_hi`` (predictive interval of a new run's measured loss).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pplaw_jax.errors import PplawError
+from pplaw_jax.law.io import atomic_write, load_fit
+from pplaw_jax.law.predictive import predict_table
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    p = parser
+    p.add_argument("--fit", required=True, help="fit directory written by pplaw fit")
+    p.add_argument("--mu", type=float, nargs="+", help="mean chunk perplexity of the subset")
+    p.add_argument("--sigma", type=float, nargs="+", help="std of chunk perplexity of the subset")
+    p.add_argument("--tokens", type=float, nargs="+", help="training tokens D")
+    p.add_argument("--points", help="CSV of points with columns mu, sigma, tokens (instead of the flags)")
+    p.add_argument("--level", type=float, default=0.9, help="interval probability (default 0.9)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the predictive noise draws")
+    p.add_argument("--out", help="write the CSV here instead of stdout")
+
+
+def _points(args, law: str):
+    needed = ("tokens",) if law == "data" else ("mu", "sigma", "tokens")
+    if args.points:
+        path = Path(args.points)
+        if not path.exists():
+            raise PplawError(f"{path}: points file not found")
+        frame = pd.read_csv(path)
+        missing = [c for c in needed if c not in frame.columns]
+        if missing:
+            raise PplawError(f"{path}: missing column(s) {', '.join(missing)}")
+        cols = {c: (frame[c].to_numpy() if c in frame.columns else None) for c in ("mu", "sigma", "tokens")}
+        where = str(path)
+    else:
+        missing = [f"--{c}" for c in needed if getattr(args, c) is None]
+        if missing:
+            raise PplawError(f"give {', '.join(missing)} (or --points CSV)")
+        cols = {c: (np.asarray(getattr(args, c)) if getattr(args, c) is not None else None)
+                for c in ("mu", "sigma", "tokens")}
+        where = "command line"
+    for c in needed:
+        v = pd.to_numeric(pd.Series(cols[c]), errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(v) | (v <= 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise PplawError(f"{where}: {c} value {cols[c][i]!r} (point {i}) must be a finite number > 0")
+        cols[c] = v
+    try:
+        np.broadcast_shapes(*(np.shape(v) for v in cols.values() if v is not None))
+    except ValueError:
+        raise PplawError(f"{where}: mu, sigma and tokens have incompatible lengths") from None
+    return cols
+
+
+def run(args) -> int:
+    if not 0 < args.level < 1:
+        raise PplawError(f"--level {args.level}: must be in (0, 1)")
+    fit = load_fit(args.fit)
+    pts = _points(args, fit.law)
+    table = predict_table(fit, pts["mu"], pts["sigma"], pts["tokens"], args.level, args.seed)
+    text = table.to_csv(index=False, float_format="%.6g")
+    if args.out:
+        atomic_write(Path(args.out), lambda tmp: tmp.write_text(text))
+    else:
+        sys.stdout.write(text)
+    return 0

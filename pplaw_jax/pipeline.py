@@ -1,0 +1,253 @@
+"""`pplaw run CONFIG.yaml [key=value ...]`: the whole study, one cached stage after another.
+
+Stages exchange files only, and each one calls the same `pplaw` subcommand a user would, so a
+study is exactly the sequence of commands recorded in `OUT/commands.log`:
+
+  0. data       corpora (optionally written from the Python installation) and cloze tasks
+  1. base       the base model: a checkpoint, or a small Llama pretrained here from scratch
+  2. landscape  `pplaw score` of the domain training split
+  3. grid       `pplaw select windows` + one `pplaw train` per window subset -> runs.csv
+  4. fit        `pplaw fit` of the perplexity-aware and the data-only law
+  5. select     DOS (posterior and point targets) and baselines at the final budget
+  6. final      `pplaw train` + `pplaw eval` for every selection and seed (and the base model)
+  7. report     report.md with tables and figures
+
+A stage is skipped when its completion file exists (each subcommand writes its summary last and
+resumes its own partial work), so re-running after a crash continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import time
+from pathlib import Path
+
+import yaml
+
+from pplaw_jax.config import StudyConfig, config_to_dict, load_config
+from pplaw_jax.errors import PplawError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="study YAML (see experiments/configs/)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. final.seeds=[0,1]")
+    parser.add_argument("--only", default=None, help="stop after this stage (data, base, landscape, grid, fit, select, final)")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    Study(cfg).run(stop_after=args.only)
+    return 0
+
+
+class Study:
+    """Runs the stages of one study into `cfg.out_dir`."""
+
+    STAGES = ("data", "base", "landscape", "grid", "fit", "select", "final", "report")
+
+    def __init__(self, cfg: StudyConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._check_config_unchanged()
+        self.data = dict(
+            general_train=cfg.data.general_train,
+            general_test=cfg.data.general_test,
+            domain_train=cfg.data.domain_train,
+            domain_test=cfg.data.domain_test,
+        )
+
+    # ---------------------------------------------------------------- plumbing
+    def _check_config_unchanged(self) -> None:
+        """A study directory belongs to one configuration; refuse to mix results of two."""
+        path = self.out / "config.yaml"
+        current = yaml.safe_dump(config_to_dict(self.cfg), sort_keys=True)
+        if path.exists() and path.read_text() != current:
+            raise PplawError(
+                f"{path} holds a different configuration; use a new out_dir or delete {self.out}"
+            )
+        path.write_text(current)
+
+    def pplaw(self, *argv: str) -> None:
+        """Run one `pplaw` subcommand in-process, logging the equivalent shell command."""
+        from pplaw_jax.cli import main
+
+        argv = [str(a) for a in argv]
+        with open(self.out / "commands.log", "a") as log:
+            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  pplaw {shlex.join(argv)}\n")
+        print(f"\n>>> pplaw {shlex.join(argv)}", flush=True)
+        code = main(argv)
+        if code != 0:
+            raise PplawError(f"stage command failed with exit code {code}: pplaw {shlex.join(argv)}")
+
+    def run(self, stop_after: str | None = None) -> None:
+        if stop_after is not None and stop_after not in self.STAGES:
+            raise PplawError(f"--only must be one of {', '.join(self.STAGES)}, got {stop_after!r}")
+        for stage in self.STAGES:
+            print(f"=== stage {stage}", flush=True)
+            getattr(self, f"stage_{stage}")()
+            if stage == stop_after:
+                return
+
+    # ---------------------------------------------------------------- stages
+    def stage_data(self) -> None:
+        d = self.cfg.data
+        if d.builtin == "cpython-docs":
+            from pplaw_jax.data.cpython_docs import write_cpython_docs
+
+            self.data.update(write_cpython_docs(self.out / "data"))
+        elif d.builtin is not None:
+            raise PplawError(f"data.builtin: unknown corpus {d.builtin!r} (known: cpython-docs)")
+        missing = [k for k in ("domain_train", "domain_test") if not self.data[k]]
+        if missing:
+            raise PplawError(f"config data.{missing[0]} is required (or data.builtin)")
+        if self.cfg.base_model is None and not self.data["general_train"]:
+            raise PplawError("a scratch base model needs data.general_train")
+        self.tasks = self.cfg.final.tasks or self._make_cloze_tasks()
+
+    def _make_cloze_tasks(self) -> str:
+        from pplaw_jax.data import iter_documents
+        from pplaw_jax.data.cloze import make_cloze_tasks, write_tasks
+
+        path = self.out / "data" / "domain_cloze.jsonl"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            texts = [doc.text for doc in iter_documents(self.data["domain_test"], text_field=self.cfg.data.text_field,
+                                                        id_field=self.cfg.data.id_field)]
+            write_tasks(path, make_cloze_tasks(texts, n_tasks=200, seed=self.cfg.seed))
+        return str(path)
+
+    def stage_base(self) -> None:
+        if self.cfg.base_model is not None:
+            self.base = self.cfg.base_model
+            return
+        from pplaw_jax.train import train_tokenizer
+
+        s = self.cfg.scratch
+        base = self.out / "base"
+        tok_dir = base / "tokenizer"
+        if not tok_dir.exists():
+            train_tokenizer(self.data["general_train"], s.vocab_size, tok_dir, max_docs=s.tokenizer_max_docs,
+                            text_field=self.cfg.data.text_field, id_field=self.cfg.data.id_field)
+        init_cfg = base / "init_config.json"
+        hf = dict(s.hf_config, vocab_size=s.vocab_size, max_position_embeddings=max(s.seq_len, self.cfg.landscape.seq_len,
+                                                                                     self.cfg.train.seq_len))
+        init_cfg.write_text(json.dumps(hf, indent=1))
+        run_dir = base / "pretrain"
+        self.pplaw(
+            "train", "--model", f"scratch:{init_cfg}", "--tokenizer", tok_dir, "--data", self.data["general_train"],
+            "--out", run_dir, "--steps", s.steps, "--seq-len", s.seq_len, "--batch-size", s.batch_size,
+            "--lr", s.lr, "--warmup", s.warmup, "--seed", self.cfg.seed,
+            *self._eval_args(general_only=True), "--text-field", self.cfg.data.text_field,
+            "--id-field", self.cfg.data.id_field, "--mesh", self.cfg.train.mesh,
+        )
+        self.base = str(run_dir / "hf")
+
+    def _eval_args(self, general_only: bool = False) -> list[str]:
+        args = []
+        if not general_only:
+            args += ["--eval-data", self.data["domain_test"]]
+        if self.data["general_test"]:
+            args += ["--general-eval-data", self.data["general_test"]]
+        if self.cfg.data.eval_max_docs:
+            args += ["--eval-max-docs", self.cfg.data.eval_max_docs]
+        return args
+
+    def stage_landscape(self) -> None:
+        ls = self.cfg.landscape
+        self.landscape = self.out / "landscape"
+        if (self.landscape / "summary.json").exists():
+            return
+        argv = ["score", "--model", self.base, "--data", self.data["domain_train"], "--out", self.landscape,
+                "--seq-len", ls.seq_len, "--batch-size", ls.batch_size, "--dtype", ls.dtype, "--mesh", ls.mesh,
+                "--text-field", self.cfg.data.text_field, "--id-field", self.cfg.data.id_field]
+        if self.cfg.data.domain_max_docs:
+            argv += ["--max-docs", self.cfg.data.domain_max_docs]
+        self.pplaw(*argv)
+
+    def _train(self, selection: Path, out: Path, seed: int) -> None:
+        t = self.cfg.train
+        if (out / "eval.json").exists():
+            return
+        self.pplaw(
+            "train", "--model", self.base, "--data", self.data["domain_train"], "--selection", selection,
+            "--out", out, "--seq-len", t.seq_len, "--batch-size", t.batch_size, "--lr", t.lr,
+            "--warmup", t.warmup, "--seed", seed, "--dtype", t.dtype, "--mesh", t.mesh,
+            "--eval-every", t.eval_every, "--text-field", self.cfg.data.text_field,
+            "--id-field", self.cfg.data.id_field, *self._eval_args(),
+        )
+
+    def stage_grid(self) -> None:
+        import pandas as pd
+
+        g = self.cfg.grid
+        sel_dir = self.out / "grid" / "selections"
+        self.runs_csv = self.out / "grid" / "runs.csv"
+        if self.runs_csv.exists():
+            return
+        if not (sel_dir / "manifest.csv").exists():
+            self.pplaw("select", "windows", "--landscape", self.landscape, "--out", sel_dir,
+                       "--budgets", *[f"{b:g}" for b in g.budgets], "--windows", *g.windows, "--seed", self.cfg.seed)
+        manifest = pd.read_csv(sel_dir / "manifest.csv")
+        rows = []
+        for r in manifest.itertuples():
+            run_dir = self.out / "grid" / "runs" / r.name
+            self._train(sel_dir / r.name / "selection.parquet", run_dir, self.cfg.seed)
+            ev = json.loads((run_dir / "eval.json").read_text())
+            rows.append(dict(run_id=r.name, mu=ev["mu"], sigma=ev["sigma"], tokens=ev["tokens"],
+                             loss=ev["domain_loss"], general_loss=ev.get("general_loss")))
+        if len(rows) == 0:
+            raise PplawError(f"no grid subsets in {sel_dir / 'manifest.csv'}")
+        tmp = self.runs_csv.with_suffix(".tmp")
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+        tmp.replace(self.runs_csv)
+
+    def stage_fit(self) -> None:
+        f = self.cfg.fit
+        self.fits = {}
+        for law in ("ppl", "data"):
+            out = self.out / "fit" / law
+            self.fits[law] = out
+            if (out / "fit.json").exists():
+                continue
+            argv = ["fit", "--runs", self.runs_csv, "--out", out, "--law", law, "--method", f.method,
+                    "--chains", f.chains, "--warmup", f.warmup, "--samples", f.samples, "--seed", self.cfg.seed]
+            if f.allow_unconverged:
+                argv.append("--allow-unconverged")
+            self.pplaw(*argv)
+
+    def stage_select(self) -> None:
+        budget = f"{self.cfg.final.budget:g}"
+        self.selections = {}
+        for method in self.cfg.final.methods:
+            out = self.out / "select" / method
+            self.selections[method] = out
+            if (out / "summary.json").exists():
+                continue
+            argv = ["select", "--landscape", self.landscape, "--tokens", budget, "--out", out, "--seed", self.cfg.seed]
+            if method.startswith("dos-"):
+                argv += ["--method", "dos", "--fit", self.fits["ppl"], "--target", method.split("-", 1)[1]]
+            else:
+                argv += ["--method", method]
+            self.pplaw(*argv)
+
+    def stage_final(self) -> None:
+        self.final = {}
+        base_eval = self.out / "final" / "base" / "downstream.json"
+        if not base_eval.exists():
+            base_eval.parent.mkdir(parents=True, exist_ok=True)
+            self.pplaw("eval", "--model", self.base, "--tasks", self.tasks, "--out", base_eval)
+        for method, sel in self.selections.items():
+            for seed in self.cfg.final.seeds:
+                run_dir = self.out / "final" / method / f"seed{seed}"
+                self._train(sel / "selection.parquet", run_dir, seed)
+                if not (run_dir / "downstream.json").exists():
+                    self.pplaw("eval", "--model", run_dir / "hf", "--tasks", self.tasks, "--out", run_dir / "downstream.json")
+                self.final[(method, seed)] = run_dir
+
+    def stage_report(self) -> None:
+        from pplaw_jax.report import write_report
+
+        write_report(self.out, self.cfg)

@@ -1,0 +1,230 @@
+"""`pplaw train`: continual pre-training on a selection (or a whole corpus), evaluated and exported.
+
+RUN/ layout: `run.json` (the settings that define the trajectory; a restart must match them),
+`data/` (cached token ids), `checkpoints/` (orbax), `metrics.jsonl` (per step), `hf/` (final
+weights, HF format) and `eval.json` (final figures, written last: its presence means the run is
+complete, and running the same command again then exits at once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from pplaw_jax.errors import PplawError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", required=True, help="HF checkpoint directory, .gguf file, smollm2-135m-instruct, or scratch:CONFIG.json"
+    )
+    parser.add_argument("--tokenizer", default=None, help="tokenizer directory (Tokenizer.save) for --model scratch:...")
+    parser.add_argument("--data", required=True, help="training corpus (same spec as pplaw score)")
+    parser.add_argument("--selection", default=None, help="selection.parquet (or its directory): train on these chunks only")
+    parser.add_argument("--out", required=True, help="run directory (resumed if it holds the same run)")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--tokens", type=int, default=None, help="run length in tokens: steps = ceil(N / (B*(L-1)))")
+    length.add_argument("--steps", type=int, default=None, help="run length in steps (default: one epoch)")
+    parser.add_argument("--seq-len", type=int, default=1024, help="tokens per sequence, start token included")
+    parser.add_argument("--batch-size", type=int, default=8, help="global batch size (sequences per step)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
+    parser.add_argument("--min-lr-ratio", type=float, default=0.1, help="final learning rate as a fraction of --lr")
+    parser.add_argument("--warmup", type=float, default=0.05, help="warmup: fraction of the steps if < 1, else steps")
+    parser.add_argument("--schedule", choices=("cosine", "linear", "constant"), default="cosine")
+    parser.add_argument("--weight-decay", type=float, default=0.1, help="AdamW decoupled weight decay (matrices only)")
+    parser.add_argument("--clip-norm", type=float, default=1.0, help="global gradient-norm clip (0: none)")
+    parser.add_argument("--seed", type=int, default=0, help="data order (and scratch init) seed")
+    parser.add_argument("--eval-data", default=None, help="domain test corpus: its mean token loss is the law's L")
+    parser.add_argument("--general-eval-data", default=None, help="general-domain test corpus (forgetting)")
+    parser.add_argument("--eval-every", type=int, default=0, help="evaluate every K steps (0: only at the end)")
+    parser.add_argument("--eval-max-docs", type=int, default=None, help="evaluate on the first N documents of each set")
+    parser.add_argument("--eval-batch-size", type=int, default=None, help="sequences per eval batch (default --batch-size)")
+    parser.add_argument("--save-every", type=int, default=100, help="checkpoint every K steps (and at the end)")
+    parser.add_argument("--keep", type=int, default=2, help="checkpoints to keep")
+    parser.add_argument("--mesh", default="data=-1,fsdp=1,tensor=1", help="device mesh (axes data, fsdp, tensor)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype (weights stay float32)")
+    parser.add_argument("--remat", action="store_true", help="recompute activations in the backward pass (less memory)")
+    parser.add_argument("--text-field", default="text", help="JSON field / Parquet column with the text")
+    parser.add_argument("--id-field", default="id", help="document id field")
+    parser.add_argument("--max-docs", type=int, default=None, help="read only the first N training documents")
+
+
+def _canonical(spec: str | None) -> str | None:
+    """Absolute path for local paths (a restart from another directory still matches)."""
+    if spec is None or "://" in spec or spec.startswith("tfds:"):
+        return spec
+    if spec.startswith("scratch:"):
+        return "scratch:" + os.path.abspath(spec[len("scratch:") :])
+    return os.path.abspath(spec) if os.path.exists(spec) else spec
+
+
+def _check_args(args) -> None:
+    for name in ("seq_len", "batch_size", "save_every", "keep"):
+        if getattr(args, name) < (2 if name == "seq_len" else 1):
+            raise PplawError(f"--{name.replace('_', '-')} is too small: {getattr(args, name)}")
+    if args.lr <= 0:
+        raise PplawError(f"--lr must be positive, got {args.lr}")
+    if args.eval_every < 0:
+        raise PplawError(f"--eval-every must be >= 0, got {args.eval_every}")
+    if args.eval_batch_size is not None and args.eval_batch_size < 1:
+        raise PplawError(f"--eval-batch-size must be >= 1, got {args.eval_batch_size}")
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _check_run_identity(run_dir: Path, identity: dict) -> None:
+    """Record the trajectory-defining settings, or refuse to resume a run made with others."""
+    path = run_dir / "run.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+        if diff:
+            changes = "; ".join(f"{k}: {old.get(k)!r} -> {identity.get(k)!r}" for k in diff)
+            raise PplawError(f"{run_dir} holds a different run ({changes}); use a new --out")
+    else:
+        _write_json_atomic(path, identity)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pplaw_jax.distributed import initialize_distributed
+
+    initialize_distributed()
+
+    import jax
+
+    from pplaw_jax.distributed import make_mesh
+    from pplaw_jax.train.dataset import build_sequences, cached_sequences, file_digest, fingerprint, read_selection
+    from pplaw_jax.train.export import export_hf
+    from pplaw_jax.train.loop import LoopSettings, Trainer, check_memory, data_parallel_size, fit
+    from pplaw_jax.train.optim import make_optimizer, make_schedule, total_steps, warmup_steps
+    from pplaw_jax.train.scratch import load_for_training
+
+    run_dir = Path(args.out)
+    if (run_dir / "eval.json").exists():
+        print(f"pplaw train: {run_dir} is complete (eval.json exists); nothing to do")
+        return 0
+    _check_args(args)
+    mesh = make_mesh(args.mesh)
+    dp = data_parallel_size(mesh)
+    eval_batch_size = args.eval_batch_size or args.batch_size
+    for flag, size in (("--batch-size", args.batch_size), ("--eval-batch-size", eval_batch_size)):
+        if size % dp:
+            raise PplawError(f"{flag} {size} is not a multiple of the data x fsdp mesh size {dp} (--mesh {args.mesh})")
+    selection = read_selection(args.selection) if args.selection else None
+
+    loaded = load_for_training(args.model, tokenizer_dir=args.tokenizer, dtype=args.dtype, seed=args.seed, remat=args.remat)
+    config, tokenizer = loaded.config, loaded.tokenizer
+    if args.seq_len > config.max_position_embeddings:
+        raise PplawError(
+            f"--seq-len {args.seq_len} exceeds the model's max_position_embeddings {config.max_position_embeddings} ({loaded.source})"
+        )
+    check_memory(
+        config,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        mesh=mesh,
+        compute_bytes=2 if args.dtype == "bfloat16" else 4,
+        remat=args.remat,
+    )
+
+    model_id = {"model": _canonical(args.model), "tokenizer": _canonical(args.tokenizer)}
+    read = {"text_field": args.text_field, "id_field": args.id_field}
+    train_key = dict(
+        **model_id,
+        data=_canonical(args.data),
+        selection=file_digest(selection.path) if selection else None,
+        seq_len=args.seq_len,
+        max_docs=args.max_docs,
+        **read,
+    )
+    cache_dir = run_dir / "data" / f"host{jax.process_index():03d}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    train = cached_sequences(
+        cache_dir,
+        "train",
+        fingerprint(**train_key),
+        lambda: build_sequences(
+            args.data, tokenizer, args.seq_len, selection=selection, max_docs=args.max_docs, **read
+        ),
+    )
+    eval_sets = {}
+    for name, spec in (("domain", args.eval_data), ("general", args.general_eval_data)):
+        if spec is not None:
+            key = fingerprint(**model_id, data=_canonical(spec), seq_len=args.seq_len, max_docs=args.eval_max_docs, **read)
+            eval_sets[name] = cached_sequences(
+                cache_dir,
+                f"eval_{name}",
+                key,
+                lambda spec=spec: build_sequences(spec, tokenizer, args.seq_len, max_docs=args.eval_max_docs, **read),
+            )
+    max_id = max(int(s.tokens.max()) for s in (train, *eval_sets.values()))
+    if max_id >= config.vocab_size:
+        raise PplawError(f"token id {max_id} is outside the model's vocabulary of {config.vocab_size} ({loaded.source})")
+
+    num_steps = total_steps(
+        batch_size=args.batch_size, seq_len=args.seq_len, num_sequences=len(train), steps=args.steps, tokens=args.tokens
+    )
+    num_warmup = warmup_steps(args.warmup, num_steps)
+    schedule = make_schedule(args.lr, num_steps, num_warmup, kind=args.schedule, min_lr_ratio=args.min_lr_ratio)
+    tx = make_optimizer(schedule, weight_decay=args.weight_decay, clip_norm=args.clip_norm)
+    _check_run_identity(
+        run_dir,
+        dict(
+            **train_key,
+            steps=num_steps,
+            warmup_steps=num_warmup,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            min_lr_ratio=args.min_lr_ratio,
+            schedule=args.schedule,
+            weight_decay=args.weight_decay,
+            clip_norm=args.clip_norm,
+            seed=args.seed,
+            dtype=args.dtype,
+        ),
+    )
+
+    trainer = Trainer(loaded.model, mesh, tx)
+    settings = LoopSettings(
+        num_steps=num_steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        eval_every=args.eval_every,
+        eval_batch_size=eval_batch_size,
+        save_every=args.save_every,
+        keep=args.keep,
+    )
+    result = fit(trainer, train, eval_sets, settings, run_dir, schedule)
+    export_hf(trainer, config, tokenizer, run_dir / "hf")
+
+    subset = selection.stats() if selection else {"mu": None, "sigma": None, "tokens": train.num_scored_tokens}
+    summary = {
+        "domain_loss": result.get("domain_loss"),
+        "general_loss": result.get("general_loss"),
+        "mu": subset["mu"],
+        "sigma": subset["sigma"],
+        "tokens": subset["tokens"],
+        "sequences": len(train),
+        "steps": result["steps"],
+        "trained_tokens": result["trained_tokens"],
+        "epochs": result["trained_tokens"] / max(train.num_scored_tokens, 1),
+        "wall_time_s": result["wall_time_s"],
+        "model": model_id["model"],
+        "data": train_key["data"],
+        "selection": _canonical(selection.path) if selection else None,
+        "seed": args.seed,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "dtype": args.dtype,
+    }
+    if jax.process_index() == 0:
+        _write_json_atomic(run_dir / "eval.json", summary)
+        print(json.dumps({"out": str(run_dir), **{k: summary[k] for k in ("domain_loss", "general_loss", "steps", "trained_tokens")}}))
+    return 0

@@ -1,0 +1,186 @@
+"""Evaluation: mean token loss over a corpus, and multiple-choice accuracy by log-likelihood.
+
+Multiple choice follows lm-evaluation-harness' log-likelihood protocol. A task row is
+`{"question", "choices": [...], "answer": index}` with an optional `"context"`; the prompt is
+`context + "\\n\\n" + question` (or just `question`) and each choice is appended *verbatim*, so a
+task states its own formatting (a leading space on the choices, a "Question: ... Answer:" frame).
+As in the harness, trailing whitespace of the prompt moves to the front of the continuation, the
+pair is tokenized whole and the continuation is the tokens after the prompt's own tokenization;
+the sequence starts with the tokenizer's document start token, and over-long prompts are cut from
+the left. A choice's score is the summed log-probability of its tokens:
+- `acc`: the highest raw log-likelihood is the prediction;
+- `acc_norm`: log-likelihood divided by the choice's UTF-8 byte length (the harness's length
+  normalisation), which removes the bias toward short answers.
+Each accuracy comes with a 95% Wilson score interval (binomial, over examples).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from pplaw_jax.errors import PplawError
+
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class Task:
+    """One multiple-choice question; `line` is its 1-based line in the task file."""
+
+    prompt: str
+    choices: tuple[str, ...]
+    answer: int
+    line: int
+
+
+def read_tasks(path: str | os.PathLike, max_examples: int | None = None) -> list[Task]:
+    """Parse a task JSONL file; PplawError naming `file:line` for any malformed row."""
+    tasks = []
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError as e:
+        raise PplawError(f"{path}: cannot read task file ({e.strerror})") from e
+    with f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise PplawError(f"{where}: not valid JSON ({e.msg})") from e
+            if not isinstance(row, dict):
+                raise PplawError(f"{where}: expected a JSON object")
+            question, choices, answer = row.get("question"), row.get("choices"), row.get("answer")
+            context = row.get("context")
+            if not isinstance(question, str):
+                raise PplawError(f"{where}: 'question' must be a string")
+            if context is not None and not isinstance(context, str):
+                raise PplawError(f"{where}: 'context' must be a string when present")
+            if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
+                raise PplawError(f"{where}: 'choices' must be a list of at least 2 non-empty strings")
+            if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(choices):
+                raise PplawError(f"{where}: 'answer' must be an integer index into 'choices' (0..{len(choices) - 1})")
+            prompt = f"{context}\n\n{question}" if context else question
+            tasks.append(Task(prompt, tuple(choices), answer, lineno))
+            if max_examples is not None and len(tasks) >= max_examples:
+                break
+    if not tasks:
+        raise PplawError(f"{path}: no tasks")
+    return tasks
+
+
+def encode_pair(tokenizer, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, continuation ids) as lm-evaluation-harness splits them (see module docstring)."""
+    n_spaces = len(prompt) - len(prompt.rstrip())
+    if n_spaces:
+        prompt, continuation = prompt[:-n_spaces], prompt[-n_spaces:] + continuation
+    whole = tokenizer.encode(prompt + continuation)
+    context = tokenizer.encode(prompt)
+    return context, whole[len(context) :]
+
+
+@dataclass(frozen=True)
+class Request:
+    """A token sequence whose tokens `first..len(ids)-1` are the scored continuation."""
+
+    ids: tuple[int, ...]
+    first: int
+
+
+def build_requests(tasks: Sequence[Task], tokenizer, max_length: int, source: str = "tasks") -> list[Request]:
+    """One request per (task, choice), in order; the start token leads, prompts are left-truncated.
+
+    `source` (the task file) prefixes error messages as `source:line`.
+    """
+    start = tokenizer.doc_start_id
+    requests = []
+    for task in tasks:
+        for choice in task.choices:
+            context, continuation = encode_pair(tokenizer, task.prompt, choice)
+            if not continuation:
+                raise PplawError(f"{source}:{task.line}: choice {choice!r} encodes to no tokens")
+            body = (context + continuation)[-(max_length - 1) :]
+            n_cont = min(len(continuation), len(body))
+            requests.append(Request(tuple([start] + body), 1 + len(body) - n_cont))
+    return requests
+
+
+def bucket_length(n: int, max_length: int, minimum: int = 16) -> int:
+    """Padded length for a sequence of n tokens: the next power of two (few distinct jit shapes)."""
+    return min(max(minimum, 1 << (n - 1).bit_length()), max_length)
+
+
+def score_requests(
+    nll_fn: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    requests: Sequence[Request],
+    batch_size: int,
+    max_length: int,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Log-likelihood (nats) of each request's continuation.
+
+    `nll_fn(input_ids [B, T], lengths [B], first [B]) -> (sum_nll [B], n_tokens [B])` on fixed
+    batches of `batch_size` rows; requests are sorted by length so each batch pads little, and
+    lengths are bucketed to powers of two.
+    """
+    order = sorted(range(len(requests)), key=lambda i: -len(requests[i].ids))
+    out = np.zeros(len(requests), dtype=np.float64)
+    for b in range(0, len(order), batch_size):
+        rows = order[b : b + batch_size]
+        t = bucket_length(len(requests[rows[0]].ids), max_length)
+        ids = np.zeros((batch_size, t), dtype=np.int32)
+        lengths = np.zeros(batch_size, dtype=np.int32)
+        first = np.ones(batch_size, dtype=np.int32)
+        for r, i in enumerate(rows):
+            req = requests[i]
+            ids[r, : len(req.ids)] = req.ids
+            lengths[r], first[r] = len(req.ids), req.first
+        sum_nll, _ = nll_fn(ids, lengths, first)
+        out[rows] = -np.asarray(sum_nll, dtype=np.float64)[: len(rows)]
+        if progress is not None:
+            progress(len(rows))
+    return out
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (default 95%)."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def mc_metrics(tasks: Sequence[Task], logliks: np.ndarray) -> dict:
+    """acc and acc_norm with 95% Wilson intervals, plus per-example predictions."""
+    examples, k = [], 0
+    correct = correct_norm = 0
+    for task in tasks:
+        ll = np.asarray(logliks[k : k + len(task.choices)])
+        k += len(task.choices)
+        nbytes = np.array([len(c.encode("utf-8")) for c in task.choices], dtype=np.float64)
+        pred, pred_norm = int(np.argmax(ll)), int(np.argmax(ll / nbytes))
+        correct += pred == task.answer
+        correct_norm += pred_norm == task.answer
+        examples.append(
+            {"line": task.line, "answer": task.answer, "pred": pred, "pred_norm": pred_norm, "logliks": ll.tolist()}
+        )
+    n = len(tasks)
+    return {
+        "n": n,
+        "acc": correct / n,
+        "acc_ci95": list(wilson_interval(correct, n)),
+        "acc_norm": correct_norm / n,
+        "acc_norm_ci95": list(wilson_interval(correct_norm, n)),
+        "ci_method": "wilson score interval, 95%",
+        "examples": examples,
+    }

@@ -1,0 +1,313 @@
+"""The sharded, resumable CPT loop.
+
+The model is split once into a graph definition and two state pytrees, `params` (the
+`nnx.Param`s, trained, float32 master weights) and `rest` (any other variables, frozen). The train
+step is a pure function `(params, opt_state, rest, batch) -> (params, opt_state, metrics)` that
+merges the model inside `jax.jit`, so shardings are explicit: parameters and their optimizer
+moments follow `pplaw_jax.distributed`'s partition rules, batches are split by rows over
+`data x fsdp`, and the old params/optimizer buffers are donated. Mixed precision is the model's
+own: `load_model(..., dtype="bfloat16")` computes in bfloat16 on float32 parameters, so gradients
+and the optimizer update are float32.
+
+Resumption: `fit` restores the newest orbax checkpoint (if any), rewrites `metrics.jsonl` to that
+step and replays the deterministic batch order from there, so a killed run, restarted with the
+same command, reproduces an uninterrupted run's losses step for step.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from pplaw_jax.distributed import batch_sharding, state_shardings
+from pplaw_jax.errors import PplawError
+from pplaw_jax.train.checkpoint import RunCheckpointer, abstract_like
+from pplaw_jax.train.dataset import TokenSequences, batch_indices, eval_batches, gather
+from pplaw_jax.train.loss import token_nll
+from pplaw_jax.train.metrics import MetricsLog
+
+
+def data_parallel_size(mesh) -> int:
+    """Ways a batch is split: the product of the `data` and `fsdp` mesh axes."""
+    return int(mesh.shape["data"] * mesh.shape["fsdp"])
+
+
+class ShardedLM:
+    """A causal LM placed on a mesh, with a jit-compiled per-sequence NLL (evaluation, scoring)."""
+
+    def __init__(self, model: nnx.Module, mesh):
+        self.mesh = mesh
+        self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        self.param_shardings = state_shardings(params, mesh)
+        self.rest_shardings = state_shardings(rest, mesh)
+        self.params = jax.device_put(params, self.param_shardings)
+        self.rest = jax.device_put(rest, self.rest_shardings)
+        self.tokens_sharding = batch_sharding(mesh)  # [B, T]
+        self.rows_sharding = NamedSharding(mesh, P(self.tokens_sharding.spec[0]))  # [B]
+        graphdef = self.graphdef
+
+        def nll(params, rest, input_ids, lengths, first):
+            return token_nll(nnx.merge(graphdef, params, rest)(input_ids), input_ids, lengths, first)
+
+        rows, toks = self.rows_sharding, self.tokens_sharding
+        self._nll = jax.jit(
+            nll,
+            in_shardings=(self.param_shardings, self.rest_shardings, toks, rows, rows),
+            out_shardings=(rows, rows),
+        )
+
+    def put(self, array: np.ndarray) -> jax.Array:
+        """A global batch array (identical on every host) placed by rows over data x fsdp."""
+        sharding = self.tokens_sharding if array.ndim == 2 else self.rows_sharding
+        return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+    def nll(self, input_ids: np.ndarray, lengths: np.ndarray, first: np.ndarray | None = None):
+        """(sum_nll [B], n_tokens [B]) as numpy; `first` defaults to 1 (all but the start token)."""
+        if input_ids.shape[0] % data_parallel_size(self.mesh):
+            raise PplawError(
+                f"batch of {input_ids.shape[0]} rows is not a multiple of the data x fsdp mesh size "
+                f"{data_parallel_size(self.mesh)}"
+            )
+        first = np.ones_like(lengths) if first is None else first
+        out = self._nll(self.params, self.rest, self.put(input_ids), self.put(lengths), self.put(first))
+        return tuple(_fetch(x) for x in out)
+
+    def mean_loss(self, seqs: TokenSequences, batch_size: int) -> float:
+        """Mean token NLL over every scored token of `seqs` (token-weighted, like the law's L)."""
+        total, count = 0.0, 0
+        for idx in eval_batches(len(seqs), batch_size):
+            sum_nll, n = self.nll(*gather(seqs, idx))
+            total += float(np.sum(sum_nll, dtype=np.float64))
+            count += int(np.sum(n))
+        return total / max(count, 1)
+
+    def model(self) -> nnx.Module:
+        """The model with the current parameters (e.g. for export)."""
+        return nnx.merge(self.graphdef, self.params, self.rest)
+
+
+def _fetch(x: jax.Array) -> np.ndarray:
+    """A (possibly multi-host) global array as numpy on every host."""
+    if x.is_fully_addressable:
+        return np.asarray(x)
+    if x.is_fully_replicated:
+        return np.asarray(x.addressable_data(0))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+class Trainer(ShardedLM):
+    """ShardedLM plus an optimizer state and the jit-compiled train step."""
+
+    def __init__(self, model: nnx.Module, mesh, tx: optax.GradientTransformation):
+        super().__init__(model, mesh)
+        self.tx = tx
+        replicated = NamedSharding(mesh, P())
+        abstract_opt = jax.eval_shape(tx.init, self.params)
+        self.opt_shardings = optax.tree_map_params(
+            tx, lambda _, s: s, abstract_opt, self.param_shardings, transform_non_params=lambda _: replicated
+        )
+        self.opt_state = jax.jit(tx.init, out_shardings=self.opt_shardings)(self.params)
+        graphdef = self.graphdef
+
+        def train_step(params, opt_state, rest, input_ids, lengths):
+            def loss_fn(p):
+                sum_nll, n = token_nll(nnx.merge(graphdef, p, rest)(input_ids), input_ids, lengths)
+                total = jnp.sum(n)
+                return jnp.sum(sum_nll) / jnp.maximum(total, 1), total
+
+            (loss, n_tokens), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            stats = {"train_loss": loss, "grad_norm": optax.global_norm(grads), "n_tokens": n_tokens}
+            return optax.apply_updates(params, updates), opt_state, stats
+
+        self._train_step = jax.jit(
+            train_step,
+            in_shardings=(
+                self.param_shardings,
+                self.opt_shardings,
+                self.rest_shardings,
+                self.tokens_sharding,
+                self.rows_sharding,
+            ),
+            out_shardings=(self.param_shardings, self.opt_shardings, replicated),
+            donate_argnums=(0, 1),
+        )
+
+    def state(self) -> dict:
+        return {"params": self.params, "opt_state": self.opt_state}
+
+    def abstract_state(self) -> dict:
+        """Restore target: the state's shapes with this mesh's shardings."""
+        return abstract_like(self.state(), {"params": self.param_shardings, "opt_state": self.opt_shardings})
+
+    def load_state(self, state: dict) -> None:
+        self.params, self.opt_state = state["params"], state["opt_state"]
+
+    def step(self, input_ids: jax.Array, lengths: jax.Array) -> dict:
+        """One optimizer step on a placed batch; returns device scalars (fetch when needed)."""
+        self.params, self.opt_state, stats = self._train_step(
+            self.params, self.opt_state, self.rest, input_ids, lengths
+        )
+        return stats
+
+
+# ---------------------------------------------------------------------- memory check
+def _available_bytes() -> tuple[int, str]:
+    """(bytes usable by one local device, what was measured)."""
+    device = jax.local_devices()[0]
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)), f"{device.platform} device memory"
+    # CPU devices share host RAM: each of n local devices gets 1/n of what is available.
+    with open("/proc/meminfo") as f:
+        info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+    return info["MemAvailable"] // len(jax.local_devices()), "available host RAM / local devices"
+
+
+def estimate_train_bytes(config, *, batch_size: int, seq_len: int, mesh, compute_bytes: int, remat: bool) -> int:
+    """Rough per-device peak of a train step (bytes): state plus activations plus logits.
+
+    State: float32 params, grads and two Adam moments (16 bytes/param), split over fsdp x tensor.
+    Activations per layer (Korthikanti et al. 2022): `s*b*h*(17 + 5*a*s/h)` values kept for the
+    backward pass (only the block inputs with `remat`), split over tensor. Logits: float32 logits
+    and their gradient, `2*s*b*V*4` bytes, plus a compute-dtype copy.
+    """
+    shard = mesh.shape["fsdp"] * mesh.shape["tensor"]
+    b = batch_size / data_parallel_size(mesh)
+    s, h, layers = seq_len, config.hidden_size, config.num_layers
+    state = 16 * config.num_params() / shard
+    per_layer = s * b * h * (17 + 5 * config.num_heads * s / h) * compute_bytes / mesh.shape["tensor"]
+    acts = (layers * s * b * h * compute_bytes + per_layer) if remat else layers * per_layer
+    logits = s * b * config.vocab_size * (8 + compute_bytes)
+    return int(state + acts + logits)
+
+
+def check_memory(config, *, batch_size: int, seq_len: int, mesh, compute_bytes: int, remat: bool) -> None:
+    """PplawError before training when the rough estimate exceeds what one device has."""
+    need = estimate_train_bytes(
+        config, batch_size=batch_size, seq_len=seq_len, mesh=mesh, compute_bytes=compute_bytes, remat=remat
+    )
+    have, what = _available_bytes()
+    if need > have:
+        raise PplawError(
+            f"a train step needs roughly {need / 2**30:.1f} GiB per device but {what} is {have / 2**30:.1f} GiB "
+            f"(batch {batch_size}, seq_len {seq_len}, {config.num_params() / 1e6:.0f}M params, mesh {dict(mesh.shape)}); "
+            "lower --batch-size or --seq-len, add --remat, use --dtype bfloat16, or shard over more fsdp devices"
+        )
+
+
+# ---------------------------------------------------------------------- the loop
+@dataclass(frozen=True)
+class LoopSettings:
+    """What the loop needs beyond the model and data (see `pplaw train --help`)."""
+
+    num_steps: int
+    batch_size: int
+    seed: int
+    eval_every: int = 0  # 0: evaluate only at the end
+    eval_batch_size: int = 8
+    save_every: int = 100
+    keep: int = 2
+
+
+def eval_losses(lm: ShardedLM, eval_sets: Mapping[str, TokenSequences], batch_size: int) -> dict[str, float]:
+    """`{name}_loss` for each evaluation set (mean token loss over all its chunks)."""
+    return {f"{name}_loss": lm.mean_loss(seqs, batch_size) for name, seqs in eval_sets.items()}
+
+
+def fit(
+    trainer: Trainer,
+    train: TokenSequences,
+    eval_sets: Mapping[str, TokenSequences],
+    settings: LoopSettings,
+    run_dir: str | os.PathLike,
+    schedule: Callable[[int], float],
+) -> dict:
+    """Train to `settings.num_steps`, resuming from `run_dir/checkpoints`; returns final figures.
+
+    Per step, `run_dir/metrics.jsonl` gets {step, tokens, train_loss, lr, grad_norm, tokens_per_s}
+    (plus `{name}_loss` on evaluation steps: every `eval_every` steps and the last). Batch `s` is
+    `batch_indices(seed, s, ...)`, so the data order does not depend on where a run resumed.
+    Returns {"steps", "trained_tokens", "wall_time_s", **final eval losses}.
+    """
+    run_dir = Path(run_dir)
+    is_main = jax.process_index() == 0
+    checkpointer = RunCheckpointer(run_dir / "checkpoints", save_every=settings.save_every, keep=settings.keep)
+    step, tokens, wall_before = 0, 0, 0.0
+    latest = checkpointer.latest_step()
+    if latest is not None:
+        state, meta = checkpointer.restore(latest, trainer.abstract_state())
+        trainer.load_state(state)
+        step, tokens, wall_before = int(meta["step"]), int(meta["tokens"]), float(meta["wall_time_s"])
+    metrics = MetricsLog(run_dir / "metrics.jsonl", keep_through_step=latest) if is_main else None
+    started = time.perf_counter()
+
+    def place(s: int):
+        ids, lengths = gather(train, batch_indices(settings.seed, s, settings.batch_size, len(train)))
+        return trainer.put(ids), trainer.put(lengths)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=settings.num_steps, initial=step, desc="train", unit="step", disable=not is_main)
+    final_eval = None
+    try:
+        batch = place(step) if step < settings.num_steps else None
+        tick = time.perf_counter()
+        while step < settings.num_steps:
+            stats = trainer.step(*batch)
+            step += 1
+            if step < settings.num_steps:
+                batch = place(step)  # overlaps the device computing this step
+            stats = {k: _fetch(v) for k, v in stats.items()}
+            now = time.perf_counter()
+            n_tokens = int(stats["n_tokens"])
+            tokens += n_tokens
+            row = {
+                "step": step,
+                "tokens": tokens,
+                "train_loss": float(stats["train_loss"]),
+                "lr": float(schedule(step - 1)),
+                "grad_norm": float(stats["grad_norm"]),
+                "tokens_per_s": n_tokens / max(now - tick, 1e-9),
+            }
+            if not math.isfinite(row["train_loss"]):
+                raise PplawError(f"training diverged: loss is {row['train_loss']} at step {step} (lower --lr?)")
+            if step == settings.num_steps or (settings.eval_every and step % settings.eval_every == 0):
+                losses = eval_losses(trainer, eval_sets, settings.eval_batch_size)
+                row.update(losses)
+                if step == settings.num_steps:
+                    final_eval = losses
+            if metrics is not None:
+                metrics.write(row)
+            meta = {"step": step, "tokens": tokens, "wall_time_s": wall_before + time.perf_counter() - started}
+            checkpointer.save(step, trainer.state(), meta, force=step == settings.num_steps)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
+            tick = time.perf_counter()
+        checkpointer.wait()
+    finally:
+        bar.close()
+        checkpointer.close()
+        if metrics is not None:
+            metrics.close()
+    if final_eval is None:  # resumed after the last step: evaluate the restored final weights
+        final_eval = eval_losses(trainer, eval_sets, settings.eval_batch_size)
+    return {
+        "steps": step,
+        "trained_tokens": tokens,
+        "wall_time_s": wall_before + time.perf_counter() - started,
+        **final_eval,
+    }

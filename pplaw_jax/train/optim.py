@@ -1,0 +1,108 @@
+"""The optimiser and learning-rate schedule of a CPT run.
+
+Schedule rule (the README quotes this): a run's length is defined by its own token budget, so runs
+of different sizes are comparable: every run warms up, peaks and decays over *its own* tokens.
+
+- steps per run: `--steps S` if given; else with `--tokens N`,
+  `S = ceil(N / (batch_size * (seq_len - 1)))` (each sequence is a start token plus at most
+  `seq_len - 1` scored tokens); else one epoch over the training sequences,
+  `S = ceil(num_sequences / batch_size)`.
+- warmup: `--warmup W` is a fraction of `S` when `W < 1` (rounded, at least 1 step when W > 0),
+  else a number of steps `W`; during warmup step `s` (0-based) uses `lr * (s + 1) / W`.
+- decay: from the end of warmup to step `S` the learning rate follows a half cosine (or a straight
+  line for `linear`) down to `min_lr_ratio * lr`; `constant` stays at `lr`.
+
+The optimiser is AdamW (decoupled weight decay applied to matrices only: norm scales and biases,
+the 1-D parameters, are not decayed) after clipping the gradient to a global norm.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from pplaw_jax.errors import PplawError
+
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+def total_steps(
+    *, batch_size: int, seq_len: int, num_sequences: int, steps: int | None = None, tokens: int | None = None
+) -> int:
+    """Number of optimiser steps of a run, by the rule in the module docstring."""
+    if steps is not None and tokens is not None:
+        raise PplawError("give either --steps or --tokens, not both")
+    if steps is not None:
+        if steps < 1:
+            raise PplawError(f"--steps must be at least 1, got {steps}")
+        return int(steps)
+    if tokens is not None:
+        if tokens < 1:
+            raise PplawError(f"--tokens must be at least 1, got {tokens}")
+        return math.ceil(tokens / (batch_size * (seq_len - 1)))
+    return max(1, math.ceil(num_sequences / batch_size))
+
+
+def warmup_steps(warmup: float, num_steps: int) -> int:
+    """Warmup length in steps: a fraction of the run when `warmup < 1`, else a step count."""
+    if warmup < 0:
+        raise PplawError(f"--warmup must be non-negative, got {warmup}")
+    if warmup < 1:
+        n = round(warmup * num_steps)
+        n = max(n, 1) if warmup > 0 else 0
+    else:
+        if warmup != int(warmup):
+            raise PplawError(f"--warmup >= 1 is a number of steps and must be an integer, got {warmup}")
+        n = int(warmup)
+    if n > num_steps:
+        raise PplawError(f"--warmup of {n} steps exceeds the run's {num_steps} steps")
+    return n
+
+
+def make_schedule(
+    lr: float, num_steps: int, num_warmup: int, *, kind: str = "cosine", min_lr_ratio: float = 0.1
+) -> optax.Schedule:
+    """Learning rate as a function of the step: linear warmup, then `kind` decay to `min_lr_ratio*lr`."""
+    if kind not in SCHEDULES:
+        raise PplawError(f"--schedule must be one of {SCHEDULES}, got {kind!r}")
+    if not 0 <= min_lr_ratio <= 1:
+        raise PplawError(f"--min-lr-ratio must be in [0, 1], got {min_lr_ratio}")
+    decay_steps = max(num_steps - num_warmup, 1)
+    end = lr * min_lr_ratio
+    if kind == "cosine":
+        decay = optax.cosine_decay_schedule(lr, decay_steps, alpha=min_lr_ratio)
+    elif kind == "linear":
+        decay = optax.linear_schedule(lr, end, decay_steps)
+    else:
+        decay = optax.constant_schedule(lr)
+    if num_warmup == 0:
+        return decay
+
+    def warm(count):  # lr * (s + 1) / W: the first step already learns, step W - 1 is at the peak
+        return lr * jnp.minimum(count + 1, num_warmup) / num_warmup
+
+    return optax.join_schedules([warm, decay], [num_warmup])
+
+
+def _decay_mask(params):
+    """Weight decay on matrices (embeddings, projections) only, not on norm scales or biases."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def make_optimizer(
+    schedule: optax.Schedule,
+    *,
+    weight_decay: float = 0.1,
+    b1: float = 0.9,
+    b2: float = 0.95,
+    eps: float = 1e-8,
+    clip_norm: float | None = 1.0,
+) -> optax.GradientTransformation:
+    """Global-norm clipping followed by AdamW with `schedule` (no clipping when `clip_norm` is None/0)."""
+    adamw = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=_decay_mask)
+    if not clip_norm:
+        return adamw
+    return optax.chain(optax.clip_by_global_norm(clip_norm), adamw)

@@ -1,0 +1,287 @@
+"""`pplaw train` end to end on a tiny model: sharding, kill -9 resumption, selection, evaluation, export.
+
+References: a 1-device run for the 8-device mesh; an uninterrupted run for the resumed one (same
+per-step losses); PyTorch/transformers on the exported `RUN/hf` for the final weights and the
+domain test loss in `eval.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import transformers
+
+from pplaw_jax.cli import main
+from pplaw_jax.data import chunk_token_ids
+from pplaw_jax.distributed import make_mesh
+from pplaw_jax.errors import PplawError
+from pplaw_jax.models import ModelConfig, init_model, load_model, save_hf_checkpoint, train_bpe_tokenizer
+from pplaw_jax.train.checkpoint import RunCheckpointer
+from pplaw_jax.train.dataset import TokenSequences, batch_indices, gather, pack_sequences
+from pplaw_jax.train.loop import ShardedLM, Trainer
+from pplaw_jax.train.metrics import read_metrics
+from pplaw_jax.train.optim import make_optimizer, make_schedule
+
+WORDS = "the of and to in a is that for it as was with be by on not he this are or his from at which".split()
+SEQ_LEN = 24
+CONFIG = {
+    "model_type": "llama",
+    "vocab_size": 320,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 64,
+    "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": False,
+}
+
+
+def _texts(rng, n):
+    return [" ".join(rng.choice(WORDS, size=int(rng.integers(4, 80)))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Corpora (train/test/general JSONL), a trained BPE tokenizer dir, a scratch config, a base HF model."""
+    d = tmp_path_factory.mktemp("train")
+    rng = np.random.default_rng(0)
+    texts = {}
+    for name, n in (("train", 40), ("test", 6), ("general", 6)):
+        texts[name] = _texts(rng, n)
+        with open(d / f"{name}.jsonl", "w") as f:
+            for i, t in enumerate(texts[name]):
+                f.write(json.dumps({"id": f"{name}{i}", "text": t}) + "\n")
+    tokenizer = train_bpe_tokenizer(texts["train"], 300)
+    tokenizer.save(d / "tok")
+    (d / "cfg.json").write_text(json.dumps(CONFIG))
+    config = ModelConfig.from_hf(CONFIG)
+    save_hf_checkpoint(init_model(config, seed=1), config, tokenizer, d / "base")
+    return d, texts, tokenizer
+
+
+def _train_args(d, out, *extra):
+    return [
+        "train", "--model", f"scratch:{d / 'cfg.json'}", "--tokenizer", str(d / "tok"), "--data", str(d / "train.jsonl"),
+        "--out", str(out), "--seq-len", str(SEQ_LEN), "--batch-size", "8", "--lr", "3e-3", *extra,
+    ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------- sharding
+def _run_steps(mesh, tokenizer, train, dtype="float32", steps=3):
+    config = ModelConfig.from_hf(CONFIG)
+    tx = make_optimizer(make_schedule(3e-3, steps, 1), weight_decay=0.1)
+    trainer = Trainer(init_model(config, seed=0, dtype=dtype), mesh, tx)
+    stats = []
+    for s in range(steps):
+        ids, lengths = gather(train, batch_indices(0, s, 8, len(train)))
+        stats.append({k: float(v) for k, v in trainer.step(trainer.put(ids), trainer.put(lengths)).items()})
+    return trainer, stats
+
+
+def test_eight_devices_match_one(files, tmp_path):
+    d, texts, tokenizer = files
+    train = pack_sequences(
+        (c for t in texts["train"] for c in chunk_token_ids(tokenizer.encode(t), SEQ_LEN, tokenizer.doc_start_id)),
+        SEQ_LEN,
+    )
+    mesh8 = make_mesh("data=2,fsdp=2,tensor=2")
+    assert mesh8.devices.size == 8
+    sharded, stats8 = _run_steps(mesh8, tokenizer, train)
+    single, stats1 = _run_steps(make_mesh("data=1", devices=jax.devices()[:1]), tokenizer, train)
+    assert stats8[0]["train_loss"] > stats8[-1]["train_loss"]  # it learns
+    for a, b in zip(stats8, stats1):
+        assert a["n_tokens"] == b["n_tokens"]
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    kernel = sharded.params["layers"][0]["mlp"]["up_proj"]["kernel"][...]
+    assert len(kernel.sharding.device_set) == 8 and not kernel.sharding.is_fully_replicated
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5), sharded.params, single.params
+    )
+    # Evaluation over the same mesh agrees with one device too.
+    assert sharded.mean_loss(train, 8) == pytest.approx(single.mean_loss(train, 8), rel=1e-5)
+
+    # A checkpoint saved from the 8-device mesh restores exactly onto the 1-device mesh.
+    ckpt = RunCheckpointer(tmp_path / "ckpt", save_every=1, keep=1)
+    ckpt.save(3, sharded.state(), {"step": 3})
+    ckpt.wait()
+    state, meta = ckpt.restore(3, single.abstract_state())
+    ckpt.close()
+    assert meta == {"step": 3}
+    single.load_state(state)
+    assert single.params["norm"]["scale"][...].sharding.mesh.devices.size == 1
+    jax.tree.map(
+        lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), single.state(), sharded.state()
+    )
+
+
+def test_bfloat16_compute_keeps_float32_master_weights(files):
+    d, texts, tokenizer = files
+    train = pack_sequences(
+        (c for t in texts["train"][:8] for c in chunk_token_ids(tokenizer.encode(t), SEQ_LEN, tokenizer.doc_start_id)),
+        SEQ_LEN,
+    )
+    mesh = make_mesh("data=1", devices=jax.devices()[:1])
+    bf16, stats_bf16 = _run_steps(mesh, tokenizer, train, dtype="bfloat16", steps=2)
+    _, stats_f32 = _run_steps(mesh, tokenizer, train, dtype="float32", steps=2)
+    assert {str(x.dtype) for x in jax.tree.leaves(bf16.params)} == {"float32"}
+    assert {str(x.dtype) for x in jax.tree.leaves(bf16.opt_state) if x.ndim} == {"float32"}
+    for a, b in zip(stats_bf16, stats_f32):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=2e-2)
+        assert a["train_loss"] != b["train_loss"]  # the forward really ran in bfloat16
+
+
+# ---------------------------------------------------------------------- kill -9 and resume
+def test_kill_and_resume_reproduces_the_uninterrupted_run(files, tmp_path, capsys):
+    d, _, _ = files
+    extra = ["--steps", "14", "--save-every", "3", "--eval-data", str(d / "test.jsonl"), "--eval-every", "5"]
+    assert main(_train_args(d, tmp_path / "ref", *extra)) == 0
+    ref = read_metrics(tmp_path / "ref" / "metrics.jsonl")
+    assert [r["step"] for r in ref] == list(range(1, 15))
+    assert [r["step"] for r in ref if "domain_loss" in r] == [5, 10, 14]
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "pplaw_jax.cli", *_train_args(d, out, *extra)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    deadline = time.time() + 240
+    while len(read_metrics(out / "metrics.jsonl")) < 8 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_rows = len(read_metrics(out / "metrics.jsonl"))
+    assert 8 <= killed_rows < 14, "the run must be killed mid-way"
+    assert not (out / "eval.json").exists()
+
+    assert main(_train_args(d, out, *extra)) == 0  # the same command resumes
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, 15))  # no duplicated or missing steps
+    for a, b in zip(rows, ref):
+        for key in ("tokens", "train_loss", "lr", "grad_norm", "domain_loss"):
+            assert a.get(key) == b.get(key), (a["step"], key)
+    final, ref_final = (json.loads((p / "eval.json").read_text()) for p in (out, tmp_path / "ref"))
+    assert final["domain_loss"] == ref_final["domain_loss"] and final["steps"] == 14
+
+    capsys.readouterr()
+    assert main(_train_args(d, out, *extra)) == 0
+    assert "complete" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------- selection, eval.json, export
+def _torch_mean_loss(model, hf_tokenizer, texts, seq_len, start_id):
+    """Mean token NLL over all chunks of `texts`, computed by transformers/PyTorch."""
+    total, count = 0.0, 0
+    for text in texts:
+        ids = hf_tokenizer(text, add_special_tokens=False)["input_ids"]
+        for chunk in chunk_token_ids(ids, seq_len, start_id):
+            x = torch.tensor([chunk])
+            with torch.no_grad():
+                logp = torch.log_softmax(model(x).logits[0, :-1].double(), -1)
+            total -= logp[torch.arange(len(chunk) - 1), x[0, 1:]].sum().item()
+            count += len(chunk) - 1
+    return total / count
+
+
+def test_cpt_on_selection_exports_an_hf_model(files, tmp_path):
+    d, texts, tokenizer = files
+    rows = []
+    for i, t in enumerate(texts["train"]):
+        for k, chunk in enumerate(chunk_token_ids(tokenizer.encode(t), SEQ_LEN, tokenizer.doc_start_id)):
+            if (i + k) % 3 == 0:
+                rows.append((f"train{i}", k, len(chunk) - 1, 10.0 + i + 0.5 * k))
+    sel = tmp_path / "sel"
+    sel.mkdir()
+    pd.DataFrame(rows, columns=["doc_id", "chunk", "n_tokens", "ppl"]).to_parquet(sel / "selection.parquet")
+    out = tmp_path / "run"
+    args = [
+        "train", "--model", str(d / "base"), "--data", str(d / "train.jsonl"), "--selection", str(sel),
+        "--out", str(out), "--seq-len", str(SEQ_LEN), "--batch-size", "4", "--lr", "1e-2", "--warmup", "0",
+        "--eval-data", str(d / "test.jsonl"), "--general-eval-data", str(d / "general.jsonl"), "--mesh", "data=2,fsdp=2,tensor=2",
+    ]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((out / "eval.json").read_text())
+    ppl = np.array([r[3] for r in rows])
+    assert summary["mu"] == pytest.approx(ppl.mean()) and summary["sigma"] == pytest.approx(ppl.std())
+    assert summary["tokens"] == sum(r[2] for r in rows) and summary["sequences"] == len(rows)
+    assert summary["steps"] == -(-len(rows) // 4)  # default: one epoch
+    assert summary["trained_tokens"] == summary["tokens"]
+
+    # transformers loads RUN/hf; its logits equal our loaded export's, and its test loss is eval.json's.
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(out / "hf", dtype=torch.float32).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out / "hf")
+    ids = np.array([[tokenizer.doc_start_id, *tokenizer.encode(texts["test"][0])[: SEQ_LEN - 1]]], dtype=np.int32)
+    ours = load_model(str(out / "hf"))
+    with torch.no_grad():
+        ref_logits = hf_model(torch.tensor(ids, dtype=torch.long)).logits.numpy()
+    np.testing.assert_allclose(np.asarray(ours.model(ids)), ref_logits, atol=1e-4, rtol=1e-4)
+    for name in ("test", "general"):
+        ref = _torch_mean_loss(hf_model, hf_tok, texts[name], SEQ_LEN, tokenizer.doc_start_id)
+        assert summary[f"{'domain' if name == 'test' else 'general'}_loss"] == pytest.approx(ref, rel=1e-5)
+    # The base model scores worse on the training selection than the trained one (CPT did something).
+    base = ShardedLM(load_model(str(d / "base")).model, make_mesh("data=-1"))
+    trained = ShardedLM(ours.model, make_mesh("data=-1"))
+    seqs = TokenSequences(*(np.load(out / "data" / "host000" / f"train.{n}.npy") for n in ("tokens", "lengths")))
+    assert trained.mean_loss(seqs, 8) < base.mean_loss(seqs, 8) - 0.1
+
+
+# ---------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--seq-len", "65"], "exceeds the model's max_position_embeddings 64"),
+        (["--batch-size", "6", "--mesh", "data=4,fsdp=2"], "--batch-size 6 is not a multiple of the data x fsdp mesh size 8"),
+        (["--batch-size", "4000000"], "needs roughly .* GiB per device"),
+        (["--steps", "5", "--tokens", "100"], None),  # argparse: mutually exclusive
+    ],
+)
+def test_bad_settings_fail_before_training(files, tmp_path, capsys, extra, message):
+    d, _, _ = files
+    if message is None:
+        with pytest.raises(SystemExit):
+            main(_train_args(d, tmp_path / "run", *extra))
+        return
+    assert main(_train_args(d, tmp_path / "run", *extra)) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_bad_selection_and_changed_run(files, tmp_path, capsys):
+    d, texts, _ = files
+    sel = tmp_path / "selection.parquet"
+    pd.DataFrame({"doc_id": ["train0", "ghost"], "chunk": [0, 3], "n_tokens": [5, 5], "ppl": [2.0, 3.0]}).to_parquet(sel)
+    assert main(_train_args(d, tmp_path / "a", "--selection", str(sel))) == 2
+    assert "not in" in (err := capsys.readouterr().err) and "'ghost', chunk 3" in err
+    pd.DataFrame({"doc_id": [], "chunk": [], "n_tokens": [], "ppl": []}).to_parquet(sel)
+    assert main(_train_args(d, tmp_path / "b", "--selection", str(sel))) == 2
+    assert "selection is empty" in capsys.readouterr().err
+
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "run.json").write_text(json.dumps({"lr": 1.0}))
+    assert main(_train_args(d, tmp_path / "c", "--steps", "2")) == 2
+    assert "holds a different run" in (err := capsys.readouterr().err) and "lr: 1.0 -> 0.003" in err
+
+
+def test_train_tokenizer_writes_a_loadable_tokenizer(files, tmp_path):
+    from pplaw_jax.models import Tokenizer
+    from pplaw_jax.train import train_tokenizer
+
+    d, texts, _ = files
+    tok = train_tokenizer(str(d / "train.jsonl"), 280, tmp_path / "tok", max_docs=10)
+    loaded = Tokenizer.load(tmp_path / "tok")
+    assert loaded.encode(texts["train"][0]) == tok.encode(texts["train"][0])
+    assert loaded.vocab_size <= 280
+    with pytest.raises(PplawError, match="already exists"):
+        train_tokenizer(str(d / "train.jsonl"), 280, tmp_path / "tok")
