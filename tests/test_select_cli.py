@@ -15,7 +15,10 @@ POINT = dict(E=1.8, Dc=50.0, alpha0=1.0, alpha1=-0.03, beta0=0.6, beta1=-0.01, a
 NAMES = list(POINT)
 
 
-def write_fit(fit_dir, draws=None, law="ppl", params=POINT):
+WIDE = {"mu": [1e-3, 1e9], "sigma": [1e-3, 1e9]}
+
+
+def write_fit(fit_dir, draws=None, law="ppl", params=POINT, box=WIDE):
     """A fit directory as `pplaw fit` writes it: fit.json and, with draws, posterior.nc."""
     fit_dir.mkdir(parents=True)
     bayes = None
@@ -30,7 +33,7 @@ def write_fit(fit_dir, draws=None, law="ppl", params=POINT):
                              for k, v in draws.items()}, "optimum": None}
     info = {"law": law, "param_names": list(params),
             "point": {"params": params, "ci90": {k: [v, v] for k, v in params.items()}},
-            "bayes": bayes}
+            "bayes": bayes, "runs": {"n_runs": 30, **box}}
     (fit_dir / "fit.json").write_text(json.dumps(info))
     return fit_dir
 
@@ -197,3 +200,23 @@ def test_bad_input_exits_2_with_a_message(env, capsys, case, match):
     err = capsys.readouterr().err
     assert "pplaw select: error:" in err and match in err
     assert not (root / f"bad_{case}" / "summary.json").exists()
+
+
+def test_dos_target_stays_inside_the_fitted_range_unless_extrapolating(env, capsys):
+    """The fit-chosen target is searched only where the law was fitted (fit.json runs range)."""
+    wide = env["root"] / "dos_wide"
+    assert main(["select", "--landscape", env["land"], "--tokens", "3e5", "--out", str(wide),
+                 "--fit", env["point"]]) == 0
+    free = load(wide)[1]["target"]
+    # a box that excludes the unconstrained optimum: around it, shifted in mu
+    box = {"mu": [free["mu"] * 1.1, free["mu"] * 1.5], "sigma": [0.5 * free["sigma"], 2.0 * free["sigma"]]}
+    fit_dir = write_fit(env["root"] / "fit_narrow", box=box)
+    inside = env["root"] / "dos_inside"
+    assert main(["select", "--landscape", env["land"], "--tokens", "3e5", "--out", str(inside),
+                 "--fit", str(fit_dir), "--target", "point"]) == 0, capsys.readouterr().err
+    t = load(inside)[1]["target"]
+    assert box["mu"][0] <= t["mu"] <= box["mu"][1] and box["sigma"][0] <= t["sigma"] <= box["sigma"][1]
+    outside = env["root"] / "dos_extrapolate"
+    assert main(["select", "--landscape", env["land"], "--tokens", "3e5", "--out", str(outside),
+                 "--fit", str(fit_dir), "--target", "point", "--extrapolate"]) == 0
+    assert load(outside)[1]["target"]["mu"] == pytest.approx(free["mu"])

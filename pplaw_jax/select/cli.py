@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     one.add_argument("--target", choices=["posterior", "point"],
                      help="DOS target from the fit: least posterior expected loss (default when "
                           "posterior.nc exists) or least point-estimate loss")
+    one.add_argument("--extrapolate", action="store_true",
+                     help="let the fit-chosen DOS target leave the (mu, sigma) range of the runs the "
+                          "law was fitted on (default: stay inside it, where the law is not "
+                          "extrapolating)")
     one.add_argument("--target-mu", type=float, help="explicit DOS target mean ppl")
     one.add_argument("--target-sigma", type=float, help="explicit DOS target ppl std")
     grid = parser.add_argument_group("windows")
@@ -97,7 +101,8 @@ def _run_select(args) -> int:
     landscape = read_landscape(args.landscape)
     extra: dict = {}
     if method == "dos":
-        sel, extra = _dos(landscape, budget, fit, draws, explicit, args.target)
+        box = None if fit is None or args.extrapolate else fitted_box(fit)
+        sel, extra = _dos(landscape, budget, fit, draws, explicit, args.target, box)
     else:
         sel = select_baseline(method, landscape.ppl, landscape.n_tokens, budget, args.seed)
     summary = summary_record(method, budget, sel, args.seed, landscape, fit=args.fit, **extra)
@@ -109,7 +114,13 @@ def _run_select(args) -> int:
     return 0
 
 
-def _dos(landscape: Landscape, budget: int, fit, draws, explicit, kind) -> tuple[Selection, dict]:
+def fitted_box(fit) -> dict:
+    """The (mu, sigma) range of the runs a fit was made on (fit.json `runs`)."""
+    runs = fit.info["runs"]
+    return {"mu": runs["mu"], "sigma": runs["sigma"]}
+
+
+def _dos(landscape: Landscape, budget: int, fit, draws, explicit, kind, box) -> tuple[Selection, dict]:
     """Run DOS with an explicit or fit-chosen target; summary fields besides the common ones."""
     messages: list[str] = []
     short = take_all_if_short(landscape.ppl, landscape.n_tokens, budget, "dos", messages)
@@ -121,7 +132,8 @@ def _dos(landscape: Landscape, budget: int, fit, draws, explicit, kind) -> tuple
         mu, sigma = explicit
         source = "explicit"
     else:
-        choice = choose_target(space.region, fit.law, fit.point_params, draws, budget)
+        choice = choose_target(space.region, fit.law, fit.point_params, draws, budget, box)
+        extra["target_box"] = box
         source = kind or ("posterior" if choice.posterior is not None else "point")
         target = choice.get(source)
         mu, sigma = target.mu, target.sigma

@@ -16,7 +16,7 @@ target gives away (``expected_loss_gap >= 0`` up to grid resolution).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,22 +126,46 @@ def minimise_over_region(region: AttainableRegion, loss: Callable) -> tuple[floa
     return best[0], best[1], best[2]
 
 
+def within_box(loss: Callable, box: Mapping[str, Sequence[float]]) -> Callable:
+    """`loss` where ``box["mu"][0] <= mu <= box["mu"][1]`` (same for sigma), inf elsewhere."""
+    (mu_lo, mu_hi), (s_lo, s_hi) = box["mu"], box["sigma"]
+
+    def f(mu, sigma):
+        mu, sigma = np.atleast_1d(mu), np.atleast_1d(sigma)
+        inside = (mu >= mu_lo) & (mu <= mu_hi) & (sigma >= s_lo) & (sigma <= s_hi)
+        return np.where(inside, np.broadcast_to(loss(mu, sigma), mu.shape), np.inf)
+
+    return f
+
+
 def choose_target(region: AttainableRegion, law: str, point_params: Mapping[str, float],
-                  draws: Mapping[str, np.ndarray] | None, tokens: int) -> TargetChoice:
+                  draws: Mapping[str, np.ndarray] | None, tokens: int,
+                  box: Mapping[str, Sequence[float]] | None = None) -> TargetChoice:
     """Point and posterior targets among the attainable ``(mu, sigma)`` at `tokens` training tokens.
 
     `draws` are flattened posterior draws ``{name: [S]}`` (None: point target only).  A law that
-    ignores perplexity (``"data"``) has no preferred ``(mu, sigma)`` and is refused.
+    ignores perplexity (``"data"``) has no preferred ``(mu, sigma)`` and is refused.  `box`
+    (``{"mu": [lo, hi], "sigma": [lo, hi]}``, usually the range the law was fitted on) keeps the
+    search where the law is not extrapolating; its intersection with the region must not be empty.
     """
     if law == "data":
         raise PplawError("the fit uses the data-only law, whose loss does not depend on (mu, sigma); "
                          "DOS needs a perplexity-aware ('ppl') fit or an explicit target")
     point_f = point_loss_fn(law, point_params, tokens)
-    mu, sigma, loss = minimise_over_region(region, point_f)
     expected_f = None if draws is None else expected_loss_fn(law, draws, tokens)
+    if box is not None:
+        point_f = within_box(point_f, box)
+        expected_f = None if expected_f is None else within_box(expected_f, box)
+    try:
+        mu, sigma, loss = minimise_over_region(region, point_f)
+    except PplawError:
+        if box is None:
+            raise
+        raise PplawError(f"no attainable (mu, sigma) inside the fitted range {dict(box)}; "
+                         "pass --extrapolate to search the whole attainable region") from None
     point = Target(mu, sigma, loss, None if expected_f is None else float(expected_f(mu, sigma)[0]))
     posterior = None
     if expected_f is not None:
         mu_p, sigma_p, exp_p = minimise_over_region(region, expected_f)
-        posterior = Target(mu_p, sigma_p, float(point_f(mu_p, sigma_p)), exp_p)
+        posterior = Target(mu_p, sigma_p, float(np.ravel(point_f(mu_p, sigma_p))[0]), exp_p)
     return TargetChoice(point=point, posterior=posterior, tokens=int(tokens))
