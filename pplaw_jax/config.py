@@ -24,6 +24,7 @@ class ScratchModel:
     hf_config: dict = field(default_factory=dict)  # HF config.json fields (LlamaConfig)
     vocab_size: int = 2048  # BPE tokenizer trained on the general corpus
     tokenizer_max_docs: int | None = None
+    max_docs: int | None = None  # pretrain on the first N general documents
     steps: int = 300
     seq_len: int = 128
     batch_size: int = 16
@@ -44,6 +45,7 @@ class DataConfig:
     id_field: str = "id"
     domain_max_docs: int | None = None
     eval_max_docs: int | None = None
+    eval_doc_chars: int | None = None  # cut each test document to a central window of N chars
 
 
 @dataclass

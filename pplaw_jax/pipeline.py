@@ -105,7 +105,31 @@ class Study:
             raise PplawError(f"config data.{missing[0]} is required (or data.builtin)")
         if self.cfg.base_model is None and not self.data["general_train"]:
             raise PplawError("a scratch base model needs data.general_train")
+        if d.eval_doc_chars:
+            for key in ("domain_test", "general_test"):
+                if self.data[key]:
+                    self.data[key] = self._cut_eval_docs(key, d.eval_doc_chars)
         self.tasks = self.cfg.final.tasks or self._make_cloze_tasks()
+
+    def _cut_eval_docs(self, key: str, n_chars: int) -> str:
+        """A copy of a test corpus with every document cut to its central `n_chars` characters.
+
+        Book-length test documents would make every evaluation slow; a central window keeps
+        each document represented (and avoids front matter) at a bounded cost.
+        """
+        from pplaw_jax.data import iter_documents
+        from pplaw_jax.data.cpython_docs import write_jsonl
+
+        path = self.out / "data" / f"{key}_cut{n_chars}.jsonl"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rows = []
+            for doc in iter_documents(self.data[key], text_field=self.cfg.data.text_field, id_field=self.cfg.data.id_field,
+                                      max_docs=self.cfg.data.eval_max_docs):
+                start = max(0, (len(doc.text) - n_chars) // 2)
+                rows.append((doc.doc_id, doc.text[start:start + n_chars]))
+            write_jsonl(path, rows)
+        return str(path)
 
     def _make_cloze_tasks(self) -> str:
         from pplaw_jax.data import iter_documents
@@ -142,6 +166,7 @@ class Study:
             "--lr", s.lr, "--warmup", s.warmup, "--seed", self.cfg.seed,
             *self._eval_args(general_only=True), "--text-field", self.cfg.data.text_field,
             "--id-field", self.cfg.data.id_field, "--mesh", self.cfg.train.mesh,
+            *(["--max-docs", s.max_docs] if s.max_docs else []),
         )
         self.base = str(run_dir / "hf")
 

@@ -64,7 +64,8 @@ def language_reference(doc_chars: int = 1500) -> list[tuple[str, str]]:
     return docs
 
 
-def _write_jsonl(path: Path, docs: list[tuple[str, str]]) -> None:
+def write_jsonl(path: Path, docs: list[tuple[str, str]]) -> None:
+    """Write `(id, text)` pairs as JSONL `{"id", "text"}`, atomically."""
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for doc_id, text in docs:
@@ -84,6 +85,6 @@ def write_cpython_docs(out_dir: str | Path, test_every: int = 10) -> dict[str, s
         }
         for split, rows in splits.items():
             path = out / f"{kind}_{split}.jsonl"
-            _write_jsonl(path, rows)
+            write_jsonl(path, rows)
             paths[f"{kind}_{split}"] = str(path)
     return paths
