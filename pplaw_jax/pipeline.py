@@ -28,6 +28,7 @@ import yaml
 
 from pplaw_jax.config import StudyConfig, config_to_dict, load_config
 from pplaw_jax.errors import PplawError
+from pplaw_jax.fileio import atomic_write, write_jsonl
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,7 +119,6 @@ class Study:
         each document represented (and avoids front matter) at a bounded cost.
         """
         from pplaw_jax.data import iter_documents
-        from pplaw_jax.data.cpython_docs import write_jsonl
 
         path = self.out / "data" / f"{key}_cut{n_chars}.jsonl"
         if not path.exists():
@@ -127,20 +127,20 @@ class Study:
             for doc in iter_documents(self.data[key], text_field=self.cfg.data.text_field, id_field=self.cfg.data.id_field,
                                       max_docs=self.cfg.data.eval_max_docs):
                 start = max(0, (len(doc.text) - n_chars) // 2)
-                rows.append((doc.doc_id, doc.text[start:start + n_chars]))
+                rows.append({"id": doc.doc_id, "text": doc.text[start:start + n_chars]})
             write_jsonl(path, rows)
         return str(path)
 
     def _make_cloze_tasks(self) -> str:
         from pplaw_jax.data import iter_documents
-        from pplaw_jax.data.cloze import make_cloze_tasks, write_tasks
+        from pplaw_jax.data.cloze import make_cloze_tasks
 
         path = self.out / "data" / "domain_cloze.jsonl"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             texts = [doc.text for doc in iter_documents(self.data["domain_test"], text_field=self.cfg.data.text_field,
                                                         id_field=self.cfg.data.id_field)]
-            write_tasks(path, make_cloze_tasks(texts, n_tasks=200, seed=self.cfg.seed))
+            write_jsonl(path, make_cloze_tasks(texts, n_tasks=200, seed=self.cfg.seed))
         return str(path)
 
     def stage_base(self) -> None:
@@ -225,9 +225,8 @@ class Study:
                              loss=ev["domain_loss"], general_loss=ev.get("general_loss")))
         if len(rows) == 0:
             raise PplawError(f"no grid subsets in {sel_dir / 'manifest.csv'}")
-        tmp = self.runs_csv.with_suffix(".tmp")
-        pd.DataFrame(rows).to_csv(tmp, index=False)
-        tmp.replace(self.runs_csv)
+        runs = pd.DataFrame(rows)
+        atomic_write(self.runs_csv, lambda tmp: runs.to_csv(tmp, index=False))
 
     def stage_fit(self) -> None:
         f = self.cfg.fit

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pplaw_jax.fileio import write_text
+
 
 def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
     """Mean and Student-t interval of the mean; (mean, nan, nan) for fewer than two values."""
@@ -209,8 +211,6 @@ def write_report(out: str | Path, cfg) -> Path:
         lines += [f"**{dos} vs random** (domain test loss, paired over {len(paired)} seeds): "
                   f"difference {_fmt_ci(m, lo, hi)} — {verdict}.", ""]
     path = out / "report.md"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+    write_text(path, "\n".join(lines) + "\n")
     print(f"wrote {path}")
     return path

@@ -9,10 +9,6 @@ ranks the true continuation higher. Output rows follow `pplaw eval`'s task forma
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import numpy as np
 
 
@@ -46,12 +42,3 @@ def make_cloze_tasks(
         choices.insert(answer, " " + " ".join(spans[0][prefix_words:]))
         tasks.append({"question": question, "choices": choices, "answer": answer})
     return tasks
-
-
-def write_tasks(path: str | Path, tasks: list[dict]) -> None:
-    path = Path(path)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for t in tasks:
-            f.write(json.dumps(t) + "\n")
-    os.replace(tmp, path)

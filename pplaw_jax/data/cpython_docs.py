@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
-import os
 import sys
 import warnings
 from pathlib import Path
+
+from pplaw_jax.fileio import write_jsonl
 
 # Modules that open windows, print on import, or are not documentation.
 _SKIP = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "pydoc_data"}
@@ -64,15 +64,6 @@ def language_reference(doc_chars: int = 1500) -> list[tuple[str, str]]:
     return docs
 
 
-def write_jsonl(path: Path, docs: list[tuple[str, str]]) -> None:
-    """Write `(id, text)` pairs as JSONL `{"id", "text"}`, atomically."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for doc_id, text in docs:
-            f.write(json.dumps({"id": doc_id, "text": text}) + "\n")
-    os.replace(tmp, path)
-
-
 def write_cpython_docs(out_dir: str | Path, test_every: int = 10) -> dict[str, str]:
     """Write general/domain train/test JSONL files; returns {split name: path}."""
     out = Path(out_dir)
@@ -85,6 +76,6 @@ def write_cpython_docs(out_dir: str | Path, test_every: int = 10) -> dict[str, s
         }
         for split, rows in splits.items():
             path = out / f"{kind}_{split}.jsonl"
-            write_jsonl(path, rows)
+            write_jsonl(path, ({"id": doc_id, "text": text} for doc_id, text in rows))
             paths[f"{kind}_{split}"] = str(path)
     return paths

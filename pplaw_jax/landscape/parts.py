@@ -1,4 +1,4 @@
-"""On-disk layout of a landscape directory, atomic writes, and reading back completed parts.
+"""On-disk layout of a landscape directory, writing parts and reading back completed ones.
 
     DIR/run_args.json                           arguments that define the rows (checked on resume)
     DIR/parts/host{h:03d}-part{k:05d}.parquet   rows: doc_id, chunk, n_tokens, sum_nll, ppl
@@ -7,8 +7,9 @@
     DIR/parts/host{h:03d}.failed                JSON: host h stopped with an error (cleared on rerun)
     DIR/histogram.png, DIR/summary.json         written last; summary.json means "complete"
 
-Every file is written under a temporary name and renamed into place, so a reader (or a resumed
-run) never sees a half-written part; a part counts only once its ``.done`` marker exists.
+Every file is written under a temporary name and renamed into place (`pplaw_jax.fileio`), so a
+reader (or a resumed run) never sees a half-written part; a part counts only once its ``.done``
+marker exists. JSON files are written with sorted keys.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pplaw_jax.errors import PplawError
+from pplaw_jax.fileio import TMP_SUFFIX, write_bytes, write_json
 
 PART_SCHEMA = pa.schema(
     [
@@ -41,10 +42,7 @@ RUN_ARGS = "run_args.json"
 SUMMARY = "summary.json"
 HISTOGRAM = "histogram.png"
 PARTS = "parts"
-TMP_SUFFIX = ".tmp"
 _PART_RE = re.compile(r"host(\d{3})-part(\d{5})\.done$")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def part_stem(out_dir: str | os.PathLike, host: int, part: int) -> Path:
@@ -59,29 +57,6 @@ def host_marker(out_dir: str | os.PathLike, host: int) -> Path:
 def host_failure(out_dir: str | os.PathLike, host: int) -> Path:
     """Written by a host whose scoring raised, so the other hosts stop waiting for it."""
     return Path(out_dir) / PARTS / f"host{host:03d}.failed"
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write, fsync, rename: after a crash `path` is either absent, the old file, or all of `data`.
-
-    The temporary name is unique (``NAME.<random>.tmp``), so several hosts may write the same
-    shared file (run_args.json) at once.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=TMP_SUFFIX)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs are meant to be shared
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def read_json(path: Path) -> Any:
@@ -108,8 +83,8 @@ def write_part(out_dir: str | os.PathLike, host: int, part: int, table: pa.Table
     stem = part_stem(out_dir, host, part)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    write_bytes_atomic(stem.with_suffix(".parquet"), sink.getvalue().to_pybytes())
-    write_json_atomic(stem.with_suffix(".done"), dict(marker))
+    write_bytes(stem.with_suffix(".parquet"), sink.getvalue().to_pybytes())
+    write_json(stem.with_suffix(".done"), dict(marker), sort_keys=True)
 
 
 def discard_unfinished(out_dir: str | os.PathLike, host: int, part: int) -> None:

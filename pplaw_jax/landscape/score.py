@@ -50,14 +50,15 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
 from pplaw_jax.data import Document, chunk_token_ids, iter_tokenized, pad_batch
 from pplaw_jax.errors import PplawError
+from pplaw_jax.fileio import write_json
 from pplaw_jax.landscape import parts
 from pplaw_jax.landscape.stats import plot_log_ppl_histogram, ppl_stats
+from pplaw_jax.models.loss import next_token_nll
 
 DEFAULT_DOCS_PER_PART = 1000
 HOST_WAIT_POLL_S = 2.0
@@ -73,14 +74,10 @@ def sequence_nll(logits: jax.Array, input_ids: jax.Array, mask: jax.Array) -> tu
     """Summed next-token NLL (nats, float32) and scored-token count per row.
 
     ``logits[b, t]`` predicts ``input_ids[b, t + 1]``; that target counts iff ``mask[b, t + 1]``.
-    ``logsumexp - logit[target]`` is the float32 log-softmax without materialising it.
+    The arithmetic is `pplaw_jax.models.loss.next_token_nll`; this turns the token mask into its
+    target mask.
     """
-    logits = logits[:, :-1].astype(jnp.float32)
-    targets = input_ids[:, 1:]
-    weight = mask[:, 1:] > 0
-    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    nll = jax.nn.logsumexp(logits, axis=-1) - target_logit
-    return jnp.where(weight, nll, 0.0).sum(axis=-1), weight.sum(axis=-1, dtype=jnp.int32)
+    return next_token_nll(logits, input_ids, mask[:, 1:] > 0)
 
 
 def data_parallel_size(mesh: jax.sharding.Mesh) -> int:
@@ -139,7 +136,7 @@ def check_run_args(out_dir: str | os.PathLike, run_args: Mapping[str, Any]) -> N
             )
         return
     (Path(out_dir) / parts.PARTS).mkdir(parents=True, exist_ok=True)
-    parts.write_json_atomic(path, wanted)
+    write_json(path, wanted, sort_keys=True)
 
 
 def score_corpus(
@@ -188,9 +185,9 @@ def score_corpus(
             scorer = _PartScorer(score_fn, encode_batch, start_id, seq_len, batch_size, bar)
             host = _score_host(documents, out_dir, scorer, process_index, docs_per_part, bar)
     except BaseException as e:  # tell the other hosts not to wait for this one, then fail as usual
-        parts.write_json_atomic(failure, {"error": f"{type(e).__name__}: {e}"})
+        write_json(failure, {"error": f"{type(e).__name__}: {e}"}, sort_keys=True)
         raise
-    parts.write_json_atomic(parts.host_marker(out_dir, process_index), host)
+    write_json(parts.host_marker(out_dir, process_index), host, sort_keys=True)
     # Every host waits, not only process 0: under jax.distributed a process that exits early sits in
     # the shutdown barrier, which times out (300 s by default) if the other hosts are still scoring.
     _wait_for_hosts(out_dir, process_count)
@@ -383,5 +380,5 @@ def write_summary(out_dir: str | os.PathLike, process_count: int, info: Mapping[
     plot_log_ppl_histogram(
         ppl, Path(out_dir) / parts.HISTOGRAM, f"{info.get('model', '')} | {info.get('data', '')} | {ppl.size} chunks"
     )
-    parts.write_json_atomic(Path(out_dir) / parts.SUMMARY, summary)
+    write_json(Path(out_dir) / parts.SUMMARY, summary, sort_keys=True)
     return summary

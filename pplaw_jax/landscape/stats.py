@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pplaw_jax.landscape.parts import write_bytes_atomic
+from pplaw_jax.fileio import write_bytes
 
 QUANTILES = (1, 5, 25, 50, 75, 95, 99)
 
@@ -58,6 +57,6 @@ def plot_log_ppl_histogram(ppl: np.ndarray, path: str | os.PathLike, title: str)
         fig.tight_layout()
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
-        write_bytes_atomic(Path(path), buffer.getvalue())
+        write_bytes(path, buffer.getvalue())
     finally:
         plt.close(fig)

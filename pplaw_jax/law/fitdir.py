@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from pplaw_jax.errors import PplawError
+from pplaw_jax.fileio import write_json
 from pplaw_jax.law import plots
 from pplaw_jax.law.data import Runs, read_runs
 from pplaw_jax.law.forms import LAWS, get_law
-from pplaw_jax.law.io import FIT_JSON, FORMAT_VERSION, POSTERIOR_NC, write_json, write_posterior
+from pplaw_jax.law.io import FIT_JSON, FORMAT_VERSION, POSTERIOR_NC, write_posterior
 from pplaw_jax.law.optimum import minimise_over_box, optimum_summary, point_optimum_summary
 from pplaw_jax.law.point import HUBER_DELTA, fit_point, heldout_error
 from pplaw_jax.law.predictive import predictive

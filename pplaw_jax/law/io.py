@@ -32,15 +32,13 @@ observed_data, constant_data (mu, sigma, tokens, run_id) and sample_stats.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from pplaw_jax.errors import PplawError
+from pplaw_jax.fileio import atomic_write
 from pplaw_jax.law.forms import get_law
 
 FIT_JSON = "fit.json"
@@ -55,41 +53,6 @@ def import_arviz():
         import arviz
 
     return arviz
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary name in `path`'s directory, then rename it to `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, obj) -> None:
-    """Atomically write `obj` as indented JSON (NaN/inf become null so pandas/JS can read it)."""
-    text = json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def _finite(obj):
-    if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, (np.ndarray,)):
-        return _finite(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    return obj
 
 
 def write_posterior(path: Path, idata) -> None:

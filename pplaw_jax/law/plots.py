@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pplaw_jax.fileio import atomic_write
 from pplaw_jax.law.data import Runs
 from pplaw_jax.law.forms import predict_loss
-from pplaw_jax.law.io import atomic_write, import_arviz
+from pplaw_jax.law.io import import_arviz
 from pplaw_jax.law.predictive import predictive
 
 MAX_REGIMES = 6

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.law.io import atomic_write, load_fit
+from pplaw_jax.fileio import write_text
+from pplaw_jax.law.io import load_fit
 from pplaw_jax.law.predictive import predict_table
 
 
@@ -74,7 +75,7 @@ def run(args) -> int:
     table = predict_table(fit, pts["mu"], pts["sigma"], pts["tokens"], args.level, args.seed)
     text = table.to_csv(index=False, float_format="%.6g")
     if args.out:
-        atomic_write(Path(args.out), lambda tmp: tmp.write_text(text))
+        write_text(Path(args.out), text)
     else:
         sys.stdout.write(text)
     return 0

@@ -24,11 +24,12 @@ import numpy as np
 import pandas as pd
 
 from pplaw_jax.errors import PplawError
+from pplaw_jax.fileio import atomic_write, write_json
 from pplaw_jax.law import load_fit, predict_loss
 from pplaw_jax.select.baselines import BASELINES, select_baseline
 from pplaw_jax.select.core import Selection, parse_budget, take_all_if_short
 from pplaw_jax.select.dos import RankedLandscape, dos_select
-from pplaw_jax.select.io import Landscape, atomic_write, read_landscape, write_json, write_selection
+from pplaw_jax.select.io import Landscape, read_landscape, write_selection
 from pplaw_jax.select.target import choose_target
 from pplaw_jax.select.windows import (DEFAULT_BUDGETS, DEFAULT_WINDOWS, format_quantile,
                                       parse_window, select_windows)

@@ -15,9 +15,6 @@ is always complete and consistent, and the same inputs give byte-identical files
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pplaw_jax.errors import PplawError
+from pplaw_jax.fileio import atomic_write, write_json
 
 LANDSCAPE_COLUMNS = ("doc_id", "chunk", "n_tokens", "ppl")
 SELECTION_SCHEMA = pa.schema([("doc_id", pa.string()), ("chunk", pa.int64()),
@@ -99,38 +97,6 @@ def _read_part(marker: Path) -> pa.Table:
         raise PplawError(f"{path}: row {r}: n_tokens must be >= 1 and ppl finite and > 0 "
                          f"(got n_tokens={n_tokens[r]}, ppl={ppl[r]}); {bad.size} bad row(s)")
     return table
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary name beside `path`, then rename it onto `path`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, obj: dict) -> None:
-    """Atomically write `obj` as indented JSON (non-finite floats become null)."""
-    text = json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    return obj
 
 
 def write_selection(out_dir, landscape: Landscape, indices: np.ndarray, summary: dict) -> Path:

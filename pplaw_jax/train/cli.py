@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from pplaw_jax.errors import PplawError
+from pplaw_jax.fileio import write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,12 +73,6 @@ def _check_args(args) -> None:
         raise PplawError(f"--eval-batch-size must be >= 1, got {args.eval_batch_size}")
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def _check_run_identity(run_dir: Path, identity: dict) -> None:
     """Record the trajectory-defining settings, or refuse to resume a run made with others."""
     path = run_dir / "run.json"
@@ -88,7 +83,7 @@ def _check_run_identity(run_dir: Path, identity: dict) -> None:
             changes = "; ".join(f"{k}: {old.get(k)!r} -> {identity.get(k)!r}" for k in diff)
             raise PplawError(f"{run_dir} holds a different run ({changes}); use a new --out")
     else:
-        _write_json_atomic(path, identity)
+        write_json(path, identity)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -225,6 +220,6 @@ def run(args: argparse.Namespace) -> int:
         "dtype": args.dtype,
     }
     if jax.process_index() == 0:
-        _write_json_atomic(run_dir / "eval.json", summary)
+        write_json(run_dir / "eval.json", summary)
         print(json.dumps({"out": str(run_dir), **{k: summary[k] for k in ("domain_loss", "general_loss", "steps", "trained_tokens")}}))
     return 0

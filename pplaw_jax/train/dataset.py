@@ -24,6 +24,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from pplaw_jax.errors import PplawError
+from pplaw_jax.fileio import atomic_write, write_text
 
 SELECTION_COLUMNS = ("doc_id", "chunk", "n_tokens", "ppl")
 
@@ -216,18 +217,15 @@ def cached_sequences(cache_dir: str | os.PathLike, name: str, key: str, build) -
     cache.mkdir(parents=True, exist_ok=True)
     key_path.unlink(missing_ok=True)
     for path, arr in ((tok_path, seqs.tokens), (len_path, seqs.lengths)):
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            np.save(f, arr)
-        os.replace(tmp, path)
-    _atomic_write_text(key_path, json.dumps({"key": key, "sequences": len(seqs), "tokens": seqs.num_scored_tokens}))
+        atomic_write(path, lambda tmp, arr=arr: _save_npy(tmp, arr))
+    write_text(key_path, json.dumps({"key": key, "sequences": len(seqs), "tokens": seqs.num_scored_tokens}))
     return seqs
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    # Through a file object: given a name, np.save would append ".npy" to the temporary name.
+    with open(path, "wb") as f:
+        np.save(f, arr)
 
 
 @functools.lru_cache(maxsize=4)

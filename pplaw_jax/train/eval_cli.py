@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from pplaw_jax.errors import PplawError
+from pplaw_jax.fileio import write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,9 +57,7 @@ def run(args: argparse.Namespace) -> int:
         if args.out:
             out = Path(args.out)
             out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(results, indent=2) + "\n")
-            os.replace(tmp, out)
+            write_json(out, results)
         keys = ("n", "acc", "acc_ci95", "acc_norm", "acc_norm_ci95")
         print(json.dumps({k: results[k] for k in keys}))
     return 0

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pplaw_jax.fileio import write_jsonl
+
 
 def _json_value(v):
     """Plain JSON values: integer arrays/scalars -> int, other numbers -> float, NaN/inf -> null."""
@@ -47,9 +49,7 @@ class MetricsLog:
     def __init__(self, path: str | os.PathLike, keep_through_step: int | None):
         self.path = Path(path)
         kept = [] if keep_through_step is None else [r for r in read_metrics(self.path) if r["step"] <= keep_through_step]
-        tmp = self.path.with_name(self.path.name + f".tmp{os.getpid()}")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.path)
+        write_jsonl(self.path, kept)
         self._file = open(self.path, "a")
 
     def write(self, row: dict) -> None:

@@ -1,0 +1,104 @@
+"""Atomic file writes: a reader (or a resumed run) sees the old file or the whole new one, never a part.
+
+Every output of every stage is written through `atomic_write`: the content goes to a uniquely named
+temporary file ``NAME.<random>.tmp`` in the destination's directory, is fsynced, and is renamed onto
+``NAME`` (``os.replace``, atomic within one file system). The unique name lets several hosts write
+the same shared file at once, and the ``.tmp`` suffix lets a resumed run find and delete what a
+killed one left (see `pplaw_jax.landscape.parts.discard_unfinished`). ``tempfile.mkstemp`` creates
+files with mode 0600; the temporary file is given the usual ``0666 & ~umask`` instead, so outputs
+on a shared file system stay readable by the other hosts and users, as with a plain ``open()``.
+
+A foundation module: it imports nothing from the stages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TMP_SUFFIX = ".tmp"
+# The umask can only be read by setting it; do that once, at import, rather than racing other threads.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` to fill a temporary file beside `path`, fsync it, then rename it onto `path`.
+
+    `write` receives the temporary path (an existing empty file) and may open it by name, so
+    writers that want a path (``pq.write_table``, ``fig.savefig``, ``DataFrame.to_csv``) work as
+    is. On any exception the temporary file is removed and the exception propagates; `path` is
+    then untouched.
+    """
+    path = Path(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=TMP_SUFFIX)
+    tmp = Path(name)
+    try:
+        try:
+            os.fchmod(fd, 0o666 & ~_UMASK)
+        finally:
+            os.close(fd)
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Atomically write `data` to `path`."""
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Atomically write `text` (UTF-8) to `path`."""
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, sort_keys: bool = False) -> None:
+    """Atomically write `obj` as JSON indented by 2, with a final newline.
+
+    NaN and ±inf become ``null`` (strict JSON, readable by pandas and JavaScript); numpy scalars
+    and arrays become plain numbers and lists; tuples become lists; keys become strings.
+    """
+    text = json.dumps(_jsonable(obj), indent=2, sort_keys=sort_keys, allow_nan=False) + "\n"
+    write_text(path, text)
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> None:
+    """Atomically write one ``json.dumps(row)`` line per row (streamed, UTF-8)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+
+    atomic_write(path, write)
+
+
+def _jsonable(obj: Any) -> Any:
+    """`obj` with numpy values made plain and non-finite floats made None, recursively."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
