@@ -160,6 +160,9 @@ class Study:
                                                                                      self.cfg.train.seq_len))
         init_cfg.write_text(json.dumps(hf, indent=1))
         run_dir = base / "pretrain"
+        self.base = str(run_dir / "hf")
+        if (run_dir / "eval.json").exists():
+            return
         self.pplaw(
             "train", "--model", f"scratch:{init_cfg}", "--tokenizer", tok_dir, "--data", self.data["general_train"],
             "--out", run_dir, "--steps", s.steps, "--seq-len", s.seq_len, "--batch-size", s.batch_size,
@@ -168,7 +171,6 @@ class Study:
             "--id-field", self.cfg.data.id_field, "--mesh", self.cfg.train.mesh,
             *(["--max-docs", s.max_docs] if s.max_docs else []),
         )
-        self.base = str(run_dir / "hf")
 
     def _eval_args(self, general_only: bool = False) -> list[str]:
         args = []

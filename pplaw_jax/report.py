@@ -159,8 +159,12 @@ def write_report(out: str | Path, cfg) -> Path:
         lines += ["Bayesian fit (NumPyro NUTS):", "", _table(pd.DataFrame(brow)), ""]
     comp = (fit.get("comparison") or {})
     ho = ((comp.get("heldout") or {}).get("laws")) or {}
-    if ho:
-        e_ppl, e_data = ho["ppl"]["rmse_log_loss"], ho["data"]["rmse_log_loss"]
+    failed = {law: v["error"] for law, v in ho.items() if "error" in v}
+    if failed:
+        lines += ["**Held-out runs**: no held-out comparison — " + "; ".join(f"{k}: {v}" for k, v in failed.items()), ""]
+    elif ho:
+        e_ppl, e_data = (ho[law]["rmse_log_loss"] for law in ("ppl", "data"))
+        e_ppl, e_data = (float("inf") if e is None else e for e in (e_ppl, e_data))  # null: non-finite
         verdict = "better" if e_ppl < e_data else "not better"
         lines += [f"**Held-out runs** ({comp['heldout']['method']}): RMSE of log-loss "
                   f"{e_ppl:.4g} for the perplexity-aware law vs {e_data:.4g} for the data-only law — "

@@ -1,0 +1,87 @@
+"""`pplaw run`: configuration handling, and the whole study end to end at toy size."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from pplaw_jax.cli import main
+from pplaw_jax.config import load_config
+from pplaw_jax.errors import PplawError
+
+TOY = {
+    "name": "toy",
+    "seed": 0,
+    "data": {"builtin": "cpython-docs", "domain_max_docs": 40, "eval_max_docs": 6},
+    "scratch": {
+        "hf_config": {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 32,
+                      "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                      "num_key_value_heads": 1, "tie_word_embeddings": True, "bos_token_id": 0,
+                      "eos_token_id": 0},
+        "vocab_size": 300, "tokenizer_max_docs": 30, "max_docs": 30, "steps": 12, "seq_len": 64,
+        "batch_size": 8,
+    },
+    "landscape": {"seq_len": 64, "batch_size": 16},
+    "train": {"seq_len": 64, "batch_size": 8},
+    "grid": {"budgets": ["2e3", "4e3"], "windows": ["0-0.5", "0.5-1", "0.25-0.75", "0-1", "0-0.3"]},
+    "fit": {"method": "both", "chains": 2, "warmup": 100, "samples": 100, "allow_unconverged": True},
+    "final": {"budget": "3e3", "methods": ["dos-posterior", "random"], "seeds": [0]},
+}
+
+
+def write_config(path, tree):
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def test_config_overrides_and_number_coercion(tmp_path):
+    cfg_path = write_config(tmp_path / "c.yaml", TOY)
+    cfg = load_config(cfg_path, ["final.seeds=[3,4]", "grid.budgets=[1e4]", "out_dir=x"])
+    assert cfg.final.seeds == [3, 4] and cfg.out_dir == "x"
+    assert cfg.grid.budgets == [1e4] and cfg.final.budget == 3e3  # YAML 1.1 reads `1e4` as a string
+    assert cfg.scratch.hf_config["hidden_size"] == 32
+
+
+@pytest.mark.parametrize("override, message", [
+    ("grid.budget=[1]", "unknown config key(s) grid.budget"),
+    ("final.budget=lots", "config key final.budget"),
+    ("seed", "not of the form key=value"),
+])
+def test_config_errors_name_the_key(tmp_path, override, message):
+    cfg_path = write_config(tmp_path / "c.yaml", TOY)
+    with pytest.raises(PplawError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(cfg_path, [override])
+
+
+def test_whole_study_end_to_end_and_cached_rerun(tmp_path, capsys):
+    out = tmp_path / "study"
+    cfg_path = write_config(tmp_path / "toy.yaml", {**TOY, "out_dir": str(out)})
+    assert main(["run", str(cfg_path)]) == 0, capsys.readouterr().err
+
+    runs = pd.read_csv(out / "grid" / "runs.csv")
+    assert len(runs) == 10 and runs[["mu", "sigma", "tokens", "loss"]].notna().all().all()
+    # each grid run's recorded (mu, sigma, tokens) is its selection's, as the law needs
+    manifest = pd.read_csv(out / "grid" / "selections" / "manifest.csv").set_index("name")
+    for r in runs.itertuples():
+        assert r.tokens == manifest.loc[r.run_id, "tokens"]
+        assert r.mu == pytest.approx(manifest.loc[r.run_id, "mu"])
+    fit = json.loads((out / "fit" / "ppl" / "fit.json").read_text())
+    assert fit["runs"]["n_runs"] == 10
+    assert all("rmse_log_loss" in v for v in fit["comparison"]["heldout"]["laws"].values())
+    dos = json.loads((out / "select" / "dos-posterior" / "summary.json").read_text())
+    assert dos["target"]["source"] == "posterior" and dos["tokens"] <= 3000
+    final = json.loads((out / "final" / "dos-posterior" / "seed0" / "eval.json").read_text())
+    assert final["tokens"] == dos["tokens"] and final["domain_loss"] > 0
+    report = (out / "report.md").read_text()
+    assert "RMSE of log-loss" in report and "dos-posterior vs random" in report
+    assert (out / "report_figures" / "landscape.png").stat().st_size > 0
+
+    # everything is cached: a second run trains nothing and scores nothing
+    n_commands = len((out / "commands.log").read_text().splitlines())
+    assert main(["run", str(cfg_path)]) == 0
+    new = (out / "commands.log").read_text().splitlines()[n_commands:]
+    assert not [c for c in new if " train " in c or " score " in c or " fit " in c], new
+    # a different configuration is refused for the same directory
+    assert main(["run", str(cfg_path), "final.seeds=[1]"]) == 2
+    assert "different configuration" in capsys.readouterr().err
