@@ -163,11 +163,16 @@ def write_report(out: str | Path, cfg) -> Path:
     if failed:
         lines += ["**Held-out runs**: no held-out comparison — " + "; ".join(f"{k}: {v}" for k, v in failed.items()), ""]
     elif ho:
-        e_ppl, e_data = (ho[law]["rmse_log_loss"] for law in ("ppl", "data"))
-        e_ppl, e_data = (float("inf") if e is None else e for e in (e_ppl, e_data))  # null: non-finite
+        def rmse(law: str) -> tuple[float, str]:
+            v = ho[law]
+            if v["rmse_log_loss"] is None:  # some held-out prediction was not finite
+                return float("inf"), f"not finite ({v.get('n_nonfinite')} runs predicted non-finite)"
+            return v["rmse_log_loss"], f"{v['rmse_log_loss']:.4g}"
+
+        (e_ppl, s_ppl), (e_data, s_data) = rmse("ppl"), rmse("data")
         verdict = "better" if e_ppl < e_data else "not better"
         lines += [f"**Held-out runs** ({comp['heldout']['method']}): RMSE of log-loss "
-                  f"{e_ppl:.4g} for the perplexity-aware law vs {e_data:.4g} for the data-only law — "
+                  f"{s_ppl} for the perplexity-aware law vs {s_data} for the data-only law — "
                   f"the perplexity-aware law predicted held-out runs **{verdict}**.", ""]
     loo = comp.get("loo") or {}
     if loo.get("best"):

@@ -281,6 +281,7 @@ class HeldOut:
         return {
             "folds": self.folds,
             "n_scored": self.n_scored,
+            "n_nonfinite": int(self.per_run_log_error.size - self.n_scored),  # errors are then null
             "rmse_log_loss": self.rmse_log,
             "mae_loss": self.mae_loss,
             "max_abs_log_error": self.max_abs_log,
