@@ -20,16 +20,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from pplaw_jax.cli import main
+from tiny_hf import WORDS, save_tiny_llama
 from pplaw_jax.data import Document, iter_documents
 from pplaw_jax.errors import PplawError
 from pplaw_jax.landscape.parts import PART_SCHEMA, iter_done_parts, read_landscape
 from pplaw_jax.landscape.score import score_corpus, sequence_nll
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = (
-    "the quick brown fox jumps over a lazy dog while seven wizards quietly pack boxes of "
-    "liquor jugs and zebras graze near the old mill in spring"
-).split()
 KEY = ["doc_id", "chunk"]
 
 
@@ -262,31 +259,8 @@ def current_umask() -> int:
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
     """A random 2-layer HF Llama (GQA, untied) with a byte-level BPE tokenizer, saved to disk."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    from pplaw_jax.models import train_bpe_tokenizer
-
     root = tmp_path_factory.mktemp("tiny_llama")
-    tokenizer = train_bpe_tokenizer([" ".join(WORDS)] * 20, vocab_size=320)
-    config = transformers.LlamaConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        bos_token_id=tokenizer.bos_id,
-        eos_token_id=tokenizer.eos_id,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config)
-    with torch.no_grad():  # larger weights than the init, so the logits are far from uniform
-        for p in model.parameters():
-            p.mul_(8.0) if p.dim() == 2 else None
-    model.save_pretrained(root / "model")
-    tokenizer.save(root / "model")
+    save_tiny_llama(root / "model", seed=0)
 
     rng = np.random.default_rng(0)
     docs = []

@@ -22,14 +22,11 @@ import pandas as pd
 import pytest
 
 from pplaw_jax.cli import main
+from tiny_hf import WORDS, save_tiny_llama
 from pplaw_jax.landscape.parts import iter_done_parts, read_landscape, read_json
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = ["doc_id", "chunk"]
-WORDS = (
-    "the quick brown fox jumps over a lazy dog while seven wizards quietly pack boxes of "
-    "liquor jugs and zebras graze near the old mill in spring"
-).split()
 # Words per document: empty ones (skipped), one-chunk ones and ones spanning several chunks of
 # seq_len 24, so hosts get different numbers of rows and batches.
 DOC_WORDS = [0, 3, 60, 17, 150, 1, 45, 90, 0, 33, 8, 120, 5, 0, 70, 12, 2, 41, 99, 6, 0, 27, 64]
@@ -41,31 +38,8 @@ TIMEOUT_S = 180  # a normal run takes ~30 s; a failed host hangs 300 s in JAX's 
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):
     """A random 2-layer HF Llama with a byte-level BPE tokenizer, and a 23-document JSONL corpus."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    from pplaw_jax.models import train_bpe_tokenizer
-
     root = tmp_path_factory.mktemp("multihost")
-    tokenizer = train_bpe_tokenizer([" ".join(WORDS)] * 20, vocab_size=320)
-    config = transformers.LlamaConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        bos_token_id=tokenizer.bos_id,
-        eos_token_id=tokenizer.eos_id,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(1)
-    model = transformers.LlamaForCausalLM(config)
-    with torch.no_grad():  # larger weights than the init, so chunk NLLs differ clearly
-        for p in model.parameters():
-            p.mul_(8.0) if p.dim() == 2 else None
-    model.save_pretrained(root / "model")
-    tokenizer.save(root / "model")
+    save_tiny_llama(root / "model", seed=1)
 
     rng = np.random.default_rng(7)
     docs = [{"id": f"d{i:02d}", "text": " ".join(rng.choice(WORDS, size=n))} for i, n in enumerate(DOC_WORDS)]
