@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pplaw_jax.errors import PplawError
+
 
 def make_cloze_tasks(
     texts: list[str],
@@ -27,7 +29,7 @@ def make_cloze_tasks(
     words = [t.split() for t in texts]
     usable = [i for i, w in enumerate(words) if len(w) >= need]
     if len(usable) < n_choices:
-        raise ValueError(f"need at least {n_choices} documents of {need}+ words, found {len(usable)}")
+        raise PplawError(f"cloze tasks need at least {n_choices} test documents of {need}+ words, found {len(usable)}")
     tasks = []
     for _ in range(n_tasks):
         picks = rng.choice(usable, size=n_choices, replace=False)
