@@ -83,6 +83,7 @@ class FitConfig:
     chains: int = 4
     warmup: int = 500
     samples: int = 500
+    target_accept: float = 0.9  # NUTS target acceptance; raise it when the fit reports divergences
     allow_unconverged: bool = False
 
 

@@ -239,7 +239,8 @@ class Study:
             if (out / "fit.json").exists():
                 continue
             argv = ["fit", "--runs", self.runs_csv, "--out", out, "--law", law, "--method", f.method,
-                    "--chains", f.chains, "--warmup", f.warmup, "--samples", f.samples, "--seed", self.cfg.seed]
+                    "--chains", f.chains, "--warmup", f.warmup, "--samples", f.samples,
+                    "--target-accept", f.target_accept, "--seed", self.cfg.seed]
             if f.allow_unconverged:
                 argv.append("--allow-unconverged")
             self.pplaw(*argv)
