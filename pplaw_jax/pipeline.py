@@ -28,7 +28,7 @@ import yaml
 
 from pplaw_jax.config import StudyConfig, config_to_dict, load_config
 from pplaw_jax.errors import PplawError
-from pplaw_jax.fileio import atomic_write, write_jsonl
+from pplaw_jax.fileio import atomic_write, write_jsonl, write_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +69,7 @@ class Study:
             raise PplawError(
                 f"{path} holds a different configuration; use a new out_dir or delete {self.out}"
             )
-        path.write_text(current)
+        write_text(path, current)
 
     def pplaw(self, *argv: str) -> None:
         """Run one `pplaw` subcommand in-process, logging the equivalent shell command."""
@@ -158,7 +158,7 @@ class Study:
         init_cfg = base / "init_config.json"
         hf = dict(s.hf_config, vocab_size=s.vocab_size, max_position_embeddings=max(s.seq_len, self.cfg.landscape.seq_len,
                                                                                      self.cfg.train.seq_len))
-        init_cfg.write_text(json.dumps(hf, indent=1))
+        write_text(init_cfg, json.dumps(hf, indent=1))
         run_dir = base / "pretrain"
         self.base = str(run_dir / "hf")
         if (run_dir / "eval.json").exists():

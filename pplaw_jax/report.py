@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pplaw_jax.fileio import write_text
+from pplaw_jax.landscape import read_landscape
 
 
 def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
@@ -76,8 +77,7 @@ def _landscape_figure(out: Path, fig_path: Path) -> None:
     import matplotlib.pyplot as plt
     import pyarrow.parquet as pq
 
-    parts = sorted((out / "landscape" / "parts").glob("*.parquet"))
-    ppl = np.concatenate([pq.read_table(p, columns=["ppl"])["ppl"].to_numpy() for p in parts])
+    ppl = read_landscape(out / "landscape", columns=["ppl"])["ppl"].to_numpy()
     bins = np.linspace(np.log(ppl.min()), np.log(ppl.max()), 60)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.hist(np.log(ppl), bins=bins, color="0.8", label=f"landscape ({ppl.size} chunks)")
