@@ -150,7 +150,8 @@ def test_score_corpus_rows_parts_and_summary(tmp_path):
     assert summary["ppl"]["std"] == pytest.approx(ppl.std(ddof=0), rel=1e-9)
     assert summary["ppl"]["quantiles"]["q25"] == pytest.approx(np.quantile(ppl, 0.25), rel=1e-9)
     assert summary["ppl"]["quantiles"]["q99"] == pytest.approx(np.quantile(ppl, 0.99), rel=1e-9)
-    assert summary["log_ppl_mean"] == pytest.approx(np.log(ppl).mean(), rel=1e-9)
+    assert summary["logppl"]["mean"] == pytest.approx(np.log(ppl).mean(), rel=1e-9)
+    assert summary["logppl"]["std"] == pytest.approx(np.log(ppl).std(ddof=0), rel=1e-9)
     assert summary["corpus_ppl"] == pytest.approx(math.exp(want.sum_nll.sum() / want.n_tokens.sum()), rel=1e-9)
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
     assert (tmp_path / "out" / "histogram.png").read_bytes()[:4] == b"\x89PNG"
@@ -227,7 +228,7 @@ def test_two_hosts_write_the_same_rows_as_one(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(
         sorted_rows(read_landscape(tmp_path / "two")), sorted_rows(read_landscape(tmp_path / "one")), check_exact=True
     )
-    for key in ("documents", "skipped", "chunks", "tokens", "ppl", "log_ppl_mean"):
+    for key in ("documents", "skipped", "chunks", "tokens", "ppl", "logppl"):
         assert both[key] == single[key]
     assert {h for h, _, _ in iter_done_parts(tmp_path / "two")} == {0, 1}
 

@@ -13,7 +13,7 @@ from pplaw_jax.law.synthetic import TRUE_DATA, TRUE_PPL, sample_inputs, syntheti
 
 
 def as_runs(frame):
-    return runs_from_arrays(frame.mu, frame.sigma, frame.tokens, frame.loss, frame.run_id)
+    return runs_from_arrays(frame.mu_ppl, frame.sigma_ppl, frame.tokens, frame.loss, frame.run_id)
 
 
 def test_student_likelihood_resists_outliers_and_log_lik_is_exact():

@@ -132,9 +132,9 @@ def test_unconverged_fit_leaves_no_fit_json(tmp_path, capsys):
 
 
 def test_bad_input_exits_2(tmp_path, capsys):
-    (tmp_path / "runs.csv").write_text("mu,sigma,loss\n1,2,3\n")
+    (tmp_path / "runs.csv").write_text("mu_ppl,sigma_ppl,loss\n1,2,3\n")
     assert main(["fit", "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "f")]) == 2
-    assert "missing column(s) tokens" in capsys.readouterr().err
+    assert "missing column(s) tokens for law 'ppl' in ppl moments" in capsys.readouterr().err
     frame = synthetic_runs(n=10, seed=1)
     frame.to_csv(tmp_path / "ok.csv", index=False)
     assert main(["fit", "--runs", str(tmp_path / "ok.csv"), "--out", str(tmp_path / "f"),

@@ -48,7 +48,7 @@ def test_log_loss_is_jittable_and_agrees_with_numpy():
 
 def test_parameter_maps_round_trip():
     for name, form in LAWS.items():
-        runs = runs_from_arrays(*(synthetic_runs(n=20)[c] for c in ("mu", "sigma", "tokens", "loss")))
+        runs = runs_from_arrays(*(synthetic_runs(n=20)[c] for c in ("mu_ppl", "sigma_ppl", "tokens", "loss")))
         design = Design.from_runs(form, runs)
         params = TRUE_PPL if name == "ppl" else {"E": 1.1, "B": 50.0, "beta": -0.2}
         back = design.params(design.u_from_params(params))

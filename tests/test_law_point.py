@@ -13,7 +13,7 @@ PPL = LAWS["ppl"]
 
 
 def as_runs(frame):
-    return runs_from_arrays(frame.mu, frame.sigma, frame.tokens, frame.loss, frame.run_id)
+    return runs_from_arrays(frame.mu_ppl, frame.sigma_ppl, frame.tokens, frame.loss, frame.run_id)
 
 
 def test_huber_gradient_matches_finite_differences():
@@ -49,7 +49,7 @@ def test_huber_fit_resists_outlier_runs():
     frame.loc[[3, 17, 30], "loss"] *= 1.3  # three broken runs
     fit = fit_point(as_runs(frame), PPL, bootstrap=0)
     clean = np.delete(np.arange(48), [3, 17, 30])
-    pred = fit.predict(frame.mu.values, frame.sigma.values, frame.tokens.values)
+    pred = fit.predict(frame.mu_ppl.values, frame.sigma_ppl.values, frame.tokens.values)
     assert np.max(np.abs(pred[clean] / frame.loss_true.values[clean] - 1)) < 0.02
     # the outliers are left with large residuals instead of being absorbed
     assert np.all(frame.loss.values[[3, 17, 30]] / pred[[3, 17, 30]] > 1.2)
@@ -80,21 +80,21 @@ def write(tmp_path, text):
 def test_read_runs_bad_inputs(tmp_path):
     with pytest.raises(PplawError, match="not found"):
         read_runs(tmp_path / "nope.csv", PPL)
-    with pytest.raises(PplawError, match="missing column.*sigma"):
-        read_runs(write(tmp_path, "mu,tokens,loss\n1,2,3\n"), PPL)
+    with pytest.raises(PplawError, match="missing column.*sigma_ppl"):
+        read_runs(write(tmp_path, "mu_ppl,tokens,loss\n1,2,3\n"), PPL)
     good = "\n".join(f"{10 + i},{2 + i},{1e6 * (i + 1)},{3 - 0.1 * i}" for i in range(8))
     rows = good.splitlines()
     rows[4] = "14,-1,5e6,2.6"
-    with pytest.raises(PplawError, match=r"line 6 .*'sigma' = -1"):
-        read_runs(write(tmp_path, "mu,sigma,tokens,loss\n" + "\n".join(rows)), PPL)
+    with pytest.raises(PplawError, match=r"line 6 .*'sigma_ppl' = -1"):
+        read_runs(write(tmp_path, "mu_ppl,sigma_ppl,tokens,loss\n" + "\n".join(rows)), PPL)
     rows[4] = "14,6,5e6,nan"
     with pytest.raises(PplawError, match=r"line 6 .*'loss'"):
-        read_runs(write(tmp_path, "mu,sigma,tokens,loss\n" + "\n".join(rows)), PPL)
+        read_runs(write(tmp_path, "mu_ppl,sigma_ppl,tokens,loss\n" + "\n".join(rows)), PPL)
     rows[4] = "14,6,lots,2.6"
     with pytest.raises(PplawError, match=r"line 6 .*'tokens' = 'lots'"):
-        read_runs(write(tmp_path, "mu,sigma,tokens,loss\n" + "\n".join(rows)), PPL)
+        read_runs(write(tmp_path, "mu_ppl,sigma_ppl,tokens,loss\n" + "\n".join(rows)), PPL)
     with pytest.raises(PplawError, match="5 runs, fewer than the 7 parameters"):
-        read_runs(write(tmp_path, "mu,sigma,tokens,loss\n" + "\n".join(good.splitlines()[:5])), PPL)
+        read_runs(write(tmp_path, "mu_ppl,sigma_ppl,tokens,loss\n" + "\n".join(good.splitlines()[:5])), PPL)
     # the data-only law needs only tokens and loss
     runs = read_runs(write(tmp_path, "tokens,loss\n1e6,3\n1e7,2.5\n1e8,2.2\n"), LAWS["data"])
     assert runs.n == 3
@@ -102,6 +102,6 @@ def test_read_runs_bad_inputs(tmp_path):
 
 def test_runs_that_cannot_identify_the_law(tmp_path):
     frame = synthetic_runs(n=20, seed=5)
-    frame["sigma"] = 7.0  # one sigma for all runs: beta0 and beta1 are not identified
+    frame["sigma_ppl"] = 7.0  # one sigma for all runs: beta0 and beta1 are not identified
     with pytest.raises(PplawError, match="do not identify"):
         fit_point(as_runs(frame), PPL, bootstrap=0)

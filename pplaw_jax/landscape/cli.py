@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         },
     )
     if summary is not None:
-        keys = ("documents", "skipped", "chunks", "tokens", "log_ppl_mean", "corpus_ppl", "tokens_per_s")
+        keys = ("documents", "skipped", "chunks", "tokens", "corpus_ppl", "tokens_per_s")
         print(json.dumps({"out": args.out, **{k: summary[k] for k in keys}}))
     return 0
 

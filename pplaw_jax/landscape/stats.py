@@ -9,31 +9,34 @@ from typing import Any
 import numpy as np
 
 from pplaw_jax.fileio import write_bytes
+from pplaw_jax.moments import MOMENTS, chunk_values
 
 QUANTILES = (1, 5, 25, 50, 75, 95, 99)
 
 
 def ppl_stats(ppl: np.ndarray, sum_nll: np.ndarray, n_tokens: np.ndarray) -> dict[str, Any]:
-    """Chunk-level perplexity statistics, unweighted over chunks (as the law's mu and sigma are).
+    """Chunk-level statistics, unweighted over chunks (as the law's mu and sigma are).
 
-    ``ppl`` mean / std (ddof=0) / quantiles ``q01 .. q99``, the mean of ``log(ppl)``, and the
-    token-weighted corpus perplexity ``exp(sum(sum_nll) / sum(n_tokens))`` for reference.
+    For each moment kind (`pplaw_jax.moments`: ``ppl`` and ``logppl`` = chunk mean NLL) the
+    mean / std (ddof=0) / min / max / quantiles ``q01 .. q99``, plus the token-weighted corpus
+    perplexity ``exp(sum(sum_nll) / sum(n_tokens))`` for reference.
     """
     ppl = np.asarray(ppl, dtype=np.float64)
     if ppl.size == 0:
-        return {"ppl": None, "log_ppl_mean": None, "corpus_ppl": None}
-    qs = np.percentile(ppl, QUANTILES)
-    return {
-        "ppl": {
-            "mean": float(ppl.mean()),
-            "std": float(ppl.std(ddof=0)),
-            "min": float(ppl.min()),
-            "max": float(ppl.max()),
+        return {**{kind: None for kind in MOMENTS}, "corpus_ppl": None}
+    out: dict[str, Any] = {}
+    for kind in MOMENTS:
+        x = chunk_values(ppl, kind)
+        qs = np.percentile(x, QUANTILES)
+        out[kind] = {
+            "mean": float(x.mean()),
+            "std": float(x.std(ddof=0)),
+            "min": float(x.min()),
+            "max": float(x.max()),
             "quantiles": {f"q{q:02d}": float(v) for q, v in zip(QUANTILES, qs)},
-        },
-        "log_ppl_mean": float(np.log(ppl).mean()),
-        "corpus_ppl": float(np.exp(np.sum(sum_nll, dtype=np.float64) / np.sum(n_tokens))),
-    }
+        }
+    out["corpus_ppl"] = float(np.exp(np.sum(sum_nll, dtype=np.float64) / np.sum(n_tokens)))
+    return out
 
 
 def plot_log_ppl_histogram(ppl: np.ndarray, path: str | os.PathLike, title: str) -> None:

@@ -14,14 +14,19 @@ from pplaw_jax.errors import PplawError
 from pplaw_jax.law.bayes import Priors, SamplerConfig
 from pplaw_jax.law.fitdir import FitOptions, NotConverged, fit_to_dir
 from pplaw_jax.law.forms import LAWS
+from pplaw_jax.moments import MOMENTS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = SamplerConfig()
     p = parser
-    p.add_argument("--runs", required=True, help="CSV with columns mu, sigma, tokens, loss (optional run_id)")
+    p.add_argument("--runs", required=True, help="CSV with columns mu_<kind>, sigma_<kind>, tokens, loss "
+                                                 "(optional run_id, group)")
     p.add_argument("--out", required=True, help="fit directory to write")
     p.add_argument("--law", choices=sorted(LAWS), default="ppl", help="law form (default: ppl)")
+    p.add_argument("--moments", choices=MOMENTS, default="ppl",
+                   help="mu and sigma of the runs: ppl = chunk-perplexity mean/std (the paper's), "
+                        "logppl = chunk mean-NLL mean/std (columns mu_<kind>, sigma_<kind> of runs.csv)")
     p.add_argument("--method", choices=("point", "bayes", "both"), default="both",
                    help="point: Huber fit + bootstrap; bayes: NUTS started at the point fit; both (default)")
     p.add_argument("--chains", type=int, default=d.chains, help=f"NUTS chains (default {d.chains})")
@@ -74,7 +79,7 @@ def options_from_args(args) -> FitOptions:
         max_rhat=args.max_rhat, min_ess_per_chain=args.min_ess, max_divergences=args.max_divergences,
     )
     return FitOptions(
-        law=args.law, method=args.method, bootstrap=args.bootstrap, n_random=args.starts, folds=args.folds,
+        law=args.law, moments=args.moments, method=args.method, bootstrap=args.bootstrap, n_random=args.starts, folds=args.folds,
         seed=args.seed, priors=Priors.from_overrides(args.prior), sampler=sampler,
         mu_range=tuple(args.mu_range) if args.mu_range else None,
         sigma_range=tuple(args.sigma_range) if args.sigma_range else None,

@@ -1,9 +1,12 @@
 """Reading and validating ``runs.csv``: one row per (training subset, token count) measurement.
 
-Columns: ``mu``, ``sigma`` (chunk-perplexity mean / std of the training subset), ``tokens``
-(training tokens D, raw count), ``loss`` (domain test loss), optional ``run_id``.  Rows that share a
-``run_id`` (e.g. several checkpoints of one training run) form one *group*: bootstrap and held-out
-folds resample and leave out whole groups, so correlated rows never straddle a split.
+Columns: the subset's moments ``mu_<kind>``, ``sigma_<kind>`` for the moment kind the law is
+fitted in (``mu_ppl, sigma_ppl`` and/or ``mu_logppl, sigma_logppl``, see `pplaw_jax.moments`),
+``tokens`` (training tokens D, raw count), ``loss`` (the measured metric, e.g. domain test loss),
+optional ``run_id`` and ``group``.  Rows that share a ``group`` (every run of one design point or
+perplexity window: all its budgets and replicates; without the column, rows that share a
+``run_id``) are left out together by the held-out validation and resampled together by the
+bootstrap, so a run is never predicted by its own twin at another budget.
 """
 
 from __future__ import annotations
@@ -16,16 +19,18 @@ import pandas as pd
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.law.forms import LawForm
+from pplaw_jax.moments import columns
 
-COLUMNS = ("mu", "sigma", "tokens", "loss")
+COLUMNS = ("mu", "sigma", "tokens", "loss")  # the internal names, after reading
 
 
 @dataclass(frozen=True)
 class Runs:
     """Validated runs, as float64 arrays of equal length ``n``.
 
-    ``groups[i]`` is the integer group of row i (from ``run_id``, else one group per row);
-    ``run_ids`` are the row labels used in messages and outputs.
+    ``groups[i]`` is the integer group of row i (from ``group``, else ``run_id``, else one group
+    per row); ``run_ids`` are the row labels used in messages and outputs; ``moments`` is the
+    kind of ``mu`` and ``sigma``.
     """
 
     mu: np.ndarray
@@ -35,6 +40,7 @@ class Runs:
     groups: np.ndarray
     run_ids: tuple[str, ...]
     source: str
+    moments: str = "ppl"
 
     @property
     def n(self) -> int:
@@ -56,19 +62,23 @@ class Runs:
             groups.reshape(-1),
             tuple(self.run_ids[i] for i in idx),
             self.source,
+            self.moments,
         )
 
 
-def runs_from_arrays(mu, sigma, tokens, loss, run_id=None, source: str = "<arrays>") -> Runs:
+def runs_from_arrays(mu, sigma, tokens, loss, run_id=None, group=None, source: str = "<arrays>",
+                     moments: str = "ppl") -> Runs:
     """Build `Runs` from arrays with the same validation as `read_runs` (used by tests and benchmarks)."""
     frame = pd.DataFrame({"mu": mu, "sigma": sigma, "tokens": tokens, "loss": loss})
     if run_id is not None:
         frame["run_id"] = run_id
-    return _validate(frame, source, COLUMNS)
+    if group is not None:
+        frame["group"] = group
+    return _validate(frame, source, COLUMNS, moments)
 
 
-def read_runs(path, form: LawForm) -> Runs:
-    """Read and validate `path` for fitting `form`.
+def read_runs(path, form: LawForm, moments: str = "ppl") -> Runs:
+    """Read and validate `path` for fitting `form` in the moments of kind `moments`.
 
     The data-only law needs only ``tokens`` and ``loss``; every column that is present is still
     checked.  Raises PplawError naming the file, CSV line and column of the first problem.
@@ -77,12 +87,19 @@ def read_runs(path, form: LawForm) -> Runs:
     if not path.exists():
         raise PplawError(f"{path}: runs file not found")
     try:
-        frame = pd.read_csv(path, dtype={"run_id": str})
+        frame = pd.read_csv(path, dtype={"run_id": str, "group": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise PplawError(f"{path}: cannot parse as CSV: {e}") from None
     frame.columns = [str(c).strip() for c in frame.columns]
+    mu_col, sigma_col = columns(moments)
+    frame = frame.drop(columns=[c for c in ("mu", "sigma") if c in frame.columns])
+    frame = frame.rename(columns={mu_col: "mu", sigma_col: "sigma"})
     required = COLUMNS if form.uses_perplexity else ("tokens", "loss")
-    runs = _validate(frame, str(path), required)
+    missing = [{"mu": mu_col, "sigma": sigma_col}.get(c, c) for c in required if c not in frame.columns]
+    if missing:
+        raise PplawError(f"{path}: missing column(s) {', '.join(missing)} for law {form.name!r} in "
+                         f"{moments} moments (have: {', '.join(map(str, frame.columns))})")
+    runs = _validate(frame, str(path), required, moments)
     if runs.n < len(form.param_names):
         raise PplawError(
             f"{path}: {runs.n} runs, fewer than the {len(form.param_names)} parameters of law "
@@ -91,7 +108,7 @@ def read_runs(path, form: LawForm) -> Runs:
     return runs
 
 
-def _validate(frame: pd.DataFrame, source: str, required) -> Runs:
+def _validate(frame: pd.DataFrame, source: str, required, moments: str) -> Runs:
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise PplawError(
@@ -105,6 +122,7 @@ def _validate(frame: pd.DataFrame, source: str, required) -> Runs:
         else tuple(str(i) for i in range(len(frame)))
     )
     values = {}
+    label = dict(zip(("mu", "sigma"), columns(moments)))
     for col in COLUMNS:
         if col not in frame.columns:
             values[col] = np.ones(len(frame))
@@ -118,14 +136,17 @@ def _validate(frame: pd.DataFrame, source: str, required) -> Runs:
             value = raw.iloc[i]
             shown = repr(value) if isinstance(value, str) else str(value)
             raise PplawError(
-                f"{source}: line {i + 2} ({what}row {i}): column {col!r} = {shown}; "
+                f"{source}: line {i + 2} ({what}row {i}): column {label.get(col, col)!r} = {shown}; "
                 f"must be a finite number > 0 ({int(bad.sum())} bad value(s) in this column)"
             )
         values[col] = num
-    if "run_id" in frame.columns:
+    if "group" in frame.columns:
+        _, groups = np.unique(frame["group"].astype(str).to_numpy(), return_inverse=True)
+    elif "run_id" in frame.columns:
         _, groups = np.unique(np.asarray(run_ids), return_inverse=True)
     else:
         groups = np.arange(len(frame))
     return Runs(
-        values["mu"], values["sigma"], values["tokens"], values["loss"], groups.reshape(-1), run_ids, source
+        values["mu"], values["sigma"], values["tokens"], values["loss"], groups.reshape(-1), run_ids, source,
+        moments,
     )

@@ -44,6 +44,7 @@ class NotConverged(Exception):
 @dataclass(frozen=True)
 class FitOptions:
     law: str = "ppl"
+    moments: str = "ppl"  # which runs.csv moments are mu and sigma (pplaw_jax.moments)
     method: str = "both"  # point | bayes | both
     bootstrap: int = 200
     n_random: int = 16
@@ -88,7 +89,7 @@ def fit_to_dir(runs_path, out_dir, opts: FitOptions) -> dict:
     if opts.method not in ("point", "bayes", "both"):
         raise PplawError(f"--method {opts.method!r}: expected point, bayes or both")
     form = get_law(opts.law)
-    runs = read_runs(runs_path, form)
+    runs = read_runs(runs_path, form, opts.moments)
     priors = opts.priors or Priors()
     sampler = opts.sampler or SamplerConfig(seed=opts.seed)
     box = _box(runs, opts) if form.uses_perplexity else None
@@ -118,6 +119,7 @@ def fit_to_dir(runs_path, out_dir, opts: FitOptions) -> dict:
         "format_version": FORMAT_VERSION,
         "law": form.name,
         "law_form": form.description,
+        "moments": opts.moments,
         "param_names": list(form.param_names),
         "parameterisation": {
             "positive (fitted in log)": ["E", form.scale_name],

@@ -72,6 +72,7 @@ class Fit:
         self.fit_dir = Path(fit_dir)
         self.info = info
         self.law: str = info["law"]
+        self.moments: str = info.get("moments", "ppl")
         self.param_names: tuple[str, ...] = tuple(info["param_names"])
         self.point_params: dict[str, float] = {k: float(v) for k, v in info["point"]["params"].items()}
         self._posterior = None

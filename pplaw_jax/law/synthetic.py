@@ -55,12 +55,13 @@ def sample_inputs(n: int, rng: np.random.Generator, mu_range=(5.0, 60.0), sigma_
 
 def synthetic_runs(law: str = "ppl", params=None, n: int = 48, noise: float = 0.01, seed: int = 0,
                    **ranges) -> pd.DataFrame:
-    """A runs table (``run_id, mu, sigma, tokens, loss``, plus the noise-free ``loss_true``):
-    ``loss = L(mu, sigma, D) * exp(noise * N(0, 1))``, i.e. Gaussian noise on log-loss."""
+    """A runs table (``run_id, mu_ppl, sigma_ppl, tokens, loss``, plus the noise-free ``loss_true``):
+    ``loss = L(mu, sigma, D) * exp(noise * N(0, 1))``, i.e. Gaussian noise on log-loss.  The
+    moments are written as the ``ppl`` kind, the default of ``pplaw fit``."""
     params = params or (TRUE_PPL if law == "ppl" else TRUE_DATA)
     rng = np.random.default_rng(seed)
     mu, sigma, tokens = sample_inputs(n, rng, **ranges)
     true = predict_loss(law, params, mu, sigma, tokens)
     loss = true * np.exp(noise * rng.standard_normal(n))
-    return pd.DataFrame({"run_id": [f"r{i:03d}" for i in range(n)], "mu": mu, "sigma": sigma, "tokens": tokens,
+    return pd.DataFrame({"run_id": [f"r{i:03d}" for i in range(n)], "mu_ppl": mu, "sigma_ppl": sigma, "tokens": tokens,
                          "loss": loss, "loss_true": true})

@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pplaw_jax.landscape.stats import ppl_stats
+
 LANDSCAPE_SCHEMA = pa.schema([("doc_id", pa.string()), ("chunk", pa.int64()),
                               ("n_tokens", pa.int64()), ("sum_nll", pa.float64()),
                               ("ppl", pa.float64())])
@@ -48,12 +50,10 @@ def write_landscape(landscape_dir, table: pa.Table, rows_per_part: int,
                   "docs": len(set(part.column("doc_id").to_pylist()))}
         (parts / f"{name}.done").write_text(json.dumps(marker))
     if complete:
-        ppl = table.column("ppl").to_numpy()
         summary = {"documents": len(set(table.column("doc_id").to_pylist())),
                    "chunks": table.num_rows,
                    "tokens": int(np.sum(table.column("n_tokens").to_numpy())), "skipped": 0,
-                   "ppl": {"mean": float(ppl.mean()), "std": float(ppl.std()),
-                           "quantiles": {str(q): float(np.quantile(ppl, q))
-                                         for q in (0.05, 0.25, 0.5, 0.75, 0.95)}}}
+                   **ppl_stats(table.column("ppl").to_numpy(), table.column("sum_nll").to_numpy(),
+                               table.column("n_tokens").to_numpy())}
         (out / "summary.json").write_text(json.dumps(summary))
     return out
