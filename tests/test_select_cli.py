@@ -9,16 +9,20 @@ import pyarrow.parquet as pq
 import pytest
 
 from pplaw_jax.cli import main
+from pplaw_jax.law.synthetic import ppl_params_with_optimum
 from pplaw_jax.select.synthetic import synthetic_landscape, write_landscape
 
-POINT = dict(E=1.8, Dc=50.0, alpha0=1.0, alpha1=-0.03, beta0=0.6, beta1=-0.01, alphaD=0.1)
+# a perplexity-aware law with its optimum at (mu, sigma) = (20, 8), inside what 3e5 tokens of the
+# test landscape can supply (mu 8..50, sigma up to ~25 there)
+POINT = ppl_params_with_optimum(20.0, 8.0, E=1.8, excess=0.3, tokens_at_excess=3e5)
 NAMES = list(POINT)
 
 
-WIDE = {"mu": [1e-3, 1e9], "sigma": [1e-3, 1e9]}
+# fitted runs at the corners and centre of a box (in log space) wider than any synthetic landscape
+WIDE = [[m, s] for m in (1.0, 1e3) for s in (0.01, 1e3)] + [[30.0, 3.0]]
 
 
-def write_fit(fit_dir, draws=None, law="ppl", params=POINT, box=WIDE):
+def write_fit(fit_dir, draws=None, law="ppl", params=POINT, points=WIDE, margin=0.1, moments="ppl"):
     """A fit directory as `pplaw fit` writes it: fit.json and, with draws, posterior.nc."""
     fit_dir.mkdir(parents=True)
     bayes = None
@@ -31,9 +35,10 @@ def write_fit(fit_dir, draws=None, law="ppl", params=POINT, box=WIDE):
         az.from_dict(posterior=posterior).to_netcdf(str(fit_dir / "posterior.nc"), engine="h5netcdf")
         bayes = {"summary": {k: {"mean": float(v.mean()), "sd": float(v.std())}
                              for k, v in draws.items()}, "optimum": None}
-    info = {"law": law, "param_names": list(params),
+    info = {"law": law, "param_names": list(params), "moments": moments,
             "point": {"params": params, "ci90": {k: [v, v] for k, v in params.items()}},
-            "bayes": bayes, "runs": {"n_runs": 30, **box}}
+            "bayes": bayes, "runs": {"n_runs": len(points), "points": points},
+            "support": {"margin": margin}}
     (fit_dir / "fit.json").write_text(json.dumps(info))
     return fit_dir
 
@@ -45,8 +50,8 @@ def env(tmp_path_factory):
     land = write_landscape(root / "land", table, rows_per_part=1000)
     rng = np.random.default_rng(0)
     draws = {k: np.full(400, v) for k, v in POINT.items()}
-    draws["alpha1"] = POINT["alpha1"] + rng.normal(0.0, 0.004, 400)
-    draws["beta1"] = POINT["beta1"] + rng.gamma(2.0, 0.004, 400)
+    draws["alpha1"] = POINT["alpha1"] + rng.normal(0.0, 0.0003, 400)
+    draws["beta1"] = POINT["beta1"] + rng.gamma(2.0, 0.0002, 400)
     return {"root": root, "table": table, "land": str(land),
             "bayes": str(write_fit(root / "fit_bayes", draws)),
             "point": str(write_fit(root / "fit_point"))}
@@ -57,7 +62,7 @@ def load(out):
     return pq.read_table(out / "selection.parquet").to_pandas(), summary
 
 
-def check_selection(env, out, budget):
+def check_selection(env, out, budget, moments="ppl"):
     sel, summary = load(out)
     landscape = env["table"].to_pandas()
     merged = sel.merge(landscape, on=["doc_id", "chunk"], suffixes=("", "_land"), validate="1:1")
@@ -65,8 +70,10 @@ def check_selection(env, out, budget):
     assert (merged.n_tokens == merged.n_tokens_land).all() and (merged.ppl == merged.ppl_land).all()
     assert summary["tokens"] == sel.n_tokens.sum() <= budget
     assert budget - summary["tokens"] < landscape.n_tokens.max()
-    assert summary["mu"] == pytest.approx(sel.ppl.mean())
-    assert summary["sigma"] == pytest.approx(sel.ppl.std(ddof=0))
+    x = sel.ppl.to_numpy() if moments == "ppl" else np.log(sel.ppl.to_numpy())
+    assert summary["moments"] == moments
+    assert summary["mu"] == pytest.approx(x.mean())
+    assert summary["sigma"] == pytest.approx(x.std(ddof=0))
     assert summary["n_chunks"] == len(sel) and summary["budget"] == budget
     return sel, summary
 
@@ -88,7 +95,11 @@ def test_dos_with_posterior_fit(env, capsys):
                                     * s["sigma"] ** (POINT["beta0"] + POINT["beta1"] * s["mu"])
                                     * d ** POINT["alphaD"]))
     post = s["predicted_loss_posterior"]
-    assert post["draws"] == 400 and post["q05"] <= post["mean"] <= post["q95"]
+    assert post["ci"][0] <= post["mean"] <= post["ci"][1]
+    assert post["pi"][0] < post["ci"][0] and post["pi"][1] > post["ci"][1]  # run noise widens it
+    interior = choice["interior"]
+    assert interior["source"] == "posterior" and interior["draws"] == 400
+    assert interior["fraction_at_boundary"] <= 0.2
 
     # --target point gives the point-estimate target, a different subset
     out_point = env["root"] / "dos_point"
@@ -110,7 +121,7 @@ def test_explicit_unattainable_target_warns(env, capsys):
     out = env["root"] / "dos_explicit"
     with pytest.warns(UserWarning, match="not attainable"):
         rc = main(["select", "--landscape", env["land"], "--tokens", "2e5", "--out", str(out),
-                   "--target-mu", "1.5", "--target-sigma", "0.1"])
+                   "--target-mu", "1.5", "--target-sigma", "0.1", "--selector", "bands"])
     assert rc == 0
     _, s = check_selection(env, out, 200_000)
     assert not s["attainable"] and "not attainable" in s["warning"]
@@ -149,15 +160,16 @@ def test_windows_cli(env):
                    "--budgets", "1e5", str(total // 6), "--windows", "0-0.2", "0.4-0.5", "0-1"])
     assert rc == 0
     manifest = pd.read_csv(out / "manifest.csv")
-    assert list(manifest.columns) == ["name", "lo_q", "hi_q", "budget", "tokens", "mu", "sigma",
-                                      "n_chunks"]
+    assert list(manifest.columns) == ["name", "group", "replicate", "seed", "budget", "tokens", "n_chunks",
+                                      "mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl", "lo_q", "hi_q"]
     meta = json.loads((out / "windows.json").read_text())
     assert [s["name"] for s in meta["skipped"]] == [f"w0.40-0.50_b{total // 6}"]
     assert len(manifest) == 5 and manifest.name.tolist() == meta["subsets"]
     for row in manifest.itertuples():
         sel, s = check_selection(env, out / row.name, row.budget)
         assert (s["tokens"], s["n_chunks"]) == (row.tokens, row.n_chunks)
-        assert s["mu"] == pytest.approx(row.mu) and s["window"]["lo_q"] == row.lo_q
+        assert s["mu"] == pytest.approx(row.mu_ppl) and s["window"]["lo_q"] == row.lo_q
+        assert row.group == row.name.split("_b")[0]
 
 
 @pytest.mark.parametrize("case,match", [
@@ -172,6 +184,8 @@ def test_windows_cli(env):
     ("data_law", "data-only"),
     ("posterior_missing", "needs a fit with a Bayesian posterior"),
     ("windows_with_tokens", "--tokens is not used"),
+    ("design_span", "spanning at least 16x"),
+    ("moments_conflict", "is in ppl moments"),
 ])
 def test_bad_input_exits_2_with_a_message(env, capsys, case, match):
     root, land = env["root"], env["land"]
@@ -195,6 +209,9 @@ def test_bad_input_exits_2_with_a_message(env, capsys, case, match):
         "posterior_missing": base + ["--tokens", "1e5", "--fit", env["point"], "--target", "posterior"],
         "windows_with_tokens": ["select", "windows", "--landscape", land, "--out", str(root / "x"),
                                 "--tokens", "1e5"],
+        "design_span": ["select", "design", "--landscape", land, "--out", str(root / "x"), "--n", "8",
+                        "--budgets", "1e4", "1e5"],
+        "moments_conflict": base + ["--tokens", "1e5", "--fit", env["point"], "--moments", "logppl"],
     }[case]
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -202,21 +219,85 @@ def test_bad_input_exits_2_with_a_message(env, capsys, case, match):
     assert not (root / f"bad_{case}" / "summary.json").exists()
 
 
-def test_dos_target_stays_inside_the_fitted_range_unless_extrapolating(env, capsys):
-    """The fit-chosen target is searched only where the law was fitted (fit.json runs range)."""
+def test_dos_target_is_supported_or_refused(env, capsys):
+    """The fit-chosen target is searched only where the runs give support (their hull in scaled
+    log coordinates + the trust margin); an optimum on that region's edge is refused."""
     wide = env["root"] / "dos_wide"
     assert main(["select", "--landscape", env["land"], "--tokens", "3e5", "--out", str(wide),
-                 "--fit", env["point"]]) == 0
+                 "--fit", env["point"], "--selector", "bands"]) == 0
     free = load(wide)[1]["target"]
-    # a box that excludes the unconstrained optimum: around it, shifted in mu
-    box = {"mu": [free["mu"] * 1.1, free["mu"] * 1.5], "sigma": [0.5 * free["sigma"], 2.0 * free["sigma"]]}
-    fit_dir = write_fit(env["root"] / "fit_narrow", box=box)
-    inside = env["root"] / "dos_inside"
-    assert main(["select", "--landscape", env["land"], "--tokens", "3e5", "--out", str(inside),
-                 "--fit", str(fit_dir), "--target", "point"]) == 0, capsys.readouterr().err
-    t = load(inside)[1]["target"]
-    assert box["mu"][0] <= t["mu"] <= box["mu"][1] and box["sigma"][0] <= t["sigma"] <= box["sigma"][1]
-    outside = env["root"] / "dos_extrapolate"
-    assert main(["select", "--landscape", env["land"], "--tokens", "3e5", "--out", str(outside),
-                 "--fit", str(fit_dir), "--target", "point", "--extrapolate"]) == 0
-    assert load(outside)[1]["target"]["mu"] == pytest.approx(free["mu"])
+    # runs that surround a region beside the unconstrained optimum, shifted up in mu
+    points = [[free["mu"] * f, free["sigma"] * g] for f in (1.3, 2.0) for g in (0.5, 2.0)]
+    fit_dir = write_fit(env["root"] / "fit_narrow", points=points, margin=0.0)
+    refused = env["root"] / "dos_refused"
+    (refused).mkdir()
+    (refused / "selection.parquet").write_bytes(b"stale")  # from an earlier selection
+    assert main(["select", "--landscape", env["land"], "--tokens", "3e5", "--out", str(refused),
+                 "--fit", str(fit_dir), "--target", "point"]) == 2
+    err = capsys.readouterr().err
+    assert "no interior optimum" in err and "--allow-boundary" in err and "Best supported point" in err
+    record = json.loads((refused / "refused.json").read_text())
+    assert record["interior"]["fraction_at_boundary"] == 1.0 and record["point"]["at_boundary"]
+    assert not (refused / "summary.json").exists() and not (refused / "selection.parquet").exists()
+
+    allowed = env["root"] / "dos_allowed"
+    assert main(["select", "--landscape", env["land"], "--tokens", "3e5", "--out", str(allowed),
+                 "--fit", str(fit_dir), "--target", "point", "--allow-boundary"]) == 0
+    t = load(allowed)[1]["target"]
+    mus, sigmas = np.array(points).T
+    assert mus.min() <= t["mu"] <= mus.max() and sigmas.min() <= t["sigma"] <= sigmas.max()
+    assert t["mu"] == pytest.approx(mus.min(), rel=0.02)  # on the edge nearest the free optimum
+    # a wider trust margin lets the target move towards the optimum, never past margin + hull
+    margin = env["root"] / "dos_margin"
+    assert main(["select", "--landscape", env["land"], "--tokens", "3e5", "--out", str(margin),
+                 "--fit", str(fit_dir), "--target", "point", "--allow-boundary", "--trust-margin", "0.5"]) == 0
+    tm = load(margin)[1]["target"]
+    assert tm["mu"] < t["mu"]
+    span = np.log(mus.max() / mus.min())
+    assert np.log(mus.min() / tm["mu"]) <= 0.5 * span * (1 + 1e-6)
+
+
+def test_logppl_moments(env):
+    out = env["root"] / "random_logppl"
+    assert main(["select", "--landscape", env["land"], "--tokens", "2e5", "--out", str(out),
+                 "--method", "random", "--moments", "logppl"]) == 0
+    sel, s = load(out)
+    log_ppl = np.log(sel.ppl.to_numpy())
+    assert s["moments"] == "logppl"
+    assert s["mu"] == pytest.approx(log_ppl.mean()) and s["sigma"] == pytest.approx(log_ppl.std())
+    assert s["moments_all"]["mu_ppl"] == pytest.approx(sel.ppl.mean())
+    assert s["moments_all"]["sigma_logppl"] == pytest.approx(log_ppl.std())
+    # an explicit target in log-ppl units is reached by the tilted selector
+    target = env["root"] / "tilted_logppl"
+    assert main(["select", "--landscape", env["land"], "--tokens", "2e5", "--out", str(target),
+                 "--target-mu", f"{log_ppl.mean() + 0.2}", "--target-sigma", f"{0.6 * log_ppl.std()}",
+                 "--moments", "logppl", "--seed", "5"]) == 0
+    sel_t, st = load(target)
+    lt = np.log(sel_t.ppl.to_numpy())
+    assert st["selector"] == "tilted" and st["tilt"] is not None
+    assert lt.mean() == pytest.approx(log_ppl.mean() + 0.2, abs=0.02)
+    assert lt.std() == pytest.approx(0.6 * log_ppl.std(), abs=0.02)
+
+
+def test_design_cli(env):
+    out = env["root"] / "design"
+    total = int(env["table"]["n_tokens"].to_numpy().sum())
+    budgets = [total // 200, total // 50, total // 12]
+    assert main(["select", "design", "--landscape", env["land"], "--out", str(out), "--n", "14",
+                 "--centre", "2", "--moments", "logppl", "--budgets", *map(str, budgets)]) == 0
+    manifest = pd.read_csv(out / "manifest.csv")
+    meta = json.loads((out / "design.json").read_text())
+    assert len(manifest) == 14 and manifest.name.tolist() == meta["subsets"]
+    assert set(manifest.budget) == set(budgets)
+    centre = manifest[manifest.group == "centre"]
+    assert len(centre) == 2 and centre.replicate.tolist() == [1, 2] and centre.budget.nunique() == 1
+    assert manifest.group.nunique() == 13  # every space-filling point is its own group
+    # each run's recorded moments are its selection's, and realise its target
+    for row in manifest.itertuples():
+        sel, s = check_selection(env, out / row.name, row.budget, moments="logppl")
+        assert s["mu"] == pytest.approx(row.mu_logppl) and s["group"] == row.group
+        assert np.hypot(s["mu"] - row.target_mu, s["sigma"] - row.target_sigma) < 0.1
+    real = meta["diagnostics"]["realised"]
+    assert abs(real["corr_log_mu_log_sigma"]) <= 0.35
+    assert max(real["vif_main"].values()) < 10
+    assert real["n_distinct_mu_sigma"] >= 13

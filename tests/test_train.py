@@ -213,7 +213,9 @@ def test_cpt_on_selection_exports_an_hf_model(files, tmp_path):
     assert main(args) == 0
     summary = json.loads((out / "eval.json").read_text())
     ppl = np.array([r[3] for r in rows])
-    assert summary["mu"] == pytest.approx(ppl.mean()) and summary["sigma"] == pytest.approx(ppl.std())
+    assert summary["mu_ppl"] == pytest.approx(ppl.mean()) and summary["sigma_ppl"] == pytest.approx(ppl.std())
+    assert summary["mu_logppl"] == pytest.approx(np.log(ppl).mean())
+    assert summary["sigma_logppl"] == pytest.approx(np.log(ppl).std())
     assert summary["tokens"] == sum(r[2] for r in rows) and summary["sequences"] == len(rows)
     assert summary["steps"] == -(-len(rows) // 4)  # default: one epoch
     assert summary["trained_tokens"] == summary["tokens"]

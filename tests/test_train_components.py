@@ -163,8 +163,10 @@ def test_selection_maps_rows_to_chunks(corpus, tmp_path):
     rows = [(doc, k, len(chunks[(doc, k)]) - 1, 2.0 + k) for doc, k in picked]
     sel = read_selection(_write_selection(tmp_path / "selection.parquet", rows))
     assert sel.stats() == {
-        "mu": pytest.approx(np.mean([r[3] for r in rows])),
-        "sigma": pytest.approx(np.std([r[3] for r in rows])),
+        "mu_ppl": pytest.approx(np.mean([r[3] for r in rows])),
+        "sigma_ppl": pytest.approx(np.std([r[3] for r in rows])),
+        "mu_logppl": pytest.approx(np.mean(np.log([r[3] for r in rows]))),
+        "sigma_logppl": pytest.approx(np.std(np.log([r[3] for r in rows]))),
         "tokens": sum(r[2] for r in rows),
         "chunks": len(rows),
     }

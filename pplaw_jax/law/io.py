@@ -104,6 +104,11 @@ class Fit:
         post = self._load_posterior()
         return None if post is None else {n: post[n] for n in self.param_names}
 
+    def bootstrap_draws(self) -> dict[str, np.ndarray] | None:
+        """``{name: refits[B]}`` of the point fit's bootstrap, or None without a bootstrap."""
+        boot = (self.info["point"].get("bootstrap") or {}).get("draws")
+        return None if not boot else {n: np.asarray(boot[n], dtype=float) for n in self.param_names}
+
     def noise_draws(self) -> np.ndarray | None:
         """Draws ``[S]`` of the observation noise scale on log-loss, or None without a Bayesian fit
         (or a posterior.nc that has no ``noise``)."""
@@ -115,6 +120,19 @@ class Fit:
         """``("normal", None)`` or ``("student", df)`` of the Bayesian fit's observation model."""
         bayes = self.info["bayes"] or {}
         return bayes.get("likelihood", "normal"), bayes.get("student_df")
+
+    def support(self, margin: float | None = None):
+        """The supported region of the fitted runs (`support.SupportRegion`), with the fit's trust
+        margin unless `margin` is given; PplawError for a fit that records no run moments."""
+        from pplaw_jax.law.support import SupportRegion
+
+        points = (self.info.get("runs") or {}).get("points")
+        if not points:
+            raise PplawError(f"{self.fit_dir / FIT_JSON}: no run moments (runs.points); refit with this "
+                             "version of `pplaw fit`")
+        margin = (self.info.get("support") or {}).get("margin") if margin is None else margin
+        mu, sigma = np.asarray(points, dtype=float).T
+        return SupportRegion(mu, sigma) if margin is None else SupportRegion(mu, sigma, margin)
 
     def __repr__(self) -> str:
         return f"Fit(law={self.law!r}, dir={str(self.fit_dir)!r}, bayes={self.has_posterior})"

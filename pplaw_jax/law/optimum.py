@@ -1,79 +1,98 @@
-"""The loss-minimising ``(mu*, sigma*)`` inside a feasible box, per parameter draw.
+"""The loss-minimising ``(mu*, sigma*)`` inside a feasible set, per parameter draw, and whether
+it is interior.
 
 A law of the registry is ``L = E + exp(features(mu, sigma, D) @ theta)``, so for a fixed token count
 the minimiser of ``L`` is the minimiser of ``features @ theta`` whatever ``E`` is.  For the
 perplexity-aware law the ``log D`` term is additive, so the optimum does not depend on ``D`` at all
 (only the loss reached there does); ``tokens_ref`` is used for the reported loss.
 
-Method, robust to the law's non-convexity and to optima on the box edge: a dense log-spaced grid
-over the box evaluated for all draws at once (one matrix product per chunk of draws), then a finer
-local grid around each draw's best cell.  The resolution is ``1/(grid*refine)`` of the box's log
-width per axis (about 0.1% with the defaults).
+The feasible set is where a target may go: the runs' supported region (`support.SupportRegion`)
+and, at selection time, also the ``(mu, sigma)`` the landscape can supply at the budget.  It is
+represented by `FeasibleGrid`: a log-spaced ``n x n`` grid over its bounding box with a mask of the
+feasible cells; a feasible cell is a *boundary* cell when one of its four neighbours is infeasible
+or outside the grid.  Each draw's argmin is taken over the feasible cells (one matrix product per
+chunk of draws), and is *at the boundary* when its cell is a boundary cell.  The share of draws
+at the boundary is the interior-optimum check: a surface without a bowl inside the feasible set
+puts (most) draws' argmins on its edge.  A single target (point estimate or posterior expected
+loss) is refined by a finer local grid around its best cell, kept inside the feasible set.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+from pplaw_jax.errors import PplawError
 from pplaw_jax.law.forms import LawForm
 
 CHUNK = 256
+GRID = 121
+REFINE = 21
 MAX_KDE_DRAWS = 2000  # the region's KDE uses the first draws only (KDE cost is quadratic)
 
 
-def _axis(lo, hi, n):
-    return np.geomspace(lo, hi, n)
+class FeasibleGrid:
+    """A log-spaced grid over ``mu_range x sigma_range`` and the mask of `feasible(mu, sigma)`."""
 
+    def __init__(self, mu_range, sigma_range, feasible: Callable, n: int = GRID):
+        (mu_lo, mu_hi), (s_lo, s_hi) = mu_range, sigma_range
+        if not (0 < mu_lo < mu_hi and 0 < s_lo < s_hi):
+            raise PplawError(f"feasible set is empty or degenerate: mu in {list(mu_range)}, "
+                             f"sigma in {list(sigma_range)}")
+        self.feasible_fn = feasible
+        self.mus, self.sigmas = np.geomspace(mu_lo, mu_hi, n), np.geomspace(s_lo, s_hi, n)
+        mg, sg = np.meshgrid(self.mus, self.sigmas, indexing="ij")
+        self.mu, self.sigma = mg.ravel(), sg.ravel()
+        mask = np.asarray(feasible(self.mu, self.sigma), dtype=bool).reshape(n, n)
+        if not mask.any():
+            raise PplawError("the feasible set holds no point of the search grid (the supported "
+                             "region and the attainable region do not overlap)")
+        padded = np.pad(mask, 1, constant_values=False)
+        all_neighbours = (padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:])
+        self.mask = mask.ravel()
+        self.boundary = (mask & ~all_neighbours).ravel()
+        self.log_step = (np.log(mu_hi / mu_lo) / (n - 1), np.log(s_hi / s_lo) / (n - 1))
 
-def minimise_over_box(
-    form: LawForm,
-    log_e: np.ndarray,
-    theta: np.ndarray,
-    mu_range: tuple[float, float],
-    sigma_range: tuple[float, float],
-    tokens_ref: float,
-    *,
-    grid: int = 161,
-    refine: int = 21,
-) -> dict[str, np.ndarray]:
-    """For each of the S draws (``log_e[S]``, ``theta[S, k]``) return ``mu``, ``sigma``, ``loss``
-    (at `tokens_ref`) of the minimum inside the box, and ``at_boundary`` (bool)."""
-    log_e, theta = np.atleast_1d(log_e), np.atleast_2d(theta)
-    mus, sigmas = _axis(*mu_range, grid), _axis(*sigma_range, grid)
-    mg, sg = np.meshgrid(mus, sigmas, indexing="ij")
-    feats = form.features(mg.ravel(), sg.ravel(), tokens_ref, np)  # [G, k]
-    best_mu, best_sigma, best_ex = (np.empty(len(theta)) for _ in range(3))
-    lmu, lsig = np.log(mu_range), np.log(sigma_range)
-    step_mu, step_sig = np.diff(np.log(mus))[0], np.diff(np.log(sigmas))[0]
-    offsets = np.linspace(-1.0, 1.0, refine)
-    for lo in range(0, len(theta), CHUNK):
-        th = theta[lo : lo + CHUNK]
-        idx = np.argmin(th @ feats.T, axis=1)
-        i, j = np.unravel_index(idx, mg.shape)
-        # local grid: +-1 coarse cell around the best cell, clipped to the box (edges stay reachable)
-        lm = np.clip(np.log(mus[i])[:, None] + step_mu * offsets, *lmu)
-        ls = np.clip(np.log(sigmas[j])[:, None] + step_sig * offsets, *lsig)
-        m_loc = np.exp(np.repeat(lm, refine, axis=1))
-        s_loc = np.exp(np.tile(ls, (1, refine)))
-        f_loc = form.features(m_loc, s_loc, tokens_ref, np)  # [c, refine^2, k]
-        ex = np.einsum("cgk,ck->cg", f_loc, th)
-        b = np.argmin(ex, axis=1)
-        rows = np.arange(len(th))
-        best_mu[lo : lo + CHUNK] = m_loc[rows, b]
-        best_sigma[lo : lo + CHUNK] = s_loc[rows, b]
-        best_ex[lo : lo + CHUNK] = ex[rows, b]
-    at_boundary = (
-        np.isclose(np.log(best_mu), lmu[0], atol=1e-9)
-        | np.isclose(np.log(best_mu), lmu[1], atol=1e-9)
-        | np.isclose(np.log(best_sigma), lsig[0], atol=1e-9)
-        | np.isclose(np.log(best_sigma), lsig[1], atol=1e-9)
-    )
-    return {
-        "mu": best_mu,
-        "sigma": best_sigma,
-        "loss": np.exp(np.logaddexp(log_e, best_ex)),
-        "at_boundary": at_boundary,
-    }
+    def argmin_draws(self, form: LawForm, log_e, theta, tokens_ref: float) -> dict[str, np.ndarray]:
+        """For each of the S draws (``log_e[S]``, ``theta[S, k]``): ``mu``, ``sigma``, ``loss`` (at
+        `tokens_ref`) of its least loss over the feasible cells, and ``at_boundary``."""
+        log_e, theta = np.atleast_1d(log_e), np.atleast_2d(theta)
+        feats = form.features(self.mu[self.mask], self.sigma[self.mask], tokens_ref, np)
+        cells = np.flatnonzero(self.mask)
+        best = np.empty(len(theta), dtype=np.int64)
+        best_ex = np.empty(len(theta))
+        for lo in range(0, len(theta), CHUNK):
+            with np.errstate(over="ignore", invalid="ignore"):
+                ex = theta[lo:lo + CHUNK] @ feats.T
+            ex = np.where(np.isfinite(ex), ex, np.inf)
+            i = np.argmin(ex, axis=1)
+            best[lo:lo + CHUNK] = cells[i]
+            best_ex[lo:lo + CHUNK] = ex[np.arange(len(i)), i]
+        return {"mu": self.mu[best], "sigma": self.sigma[best],
+                "loss": np.exp(np.logaddexp(log_e, best_ex)), "at_boundary": self.boundary[best]}
+
+    def minimise(self, loss: Callable) -> tuple[float, float, float, bool]:
+        """``(mu, sigma, loss, at_boundary)`` of the least `loss(mu, sigma)` over the feasible set:
+        the best feasible cell, then a finer grid spanning one cell around it (feasible points only)."""
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            values = np.where(self.mask, np.asarray(loss(self.mu, self.sigma), dtype=float), np.inf)
+        values = np.where(np.isfinite(values), values, np.inf)
+        i = int(np.argmin(values))
+        if not np.isfinite(values[i]):
+            raise PplawError("the law predicts no finite loss anywhere in the feasible set")
+        off = np.linspace(-1.0, 1.0, REFINE)
+        lm = np.log(self.mu[i]) + self.log_step[0] * off
+        ls = np.log(self.sigma[i]) + self.log_step[1] * off
+        mu_f, s_f = np.exp(np.repeat(lm, REFINE)), np.exp(np.tile(ls, REFINE))
+        ok = np.asarray(self.feasible_fn(mu_f, s_f), dtype=bool)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            fine = np.where(ok, np.asarray(loss(mu_f, s_f), dtype=float), np.inf)
+        fine = np.where(np.isfinite(fine), fine, np.inf)
+        j = int(np.argmin(fine))
+        if fine[j] < values[i]:
+            return float(mu_f[j]), float(s_f[j]), float(fine[j]), bool(self.boundary[i])
+        return float(self.mu[i]), float(self.sigma[i]), float(values[i]), bool(self.boundary[i])
 
 
 def _quantiles(x) -> dict[str, float]:
@@ -135,27 +154,15 @@ def _rectangle(mr, sr):
     return [[mr[0], sr[0]], [mr[1], sr[0]], [mr[1], sr[1]], [mr[0], sr[1]], [mr[0], sr[0]]]
 
 
-def optimum_summary(opt: dict, mu_range, sigma_range, tokens_ref, level: float = 0.9) -> dict:
-    """fit.json block for the optimum of many draws: marginal summaries and the credible region."""
+def optimum_summary(opt: dict, tokens_ref, bounds, level: float = 0.9) -> dict:
+    """fit.json block for the optimum of many draws: marginal summaries, the share at the feasible
+    set's boundary and the credible region (`bounds` = ``(mu_range, sigma_range)`` to clip it to)."""
     return {
-        "box": {"mu": list(map(float, mu_range)), "sigma": list(map(float, sigma_range))},
         "tokens_ref": float(tokens_ref),
         "mu": _quantiles(opt["mu"]),
         "sigma": _quantiles(opt["sigma"]),
         "loss_at_tokens_ref": _quantiles(opt["loss"]),
         "fraction_at_boundary": float(np.mean(opt["at_boundary"])),
-        "credible_region": credible_region(opt["mu"], opt["sigma"], mu_range, sigma_range, level),
+        "credible_region": credible_region(opt["mu"], opt["sigma"], *bounds, level),
         "note": "the optimum (mu*, sigma*) does not depend on D; the loss there is given at tokens_ref",
-    }
-
-
-def point_optimum_summary(opt: dict, mu_range, sigma_range, tokens_ref) -> dict:
-    """fit.json block for the optimum of a single parameter vector."""
-    return {
-        "box": {"mu": list(map(float, mu_range)), "sigma": list(map(float, sigma_range))},
-        "tokens_ref": float(tokens_ref),
-        "mu": float(opt["mu"][0]),
-        "sigma": float(opt["sigma"][0]),
-        "loss_at_tokens_ref": float(opt["loss"][0]),
-        "at_boundary": bool(opt["at_boundary"][0]),
     }

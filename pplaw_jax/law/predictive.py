@@ -69,11 +69,10 @@ def predict_table(fit: Fit, mu, sigma, tokens, level: float = 0.9, seed: int = 0
         pred = predictive(fit.law, draws, fit.noise_draws(), likelihood, df, mu, sigma, tokens, level, seed)
         source = "posterior"
     else:
-        boot = (fit.info["point"].get("bootstrap") or {}).get("draws")
-        if not boot:
+        draws = fit.bootstrap_draws()
+        if draws is None:
             table["interval_source"] = "none"
             return table
-        draws = {k: np.asarray(v, dtype=float) for k, v in boot.items()}
         pred = predictive(fit.law, draws, None, "normal", None, mu, sigma, tokens, level, seed)
         source = "bootstrap"
     table["loss_mean"] = pred["mean"]

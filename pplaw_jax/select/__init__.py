@@ -8,8 +8,12 @@ Public API (pure functions on arrays; the CLI in `pplaw_jax.select.cli` adds the
   ``random | low | high | mid | full``.
 * ``RankedLandscape(ppl, n_tokens, budget)`` (``.region`` is its `AttainableRegion`) and
   ``dos_select(space, target_mu, target_sigma, weights=None) -> Selection``.
-* ``choose_target(region, law, point_params, draws, tokens) -> TargetChoice``: point-estimate and
-  posterior-expected-loss targets among attainable ``(mu, sigma)``.
+* ``choose_target(region, law, point_params, draws, tokens, support) -> TargetChoice``: point and
+  posterior-expected-loss targets among attainable ``(mu, sigma)`` that the fitted runs support,
+  with the interior-optimum check (`NoInteriorOptimum`).
+* ``tilted_select(values, n_tokens, budget, mu, sigma, seed) -> Selection``: perplexity-tilted random
+  sampling toward a target (the default selector).
+* ``build_design(values, n_tokens, budgets, n, ...)``: the space-filling 2-D law-fitting design.
 * ``select_windows(ppl, n_tokens, windows, budgets, seed)``: the law-fitting grid of subsets.
 
 Every method keeps the budget rule (tokens <= budget, shortfall below one chunk; ``full`` takes
@@ -20,13 +24,16 @@ from pplaw_jax.select.baselines import BASELINES, select_baseline
 from pplaw_jax.select.core import Selection, SelectionWarning, parse_budget
 from pplaw_jax.select.dos import AttainableRegion, RankedLandscape, default_weights, dos_select
 from pplaw_jax.select.io import Landscape, read_landscape, write_selection
-from pplaw_jax.select.target import Target, TargetChoice, choose_target
+from pplaw_jax.select.design import DesignPoint, build_design
+from pplaw_jax.select.target import NoInteriorOptimum, Target, TargetChoice, choose_target
+from pplaw_jax.select.tilted import tilted_select
 from pplaw_jax.select.windows import (DEFAULT_BUDGETS, DEFAULT_WINDOWS, WindowSubset,
                                       select_windows, subset_name)
 
 __all__ = [
-    "AttainableRegion", "BASELINES", "DEFAULT_BUDGETS", "DEFAULT_WINDOWS", "Landscape",
-    "RankedLandscape", "Selection", "SelectionWarning", "Target", "TargetChoice", "WindowSubset",
-    "choose_target", "default_weights", "dos_select", "parse_budget", "read_landscape",
-    "select_baseline", "select_windows", "subset_name", "write_selection",
+    "AttainableRegion", "BASELINES", "DEFAULT_BUDGETS", "DEFAULT_WINDOWS", "DesignPoint", "Landscape",
+    "NoInteriorOptimum", "RankedLandscape", "Selection", "SelectionWarning", "Target", "TargetChoice",
+    "WindowSubset", "build_design", "choose_target", "default_weights", "dos_select", "parse_budget",
+    "read_landscape", "select_baseline", "select_windows", "subset_name", "tilted_select",
+    "write_selection",
 ]

@@ -1,18 +1,22 @@
 """``pplaw select``: choose a training subset of a landscape under a token budget.
 
     pplaw select --landscape DIR --tokens BUDGET --out OUT
-                 [--method dos|random|low|high|mid|full]
-                 [--fit FITDIR [--target posterior|point] | --target-mu M --target-sigma S]
-                 [--seed S]
+                 [--method dos|random|low|high|mid|full] [--moments ppl|logppl]
+                 [--fit FITDIR [--target posterior|point] [--allow-boundary] | --target-mu M --target-sigma S]
+                 [--selector tilted|bands] [--seed S]
+    pplaw select design --landscape DIR --out OUTDIR --n N --budgets B1 B2 ... [--centre K]
+                 [--selector tilted|bands] [--moments ppl|logppl] [--seed S]
     pplaw select windows --landscape DIR --out OUTDIR [--budgets 1e5 3e5 1e6]
                  [--windows 0-0.2 0.2-0.4 ...] [--seed S]
 
-The first form writes ``OUT/selection.parquet`` and ``OUT/summary.json``; the second one such
-directory per (window, budget) subset plus ``OUTDIR/manifest.csv`` and, last,
-``OUTDIR/windows.json`` (parameters and skipped subsets).  ``--method dos`` takes its target from
-``--fit`` (``--target posterior`` by default when the fit has a posterior, else ``point``) or from
-``--target-mu/--target-sigma``; with ``--fit`` every method also reports the law's predicted loss
-for its subset.  ``full`` ignores the budget (``--tokens`` is optional there).
+The first form writes ``OUT/selection.parquet`` and ``OUT/summary.json``; ``design`` and
+``windows`` write one such directory per law-fitting subset plus ``OUTDIR/manifest.csv`` and, last,
+``OUTDIR/design.json`` / ``OUTDIR/windows.json``.  ``--method dos`` takes its target from ``--fit``
+(``--target posterior`` by default when the fit has a posterior, else ``point``) or from
+``--target-mu/--target-sigma`` and realises it with ``--selector`` (the family the design used).
+A fit-chosen target must lie where the fitted runs give support and pass the interior-optimum
+check (`target`); otherwise the command writes ``OUT/refused.json`` and exits 2.  With ``--fit``
+every method also reports the law's predicted loss for its subset, in the fit's moments.
 """
 
 from __future__ import annotations
@@ -26,25 +30,40 @@ import pandas as pd
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import atomic_write, write_json
 from pplaw_jax.law import load_fit, predict_loss
+from pplaw_jax.law.predictive import predictive
+from pplaw_jax.moments import MOMENTS, check_moments, subset_moments
 from pplaw_jax.select.baselines import BASELINES, select_baseline
 from pplaw_jax.select.core import Selection, parse_budget, take_all_if_short
+from pplaw_jax.select.design import SELECTORS, build_design
 from pplaw_jax.select.dos import RankedLandscape, dos_select
-from pplaw_jax.select.io import Landscape, read_landscape, write_selection
-from pplaw_jax.select.target import choose_target
+from pplaw_jax.select.io import SELECTION_PARQUET, SUMMARY_JSON, Landscape, read_landscape, write_selection
+from pplaw_jax.select.target import MAX_BOUNDARY_FRACTION, NoInteriorOptimum, choose_target
+from pplaw_jax.select.tilted import tilted_select
 from pplaw_jax.select.windows import (DEFAULT_BUDGETS, DEFAULT_WINDOWS, format_quantile,
                                       parse_window, select_windows)
 
 METHODS = ("dos",) + BASELINES
-MANIFEST_COLUMNS = ["name", "lo_q", "hi_q", "budget", "tokens", "mu", "sigma", "n_chunks"]
+DEFAULT_MOMENTS = "ppl"
+DEFAULT_SELECTOR = "tilted"
+REFUSED_JSON = "refused.json"
+MANIFEST_COLUMNS = ["name", "group", "replicate", "seed", "budget", "tokens", "n_chunks",
+                    "mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("mode", nargs="?", choices=["windows"],
-                        help="'windows': write the law-fitting grid of quantile-window subsets "
-                             "instead of one selection")
+    parser.add_argument("mode", nargs="?", choices=["design", "windows"],
+                        help="'design': the space-filling 2-D design of law-fitting subsets; "
+                             "'windows': the grid of perplexity-quantile windows")
     parser.add_argument("--landscape", required=True, help="landscape directory from `pplaw score`")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random orders (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random draws (default 0)")
+    parser.add_argument("--moments", choices=MOMENTS,
+                        help=f"mu and sigma of a subset: ppl (chunk perplexity, the paper's) or logppl "
+                             f"(chunk mean NLL); default: the fit's with --fit, else {DEFAULT_MOMENTS}")
+    parser.add_argument("--selector", choices=SELECTORS,
+                        help=f"how a (mu, sigma) target becomes a subset: tilted (perplexity-tilted "
+                             f"random sampling) or bands (two bands of ppl-sorted chunks refined by "
+                             f"swaps); default {DEFAULT_SELECTOR}")
     one = parser.add_argument_group("one selection")
     one.add_argument("--tokens", help="token budget in scored tokens, e.g. 1e6")
     one.add_argument("--method", choices=METHODS, help="selection method (default dos)")
@@ -52,35 +71,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     one.add_argument("--target", choices=["posterior", "point"],
                      help="DOS target from the fit: least posterior expected loss (default when "
                           "posterior.nc exists) or least point-estimate loss")
-    one.add_argument("--extrapolate", action="store_true",
-                     help="let the fit-chosen DOS target leave the (mu, sigma) range of the runs the "
-                          "law was fitted on (default: stay inside it, where the law is not "
-                          "extrapolating)")
-    one.add_argument("--target-mu", type=float, help="explicit DOS target mean ppl")
-    one.add_argument("--target-sigma", type=float, help="explicit DOS target ppl std")
-    grid = parser.add_argument_group("windows")
+    one.add_argument("--allow-boundary", action="store_true",
+                     help="select even when the fit's optimum sits on the edge of the supported region "
+                          "(default: refuse with exit 2)")
+    one.add_argument("--max-boundary-fraction", type=float,
+                     help=f"the interior check refuses when more than this share of posterior (or "
+                          f"bootstrap) draws have their argmin on the edge (default {MAX_BOUNDARY_FRACTION})")
+    one.add_argument("--trust-margin", type=float,
+                     help="widen the runs' hull by this distance instead of the fit's margin")
+    one.add_argument("--target-mu", type=float, help="explicit DOS target mu")
+    one.add_argument("--target-sigma", type=float, help="explicit DOS target sigma")
+    grid = parser.add_argument_group("design and windows")
     grid.add_argument("--budgets", nargs="+",
-                      help=f"token budgets (default {' '.join(f'{b:.0e}' for b in DEFAULT_BUDGETS)})")
+                      help=f"token budgets (windows default {' '.join(f'{b:.0e}' for b in DEFAULT_BUDGETS)}; "
+                           "a design needs them to span at least 16x)")
     grid.add_argument("--windows", nargs="+", metavar="LO-HI",
                       help="ppl quantile windows, e.g. 0-0.2 0.2-0.4 (default: "
                            + " ".join(f"{format_quantile(lo)}-{format_quantile(hi)}"
                                       for lo, hi in DEFAULT_WINDOWS) + ")")
+    grid.add_argument("--n", type=int, help="design: number of runs, centre replicates included")
+    grid.add_argument("--centre", type=int, default=None, help="design: replicated centre runs (default 3)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.mode == "windows":
         return _run_windows(args)
+    if args.mode == "design":
+        return _run_design(args)
     return _run_select(args)
 
 
 def _reject(args, names: list[str], context: str) -> None:
     for name in names:
-        if getattr(args, name.lstrip("-").replace("-", "_")) is not None:
+        value = getattr(args, name.lstrip("-").replace("-", "_"))
+        if value is not None and value is not False:
             raise PplawError(f"{name} is not used by {context}")
 
 
 def _run_select(args) -> int:
-    _reject(args, ["--budgets", "--windows"], "`pplaw select` (only by `pplaw select windows`)")
+    _reject(args, ["--budgets", "--windows", "--n", "--centre"], "`pplaw select` (only by design/windows)")
     method = args.method or "dos"
     if args.tokens is None and method != "full":
         raise PplawError(f"--tokens is required for --method {method}")
@@ -90,85 +119,116 @@ def _run_select(args) -> int:
         raise PplawError("give both --target-mu and --target-sigma, or neither")
     explicit = None if explicit[0] is None else explicit
     if method != "dos":
-        _reject(args, ["--target", "--target-mu", "--target-sigma"], f"--method {method}")
-    if explicit is not None and args.target is not None:
-        raise PplawError("--target picks the target from --fit; drop it when giving "
-                         "--target-mu/--target-sigma")
+        _reject(args, ["--target", "--target-mu", "--target-sigma", "--selector", "--allow-boundary",
+                       "--max-boundary-fraction", "--trust-margin"], f"--method {method}")
+    if explicit is not None:
+        _reject(args, ["--target", "--allow-boundary", "--max-boundary-fraction", "--trust-margin"],
+                "an explicit --target-mu/--target-sigma")
     if method == "dos" and explicit is None and args.fit is None:
         raise PplawError("--method dos needs --fit FITDIR or --target-mu M --target-sigma S")
 
     fit = None if args.fit is None else load_fit(args.fit)
-    draws = None if fit is None else fit.posterior_draws()
+    moments = _moments(args.moments, fit)
     landscape = read_landscape(args.landscape)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in (SUMMARY_JSON, REFUSED_JSON, SELECTION_PARQUET):  # this directory is now incomplete
+        (out / stale).unlink(missing_ok=True)
+    values = landscape.values(moments)
     extra: dict = {}
     if method == "dos":
-        box = None if fit is None or args.extrapolate else fitted_box(fit)
-        sel, extra = _dos(landscape, budget, fit, draws, explicit, args.target, box)
+        try:
+            sel, extra = _dos(args, landscape, values, budget, fit, explicit)
+        except NoInteriorOptimum as e:
+            write_json(out / REFUSED_JSON, {"method": "dos", "budget": budget, "moments": moments,
+                                            "fit": args.fit, "message": str(e), **e.details})
+            raise
     else:
-        sel = select_baseline(method, landscape.ppl, landscape.n_tokens, budget, args.seed)
-    summary = summary_record(method, budget, sel, args.seed, landscape, fit=args.fit, **extra)
+        sel = select_baseline(method, values, landscape.n_tokens, budget, args.seed)
+    summary = summary_record(method, budget, sel, args.seed, landscape, moments, fit=args.fit, **extra)
     if fit is not None:
-        summary.update(predicted_losses(fit.law, fit.point_params, draws, sel))
-    out = write_selection(args.out, landscape, sel.indices, summary)
+        summary.update(predicted_losses(fit, sel))
+    write_selection(out, landscape, sel.indices, summary)
     print(f"{method}: {sel.n_chunks} chunks, {sel.tokens} tokens (budget {budget}), "
-          f"mu={sel.mu:.4g}, sigma={sel.sigma:.4g} -> {out}")
+          f"mu={sel.mu:.4g}, sigma={sel.sigma:.4g} ({moments}) -> {out}")
     return 0
 
 
-def fitted_box(fit) -> dict:
-    """The (mu, sigma) range of the runs a fit was made on (fit.json `runs`)."""
-    runs = fit.info["runs"]
-    return {"mu": runs["mu"], "sigma": runs["sigma"]}
+def _moments(given: str | None, fit) -> str:
+    """The moment kind: the fit's, which an explicit --moments must agree with."""
+    if fit is None:
+        return check_moments(given or DEFAULT_MOMENTS)
+    if given is not None and given != fit.moments:
+        raise PplawError(f"--moments {given}: the fit {fit.fit_dir} is in {fit.moments} moments")
+    return fit.moments
 
 
-def _dos(landscape: Landscape, budget: int, fit, draws, explicit, kind, box) -> tuple[Selection, dict]:
-    """Run DOS with an explicit or fit-chosen target; summary fields besides the common ones."""
+def _dos(args, landscape: Landscape, values, budget: int, fit, explicit) -> tuple[Selection, dict]:
+    """Choose the target (explicit, or from the fit with the interior check) and realise it with
+    the selector; summary fields besides the common ones."""
+    selector = args.selector or DEFAULT_SELECTOR
     messages: list[str] = []
-    short = take_all_if_short(landscape.ppl, landscape.n_tokens, budget, "dos", messages)
+    short = take_all_if_short(values, landscape.n_tokens, budget, "dos", messages)
     if short is not None:
-        return short, {"target": None}
-    space = RankedLandscape(landscape.ppl, landscape.n_tokens, budget)
-    extra: dict = {"attainable_region": space.region.describe()}
+        return short, {"target": None, "selector": selector}
+    space = RankedLandscape(values, landscape.n_tokens, budget)
+    extra: dict = {"selector": selector, "attainable_region": space.region.describe()}
     if explicit is not None:
         mu, sigma = explicit
         source = "explicit"
     else:
-        choice = choose_target(space.region, fit.law, fit.point_params, draws, budget, box)
-        extra["target_box"] = box
-        source = kind or ("posterior" if choice.posterior is not None else "point")
+        draws, draws_source = fit.posterior_draws(), "posterior"
+        if draws is None:
+            draws, draws_source = fit.bootstrap_draws(), "bootstrap"
+        if args.target == "posterior" and draws_source != "posterior":
+            raise PplawError("--target posterior needs a fit with a Bayesian posterior "
+                             "(posterior.nc); use --target point")
+        choice = choose_target(
+            space.region, fit.law, fit.point_params, draws, budget, fit.support(args.trust_margin),
+            draws_source=draws_source, allow_boundary=args.allow_boundary,
+            max_boundary_fraction=(MAX_BOUNDARY_FRACTION if args.max_boundary_fraction is None
+                                   else args.max_boundary_fraction))
+        source = args.target or ("posterior" if choice.posterior is not None else "point")
         target = choice.get(source)
         mu, sigma = target.mu, target.sigma
         extra["target_choice"] = choice.as_dict()
-    sel = dos_select(space, mu, sigma)
-    extra.update(target={**sel.info["target"], "source": source},
-                 attainable=sel.info["attainable"], attainable_target=sel.info["attainable_target"],
-                 distance=sel.info["distance"], weights=sel.info["weights"])
+    if selector == "tilted":
+        sel = tilted_select(values, landscape.n_tokens, budget, mu, sigma, seed=args.seed)
+    else:
+        sel = dos_select(space, mu, sigma)
+    extra.update(target={**sel.info["target"], "source": source}, attainable=sel.info["attainable"],
+                 distance=sel.info["distance"], weights=sel.info["weights"],
+                 tilt=sel.info.get("tilt"))
     return sel, extra
 
 
-def predicted_losses(law: str, point_params, draws, sel: Selection) -> dict:
-    """The law's loss for a subset's ``(mu, sigma, tokens)``: point estimate and, with draws,
-    posterior mean, sd and 90% interval."""
-    out = {"predicted_loss": float(predict_loss(law, point_params, sel.mu, sel.sigma, sel.tokens)),
+def predicted_losses(fit, sel: Selection, level: float = 0.9) -> dict:
+    """The law's loss for a subset's ``(mu, sigma, tokens)`` (in the fit's moments): point
+    estimate and, with a posterior, its mean, sd, credible interval and the predictive interval of
+    a measured loss (`law.predictive`)."""
+    out = {"predicted_loss": float(predict_loss(fit.law, fit.point_params, sel.mu, sel.sigma, sel.tokens)),
            "predicted_loss_posterior": None}
+    draws = fit.posterior_draws()
     if draws is not None:
+        likelihood, df = fit.likelihood
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            loss = predict_loss(law, draws, sel.mu, sel.sigma, sel.tokens)
-        loss = loss[np.isfinite(loss)]
-        if loss.size:
-            out["predicted_loss_posterior"] = {
-                "mean": float(loss.mean()), "sd": float(loss.std()),
-                "q05": float(np.quantile(loss, 0.05)), "q95": float(np.quantile(loss, 0.95)),
-                "draws": int(loss.size)}
+            pred = predictive(fit.law, draws, fit.noise_draws(), likelihood, df, sel.mu, sel.sigma,
+                              sel.tokens, level)
+        out["predicted_loss_posterior"] = {
+            "mean": float(pred["mean"][0]), "level": level,
+            "ci": [float(pred["ci_lo"][0]), float(pred["ci_hi"][0])],
+            "pi": [float(pred["pi_lo"][0]), float(pred["pi_hi"][0])] if "pi_lo" in pred else None}
     return out
 
 
-def summary_record(method: str, budget: int | None, sel: Selection, seed: int,
-                   landscape: Landscape, fit: str | None = None, **extra) -> dict:
-    """The selection summary.json: the contract fields first, method-specific fields after."""
+def summary_record(method: str, budget: int | None, sel: Selection, seed: int, landscape: Landscape,
+                   moments: str, fit: str | None = None, **extra) -> dict:
+    """The selection summary.json: the contract fields first, method-specific fields after.
+    ``mu, sigma`` are in `moments`; ``moments_all`` has both kinds (the runs.csv columns)."""
     record = {"method": method, "budget": budget, "tokens": sel.tokens, "n_chunks": sel.n_chunks,
-              "mu": sel.mu, "sigma": sel.sigma, "target": None, "distance": None,
-              "predicted_loss": None, "seed": seed,
+              "moments": moments, "mu": sel.mu, "sigma": sel.sigma,
+              "moments_all": subset_moments(landscape.ppl[sel.indices]),
+              "target": None, "distance": None, "predicted_loss": None, "seed": seed,
               "landscape": str(landscape.path), "landscape_chunks": landscape.size,
               "landscape_tokens": int(landscape.n_tokens.sum()), "fit": fit}
     record.update(extra)
@@ -176,14 +236,67 @@ def summary_record(method: str, budget: int | None, sel: Selection, seed: int,
     return record
 
 
+def _write_manifest(out: Path, rows: list[dict]) -> None:
+    manifest = pd.DataFrame(rows)
+    atomic_write(out / "manifest.csv", lambda tmp: manifest.to_csv(tmp, index=False))
+
+
+def _manifest_row(name: str, group: str, replicate: int, seed: int, budget: int, sel: Selection,
+                  landscape: Landscape, **extra) -> dict:
+    return {"name": name, "group": group, "replicate": replicate, "seed": seed, "budget": budget,
+            "tokens": sel.tokens, "n_chunks": sel.n_chunks, **subset_moments(landscape.ppl[sel.indices]),
+            **extra}
+
+
+def _run_design(args) -> int:
+    _reject(args, ["--tokens", "--method", "--fit", "--target", "--target-mu", "--target-sigma",
+                   "--windows", "--allow-boundary", "--max-boundary-fraction", "--trust-margin"],
+            "`pplaw select design`")
+    if args.n is None or args.budgets is None:
+        raise PplawError("`pplaw select design` needs --n and --budgets")
+    moments = check_moments(args.moments or DEFAULT_MOMENTS)
+    selector = args.selector or DEFAULT_SELECTOR
+    budgets = tuple(parse_budget(b, "--budgets") for b in args.budgets)
+    centre = 3 if args.centre is None else args.centre
+    landscape = read_landscape(args.landscape)
+    points, selections, diagnostics = build_design(landscape.values(moments), landscape.n_tokens, budgets,
+                                                   args.n, centre, selector, args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("design.json", "manifest.csv"):
+        (out / stale).unlink(missing_ok=True)
+    rows = []
+    for p, sel in zip(points, selections):
+        summary = summary_record("design", p.budget, sel, args.seed + p.seed, landscape, moments,
+                                 selector=selector, group=p.group, replicate=p.replicate,
+                                 target={"mu": p.target_mu, "sigma": p.target_sigma},
+                                 distance=sel.info["distance"], tilt=sel.info.get("tilt"))
+        write_selection(out / p.name, landscape, sel.indices, summary)
+        rows.append(_manifest_row(p.name, p.group, p.replicate, p.seed, p.budget, sel, landscape,
+                                  target_mu=p.target_mu, target_sigma=p.target_sigma,
+                                  distance=sel.info["distance"]))
+    _write_manifest(out, rows)
+    write_json(out / "design.json", {
+        "landscape": str(landscape.path), "moments": moments, "selector": selector, "seed": args.seed,
+        "n": args.n, "centre": centre, "budgets": list(budgets), "diagnostics": diagnostics,
+        "subsets": [p.name for p in points]})
+    real = diagnostics["realised"]
+    print(f"design: {len(points)} subsets ({selector}, {moments}); corr(log mu, log sigma) "
+          f"{real['corr_log_mu_log_sigma']:.3f}, max VIF (log mu, log sigma, log D) "
+          f"{max(real['vif_main'].values()):.2f} -> {out}")
+    return 0
+
+
 def _run_windows(args) -> int:
-    _reject(args, ["--tokens", "--method", "--fit", "--target", "--target-mu", "--target-sigma"],
+    _reject(args, ["--tokens", "--method", "--fit", "--target", "--target-mu", "--target-sigma", "--n",
+                   "--centre", "--selector", "--allow-boundary", "--max-boundary-fraction", "--trust-margin"],
             "`pplaw select windows`")
+    moments = check_moments(args.moments or DEFAULT_MOMENTS)
     budgets = (DEFAULT_BUDGETS if args.budgets is None
                else tuple(parse_budget(b, "--budgets") for b in args.budgets))
     windows = DEFAULT_WINDOWS if args.windows is None else tuple(parse_window(w) for w in args.windows)
     landscape = read_landscape(args.landscape)
-    subsets, skipped, messages = select_windows(landscape.ppl, landscape.n_tokens, windows,
+    subsets, skipped, messages = select_windows(landscape.values(moments), landscape.n_tokens, windows,
                                                 budgets, args.seed)
     if not subsets:
         raise PplawError(f"{args.landscape}: no window holds enough tokens for any budget "
@@ -194,15 +307,15 @@ def _run_windows(args) -> int:
         (out / stale).unlink(missing_ok=True)
     rows = []
     for s in subsets:
-        summary = summary_record("window", s.budget, s.selection, args.seed, landscape,
-                                 window={"name": s.name, "lo_q": s.lo_q, "hi_q": s.hi_q})
+        group = s.name.rsplit("_b", 1)[0]
+        summary = summary_record("window", s.budget, s.selection, args.seed, landscape, moments,
+                                 group=group, window={"name": s.name, "lo_q": s.lo_q, "hi_q": s.hi_q})
         write_selection(out / s.name, landscape, s.selection.indices, summary)
-        rows.append([s.name, s.lo_q, s.hi_q, s.budget, s.selection.tokens, s.selection.mu,
-                     s.selection.sigma, s.selection.n_chunks])
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    atomic_write(out / "manifest.csv", lambda tmp: manifest.to_csv(tmp, index=False))
+        rows.append(_manifest_row(s.name, group, 0, 0, s.budget, s.selection, landscape,
+                                  lo_q=s.lo_q, hi_q=s.hi_q))
+    _write_manifest(out, rows)
     write_json(out / "windows.json", {
-        "landscape": str(landscape.path), "seed": args.seed, "budgets": list(budgets),
+        "landscape": str(landscape.path), "moments": moments, "seed": args.seed, "budgets": list(budgets),
         "windows": [list(w) for w in windows], "subsets": [s.name for s in subsets],
         "skipped": skipped, "warning": "; ".join(messages) or None})
     print(f"windows: {len(subsets)} subsets written, {len(skipped)} skipped -> {out}")

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import atomic_write, write_json
+from pplaw_jax.moments import chunk_values
 
 LANDSCAPE_COLUMNS = ("doc_id", "chunk", "n_tokens", "ppl")
 SELECTION_SCHEMA = pa.schema([("doc_id", pa.string()), ("chunk", pa.int64()),
@@ -45,6 +46,10 @@ class Landscape:
     @property
     def size(self) -> int:
         return self.ppl.size
+
+    def values(self, moments: str) -> np.ndarray:
+        """Per-chunk values whose mean and std are the moments of kind `moments` (ppl or log ppl)."""
+        return chunk_values(self.ppl, moments)
 
 
 def read_landscape(landscape_dir) -> Landscape:

@@ -1,34 +1,56 @@
-"""The DOS target: the attainable ``(mu, sigma)`` with the least predicted loss at the budget.
+"""The law-guided target: the supported, attainable ``(mu, sigma)`` with the least predicted loss,
+chosen only when the fit locates an interior optimum.
 
-Two choices over the same candidates (points of the `AttainableRegion` for this budget):
+Feasible set.  A target must be *attainable* (a subset of the budget's tokens can have it: the
+`AttainableRegion`) and *supported* (inside the fitted runs' convex hull in the fit's
+coordinates, widened by the trust margin: `law.support.SupportRegion`).  The per-axis box of the
+runs is not enough: its empty corners are where no run has been, and the committed cpu_tiny
+study selected there and lost to random.
+
+Targets over the same feasible set (`law.optimum.FeasibleGrid`, refined locally):
 
 * ``point``: minimise ``predict_loss(law, point_params, mu, sigma, D)`` (the paper's target);
 * ``posterior`` (uncertainty-aware): minimise the posterior expected loss
-  ``mean_s predict_loss(law, draw_s, mu, sigma, D)`` over the fit's posterior draws.
+  ``mean_s predict_loss(law, draw_s, mu, sigma, D)`` over the fit's draws.
 
-``D`` is the token budget.  The search is a grid over the region (``mu`` evenly over its range;
-``sigma`` as a fraction of the way between its least and most attainable value at that ``mu``)
-refined twice by a finer grid around the best point.  A candidate whose loss is not finite (a
-draw that overflows there) is never chosen.  The report compares the two targets: where they are,
-the posterior expected loss and the point loss at each, and how much expected loss the point
-target gives away (``expected_loss_gap >= 0`` up to grid resolution).
+``D`` is the token budget.  A candidate whose loss is not finite (a draw that overflows there) is
+never chosen.
+
+Interior-optimum check.  Each draw's argmin over the feasible set is located; when more than
+`max_boundary_fraction` (default 0.2) of them lie on the set's edge, the law has no bowl inside
+the region the runs support: the optimum is somewhere the data do not reach, or nowhere.  Then
+`choose_target` raises `NoInteriorOptimum` (the CLI exits 2 and says where the best supported
+point is and how to proceed) unless ``allow_boundary``.  The draws are the posterior's, or for a
+point-only fit its bootstrap refits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.law import predict_loss
+from pplaw_jax.law import get_law, predict_loss
+from pplaw_jax.law.optimum import FeasibleGrid
+from pplaw_jax.law.support import SupportRegion
 from pplaw_jax.select.dos import AttainableRegion
 
-_COARSE = (64, 32)  # mu x sigma-fraction points of the first grid
-_FINE = 17  # points per axis of each refinement grid
-_REFINEMENTS = 2
+MAX_BOUNDARY_FRACTION = 0.2
 _BLOCK = 1_000_000  # draws x candidates per predict_loss call (bounds its temporaries)
+
+
+class NoInteriorOptimum(PplawError):
+    """The fit's argmin lies on the edge of the supported, attainable region in too many draws.
+
+    ``details`` is the JSON-ready record (share at the boundary, threshold, best supported points)
+    that the CLI writes to ``refused.json``.
+    """
+
+    def __init__(self, message: str, details: dict):
+        super().__init__(message)
+        self.details = details
 
 
 @dataclass(frozen=True)
@@ -39,19 +61,22 @@ class Target:
     sigma: float
     point_loss: float
     expected_loss: float | None
+    at_boundary: bool
 
     def as_dict(self) -> dict:
         return {"mu": self.mu, "sigma": self.sigma, "point_loss": self.point_loss,
-                "expected_loss": self.expected_loss}
+                "expected_loss": self.expected_loss, "at_boundary": self.at_boundary}
 
 
 @dataclass(frozen=True)
 class TargetChoice:
-    """Point-estimate and (when draws exist) posterior-expected-loss targets for one budget."""
+    """Point-estimate and (when draws exist) posterior-expected-loss targets for one budget, with
+    the interior-optimum check."""
 
     point: Target
     posterior: Target | None
     tokens: int
+    interior: dict
 
     def get(self, kind: str) -> Target:
         if kind == "point":
@@ -65,7 +90,8 @@ class TargetChoice:
 
     def as_dict(self) -> dict:
         out = {"tokens": self.tokens, "point": self.point.as_dict(),
-               "posterior": None if self.posterior is None else self.posterior.as_dict()}
+               "posterior": None if self.posterior is None else self.posterior.as_dict(),
+               "interior": self.interior}
         if self.posterior is not None:
             out["expected_loss_gap"] = self.point.expected_loss - self.posterior.expected_loss
         return out
@@ -95,77 +121,71 @@ def expected_loss_fn(law: str, draws: Mapping[str, np.ndarray], tokens: int) -> 
     return f
 
 
-def minimise_over_region(region: AttainableRegion, loss: Callable) -> tuple[float, float, float]:
-    """``(mu, sigma, loss)`` of the least `loss` over the region: coarse grid plus refinements."""
-    n_mu, n_frac = _COARSE
-    mu_grid = np.linspace(region.mu_min, region.mu_max, n_mu)
-    frac_grid = np.linspace(0.0, 1.0, n_frac)
-    mu_c, frac_c = np.repeat(mu_grid, n_frac), np.tile(frac_grid, n_mu)
-    d_mu = (region.mu_max - region.mu_min) / max(n_mu - 1, 1)
-    d_frac = 1.0 / max(n_frac - 1, 1)
-    best = None
-    for level in range(_REFINEMENTS + 1):
-        mu, sigma = region.points(mu_c, frac_c)
-        keep = (mu > 0) & (sigma > 0)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            values = np.where(keep, np.asarray(loss(mu, sigma), dtype=float), np.inf)
-        values = np.where(np.isfinite(values), values, np.inf)
-        i = int(np.argmin(values))
-        if np.isfinite(values[i]) and (best is None or values[i] < best[2]):
-            best = (float(mu[i]), float(sigma[i]), float(values[i]), float(mu_c[i]), float(frac_c[i]))
-        if best is None:
-            break
-        if level < _REFINEMENTS:
-            # a finer grid spanning one coarse step either side of the best point so far
-            mu_f = best[3] + np.linspace(-d_mu, d_mu, _FINE)
-            frac_f = np.clip(best[4] + np.linspace(-d_frac, d_frac, _FINE), 0.0, 1.0)
-            mu_c, frac_c = np.repeat(mu_f, _FINE), np.tile(frac_f, _FINE)
-            d_mu, d_frac = 2 * d_mu / (_FINE - 1), 2 * d_frac / (_FINE - 1)
-    if best is None:
-        raise PplawError("the law predicts no finite loss anywhere in the attainable region")
-    return best[0], best[1], best[2]
-
-
-def within_box(loss: Callable, box: Mapping[str, Sequence[float]]) -> Callable:
-    """`loss` where ``box["mu"][0] <= mu <= box["mu"][1]`` (same for sigma), inf elsewhere."""
-    (mu_lo, mu_hi), (s_lo, s_hi) = box["mu"], box["sigma"]
-
-    def f(mu, sigma):
-        mu, sigma = np.atleast_1d(mu), np.atleast_1d(sigma)
-        inside = (mu >= mu_lo) & (mu <= mu_hi) & (sigma >= s_lo) & (sigma <= s_hi)
-        return np.where(inside, np.broadcast_to(loss(mu, sigma), mu.shape), np.inf)
-
-    return f
+def feasible_grid(region: AttainableRegion, support: SupportRegion) -> FeasibleGrid:
+    """The search grid over the attainable points that the runs support."""
+    (m_lo, m_hi), (s_lo, s_hi) = support.bounds()
+    r_sig = np.concatenate([region.window_sigma, region.extremes_sigma])
+    r_sig = r_sig[r_sig > 0]
+    if r_sig.size == 0:
+        raise PplawError("every attainable subset has sigma 0 (all chunks share one value)")
+    mu_range = (max(m_lo, region.mu_min), min(m_hi, region.mu_max))
+    sigma_range = (max(s_lo, float(r_sig.min())), min(s_hi, float(r_sig.max())))
+    if not (mu_range[0] < mu_range[1] and sigma_range[0] < sigma_range[1]):
+        raise PplawError("the supported region of the fitted runs and the (mu, sigma) this landscape "
+                         "can supply at the budget do not overlap")
+    return FeasibleGrid(mu_range, sigma_range,
+                        lambda mu, sigma: support.contains(mu, sigma) & region.contains(mu, sigma))
 
 
 def choose_target(region: AttainableRegion, law: str, point_params: Mapping[str, float],
-                  draws: Mapping[str, np.ndarray] | None, tokens: int,
-                  box: Mapping[str, Sequence[float]] | None = None) -> TargetChoice:
-    """Point and posterior targets among the attainable ``(mu, sigma)`` at `tokens` training tokens.
+                  draws: Mapping[str, np.ndarray] | None, tokens: int, support: SupportRegion, *,
+                  draws_source: str = "posterior",
+                  max_boundary_fraction: float = MAX_BOUNDARY_FRACTION,
+                  allow_boundary: bool = False) -> TargetChoice:
+    """Point and posterior targets among the supported, attainable ``(mu, sigma)`` at `tokens`.
 
-    `draws` are flattened posterior draws ``{name: [S]}`` (None: point target only).  A law that
-    ignores perplexity (``"data"``) has no preferred ``(mu, sigma)`` and is refused.  `box`
-    (``{"mu": [lo, hi], "sigma": [lo, hi]}``, usually the range the law was fitted on) keeps the
-    search where the law is not extrapolating; its intersection with the region must not be empty.
+    `draws` are flattened draws ``{name: [S]}`` (posterior, or bootstrap refits with
+    ``draws_source="bootstrap"``); with None the interior check uses the point estimate alone and
+    there is no posterior target.
+    ``posterior`` is only computed for ``draws_source="posterior"``.  Raises `NoInteriorOptimum`
+    when more than `max_boundary_fraction` of the draws have their argmin on the feasible set's
+    edge, unless `allow_boundary`.  A law that ignores perplexity (``"data"``) is refused.
     """
-    if law == "data":
+    form = get_law(law)
+    if not form.uses_perplexity:
         raise PplawError("the fit uses the data-only law, whose loss does not depend on (mu, sigma); "
-                         "DOS needs a perplexity-aware ('ppl') fit or an explicit target")
+                         "DOS needs a perplexity-aware fit or an explicit target")
+    grid = feasible_grid(region, support)
     point_f = point_loss_fn(law, point_params, tokens)
+    mu, sigma, loss, edge = grid.minimise(point_f)
     expected_f = None if draws is None else expected_loss_fn(law, draws, tokens)
-    if box is not None:
-        point_f = within_box(point_f, box)
-        expected_f = None if expected_f is None else within_box(expected_f, box)
-    try:
-        mu, sigma, loss = minimise_over_region(region, point_f)
-    except PplawError:
-        if box is None:
-            raise
-        raise PplawError(f"no attainable (mu, sigma) inside the fitted range {dict(box)}; "
-                         "pass --extrapolate to search the whole attainable region") from None
-    point = Target(mu, sigma, loss, None if expected_f is None else float(expected_f(mu, sigma)[0]))
+    point = Target(mu, sigma, loss, None if expected_f is None else float(expected_f(mu, sigma)[0]), edge)
     posterior = None
-    if expected_f is not None:
-        mu_p, sigma_p, exp_p = minimise_over_region(region, expected_f)
-        posterior = Target(mu_p, sigma_p, float(np.ravel(point_f(mu_p, sigma_p))[0]), exp_p)
-    return TargetChoice(point=point, posterior=posterior, tokens=int(tokens))
+    if expected_f is not None and draws_source == "posterior":
+        mu_p, sigma_p, exp_p, edge_p = grid.minimise(expected_f)
+        posterior = Target(mu_p, sigma_p, float(np.ravel(point_f(mu_p, sigma_p))[0]), exp_p, edge_p)
+    interior = {"max_boundary_fraction": max_boundary_fraction, "allow_boundary": allow_boundary,
+                "support": support.to_json()}
+    if draws is None:  # no draws: the point estimate's own argmin is the whole evidence
+        interior.update(draws=1, source="point", fraction_at_boundary=float(point.at_boundary))
+    else:
+        log_e, theta = form.from_params({k: np.asarray(draws[k], dtype=float) for k in form.param_names})
+        opt = grid.argmin_draws(form, log_e, theta, tokens)
+        interior.update(draws=int(len(log_e)), source=draws_source,
+                        fraction_at_boundary=float(np.mean(opt["at_boundary"])),
+                        argmin_mu_q05_q95=np.quantile(opt["mu"], [0.05, 0.95]).tolist(),
+                        argmin_sigma_q05_q95=np.quantile(opt["sigma"], [0.05, 0.95]).tolist())
+    choice = TargetChoice(point=point, posterior=posterior, tokens=int(tokens), interior=interior)
+    frac = interior["fraction_at_boundary"]
+    if frac > max_boundary_fraction and not allow_boundary:
+        best = posterior or point
+        raise NoInteriorOptimum(
+            f"no interior optimum: {100 * frac:.0f}% of the {interior['draws']} {draws_source} draws put "
+            f"the law's argmin on the edge of the region the runs support (their hull + trust margin "
+            f"{support.margin:g}) within what {int(tokens)} tokens of this landscape can supply "
+            f"(threshold {100 * max_boundary_fraction:.0f}%). Best supported point: mu={best.mu:.4g}, "
+            f"sigma={best.sigma:.4g} (predicted loss {best.expected_loss or best.point_loss:.4g}). "
+            "Add CPT runs beyond that edge (`pplaw propose`) and refit, or pass --allow-boundary to "
+            "select there anyway",
+            {"refused": "no interior optimum", **choice.as_dict()})
+    return choice

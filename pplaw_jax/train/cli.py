@@ -198,12 +198,11 @@ def run(args: argparse.Namespace) -> int:
     result = fit(trainer, train, eval_sets, settings, run_dir, schedule)
     export_hf(trainer, config, tokenizer, run_dir / "hf")
 
-    subset = selection.stats() if selection else {"mu": None, "sigma": None, "tokens": train.num_scored_tokens}
+    subset = selection.stats() if selection else {"tokens": train.num_scored_tokens}
     summary = {
         "domain_loss": result.get("domain_loss"),
         "general_loss": result.get("general_loss"),
-        "mu": subset["mu"],
-        "sigma": subset["sigma"],
+        **{k: subset.get(k) for k in ("mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl")},
         "tokens": subset["tokens"],
         "sequences": len(train),
         "steps": result["steps"],

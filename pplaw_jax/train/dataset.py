@@ -25,6 +25,7 @@ import numpy as np
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import atomic_write, write_text
+from pplaw_jax.moments import subset_moments
 
 SELECTION_COLUMNS = ("doc_id", "chunk", "n_tokens", "ppl")
 
@@ -63,13 +64,9 @@ class Selection:
         return len(self.chunks)
 
     def stats(self) -> dict:
-        """The law's subset statistics: mu = mean chunk ppl, sigma = its std (ddof=0), tokens."""
-        return {
-            "mu": float(np.mean(self.ppl)),
-            "sigma": float(np.std(self.ppl)),
-            "tokens": int(self.n_tokens.sum()),
-            "chunks": len(self),
-        }
+        """The law's subset statistics: both kinds of moments (``mu_ppl, sigma_ppl, mu_logppl,
+        sigma_logppl``, see `pplaw_jax.moments`), tokens and chunks."""
+        return {**subset_moments(self.ppl), "tokens": int(self.n_tokens.sum()), "chunks": len(self)}
 
 
 def read_selection(path: str | os.PathLike) -> Selection:
