@@ -71,15 +71,29 @@ class LandscapeConfig:
 
 @dataclass
 class GridConfig:
-    """Perplexity-window subsets x token budgets for the law-fitting CPT runs."""
+    """The law-fitting CPT runs: a space-filling 2-D design (default) or perplexity windows.
 
-    budgets: list[float] = field(default_factory=lambda: [2e4, 5e4])
+    ``design``: `n` runs (``centre`` of them replicated at the region's centre) whose subsets are
+    drawn by `selector` (``tilted`` or ``bands``) at targets spread over the attainable
+    ``(mu, sigma)`` region and over `budgets` (spanning at least 16x).  ``windows``: one run per
+    perplexity-quantile window x budget (the paper's grid).
+    """
+
+    kind: str = "design"
+    budgets: list[float] = field(default_factory=lambda: [1e4, 4e4, 1.6e5])
+    n: int = 24
+    centre: int = 3
+    selector: str = "tilted"
     windows: list[str] = field(default_factory=lambda: ["0-0.3", "0.2-0.6", "0.5-0.9", "0.7-1"])
 
 
 @dataclass
 class FitConfig:
+    law: str = "ppl"
+    moments: str = "logppl"  # ppl (the paper's) or logppl; runs.csv carries both
+    trust_margin: float = 0.1  # the supported region: the runs' hull widened by this
     method: str = "both"
+    bootstrap: int = 200  # group-bootstrap refits of the point fit (intervals, interior check)
     chains: int = 4
     warmup: int = 500
     samples: int = 500
@@ -89,7 +103,12 @@ class FitConfig:
 
 @dataclass
 class FinalConfig:
-    """Final comparison: each selection method at one budget, several seeds."""
+    """Final comparison: each selection method at one budget, several seeds.
+
+    The law-guided methods (``dos-posterior``, ``dos-point``) select only when the fit locates an
+    interior optimum inside the supported region (at most ``max_boundary_fraction`` of the draws
+    on its edge) unless ``allow_boundary``; a refusal is reported and the method is not trained.
+    """
 
     budget: float = 5e4
     methods: list[str] = field(
@@ -97,6 +116,8 @@ class FinalConfig:
     )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     tasks: str | None = None  # multiple-choice JSONL for downstream accuracy
+    allow_boundary: bool = False
+    max_boundary_fraction: float = 0.2
 
 
 @dataclass
@@ -165,6 +186,30 @@ def _coerce(hint, value, key: str):
     return value
 
 
+CHOICES = {
+    "grid.kind": ("design", "windows"),
+    "grid.selector": ("tilted", "bands"),
+    "fit.moments": ("ppl", "logppl"),
+    "fit.law": ("ppl", "nointer", "mu", "quad"),
+    "fit.method": ("point", "bayes", "both"),
+}
+METHODS = ("dos-posterior", "dos-point", "random", "low", "high", "mid", "full")
+
+
+def validate(cfg: StudyConfig) -> StudyConfig:
+    """Enum fields and method names, checked when the config loads (not hours later)."""
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise PplawError(f"config key {key}: {value!r} is not one of {', '.join(allowed)}")
+    bad = [m for m in cfg.final.methods if m not in METHODS]
+    if bad:
+        raise PplawError(f"config key final.methods: unknown method(s) {', '.join(map(repr, bad))}; "
+                         f"known: {', '.join(METHODS)}")
+    return cfg
+
+
 def load_config(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
     path = Path(path)
     if not path.is_file():
@@ -175,7 +220,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
         raise PplawError(f"config file {path} is not valid YAML: {e}") from e
     for o in overrides:
         set_dotted(tree, o)
-    return _build(StudyConfig, tree, "")
+    return validate(_build(StudyConfig, tree, ""))
 
 
 def config_to_dict(cfg: StudyConfig) -> dict:

@@ -6,9 +6,11 @@ study is exactly the sequence of commands recorded in `OUT/commands.log`:
   0. data       corpora (optionally written from the Python installation) and cloze tasks
   1. base       the base model: a checkpoint, or a small Llama pretrained here from scratch
   2. landscape  `pplaw score` of the domain training split
-  3. grid       `pplaw select windows` + one `pplaw train` per window subset -> runs.csv
-  4. fit        `pplaw fit` of the perplexity-aware and the data-only law
-  5. select     DOS (posterior and point targets) and baselines at the final budget
+  3. grid       `pplaw select design` (or `windows`) + one `pplaw train` per subset -> runs.csv
+  4. fit        `pplaw fit` of the law (its rivals, the data-only law among them, are compared inside)
+  5. select     DOS (posterior and point targets) and baselines at the final budget; a law-guided
+                method whose fit has no interior optimum is refused (select/<method>/refused.json)
+                and not trained
   6. final      `pplaw train` + `pplaw eval` for every selection and seed (and the base model)
   7. report     report.md with tables and figures
 
@@ -71,8 +73,9 @@ class Study:
             )
         write_text(path, current)
 
-    def pplaw(self, *argv: str) -> None:
-        """Run one `pplaw` subcommand in-process, logging the equivalent shell command."""
+    def pplaw(self, *argv: str, allow_exit: tuple[int, ...] = ()) -> int:
+        """Run one `pplaw` subcommand in-process, logging the equivalent shell command; an exit code
+        other than 0 (and `allow_exit`) fails the study."""
         from pplaw_jax.cli import main
 
         argv = [str(a) for a in argv]
@@ -80,8 +83,9 @@ class Study:
             log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  pplaw {shlex.join(argv)}\n")
         print(f"\n>>> pplaw {shlex.join(argv)}", flush=True)
         code = main(argv)
-        if code != 0:
+        if code != 0 and code not in allow_exit:
             raise PplawError(f"stage command failed with exit code {code}: pplaw {shlex.join(argv)}")
+        return code
 
     def run(self, stop_after: str | None = None) -> None:
         if stop_after is not None and stop_after not in self.STAGES:
@@ -209,22 +213,29 @@ class Study:
     def stage_grid(self) -> None:
         import pandas as pd
 
-        g = self.cfg.grid
+        g, seed = self.cfg.grid, self.cfg.seed
         sel_dir = self.out / "grid" / "selections"
         self.runs_csv = self.out / "grid" / "runs.csv"
         if self.runs_csv.exists():
             return
-        if not (sel_dir / "manifest.csv").exists():
+        budgets = [f"{b:g}" for b in g.budgets]
+        if g.kind == "design" and not (sel_dir / "design.json").exists():
+            self.pplaw("select", "design", "--landscape", self.landscape, "--out", sel_dir, "--n", g.n,
+                       "--centre", g.centre, "--budgets", *budgets, "--moments", self.cfg.fit.moments,
+                       "--selector", g.selector, "--seed", seed)
+        elif g.kind == "windows" and not (sel_dir / "windows.json").exists():
             self.pplaw("select", "windows", "--landscape", self.landscape, "--out", sel_dir,
-                       "--budgets", *[f"{b:g}" for b in g.budgets], "--windows", *g.windows, "--seed", self.cfg.seed)
-        manifest = pd.read_csv(sel_dir / "manifest.csv")
+                       "--budgets", *budgets, "--windows", *g.windows, "--moments", self.cfg.fit.moments,
+                       "--seed", seed)
+        manifest = pd.read_csv(sel_dir / "manifest.csv", dtype={"group": str})
         rows = []
         for r in manifest.itertuples():
             run_dir = self.out / "grid" / "runs" / r.name
-            self._train(sel_dir / r.name / "selection.parquet", run_dir, self.cfg.seed)
+            self._train(sel_dir / r.name / "selection.parquet", run_dir, seed + int(r.seed))
             ev = json.loads((run_dir / "eval.json").read_text())
-            rows.append(dict(run_id=r.name, mu=ev["mu"], sigma=ev["sigma"], tokens=ev["tokens"],
-                             loss=ev["domain_loss"], general_loss=ev.get("general_loss")))
+            rows.append(dict(run_id=r.name, group=r.group, tokens=ev["tokens"], loss=ev["domain_loss"],
+                             general_loss=ev.get("general_loss"),
+                             **{k: ev[k] for k in ("mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl")}))
         if len(rows) == 0:
             raise PplawError(f"no grid subsets in {sel_dir / 'manifest.csv'}")
         runs = pd.DataFrame(rows)
@@ -232,33 +243,42 @@ class Study:
 
     def stage_fit(self) -> None:
         f = self.cfg.fit
-        self.fits = {}
-        for law in ("ppl", "data"):
-            out = self.out / "fit" / law
-            self.fits[law] = out
-            if (out / "fit.json").exists():
-                continue
-            argv = ["fit", "--runs", self.runs_csv, "--out", out, "--law", law, "--method", f.method,
-                    "--chains", f.chains, "--warmup", f.warmup, "--samples", f.samples,
-                    "--target-accept", f.target_accept, "--seed", self.cfg.seed]
-            if f.allow_unconverged:
-                argv.append("--allow-unconverged")
-            self.pplaw(*argv)
+        self.fit_dir = self.out / "fit"
+        if (self.fit_dir / "fit.json").exists():
+            return
+        argv = ["fit", "--runs", self.runs_csv, "--out", self.fit_dir, "--law", f.law, "--moments", f.moments,
+                "--trust-margin", f.trust_margin, "--method", f.method, "--bootstrap", f.bootstrap, "--chains", f.chains,
+                "--warmup", f.warmup, "--samples", f.samples, "--target-accept", f.target_accept,
+                "--seed", self.cfg.seed]
+        if f.allow_unconverged:
+            argv.append("--allow-unconverged")
+        self.pplaw(*argv)
 
     def stage_select(self) -> None:
-        budget = f"{self.cfg.final.budget:g}"
-        self.selections = {}
-        for method in self.cfg.final.methods:
+        fin = self.cfg.final
+        budget = f"{fin.budget:g}"
+        self.selections, self.refused = {}, {}
+        for method in fin.methods:
             out = self.out / "select" / method
-            self.selections[method] = out
             if (out / "summary.json").exists():
+                self.selections[method] = out
+                continue
+            if (out / "refused.json").exists():
+                self.refused[method] = out
                 continue
             argv = ["select", "--landscape", self.landscape, "--tokens", budget, "--out", out, "--seed", self.cfg.seed]
             if method.startswith("dos-"):
-                argv += ["--method", "dos", "--fit", self.fits["ppl"], "--target", method.split("-", 1)[1]]
+                argv += ["--method", "dos", "--fit", self.fit_dir, "--target", method.split("-", 1)[1],
+                         "--selector", self.cfg.grid.selector,
+                         "--max-boundary-fraction", fin.max_boundary_fraction]
+                if fin.allow_boundary:
+                    argv.append("--allow-boundary")
             else:
-                argv += ["--method", method]
-            self.pplaw(*argv)
+                argv += ["--method", method, "--moments", self.cfg.fit.moments]
+            code = self.pplaw(*argv, allow_exit=(2,) if method.startswith("dos-") else ())
+            if code == 2 and not (out / "refused.json").exists():
+                raise PplawError(f"stage command failed with exit code 2: pplaw {' '.join(map(str, argv))}")
+            (self.refused if code else self.selections)[method] = out
 
     def stage_final(self) -> None:
         self.final = {}

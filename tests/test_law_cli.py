@@ -13,7 +13,7 @@ from pplaw_jax.cli import main
 from pplaw_jax.law import load_fit, predict_loss
 from pplaw_jax.law.synthetic import TRUE_PPL, synthetic_runs
 
-NUTS_SMALL = ["--chains", "2", "--warmup", "300", "--samples", "300", "--bootstrap", "50", "--folds", "4"]
+NUTS_SMALL = ["--chains", "2", "--warmup", "500", "--samples", "500", "--bootstrap", "50", "--folds", "4"]
 
 
 @pytest.fixture(scope="module")
@@ -39,22 +39,22 @@ def test_fit_json_and_outputs(fitted):
         s = bayes["summary"][name]
         assert {"mean", "sd", "q05", "q95", "r_hat", "ess_bulk"} <= set(s)
         assert s["r_hat"] < 1.01 and s["ess_bulk"] >= 200
-    for png in ("trace", "pair", "pred_vs_obs", "surface", "loss_vs_tokens"):
+    for png in ("trace", "pair", "pred_vs_obs", "surface", "loss_vs_tokens", "prior_predictive"):
         assert (root / "fit" / f"{png}.png").stat().st_size > 10_000
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         import arviz as az
     idata = az.from_netcdf(str(root / "fit" / "posterior.nc"))
     for name in names:
-        assert idata.posterior[name].dims == ("chain", "draw") and idata.posterior[name].shape == (2, 300)
-    assert idata.log_likelihood["log_loss"].shape == (2, 300, 40)
+        assert idata.posterior[name].dims == ("chain", "draw") and idata.posterior[name].shape == (2, 500)
+    assert idata.log_likelihood["log_loss"].shape == (2, 500, 40)
 
 
 def test_bayes_recovers_truth_and_prefers_the_true_law(fitted):
     root, _ = fitted
     fit = load_fit(root / "fit")
     draws = fit.posterior_draws()
-    assert set(draws) == set(TRUE_PPL) and all(v.shape == (600,) for v in draws.values())
+    assert set(draws) == set(TRUE_PPL) and all(v.shape == (1000,) for v in draws.values())
     inside90 = [np.quantile(draws[k], 0.05) <= v <= np.quantile(draws[k], 0.95) for k, v in TRUE_PPL.items()]
     assert sum(inside90) >= 5
     for k, v in TRUE_PPL.items():  # every parameter within its central 99% interval
@@ -63,6 +63,9 @@ def test_bayes_recovers_truth_and_prefers_the_true_law(fitted):
     comp = fit.info["comparison"]
     assert comp["loo"]["best"] == "ppl" and comp["loo"]["laws"]["data"]["elpd_diff"] > 10
     assert comp["heldout"]["laws"]["ppl"]["rmse_log_loss"] < comp["heldout"]["laws"]["data"]["rmse_log_loss"]
+    assert comp["heldout"]["best"] == "ppl" and comp["heldout"]["differences"]["data"]["verdict"] == "worse"
+    assert set(comp["loo"]["laws"]) == {"ppl", "data", "mu", "nointer", "quad"}
+    assert comp["loo"]["disagreement"].startswith("no:")
     # the posterior of the optimum covers the true interior optimum (20, 8)
     opt = fit.info["bayes"]["optimum"]
     assert opt["mu"]["q05"] <= 20.0 <= opt["mu"]["q95"] and opt["sigma"]["q05"] <= 8.0 <= opt["sigma"]["q95"]
@@ -141,7 +144,7 @@ def test_bad_input_exits_2(tmp_path, capsys):
                  "--prior", "coef_scale=-1"]) == 2
     assert "scales must be > 0" in capsys.readouterr().err
     assert main(["fit", "--runs", str(tmp_path / "ok.csv"), "--out", str(tmp_path / "f"),
-                 "--mu-range", "30", "10"]) == 2
+                 "--trust-margin", "-1"]) == 2
     assert main(["predict", "--fit", str(tmp_path / "nowhere"), "--mu", "1", "--sigma", "1", "--tokens", "1"]) == 2
     assert "fit.json: not found" in capsys.readouterr().err
     assert not (tmp_path / "f" / "fit.json").exists()

@@ -10,7 +10,7 @@ from pplaw_jax.errors import PplawError
 from pplaw_jax.law import LAWS, get_law, predict_loss
 from pplaw_jax.law.data import runs_from_arrays
 from pplaw_jax.law.forms import log_loss
-from pplaw_jax.law.optimum import credible_region, minimise_over_box
+from pplaw_jax.law.optimum import GRID, FeasibleGrid, credible_region
 from pplaw_jax.law.point import Design
 from pplaw_jax.law.synthetic import TRUE_PPL, ppl_params_with_optimum, synthetic_runs
 
@@ -50,7 +50,8 @@ def test_parameter_maps_round_trip():
     for name, form in LAWS.items():
         runs = runs_from_arrays(*(synthetic_runs(n=20)[c] for c in ("mu_ppl", "sigma_ppl", "tokens", "loss")))
         design = Design.from_runs(form, runs)
-        params = TRUE_PPL if name == "ppl" else {"E": 1.1, "B": 50.0, "beta": -0.2}
+        params = TRUE_PPL if name == "ppl" else {
+            "E": 1.1, form.scale_name: 50.0, **{n: -0.2 + 0.15 * i for i, n in enumerate(form.exponent_names)}}
         back = design.params(design.u_from_params(params))
         assert set(back) == set(form.param_names)
         for k in params:
@@ -69,26 +70,38 @@ def test_unknown_law_and_missing_parameter():
         predict_loss("ppl", {k: v for k, v in TRUE_PPL.items() if k != "alphaD"}, 10.0, 5.0, 1e8)
 
 
-def test_optimum_found_inside_box_and_on_its_edge():
+def box(mu_range, sigma_range):
+    """A rectangular feasible set (a stand-in for the supported region)."""
+    (a, b), (c, d) = mu_range, sigma_range
+    return FeasibleGrid(mu_range, sigma_range, lambda m, s: (m >= a) & (m <= b) & (s >= c) & (s <= d))
+
+
+def test_optimum_found_inside_the_feasible_set_and_on_its_edge():
     form = LAWS["ppl"]
     params = ppl_params_with_optimum(mu_star=20.0, sigma_star=8.0)
     log_e, theta = form.from_params(params)
-    opt = minimise_over_box(form, np.array([log_e]), theta[None], (5, 60), (1.5, 40), 1e8)
-    assert opt["mu"][0] == pytest.approx(20.0, rel=5e-3)
-    assert opt["sigma"][0] == pytest.approx(8.0, rel=5e-3)
+    grid = box((5, 60), (1.5, 40))
+    opt = grid.argmin_draws(form, np.array([log_e]), theta[None], 1e8)
+    cell = np.log(60 / 5) / (GRID - 1)  # the grid's resolution in log mu
+    assert abs(np.log(opt["mu"][0] / 20.0)) <= cell and abs(np.log(opt["sigma"][0] / 8.0)) <= cell
     assert not opt["at_boundary"][0]
-    assert opt["loss"][0] == pytest.approx(predict_loss("ppl", params, 20.0, 8.0, 1e8), rel=1e-6)
+    # the refined single target lands on the optimum itself
+    mu, sigma, loss, edge = grid.minimise(lambda m, s: predict_loss("ppl", params, m, s, 1e8))
+    assert mu == pytest.approx(20.0, rel=5e-3) and sigma == pytest.approx(8.0, rel=5e-3) and not edge
+    assert loss == pytest.approx(predict_loss("ppl", params, 20.0, 8.0, 1e8), rel=1e-6)
     # independent of D: the same optimum at another token count
-    opt2 = minimise_over_box(form, np.array([log_e]), theta[None], (5, 60), (1.5, 40), 1e6)
+    opt2 = grid.argmin_draws(form, np.array([log_e]), theta[None], 1e6)
     assert (opt2["mu"][0], opt2["sigma"][0]) == (opt["mu"][0], opt["sigma"][0])
-    # a box that excludes the optimum: the minimum is on the edge and matches a brute-force grid
+    # a set that excludes the optimum: the minimum is on the edge and matches a brute-force grid
     box_mu, box_sig = (30, 60), (1.5, 40)
-    edge = minimise_over_box(form, np.array([log_e]), theta[None], box_mu, box_sig, 1e8)
+    narrow = box(box_mu, box_sig)
+    edge = narrow.argmin_draws(form, np.array([log_e]), theta[None], 1e8)
     assert edge["at_boundary"][0]
+    mu, sigma, loss, at_edge = narrow.minimise(lambda m, s: predict_loss("ppl", params, m, s, 1e8))
+    assert at_edge
     m, s = np.meshgrid(np.geomspace(*box_mu, 1500), np.geomspace(*box_sig, 1500))
     brute = predict_loss("ppl", params, m, s, 1e8).min()
-    assert edge["loss"][0] == pytest.approx(brute, rel=1e-6)
-    assert edge["loss"][0] <= brute + 1e-9
+    assert loss == pytest.approx(brute, rel=1e-6)
 
 
 def test_credible_region_holds_the_stated_mass():

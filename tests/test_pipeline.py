@@ -24,9 +24,10 @@ TOY = {
     },
     "landscape": {"seq_len": 64, "batch_size": 16},
     "train": {"seq_len": 64, "batch_size": 8},
-    "grid": {"budgets": ["2e3", "4e3"], "windows": ["0-0.5", "0.5-1", "0.25-0.75", "0-1", "0-0.3"]},
-    "fit": {"method": "both", "chains": 2, "warmup": 100, "samples": 100, "allow_unconverged": True},
-    "final": {"budget": "3e3", "methods": ["dos-posterior", "random"], "seeds": [0]},
+    "grid": {"kind": "design", "budgets": ["5e2", "2e3", "8e3"], "n": 10, "centre": 2},
+    "fit": {"method": "both", "bootstrap": 40, "chains": 2, "warmup": 100, "samples": 100,
+            "allow_unconverged": True},
+    "final": {"budget": "2e3", "methods": ["dos-posterior", "random"], "seeds": [0], "allow_boundary": True},
 }
 
 
@@ -39,7 +40,7 @@ def test_config_overrides_and_number_coercion(tmp_path):
     cfg_path = write_config(tmp_path / "c.yaml", TOY)
     cfg = load_config(cfg_path, ["final.seeds=[3,4]", "grid.budgets=[1e4]", "out_dir=x"])
     assert cfg.final.seeds == [3, 4] and cfg.out_dir == "x"
-    assert cfg.grid.budgets == [1e4] and cfg.final.budget == 3e3  # YAML 1.1 reads `1e4` as a string
+    assert cfg.grid.budgets == [1e4] and cfg.final.budget == 2e3  # YAML 1.1 reads `1e4` as a string
     assert cfg.scratch.hf_config["hidden_size"] == 32
 
 
@@ -47,6 +48,9 @@ def test_config_overrides_and_number_coercion(tmp_path):
     ("grid.budget=[1]", "unknown config key(s) grid.budget"),
     ("final.budget=lots", "config key final.budget"),
     ("seed", "not of the form key=value"),
+    ("grid.kind=grid", "grid.kind: 'grid' is not one of design, windows"),
+    ("fit.moments=log", "fit.moments: 'log' is not one of ppl, logppl"),
+    ("final.methods=[random,bogus]", "final.methods: unknown method(s) 'bogus'"),
 ])
 def test_config_errors_name_the_key(tmp_path, override, message):
     cfg_path = write_config(tmp_path / "c.yaml", TOY)
@@ -60,21 +64,24 @@ def test_whole_study_end_to_end_and_cached_rerun(tmp_path, capsys):
     assert main(["run", str(cfg_path)]) == 0, capsys.readouterr().err
 
     runs = pd.read_csv(out / "grid" / "runs.csv")
-    assert len(runs) == 10 and runs[["mu", "sigma", "tokens", "loss"]].notna().all().all()
-    # each grid run's recorded (mu, sigma, tokens) is its selection's, as the law needs
+    moments = ["mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl"]
+    assert len(runs) == 10 and runs[moments + ["tokens", "loss"]].notna().all().all()
+    assert runs.group.nunique() == 9  # 8 space-filling points and one group of 2 centre replicates
+    # each grid run's recorded moments and tokens are its selection's, as the law needs
     manifest = pd.read_csv(out / "grid" / "selections" / "manifest.csv").set_index("name")
     for r in runs.itertuples():
         assert r.tokens == manifest.loc[r.run_id, "tokens"]
-        assert r.mu == pytest.approx(manifest.loc[r.run_id, "mu"])
-    fit = json.loads((out / "fit" / "ppl" / "fit.json").read_text())
-    assert fit["runs"]["n_runs"] == 10
-    assert all("rmse_log_loss" in v for v in fit["comparison"]["heldout"]["laws"].values())
+        assert r.mu_logppl == pytest.approx(manifest.loc[r.run_id, "mu_logppl"])
+    fit = json.loads((out / "fit" / "fit.json").read_text())
+    assert fit["runs"]["n_runs"] == 10 and fit["moments"] == "logppl"
+    assert set(fit["comparison"]["heldout"]["laws"]) >= {"ppl", "data", "quad"}
     dos = json.loads((out / "select" / "dos-posterior" / "summary.json").read_text())
-    assert dos["target"]["source"] == "posterior" and dos["tokens"] <= 3000
+    assert dos["target"]["source"] == "posterior" and dos["tokens"] <= 2000
+    assert dos["target_choice"]["interior"]["allow_boundary"]
     final = json.loads((out / "final" / "dos-posterior" / "seed0" / "eval.json").read_text())
     assert final["tokens"] == dos["tokens"] and final["domain_loss"] > 0
     report = (out / "report.md").read_text()
-    assert "RMSE of log-loss" in report and "dos-posterior vs random" in report
+    assert "Validation" in report and "dos-posterior − random" in report and "Supported optimum" in report
     assert (out / "report_figures" / "landscape.png").stat().st_size > 0
 
     # everything is cached: a second run trains nothing and scores nothing

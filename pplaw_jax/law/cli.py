@@ -1,4 +1,4 @@
-"""``pplaw fit``: fit the perplexity-aware (or data-only) scaling law to runs.csv.
+"""``pplaw fit``: fit the perplexity-aware scaling law (or another law of `forms.LAWS`) to runs.csv.
 
 Writes FITDIR/fit.json (last, so its presence means complete), FITDIR/posterior.nc (ArviZ
 InferenceData, with a Bayesian fit) and FITDIR/*.png.  Exit 0 on success, 2 on bad input, 1 when
@@ -14,6 +14,7 @@ from pplaw_jax.errors import PplawError
 from pplaw_jax.law.bayes import Priors, SamplerConfig
 from pplaw_jax.law.fitdir import FitOptions, NotConverged, fit_to_dir
 from pplaw_jax.law.forms import LAWS
+from pplaw_jax.law.support import DEFAULT_MARGIN
 from pplaw_jax.moments import MOMENTS
 
 
@@ -39,14 +40,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--target-accept", type=float, default=d.target_accept, help="NUTS target acceptance")
     p.add_argument("--prior", action="append", default=[], metavar="NAME=VALUE",
                    help="override a prior constant (log_E_loc, log_E_scale, intercept_loc, intercept_scale, "
-                        "coef_scale, noise_scale); repeatable")
+                        "coef_scale, interaction_scale, noise_scale); repeatable")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap refits for point intervals (default 200)")
     p.add_argument("--starts", type=int, default=16, help="random starts added to the OLS grid starts (default 16)")
-    p.add_argument("--folds", type=int, default=5, help="folds of run groups for the held-out comparison")
-    p.add_argument("--mu-range", type=float, nargs=2, metavar=("LO", "HI"),
-                   help="feasible mu box for the optimum (default: range of the runs)")
-    p.add_argument("--sigma-range", type=float, nargs=2, metavar=("LO", "HI"),
-                   help="feasible sigma box for the optimum (default: range of the runs)")
+    p.add_argument("--folds", type=int, default=0,
+                   help="held-out comparison: 0 (default) leaves one run group out at a time; k >= 2: k folds "
+                        "of run groups")
+    p.add_argument("--trust-margin", type=float, default=DEFAULT_MARGIN,
+                   help="the supported region is the runs' convex hull in (log mu, log sigma), each "
+                        "scaled by the runs' range, widened by this distance (default "
+                        f"{DEFAULT_MARGIN:g}); the optimum is searched inside it")
     p.add_argument("--tokens-ref", type=float, help="D at which the surface and optimum loss are shown "
                                                      "(default: median tokens of the runs)")
     p.add_argument("--level", type=float, default=0.9, help="credible level of intervals/regions (default 0.9)")
@@ -66,10 +69,11 @@ def options_from_args(args) -> FitOptions:
         ("--samples", args.samples, args.samples >= 4),
         ("--bootstrap", args.bootstrap, args.bootstrap >= 0),
         ("--starts", args.starts, args.starts >= 0),
-        ("--folds", args.folds, args.folds >= 2),
+        ("--folds", args.folds, args.folds == 0 or args.folds >= 2),
         ("--level", args.level, 0 < args.level < 1),
         ("--target-accept", args.target_accept, 0 < args.target_accept < 1),
         ("--student-df", args.student_df, args.student_df > 0),
+        ("--trust-margin", args.trust_margin, args.trust_margin >= 0),
     ):
         if not ok:
             raise PplawError(f"{flag} {value}: out of range (see pplaw fit --help)")
@@ -81,8 +85,7 @@ def options_from_args(args) -> FitOptions:
     return FitOptions(
         law=args.law, moments=args.moments, method=args.method, bootstrap=args.bootstrap, n_random=args.starts, folds=args.folds,
         seed=args.seed, priors=Priors.from_overrides(args.prior), sampler=sampler,
-        mu_range=tuple(args.mu_range) if args.mu_range else None,
-        sigma_range=tuple(args.sigma_range) if args.sigma_range else None,
+        trust_margin=args.trust_margin,
         tokens_ref=args.tokens_ref, level=args.level, plots=not args.no_plots,
         allow_unconverged=args.allow_unconverged,
     )

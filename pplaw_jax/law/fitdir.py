@@ -1,12 +1,16 @@
 """`fit_to_dir`: the whole ``pplaw fit`` stage, from runs.csv to a complete fit directory.
 
 Steps: validate runs -> robust point fit (+ bootstrap) -> optional NUTS fit -> optimum inside the
-box -> model comparison -> plots -> posterior.nc -> fit.json (last; see `io` for the protocol).
+supported region (the runs' hull widened by the trust margin, `support`) and its interior check ->
+model comparison -> plots -> posterior.nc -> fit.json (last; see `io` for the protocol).
 
-Model comparison (``--law ppl`` only): held-out error of both laws' point fits on k folds of runs,
-always; with ``--method bayes|both`` the data-only law is also fitted with NUTS (same priors
-recipe, sampler settings and seed) and the two are compared by PSIS-LOO.  The comparison law's
-diagnostics are reported in the comparison block but do not fail the run; the main law's do.
+Model comparison (``--law ppl`` only), against the rivals ``data``, ``mu``, ``nointer`` and
+``quad``: held-out error of every law's point fit, leaving out whole run groups (leave-one-group-out,
+or k-fold over groups with ``--folds k``), with each rival's RMSE difference to ``ppl`` and a
+group-bootstrap interval, always; with ``--method bayes|both`` every rival is also fitted with NUTS
+(same priors recipe, sampler settings, seed and chain starts) and all are compared by PSIS
+leave-one-group-out.  The rivals' diagnostics are reported in the comparison block but do not fail
+the run; the main law's do.
 
 If the main law's NUTS fit does not converge and `allow_unconverged` is False, no fit.json is
 written: ``diagnostics.json`` and the trace plot are left for inspection and
@@ -27,12 +31,14 @@ import numpy as np
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_json
 from pplaw_jax.law import plots
+from pplaw_jax.law.collinearity import collinearity
 from pplaw_jax.law.data import Runs, read_runs
 from pplaw_jax.law.forms import LAWS, get_law
 from pplaw_jax.law.io import FIT_JSON, FORMAT_VERSION, POSTERIOR_NC, write_posterior
-from pplaw_jax.law.optimum import minimise_over_box, optimum_summary, point_optimum_summary
-from pplaw_jax.law.point import HUBER_DELTA, fit_point, heldout_error
+from pplaw_jax.law.optimum import FeasibleGrid, optimum_summary
+from pplaw_jax.law.point import compare_heldout, describe_heldout, fit_point, heldout_error
 from pplaw_jax.law.predictive import predictive
+from pplaw_jax.law.support import DEFAULT_MARGIN, SupportRegion
 
 DIAGNOSTICS_JSON = "diagnostics.json"
 
@@ -48,12 +54,11 @@ class FitOptions:
     method: str = "both"  # point | bayes | both
     bootstrap: int = 200
     n_random: int = 16
-    folds: int = 5
+    folds: int = 0  # 0: leave one group out; k >= 2: k-fold over groups
     seed: int = 0
     priors: object = None  # bayes.Priors; None = defaults
     sampler: object = None  # bayes.SamplerConfig; None = defaults
-    mu_range: tuple[float, float] | None = None
-    sigma_range: tuple[float, float] | None = None
+    trust_margin: float = DEFAULT_MARGIN
     tokens_ref: float | None = None
     level: float = 0.9
     plots: bool = True
@@ -61,14 +66,10 @@ class FitOptions:
     log: object = field(default=sys.stderr, repr=False)
 
 
-def _box(runs: Runs, opts: FitOptions):
-    box = {}
-    for name, given, values in (("mu", opts.mu_range, runs.mu), ("sigma", opts.sigma_range, runs.sigma)):
-        lo, hi = given if given is not None else (float(values.min()), float(values.max()))
-        if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo < hi):
-            raise PplawError(f"--{name}-range {lo} {hi}: need 0 < LO < HI")
-        box[name] = (float(lo), float(hi))
-    return box
+def _feasible(runs: Runs, opts: FitOptions) -> tuple[SupportRegion, FeasibleGrid]:
+    """The supported region of the runs and the search grid over it."""
+    support = SupportRegion(runs.mu, runs.sigma, opts.trust_margin)
+    return support, FeasibleGrid(*support.bounds(), support.contains)
 
 
 class _Log:
@@ -79,6 +80,22 @@ class _Log:
 
     def __call__(self, msg: str) -> None:
         print(f"pplaw fit [{time.perf_counter() - self.t0:6.1f}s]: {msg}", file=self.stream, flush=True)
+
+
+def _point_optimum(form, point, grid: FeasibleGrid, tokens_ref: float) -> dict:
+    """The point fit's argmin in the supported region and, over its bootstrap refits, the share
+    of argmins on the region's edge."""
+    log_e, theta = form.from_params(point.params)
+    opt = grid.argmin_draws(form, np.array([log_e]), theta[None], tokens_ref)
+    out = {"tokens_ref": float(tokens_ref), "mu": float(opt["mu"][0]), "sigma": float(opt["sigma"][0]),
+           "loss_at_tokens_ref": float(opt["loss"][0]), "at_boundary": bool(opt["at_boundary"][0]),
+           "bootstrap_fraction_at_boundary": None}
+    boot = point.bootstrap_params
+    if boot is not None:
+        log_e, theta = form.from_params(boot)
+        out["bootstrap_fraction_at_boundary"] = float(
+            np.mean(grid.argmin_draws(form, log_e, theta, tokens_ref)["at_boundary"]))
+    return out
 
 
 def fit_to_dir(runs_path, out_dir, opts: FitOptions) -> dict:
@@ -92,7 +109,7 @@ def fit_to_dir(runs_path, out_dir, opts: FitOptions) -> dict:
     runs = read_runs(runs_path, form, opts.moments)
     priors = opts.priors or Priors()
     sampler = opts.sampler or SamplerConfig(seed=opts.seed)
-    box = _box(runs, opts) if form.uses_perplexity else None
+    support, grid = _feasible(runs, opts) if form.uses_perplexity else (None, None)
     tokens_ref = float(opts.tokens_ref or np.median(runs.tokens))
     if not (np.isfinite(tokens_ref) and tokens_ref > 0):
         raise PplawError(f"--tokens-ref {tokens_ref}: must be > 0")
@@ -110,10 +127,8 @@ def fit_to_dir(runs_path, out_dir, opts: FitOptions) -> dict:
     if not point.converged:
         say(f"warning: point fit best objective reached from only {point.n_agree} of {point.n_starts} starts")
     point_json = point.to_json()
-    if box is not None:
-        log_e, theta = form.from_params(point.params)
-        opt = minimise_over_box(form, np.array([log_e]), theta[None], box["mu"], box["sigma"], tokens_ref)
-        point_json["optimum"] = point_optimum_summary(opt, box["mu"], box["sigma"], tokens_ref)
+    if grid is not None:
+        point_json["optimum"] = _point_optimum(form, point, grid, tokens_ref)
 
     info = {
         "format_version": FORMAT_VERSION,
@@ -135,16 +150,23 @@ def fit_to_dir(runs_path, out_dir, opts: FitOptions) -> dict:
             "sigma": [float(runs.sigma.min()), float(runs.sigma.max())],
             "tokens": [float(runs.tokens.min()), float(runs.tokens.max())],
             "loss": [float(runs.loss.min()), float(runs.loss.max())],
+            "points": [[float(m), float(v)] for m, v in zip(runs.mu, runs.sigma)],
+            "collinearity": collinearity(runs.mu, runs.sigma, runs.tokens) if form.uses_perplexity else None,
         },
+        "support": None if support is None else support.to_json(),
         "point": point_json,
         "bayes": None,
         "comparison": None,
         "seed": opts.seed,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "notes": {
-            "huber_delta": f"{HUBER_DELTA} on log-loss residuals (Chinchilla approach 3)",
-            "ci90": "5%/95% percentiles of bootstrap refits over run groups (empty without a bootstrap)",
-            "optimum": "argmin of predicted loss inside the box; independent of D for this law",
+            "huber_delta": "on log-loss residuals: 1.345 x robust sd of a first pass with delta 1e-3 (see "
+                           "point.huber_delta_rule)",
+            "ci90": "5%/95% percentiles of bootstrap refits over run groups (empty without a bootstrap); null "
+                    "for a parameter that is not identified (point.identified, point.ci90_notes)",
+            "optimum": "argmin of predicted loss inside the supported region (support); independent of D "
+                       "for this law; fraction_at_boundary = share of posterior (or bootstrap) draws whose "
+                       "argmin lies on the region's edge (no interior optimum when large)",
         },
     }
 
@@ -173,21 +195,21 @@ def fit_to_dir(runs_path, out_dir, opts: FitOptions) -> dict:
             say(f"warning: {msg} (kept: --allow-unconverged)")
         flat = bayes.flat()
         draws = {k: flat[k] for k in form.param_names}
-        if box is not None:
+        if grid is not None:
             log_e, theta = form.from_params(draws)
-            post_opt = minimise_over_box(form, log_e, theta, box["mu"], box["sigma"], tokens_ref)
-            bjson["optimum"] = optimum_summary(post_opt, box["mu"], box["sigma"], tokens_ref, opts.level)
+            post_opt = grid.argmin_draws(form, log_e, theta, tokens_ref)
+            bjson["optimum"] = optimum_summary(post_opt, tokens_ref, support.bounds(), opts.level)
             bjson["optimum"]["point"] = {"mu": point_json["optimum"]["mu"], "sigma": point_json["optimum"]["sigma"]}
         else:
             bjson["optimum"] = None
         info["bayes"] = bjson
 
     if form.name == "ppl":
-        info["comparison"] = _compare(runs, point, bayes, idata, priors, sampler, opts, say)
+        info["comparison"] = _compare(runs, point, bayes, priors, sampler, opts, say)
 
     if opts.plots:
         say("plots")
-        _plots(out, form, runs, point, bayes, idata, box, tokens_ref, info, post_opt, opts)
+        _plots(out, form, runs, point, bayes, idata, support, tokens_ref, info, post_opt, opts)
         info["plots"] = sorted(p.name for p in out.glob("*.png") if p.name in plots.PLOT_FILES)
     if idata is not None:
         write_posterior(out / POSTERIOR_NC, idata)
@@ -196,47 +218,99 @@ def fit_to_dir(runs_path, out_dir, opts: FitOptions) -> dict:
     return info
 
 
-def _compare(runs, point, bayes, idata, priors, sampler, opts, say) -> dict:
+RIVALS = ("data", "mu", "nointer", "quad")
+
+
+def _compare(runs, point, bayes, priors, sampler, opts, say) -> dict:
     from pplaw_jax.law.bayes import fit_bayes, loo_compare
 
-    base = LAWS["data"]
-    heldout = {}
-    for form in (LAWS["ppl"], base):
+    t0 = time.perf_counter()
+    results = {}
+    full = {"ppl": point}
+    for name in ("ppl", *RIVALS):
         try:
-            heldout[form.name] = heldout_error(runs, form, folds=opts.folds, seed=opts.seed).to_json()
+            if name not in full:  # a few bootstrap refits start the rival's NUTS chains
+                full[name] = fit_point(runs, LAWS[name], n_random=opts.n_random,
+                                       bootstrap=sampler.chains if bayes is not None else 0, seed=opts.seed)
+            results[name] = heldout_error(runs, LAWS[name], folds=opts.folds, seed=opts.seed, full=full[name])
         except PplawError as e:  # e.g. a fold too small for the law: report it, keep the fit
-            heldout[form.name] = {"error": str(e)}
-    comp = {
-        "heldout": {
-            "method": f"{min(opts.folds, runs.n_groups)}-fold over run groups, point fits, errors of left-out runs",
-            "laws": heldout,
-        },
-        "loo": None,
-    }
-    say("held-out rmse(log loss): " + ", ".join(f"{k} {v.get('rmse_log_loss', v.get('error'))}" for k, v in heldout.items()))
-    if bayes is not None:
-        say("fitting the data-only law with NUTS for the LOO comparison")
-        base_point = fit_point(runs, base, n_random=opts.n_random, bootstrap=sampler.chains, seed=opts.seed)
-        base_bayes = fit_bayes(runs, base_point, priors, sampler)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pareto-k warnings are counted in the output instead
-            loo = loo_compare({"ppl": idata, "data": base_bayes.to_idata()})
-        diag = base_bayes.diagnostics()
-        loo["data_law_fit"] = {
-            "point_params": base_point.params,
+            results[name] = str(e)
+    heldout = compare_heldout(results, runs.groups, "ppl", seed=opts.seed)
+    heldout["method"] = (describe_heldout(runs, opts.folds, seed=opts.seed) + "; differences: rival's held-out "
+                         "RMSE of log-loss minus ppl's (negative: the rival predicts left-out groups better), 90% "
+                         f"interval from {heldout['bootstrap']['n']} resamples of the groups with replacement, both "
+                         "RMSEs recomputed on the resampled held-out errors; verdict 'better'/'worse' only when "
+                         "the interval excludes 0, else 'no detectable difference'")
+    comp = {"heldout": heldout, "loo": None, "wall_s": {"heldout": time.perf_counter() - t0}}
+    say("held-out rmse(log loss): " + ", ".join(
+        f"{k} {v.get('rmse_log_loss', v.get('error'))}" for k, v in heldout["laws"].items()))
+    say("rival vs ppl: " + ", ".join(f"{k} {v.get('verdict', v.get('error'))}" for k, v in heldout["differences"].items()))
+    if bayes is None:
+        return comp
+
+    t0 = time.perf_counter()
+    fits, rivals = {"ppl": bayes}, {}
+    for name in RIVALS:
+        say(f"fitting rival law {name!r} with NUTS for the LOO comparison")
+        if name not in full:
+            rivals[name] = {"error": results[name]}
+            continue
+        rpoint = full[name]
+        try:
+            fits[name] = fit_bayes(runs, rpoint, priors, sampler)
+        except PplawError as e:
+            rivals[name] = {"error": str(e)}
+            continue
+        diag = fits[name].diagnostics()
+        rivals[name] = {
+            "point_params": rpoint.params,
             "converged": diag["converged"],
             "problems": diag["problems"],
-            "summary": diag["summary"],
+            "max_r_hat": diag["max_r_hat"],
+            "min_ess_bulk": diag["min_ess_bulk"],
+            "divergences": diag["divergences"],
+            "wall_s": fits[name].wall_s,
         }
         if not diag["converged"]:
-            say("warning: the data-only law's NUTS fit (comparison only) did not converge: "
-                 + "; ".join(diag["problems"]))
-        comp["loo"] = loo
-        say(f"PSIS-LOO prefers {loo['best']!r}")
+            say(f"warning: rival {name!r}'s NUTS fit (comparison only) did not converge: " + "; ".join(diag["problems"]))
+    comp["wall_s"]["nuts_rivals"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pareto-k warnings are counted in the output instead
+        loo = loo_compare(fits)
+    comp["wall_s"]["loo"] = time.perf_counter() - t0
+    for name, r in rivals.items():
+        loo["laws"].setdefault(name, {})["nuts"] = r
+    loo["disagreement"] = _disagreement(loo, heldout)
+    comp["loo"] = loo
+    say(f"PSIS leave-one-group-out prefers {loo['best']!r}; {loo['disagreement']}")
     return comp
 
 
-def _plots(out, form, runs, point, bayes, idata, box, tokens_ref, info, opt, opts):
+def _disagreement(loo: dict, heldout: dict) -> str:
+    """Plain-language: does PSIS-LOO prefer the law that held-out RMSE ranks best?"""
+    best_loo, best_ho = loo["best"], heldout["best"]
+    bad = {k: v["pareto_k"]["bad"] + v["pareto_k"]["very_bad"] for k, v in loo["laws"].items() if "pareto_k" in v}
+    caveat = ""
+    if any(bad.values()):
+        caveat = (" PSIS-LOO is unreliable for some groups (Pareto k above good_k: "
+                  + ", ".join(f"{k} {n}" for k, n in bad.items() if n) + ").")
+    ranked = sorted((v["rank"], k) for k, v in loo["laws"].items() if "rank" in v)
+    margin = ""
+    if len(ranked) > 1:
+        second = loo["laws"][ranked[1][1]]
+        margin = f" (by {second['elpd_diff']:.2f} +- {second['dse']:.2f} elpd over {ranked[1][1]!r})"
+    if best_ho is None:
+        return f"cannot tell: no law has a held-out error; PSIS-LOO prefers {best_loo!r}{margin}.{caveat}"
+    sig = ""
+    if best_ho != heldout["baseline"]:
+        sig = f" (its held-out difference to {heldout['baseline']!r}: {heldout['differences'][best_ho]['verdict']})"
+    if best_loo == best_ho:
+        return f"no: PSIS-LOO{margin} and held-out RMSE both prefer {best_loo!r}{sig}.{caveat}"
+    return f"yes: PSIS-LOO prefers {best_loo!r}{margin} but held-out RMSE ranks {best_ho!r} best{sig}.{caveat}"
+
+
+def _plots(out, form, runs, point, bayes, idata, support, tokens_ref, info, opt, opts):
     names = list(form.param_names) + ["noise"]
     if bayes is not None:
         flat = bayes.flat()
@@ -247,6 +321,10 @@ def _plots(out, form, runs, point, bayes, idata, box, tokens_ref, info, opt, opt
         label = f"posterior mean, {int(100 * opts.level)}% predictive interval"
         plots.plot_trace(idata, names, out / "trace.png")
         plots.plot_pair(idata, list(form.param_names), out / "pair.png")
+        from pplaw_jax.law.bayes import prior_predictive
+
+        prior_draws = prior_predictive(runs, bayes.design, bayes.priors, likelihood, df, seed=opts.seed)
+        plots.plot_prior_predictive(runs, prior_draws, out / "prior_predictive.png", opts.level)
     else:
         draws = point.bootstrap_params
         if draws is not None:
@@ -259,10 +337,10 @@ def _plots(out, form, runs, point, bayes, idata, box, tokens_ref, info, opt, opt
     plots.plot_pred_vs_obs(runs, pred, out / "pred_vs_obs.png", label)
     plots.plot_loss_vs_tokens(form.name, point.params, runs, out / "loss_vs_tokens.png", draws=draws,
                               uses_perplexity=form.uses_perplexity, level=opts.level)
-    if box is not None:
+    if support is not None:
         bopt = (info["bayes"] or {}).get("optimum")
         plots.plot_surface(
-            form.name, point.params, runs, {"mu": box["mu"], "sigma": box["sigma"]}, tokens_ref,
+            form.name, point.params, runs, support, tokens_ref,
             out / "surface.png", point_opt=info["point"]["optimum"], post_opt=opt,
             region=bopt["credible_region"] if bopt else None,
         )

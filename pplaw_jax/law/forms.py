@@ -1,25 +1,36 @@
 """Scaling-law forms: a registry of laws of the shape ``L = E + exp(features(mu, sigma, D) @ theta)``.
 
-Both laws of the project have this shape once written in log space:
+Every law of the project has this shape once written in log space (``lm = log mu``,
+``ls = log sigma``):
 
 * perplexity-aware (``"ppl"``, Liu et al. 2025)::
 
       L = E + Dc / (mu^(alpha0 + alpha1*sigma) * sigma^(beta0 + beta1*mu) * D^alphaD)
-      log(L - E) = log Dc - alpha0 log mu - alpha1 sigma log mu - beta0 log sigma
-                   - beta1 mu log sigma - alphaD log D
+      log(L - E) = log Dc - alpha0 lm - alpha1 sigma lm - beta0 ls - beta1 mu ls - alphaD log D
 
 * data-only (``"data"``, Chinchilla-style)::
 
       L = E + B / D^beta,   log(L - E) = log B - beta log D
+
+* rivals of the perplexity-aware law, for the model comparison of ``pplaw fit``:
+  ``"mu"`` (mean perplexity only), ``"nointer"`` (the paper's law without its interaction terms
+  ``alpha1, beta1``) and ``"quad"`` (a quadratic response surface in ``(lm, ls)``)::
+
+      mu:      L = E + Dc / (mu^alpha0 * D^alphaD)
+      nointer: L = E + Dc / (mu^alpha0 * sigma^beta0 * D^alphaD)
+      quad:    L = E + exp(log A + c_mu lm + c_sigma ls + c_mu2 lm^2 + c_sigma2 ls^2
+                           + c_musigma lm ls) / D^alphaD
 
 So a law is a list of *features* of ``(mu, sigma, D)`` (the first one is the constant 1) and a
 linear coefficient vector ``theta``; only ``E`` enters non-linearly.  The fitting code exploits this
 (ordinary least squares starts for the point fit, standardised coefficients for the priors and the
 sampler), and a new form is one small `LawForm` entry in `LAWS`.
 
-Sign conventions: ``E`` and the scale (``Dc`` / ``B``) are positive and fitted as ``log E`` and
-``log Dc`` / ``log B``; every exponent (``alpha0, alpha1, beta0, beta1, alphaD, beta``) is free in
-sign, which is what lets the perplexity-aware law have an interior optimum in ``(mu, sigma)``.
+Sign conventions: ``E`` and the scale (``Dc`` / ``B`` / ``A``) are positive and fitted in log;
+every exponent is free in sign, which is what lets the perplexity-aware law have an interior
+optimum in ``(mu, sigma)``.  The ``-log D`` feature has coefficient ``alphaD`` (``beta`` for
+``data``) in every law.  ``quad``'s ``lm, ls`` are not centred (the features are pure functions
+of one point); the fitting code standardises every feature column over the runs.
 
 All functions take an array namespace ``xp`` (``numpy`` or ``jax.numpy``) and are pure, so the same
 code is jit-able inside the NumPyro model and exact in float64 numpy for predictions.
@@ -42,6 +53,23 @@ def _ppl_features(mu, sigma, tokens, xp):
     return xp.stack(cols, axis=-1)
 
 
+def _mu_features(mu, sigma, tokens, xp):
+    mu, tokens = xp.broadcast_arrays(xp.asarray(mu), xp.asarray(tokens))
+    return xp.stack([xp.ones_like(mu), -xp.log(mu), -xp.log(tokens)], axis=-1)
+
+
+def _nointer_features(mu, sigma, tokens, xp):
+    mu, sigma, tokens = xp.broadcast_arrays(xp.asarray(mu), xp.asarray(sigma), xp.asarray(tokens))
+    return xp.stack([xp.ones_like(mu), -xp.log(mu), -xp.log(sigma), -xp.log(tokens)], axis=-1)
+
+
+def _quad_features(mu, sigma, tokens, xp):
+    mu, sigma, tokens = xp.broadcast_arrays(xp.asarray(mu), xp.asarray(sigma), xp.asarray(tokens))
+    lm, ls = xp.log(mu), xp.log(sigma)
+    cols = [xp.ones_like(mu), lm, ls, lm * lm, ls * ls, lm * ls, -xp.log(tokens)]
+    return xp.stack(cols, axis=-1)
+
+
 def _data_features(mu, sigma, tokens, xp):
     log_d = xp.log(xp.asarray(tokens))
     return xp.stack([xp.ones_like(log_d), -log_d], axis=-1)
@@ -51,10 +79,12 @@ def _data_features(mu, sigma, tokens, xp):
 class LawForm:
     """One law ``L = E + exp(features @ theta)``.
 
-    ``scale_name`` is the positive multiplier (``Dc`` or ``B``) whose log is ``theta[0]``;
+    ``scale_name`` is the positive multiplier (``Dc``, ``B``, ``A``) whose log is ``theta[0]``;
     ``exponent_names`` are the remaining entries of ``theta``, in feature order.
     ``features(mu, sigma, tokens, xp)`` returns ``[..., 1 + len(exponent_names)]``; column 0 is 1.
     ``uses_perplexity`` is False when the law ignores ``mu`` and ``sigma``.
+    ``shrunk_exponents`` (interaction and curvature terms) get the Bayesian fit's shrinkage prior
+    ``Normal(0, interaction_scale)`` instead of ``Normal(0, coef_scale)`` (see `bayes`).
     """
 
     name: str
@@ -63,6 +93,7 @@ class LawForm:
     features: Callable
     uses_perplexity: bool
     description: str
+    shrunk_exponents: tuple[str, ...] = ()
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -100,6 +131,7 @@ LAWS: dict[str, LawForm] = {
         features=_ppl_features,
         uses_perplexity=True,
         description="E + Dc / (mu^(alpha0+alpha1*sigma) * sigma^(beta0+beta1*mu) * D^alphaD)",
+        shrunk_exponents=("alpha1", "beta1"),
     ),
     "data": LawForm(
         name="data",
@@ -108,6 +140,32 @@ LAWS: dict[str, LawForm] = {
         features=_data_features,
         uses_perplexity=False,
         description="E + B / D^beta",
+    ),
+    "mu": LawForm(
+        name="mu",
+        scale_name="Dc",
+        exponent_names=("alpha0", "alphaD"),
+        features=_mu_features,
+        uses_perplexity=True,
+        description="E + Dc / (mu^alpha0 * D^alphaD)",
+    ),
+    "nointer": LawForm(
+        name="nointer",
+        scale_name="Dc",
+        exponent_names=("alpha0", "beta0", "alphaD"),
+        features=_nointer_features,
+        uses_perplexity=True,
+        description="E + Dc / (mu^alpha0 * sigma^beta0 * D^alphaD)",
+    ),
+    "quad": LawForm(
+        name="quad",
+        scale_name="A",
+        exponent_names=("c_mu", "c_sigma", "c_mu2", "c_sigma2", "c_musigma", "alphaD"),
+        features=_quad_features,
+        uses_perplexity=True,
+        description="E + A * exp(c_mu*lm + c_sigma*ls + c_mu2*lm^2 + c_sigma2*ls^2 + c_musigma*lm*ls) / D^alphaD "
+                    "with lm = log mu, ls = log sigma",
+        shrunk_exponents=("c_mu2", "c_sigma2", "c_musigma"),
     ),
 }
 

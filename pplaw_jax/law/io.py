@@ -9,20 +9,33 @@ fit.json layout (all numbers plain JSON floats; NaN/inf written as null)::
 
     law, law_form, param_names, parameterisation, method, seed, created, notes, plots
     runs:  {file, n_runs, n_groups, mu|sigma|tokens|loss: [min, max]}
-    point: {params: {name: float}, ci90: {name: [q05, q95]} ({} without bootstrap), objective,
-            huber_delta, converged, n_starts, n_starts_at_best, residual_scale_log,
-            bootstrap: {n, failed, draws: {name: [...]}} | null,
+    point: {params: {name: float}, identified: {name: bool} (False: E ran to its bound),
+            ci90: {name: [q05, q95] | null (unidentified)} ({} without bootstrap),
+            ci90_zero_width: [name], ci90_notes: {name: str}, objective,
+            huber_delta, huber_delta_rule: {rule, first_pass_robust_sd}, converged, n_starts,
+            n_starts_at_best, optimiser_message, residual_scale_log,
+            bootstrap: {n, failed, resampled, starts, draws: {name: [...]}} | null,
             optimum: {box, tokens_ref, mu, sigma, loss_at_tokens_ref, at_boundary}  (ppl law)}
     bayes: null | {summary: {name|noise: {mean, sd, q05, q50, q95, r_hat, ess_bulk, ess_tail}},
             divergences, max_r_hat, min_ess_bulk, thresholds, converged, problems, likelihood,
-            student_df, priors, design, chains, warmup, samples, target_accept, chain_method, wall_s,
+            student_df, priors (incl. interaction_scale), interaction_prior_on: [name], design, chains,
+            warmup, samples, target_accept, chain_method, wall_s,
             optimum: {box, tokens_ref, mu|sigma|loss_at_tokens_ref: {mean, sd, q05, q50, q95},
                       fraction_at_boundary, credible_region: {level, method, polygons: [[[mu, sigma], ...]]},
                       point: {mu, sigma}} | null}
-    comparison: null | {heldout: {method, laws: {ppl|data: {folds, n_scored, rmse_log_loss, mae_loss,
-                        max_abs_log_error} | {error}}},
-                        loo: null | {method, best, laws: {ppl|data: {elpd_loo, se, p_loo, pareto_k_gt_0.7,
-                        warning, rank, elpd_diff, dse, weight}}, data_law_fit: {...}}}
+    comparison: null | (ppl law only; LAW = ppl|data|mu|nointer|quad, RIVAL = LAW other than ppl)
+        {heldout: {method, baseline: "ppl", best: LAW | null,
+                   laws: {LAW: {folds, leave_one_group_out, n_scored, n_nonfinite, rmse_log_loss, mae_loss,
+                                max_abs_log_error, per_run_log_error: [per run, runs.csv order]} | {error}},
+                   differences: {RIVAL: {rmse_diff (rival - ppl), ci90: [lo, hi],
+                                 verdict: "better"|"worse"|"no detectable difference"} | {error}},
+                   bootstrap: {n, seed, resampled}},
+         loo: null | {method, best: LAW, disagreement: str,
+                      laws: {LAW: {elpd_loo, se, p_loo, n_groups, pareto_k: {good_k, good, bad, very_bad},
+                                   warning, rank, elpd_diff, dse, weight,
+                                   nuts (rivals): {point_params, converged, problems, max_r_hat, min_ess_bulk,
+                                                   divergences, wall_s} | {error}}}},
+         wall_s: {heldout, nuts_rivals, loo}}
 
 posterior.nc: ArviZ InferenceData; ``posterior`` has one (chain, draw) variable per parameter
 name plus ``noise`` (sd of log-loss); also log_likelihood (``log_loss`` over ``run``),
@@ -63,7 +76,7 @@ def write_posterior(path: Path, idata) -> None:
 class Fit:
     """A completed fit directory, as `load_fit` returns it.
 
-    Attributes: ``law`` (``"ppl"`` or ``"data"``), ``param_names``, ``point_params``
+    Attributes: ``law`` (a name of `forms.LAWS`), ``param_names``, ``point_params``
     (``{name: float}``, the robust point estimate), ``info`` (the whole parsed fit.json) and
     ``fit_dir``.  Posterior draws are read from posterior.nc on first use.
     """

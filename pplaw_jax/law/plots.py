@@ -13,7 +13,7 @@ from pplaw_jax.law.io import import_arviz
 from pplaw_jax.law.predictive import predictive
 
 MAX_REGIMES = 6
-PLOT_FILES = ("trace.png", "pair.png", "pred_vs_obs.png", "surface.png", "loss_vs_tokens.png")
+PLOT_FILES = ("trace.png", "pair.png", "pred_vs_obs.png", "surface.png", "loss_vs_tokens.png", "prior_predictive.png")
 
 
 def _plt():
@@ -72,18 +72,52 @@ def plot_pred_vs_obs(runs: Runs, pred: dict, path: Path, label: str) -> None:
     _save(fig, path)
 
 
-def plot_surface(law, params, runs: Runs, box, tokens_ref, path: Path, point_opt=None, post_opt=None, region=None):
-    """Predicted loss over ``(mu, sigma)`` at `tokens_ref` (log axes) with the runs, the point
-    optimum (star), posterior optimum draws (dots) and their credible region (polygons)."""
+def plot_prior_predictive(runs: Runs, draws: np.ndarray, path: Path, level: float = 0.9) -> None:
+    """Prior-predictive check: each run's observed log-loss (dots) against the central 50% and
+    `level` intervals of its log-loss drawn from the priors alone (`draws`: ``[S, n]``); runs sorted
+    by observed loss.  Observed values far outside the bands mean the priors rule the data out."""
     plt = _plt()
-    mus = np.geomspace(*box["mu"], 120)
-    sigmas = np.geomspace(*box["sigma"], 120)
+    order = np.argsort(runs.loss)
+    obs, d = np.log(runs.loss)[order], draws[:, order]
+    a = (1 - level) / 2
+    lo, q25, q50, q75, hi = np.quantile(d, [a, 0.25, 0.5, 0.75, 1 - a], axis=0)
+    x = np.arange(runs.n)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.22 * runs.n), 4.5))
+    ax.vlines(x, lo, hi, color="tab:blue", alpha=0.3, lw=4, label=f"prior predictive {int(100 * level)}%")
+    ax.vlines(x, q25, q75, color="tab:blue", alpha=0.7, lw=4, label="prior predictive 50%")
+    ax.scatter(x, q50, marker="_", color="tab:blue", s=60, label="prior predictive median")
+    ax.scatter(x, obs, color="k", s=14, zorder=3, label="observed")
+    inside = np.mean((lo <= obs) & (obs <= hi))
+    ax.set_xlabel("run (sorted by observed loss)")
+    ax.set_ylabel("log loss")
+    ax.set_title(f"prior-predictive check: {100 * inside:.0f}% of runs inside the {int(100 * level)}% band")
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_surface(law, params, runs: Runs, support, tokens_ref, path: Path, point_opt=None, post_opt=None,
+                 region=None):
+    """Predicted loss over ``(mu, sigma)`` at `tokens_ref` (log axes) around the supported region
+    (`support.SupportRegion`: its hull and the trust-margin boundary, dashed), with the runs, the
+    point optimum (star), posterior optimum draws (dots) and their credible region (polygons)."""
+    plt = _plt()
+    (mu_lo, mu_hi), (s_lo, s_hi) = support.bounds()
+    pad_mu, pad_s = (mu_hi / mu_lo) ** 0.1, (s_hi / s_lo) ** 0.1
+    mus = np.geomspace(mu_lo / pad_mu, mu_hi * pad_mu, 120)
+    sigmas = np.geomspace(s_lo / pad_s, s_hi * pad_s, 120)
     mg, sg = np.meshgrid(mus, sigmas)
-    loss = predict_loss(law, params, mg, sg, tokens_ref)
+    with np.errstate(over="ignore", invalid="ignore"):
+        loss = predict_loss(law, params, mg, sg, tokens_ref)
     fig, ax = plt.subplots(figsize=(7, 5.5))
-    levels = np.quantile(loss, np.linspace(0, 1, 21))
-    cs = ax.contourf(mg, sg, loss, levels=np.unique(levels), cmap="viridis")
-    fig.colorbar(cs, ax=ax, label=f"predicted loss at D = {tokens_ref:.3g}")
+    finite = loss[np.isfinite(loss)]
+    levels = np.unique(np.quantile(finite, np.linspace(0, 1, 21))) if finite.size else np.array([])
+    if levels.size >= 2:  # a flat surface has no contour levels; the figure keeps the rest
+        cs = ax.contourf(mg, sg, loss, levels=levels, cmap="viridis")
+        fig.colorbar(cs, ax=ax, label=f"predicted loss at D = {tokens_ref:.3g}")
+    hull_mu, hull_s = support.from_unit(np.vstack([support.hull, support.hull[:1]]))
+    ax.plot(hull_mu, hull_s, "w-", lw=1.2, zorder=2, label="hull of the runs")
+    dist = support.distance(mg, sg)
+    ax.contour(mg, sg, dist, levels=[support.margin + 1e-9], colors="w", linestyles="--", linewidths=1.0)
     ax.scatter(runs.mu, runs.sigma, c="white", edgecolors="k", s=18, label="runs", zorder=3)
     if post_opt is not None:
         step = max(1, len(post_opt["mu"]) // 800)
@@ -99,11 +133,12 @@ def plot_surface(law, params, runs: Runs, box, tokens_ref, path: Path, point_opt
                    label="point-fit optimum", zorder=6)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlim(*box["mu"])
-    ax.set_ylim(*box["sigma"])
-    ax.set_xlabel("mu (mean chunk perplexity)")
-    ax.set_ylabel("sigma (std of chunk perplexity)")
-    ax.set_title("loss surface and optimum")
+    ax.set_xlim(mus[0], mus[-1])
+    ax.set_ylim(sigmas[0], sigmas[-1])
+    kind = runs.moments
+    ax.set_xlabel(f"mu (mean chunk {kind})")
+    ax.set_ylabel(f"sigma (std of chunk {kind})")
+    ax.set_title(f"loss surface; supported region (dashed: trust margin {support.margin:g})")
     ax.legend(fontsize=7, loc="best")
     _save(fig, path)
 

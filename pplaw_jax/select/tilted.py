@@ -16,11 +16,11 @@ subsets with the same ``(mu, sigma)`` are similar as distributions: a law fitted
 says something about the subset it finally selects from the same family.
 
 Reaching a target.  For fixed Gumbel noise (fixed seed) the realised moments are a function of
-``(a, b)``.  The search starts at the best of a grid of tilts (realised on at most 20,000 chunks,
-with the budget scaled to the same fraction), solves the smooth with-replacement moments (weights
-``exp(a z + b z^2)`` over all chunks, least squares) from there, and corrects for the
-without-replacement sampling by a fixed-point loop: the smooth target is moved by the residual
-between the realised subset and the real target.  The best realised subset is kept, so the
+``(a, b)``.  The search starts at the best of a grid of tilts by their smooth with-replacement
+moments (weights ``exp(a z + b z^2)``, on at most 20,000 chunks), solves the smooth moments over
+all chunks (least squares) from there, and corrects for the without-replacement sampling by a
+fixed-point loop (the smooth target is moved by the residual between the realised subset and the
+real target); if that does not converge, a compass search on the realised distance finishes.  The best realised subset is kept, so the
 recorded ``mu, sigma`` are always the exact moments of the chosen chunks.  Measured on synthetic
 landscapes, the family reaches the same ``(mu, sigma)`` region as the two-band family of `dos`
 except for its sharpest edges (the narrowest windows), which need an infinite tilt.
@@ -86,20 +86,19 @@ class TiltedSampler:
         return res.x
 
     def probe(self) -> np.ndarray:
-        """Realised ``(a, b, mu_z, sigma_z)`` over a grid of tilts, on a subsample of at most
-        `_PROBE_CHUNKS` chunks (budget scaled by the same fraction) when the landscape is larger."""
-        z, g, n_tok, budget = self.z, self.gumbel, self.n_tokens, self.budget
+        """Smooth ``(a, b, mu_z, sigma_z)`` over a grid of tilts (all computed at once on at most
+        `_PROBE_CHUNKS` chunks): a start for the search on the realised subsets."""
+        z = self.z
         if z.size > _PROBE_CHUNKS:
-            keep = np.random.default_rng(0).choice(z.size, _PROBE_CHUNKS, replace=False)
-            budget = max(1, int(round(budget * n_tok[keep].sum() / n_tok.sum())))
-            z, g, n_tok = z[keep], g[keep], n_tok[keep]
-        out = []
-        for b in _PROBE_B:
-            for a in _PROBE_A:
-                rows = fill_prefix(np.argsort(-(a * z + b * z * z + g), kind="stable"), n_tok, budget)
-                if rows.size:
-                    out.append((a, b, z[rows].mean(), z[rows].std()))
-        return np.array(out)
+            z = z[np.random.default_rng(0).choice(z.size, _PROBE_CHUNKS, replace=False)]
+        a, b = np.meshgrid(_PROBE_A, _PROBE_B, indexing="ij")
+        a, b = a.ravel(), b.ravel()
+        lw = a[:, None] * z[None, :] + b[:, None] * (z * z)[None, :]
+        w = np.exp(lw - lw.max(axis=1, keepdims=True))
+        w /= w.sum(axis=1, keepdims=True)
+        m = w @ z
+        v = np.maximum(w @ (z * z) - m * m, 0.0)
+        return np.column_stack([a, b, m, np.sqrt(v)])
 
 
 def tilted_select(values: np.ndarray, n_tokens: np.ndarray, budget: int, target_mu: float,
@@ -135,8 +134,7 @@ def tilted_select(values: np.ndarray, n_tokens: np.ndarray, budget: int, target_
 
     probes = s.probe()
     tilt = probes[int(np.argmin([dist(p[2:]) for p in probes])), :2]
-    best_tilt, best_d = _pattern_search(s, tilt, dist)
-    aim, tilt = goal.copy(), best_tilt
+    aim, best_tilt, best_d = goal.copy(), tilt, dist(s.realised(*tilt))
     for _ in range(_CORRECTIONS):
         if best_d < _TOLERANCE:
             break
@@ -147,6 +145,8 @@ def tilted_select(values: np.ndarray, n_tokens: np.ndarray, budget: int, target_
             best_tilt, best_d = tilt, d
         aim = aim + (goal - got)
         aim[1] = max(aim[1], 1e-6)
+    if best_d >= _TOLERANCE:
+        best_tilt, best_d = _pattern_search(s, best_tilt, dist)
     rows = s.rows(*best_tilt)
     sel = make_selection(values, n_tokens, rows, budget, messages)
     distance = _distance(sel, target_mu, target_sigma, weights)
