@@ -12,6 +12,11 @@ and fresh noise, fits the paper's law (point fit with 100 group-bootstrap refits
 also NUTS, 2 chains x 300 + 300) and selects at the deployment budget, refusing when the interior
 check fails (a refusal selects random).  Configurations are ``grid:moments:selector[:law]``.
 
+``--sequential`` instead compares, on the same truths, fixed designs of 12, 16, 20 and 24 runs
+with the sequential loop (a 12-run initial design, then 3 rounds of 4 Thompson-sampling proposals
+at the deployment budget, refitting after each round; no early stop), as a function of the number
+of runs spent.
+
 Prints a Markdown table per target kind (point / posterior): for each family and configuration,
 the recovery rate (target within 0.25 landscape sd of the best pool subset's moments), the median
 regret against the best subset and against random (log-loss), the share of replicates not worse
@@ -65,12 +70,17 @@ def _init(landscape, budgets_frac, seed):
 
 
 def _job(job):
-    from pplaw_jax.simulate import run_replicate
+    from pplaw_jax.simulate import run_fixed, run_replicate, run_sequential
 
-    family, cfg, seed, depth = job
+    family, cfg, seed, depth, mode = job
     t0 = time.perf_counter()
     try:
-        rec = run_replicate(_WORLD, family, cfg, seed, depth)
+        if mode == "sequential":
+            rec = {"sequential": run_sequential(_WORLD, family, cfg, seed, depth=depth),
+                   "fixed": run_fixed(_WORLD, family, cfg, seed, depth=depth),
+                   "family": family, "seed": seed, "moments": cfg.moments, "selector": cfg.selector, "law": cfg.law}
+        else:
+            rec = run_replicate(_WORLD, family, cfg, seed, depth)
     except Exception as e:  # a failed replicate is reported, not hidden
         rec = {"family": family, "seed": seed, "grid": cfg.grid, "moments": cfg.moments,
                "selector": cfg.selector if cfg.grid == "design" else "bands", "law": cfg.law,
@@ -113,6 +123,36 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def summarise_sequential(records: list[dict], noise: float) -> list[dict]:
+    """Per family, method (fixed / sequential) and runs spent: recovery, regret, P(regret < noise)."""
+    cells = {}
+    for r in records:
+        if "sequential" not in r:
+            continue
+        for method in ("fixed", "sequential"):
+            for step in r[method]["trace"]:
+                cells.setdefault((r["family"], method, step["runs"]), []).append(step)
+    out = []
+    for (family, method, runs), steps in sorted(cells.items()):
+        out.append({"family": family, "method": method, "runs": runs, "n": len(steps),
+                    "recovered": float(np.mean([s["recovered"] for s in steps])),
+                    "regret_opt_median": float(np.median([s["regret_opt"] for s in steps])),
+                    "regret_below_noise": float(np.mean([s["regret_opt"] < noise for s in steps])),
+                    "refused": float(np.mean([s["refused"] for s in steps])),
+                    "not_worse_than_random": float(np.mean([s["regret_random"] <= noise for s in steps]))})
+    return out
+
+
+def markdown_sequential(rows: list[dict]) -> str:
+    lines = ["| family | method | runs | n | recovered | regret vs best (median) | regret < noise sd | "
+             "refused | not worse than random by > noise |", "|" + "---|" * 9]
+    for r in rows:
+        lines.append(f"| {r['family']} | {r['method']} | {r['runs']} | {r['n']} | {r['recovered']:.2f} | "
+                     f"{r['regret_opt_median']:.4f} | {r['regret_below_noise']:.2f} | {r['refused']:.2f} | "
+                     f"{r['not_worse_than_random']:.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     from pplaw_jax.simulate import FAMILIES
 
@@ -126,10 +166,12 @@ def main() -> None:
     p.add_argument("--landscape", help="a landscape directory instead of the synthetic one")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic landscape")
+    p.add_argument("--sequential", action="store_true", help="fixed designs vs the sequential loop")
     p.add_argument("--out", default="benchmarks/results/selection_sim.json")
     args = p.parse_args()
     configs = [_parse_config(c, args) for c in args.configs.split(",")]
-    jobs = [(f, c, s, args.depth) for f in args.families.split(",") for c in configs
+    mode = "sequential" if args.sequential else "fixed"
+    jobs = [(f, c, s, args.depth, mode) for f in args.families.split(",") for c in configs
             for s in range(args.replicates)]
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")
@@ -143,9 +185,14 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tables = {kind: summarise(records, args.noise, kind) for kind in ("point", "posterior")}
+    tables["sequential"] = summarise_sequential(records, args.noise)
     out.write_text(json.dumps({"args": vars(args), "wall_s": time.perf_counter() - t0, "tables": tables,
                                "records": records}, indent=1, default=str))
-    for kind, rows in tables.items():
+    if tables["sequential"]:
+        print(f"\n### fixed designs vs the sequential loop (noise sd {args.noise}, depth {args.depth})\n")
+        print(markdown_sequential(tables["sequential"]))
+    for kind in ("point", "posterior"):
+        rows = tables[kind]
         if rows:
             print(f"\n### target: {kind} (noise sd {args.noise}, depth {args.depth})\n")
             print(markdown(rows))

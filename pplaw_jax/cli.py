@@ -18,6 +18,7 @@ COMMANDS = {
     "fit": ("pplaw_jax.law.cli", "fit the perplexity-aware (or data-only) scaling law to runs.csv"),
     "predict": ("pplaw_jax.law.predict_cli", "predict loss at (mu, sigma, tokens) from a fit"),
     "select": ("pplaw_jax.select.cli", "choose a training subset of a landscape under a token budget"),
+    "propose": ("pplaw_jax.select.propose_cli", "propose the next law-fitting runs from a fit (sequential design)"),
     "train": ("pplaw_jax.train.cli", "continual pre-training on a selection, with evaluation"),
     "eval": ("pplaw_jax.train.eval_cli", "multiple-choice downstream evaluation"),
     "run": ("pplaw_jax.pipeline", "run the whole study from a YAML config"),

@@ -46,6 +46,7 @@ class DataConfig:
     domain_max_docs: int | None = None
     eval_max_docs: int | None = None
     eval_doc_chars: int | None = None  # cut each test document to a central window of N chars
+    target_eval: str | None = None  # an evaluation corpus outside the training pool (target_loss)
 
 
 @dataclass
@@ -71,12 +72,18 @@ class LandscapeConfig:
 
 @dataclass
 class GridConfig:
-    """The law-fitting CPT runs: a space-filling 2-D design (default) or perplexity windows.
+    """The law-fitting CPT runs: a space-filling 2-D design (default) or perplexity windows, then
+    optional rounds of sequential design.
 
-    ``design``: `n` runs (``centre`` of them replicated at the region's centre) whose subsets are
-    drawn by `selector` (``tilted`` or ``bands``) at targets spread over the attainable
+    ``design``: `n` initial runs (``centre`` of them replicated at the region's centre) whose
+    subsets are drawn by `selector` (``tilted`` or ``bands``) at targets spread over the attainable
     ``(mu, sigma)`` region and over `budgets` (spanning at least 16x).  ``windows``: one run per
-    perplexity-quantile window x budget (the paper's grid).
+    perplexity-quantile window x budget (the paper's grid).  Then up to `rounds` rounds: fit ->
+    `pplaw propose` (`per_round` runs by `acquisition`, inside the runs' hull widened by
+    `explore_margin`) -> train, plus one re-drawn random subset at the final budget as a control,
+    stopping early when the proposal's stopping rule says the optimum is located.  `metric` is the
+    eval.json figure the law is fitted on (``domain_loss``, or ``target_loss`` with
+    ``data.target_eval``).
     """
 
     kind: str = "design"
@@ -85,6 +92,12 @@ class GridConfig:
     centre: int = 3
     selector: str = "tilted"
     windows: list[str] = field(default_factory=lambda: ["0-0.3", "0.2-0.6", "0.5-0.9", "0.7-1"])
+    rounds: int = 0
+    per_round: int = 4
+    acquisition: str = "thompson"
+    explore_margin: float = 0.25
+    stop_probability: float = 0.9
+    metric: str = "domain_loss"
 
 
 @dataclass
@@ -108,13 +121,17 @@ class FinalConfig:
     The law-guided methods (``dos-posterior``, ``dos-point``) select only when the fit locates an
     interior optimum inside the supported region (at most ``max_boundary_fraction`` of the draws
     on its edge) unless ``allow_boundary``; a refusal is reported and the method is not trained.
+    Every method's subset is re-drawn per seed (random with a new seed, tilted DOS with the seed), so
+    the intervals cover subset variance, not only data order.  `primary` is the metric the
+    comparison is judged on, declared before the runs.
     """
 
     budget: float = 5e4
     methods: list[str] = field(
         default_factory=lambda: ["dos-posterior", "dos-point", "random", "low", "high", "full"]
     )
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    primary: str = "domain_loss"  # the metric the comparison is judged on, declared before the runs
     tasks: str | None = None  # multiple-choice JSONL for downstream accuracy
     allow_boundary: bool = False
     max_boundary_fraction: float = 0.2
@@ -192,6 +209,9 @@ CHOICES = {
     "fit.moments": ("ppl", "logppl"),
     "fit.law": ("ppl", "nointer", "mu", "quad"),
     "fit.method": ("point", "bayes", "both"),
+    "grid.acquisition": ("thompson", "uncertainty"),
+    "grid.metric": ("domain_loss", "target_loss"),
+    "final.primary": ("domain_loss", "general_loss", "target_loss", "acc_norm", "acc"),
 }
 METHODS = ("dos-posterior", "dos-point", "random", "low", "high", "mid", "full")
 
@@ -203,6 +223,12 @@ def validate(cfg: StudyConfig) -> StudyConfig:
         value = getattr(getattr(cfg, section), name)
         if value not in allowed:
             raise PplawError(f"config key {key}: {value!r} is not one of {', '.join(allowed)}")
+    for key in ("grid.metric", "final.primary"):
+        section, name = key.split(".")
+        if getattr(getattr(cfg, section), name) == "target_loss" and not cfg.data.target_eval:
+            raise PplawError(f"config key {key}: target_loss needs data.target_eval")
+    if cfg.grid.rounds < 0 or cfg.grid.per_round < 1:
+        raise PplawError("config keys grid.rounds (>= 0) and grid.per_round (>= 1) out of range")
     bad = [m for m in cfg.final.methods if m not in METHODS]
     if bad:
         raise PplawError(f"config key final.methods: unknown method(s) {', '.join(map(repr, bad))}; "

@@ -6,11 +6,13 @@ study is exactly the sequence of commands recorded in `OUT/commands.log`:
   0. data       corpora (optionally written from the Python installation) and cloze tasks
   1. base       the base model: a checkpoint, or a small Llama pretrained here from scratch
   2. landscape  `pplaw score` of the domain training split
-  3. grid       `pplaw select design` (or `windows`) + one `pplaw train` per subset -> runs.csv
+  3. grid       `pplaw select design` (or `windows`) + one `pplaw train` per subset, then
+                `grid.rounds` rounds of `pplaw fit` -> `pplaw propose` -> `pplaw train` (plus a
+                random control run), stopping when the optimum is located -> runs.csv
   4. fit        `pplaw fit` of the law (its rivals, the data-only law among them, are compared inside)
-  5. select     DOS (posterior and point targets) and baselines at the final budget; a law-guided
-                method whose fit has no interior optimum is refused (select/<method>/refused.json)
-                and not trained
+  5. select     DOS (posterior and point targets) and baselines at the final budget, re-drawn per
+                seed; a law-guided method whose fit has no interior optimum is refused
+                (select/<method>/seed<k>/refused.json) and not trained
   6. final      `pplaw train` + `pplaw eval` for every selection and seed (and the base model)
   7. report     report.md with tables and figures
 
@@ -60,6 +62,7 @@ class Study:
             general_test=cfg.data.general_test,
             domain_train=cfg.data.domain_train,
             domain_test=cfg.data.domain_test,
+            target_eval=cfg.data.target_eval,
         )
 
     # ---------------------------------------------------------------- plumbing
@@ -111,7 +114,7 @@ class Study:
         if self.cfg.base_model is None and not self.data["general_train"]:
             raise PplawError("a scratch base model needs data.general_train")
         if d.eval_doc_chars:
-            for key in ("domain_test", "general_test"):
+            for key in ("domain_test", "general_test", "target_eval"):
                 if self.data[key]:
                     self.data[key] = self._cut_eval_docs(key, d.eval_doc_chars)
         self.tasks = self.cfg.final.tasks or self._make_cloze_tasks()
@@ -182,6 +185,8 @@ class Study:
             args += ["--eval-data", self.data["domain_test"]]
         if self.data["general_test"]:
             args += ["--general-eval-data", self.data["general_test"]]
+        if self.data["target_eval"] and not general_only:
+            args += ["--target-eval-data", self.data["target_eval"]]
         if self.cfg.data.eval_max_docs:
             args += ["--eval-max-docs", self.cfg.data.eval_max_docs]
         return args
@@ -214,10 +219,11 @@ class Study:
         import pandas as pd
 
         g, seed = self.cfg.grid, self.cfg.seed
-        sel_dir = self.out / "grid" / "selections"
-        self.runs_csv = self.out / "grid" / "runs.csv"
+        grid = self.out / "grid"
+        self.runs_csv = grid / "runs.csv"
         if self.runs_csv.exists():
             return
+        sel_dir = grid / "selections"
         budgets = [f"{b:g}" for b in g.budgets]
         if g.kind == "design" and not (sel_dir / "design.json").exists():
             self.pplaw("select", "design", "--landscape", self.landscape, "--out", sel_dir, "--n", g.n,
@@ -227,74 +233,138 @@ class Study:
             self.pplaw("select", "windows", "--landscape", self.landscape, "--out", sel_dir,
                        "--budgets", *budgets, "--windows", *g.windows, "--moments", self.cfg.fit.moments,
                        "--seed", seed)
+        runs = self._train_manifest(sel_dir, grid / "runs", 0)
+        if runs.empty:
+            raise PplawError(f"no grid subsets in {sel_dir / 'manifest.csv'}")
+        round_csv = grid / "round0" / "runs.csv"
+        round_csv.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(round_csv, lambda tmp: runs.to_csv(tmp, index=False))
+        for r in range(1, g.rounds + 1):
+            done = grid / f"round{r}" / "round.json"
+            if not done.exists():
+                self._sequential_round(r, round_csv)
+            round_csv = grid / f"round{r}" / "runs.csv"
+            if json.loads(done.read_text())["located"]:
+                break
+        runs = pd.read_csv(round_csv, dtype={"group": str})
+        atomic_write(self.runs_csv, lambda tmp: runs.to_csv(tmp, index=False))
+
+    def _train_manifest(self, sel_dir: Path, runs_dir: Path, round_: int):
+        """Train every subset of a manifest (design, windows or proposals); their runs.csv rows."""
+        import pandas as pd
+
         manifest = pd.read_csv(sel_dir / "manifest.csv", dtype={"group": str})
         rows = []
         for r in manifest.itertuples():
-            run_dir = self.out / "grid" / "runs" / r.name
-            self._train(sel_dir / r.name / "selection.parquet", run_dir, seed + int(r.seed))
-            ev = json.loads((run_dir / "eval.json").read_text())
-            rows.append(dict(run_id=r.name, group=r.group, tokens=ev["tokens"], loss=ev["domain_loss"],
-                             general_loss=ev.get("general_loss"),
-                             **{k: ev[k] for k in ("mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl")}))
-        if len(rows) == 0:
-            raise PplawError(f"no grid subsets in {sel_dir / 'manifest.csv'}")
-        runs = pd.DataFrame(rows)
-        atomic_write(self.runs_csv, lambda tmp: runs.to_csv(tmp, index=False))
+            run_dir = runs_dir / r.name
+            self._train(sel_dir / r.name / "selection.parquet", run_dir, self.cfg.seed + int(r.seed))
+            rows.append(self._run_row(r.name, r.group, run_dir, round_))
+        return pd.DataFrame(rows)
+
+    def _run_row(self, name: str, group: str, run_dir: Path, round_: int) -> dict:
+        ev = json.loads((run_dir / "eval.json").read_text())
+        return dict(run_id=name, group=group, round=round_, tokens=ev["tokens"], loss=ev[self.cfg.grid.metric],
+                    domain_loss=ev["domain_loss"], general_loss=ev.get("general_loss"),
+                    target_loss=ev.get("target_loss"),
+                    **{k: ev[k] for k in ("mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl")})
+
+    def _sequential_round(self, r: int, prev_csv: Path) -> None:
+        """Round `r`: fit the runs so far, propose the next runs and, unless the optimum is located,
+        train them and a re-drawn random control at the final budget; `round.json` marks it done."""
+        import pandas as pd
+
+        g, f = self.cfg.grid, self.cfg.fit
+        rdir = self.out / "grid" / f"round{r}"
+        fit_dir = rdir / "fit"
+        if not (fit_dir / "fit.json").exists():
+            self.pplaw(*self._fit_argv(prev_csv, fit_dir), "--no-compare", "--allow-unconverged")
+        prop = rdir / "proposals"
+        budget = f"{self.cfg.final.budget:g}"
+        if not (prop / "propose.json").exists():
+            self.pplaw("propose", "--fit", fit_dir, "--landscape", self.landscape, "--n", g.per_round,
+                       "--tokens", budget, "--out", prop, "--acquisition", g.acquisition,
+                       "--trust-margin", g.explore_margin, "--selector", g.selector, "--prefix", f"r{r}q",
+                       "--seed", self.cfg.seed + 1000 * r, "--stop-probability", g.stop_probability)
+        stop = json.loads((prop / "propose.json").read_text())["stopping"]
+        runs = pd.read_csv(prev_csv, dtype={"group": str})
+        if not stop["located"]:
+            new = self._train_manifest(prop, rdir / "runs", r)
+            control = rdir / "control"
+            if not (control / "summary.json").exists():
+                self.pplaw("select", "--landscape", self.landscape, "--tokens", budget, "--out", control,
+                           "--method", "random", "--moments", f.moments, "--seed", self.cfg.seed + 1000 * r)
+            self._train(control / "selection.parquet", rdir / "runs" / f"control{r}", self.cfg.seed + 1000 * r)
+            control_row = self._run_row(f"control{r}", f"control{r}", rdir / "runs" / f"control{r}", r)
+            runs = pd.concat([runs, new, pd.DataFrame([control_row])], ignore_index=True)
+        atomic_write(rdir / "runs.csv", lambda tmp: runs.to_csv(tmp, index=False))
+        write_text(rdir / "round.json", json.dumps({"round": r, "located": stop["located"], "stopping": stop,
+                                                    "n_runs": len(runs)}, indent=1))
+
+    def _fit_argv(self, runs_csv: Path, out: Path) -> list:
+        f = self.cfg.fit
+        argv = ["fit", "--runs", runs_csv, "--out", out, "--law", f.law, "--moments", f.moments,
+                "--trust-margin", f.trust_margin, "--method", f.method, "--bootstrap", f.bootstrap,
+                "--chains", f.chains, "--warmup", f.warmup, "--samples", f.samples,
+                "--target-accept", f.target_accept, "--seed", self.cfg.seed]
+        return argv + (["--allow-unconverged"] if f.allow_unconverged else [])
 
     def stage_fit(self) -> None:
-        f = self.cfg.fit
         self.fit_dir = self.out / "fit"
-        if (self.fit_dir / "fit.json").exists():
-            return
-        argv = ["fit", "--runs", self.runs_csv, "--out", self.fit_dir, "--law", f.law, "--moments", f.moments,
-                "--trust-margin", f.trust_margin, "--method", f.method, "--bootstrap", f.bootstrap, "--chains", f.chains,
-                "--warmup", f.warmup, "--samples", f.samples, "--target-accept", f.target_accept,
-                "--seed", self.cfg.seed]
-        if f.allow_unconverged:
-            argv.append("--allow-unconverged")
-        self.pplaw(*argv)
+        if not (self.fit_dir / "fit.json").exists():
+            self.pplaw(*self._fit_argv(self.runs_csv, self.fit_dir))
 
     def stage_select(self) -> None:
+        """Every method's subset for every seed (re-drawn where the method is stochastic); a refused
+        law-guided method is recorded in `self.refused`, and `dos-point` becomes an alias of
+        `dos-posterior` when both select the same subsets."""
         fin = self.cfg.final
-        budget = f"{fin.budget:g}"
-        self.selections, self.refused = {}, {}
+        self.selections, self.refused, self.aliases = {}, {}, {}
         for method in fin.methods:
-            out = self.out / "select" / method
-            if (out / "summary.json").exists():
-                self.selections[method] = out
-                continue
-            if (out / "refused.json").exists():
-                self.refused[method] = out
-                continue
-            argv = ["select", "--landscape", self.landscape, "--tokens", budget, "--out", out, "--seed", self.cfg.seed]
-            if method.startswith("dos-"):
-                argv += ["--method", "dos", "--fit", self.fit_dir, "--target", method.split("-", 1)[1],
-                         "--selector", self.cfg.grid.selector,
-                         "--max-boundary-fraction", fin.max_boundary_fraction]
-                if fin.allow_boundary:
-                    argv.append("--allow-boundary")
-            else:
-                argv += ["--method", method, "--moments", self.cfg.fit.moments]
-            code = self.pplaw(*argv, allow_exit=(2,) if method.startswith("dos-") else ())
-            if code == 2 and not (out / "refused.json").exists():
-                raise PplawError(f"stage command failed with exit code 2: pplaw {' '.join(map(str, argv))}")
-            (self.refused if code else self.selections)[method] = out
+            dirs = {}
+            for seed in fin.seeds:
+                out = self.out / "select" / method / f"seed{seed}"
+                if not (out / "summary.json").exists() and not (out / "refused.json").exists():
+                    self._select(method, seed, out)
+                if (out / "refused.json").exists():
+                    self.refused[method] = out
+                    break
+                dirs[seed] = out
+            if method not in self.refused:
+                self.selections[method] = dirs
+        post, point = self.selections.get("dos-posterior"), self.selections.get("dos-point")
+        if post and point and all((post[k] / "selection.parquet").read_bytes() == (point[k] / "selection.parquet").read_bytes()
+                                  for k in fin.seeds):
+            self.aliases["dos-point"] = "dos-posterior"
+            del self.selections["dos-point"]
+
+    def _select(self, method: str, seed: int, out: Path) -> None:
+        fin = self.cfg.final
+        argv = ["select", "--landscape", self.landscape, "--tokens", f"{fin.budget:g}", "--out", out,
+                "--seed", seed]
+        if method.startswith("dos-"):
+            argv += ["--method", "dos", "--fit", self.fit_dir, "--target", method.split("-", 1)[1],
+                     "--selector", self.cfg.grid.selector, "--max-boundary-fraction", fin.max_boundary_fraction]
+            if fin.allow_boundary:
+                argv.append("--allow-boundary")
+        else:
+            argv += ["--method", method, "--moments", self.cfg.fit.moments]
+        code = self.pplaw(*argv, allow_exit=(2,) if method.startswith("dos-") else ())
+        if code == 2 and not (out / "refused.json").exists():
+            raise PplawError(f"stage command failed with exit code 2: pplaw {shlex.join(map(str, argv))}")
 
     def stage_final(self) -> None:
-        self.final = {}
         base_eval = self.out / "final" / "base" / "downstream.json"
         if not base_eval.exists():
             base_eval.parent.mkdir(parents=True, exist_ok=True)
             self.pplaw("eval", "--model", self.base, "--tasks", self.tasks, "--out", base_eval)
-        for method, sel in self.selections.items():
-            for seed in self.cfg.final.seeds:
+        for method, dirs in self.selections.items():
+            for seed, sel in dirs.items():
                 run_dir = self.out / "final" / method / f"seed{seed}"
                 self._train(sel / "selection.parquet", run_dir, seed)
                 if not (run_dir / "downstream.json").exists():
                     self.pplaw("eval", "--model", run_dir / "hf", "--tasks", self.tasks, "--out", run_dir / "downstream.json")
-                self.final[(method, seed)] = run_dir
 
     def stage_report(self) -> None:
         from pplaw_jax.report import write_report
 
-        write_report(self.out, self.cfg)
+        write_report(self.out, self.cfg, aliases=self.aliases)

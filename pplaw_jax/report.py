@@ -66,10 +66,10 @@ def collect_final(out: Path) -> pd.DataFrame:
             seed=int(ev_path.parent.name.removeprefix("seed")),
             tokens=ev.get("tokens"), mu_logppl=ev.get("mu_logppl"), sigma_logppl=ev.get("sigma_logppl"),
             domain_loss=ev.get("domain_loss"), general_loss=ev.get("general_loss"),
-            acc=ds.get("acc"), acc_norm=ds.get("acc_norm"),
+            target_loss=ev.get("target_loss"), acc=ds.get("acc"), acc_norm=ds.get("acc_norm"),
         ))
     return pd.DataFrame(rows, columns=["method", "seed", "tokens", "mu_logppl", "sigma_logppl", "domain_loss",
-                                       "general_loss", "acc", "acc_norm"])
+                                       "general_loss", "target_loss", "acc", "acc_norm"])
 
 
 def _plt():
@@ -91,7 +91,8 @@ def _landscape_figure(out: Path, fig_path: Path) -> None:
     bins = np.linspace(np.log(ppl.min()), np.log(ppl.max()), 60)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharex=True)
     grid = sorted((out / "grid" / "selections").glob("*/selection.parquet"))
-    selected = [p for p in sorted((out / "select").glob("*/selection.parquet")) if p.parent.name != "full"]
+    selected = [p for p in sorted((out / "select").glob("*/seed*/selection.parquet"))
+                if p.parent.parent.name != "full" and p.parent.name == min(x.name for x in p.parent.parent.glob("seed*"))]
     for ax, subsets, title in ((axes[0], grid, f"law-fitting subsets ({len(grid)})"),
                                (axes[1], selected, "final selections")):
         ax.hist(np.log(ppl), bins=bins, color="0.85", density=True, label=f"landscape ({ppl.size} chunks)")
@@ -101,7 +102,8 @@ def _landscape_figure(out: Path, fig_path: Path) -> None:
                 ax.hist(sp, bins=bins, histtype="step", density=True, linewidth=0.6, color="C0", alpha=0.35,
                         label="a law-fitting subset" if i == 0 else None)
             else:
-                ax.hist(sp, bins=bins, histtype="step", density=True, linewidth=1.6, label=sel.parent.name)
+                ax.hist(sp, bins=bins, histtype="step", density=True, linewidth=1.6,
+                        label=f"{sel.parent.parent.name} ({sel.parent.name})")
         ax.set_xlabel("log chunk perplexity")
         ax.set_title(title)
         ax.legend(fontsize=8)
@@ -113,7 +115,7 @@ def _landscape_figure(out: Path, fig_path: Path) -> None:
 
 def _final_figure(final: pd.DataFrame, fig_path: Path) -> None:
     plt = _plt()
-    metrics = [m for m in ("domain_loss", "general_loss", "acc_norm") if final[m].notna().any()]
+    metrics = [m for m in ("domain_loss", "general_loss", "target_loss", "acc_norm") if final[m].notna().any()]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4))
     axes = np.atleast_1d(axes)
     methods = list(dict.fromkeys(final["method"]))
@@ -236,9 +238,9 @@ def _optimum_section(out: Path, fit: dict, cfg) -> list[str]:
     elif popt:
         lines += [f"In the fit: the point optimum is {'on' if popt.get('at_boundary') else 'inside'} the edge; "
                   f"{100 * (popt.get('bootstrap_fraction_at_boundary') or 0):.0f}% of bootstrap refits on the edge.", ""]
-    for refused in sorted((out / "select").glob("*/refused.json")):
+    for refused in sorted((out / "select").glob("*/seed*/refused.json")):
         r = json.loads(refused.read_text())
-        lines += [f"**`{refused.parent.name}` was refused**: the law found no interior optimum within the runs it "
+        lines += [f"**`{refused.parent.parent.name}` was refused**: the law found no interior optimum within the runs it "
                   f"was given ({r['message']}). This method is not trained; the recommendation for this "
                   "budget is random selection (or the best supported run's recipe).", ""]
     return lines
@@ -248,25 +250,56 @@ def _q(block: dict) -> str:
     return f"{block['q50']:.4g} [{block['q05']:.4g}, {block['q95']:.4g}]"
 
 
-def _selection_section(out: Path) -> list[str]:
+def _selection_section(out: Path, aliases: dict) -> list[str]:
     rows = []
-    for s in sorted((out / "select").glob("*/summary.json")):
-        js = json.loads(s.read_text())
+    for method_dir in sorted(p for p in (out / "select").iterdir() if p.is_dir()):
+        summaries = [json.loads(p.read_text()) for p in sorted(method_dir.glob("seed*/summary.json"))]
+        if not summaries:
+            continue
+        js = summaries[0]
         post = js.get("predicted_loss_posterior") or {}
         interior = (js.get("target_choice") or {}).get("interior") or {}
-        rows.append(dict(method=s.parent.name, tokens=js.get("tokens"), moments=js.get("moments"),
-                         mu=js.get("mu"), sigma=js.get("sigma"),
+        name = method_dir.name + (f" (= {aliases[method_dir.name]})" if method_dir.name in aliases else "")
+        rows.append(dict(method=name, seeds=len(summaries), tokens=js.get("tokens"), moments=js.get("moments"),
+                         mu=float(np.mean([x["mu"] for x in summaries])),
+                         sigma=float(np.mean([x["sigma"] for x in summaries])),
                          target=(f"({js['target']['mu']:.4g}, {js['target']['sigma']:.4g})" if js.get("target") else "—"),
-                         distance=js.get("distance"),
-                         edge_share=interior.get("fraction_at_boundary"),
+                         distance=js.get("distance"), edge_share=interior.get("fraction_at_boundary"),
                          predicted_loss=post.get("mean", js.get("predicted_loss")),
                          predictive_90=(f"[{post['pi'][0]:.4g}, {post['pi'][1]:.4g}]" if post.get("pi") else "—")))
     if not rows:
         return []
-    return ["## Selections at the final budget", "", _table(pd.DataFrame(rows)), ""]
+    return ["## Selections at the final budget", "", "Every method's subset is re-drawn per seed (random with a new "
+            "seed, tilted DOS with the seed); `mu`, `sigma` are means over seeds, the rest is seed 0's. A method "
+            "shown as `(= other)` selected the same subsets as `other` and is reported with it.", "",
+            _table(pd.DataFrame(rows)), ""]
 
 
-def _final_section(out: Path, fig_dir: Path) -> list[str]:
+HIGHER_IS_BETTER = {"acc", "acc_norm"}
+
+
+def mde(sd_diff: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Minimum detectable mean of a paired difference with `n` pairs (two-sided t test)."""
+    from scipy import stats
+
+    if n < 2 or not np.isfinite(sd_diff):
+        return float("nan")
+    return float((stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * sd_diff / math.sqrt(n))
+
+
+def _replicate_sd(out: Path, metric: str) -> float:
+    """Run-to-run sd of `metric` among the design's replicated centre runs (nan without them)."""
+    runs_csv = out / "grid" / "runs.csv"
+    if not runs_csv.exists():
+        return float("nan")
+    runs = pd.read_csv(runs_csv, dtype={"group": str})
+    centre = runs[runs["group"] == "centre"]
+    if metric not in centre or centre[metric].notna().sum() < 2:
+        return float("nan")
+    return float(centre[metric].std(ddof=1))
+
+
+def _final_section(out: Path, fig_dir: Path, primary: str) -> list[str]:
     final = collect_final(out)
     if final.empty:
         return ["## Final CPT runs", "", "No final runs.", ""]
@@ -276,30 +309,44 @@ def _final_section(out: Path, fig_dir: Path) -> list[str]:
              f"acc_norm {base_ds.get('acc_norm', float('nan')):.4f}.", ""]
     frows = []
     for method, g in final.groupby("method", sort=False):
-        frows.append(dict(method=method, runs=len(g), tokens=float(g["tokens"].mean()),
-                          domain_loss=_fmt_ci(*t_interval(g["domain_loss"])),
-                          general_loss=_fmt_ci(*t_interval(g["general_loss"])),
-                          acc_norm=_fmt_ci(*t_interval(g["acc_norm"]))))
-    lines += [_table(pd.DataFrame(frows)), ""]
+        row = dict(method=method, runs=len(g), tokens=float(g["tokens"].mean()))
+        for metric in ("domain_loss", "general_loss", "target_loss", "acc_norm"):
+            if g[metric].notna().any():
+                row[metric] = _fmt_ci(*t_interval(g[metric]))
+        frows.append(row)
+    lines += [_table(pd.DataFrame(frows).fillna("—")), ""]
     _final_figure(final, fig_dir / "final.png")
     lines += ["![final](report_figures/final.png)", ""]
+    better = "higher" if primary in HIGHER_IS_BETTER else "lower"
+    rep_sd = _replicate_sd(out, primary)
+    lines += [f"**Primary metric (declared in the config before the runs): `{primary}`** ({better} is better). "
+              "Differences are paired by seed (method minus random), with a 95% t interval and the minimum "
+              "detectable effect (MDE: the true difference a paired t test at 5% would detect with 80% power at "
+              "this number of seeds), from the observed sd of the differences and, where the design has "
+              "replicated centre runs, from their run-to-run sd (x sqrt 2).", ""]
     for method in [m for m in final["method"].unique() if m != "random"]:
         paired = final[final["method"].isin([method, "random"])].pivot(
-            index="seed", columns="method", values="domain_loss").dropna()
-        if len(paired) == 0 or "random" not in paired:
+            index="seed", columns="method", values=primary).dropna()
+        if len(paired) == 0 or "random" not in paired or method not in paired:
             continue
-        m, lo, hi = t_interval(paired[method] - paired["random"])
-        if np.isfinite(lo) and hi < 0:
-            verdict = f"{method} beat random (interval below zero)"
-        elif np.isfinite(lo) and lo > 0:
-            verdict = f"{method} was worse than random (interval above zero)"
+        diff = paired[method] - paired["random"]
+        m, lo, hi = t_interval(diff)
+        sign = 1 if primary in HIGHER_IS_BETTER else -1
+        if np.isfinite(lo) and min(sign * lo, sign * hi) > 0:
+            verdict = f"{method} beat random (interval excludes zero)"
+        elif np.isfinite(lo) and max(sign * lo, sign * hi) < 0:
+            verdict = f"{method} was worse than random (interval excludes zero)"
         else:
             verdict = f"no detectable difference between {method} and random at this number of seeds"
-        lines.append(f"- **{method} − random** (domain test loss, paired over {len(paired)} seeds): "
-                     f"{_fmt_ci(m, lo, hi)} — {verdict}.")
-        summary = _read_json(out / "select" / method / "summary.json") or {}
+        n = len(diff)
+        mdes = [f"MDE {mde(float(diff.std(ddof=1)), n):.4f} (observed sd)"]
+        if np.isfinite(rep_sd):
+            mdes.append(f"{mde(rep_sd * math.sqrt(2), n):.4f} (centre replicates)")
+        lines.append(f"- **{method} − random** ({primary}, {n} seeds): {_fmt_ci(m, lo, hi)} — {verdict}; "
+                     + ", ".join(mdes) + ".")
+        summary = _read_json(out / "select" / method / f"seed{int(paired.index[0])}" / "summary.json") or {}
         post = summary.get("predicted_loss_posterior") or {}
-        if method.startswith("dos") and post.get("pi"):
+        if method.startswith("dos") and post.get("pi") and primary == "domain_loss":
             lines.append(f"  The law predicted {post['mean']:.4f} (90% predictive interval "
                          f"[{post['pi'][0]:.4f}, {post['pi'][1]:.4f}]) for this subset; observed mean "
                          f"{paired[method].mean():.4f}.")
@@ -307,7 +354,66 @@ def _final_section(out: Path, fig_dir: Path) -> list[str]:
     return lines
 
 
-def write_report(out: str | Path, cfg) -> Path:
+def _rounds_section(out: Path, fig_dir: Path) -> list[str]:
+    rounds = sorted((out / "grid").glob("round[1-9]*/round.json"), key=lambda p: int(p.parent.name[5:]))
+    if not rounds:
+        return []
+    rows = []
+    for path in rounds:
+        r = json.loads(path.read_text())
+        st = r["stopping"]
+        rows.append(dict(round=r["round"], runs_fitted=_n_runs(path.parent), runs_after=r["n_runs"],
+                         estimate=(f"({st['estimate']['mu']:.4g}, {st['estimate']['sigma']:.4g})"
+                                   if st["estimate"] else "none (no finite draw)"),
+                         prob_within=st["prob_within"], max_expected_improvement=st["max_expected_improvement_log"],
+                         noise_sd=st["noise_sd_log"], located=r["located"]))
+    _rounds_figure(out, [p.parent for p in rounds], fig_dir / "rounds.png")
+    return ["## Sequential design", "", "Each round fits the runs so far, proposes the next runs by Thompson "
+            "sampling of the argmin inside the runs' hull widened by the exploration margin, and adds a re-drawn "
+            "random control at the final budget; it stops when the optimum is located (the share of draws whose "
+            "argmin lies within the stated radius of the estimate reaches the threshold and no run is expected to "
+            "improve on it by more than the noise sd).", "", _table(pd.DataFrame(rows)), "",
+            "![rounds](report_figures/rounds.png)", ""]
+
+
+def _n_runs(round_dir: Path) -> int:
+    fit = _read_json(round_dir / "fit" / "fit.json") or {}
+    return int((fit.get("runs") or {}).get("n_runs", 0))
+
+
+def _rounds_figure(out: Path, round_dirs: list[Path], path: Path) -> None:
+    """Per round: the fitted runs, the supported region, the argmin's credible region and median,
+    and the runs proposed next."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(round_dirs), figsize=(4.6 * len(round_dirs), 4.2), squeeze=False)
+    for ax, rdir in zip(axes[0], round_dirs):
+        fit = _read_json(rdir / "fit" / "fit.json") or {}
+        pts = np.asarray((fit.get("runs") or {}).get("points") or [[np.nan, np.nan]])
+        ax.scatter(pts[:, 0], pts[:, 1], s=14, c="k", label="runs fitted")
+        hull = np.asarray((fit.get("support") or {}).get("hull") or [[np.nan, np.nan]])
+        hull = np.vstack([hull, hull[:1]])
+        ax.plot(hull[:, 0], hull[:, 1], "k--", lw=0.8, label="hull of the runs")
+        opt = (fit.get("bayes") or {}).get("optimum") or {}
+        for i, poly in enumerate((opt.get("credible_region") or {}).get("polygons", [])):
+            poly = np.asarray(poly)
+            ax.plot(poly[:, 0], poly[:, 1], "r-", lw=1.2, label="90% region of the argmin" if i == 0 else None)
+        if opt:
+            ax.scatter([opt["mu"]["q50"]], [opt["sigma"]["q50"]], marker="*", s=150, c="red", label="argmin median")
+        prop = _read_json(rdir / "proposals" / "propose.json") or {}
+        q = np.asarray([[p["mu"], p["sigma"]] for p in prop.get("proposals", [])] or [[np.nan, np.nan]])
+        ax.scatter(q[:, 0], q[:, 1], marker="^", s=40, c="C1", label="proposed next")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"{rdir.name}: fit of {len(pts)} runs")
+        ax.set_xlabel("mu")
+        ax.set_ylabel("sigma")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(out: str | Path, cfg, aliases: dict | None = None) -> Path:
     out = Path(out)
     fig_dir = out / "report_figures"
     fig_dir.mkdir(exist_ok=True)
@@ -319,10 +425,11 @@ def write_report(out: str | Path, cfg) -> Path:
               f"`config.yaml`.", ""]
     lines += _landscape_section(out, fig_dir)
     lines += _grid_section(out, fit)
+    lines += _rounds_section(out, fig_dir)
     lines += _fit_section(fit)
     lines += _optimum_section(out, fit, cfg)
-    lines += _selection_section(out)
-    lines += _final_section(out, fig_dir)
+    lines += _selection_section(out, aliases or {})
+    lines += _final_section(out, fig_dir, cfg.final.primary)
     path = out / "report.md"
     write_text(path, "\n".join(lines) + "\n")
     print(f"wrote {path}")

@@ -341,6 +341,27 @@ def score(world: World, truth: Truth, cfg: LoopConfig, fit: dict, target, rows, 
 
 def run_replicate(world: World, family: str, cfg: LoopConfig, seed: int, depth: float = 0.02) -> dict:
     """One design -> fit -> select loop on a fresh truth of `family`; metrics per target kind."""
+    rng, truth, best, random_log_l = _truth_and_references(world, family, cfg, seed, depth)
+    rows, budgets, groups = initial_subsets(world, cfg, seed)
+    obs = observe(world, truth, rows, budgets, rng, cfg.noise)
+    fit = fit_runs(obs, groups, cfg, seed)
+    result = {"family": family, "seed": seed, "grid": cfg.grid, "moments": cfg.moments,
+              "selector": cfg.selector if cfg.grid == "design" else "bands", "law": cfg.law,
+              "n_runs": len(rows), "truth": truth.info, "random_minus_best": random_log_l - best["log_l"],
+              "converged": fit.get("converged")}
+    for kind in ("point", "posterior") if cfg.bayes else ("point",):
+        result[kind] = _select_and_score(world, truth, cfg, fit, kind, seed, random_log_l, best)
+    return result
+
+def _select_and_score(world: World, truth: Truth, cfg: LoopConfig, fit: dict, kind: str, seed: int,
+                      random_log_l: float, best: dict) -> dict:
+    support = SupportRegion(fit["runs"].mu, fit["runs"].sigma, cfg.trust_margin)
+    target, frac = choose(world, fit, cfg, kind, support)
+    rows = None if target is None else realise(world, cfg, target.mu, target.sigma, seed)
+    return score(world, truth, cfg, fit, target, rows, random_log_l, best, frac)
+
+
+def _truth_and_references(world: World, family: str, cfg: LoopConfig, seed: int, depth: float):
     rng = np.random.default_rng(np.random.SeedSequence([seed, FAMILIES.index(family)]))
     truth = make_truth(family, world, rng, depth)
     pool_log_l = truth.log_loss(world.pool, world.deploy)
@@ -350,17 +371,63 @@ def run_replicate(world: World, family: str, cfg: LoopConfig, seed: int, depth: 
     rand = [select_baseline("random", values, world.n_tokens, world.deploy, seed * 100 + k).indices
             for k in range(N_RANDOM)]
     random_log_l = float(np.mean(truth.log_loss(subset_stats([world.ppl[r] for r in rand]), world.deploy)))
-    rows, budgets, groups = initial_subsets(world, cfg, seed)
-    obs = observe(world, truth, rows, budgets, rng, cfg.noise)
-    fit = fit_runs(obs, groups, cfg, seed)
-    support = SupportRegion(fit["runs"].mu, fit["runs"].sigma, cfg.trust_margin)
-    result = {"family": family, "seed": seed, "grid": cfg.grid, "moments": cfg.moments,
-              "selector": cfg.selector if cfg.grid == "design" else "bands", "law": cfg.law,
-              "n_runs": len(rows), "truth": truth.info, "random_minus_best": random_log_l - best["log_l"],
-              "converged": fit.get("converged")}
-    for kind in ("point", "posterior") if cfg.bayes else ("point",):
-        target, frac = choose(world, fit, cfg, kind, support)
-        sel_rows = None if target is None else realise(world, cfg, target.mu, target.sigma, seed)
-        result[kind] = score(world, truth, cfg, fit, target, sel_rows, random_log_l, best, frac)
-    return result
+    return rng, truth, best, random_log_l
 
+
+def run_sequential(world: World, family: str, cfg: LoopConfig, seed: int, initial: int = 12,
+                   rounds: int = 3, per_round: int = 4, depth: float = 0.02,
+                   explore_margin: float = 0.25, stop: bool = False) -> dict:
+    """The sequential loop: an `initial`-run design, then `rounds` of Thompson-sampling proposals
+    (`per_round` runs at the deployment budget, inside the runs' hull widened by `explore_margin`),
+    refitting after each.  The selection is scored after every fit, with the number of runs spent;
+    with `stop`, the loop ends early when the stopping rule says the optimum is located."""
+    from pplaw_jax.select.propose import propose, stopping
+    from pplaw_jax.select.target import feasible_grid
+
+    rng, truth, best, random_log_l = _truth_and_references(world, family, cfg, seed, depth)
+    init_cfg = LoopConfig(**{**cfg.__dict__, "n_runs": initial})
+    rows, budgets, groups = initial_subsets(world, init_cfg, seed)
+    obs = observe(world, truth, rows, budgets, rng, cfg.noise)
+    kind = "posterior" if cfg.bayes else "point"
+    trace = []
+    for r in range(rounds + 1):
+        fit = fit_runs(obs, groups, cfg, seed + r)
+        step = {"round": r, "runs": len(groups), **_select_and_score(world, truth, cfg, fit, kind, seed, random_log_l, best)}
+        trace.append(step)
+        if r == rounds:
+            break
+        draws = fit["posterior"] if cfg.bayes else fit["bootstrap"]
+        region = world.region(cfg.moments, world.deploy)
+        props, _ = propose(region, SupportRegion(fit["runs"].mu, fit["runs"].sigma, explore_margin), cfg.law,
+                           draws, world.deploy, per_round, seed=seed + 1000 * (r + 1))
+        rule = stopping(feasible_grid(region, SupportRegion(fit["runs"].mu, fit["runs"].sigma, cfg.trust_margin)),
+                        cfg.law, draws, world.deploy, cfg.noise, float(chunk_values(world.ppl, cfg.moments).std()))
+        step["located"] = rule["located"]
+        if stop and rule["located"]:
+            break
+        new_rows = [realise(world, cfg, p["mu"], p["sigma"], seed + 1000 * (r + 1) + i) for i, p in enumerate(props)]
+        new = observe(world, truth, new_rows, [world.deploy] * len(new_rows), rng, cfg.noise)
+        obs = {"stats": {k: np.concatenate([obs["stats"][k], new["stats"][k]]) for k in obs["stats"]},
+               "tokens": np.concatenate([obs["tokens"], new["tokens"]]),
+               "loss": np.concatenate([obs["loss"], new["loss"]]),
+               "budgets": np.concatenate([obs["budgets"], new["budgets"]])}
+        groups = list(groups) + [f"r{r + 1}q{i}" for i in range(len(new_rows))]
+    return {"family": family, "seed": seed, "moments": cfg.moments, "selector": cfg.selector, "law": cfg.law,
+            "kind": kind, "truth": truth.info, "random_minus_best": random_log_l - best["log_l"], "trace": trace}
+
+
+def run_fixed(world: World, family: str, cfg: LoopConfig, seed: int, sizes=(12, 16, 20, 24),
+              depth: float = 0.02) -> dict:
+    """Fixed designs of each size in `sizes` (each its own maximin design, same truth and seed),
+    scored like `run_sequential`'s steps."""
+    rng, truth, best, random_log_l = _truth_and_references(world, family, cfg, seed, depth)
+    kind = "posterior" if cfg.bayes else "point"
+    trace = []
+    for n in sizes:
+        c = LoopConfig(**{**cfg.__dict__, "n_runs": n})
+        rows, budgets, groups = initial_subsets(world, c, seed)
+        obs = observe(world, truth, rows, budgets, rng, cfg.noise)
+        fit = fit_runs(obs, groups, c, seed)
+        trace.append({"runs": n, **_select_and_score(world, truth, c, fit, kind, seed, random_log_l, best)})
+    return {"family": family, "seed": seed, "moments": cfg.moments, "selector": cfg.selector, "law": cfg.law,
+            "kind": kind, "truth": truth.info, "random_minus_best": random_log_l - best["log_l"], "trace": trace}

@@ -24,10 +24,12 @@ TOY = {
     },
     "landscape": {"seq_len": 64, "batch_size": 16},
     "train": {"seq_len": 64, "batch_size": 8},
-    "grid": {"kind": "design", "budgets": ["5e2", "2e3", "8e3"], "n": 10, "centre": 2},
+    "grid": {"kind": "design", "budgets": ["5e2", "2e3", "8e3"], "n": 10, "centre": 2, "rounds": 1,
+             "per_round": 2, "stop_probability": 1.0},
     "fit": {"method": "both", "bootstrap": 40, "chains": 2, "warmup": 100, "samples": 100,
             "allow_unconverged": True},
-    "final": {"budget": "2e3", "methods": ["dos-posterior", "random"], "seeds": [0], "allow_boundary": True},
+    "final": {"budget": "2e3", "methods": ["dos-posterior", "dos-point", "random"], "seeds": [0, 1],
+              "allow_boundary": True},
 }
 
 
@@ -63,26 +65,39 @@ def test_whole_study_end_to_end_and_cached_rerun(tmp_path, capsys):
     cfg_path = write_config(tmp_path / "toy.yaml", {**TOY, "out_dir": str(out)})
     assert main(["run", str(cfg_path)]) == 0, capsys.readouterr().err
 
-    runs = pd.read_csv(out / "grid" / "runs.csv")
+    runs = pd.read_csv(out / "grid" / "runs.csv", dtype={"group": str})
     moments = ["mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl"]
-    assert len(runs) == 10 and runs[moments + ["tokens", "loss"]].notna().all().all()
-    assert runs.group.nunique() == 9  # 8 space-filling points and one group of 2 centre replicates
-    # each grid run's recorded moments and tokens are its selection's, as the law needs
+    assert runs[moments + ["tokens", "loss"]].notna().all().all()
+    initial = runs[runs["round"] == 0]
+    assert len(initial) == 10 and initial.group.nunique() == 9  # 8 space-filling points + 2 centre replicates
+    # each initial run's recorded moments and tokens are its selection's, as the law needs
     manifest = pd.read_csv(out / "grid" / "selections" / "manifest.csv").set_index("name")
-    for r in runs.itertuples():
+    for r in initial.itertuples():
         assert r.tokens == manifest.loc[r.run_id, "tokens"]
         assert r.mu_logppl == pytest.approx(manifest.loc[r.run_id, "mu_logppl"])
+    # one sequential round: a fit of the 10 runs, up to 2 proposals and a random control at the final budget
+    round1 = json.loads((out / "grid" / "round1" / "round.json").read_text())
+    proposals = json.loads((out / "grid" / "round1" / "proposals" / "propose.json").read_text())
+    assert not round1["located"] and 1 <= proposals["n_proposed"] <= 2
+    new = runs[runs["round"] == 1]
+    assert len(new) == proposals["n_proposed"] + 1 and "control1" in set(new.group)
+    assert (new.tokens <= 2000).all() and len(runs) == round1["n_runs"]
     fit = json.loads((out / "fit" / "fit.json").read_text())
-    assert fit["runs"]["n_runs"] == 10 and fit["moments"] == "logppl"
+    assert fit["runs"]["n_runs"] == len(runs) and fit["moments"] == "logppl"
     assert set(fit["comparison"]["heldout"]["laws"]) >= {"ppl", "data", "quad"}
-    dos = json.loads((out / "select" / "dos-posterior" / "summary.json").read_text())
-    assert dos["target"]["source"] == "posterior" and dos["tokens"] <= 2000
-    assert dos["target_choice"]["interior"]["allow_boundary"]
+    # subsets re-drawn per seed; dos-point and dos-posterior merged when they select the same subsets
+    dos = [json.loads((out / "select" / "dos-posterior" / f"seed{k}" / "summary.json").read_text()) for k in (0, 1)]
+    assert dos[0]["target"]["source"] == "posterior" and dos[0]["tokens"] <= 2000
+    assert dos[0]["target_choice"]["interior"]["allow_boundary"] and dos[0]["seed"] != dos[1]["seed"]
+    rand = [(out / "select" / "random" / f"seed{k}" / "selection.parquet").read_bytes() for k in (0, 1)]
+    assert rand[0] != rand[1]
     final = json.loads((out / "final" / "dos-posterior" / "seed0" / "eval.json").read_text())
-    assert final["tokens"] == dos["tokens"] and final["domain_loss"] > 0
+    assert final["tokens"] == dos[0]["tokens"] and final["domain_loss"] > 0
     report = (out / "report.md").read_text()
     assert "Validation" in report and "dos-posterior − random" in report and "Supported optimum" in report
+    assert "Sequential design" in report and "MDE" in report
     assert (out / "report_figures" / "landscape.png").stat().st_size > 0
+    assert (out / "report_figures" / "rounds.png").stat().st_size > 0
 
     # everything is cached: a second run trains nothing and scores nothing
     n_commands = len((out / "commands.log").read_text().splitlines())
@@ -92,3 +107,22 @@ def test_whole_study_end_to_end_and_cached_rerun(tmp_path, capsys):
     # a different configuration is refused for the same directory
     assert main(["run", str(cfg_path), "final.seeds=[1]"]) == 2
     assert "different configuration" in capsys.readouterr().err
+
+
+def test_a_refused_selection_is_reported_and_not_trained(tmp_path, capsys):
+    """The study stops the law-guided method cleanly when its fit has no interior optimum."""
+    out = tmp_path / "study"
+    tree = {**TOY, "out_dir": str(out),
+            "grid": {**TOY["grid"], "rounds": 0},
+            "fit": {**TOY["fit"], "method": "point"},
+            # any draw at the edge refuses: the toy fit has its argmin on the edge
+            "final": {**TOY["final"], "methods": ["dos-point", "random"], "seeds": [0],
+                      "allow_boundary": False, "max_boundary_fraction": 0.0}}
+    cfg_path = write_config(tmp_path / "toy.yaml", tree)
+    assert main(["run", str(cfg_path)]) == 0, capsys.readouterr().err
+    refused = json.loads((out / "select" / "dos-point" / "seed0" / "refused.json").read_text())
+    assert refused["refused"] == "no interior optimum" and refused["interior"]["fraction_at_boundary"] > 0
+    assert not (out / "select" / "dos-point" / "seed0" / "selection.parquet").exists()
+    assert not (out / "final" / "dos-point").exists() and (out / "final" / "random" / "seed0" / "eval.json").exists()
+    report = (out / "report.md").read_text()
+    assert "`dos-point` was refused" in report and "recommendation for this budget is random" in report

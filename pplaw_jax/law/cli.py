@@ -60,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"convergence: max divergent transitions (default {d.max_divergences})")
     p.add_argument("--allow-unconverged", action="store_true", help="keep a Bayesian fit that fails the checks")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    p.add_argument("--no-compare", action="store_true",
+                   help="skip the rival laws' validation (e.g. the intermediate fits of a sequential design)")
 
 
 def options_from_args(args) -> FitOptions:
@@ -86,7 +88,7 @@ def options_from_args(args) -> FitOptions:
         law=args.law, moments=args.moments, method=args.method, bootstrap=args.bootstrap, n_random=args.starts, folds=args.folds,
         seed=args.seed, priors=Priors.from_overrides(args.prior), sampler=sampler,
         trust_margin=args.trust_margin,
-        tokens_ref=args.tokens_ref, level=args.level, plots=not args.no_plots,
+        tokens_ref=args.tokens_ref, level=args.level, plots=not args.no_plots, compare=not args.no_compare,
         allow_unconverged=args.allow_unconverged,
     )
 

@@ -62,6 +62,7 @@ class FitOptions:
     tokens_ref: float | None = None
     level: float = 0.9
     plots: bool = True
+    compare: bool = True  # the rival laws' validation (fit.json comparison)
     allow_unconverged: bool = False
     log: object = field(default=sys.stderr, repr=False)
 
@@ -204,7 +205,7 @@ def fit_to_dir(runs_path, out_dir, opts: FitOptions) -> dict:
             bjson["optimum"] = None
         info["bayes"] = bjson
 
-    if form.name == "ppl":
+    if form.name == "ppl" and opts.compare:
         info["comparison"] = _compare(runs, point, bayes, priors, sampler, opts, say)
 
     if opts.plots:

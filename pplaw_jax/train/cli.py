@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="data order (and scratch init) seed")
     parser.add_argument("--eval-data", default=None, help="domain test corpus: its mean token loss is the law's L")
     parser.add_argument("--general-eval-data", default=None, help="general-domain test corpus (forgetting)")
+    parser.add_argument("--target-eval-data", default=None,
+                        help="an evaluation set outside the training pool (e.g. a second corpus of the domain); "
+                             "its mean token loss is eval.json's target_loss")
     parser.add_argument("--eval-every", type=int, default=0, help="evaluate every K steps (0: only at the end)")
     parser.add_argument("--eval-max-docs", type=int, default=None, help="evaluate on the first N documents of each set")
     parser.add_argument("--eval-batch-size", type=int, default=None, help="sequences per eval batch (default --batch-size)")
@@ -149,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
         ),
     )
     eval_sets = {}
-    for name, spec in (("domain", args.eval_data), ("general", args.general_eval_data)):
+    for name, spec in (("domain", args.eval_data), ("general", args.general_eval_data),
+                       ("target", args.target_eval_data)):
         if spec is not None:
             key = fingerprint(**model_id, data=_canonical(spec), seq_len=args.seq_len, max_docs=args.eval_max_docs, **read)
             eval_sets[name] = cached_sequences(
@@ -202,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "domain_loss": result.get("domain_loss"),
         "general_loss": result.get("general_loss"),
+        "target_loss": result.get("target_loss"),
         **{k: subset.get(k) for k in ("mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl")},
         "tokens": subset["tokens"],
         "sequences": len(train),
