@@ -89,6 +89,10 @@ def _job(job):
     return rec
 
 
+def _key(family, moments, grid, selector, law, seed) -> str:
+    return f"{family}|{moments}|{grid}|{selector}|{law}|{seed}"
+
+
 def summarise(records: list[dict], noise: float, kind: str) -> list[dict]:
     rows = {}
     for r in records:
@@ -173,17 +177,26 @@ def main() -> None:
     mode = "sequential" if args.sequential else "fixed"
     jobs = [(f, c, s, args.depth, mode) for f in args.families.split(",") for c in configs
             for s in range(args.replicates)]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".partial.jsonl")  # every finished replicate, so a killed run resumes
+    records = [json.loads(line) for line in partial.read_text().splitlines()] if partial.exists() else []
+    done = {_key(r["family"], r["moments"], r.get("grid", "design"), r["selector"], r["law"], r["seed"]) for r in records}
+    jobs = [j for j in jobs if _key(j[0], j[1].moments, j[1].grid,
+                                     j[1].selector if j[1].grid == "design" else "bands", j[1].law, j[2]) not in done]
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")
-    with ctx.Pool(args.workers, initializer=_init, initargs=(args.landscape, (1 / 160, 1 / 40, 1 / 10), args.seed)) as pool:
-        records = []
+    # fresh workers every few replicates: each NUTS fit compiles new programs that JAX keeps cached
+    with ctx.Pool(args.workers, initializer=_init, maxtasksperchild=4,
+                  initargs=(args.landscape, (1 / 160, 1 / 40, 1 / 10), args.seed)) as pool, \
+            open(partial, "a") as sink:
         for i, rec in enumerate(pool.imap_unordered(_job, jobs), 1):
             records.append(rec)
+            sink.write(json.dumps(rec, default=str) + "\n")
+            sink.flush()
             if i % 10 == 0 or i == len(jobs):
                 print(f"[{time.perf_counter() - t0:7.0f}s] {i}/{len(jobs)} replicates", flush=True)
     errors = [r for r in records if "error" in r]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tables = {kind: summarise(records, args.noise, kind) for kind in ("point", "posterior")}
     tables["sequential"] = summarise_sequential(records, args.noise)
     out.write_text(json.dumps({"args": vars(args), "wall_s": time.perf_counter() - t0, "tables": tables,

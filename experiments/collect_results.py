@@ -13,9 +13,12 @@ from pathlib import Path
 PATTERNS = [
     "report.md", "config.yaml", "commands.log", "report_figures/*.png",
     "landscape/summary.json", "landscape/histogram.png",
-    "grid/runs.csv", "grid/selections/manifest.csv", "grid/runs/*/eval.json",
-    "fit/*/fit.json", "fit/*/*.png", "fit/*/diagnostics.json",
-    "select/*/summary.json", "base/pretrain/eval.json",
+    "grid/runs.csv", "grid/selections/manifest.csv", "grid/selections/design.json",
+    "grid/selections/windows.json", "grid/runs/*/eval.json",
+    "grid/round*/runs.csv", "grid/round*/round.json", "grid/round*/fit/fit.json",
+    "grid/round*/proposals/propose.json", "grid/round*/proposals/manifest.csv", "grid/round*/runs/*/eval.json",
+    "fit/fit.json", "fit/*.png", "fit/diagnostics.json",
+    "select/*/seed*/summary.json", "select/*/seed*/refused.json", "base/pretrain/eval.json",
     "final/base/downstream.json", "final/*/seed*/eval.json", "final/*/seed*/downstream.json",
 ]
 

@@ -219,7 +219,8 @@ def _comparison(comp: dict) -> list[str]:
               + "; the others: no detectable difference.", ""]
     loo = comp.get("loo") or {}
     if loo.get("best"):
-        lines += [f"PSIS leave-one-group-out prefers `{loo['best']}`. {loo.get('disagreement', '')}", ""]
+        lines += [f"PSIS leave-one-group-out prefers `{loo['best']}`. Does it disagree with the held-out "
+                  f"ranking? {loo.get('disagreement', '')}", ""]
     return lines
 
 

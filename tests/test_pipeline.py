@@ -126,3 +126,40 @@ def test_a_refused_selection_is_reported_and_not_trained(tmp_path, capsys):
     assert not (out / "final" / "dos-point").exists() and (out / "final" / "random" / "seed0" / "eval.json").exists()
     report = (out / "report.md").read_text()
     assert "`dos-point` was refused" in report and "recommendation for this budget is random" in report
+
+
+@pytest.mark.slow
+def test_kill_9_inside_a_round_resumes_to_the_uninterrupted_runs(tmp_path):
+    """A study killed while it trains a round's proposals resumes inside the round and ends with
+    the same runs.csv, byte for byte, as an uninterrupted study."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tree = {**TOY, "fit": {**TOY["fit"], "method": "point"}, "final": {**TOY["final"], "methods": ["random"],
+                                                                      "seeds": [0]}}
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+
+    def start(out):
+        cfg = write_config(tmp_path / f"{out.name}.yaml", {**tree, "out_dir": str(out)})
+        return subprocess.Popen([sys.executable, "-m", "pplaw_jax.cli", "run", str(cfg), "--only", "grid"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    killed = tmp_path / "killed"
+    proc = start(killed)
+    marker = killed / "grid" / "round1" / "runs"
+    deadline = time.time() + 600
+    while not any(marker.glob("*/metrics.jsonl")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the study finished before it could be killed inside round 1"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "grid" / "round1" / "round.json").exists()
+    assert start(killed).wait() == 0
+    whole = tmp_path / "whole"
+    assert start(whole).wait() == 0
+    assert (killed / "grid" / "runs.csv").read_bytes() == (whole / "grid" / "runs.csv").read_bytes()
+    log = (killed / "commands.log").read_text()
+    assert log.count(" propose ") == 1  # the round's proposals were reused, not redrawn
