@@ -56,7 +56,7 @@ from pplaw_jax.law.forms import get_law
 
 FIT_JSON = "fit.json"
 POSTERIOR_NC = "posterior.nc"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: moments, run points, support region, rival comparison
 
 
 def import_arviz():
