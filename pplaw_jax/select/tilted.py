@@ -20,8 +20,14 @@ Reaching a target.  For fixed Gumbel noise (fixed seed) the realised moments are
 moments (weights ``exp(a z + b z^2)``, on at most 20,000 chunks), solves the smooth moments over
 all chunks (least squares) from there, and corrects for the without-replacement sampling by a
 fixed-point loop (the smooth target is moved by the residual between the realised subset and the
-real target); if that does not converge, a compass search on the realised distance finishes.  The best realised subset is kept, so the
-recorded ``mu, sigma`` are always the exact moments of the chosen chunks.  Measured on synthetic
+real target); if that does not converge, a compass search on the realised distance finishes.  The
+best realised subset is kept, so the recorded ``mu, sigma`` are always the exact moments of the
+chosen chunks.  A subset of a few dozen chunks has lumpy moments: for one draw of the Gumbel noise
+no tilt may come close (on a 3,000-chunk synthetic landscape, 14 chunks missed a high-sigma target
+by 0.37 landscape sd for every tilt on a 241 x 121 grid).  So when the first draw misses, up to
+`_REDRAWS` further draws of the noise (derived from the same seed, recorded as ``draw``) are
+searched and the closest subset is kept: still a member of the family, reproducible from
+``(seed, draw, a, b)``.  Measured on synthetic
 landscapes, the family reaches the same ``(mu, sigma)`` region as the two-band family of `dos`
 except for its sharpest edges (the narrowest windows), which need an infinite tilt.
 """
@@ -38,15 +44,16 @@ from pplaw_jax.select.dos import default_weights
 _CORRECTIONS = 10  # fixed-point corrections of the smooth target
 _TOLERANCE = 1e-3  # stop when the realised distance (landscape sd) is below this
 _UNREACHED = 0.05  # warn when the best realised distance exceeds this (landscape sd)
+_REDRAWS = 4  # further draws of the Gumbel noise searched when the first misses the target
 _PROBE_A = np.concatenate([-np.geomspace(0.05, 60.0, 20)[::-1], [0.0], np.geomspace(0.05, 60.0, 20)])
 _PROBE_B = np.concatenate([-np.geomspace(0.05, 100.0, 16), [0.0], np.geomspace(0.01, 30.0, 16)])
 _PROBE_CHUNKS = 20_000
 
 
 class TiltedSampler:
-    """Tilted subsets of one landscape at one budget with one seed's Gumbel noise."""
+    """Tilted subsets of one landscape at one budget with one draw of a seed's Gumbel noise."""
 
-    def __init__(self, values: np.ndarray, n_tokens: np.ndarray, budget: int, seed: int):
+    def __init__(self, values: np.ndarray, n_tokens: np.ndarray, budget: int, seed: int, draw: int = 0):
         if int(budget) < 1:
             raise PplawError(f"token budget must be positive, got {budget}")
         self.values = np.asarray(values, dtype=np.float64)
@@ -57,7 +64,8 @@ class TiltedSampler:
         self.centre = float(self.values.mean())
         self.scale = float(self.values.std()) or 1.0
         self.z = (self.values - self.centre) / self.scale
-        self.gumbel = np.random.default_rng(np.random.SeedSequence([int(seed), 0x7117])).gumbel(size=self.z.size)
+        entropy = [int(seed), 0x7117] + ([int(draw)] if draw else [])
+        self.gumbel = np.random.default_rng(np.random.SeedSequence(entropy)).gumbel(size=self.z.size)
 
     def rows(self, a: float, b: float) -> np.ndarray:
         """Landscape rows of the subset with tilt ``(a, b)``."""
@@ -125,9 +133,33 @@ def tilted_select(values: np.ndarray, n_tokens: np.ndarray, budget: int, target_
                                distance=_distance(everything, target_mu, target_sigma, weights))
         return everything
 
-    s = TiltedSampler(values, n_tokens, budget, seed)
-    goal = np.array([(target_mu - s.centre) / s.scale, target_sigma / s.scale])
-    w_z = np.array(weights) * s.scale**2  # weights in z units
+    best = None
+    for draw in range(_REDRAWS + 1):
+        s = TiltedSampler(values, n_tokens, budget, seed, draw)
+        w_z = np.array(weights) * s.scale**2  # weights in z units
+        tilt, d = _search(s, np.array([(target_mu - s.centre) / s.scale, target_sigma / s.scale]), w_z)
+        if best is None or d < best[2]:
+            best = (s, tilt, d, draw)
+        if best[2] <= _UNREACHED:
+            break
+    s, best_tilt, _, draw = best
+    rows = s.rows(*best_tilt)
+    sel = make_selection(values, n_tokens, rows, budget, messages)
+    distance = _distance(sel, target_mu, target_sigma, weights)
+    reached = distance <= _UNREACHED
+    if not reached:
+        warn(messages, f"tilted: target (mu={target_mu:.4g}, sigma={target_sigma:.4g}) not reached "
+                       f"with {budget} tokens (closest subset: mu={sel.mu:.4g}, sigma={sel.sigma:.4g}, "
+                       f"distance {distance:.3g} landscape sd)")
+    sel.info.update(info, tilt={"a": float(best_tilt[0]), "b": float(best_tilt[1])}, draw=draw,
+                    attainable=bool(reached), distance=distance)
+    return sel
+
+
+def _search(s: TiltedSampler, goal: np.ndarray, w_z: np.ndarray) -> tuple[np.ndarray, float]:
+    """The tilt of `s` whose realised moments are closest to `goal` (z units) and that distance
+    (z units, weighted by `w_z`): probe start, smooth solve with fixed-point corrections, then a
+    compass search if still short."""
 
     def dist(m):
         return float(np.sqrt(w_z[0] * (m[0] - goal[0]) ** 2 + w_z[1] * (m[1] - goal[1]) ** 2))
@@ -147,17 +179,7 @@ def tilted_select(values: np.ndarray, n_tokens: np.ndarray, budget: int, target_
         aim[1] = max(aim[1], 1e-6)
     if best_d >= _TOLERANCE:
         best_tilt, best_d = _pattern_search(s, best_tilt, dist)
-    rows = s.rows(*best_tilt)
-    sel = make_selection(values, n_tokens, rows, budget, messages)
-    distance = _distance(sel, target_mu, target_sigma, weights)
-    reached = distance <= _UNREACHED
-    if not reached:
-        warn(messages, f"tilted: target (mu={target_mu:.4g}, sigma={target_sigma:.4g}) not reached "
-                       f"with {budget} tokens (closest subset: mu={sel.mu:.4g}, sigma={sel.sigma:.4g}, "
-                       f"distance {distance:.3g} landscape sd)")
-    sel.info.update(info, tilt={"a": float(best_tilt[0]), "b": float(best_tilt[1])},
-                    attainable=bool(reached), distance=distance)
-    return sel
+    return best_tilt, best_d
 
 
 def _pattern_search(s: TiltedSampler, tilt, dist, max_evals: int = 300):
