@@ -127,8 +127,18 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _share(flags) -> dict:
+    """A proportion with its 95% Wilson interval."""
+    from pplaw_jax.train.evaluate import wilson_interval
+
+    k, n = int(np.sum(flags)), len(flags)
+    lo, hi = wilson_interval(k, n)
+    return {"p": k / n, "lo": lo, "hi": hi}
+
+
 def summarise_sequential(records: list[dict], noise: float) -> list[dict]:
-    """Per family, method (fixed / sequential) and runs spent: recovery, regret, P(regret < noise)."""
+    """Per family, method (fixed / sequential) and runs spent: recovery, regret, P(regret < noise),
+    proportions with 95% Wilson intervals over replicates."""
     cells = {}
     for r in records:
         if "sequential" not in r:
@@ -139,21 +149,58 @@ def summarise_sequential(records: list[dict], noise: float) -> list[dict]:
     out = []
     for (family, method, runs), steps in sorted(cells.items()):
         out.append({"family": family, "method": method, "runs": runs, "n": len(steps),
-                    "recovered": float(np.mean([s["recovered"] for s in steps])),
+                    "recovered": _share([s["recovered"] for s in steps]),
                     "regret_opt_median": float(np.median([s["regret_opt"] for s in steps])),
-                    "regret_below_noise": float(np.mean([s["regret_opt"] < noise for s in steps])),
-                    "refused": float(np.mean([s["refused"] for s in steps])),
-                    "not_worse_than_random": float(np.mean([s["regret_random"] <= noise for s in steps]))})
+                    "regret_below_noise": _share([s["regret_opt"] < noise for s in steps]),
+                    "refused": _share([s["refused"] for s in steps]),
+                    "not_worse_than_random": _share([s["regret_random"] <= noise for s in steps])})
     return out
 
 
-def markdown_sequential(rows: list[dict]) -> str:
+def paired_sequential(records: list[dict], noise: float, n_boot: int = 4000) -> list[dict]:
+    """Sequential minus fixed at equal runs spent, paired by replicate (same truth and initial
+    design): mean difference of regret vs best and of the indicator regret < noise, each with a
+    90% bootstrap interval over replicates."""
+    cells = {}
+    for r in records:
+        if "sequential" not in r:
+            continue
+        fixed = {s["runs"]: s for s in r["fixed"]["trace"]}
+        for s in r["sequential"]["trace"]:
+            if s["runs"] in fixed:
+                f = fixed[s["runs"]]
+                cells.setdefault((r["family"], s["runs"]), []).append(
+                    (s["regret_opt"] - f["regret_opt"], float(s["regret_opt"] < noise) - float(f["regret_opt"] < noise)))
+    rng = np.random.default_rng(0)
+    out = []
+    for (family, runs), pairs in sorted(cells.items()):
+        d = np.array(pairs)
+        boot = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(axis=1)
+        lo, hi = np.quantile(boot, [0.05, 0.95], axis=0)
+        out.append({"family": family, "runs": runs, "n": len(d),
+                    "regret_diff": float(d[:, 0].mean()), "regret_diff_ci90": [float(lo[0]), float(hi[0])],
+                    "below_noise_diff": float(d[:, 1].mean()), "below_noise_diff_ci90": [float(lo[1]), float(hi[1])]})
+    return out
+
+
+def _fmt_share(x: dict) -> str:
+    return f"{x['p']:.2f} [{x['lo']:.2f}, {x['hi']:.2f}]"
+
+
+def markdown_sequential(rows: list[dict], paired: list[dict]) -> str:
     lines = ["| family | method | runs | n | recovered | regret vs best (median) | regret < noise sd | "
              "refused | not worse than random by > noise |", "|" + "---|" * 9]
     for r in rows:
-        lines.append(f"| {r['family']} | {r['method']} | {r['runs']} | {r['n']} | {r['recovered']:.2f} | "
-                     f"{r['regret_opt_median']:.4f} | {r['regret_below_noise']:.2f} | {r['refused']:.2f} | "
-                     f"{r['not_worse_than_random']:.2f} |")
+        lines.append(f"| {r['family']} | {r['method']} | {r['runs']} | {r['n']} | {_fmt_share(r['recovered'])} | "
+                     f"{r['regret_opt_median']:.4f} | {_fmt_share(r['regret_below_noise'])} | "
+                     f"{_fmt_share(r['refused'])} | {_fmt_share(r['not_worse_than_random'])} |")
+    lines += ["", "Sequential minus fixed at equal runs, paired by replicate (90% bootstrap intervals):", "",
+              "| family | runs | n | regret difference | regret < noise: difference in share |", "|" + "---|" * 5]
+    for r in paired:
+        lo, hi = r["regret_diff_ci90"]
+        blo, bhi = r["below_noise_diff_ci90"]
+        lines.append(f"| {r['family']} | {r['runs']} | {r['n']} | {r['regret_diff']:+.4f} [{lo:+.4f}, {hi:+.4f}] | "
+                     f"{r['below_noise_diff']:+.2f} [{blo:+.2f}, {bhi:+.2f}] |")
     return "\n".join(lines)
 
 
@@ -199,11 +246,12 @@ def main() -> None:
     errors = [r for r in records if "error" in r]
     tables = {kind: summarise(records, args.noise, kind) for kind in ("point", "posterior")}
     tables["sequential"] = summarise_sequential(records, args.noise)
+    tables["sequential_paired"] = paired_sequential(records, args.noise)
     out.write_text(json.dumps({"args": vars(args), "wall_s": time.perf_counter() - t0, "tables": tables,
                                "records": records}, indent=1, default=str))
     if tables["sequential"]:
         print(f"\n### fixed designs vs the sequential loop (noise sd {args.noise}, depth {args.depth})\n")
-        print(markdown_sequential(tables["sequential"]))
+        print(markdown_sequential(tables["sequential"], tables["sequential_paired"]))
     for kind in ("point", "posterior"):
         rows = tables[kind]
         if rows:

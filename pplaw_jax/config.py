@@ -81,7 +81,8 @@ class GridConfig:
     perplexity-quantile window x budget (the paper's grid).  Then up to `rounds` rounds: fit ->
     `pplaw propose` (`per_round` runs by `acquisition`, inside the runs' hull widened by
     `explore_margin`) -> train, plus one re-drawn random subset at the final budget as a control,
-    stopping early when the proposal's stopping rule says the optimum is located.  `metric` is the
+    stopping early when the proposal's stopping rule says the optimum is located (``stop_early:
+    false`` spends every round regardless, for a fixed run budget).  `metric` is the
     eval.json figure the law is fitted on (``domain_loss``, or ``target_loss`` with
     ``data.target_eval``).
     """
@@ -97,6 +98,7 @@ class GridConfig:
     acquisition: str = "thompson"
     explore_margin: float = 0.25
     stop_probability: float = 0.9
+    stop_early: bool = True
     metric: str = "domain_loss"
 
 

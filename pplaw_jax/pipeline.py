@@ -244,7 +244,7 @@ class Study:
             if not done.exists():
                 self._sequential_round(r, round_csv)
             round_csv = grid / f"round{r}" / "runs.csv"
-            if json.loads(done.read_text())["located"]:
+            if g.stop_early and json.loads(done.read_text())["located"]:
                 break
         runs = pd.read_csv(round_csv, dtype={"group": str})
         atomic_write(self.runs_csv, lambda tmp: runs.to_csv(tmp, index=False))
@@ -269,8 +269,9 @@ class Study:
                     **{k: ev[k] for k in ("mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl")})
 
     def _sequential_round(self, r: int, prev_csv: Path) -> None:
-        """Round `r`: fit the runs so far, propose the next runs and, unless the optimum is located,
-        train them and a re-drawn random control at the final budget; `round.json` marks it done."""
+        """Round `r`: fit the runs so far, propose the next runs and, unless the optimum is located
+        (and ``grid.stop_early``), train them and a re-drawn random control at the final budget;
+        `round.json` marks it done."""
         import pandas as pd
 
         g, f = self.cfg.grid, self.cfg.fit
@@ -287,7 +288,7 @@ class Study:
                        "--seed", self.cfg.seed + 1000 * r, "--stop-probability", g.stop_probability)
         stop = json.loads((prop / "propose.json").read_text())["stopping"]
         runs = pd.read_csv(prev_csv, dtype={"group": str})
-        if not stop["located"]:
+        if not (stop["located"] and g.stop_early):
             new = self._train_manifest(prop, rdir / "runs", r)
             control = rdir / "control"
             if not (control / "summary.json").exists():

@@ -25,7 +25,7 @@ TOY = {
     "landscape": {"seq_len": 64, "batch_size": 16},
     "train": {"seq_len": 64, "batch_size": 8},
     "grid": {"kind": "design", "budgets": ["5e2", "2e3", "8e3"], "n": 10, "centre": 2, "rounds": 1,
-             "per_round": 2, "stop_probability": 1.0},
+             "per_round": 2, "stop_early": False},
     "fit": {"method": "both", "bootstrap": 40, "chains": 2, "warmup": 100, "samples": 100,
             "allow_unconverged": True},
     "final": {"budget": "2e3", "methods": ["dos-posterior", "dos-point", "random"], "seeds": [0, 1],
@@ -78,7 +78,7 @@ def test_whole_study_end_to_end_and_cached_rerun(tmp_path, capsys):
     # one sequential round: a fit of the 10 runs, up to 2 proposals and a random control at the final budget
     round1 = json.loads((out / "grid" / "round1" / "round.json").read_text())
     proposals = json.loads((out / "grid" / "round1" / "proposals" / "propose.json").read_text())
-    assert not round1["located"] and 1 <= proposals["n_proposed"] <= 2
+    assert round1["stopping"] == proposals["stopping"] and 1 <= proposals["n_proposed"] <= 2
     new = runs[runs["round"] == 1]
     assert len(new) == proposals["n_proposed"] + 1 and "control1" in set(new.group)
     assert (new.tokens <= 2000).all() and len(runs) == round1["n_runs"]

@@ -64,7 +64,7 @@ class FitOptions:
     plots: bool = True
     compare: bool = True  # the rival laws' validation (fit.json comparison)
     allow_unconverged: bool = False
-    log: object = field(default=sys.stderr, repr=False)
+    log: object = field(default=None, repr=False)  # progress stream; None = sys.stderr at fit time
 
 
 def _feasible(runs: Runs, opts: FitOptions) -> tuple[SupportRegion, FeasibleGrid]:
@@ -103,7 +103,7 @@ def fit_to_dir(runs_path, out_dir, opts: FitOptions) -> dict:
     """Fit, write FITDIR, and return the fit.json content (raises NotConverged / PplawError)."""
     from pplaw_jax.law.bayes import Priors, SamplerConfig
 
-    say = _Log(opts.log)
+    say = _Log(opts.log if opts.log is not None else sys.stderr)
     if opts.method not in ("point", "bayes", "both"):
         raise PplawError(f"--method {opts.method!r}: expected point, bayes or both")
     form = get_law(opts.law)
