@@ -1,6 +1,7 @@
 """`pplaw run`: configuration handling, and the whole study end to end at toy size."""
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -60,10 +61,18 @@ def test_config_errors_name_the_key(tmp_path, override, message):
         load_config(cfg_path, [override])
 
 
-def test_whole_study_end_to_end_and_cached_rerun(tmp_path, capsys):
-    out = tmp_path / "study"
-    cfg_path = write_config(tmp_path / "toy.yaml", {**TOY, "out_dir": str(out)})
-    assert main(["run", str(cfg_path)]) == 0, capsys.readouterr().err
+@pytest.fixture(scope="module")
+def toy_study(tmp_path_factory):
+    """The toy study run once for this module: its config path and output directory."""
+    root = tmp_path_factory.mktemp("toy")
+    out = root / "study"
+    cfg_path = write_config(root / "toy.yaml", {**TOY, "out_dir": str(out)})
+    assert main(["run", str(cfg_path)]) == 0
+    return cfg_path, out
+
+
+def test_whole_study_end_to_end_and_cached_rerun(toy_study, capsys):
+    cfg_path, out = toy_study
 
     runs = pd.read_csv(out / "grid" / "runs.csv", dtype={"group": str})
     moments = ["mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl"]
@@ -109,9 +118,14 @@ def test_whole_study_end_to_end_and_cached_rerun(tmp_path, capsys):
     assert "different configuration" in capsys.readouterr().err
 
 
-def test_a_refused_selection_is_reported_and_not_trained(tmp_path, capsys):
+def test_a_refused_selection_is_reported_and_not_trained(toy_study, tmp_path, capsys):
     """The study stops the law-guided method cleanly when its fit has no interior optimum."""
     out = tmp_path / "study"
+    # the toy study's data, base model, landscape and initial design runs are this study's too
+    # (same seed and settings), so they are copied rather than recomputed
+    done = toy_study[1]
+    for part in ("data", "base", "landscape", "grid/selections", "grid/runs"):
+        shutil.copytree(done / part, out / part)
     tree = {**TOY, "out_dir": str(out),
             "grid": {**TOY["grid"], "rounds": 0},
             "fit": {**TOY["fit"], "method": "point"},
@@ -126,6 +140,8 @@ def test_a_refused_selection_is_reported_and_not_trained(tmp_path, capsys):
     assert not (out / "final" / "dos-point").exists() and (out / "final" / "random" / "seed0" / "eval.json").exists()
     report = (out / "report.md").read_text()
     assert "`dos-point` was refused" in report and "recommendation for this budget is random" in report
+    log = (out / "commands.log").read_text()
+    assert "pplaw score" not in log and "--model scratch:" not in log  # the copied stages were reused
 
 
 @pytest.mark.slow
