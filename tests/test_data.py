@@ -130,6 +130,19 @@ def test_bad_jsonl_names_file_and_line(tmp_path, content, message):
         list(iter_documents(str(tmp_path / "bad.jsonl")))
 
 
+def test_repeated_ids_are_refused_naming_both_lines(tmp_path):
+    # a repeated id would make a selection of the second document train on the first one's chunks
+    write_jsonl(tmp_path / "a.jsonl", [{"id": "x", "text": "one"}, {"id": 2, "text": "two"}])
+    write_jsonl(tmp_path / "b.jsonl", [{"id": "y", "text": "three"}, {"id": "2", "text": "four"}])
+    for host in (0, 1):  # every host sees the repeat, whichever shard holds it
+        with pytest.raises(PplawError, match=r"b\.jsonl:2: document id '2' repeats a\.jsonl:2"):
+            list(iter_documents(str(tmp_path), process_index=host, process_count=2))
+    # without the id field the FILE:LINE ids are unique by construction
+    assert len(list(iter_documents(str(tmp_path), id_field="no_such_field"))) == 4
+    # max_docs stops before the repeat: nothing to refuse
+    assert len(list(iter_documents(str(tmp_path), max_docs=3))) == 3
+
+
 def test_bad_files(tmp_path):
     with pytest.raises(PplawError, match="no such file or directory"):
         iter_documents(str(tmp_path / "missing.jsonl"))

@@ -367,7 +367,14 @@ def test_bad_input_exits_nonzero_without_summary(tiny_llama, tmp_path, capsys):
     assert run_cli("--model", str(model_dir), "--data", str(corpus), "--out", str(tmp_path / "o4"),
                    "--batch-size", "6", "--mesh", "data=4,fsdp=2") == 2
     assert "not a multiple of the data x fsdp mesh size 8" in capsys.readouterr().err
-    for o in ("o2", "o3", "o4"):
+    assert run_cli("--model", str(model_dir), "--data", str(corpus), "--out", str(tmp_path / "o5"),
+                   "--batch-size", "0") == 2  # not silently the default
+    assert "--batch-size must be >= 1, got 0" in capsys.readouterr().err
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"id": "e", "text": ""}\n{"id": "f", "text": ""}\n')
+    assert run_cli("--model", str(model_dir), "--data", str(empty), "--out", str(tmp_path / "o6"), "--seq-len", "24") == 2
+    assert "empty.jsonl: no scorable text (2 documents" in capsys.readouterr().err
+    for o in ("o2", "o3", "o4", "o5", "o6"):
         assert not (tmp_path / o / "summary.json").exists()
 
 

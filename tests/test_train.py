@@ -245,6 +245,8 @@ def test_cpt_on_selection_exports_an_hf_model(files, tmp_path):
         (["--seq-len", "65"], "exceeds the model's max_position_embeddings 64"),
         (["--batch-size", "6", "--mesh", "data=4,fsdp=2"], "--batch-size 6 is not a multiple of the data x fsdp mesh size 8"),
         (["--batch-size", "4000000"], "needs roughly .* GiB per device"),
+        (["--lr", "nan"], "--lr must be a positive finite number, got nan"),
+        (["--warmup", "inf"], "--warmup must be a finite number >= 0, got inf"),
         (["--steps", "5", "--tokens", "100"], None),  # argparse: mutually exclusive
     ],
 )

@@ -61,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
     # never wait for each other and may run different numbers of batches.
     mesh = make_mesh(args.mesh, devices=jax.local_devices())
     dp = data_parallel_size(mesh)
-    batch_size = args.batch_size or -(-DEFAULT_BATCH_ROWS // dp) * dp
+    if args.batch_size is not None and args.batch_size < 1:
+        raise PplawError(f"--batch-size must be >= 1, got {args.batch_size}")
+    batch_size = args.batch_size if args.batch_size is not None else -(-DEFAULT_BATCH_ROWS // dp) * dp
     if batch_size % dp:
         raise PplawError(f"--batch-size {batch_size} is not a multiple of the data x fsdp mesh size {dp} ({args.mesh})")
     loaded = load_model(args.model, dtype=args.dtype)

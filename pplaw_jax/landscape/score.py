@@ -341,7 +341,8 @@ def _wait_for_hosts(out_dir: str | os.PathLike, process_count: int) -> None:
 
 
 def write_summary(out_dir: str | os.PathLike, process_count: int, info: Mapping[str, Any]) -> dict[str, Any]:
-    """Aggregate all hosts' completed parts into ``histogram.png`` and then ``summary.json``.
+    """Aggregate all hosts' completed parts into ``histogram.png`` and then ``summary.json``;
+    PplawError when the parts hold no chunk at all (an empty corpus is an error, not a landscape).
 
     ``wall_time_s`` is the scoring time of the slowest host (sum of its parts' times, over all
     attempts; model loading and compilation outside parts excluded), and ``tokens_per_s`` the
@@ -362,6 +363,10 @@ def write_summary(out_dir: str | os.PathLike, process_count: int, info: Mapping[
         ppl, sum_nll, n_tokens = (table[c].to_numpy() for c in ("ppl", "sum_nll", "n_tokens"))
     else:
         ppl = sum_nll = n_tokens = np.zeros(0)
+    if ppl.size == 0:  # empty is not complete: no summary, so nothing downstream reads it as a landscape
+        n_docs = sum(host["docs"] for host in hosts)
+        raise PplawError(f"{info.get('data', out_dir)}: no scorable text ({n_docs} documents, none with a "
+                         "token to score); nothing was written as a landscape")
     wall = max(host["seconds"] for host in hosts)
     tokens = sum(host["tokens"] for host in hosts)
     summary = {

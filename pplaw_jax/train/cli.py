@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 
@@ -68,8 +69,10 @@ def _check_args(args) -> None:
     for name in ("seq_len", "batch_size", "save_every", "keep"):
         if getattr(args, name) < (2 if name == "seq_len" else 1):
             raise PplawError(f"--{name.replace('_', '-')} is too small: {getattr(args, name)}")
-    if args.lr <= 0:
-        raise PplawError(f"--lr must be positive, got {args.lr}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise PplawError(f"--lr must be a positive finite number, got {args.lr}")
+    if not (math.isfinite(args.warmup) and args.warmup >= 0):
+        raise PplawError(f"--warmup must be a finite number >= 0, got {args.warmup}")
     if args.eval_every < 0:
         raise PplawError(f"--eval-every must be >= 0, got {args.eval_every}")
     if args.eval_batch_size is not None and args.eval_batch_size < 1:
