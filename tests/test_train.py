@@ -194,7 +194,7 @@ def _torch_mean_loss(model, hf_tokenizer, texts, seq_len, start_id):
     return total / count
 
 
-def test_cpt_on_selection_exports_an_hf_model(files, tmp_path):
+def test_cpt_on_selection_exports_an_hf_model(files, tmp_path, capsys):
     d, texts, tokenizer = files
     rows = []
     for i, t in enumerate(texts["train"]):
@@ -219,6 +219,11 @@ def test_cpt_on_selection_exports_an_hf_model(files, tmp_path):
     assert summary["tokens"] == sum(r[2] for r in rows) and summary["sequences"] == len(rows)
     assert summary["steps"] == -(-len(rows) // 4)  # default: one epoch
     assert summary["trained_tokens"] == summary["tokens"]
+    # a finished run answers "nothing to do" only for its own arguments
+    capsys.readouterr()
+    assert main(args) == 0 and "nothing to do" in capsys.readouterr().out
+    assert main([*args, "--lr", "5e-3"]) == 2
+    assert "holds a different run (lr: 0.01 -> 0.005)" in capsys.readouterr().err
 
     # transformers loads RUN/hf; its logits equal our loaded export's, and its test loss is eval.json's.
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(out / "hf", dtype=torch.float32).eval()

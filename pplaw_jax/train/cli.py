@@ -79,16 +79,19 @@ def _check_args(args) -> None:
         raise PplawError(f"--eval-batch-size must be >= 1, got {args.eval_batch_size}")
 
 
-def _check_run_identity(run_dir: Path, identity: dict) -> None:
-    """Record the trajectory-defining settings, or refuse to resume a run made with others."""
+def _check_run_identity(run_dir: Path, identity: dict, partial: bool = False) -> None:
+    """Record the trajectory-defining settings, or refuse to resume a run made with others.
+    With `partial`, compare only the keys of `identity` (the ones known before loading anything)
+    that the record has, and never write."""
     path = run_dir / "run.json"
     if path.exists():
         old = json.loads(path.read_text())
-        diff = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+        keys = set(identity) & set(old) if partial else set(old) | set(identity)
+        diff = sorted(k for k in keys if old.get(k) != identity.get(k))
         if diff:
             changes = "; ".join(f"{k}: {old.get(k)!r} -> {identity.get(k)!r}" for k in diff)
             raise PplawError(f"{run_dir} holds a different run ({changes}); use a new --out")
-    else:
+    elif not partial:
         write_json(path, identity)
 
 
@@ -107,17 +110,34 @@ def run(args: argparse.Namespace) -> int:
     from pplaw_jax.train.scratch import load_for_training
 
     run_dir = Path(args.out)
+    _check_args(args)
+    selection = read_selection(args.selection) if args.selection else None
+    model_id = {"model": _canonical(args.model), "tokenizer": _canonical(args.tokenizer)}
+    read = {"text_field": args.text_field, "id_field": args.id_field}
+    train_key = dict(
+        **model_id,
+        data=_canonical(args.data),
+        selection=file_digest(selection.path) if selection else None,
+        seq_len=args.seq_len,
+        max_docs=args.max_docs,
+        **read,
+    )
+    settings_key = dict(
+        requested_steps=args.steps, requested_tokens=args.tokens, warmup=args.warmup, batch_size=args.batch_size,
+        lr=args.lr, min_lr_ratio=args.min_lr_ratio, schedule=args.schedule, weight_decay=args.weight_decay,
+        clip_norm=args.clip_norm, seed=args.seed, dtype=args.dtype,
+    )
     if (run_dir / "eval.json").exists():
+        # compared before declaring "nothing to do": a finished run answers only for its own arguments
+        _check_run_identity(run_dir, {**train_key, **settings_key}, partial=True)
         print(f"pplaw train: {run_dir} is complete (eval.json exists); nothing to do")
         return 0
-    _check_args(args)
     mesh = make_mesh(args.mesh)
     dp = data_parallel_size(mesh)
     eval_batch_size = args.eval_batch_size or args.batch_size
     for flag, size in (("--batch-size", args.batch_size), ("--eval-batch-size", eval_batch_size)):
         if size % dp:
             raise PplawError(f"{flag} {size} is not a multiple of the data x fsdp mesh size {dp} (--mesh {args.mesh})")
-    selection = read_selection(args.selection) if args.selection else None
 
     loaded = load_for_training(args.model, tokenizer_dir=args.tokenizer, dtype=args.dtype, seed=args.seed, remat=args.remat)
     config, tokenizer = loaded.config, loaded.tokenizer
@@ -134,16 +154,6 @@ def run(args: argparse.Namespace) -> int:
         remat=args.remat,
     )
 
-    model_id = {"model": _canonical(args.model), "tokenizer": _canonical(args.tokenizer)}
-    read = {"text_field": args.text_field, "id_field": args.id_field}
-    train_key = dict(
-        **model_id,
-        data=_canonical(args.data),
-        selection=file_digest(selection.path) if selection else None,
-        seq_len=args.seq_len,
-        max_docs=args.max_docs,
-        **read,
-    )
     cache_dir = run_dir / "data" / f"host{jax.process_index():03d}"
     run_dir.mkdir(parents=True, exist_ok=True)
     train = cached_sequences(
@@ -177,19 +187,7 @@ def run(args: argparse.Namespace) -> int:
     tx = make_optimizer(schedule, weight_decay=args.weight_decay, clip_norm=args.clip_norm)
     _check_run_identity(
         run_dir,
-        dict(
-            **train_key,
-            steps=num_steps,
-            warmup_steps=num_warmup,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            min_lr_ratio=args.min_lr_ratio,
-            schedule=args.schedule,
-            weight_decay=args.weight_decay,
-            clip_norm=args.clip_norm,
-            seed=args.seed,
-            dtype=args.dtype,
-        ),
+        dict(**train_key, **settings_key, steps=num_steps, warmup_steps=num_warmup),
     )
 
     trainer = Trainer(loaded.model, mesh, tx)
