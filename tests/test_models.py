@@ -354,3 +354,29 @@ def test_special_ids_from_config_when_tokenizer_has_none(tokenizer, tmp_path):
     loaded = load_model(str(tmp_path))
     assert loaded.tokenizer.bos_id is None
     assert loaded.tokenizer.doc_start_id == loaded.tokenizer.eos_id == 7
+
+
+def test_a_tokenizer_with_custom_code_is_refused_without_prompting_or_running_it(tmp_path, monkeypatch):
+    """An `auto_map` in tokenizer_config.json made transformers ask an interactive user to run the
+    checkpoint's code; pplaw passes trust_remote_code=False: no prompt, no code run, one-line error."""
+    import builtins
+    import json
+
+    from pplaw_jax.errors import PplawError
+    from pplaw_jax.models.tokenizer import Tokenizer, train_bpe_tokenizer
+
+    d = tmp_path / "tok"
+    d.mkdir()
+    train_bpe_tokenizer(["hello world"] * 20 + ["some more text here"] * 20, 300).save(d)
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    cfg.update(auto_map={"AutoTokenizer": [None, "evil.EvilTokenizerFast"]}, tokenizer_class="EvilTokenizerFast")
+    (d / "tokenizer_config.json").write_text(json.dumps(cfg))
+    (d / "evil.py").write_text("import pathlib\npathlib.Path(__file__).with_name('EXECUTED').write_text('x')\n"
+                               "from transformers import PreTrainedTokenizerFast\n"
+                               "class EvilTokenizerFast(PreTrainedTokenizerFast):\n    pass\n")
+    prompts = []
+    monkeypatch.setattr(builtins, "input", lambda prompt="": prompts.append(prompt) or "y")
+    with pytest.raises(PplawError, match=r"tokenizer_config\.json: names custom tokenizer code \(auto_map\)") as err:
+        Tokenizer.load(d)
+    assert "\n" not in str(err.value)
+    assert prompts == [] and not (d / "EXECUTED").exists()

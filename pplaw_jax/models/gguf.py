@@ -165,7 +165,8 @@ def load_gguf_tokenizer(path: str | os.PathLike):
 
     path = Path(path)
     try:
-        hf = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
+        hf = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True,
+                                           trust_remote_code=False)
     except Exception as e:  # transformers raises many types for unusable metadata
         raise PplawError(f"{path}: cannot build the tokenizer from GGUF metadata: {e}") from e
     return Tokenizer(hf)

@@ -109,10 +109,14 @@ class Tokenizer:
             raise PplawError(f"{directory}: no tokenizer files (expected one of {', '.join(names)})")
         from transformers import AutoTokenizer
 
-        try:
-            return cls(AutoTokenizer.from_pretrained(str(directory), local_files_only=True))
+        try:  # never the checkpoint's own code: an `auto_map` would otherwise prompt or run it
+            return cls(AutoTokenizer.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False))
         except Exception as e:  # transformers raises many types for unreadable tokenizer files
-            raise PplawError(f"{directory}: cannot load the tokenizer: {e}") from e
+            config = directory / "tokenizer_config.json"
+            if config.exists() and '"auto_map"' in config.read_text(errors="replace"):
+                raise PplawError(f"{config}: names custom tokenizer code (auto_map), which pplaw never runs "
+                                 "(trust_remote_code=False); use a checkpoint with a standard tokenizer class") from e
+            raise PplawError(f"{directory}: cannot load the tokenizer: {' '.join(str(e).split())}") from e
 
 
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
