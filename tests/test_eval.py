@@ -116,6 +116,14 @@ def test_bad_task_lines_name_file_and_line(tmp_path, line, message):
         read_tasks(path)
 
 
+def test_non_utf8_task_line_is_named(tmp_path):
+    path = tmp_path / "tasks.jsonl"
+    good = json.dumps({"question": "q", "choices": ["a", "b"], "answer": 1}).encode()
+    path.write_bytes(good + b"\n" + b'{"question": "caf\xe9"}\n')
+    with pytest.raises(PplawError, match=r"tasks.jsonl:2: not valid UTF-8"):
+        read_tasks(path)
+
+
 def test_bad_task_file_through_the_cli(tmp_path, capsys):
     path = tmp_path / "tasks.jsonl"
     path.write_text('{"question": "q", "choices": ["a", "b"], "answer": 5}\n')

@@ -92,6 +92,13 @@ def test_predict_cli_points_and_flags(fitted, tmp_path, capsys):
     assert len(pred) == 2 and (pred.ci_hi > pred.ci_lo).all()
     assert main(["predict", "--fit", str(root / "fit"), "--mu", "20", "--tokens", "1e8"]) == 2
     assert "--sigma" in capsys.readouterr().err
+    for name, content, message in [("empty.csv", b"", "empty points file"),
+                                   ("header.csv", b"mu,sigma,tokens\n", "no points"),
+                                   ("latin1.csv", b"mu,sigma,tokens\n1,2,caf\xe9\n", "not a readable UTF-8 CSV")]:
+        (tmp_path / name).write_bytes(content)
+        assert main(["predict", "--fit", str(root / "fit"), "--points", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert f"{name}: {message}" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_point_only_fit_and_bootstrap_intervals(tmp_path, capsys):

@@ -40,7 +40,14 @@ def _points(args, law: str):
         path = Path(args.points)
         if not path.exists():
             raise PplawError(f"{path}: points file not found")
-        frame = pd.read_csv(path)
+        try:
+            frame = pd.read_csv(path)
+        except pd.errors.EmptyDataError:
+            raise PplawError(f"{path}: empty points file (expected a header with mu, sigma, tokens)") from None
+        except (UnicodeDecodeError, pd.errors.ParserError) as e:
+            raise PplawError(f"{path}: not a readable UTF-8 CSV ({' '.join(str(e).split())})") from None
+        if frame.empty:
+            raise PplawError(f"{path}: no points (a header but no rows)")
         missing = [c for c in needed if c not in frame.columns]
         if missing:
             raise PplawError(f"{path}: missing column(s) {', '.join(missing)}")

@@ -43,34 +43,38 @@ def read_tasks(path: str | os.PathLike, max_examples: int | None = None) -> list
     """Parse a task JSONL file; PplawError naming `file:line` for any malformed row."""
     tasks = []
     try:
-        f = open(path, encoding="utf-8")
+        with open(path, "rb") as f:
+            raw_lines = f.read().splitlines()
     except OSError as e:
         raise PplawError(f"{path}: cannot read task file ({e.strerror})") from e
-    with f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PplawError(f"{where}: not valid JSON ({e.msg})") from e
-            if not isinstance(row, dict):
-                raise PplawError(f"{where}: expected a JSON object")
-            question, choices, answer = row.get("question"), row.get("choices"), row.get("answer")
-            context = row.get("context")
-            if not isinstance(question, str):
-                raise PplawError(f"{where}: 'question' must be a string")
-            if context is not None and not isinstance(context, str):
-                raise PplawError(f"{where}: 'context' must be a string when present")
-            if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
-                raise PplawError(f"{where}: 'choices' must be a list of at least 2 non-empty strings")
-            if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(choices):
-                raise PplawError(f"{where}: 'answer' must be an integer index into 'choices' (0..{len(choices) - 1})")
-            prompt = f"{context}\n\n{question}" if context else question
-            tasks.append(Task(prompt, tuple(choices), answer, lineno))
-            if max_examples is not None and len(tasks) >= max_examples:
-                break
+    for lineno, raw in enumerate(raw_lines, 1):
+        where = f"{path}:{lineno}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PplawError(f"{where}: not valid UTF-8") from None
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise PplawError(f"{where}: not valid JSON ({e.msg})") from e
+        if not isinstance(row, dict):
+            raise PplawError(f"{where}: expected a JSON object")
+        question, choices, answer = row.get("question"), row.get("choices"), row.get("answer")
+        context = row.get("context")
+        if not isinstance(question, str):
+            raise PplawError(f"{where}: 'question' must be a string")
+        if context is not None and not isinstance(context, str):
+            raise PplawError(f"{where}: 'context' must be a string when present")
+        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
+            raise PplawError(f"{where}: 'choices' must be a list of at least 2 non-empty strings")
+        if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(choices):
+            raise PplawError(f"{where}: 'answer' must be an integer index into 'choices' (0..{len(choices) - 1})")
+        prompt = f"{context}\n\n{question}" if context else question
+        tasks.append(Task(prompt, tuple(choices), answer, lineno))
+        if max_examples is not None and len(tasks) >= max_examples:
+            break
     if not tasks:
         raise PplawError(f"{path}: no tasks")
     return tasks
