@@ -56,6 +56,26 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
         raise
 
 
+def staging_dir(final: str | os.PathLike) -> Path:
+    """A new empty directory beside `final` (``.NAME.tmp-<random>``) to fill and then rename onto it.
+
+    ``tempfile.mkdtemp`` makes it 0700; it gets ``0777 & ~umask`` like a plain ``mkdir``, so the
+    published directory is readable by the other hosts and users (see `publish_modes` for files).
+    """
+    final = Path(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    return tmp
+
+
+def publish_modes(directory: str | os.PathLike) -> None:
+    """Give every file below `directory` ``0666 & ~umask`` (some writers, e.g. safetensors'
+    ``save_file``, create 0600 files), so an export follows the umask like every other output."""
+    for root, _, files in os.walk(directory):
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~_UMASK)
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Atomically write `data` to `path`."""
     atomic_write(path, lambda tmp: tmp.write_bytes(data))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import stat
 
 import jax
 import jax.numpy as jnp
@@ -192,6 +193,11 @@ def test_save_hf_checkpoint_round_trip(tokenizer, tmp_path):
         save_hf_checkpoint(model, config, tokenizer, out)
         save_hf_checkpoint(model, config, tokenizer, out)  # replacing a previous export
         assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
+        # the export follows the umask like every other output (mkdtemp and safetensors make 0700 / 0600)
+        from pplaw_jax.fileio import _UMASK
+
+        assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~_UMASK
+        assert {stat.S_IMODE(f.stat().st_mode) for f in out.iterdir()} == {0o666 & ~_UMASK}
         names = set(load_file(str(out / "model.safetensors")))
         assert ("lm_head.weight" in names) == (not config.tie_word_embeddings)
 

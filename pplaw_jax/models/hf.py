@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import struct
-import tempfile
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -19,6 +18,7 @@ import ml_dtypes
 import numpy as np
 
 from pplaw_jax.errors import PplawError
+from pplaw_jax.fileio import publish_modes, staging_dir
 from pplaw_jax.models.config import ModelConfig
 from pplaw_jax.models.llama import LlamaForCausalLM, flat_params, model_from_params
 
@@ -162,7 +162,7 @@ def save_hf_checkpoint(model: LlamaForCausalLM, config: ModelConfig, tokenizer, 
         if array.dtype not in (np.float32, np.float16):
             array = array.astype(np.float32)
         tensors[name] = np.ascontiguousarray(array.T if transpose else array)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = staging_dir(out_dir)
     try:
         hf_config = config.to_hf()
         hf_config["dtype"] = "float16" if all(t.dtype == np.float16 for t in tensors.values()) else "float32"
@@ -170,6 +170,7 @@ def save_hf_checkpoint(model: LlamaForCausalLM, config: ModelConfig, tokenizer, 
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save(tmp)
+        publish_modes(tmp)
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
             os.rename(out_dir, old)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from pplaw_jax.errors import PplawError
+from pplaw_jax.fileio import publish_modes, staging_dir
 
 SCRATCH_PREFIX = "scratch:"
 
@@ -71,9 +71,10 @@ def train_tokenizer(
     if out.exists():
         raise PplawError(f"{out}: already exists; refusing to overwrite a tokenizer")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = staging_dir(out)
     try:
         tokenizer.save(tmp)
+        publish_modes(tmp)
         os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
