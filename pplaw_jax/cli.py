@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from pplaw_jax.errors import PplawError
+from pplaw_jax.fileio import check_output_path
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
@@ -23,6 +24,8 @@ COMMANDS = {
     "eval": ("pplaw_jax.train.eval_cli", "multiple-choice downstream evaluation"),
     "run": ("pplaw_jax.pipeline", "run the whole study from a YAML config"),
 }
+
+FILE_OUTPUTS = {"eval", "predict"}  # subcommands whose --out is a file, not a directory
 
 
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | None]:
@@ -46,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "out", None) is not None:  # an output that cannot be written fails first
+            check_output_path(args.out, "file" if args.command in FILE_OUTPUTS else "dir")
         return int(module.run(args) or 0)
     except PplawError as e:
         print(f"pplaw {args.command}: error: {e}", file=sys.stderr)

@@ -76,6 +76,30 @@ def publish_modes(directory: str | os.PathLike) -> None:
             os.chmod(os.path.join(root, name), 0o666 & ~_UMASK)
 
 
+def check_output_path(path: str | os.PathLike, kind: str) -> None:
+    """Fail fast (before any expensive work) when `path` cannot become the output: `kind` is
+    ``"dir"`` (an output directory: may exist, as a directory) or ``"file"`` (an output file: must
+    not be a directory); the nearest existing ancestor must be a writable directory.  Object-store
+    URLs (``scheme://``) are not checked here.  Raises PplawError naming the path."""
+    from pplaw_jax.errors import PplawError
+
+    text = os.fspath(path)
+    if "://" in text:
+        return
+    p = Path(text)
+    if kind == "dir" and p.exists() and not p.is_dir():
+        raise PplawError(f"--out {p}: exists and is not a directory")
+    if kind == "file" and p.is_dir():
+        raise PplawError(f"--out {p}: is a directory; expected a file path")
+    ancestor = p if kind == "dir" else p.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise PplawError(f"--out {p}: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PplawError(f"--out {p}: {ancestor} is not writable")
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Atomically write `data` to `path`."""
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
