@@ -8,6 +8,7 @@ a typo fails loudly instead of being ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,8 +192,12 @@ def _coerce(hint, value, key: str):
     """Numbers as the dataclass declares them: YAML 1.1 reads `1e5` (no dot) as a string."""
     if value is None:
         return None
-    scalar = {int: int, float: float}
+    scalar = {int: _strict_int, float: float}
     args = typing.get_args(hint)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise PplawError(f"config key {key}: {value!r} is not true or false")
+        return value
     try:
         if hint in scalar:
             return scalar[hint](value)
@@ -201,8 +206,53 @@ def _coerce(hint, value, key: str):
         if float in args or int in args:  # Optional[number]
             return scalar[float if float in args else int](value)
     except (TypeError, ValueError) as e:
-        raise PplawError(f"config key {key}: {value!r} is not a valid {hint}") from e
+        raise PplawError(f"config key {key}: {value!r} is not a valid {getattr(hint, '__name__', hint)}") from e
     return value
+
+
+def _strict_int(value) -> int:
+    """An integer, or a float / string that is one (`1e3`); never a truncated `1.7`."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not an integer")
+    number = float(value) if isinstance(value, str) else value
+    if isinstance(number, float) and not number.is_integer():
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(number)
+
+
+# (key, lowest, highest, lowest allowed itself): checked at load; a list value is checked item by item
+RANGES = [
+    ("train.lr", 0, None, False), ("train.seq_len", 2, None, True), ("train.batch_size", 1, None, True),
+    ("train.warmup", 0, None, True), ("train.eval_every", 0, None, True),
+    ("scratch.lr", 0, None, False), ("scratch.steps", 1, None, True), ("scratch.seq_len", 2, None, True),
+    ("scratch.batch_size", 1, None, True), ("scratch.vocab_size", 2, None, True),
+    ("landscape.seq_len", 2, None, True), ("landscape.batch_size", 1, None, True),
+    ("grid.budgets", 0, None, False), ("grid.n", 2, None, True), ("grid.centre", 0, None, True),
+    ("grid.explore_margin", 0, None, True), ("grid.stop_probability", 0, 1, False),
+    ("fit.trust_margin", 0, None, True), ("fit.bootstrap", 0, None, True), ("fit.chains", 1, None, True),
+    ("fit.warmup", 1, None, True), ("fit.samples", 1, None, True), ("fit.target_accept", 0, 1, False),
+    ("final.budget", 0, None, False), ("final.max_boundary_fraction", 0, 1, True),
+]
+
+
+def _check_ranges(cfg) -> None:
+    for key, lo, hi, closed in RANGES:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        for v in value if isinstance(value, list) else [value]:
+            if v is None:
+                continue
+            ok = math.isfinite(v) and (v >= lo if closed else v > lo) and (hi is None or v <= hi)
+            if not ok:
+                span = f"{'>=' if closed else '>'} {lo}" + (f" and <= {hi}" if hi is not None else "")
+                raise PplawError(f"config key {key}: {v!r} out of range (must be {span})")
+    for w in cfg.grid.windows:
+        try:
+            lo, hi = (float(x) for x in str(w).split("-"))
+        except ValueError:
+            raise PplawError(f"config key grid.windows: {w!r} is not a quantile window 'lo-hi'") from None
+        if not 0 <= lo < hi <= 1:
+            raise PplawError(f"config key grid.windows: {w!r} needs 0 <= lo < hi <= 1")
 
 
 CHOICES = {
@@ -219,7 +269,7 @@ METHODS = ("dos-posterior", "dos-point", "random", "low", "high", "mid", "full")
 
 
 def validate(cfg: StudyConfig) -> StudyConfig:
-    """Enum fields and method names, checked when the config loads (not hours later)."""
+    """Enum fields, method names and value ranges, checked when the config loads (not hours later)."""
     for key, allowed in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
@@ -229,6 +279,7 @@ def validate(cfg: StudyConfig) -> StudyConfig:
         section, name = key.split(".")
         if getattr(getattr(cfg, section), name) == "target_loss" and not cfg.data.target_eval:
             raise PplawError(f"config key {key}: target_loss needs data.target_eval")
+    _check_ranges(cfg)
     if cfg.grid.rounds < 0 or cfg.grid.per_round < 1:
         raise PplawError("config keys grid.rounds (>= 0) and grid.per_round (>= 1) out of range")
     bad = [m for m in cfg.final.methods if m not in METHODS]

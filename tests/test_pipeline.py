@@ -54,6 +54,12 @@ def test_config_overrides_and_number_coercion(tmp_path):
     ("grid.kind=grid", "grid.kind: 'grid' is not one of design, windows"),
     ("fit.moments=log", "fit.moments: 'log' is not one of ppl, logppl"),
     ("final.methods=[random,bogus]", "final.methods: unknown method(s) 'bogus'"),
+    ("train.lr=-1", "train.lr: -1.0 out of range (must be > 0)"),
+    ("final.budget=0", "final.budget: 0.0 out of range (must be > 0)"),
+    ("grid.windows=[0.5-0.2]", "grid.windows: '0.5-0.2' needs 0 <= lo < hi <= 1"),
+    ("train.seq_len=1.7", "train.seq_len: 1.7 is not a valid int"),
+    ("grid.stop_early=maybe", "grid.stop_early: 'maybe' is not true or false"),
+    ("fit.target_accept=1.5", "fit.target_accept: 1.5 out of range (must be > 0 and <= 1)"),
 ])
 def test_config_errors_name_the_key(tmp_path, override, message):
     cfg_path = write_config(tmp_path / "c.yaml", TOY)
