@@ -378,6 +378,30 @@ def test_bad_input_exits_nonzero_without_summary(tiny_llama, tmp_path, capsys):
         assert not (tmp_path / o / "summary.json").exists()
 
 
+def test_new_weights_or_data_at_the_same_path_are_another_run(tiny_llama, tmp_path, capsys):
+    """Resume identified the model by its path only: new weights copied over the old ones between
+    a kill and the resume finished with rows of both models.  Now the content is part of the run."""
+    import shutil
+
+    model_dir, corpus = tiny_llama
+    model, data = tmp_path / "model", tmp_path / "corpus.jsonl"
+    shutil.copytree(model_dir, model)
+    shutil.copy(corpus, data)
+    args = ["--model", str(model), "--data", str(data), "--out", str(tmp_path / "out"), "--seq-len", "24"]
+    assert run_cli(*args) == 0
+    shutil.copytree(model, tmp_path / "copy")  # a copy (new mtimes) is the same model
+    assert run_cli("--model", str(tmp_path / "copy"), *args[2:], "--out", str(tmp_path / "out2")) == 0
+    capsys.readouterr()
+    save_tiny_llama(model, seed=1)  # other weights, same path and architecture
+    assert run_cli(*args) == 2
+    assert "model_content" in (err := capsys.readouterr().err) and "data_content" not in err
+    save_tiny_llama(model, seed=0)
+    assert run_cli(*args) == 0  # the original weights again: the same run
+    data.write_text(data.read_text() + '{"id": "new", "text": "one more document"}\n')
+    assert run_cli(*args) == 2
+    assert "data_content" in capsys.readouterr().err
+
+
 def test_kill_9_then_resume_gives_the_uninterrupted_rows(tiny_llama, tmp_path):
     """A real `pplaw score` process is SIGKILLed in the middle of a part, then rerun to completion.
 

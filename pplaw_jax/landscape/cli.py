@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 
 from pplaw_jax.landscape.score import DEFAULT_DOCS_PER_PART
 
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from pplaw_jax.data import iter_documents
     from pplaw_jax.distributed import make_mesh
     from pplaw_jax.errors import PplawError
+    from pplaw_jax.fileio import content_fingerprint, tree_files
     from pplaw_jax.landscape.score import data_parallel_size, make_score_fn, score_corpus
     from pplaw_jax.models import load_model
 
@@ -83,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
         run_args={
             "model": _canonical(args.model),
             "data": _canonical(args.data),
+            # what the files hold, not only where they are: new weights at the same path are another run
+            "model_content": content_fingerprint(tree_files(loaded.source)) if Path(loaded.source).exists() else None,
+            "data_content": _data_fingerprint(args.data),
             "dtype": args.dtype,
             "text_field": args.text_field,
             "id_field": args.id_field,
@@ -102,6 +107,22 @@ def run(args: argparse.Namespace) -> int:
         keys = ("documents", "skipped", "chunks", "tokens", "corpus_ppl", "tokens_per_s")
         print(json.dumps({"out": args.out, **{k: summary[k] for k in keys}}))
     return 0
+
+
+def _data_fingerprint(spec: str) -> str | None:
+    """`content_fingerprint` of a local corpus's files (in reading order); None for TFDS, object
+    stores and streams (a named pipe cannot be read twice), whose content is not known here."""
+    import stat
+
+    from pplaw_jax.data.readers import TFDS_PREFIX, resolve_files
+    from pplaw_jax.fileio import content_fingerprint
+
+    if spec.startswith(TFDS_PREFIX) or "://" in spec:
+        return None
+    paths = [path for path, _ in resolve_files(spec)[1]]
+    if not all(stat.S_ISREG(os.stat(path).st_mode) for path in paths):
+        return None
+    return content_fingerprint(paths)
 
 
 def _canonical(spec: str) -> str:

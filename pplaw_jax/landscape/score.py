@@ -116,6 +116,8 @@ def make_score_fn(model: Any, mesh: jax.sharding.Mesh) -> ScoreFn:
 # ---------------------------------------------------------------------------------------- driver
 def check_run_args(out_dir: str | os.PathLike, run_args: Mapping[str, Any]) -> None:
     """Record `run_args` in ``DIR/run_args.json``, or refuse if the directory holds another run's.
+    Keys ending in ``_content`` are content fingerprints; one that either side lacks (None) is not
+    compared.
 
     Every host may call this: the file's content does not depend on the host, so concurrent
     atomic writes of it are harmless.
@@ -128,6 +130,8 @@ def check_run_args(out_dir: str | os.PathLike, run_args: Mapping[str, Any]) -> N
             f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} now"
             for k in sorted(set(stored) | set(wanted))
             if stored.get(k) != wanted.get(k)
+            # a content fingerprint that one side could not take (a stream, an object store) is unknown, not different
+            and not (k.endswith("_content") and None in (stored.get(k), wanted.get(k)))
         ]
         if diff:
             raise PplawError(
