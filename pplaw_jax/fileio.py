@@ -8,7 +8,7 @@ killed one left (see `pplaw_jax.landscape.parts.discard_unfinished`). ``tempfile
 files with mode 0600; the temporary file is given the usual ``0666 & ~umask`` instead, so outputs
 on a shared file system stay readable by the other hosts and users, as with a plain ``open()``.
 
-A foundation module: it imports nothing from the stages.
+A foundation module: it imports nothing from the stages (only `pplaw_jax.errors`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pplaw_jax.errors import PplawError
 
 TMP_SUFFIX = ".tmp"
 # The umask can only be read by setting it; do that once, at import, rather than racing other threads.
@@ -82,8 +84,6 @@ def check_output_path(path: str | os.PathLike, kind: str) -> None:
     ``"dir"`` (an output directory: may exist, as a directory) or ``"file"`` (an output file: must
     not be a directory); the nearest existing ancestor must be a writable directory.  Object-store
     URLs (``scheme://``) are not checked here.  Raises PplawError naming the path."""
-    from pplaw_jax.errors import PplawError
-
     text = os.fspath(path)
     if "://" in text:
         return
@@ -128,8 +128,8 @@ def tree_files(path: str | os.PathLike) -> list[Path]:
     path = Path(path)
     if path.is_file():
         return [path]
-    return sorted((p for p in path.rglob("*") if p.is_file() and not any(
-        part.startswith(".") for part in p.relative_to(path).parts)), key=lambda p: p.relative_to(path).as_posix())
+    found = {p.relative_to(path).as_posix(): p for p in path.rglob("*") if p.is_file()}
+    return [found[rel] for rel in sorted(found) if not any(part.startswith(".") for part in rel.split("/"))]
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
