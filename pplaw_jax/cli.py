@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.fileio import check_output_path
+from pplaw_jax.fileio import check_output_path, output_lock
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
@@ -26,6 +26,9 @@ COMMANDS = {
 }
 
 FILE_OUTPUTS = {"eval", "predict"}  # subcommands whose --out is a file, not a directory
+# Subcommands that lock their --out directory themselves, per host, once jax.distributed is up
+# (`fileio.output_lock`); `run` locks its study directory. The others are locked here.
+SELF_LOCKING = {"score", "train", "run"}
 
 
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | None]:
@@ -49,9 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        if getattr(args, "out", None) is not None:  # an output that cannot be written fails first
-            check_output_path(args.out, "file" if args.command in FILE_OUTPUTS else "dir")
-        return int(module.run(args) or 0)
+        out = getattr(args, "out", None)
+        if out is not None:  # an output that cannot be written fails first
+            check_output_path(out, "file" if args.command in FILE_OUTPUTS else "dir")
+        if out is None or args.command in FILE_OUTPUTS | SELF_LOCKING:
+            return int(module.run(args) or 0)
+        with output_lock(out):  # one writer per output directory
+            return int(module.run(args) or 0)
     except PplawError as e:
         print(f"pplaw {args.command}: error: {e}", file=sys.stderr)
         return 2

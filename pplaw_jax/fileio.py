@@ -13,11 +13,13 @@ A foundation module: it imports nothing from the stages (only `pplaw_jax.errors`
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,59 @@ def check_output_path(path: str | os.PathLike, kind: str) -> None:
         raise PplawError(f"--out {p}: {ancestor} is not a directory")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise PplawError(f"--out {p}: {ancestor} is not writable")
+
+
+LOCK_PREFIX = ".pplaw-lock-host"
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: str | os.PathLike, host: int = 0) -> Iterator[Path]:
+    """Hold the advisory lock ``OUT_DIR/.pplaw-lock-hostHHH`` while a command writes `out_dir`.
+
+    One writer per output directory (per host: the hosts of a multi-host run write their own
+    parts of one directory, each under its own lock). A second process that wants the same lock
+    gets a PplawError naming the directory and the holder's pid instead of interleaving its
+    writes with the first. ``fcntl.flock`` locks are released by the kernel when the holder dies,
+    so a ``kill -9`` never leaves a directory locked. The lock file is removed on exit; because a
+    waiting process may have opened it just before, a freshly acquired lock is kept only if the
+    path still names the locked file (else it is retried). `out_dir` is created if needed, and
+    removed again on exit if this call created it and it is still empty (a refused command leaves
+    nothing behind). Object-store URLs are not locked (no flock there).
+    """
+    text = os.fspath(out_dir)
+    if "://" in text:
+        yield Path(text)
+        return
+    root = Path(text)
+    created = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{LOCK_PREFIX}{host:03d}"
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise PplawError(f"{root}: another pplaw process (pid {holder}) is writing this directory; "
+                             f"wait for it or use another --out") from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed the file after we opened it: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield root
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):
+                root.rmdir()
 
 
 FINGERPRINT_EDGE = 1 << 20  # bytes read from each end of a file

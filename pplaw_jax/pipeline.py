@@ -32,7 +32,7 @@ import yaml
 
 from pplaw_jax.config import StudyConfig, config_to_dict, load_config
 from pplaw_jax.errors import PplawError
-from pplaw_jax.fileio import atomic_write, write_jsonl, write_text
+from pplaw_jax.fileio import atomic_write, output_lock, write_jsonl, write_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
-    Study(cfg).run(stop_after=args.only)
+    with output_lock(cfg.out_dir):  # one study process per out_dir
+        Study(cfg).run(stop_after=args.only)
     return 0
 
 
@@ -55,6 +56,7 @@ class Study:
     def __init__(self, cfg: StudyConfig):
         self.cfg = cfg
         self.out = Path(cfg.out_dir)
+        self._check_inputs()  # before anything is written: a typo in a path leaves no study behind
         self.out.mkdir(parents=True, exist_ok=True)
         self._check_config_unchanged()
         self.data = dict(
@@ -66,6 +68,18 @@ class Study:
         )
 
     # ---------------------------------------------------------------- plumbing
+    def _check_inputs(self) -> None:
+        """Every corpus the config names must resolve to files (one line naming the key if not)."""
+        from pplaw_jax.data.readers import TFDS_PREFIX, resolve_files
+
+        for key in ("general_train", "general_test", "domain_train", "domain_test", "target_eval"):
+            spec = getattr(self.cfg.data, key)
+            if spec is not None and not spec.startswith(TFDS_PREFIX):
+                try:
+                    resolve_files(spec)
+                except PplawError as e:
+                    raise PplawError(f"config data.{key}: {e}") from None
+
     def _check_config_unchanged(self) -> None:
         """A study directory belongs to one configuration; refuse to mix results of two."""
         path = self.out / "config.yaml"

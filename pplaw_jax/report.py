@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pplaw_jax.fileio import write_text
-from pplaw_jax.landscape import read_landscape
+from pplaw_jax.select.io import read_landscape
 
 
 def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
@@ -87,7 +87,7 @@ def _landscape_figure(out: Path, fig_path: Path) -> None:
     import pyarrow.parquet as pq
 
     plt = _plt()
-    ppl = read_landscape(out / "landscape", columns=["ppl"])["ppl"].to_numpy()
+    ppl = read_landscape(out / "landscape").ppl
     bins = np.linspace(np.log(ppl.min()), np.log(ppl.max()), 60)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharex=True)
     grid = sorted((out / "grid" / "selections").glob("*/selection.parquet"))

@@ -40,3 +40,52 @@ def test_a_directory_where_an_output_file_goes_is_refused_first(tmp_path, capsys
     err = capsys.readouterr().err
     assert f"--out {tmp_path}: is a directory" in err and len(err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+LOCKING = [*COMMANDS, ["run", "experiments/configs/quickstart.yaml", "data.builtin=null",
+                       "data.domain_train=NOPE.jsonl", "data.domain_test=NOPE.jsonl"]]
+
+
+def _out_args(argv, out):
+    return [*argv, f"out_dir={out}"] if argv[0] == "run" else [*argv, "--out", str(out)]
+
+
+def test_a_second_writer_of_an_output_directory_is_refused(tmp_path, capsys):
+    """Two commands writing one directory interleave their files (two concurrent `score` runs
+    into one --out crashed on each other's temporary files and left a stale .failed marker).
+    A writer holds an advisory lock on its --out (a real second process here, as in practice);
+    a second one is refused with one rc-2 line naming the directory and the holder's pid, before
+    it reads any input (the inputs here do not exist)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pplaw_jax.fileio import output_lock\n"
+         f"with output_lock({str(out)!r}):\n    print('locked', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for argv in LOCKING:
+            assert main(_out_args(argv, out)) == 2, argv
+            err = capsys.readouterr().err
+            assert f"{out}: another pplaw process (pid {holder.pid}) is writing this directory" in err, (argv, err)
+            assert len(err.strip().splitlines()) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    # the kernel released the lock with the holder (kill -9), whose lock file remains: the next
+    # writer takes it, fails only on its missing input, and removes the file on its way out
+    assert [p.name for p in out.iterdir()] == [".pplaw-lock-host000"]
+    assert main(_out_args(LOCKING[2], out)) == 2
+    assert "another pplaw process" not in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+
+
+def test_a_refused_command_leaves_no_output_directory_behind(tmp_path, capsys):
+    for argv in LOCKING:
+        out = tmp_path / "new"
+        assert main(_out_args(argv, out)) == 2, argv
+        assert not out.exists(), argv
+        capsys.readouterr()

@@ -204,6 +204,7 @@ def test_cpt_on_selection_exports_an_hf_model(files, tmp_path, capsys):
     sel = tmp_path / "sel"
     sel.mkdir()
     pd.DataFrame(rows, columns=["doc_id", "chunk", "n_tokens", "ppl"]).to_parquet(sel / "selection.parquet")
+    (sel / "summary.json").write_text(json.dumps({"n_chunks": len(rows)}))
     out = tmp_path / "run"
     args = [
         "train", "--model", str(d / "base"), "--data", str(d / "train.jsonl"), "--selection", str(sel),
@@ -271,9 +272,11 @@ def test_bad_selection_and_changed_run(files, tmp_path, capsys):
     d, texts, _ = files
     sel = tmp_path / "selection.parquet"
     pd.DataFrame({"doc_id": ["train0", "ghost"], "chunk": [0, 3], "n_tokens": [5, 5], "ppl": [2.0, 3.0]}).to_parquet(sel)
+    (tmp_path / "summary.json").write_text(json.dumps({"n_chunks": 2}))
     assert main(_train_args(d, tmp_path / "a", "--selection", str(sel))) == 2
     assert "not in" in (err := capsys.readouterr().err) and "'ghost', chunk 3" in err
     pd.DataFrame({"doc_id": [], "chunk": [], "n_tokens": [], "ppl": []}).to_parquet(sel)
+    (tmp_path / "summary.json").write_text(json.dumps({"n_chunks": 0}))
     assert main(_train_args(d, tmp_path / "b", "--selection", str(sel))) == 2
     assert "selection is empty" in capsys.readouterr().err
 
@@ -281,6 +284,35 @@ def test_bad_selection_and_changed_run(files, tmp_path, capsys):
     (tmp_path / "c" / "run.json").write_text(json.dumps({"lr": 1.0}))
     assert main(_train_args(d, tmp_path / "c", "--steps", "2")) == 2
     assert "holds a different run" in (err := capsys.readouterr().err) and "lr: 1.0 -> 0.003" in err
+
+
+def test_new_weights_or_data_at_the_same_path_are_another_run(files, tmp_path, capsys):
+    """A run directory was identified by the paths of its model and corpus only: new weights or a
+    new corpus at the same path resumed (or answered "nothing to do") as if nothing had changed.
+    The run now records what the files hold, and both a finished and an unfinished run refuse."""
+    import shutil
+
+    d, _, _ = files
+    work = tmp_path / "inputs"
+    shutil.copytree(d, work)
+    args = ["train", "--model", str(work / "base"), "--data", str(work / "train.jsonl"), "--out", str(tmp_path / "run"),
+            "--seq-len", str(SEQ_LEN), "--batch-size", "8", "--lr", "3e-3", "--steps", "2"]
+    assert main(args) == 0
+    train = work / "train.jsonl"
+    original = train.read_bytes()
+    train.write_bytes(original.replace(b'"text": "', b'"text": "x', 1))  # same path, same id, new text
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "holds a different run (data_content:" in capsys.readouterr().err
+    train.write_bytes(original)
+    (tmp_path / "run" / "eval.json").unlink()  # as if killed before the end: the resume path checks too
+    weights = work / "base" / "model.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 1  # one bit of the last weight
+    weights.write_bytes(bytes(blob))
+    assert main(args) == 2
+    assert "holds a different run (model_content:" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "eval.json").exists()
 
 
 def test_train_tokenizer_writes_a_loadable_tokenizer(files, tmp_path):

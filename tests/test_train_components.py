@@ -151,7 +151,9 @@ def _chunks(texts, tokenizer, seq_len):
 
 
 def _write_selection(path, rows):
+    """A selection as `pplaw select` leaves it: the parquet, then summary.json beside it."""
     pd.DataFrame(rows, columns=["doc_id", "chunk", "n_tokens", "ppl"]).to_parquet(path)
+    (path.parent / "summary.json").write_text(json.dumps({"n_chunks": len(rows)}))
     return path
 
 
@@ -180,6 +182,21 @@ def test_selection_maps_rows_to_chunks(corpus, tmp_path):
     assert seqs.num_scored_tokens == sel.stats()["tokens"]
 
 
+def test_a_selection_without_its_summary_is_refused(corpus, tmp_path):
+    """A killed `pplaw select` into an old directory left the old selection.parquet without a
+    summary.json, and `train --selection` trained on it (rc 0).  A selection counts only with the
+    summary.json written after it, and the two must agree on the row count."""
+    rows = [("d0", 0, 5, 3.0), ("d1", 0, 5, 4.0)]
+    path = _write_selection(tmp_path / "selection.parquet", rows)
+    assert len(read_selection(tmp_path)) == 2
+    (tmp_path / "summary.json").unlink()
+    with pytest.raises(PplawError, match=r"no summary.json beside it: the selection is incomplete"):
+        read_selection(path)
+    (tmp_path / "summary.json").write_text(json.dumps({"n_chunks": 3}))
+    with pytest.raises(PplawError, match=r"2 rows, but summary.json records n_chunks=3"):
+        read_selection(tmp_path)
+
+
 def test_selection_errors(corpus, tmp_path):
     d, texts, tokenizer = corpus
     data = str(d / "train.jsonl")
@@ -187,6 +204,7 @@ def test_selection_errors(corpus, tmp_path):
     with pytest.raises(PplawError, match="empty"):
         read_selection(_write_selection(tmp_path / "empty.parquet", []))
     pd.DataFrame({"doc_id": ["d0"], "chunk": [0]}).to_parquet(tmp_path / "cols.parquet")
+    (tmp_path / "summary.json").write_text(json.dumps({"n_chunks": 1}))
     with pytest.raises(PplawError, match="missing column"):
         read_selection(tmp_path / "cols.parquet")
     rows = [("d0", 0, len(chunks[("d0", 0)]) - 1, 3.0), ("nope", 0, 5, 3.0), ("d1", 99, 5, 3.0)]

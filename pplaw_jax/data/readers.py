@@ -46,12 +46,14 @@ import hashlib
 import json
 import os
 import posixpath
+import stat
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
 from pplaw_jax.errors import PplawError
+from pplaw_jax.fileio import content_fingerprint
 
 SUPPORTED_SUFFIXES = (".jsonl.gz", ".jsonl", ".parquet", ".txt")
 TFDS_PREFIX = "tfds:"
@@ -139,6 +141,17 @@ class _UniqueIds:
             if (first.source, first.line) == (doc.source, doc.line):
                 break  # a digest collision of two different ids (chance ~n^2 / 2^65): not a repeat
         self.seen.add(h)
+
+
+def corpus_fingerprint(spec: str) -> str | None:
+    """`fileio.content_fingerprint` of a local corpus's files (in reading order); None for TFDS,
+    object stores and streams (a named pipe cannot be read twice), whose content is not known here."""
+    if spec.startswith(TFDS_PREFIX) or "://" in spec:
+        return None
+    paths = [path for path, _ in resolve_files(spec)[1]]
+    if not all(stat.S_ISREG(os.stat(path).st_mode) for path in paths):
+        return None
+    return content_fingerprint(paths)
 
 
 def resolve_files(spec: str) -> tuple[Any, list[tuple[str, str]]]:

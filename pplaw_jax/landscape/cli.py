@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from pathlib import Path
 
 from pplaw_jax.landscape.score import DEFAULT_DOCS_PER_PART
 
@@ -44,85 +43,72 @@ def run(args: argparse.Namespace) -> int:
     import jax
 
     from pplaw_jax.data import iter_documents
+    from pplaw_jax.data.readers import corpus_fingerprint
     from pplaw_jax.distributed import make_mesh
     from pplaw_jax.errors import PplawError
-    from pplaw_jax.fileio import content_fingerprint, tree_files
+    from pplaw_jax.fileio import output_lock
     from pplaw_jax.landscape.score import data_parallel_size, make_score_fn, score_corpus
     from pplaw_jax.models import load_model
+    from pplaw_jax.models.loading import model_fingerprint
 
     process_index, process_count = jax.process_index(), jax.process_count()
-    documents = iter_documents(  # resolves the files now: a bad --data fails before the model loads
-        args.data,
-        text_field=args.text_field,
-        id_field=args.id_field,
-        process_index=process_index,
-        process_count=process_count,
-        max_docs=args.max_docs,
-    )
-    # Each host scores its own documents on its own devices: no cross-host collectives, so hosts
-    # never wait for each other and may run different numbers of batches.
-    mesh = make_mesh(args.mesh, devices=jax.local_devices())
-    dp = data_parallel_size(mesh)
-    if args.batch_size is not None and args.batch_size < 1:
-        raise PplawError(f"--batch-size must be >= 1, got {args.batch_size}")
-    batch_size = args.batch_size if args.batch_size is not None else -(-DEFAULT_BATCH_ROWS // dp) * dp
-    if batch_size % dp:
-        raise PplawError(f"--batch-size {batch_size} is not a multiple of the data x fsdp mesh size {dp} ({args.mesh})")
-    loaded = load_model(args.model, dtype=args.dtype)
-    if args.seq_len > loaded.config.max_position_embeddings:
-        raise PplawError(
-            f"--seq-len {args.seq_len} exceeds the model's max_position_embeddings "
-            f"{loaded.config.max_position_embeddings} ({loaded.source})"
+    with output_lock(args.out, host=process_index):  # one writer per host shard of --out
+        documents = iter_documents(  # resolves the files now: a bad --data fails before the model loads
+            args.data,
+            text_field=args.text_field,
+            id_field=args.id_field,
+            process_index=process_index,
+            process_count=process_count,
+            max_docs=args.max_docs,
         )
-    summary = score_corpus(
-        documents,
-        out_dir=args.out,
-        score_fn=make_score_fn(loaded.model, mesh),
-        encode_batch=loaded.tokenizer.encode_batch,
-        start_id=loaded.tokenizer.doc_start_id,
-        seq_len=args.seq_len,
-        batch_size=batch_size,
-        run_args={
-            "model": _canonical(args.model),
-            "data": _canonical(args.data),
-            # what the files hold, not only where they are: new weights at the same path are another run
-            "model_content": content_fingerprint(tree_files(loaded.source)) if Path(loaded.source).exists() else None,
-            "data_content": _data_fingerprint(args.data),
-            "dtype": args.dtype,
-            "text_field": args.text_field,
-            "id_field": args.id_field,
-            "max_docs": args.max_docs,
-        },
-        process_index=process_index,
-        process_count=process_count,
-        docs_per_part=args.docs_per_part,
-        summary_info={
-            "mesh": dict(mesh.shape),
-            "batch_size": batch_size,
-            "devices_per_host": len(jax.local_devices()),
-            "platform": jax.default_backend(),
-        },
-    )
+        # Each host scores its own documents on its own devices: no cross-host collectives, so hosts
+        # never wait for each other and may run different numbers of batches.
+        mesh = make_mesh(args.mesh, devices=jax.local_devices())
+        dp = data_parallel_size(mesh)
+        if args.batch_size is not None and args.batch_size < 1:
+            raise PplawError(f"--batch-size must be >= 1, got {args.batch_size}")
+        batch_size = args.batch_size if args.batch_size is not None else -(-DEFAULT_BATCH_ROWS // dp) * dp
+        if batch_size % dp:
+            raise PplawError(f"--batch-size {batch_size} is not a multiple of the data x fsdp mesh size {dp} ({args.mesh})")
+        loaded = load_model(args.model, dtype=args.dtype)
+        if args.seq_len > loaded.config.max_position_embeddings:
+            raise PplawError(
+                f"--seq-len {args.seq_len} exceeds the model's max_position_embeddings "
+                f"{loaded.config.max_position_embeddings} ({loaded.source})"
+            )
+        summary = score_corpus(
+            documents,
+            out_dir=args.out,
+            score_fn=make_score_fn(loaded.model, mesh),
+            encode_batch=loaded.tokenizer.encode_batch,
+            start_id=loaded.tokenizer.doc_start_id,
+            seq_len=args.seq_len,
+            batch_size=batch_size,
+            run_args={
+                "model": _canonical(args.model),
+                "data": _canonical(args.data),
+                # what the files hold, not only where they are: new weights at the same path are another run
+                "model_content": model_fingerprint(loaded.source),
+                "data_content": corpus_fingerprint(args.data),
+                "dtype": args.dtype,
+                "text_field": args.text_field,
+                "id_field": args.id_field,
+                "max_docs": args.max_docs,
+            },
+            process_index=process_index,
+            process_count=process_count,
+            docs_per_part=args.docs_per_part,
+            summary_info={
+                "mesh": dict(mesh.shape),
+                "batch_size": batch_size,
+                "devices_per_host": len(jax.local_devices()),
+                "platform": jax.default_backend(),
+            },
+        )
     if summary is not None:
         keys = ("documents", "skipped", "chunks", "tokens", "corpus_ppl", "tokens_per_s")
         print(json.dumps({"out": args.out, **{k: summary[k] for k in keys}}))
     return 0
-
-
-def _data_fingerprint(spec: str) -> str | None:
-    """`content_fingerprint` of a local corpus's files (in reading order); None for TFDS, object
-    stores and streams (a named pipe cannot be read twice), whose content is not known here."""
-    import stat
-
-    from pplaw_jax.data.readers import TFDS_PREFIX, resolve_files
-    from pplaw_jax.fileio import content_fingerprint
-
-    if spec.startswith(TFDS_PREFIX) or "://" in spec:
-        return None
-    paths = [path for path, _ in resolve_files(spec)[1]]
-    if not all(stat.S_ISREG(os.stat(path).st_mode) for path in paths):
-        return None
-    return content_fingerprint(paths)
 
 
 def _canonical(spec: str) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 import jax.numpy as jnp
 
 from pplaw_jax.errors import PplawError
+from pplaw_jax.fileio import content_fingerprint, tree_files
 from pplaw_jax.models.config import ModelConfig
 from pplaw_jax.models.llama import LlamaForCausalLM
 from pplaw_jax.models.tokenizer import Tokenizer
@@ -39,6 +40,15 @@ def resolve_model_path(spec: str) -> Path:
             raise PplawError(f"model {spec!r}: {path} is missing; reinstall with: {SMOLLM2_INSTALL}")
         return path
     return Path(spec)
+
+
+def model_fingerprint(spec: str) -> str | None:
+    """`fileio.content_fingerprint` of the files a local model spec names (a checkpoint directory,
+    a .gguf, a scratch config); None for object-store URLs, whose content is not known here."""
+    if "://" in spec:
+        return None
+    path = resolve_model_path(spec)
+    return content_fingerprint(tree_files(path)) if path.exists() else None
 
 
 def load_model(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from pplaw_jax.errors import PplawError
@@ -63,12 +64,33 @@ def read_landscape(landscape_dir) -> Landscape:
     markers = sorted((root / "parts").glob("host*-part*.done"))
     if not markers:
         raise PplawError(f"{root / 'parts'}: landscape has no completed parts (*.done markers)")
+    summary = _read_summary(root / "summary.json")
+    if len(markers) != summary["parts"]:
+        raise PplawError(f"{root / 'parts'}: {len(markers)} completed parts, but summary.json records "
+                         f"{summary['parts']} (a part or its .done marker is missing)")
     tables = [_read_part(marker) for marker in markers]
     table = pa.concat_tables(tables).combine_chunks()
     if table.num_rows == 0:
         raise PplawError(f"{root}: landscape has no chunks")
+    tokens = int(pa.compute.sum(table.column("n_tokens")).as_py())
+    if (table.num_rows, tokens) != (summary["chunks"], summary["tokens"]):
+        raise PplawError(f"{root}: the parts hold {table.num_rows} chunks and {tokens} tokens, but "
+                         f"summary.json records {summary['chunks']} and {summary['tokens']}")
     return Landscape(path=root, table=table, ppl=table.column("ppl").to_numpy(),
                      n_tokens=table.column("n_tokens").to_numpy())
+
+
+def _read_summary(path: Path) -> dict:
+    """The landscape's summary.json, with the counts its parts are checked against."""
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PplawError(f"{path}: cannot read ({e})") from None
+    bad = [k for k in ("parts", "chunks", "tokens") if not isinstance(summary, dict)
+           or not isinstance(summary.get(k), int) or isinstance(summary.get(k), bool)]
+    if bad:
+        raise PplawError(f"{path}: field {bad[0]!r} missing or not an integer (is this a landscape summary?)")
+    return summary
 
 
 def _read_part(marker: Path) -> pa.Table:

@@ -42,7 +42,8 @@ def write_landscape(landscape_dir, table: pa.Table, rows_per_part: int,
     out = Path(landscape_dir)
     parts = out / "parts"
     parts.mkdir(parents=True, exist_ok=True)
-    for k, start in enumerate(range(0, table.num_rows, rows_per_part)):
+    starts = range(0, table.num_rows, rows_per_part)
+    for k, start in enumerate(starts):
         part = table.slice(start, rows_per_part)
         name = f"host000-part{k:05d}"
         pq.write_table(part, parts / f"{name}.parquet")
@@ -51,7 +52,7 @@ def write_landscape(landscape_dir, table: pa.Table, rows_per_part: int,
         (parts / f"{name}.done").write_text(json.dumps(marker))
     if complete:
         summary = {"documents": len(set(table.column("doc_id").to_pylist())),
-                   "chunks": table.num_rows,
+                   "chunks": table.num_rows, "parts": len(starts),
                    "tokens": int(np.sum(table.column("n_tokens").to_numpy())), "skipped": 0,
                    **ppl_stats(table.column("ppl").to_numpy(), table.column("sum_nll").to_numpy(),
                                table.column("n_tokens").to_numpy())}

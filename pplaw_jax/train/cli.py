@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.fileio import write_json
+from pplaw_jax.fileio import output_lock, write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,21 +102,34 @@ def run(args: argparse.Namespace) -> int:
 
     import jax
 
+    with output_lock(args.out, host=jax.process_index()):  # one writer per host shard of --out
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import jax
+
+    from pplaw_jax.data.readers import corpus_fingerprint
     from pplaw_jax.distributed import make_mesh
+    from pplaw_jax.models.loading import model_fingerprint
     from pplaw_jax.train.dataset import build_sequences, cached_sequences, file_digest, fingerprint, read_selection
     from pplaw_jax.train.export import export_hf
     from pplaw_jax.train.loop import LoopSettings, Trainer, check_memory, data_parallel_size, fit
     from pplaw_jax.train.optim import make_optimizer, make_schedule, total_steps, warmup_steps
-    from pplaw_jax.train.scratch import load_for_training
+    from pplaw_jax.train.scratch import SCRATCH_PREFIX, load_for_training
 
     run_dir = Path(args.out)
     _check_args(args)
     selection = read_selection(args.selection) if args.selection else None
-    model_id = {"model": _canonical(args.model), "tokenizer": _canonical(args.tokenizer)}
+    # what the files hold, not only where they are: new weights or data at the same path are another run
+    model_id = {"model": _canonical(args.model), "tokenizer": _canonical(args.tokenizer),
+                "model_content": model_fingerprint(args.model.removeprefix(SCRATCH_PREFIX)),
+                "tokenizer_content": model_fingerprint(args.tokenizer) if args.tokenizer else None}
     read = {"text_field": args.text_field, "id_field": args.id_field}
     train_key = dict(
         **model_id,
         data=_canonical(args.data),
+        data_content=corpus_fingerprint(args.data),
         selection=file_digest(selection.path) if selection else None,
         seq_len=args.seq_len,
         max_docs=args.max_docs,
@@ -168,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
     for name, spec in (("domain", args.eval_data), ("general", args.general_eval_data),
                        ("target", args.target_eval_data)):
         if spec is not None:
-            key = fingerprint(**model_id, data=_canonical(spec), seq_len=args.seq_len, max_docs=args.eval_max_docs, **read)
+            key = fingerprint(**model_id, data=_canonical(spec), data_content=corpus_fingerprint(spec),
+                              seq_len=args.seq_len, max_docs=args.eval_max_docs, **read)
             eval_sets[name] = cached_sequences(
                 cache_dir,
                 f"eval_{name}",

@@ -78,10 +78,24 @@ def read_selection(path: str | os.PathLike) -> Selection:
         p = p / "selection.parquet"
     if not p.is_file():
         raise PplawError(f"{p}: selection file not found")
+    # `pplaw select` writes summary.json last (and removes it first): without it the parquet
+    # beside it is a stale or unfinished selection, never one to train on
+    summary_path = p.parent / "summary.json"
+    try:
+        summary = json.loads(summary_path.read_text())
+    except FileNotFoundError:
+        raise PplawError(f"{p}: no summary.json beside it: the selection is incomplete (was `pplaw select` "
+                         "interrupted?) or was not written by `pplaw select`") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PplawError(f"{summary_path}: cannot read ({e})") from None
     try:
         df = pd.read_parquet(p)
     except Exception as e:  # pyarrow raises several types for a corrupt or non-parquet file
         raise PplawError(f"{p}: cannot read as parquet ({e})") from e
+    if not isinstance(summary, dict) or summary.get("n_chunks") != len(df):
+        recorded = summary.get("n_chunks") if isinstance(summary, dict) else None
+        raise PplawError(f"{p}: {len(df)} rows, but {summary_path.name} records n_chunks={recorded!r} "
+                         "(the two files come from different selections)")
     missing = [c for c in SELECTION_COLUMNS if c not in df.columns]
     if missing:
         raise PplawError(f"{p}: missing column(s) {missing} (expected {list(SELECTION_COLUMNS)})")
