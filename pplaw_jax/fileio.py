@@ -178,6 +178,15 @@ def content_fingerprint(paths: Iterable[str | os.PathLike]) -> str:
     return h.hexdigest()[:16]
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (for inputs small enough to hash whole: selections, fits, tables)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def tree_files(path: str | os.PathLike) -> list[Path]:
     """A file, or every non-hidden file below a directory, sorted by relative path."""
     path = Path(path)

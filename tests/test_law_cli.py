@@ -1,5 +1,6 @@
 """`pplaw fit` / `pplaw predict` end to end on small synthetic runs, and the load_fit API."""
 
+import hashlib
 import io
 import json
 import warnings
@@ -32,6 +33,10 @@ def test_fit_json_and_outputs(fitted):
     info = json.loads((root / "fit" / "fit.json").read_text())
     names = ["E", "Dc", "alpha0", "alpha1", "beta0", "beta1", "alphaD"]
     assert info["law"] == "ppl" and info["param_names"] == names
+    # bound to what produced it: the runs table's bytes and the resolved options
+    assert info["runs"]["sha256"] == hashlib.sha256((root / "runs.csv").read_bytes()).hexdigest()
+    assert info["options"]["bootstrap"] == 50 and info["options"]["folds"] == 4
+    assert info["options"]["sampler"]["chains"] == 2
     assert set(info["point"]["params"]) == set(names) and set(info["point"]["ci90"]) == set(names)
     bayes = info["bayes"]
     assert bayes["converged"] and bayes["divergences"] == 0

@@ -1,7 +1,9 @@
 """`pplaw select` end to end, from directories written in the score and fit contracts."""
 
+import hashlib
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -85,6 +87,10 @@ def test_dos_with_posterior_fit(env, capsys):
     assert rc == 0, capsys.readouterr().err
     sel, s = check_selection(env, out, 300_000)
     assert s["method"] == "dos" and s["target"]["source"] == "posterior"
+    # bound to what produced it: the landscape's summary and the fit's fit.json, byte for byte
+    sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    assert s["landscape_sha256"] == sha(Path(env["land"]) / "summary.json")
+    assert s["fit_sha256"] == sha(Path(env["bayes"]) / "fit.json")
     choice = s["target_choice"]
     assert s["target"]["mu"] == pytest.approx(choice["posterior"]["mu"])
     assert choice["expected_loss_gap"] >= 0

@@ -23,13 +23,13 @@ import datetime as _dt
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.fileio import write_json
+from pplaw_jax.fileio import file_sha256, write_json
 from pplaw_jax.law import plots
 from pplaw_jax.law.collinearity import collinearity
 from pplaw_jax.law.data import Runs, read_runs
@@ -145,6 +145,7 @@ def fit_to_dir(runs_path, out_dir, opts: FitOptions) -> dict:
         "method": opts.method,
         "runs": {
             "file": str(runs.source),
+            "sha256": file_sha256(runs_path) if Path(runs_path).is_file() else None,  # what was fitted
             "n_runs": runs.n,
             "n_groups": runs.n_groups,
             "mu": [float(runs.mu.min()), float(runs.mu.max())],
@@ -159,6 +160,10 @@ def fit_to_dir(runs_path, out_dir, opts: FitOptions) -> dict:
         "bayes": None,
         "comparison": None,
         "seed": opts.seed,
+        "options": {  # the resolved settings this directory was produced with
+            **{f.name: getattr(opts, f.name) for f in fields(opts) if f.name not in ("priors", "sampler", "log")},
+            "priors": asdict(priors), "sampler": asdict(sampler),
+        },
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "notes": {
             "huber_delta": "on log-loss residuals: 1.345 x robust sd of a first pass with delta 1e-3 (see "

@@ -28,8 +28,9 @@ import numpy as np
 import pandas as pd
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.fileio import atomic_write, write_json
+from pplaw_jax.fileio import atomic_write, file_sha256, write_json
 from pplaw_jax.law import load_fit, predict_loss
+from pplaw_jax.law.io import FIT_JSON
 from pplaw_jax.law.predictive import predictive
 from pplaw_jax.moments import MOMENTS, check_moments, subset_moments
 from pplaw_jax.select.baselines import BASELINES, select_baseline
@@ -230,10 +231,19 @@ def summary_record(method: str, budget: int | None, sel: Selection, seed: int, l
               "moments_all": subset_moments(landscape.ppl[sel.indices]),
               "target": None, "distance": None, "predicted_loss": None, "seed": seed,
               "landscape": str(landscape.path), "landscape_chunks": landscape.size,
-              "landscape_tokens": int(landscape.n_tokens.sum()), "fit": fit}
+              "landscape_tokens": int(landscape.n_tokens.sum()), "fit": fit,
+              # what the selection was made from: the landscape's summary and the fit's fit.json
+              "landscape_sha256": file_sha256(landscape.path / SUMMARY_JSON), "fit_sha256": _fit_sha256(fit)}
     record.update(extra)
     record["warning"] = "; ".join(sel.warnings) or None
     return record
+
+
+def _fit_sha256(fit: str | None) -> str | None:
+    if fit is None:
+        return None
+    path = Path(fit) / FIT_JSON if Path(fit).is_dir() else Path(fit)
+    return file_sha256(path) if path.is_file() else None
 
 
 def _write_manifest(out: Path, rows: list[dict]) -> None:

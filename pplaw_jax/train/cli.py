@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.fileio import output_lock, write_json
+from pplaw_jax.fileio import file_sha256, output_lock, write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,7 +112,7 @@ def _train(args: argparse.Namespace) -> int:
     from pplaw_jax.data.readers import corpus_fingerprint
     from pplaw_jax.distributed import make_mesh
     from pplaw_jax.models.loading import model_fingerprint
-    from pplaw_jax.train.dataset import build_sequences, cached_sequences, file_digest, fingerprint, read_selection
+    from pplaw_jax.train.dataset import build_sequences, cached_sequences, fingerprint, read_selection
     from pplaw_jax.train.export import export_hf
     from pplaw_jax.train.loop import LoopSettings, Trainer, check_memory, data_parallel_size, fit
     from pplaw_jax.train.optim import make_optimizer, make_schedule, total_steps, warmup_steps
@@ -130,7 +130,7 @@ def _train(args: argparse.Namespace) -> int:
         **model_id,
         data=_canonical(args.data),
         data_content=corpus_fingerprint(args.data),
-        selection=file_digest(selection.path) if selection else None,
+        selection=file_sha256(selection.path) if selection else None,
         seq_len=args.seq_len,
         max_docs=args.max_docs,
         **read,

@@ -205,15 +205,6 @@ def fingerprint(**fields) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def file_digest(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes (identifies a selection's content, not just its name)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def cached_sequences(cache_dir: str | os.PathLike, name: str, key: str, build) -> TokenSequences:
     """Load `cache_dir/name.*.npy` if its stored key matches, else `build()` and save atomically.
 
