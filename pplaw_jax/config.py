@@ -294,9 +294,13 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
     if not path.is_file():
         raise PplawError(f"config file {path} not found")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise PplawError(f"config file {path} is not valid UTF-8") from None
     except yaml.YAMLError as e:
-        raise PplawError(f"config file {path} is not valid YAML: {e}") from e
+        raise PplawError(f"config file {path} is not valid YAML: {' '.join(str(e).split())}") from None
+    if not isinstance(tree, dict):
+        raise PplawError(f"config file {path}: expected a mapping of settings, got {type(tree).__name__}")
     for o in overrides:
         set_dotted(tree, o)
     return validate(_build(StudyConfig, tree, ""))

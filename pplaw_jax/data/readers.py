@@ -239,7 +239,7 @@ def _read_jsonl(handle: IO[bytes], source: str, text_field: str, id_field: str) 
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise PplawError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+            raise PplawError(f"{where}: malformed JSON ({e.msg.removesuffix(' at')}, column {e.colno})") from None
         if not isinstance(record, dict):
             raise PplawError(f"{where}: expected a JSON object, got {type(record).__name__}")
         yield _make_document(record, where, source, line_no, text_field, id_field)

@@ -86,6 +86,8 @@ def read_runs(path, form: LawForm, moments: str = "ppl") -> Runs:
     path = Path(path)
     if not path.exists():
         raise PplawError(f"{path}: runs file not found")
+    if not path.is_file():
+        raise PplawError(f"{path}: not a file (expected a runs CSV)")
     try:
         frame = pd.read_csv(path, dtype={"run_id": str, "group": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:

@@ -158,9 +158,13 @@ def load_fit(fit_dir) -> Fit:
     if not path.exists():
         raise PplawError(f"{path}: not found (no fit there, or the fit did not complete)")
     try:
-        info = json.loads(path.read_text())
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise PplawError(f"{path}: not valid UTF-8") from None
     except json.JSONDecodeError as e:
         raise PplawError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(info, dict):
+        raise PplawError(f"{path}: expected a JSON object, got {type(info).__name__}")
     for key in ("law", "param_names", "point"):
         if key not in info:
             raise PplawError(f"{path}: field {key!r} missing")

@@ -65,7 +65,8 @@ def _points(args, law: str):
         bad = ~np.isfinite(v) | (v <= 0)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise PplawError(f"{where}: {c} value {cols[c][i]!r} (point {i}) must be a finite number > 0")
+            raise PplawError(f"{where}: {c} value {np.asarray(cols[c])[i].item()!r} (point {i}) "
+                             "must be a finite number > 0")
         cols[c] = v
     try:
         np.broadcast_shapes(*(np.shape(v) for v in cols.values() if v is not None))

@@ -58,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         raise PplawError(f"--trust-margin {args.trust_margin}: must be >= 0")
     if not 0 < args.stop_probability <= 1 or not args.radius > 0:
         raise PplawError("--stop-probability must be in (0, 1] and --radius > 0")
+    if args.n < 1:
+        raise PplawError(f"--n must be >= 1, got {args.n}")
     if not args.prefix.isidentifier():
         raise PplawError(f"--prefix {args.prefix!r}: letters, digits and _ only")
     selector = args.selector or DEFAULT_SELECTOR

@@ -1,0 +1,291 @@
+"""Every subcommand, every kind of bad input: exit code 2, one line that names the file (and line,
+column or field), and no output that looks complete.
+
+One row per case: the subcommand x {missing, empty, malformed, non-UTF-8, wrong type, out of range,
+unwritable output} where the command takes such an input, plus the wrong-result cases of the
+silent-wrong-data issue (repeated ids, a selection without its summary, parts that do not add up).
+The commands run in-process (`pplaw_jax.cli.main`); the cases that need a model use one tiny HF
+Llama, loaded per case, so the table runs in about a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pplaw_jax.cli import main
+from pplaw_jax.law.synthetic import synthetic_runs
+from pplaw_jax.select.synthetic import synthetic_landscape, write_landscape
+
+NON_UTF8 = b"\xff\xfe not text \xc3\x28\n"
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    argv: tuple[str, ...]  # {root} is the shared inputs directory, {out} the case's output path
+    message: str  # regex the one error line must match (it names the file, line or field)
+    complete: str | None  # file below {out} whose presence would mean "complete" (None: {out} itself)
+
+
+def _jsonl(*rows) -> bytes:
+    return b"".join((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in rows)
+
+
+DOC = {"id": "a", "text": "the quick brown fox jumps over a lazy dog"}
+TASK = {"question": "q?", "choices": ["yes", "no"], "answer": 0}
+INPUTS = {  # name -> bytes, written once into {root}
+    "good.jsonl": _jsonl(DOC, {"id": "b", "text": "seven wizards quietly pack boxes"}),
+    "empty.jsonl": b"",
+    "blank.jsonl": _jsonl({"id": "a", "text": ""}, {"id": "b", "text": ""}),
+    "malformed.jsonl": _jsonl(DOC, b'{"id": "b", "text": "unterminated'),
+    "nonutf8.jsonl": _jsonl(DOC) + NON_UTF8,
+    "wrongtype.jsonl": _jsonl(DOC, {"id": "b", "text": 17}),
+    "notobject.jsonl": _jsonl(DOC, [1, 2]),
+    "dupids.jsonl": _jsonl(DOC, {"id": "b", "text": "x y"}, {"id": "a", "text": "another document"}),
+    "corpus.xml": b"<doc/>",
+    "runs_empty.csv": b"",
+    "runs_header.csv": b"run_id,mu_ppl,sigma_ppl,tokens,loss\n",
+    "runs_nonutf8.csv": b"run_id,mu_ppl,sigma_ppl,tokens,loss\n" + NON_UTF8,
+    "runs_text.csv": b"run_id,mu_ppl,sigma_ppl,tokens,loss\nr0,10,2,1e6,2.5\nr1,11,2,1e6,high\n",
+    "runs_negative.csv": b"run_id,mu_ppl,sigma_ppl,tokens,loss\nr0,10,2,1e6,2.5\nr1,11,2,-5,2.4\n",
+    "runs_nocol.csv": b"run_id,mu_ppl,tokens,loss\nr0,10,1e6,2.5\n",
+    "points_empty.csv": b"",
+    "points_header.csv": b"mu,sigma,tokens\n",
+    "points_nonutf8.csv": b"mu,sigma,tokens\n" + NON_UTF8,
+    "points_zero.csv": b"mu,sigma,tokens\n10,2,1e6\n10,0,1e6\n",
+    "tasks_empty.jsonl": b"",
+    "tasks_malformed.jsonl": _jsonl(TASK, b"{not json"),
+    "tasks_nonutf8.jsonl": _jsonl(TASK) + NON_UTF8,
+    "tasks_answer.jsonl": _jsonl(TASK, {**TASK, "answer": 5}),
+    "tasks_choices.jsonl": _jsonl(TASK, {**TASK, "choices": "yes"}),
+    "config_bad.yaml": b"name: x\nout_dir: [unclosed\n",
+    "config_nonutf8.yaml": b"name: x\n" + NON_UTF8,
+    "a_file": b"not a directory",
+}
+
+SCORE = ("score", "--model", "{root}/model", "--seq-len", "32")
+TRAIN = ("train", "--model", "{root}/model", "--seq-len", "32", "--batch-size", "8", "--steps", "1")
+SELECT = ("select", "--tokens", "1000", "--method", "random")
+PROPOSE = ("propose", "--n", "2", "--tokens", "1000")
+EVAL = ("eval", "--model", "{root}/model")
+PREDICT = ("predict", "--fit", "{root}/fit_good")
+RUN = ("run", "experiments/configs/quickstart.yaml", "data.builtin=null", "data.domain_train={root}/good.jsonl",
+       "data.domain_test={root}/good.jsonl")
+
+CASES = [
+    # ------------------------------------------------------------------ score
+    Case("score/missing-data", (*SCORE, "--data", "{root}/nope.jsonl", "--out", "{out}"),
+         r"nope\.jsonl': no such file", "summary.json"),
+    Case("score/empty-data", (*SCORE, "--data", "{root}/empty.jsonl", "--out", "{out}"),
+         r"empty\.jsonl: no scorable text", "summary.json"),
+    Case("score/blank-documents", (*SCORE, "--data", "{root}/blank.jsonl", "--out", "{out}"),
+         r"blank\.jsonl: no scorable text \(2 documents", "summary.json"),
+    Case("score/malformed-json", (*SCORE, "--data", "{root}/malformed.jsonl", "--out", "{out}"),
+         r"malformed\.jsonl:2: malformed JSON \(Invalid control character, column 34\)", "summary.json"),
+    Case("score/non-utf8", (*SCORE, "--data", "{root}/nonutf8.jsonl", "--out", "{out}"),
+         r"nonutf8\.jsonl:2: not valid UTF-8", "summary.json"),
+    Case("score/text-not-a-string", (*SCORE, "--data", "{root}/wrongtype.jsonl", "--out", "{out}"),
+         r"wrongtype\.jsonl:2: .*'text'", "summary.json"),
+    Case("score/line-not-an-object", (*SCORE, "--data", "{root}/notobject.jsonl", "--out", "{out}"),
+         r"notobject\.jsonl:2: expected a JSON object, got list", "summary.json"),
+    Case("score/repeated-id", (*SCORE, "--data", "{root}/dupids.jsonl", "--out", "{out}"),
+         r"dupids\.jsonl:3: .*'a'.*dupids\.jsonl:1", "summary.json"),
+    Case("score/unsupported-format", (*SCORE, "--data", "{root}/corpus.xml", "--out", "{out}"),
+         r"corpus\.xml' has an unsupported format", "summary.json"),
+    Case("score/missing-model", ("score", "--model", "{root}/nope_model", "--data", "{root}/good.jsonl",
+                                 "--out", "{out}"), r"nope_model", "summary.json"),
+    Case("score/batch-size-0", (*SCORE, "--data", "{root}/good.jsonl", "--batch-size", "0", "--out", "{out}"),
+         r"--batch-size must be >= 1, got 0", "summary.json"),
+    Case("score/seq-len-too-long", (*SCORE, "--data", "{root}/good.jsonl", "--seq-len", "4096", "--out", "{out}"),
+         r"--seq-len 4096 exceeds the model's max_position_embeddings 128", "summary.json"),
+    Case("score/mesh-too-large", (*SCORE, "--data", "{root}/good.jsonl", "--mesh", "data=3", "--out", "{out}"),
+         r"mesh .*'data': 3.* needs 3 devices but 8 are available", "summary.json"),
+    Case("score/out-below-a-file", (*SCORE, "--data", "{root}/good.jsonl", "--out", "{root}/a_file/x"),
+         r"--out .*a_file/x: .*a_file is not a directory", None),
+    # ------------------------------------------------------------------ fit
+    Case("fit/missing-runs", ("fit", "--runs", "{root}/nope.csv", "--out", "{out}"), r"nope\.csv", "fit.json"),
+    Case("fit/empty-runs", ("fit", "--runs", "{root}/runs_empty.csv", "--out", "{out}"),
+         r"runs_empty\.csv: ", "fit.json"),
+    Case("fit/header-only", ("fit", "--runs", "{root}/runs_header.csv", "--out", "{out}"),
+         r"runs_header\.csv: no runs", "fit.json"),
+    Case("fit/non-utf8", ("fit", "--runs", "{root}/runs_nonutf8.csv", "--out", "{out}"),
+         r"runs_nonutf8\.csv: ", "fit.json"),
+    Case("fit/text-in-a-number-column", ("fit", "--runs", "{root}/runs_text.csv", "--out", "{out}"),
+         r"runs_text\.csv: line 3 .*'loss'", "fit.json"),
+    Case("fit/negative-tokens", ("fit", "--runs", "{root}/runs_negative.csv", "--out", "{out}"),
+         r"runs_negative\.csv: line 3 .*'tokens'", "fit.json"),
+    Case("fit/missing-column", ("fit", "--runs", "{root}/runs_nocol.csv", "--out", "{out}"),
+         r"runs_nocol\.csv: missing column\(s\) sigma_ppl", "fit.json"),
+    Case("fit/runs-is-a-directory", ("fit", "--runs", "{root}", "--out", "{out}"), r"is a directory|not a file",
+         "fit.json"),
+    Case("fit/out-is-a-file", ("fit", "--runs", "{root}/runs_good.csv", "--out", "{root}/a_file"),
+         r"--out .*a_file: exists and is not a directory", None),
+    # ------------------------------------------------------------------ select
+    Case("select/missing-landscape", (*SELECT, "--landscape", "{root}/nope", "--out", "{out}"),
+         r"nope: landscape directory not found", "summary.json"),
+    Case("select/incomplete-landscape", (*SELECT, "--landscape", "{root}/land_incomplete", "--out", "{out}"),
+         r"land_incomplete: landscape incomplete \(no summary\.json", "summary.json"),
+    Case("select/part-not-parquet", (*SELECT, "--landscape", "{root}/land_corrupt", "--out", "{out}"),
+         r"host000-part00000\.parquet: cannot read Parquet", "summary.json"),
+    Case("select/lost-part-marker", (*SELECT, "--landscape", "{root}/land_lost", "--out", "{out}"),
+         r"1 completed parts, but summary\.json records 2", "summary.json"),
+    Case("select/summary-non-utf8", (*SELECT, "--landscape", "{root}/land_nonutf8", "--out", "{out}"),
+         r"land_nonutf8/summary\.json: cannot read", "summary.json"),
+    Case("select/tokens-zero", ("select", "--landscape", "{root}/land", "--tokens", "0", "--method", "random",
+                                "--out", "{out}"), r"--tokens", "summary.json"),
+    Case("select/tokens-text", ("select", "--landscape", "{root}/land", "--tokens", "lots", "--method", "random",
+                                "--out", "{out}"), r"--tokens.*'lots'", "summary.json"),
+    Case("select/missing-fit", ("select", "--landscape", "{root}/land", "--tokens", "1000", "--fit",
+                                "{root}/nope_fit", "--out", "{out}"), r"nope_fit", "summary.json"),
+    Case("select/fit-json-malformed", ("select", "--landscape", "{root}/land", "--tokens", "1000", "--fit",
+                                       "{root}/fit_malformed", "--out", "{out}"),
+         r"fit_malformed/fit\.json", "summary.json"),
+    Case("select/fit-json-non-utf8", ("select", "--landscape", "{root}/land", "--tokens", "1000", "--fit",
+                                      "{root}/fit_nonutf8", "--out", "{out}"),
+         r"fit_nonutf8/fit\.json", "summary.json"),
+    Case("select/out-is-a-file", (*SELECT, "--landscape", "{root}/land", "--out", "{root}/a_file"),
+         r"--out .*a_file: exists and is not a directory", None),
+    # ------------------------------------------------------------------ propose
+    Case("propose/missing-fit", (*PROPOSE, "--fit", "{root}/nope_fit", "--landscape", "{root}/land", "--out", "{out}"),
+         r"nope_fit", "propose.json"),
+    Case("propose/incomplete-landscape", (*PROPOSE, "--fit", "{root}/fit_bayes", "--landscape",
+                                          "{root}/land_incomplete", "--out", "{out}"),
+         r"land_incomplete: landscape incomplete", "propose.json"),
+    Case("propose/n-zero", ("propose", "--n", "0", "--tokens", "1000", "--fit", "{root}/fit_bayes", "--landscape",
+                            "{root}/land", "--out", "{out}"), r"--n must be >= 1, got 0", "propose.json"),
+    # ------------------------------------------------------------------ predict
+    Case("predict/missing-fit", ("predict", "--fit", "{root}/nope_fit", "--mu", "1", "--sigma", "1",
+                                 "--tokens", "10", "--out", "{out}"), r"nope_fit", None),
+    Case("predict/points-missing", (*PREDICT, "--points", "{root}/nope.csv", "--out", "{out}"),
+         r"nope\.csv: points file not found", None),
+    Case("predict/points-empty", (*PREDICT, "--points", "{root}/points_empty.csv", "--out", "{out}"),
+         r"points_empty\.csv: empty points file", None),
+    Case("predict/points-header-only", (*PREDICT, "--points", "{root}/points_header.csv", "--out", "{out}"),
+         r"points_header\.csv: no points", None),
+    Case("predict/points-non-utf8", (*PREDICT, "--points", "{root}/points_nonutf8.csv", "--out", "{out}"),
+         r"points_nonutf8\.csv: not a readable UTF-8 CSV", None),
+    Case("predict/points-out-of-range", (*PREDICT, "--points", "{root}/points_zero.csv", "--out", "{out}"),
+         r"points_zero\.csv: sigma value 0 \(point 1\) must be a finite number > 0", None),
+    Case("predict/level-out-of-range", (*PREDICT, "--mu", "1", "--sigma", "1", "--tokens", "10", "--level", "1.5",
+                                        "--out", "{out}"), r"--level", None),
+    # ------------------------------------------------------------------ train
+    Case("train/missing-data", (*TRAIN, "--data", "{root}/nope.jsonl", "--out", "{out}"),
+         r"nope\.jsonl': no such file", "eval.json"),
+    Case("train/malformed-json", (*TRAIN, "--data", "{root}/malformed.jsonl", "--out", "{out}"),
+         r"malformed\.jsonl:2: malformed JSON", "eval.json"),
+    Case("train/non-utf8", (*TRAIN, "--data", "{root}/nonutf8.jsonl", "--out", "{out}"),
+         r"nonutf8\.jsonl:2: not valid UTF-8", "eval.json"),
+    Case("train/repeated-id", (*TRAIN, "--data", "{root}/dupids.jsonl", "--out", "{out}"),
+         r"dupids\.jsonl:3: .*'a'.*dupids\.jsonl:1", "eval.json"),
+    Case("train/empty-data", (*TRAIN, "--data", "{root}/empty.jsonl", "--out", "{out}"),
+         r"empty\.jsonl", "eval.json"),
+    Case("train/selection-without-summary", (*TRAIN, "--data", "{root}/good.jsonl", "--selection",
+                                             "{root}/sel_nosummary", "--out", "{out}"),
+         r"sel_nosummary/selection\.parquet: no summary\.json beside it", "eval.json"),
+    Case("train/selection-not-parquet", (*TRAIN, "--data", "{root}/good.jsonl", "--selection",
+                                         "{root}/sel_notparquet", "--out", "{out}"),
+         r"sel_notparquet/selection\.parquet: cannot read as parquet", "eval.json"),
+    Case("train/lr-nan", (*TRAIN, "--data", "{root}/good.jsonl", "--lr", "nan", "--out", "{out}"),
+         r"--lr must be a positive finite number, got nan", "eval.json"),
+    Case("train/seq-len-1", (*TRAIN, "--data", "{root}/good.jsonl", "--seq-len", "1", "--out", "{out}"),
+         r"--seq-len is too small: 1", "eval.json"),
+    Case("train/out-is-a-file", (*TRAIN, "--data", "{root}/good.jsonl", "--out", "{root}/a_file"),
+         r"--out .*a_file: exists and is not a directory", None),
+    # ------------------------------------------------------------------ eval
+    Case("eval/missing-tasks", (*EVAL, "--tasks", "{root}/nope.jsonl", "--out", "{out}"), r"nope\.jsonl", None),
+    Case("eval/empty-tasks", (*EVAL, "--tasks", "{root}/tasks_empty.jsonl", "--out", "{out}"),
+         r"tasks_empty\.jsonl: no tasks", None),
+    Case("eval/malformed-json", (*EVAL, "--tasks", "{root}/tasks_malformed.jsonl", "--out", "{out}"),
+         r"tasks_malformed\.jsonl:2: not valid JSON", None),
+    Case("eval/non-utf8", (*EVAL, "--tasks", "{root}/tasks_nonutf8.jsonl", "--out", "{out}"),
+         r"tasks_nonutf8\.jsonl:2: not valid UTF-8", None),
+    Case("eval/answer-out-of-range", (*EVAL, "--tasks", "{root}/tasks_answer.jsonl", "--out", "{out}"),
+         r"tasks_answer\.jsonl:2: 'answer' must be an integer index", None),
+    Case("eval/choices-wrong-type", (*EVAL, "--tasks", "{root}/tasks_choices.jsonl", "--out", "{out}"),
+         r"tasks_choices\.jsonl:2: 'choices' must be a list", None),
+    Case("eval/out-is-a-directory", (*EVAL, "--tasks", "{root}/tasks_answer.jsonl", "--out", "{root}"),
+         r"--out .*: is a directory", None),
+    # ------------------------------------------------------------------ run
+    Case("run/missing-config", ("run", "{root}/nope.yaml", "out_dir={out}"), r"config file .*nope\.yaml not found",
+         "report.md"),
+    Case("run/malformed-yaml", ("run", "{root}/config_bad.yaml", "out_dir={out}"),
+         r"config_bad\.yaml is not valid YAML", "report.md"),
+    Case("run/non-utf8-yaml", ("run", "{root}/config_nonutf8.yaml", "out_dir={out}"), r"config_nonutf8\.yaml",
+         "report.md"),
+    Case("run/unknown-key", (*RUN, "train.learning_rate=1", "out_dir={out}"), r"train\.learning_rate", "report.md"),
+    Case("run/bad-enum", (*RUN, "final.methods=[random,bogus]", "out_dir={out}"), r"final\.methods.*bogus",
+         "report.md"),
+    Case("run/out-of-range", (*RUN, "train.lr=-1", "out_dir={out}"), r"train\.lr", "report.md"),
+    Case("run/not-a-whole-number", (*RUN, "train.seq_len=1.7", "out_dir={out}"), r"train\.seq_len.*1\.7",
+         "report.md"),
+    Case("run/missing-corpus", (*RUN, "data.general_test={root}/nope.jsonl", "out_dir={out}"),
+         r"config data\.general_test: .*nope\.jsonl", "report.md"),
+]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """The shared (valid and invalid) inputs of every case."""
+    from tiny_hf import save_tiny_llama
+
+    from test_select_cli import POINT, write_fit
+
+    root = tmp_path_factory.mktemp("bad_inputs")
+    for name, data in INPUTS.items():
+        (root / name).write_bytes(data)
+    save_tiny_llama(root / "model", seed=0)
+    synthetic_runs(n=12, seed=0).drop(columns="loss_true").to_csv(root / "runs_good.csv", index=False)
+    table = synthetic_landscape(400, seed=0)
+    write_landscape(root / "land", table, rows_per_part=200)
+    write_landscape(root / "land_incomplete", table, rows_per_part=200, complete=False)
+    write_landscape(root / "land_corrupt", table, rows_per_part=200)
+    (root / "land_corrupt" / "parts" / "host000-part00000.parquet").write_bytes(b"PAR1 garbage")
+    write_landscape(root / "land_lost", table, rows_per_part=200)
+    (root / "land_lost" / "parts" / "host000-part00001.done").unlink()
+    write_landscape(root / "land_nonutf8", table, rows_per_part=200)
+    (root / "land_nonutf8" / "summary.json").write_bytes(NON_UTF8)
+    write_fit(root / "fit_good")
+    write_fit(root / "fit_bayes", {k: np.full(400, v) for k, v in POINT.items()})
+    for name, data in (("fit_malformed", b'{"law": "ppl",'), ("fit_nonutf8", NON_UTF8)):
+        (root / name).mkdir()
+        (root / name / "fit.json").write_bytes(data)
+    for name in ("sel_nosummary", "sel_notparquet"):
+        (root / name).mkdir()
+    import pandas as pd
+
+    pd.DataFrame({"doc_id": ["a"], "chunk": [0], "n_tokens": [5], "ppl": [3.0]}).to_parquet(
+        root / "sel_nosummary" / "selection.parquet")
+    (root / "sel_notparquet" / "selection.parquet").write_bytes(b"not parquet")
+    (root / "sel_notparquet" / "summary.json").write_text(json.dumps({"n_chunks": 1}))
+    return root
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_bad_input_exits_2_with_one_line_and_no_complete_output(case, root, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = [a.format(root=root, out=out) for a in case.argv]
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    code = main(argv)
+    captured = capsys.readouterr()
+    err = [line for line in captured.err.splitlines() if line.strip() and not _progress(line)]
+    assert code == 2, (code, captured.err[-2000:])
+    assert len(err) == 1, captured.err[-2000:]
+    assert err[0].startswith(f"pplaw {argv[0]}: error: "), err[0]
+    assert re.search(case.message, err[0]), err[0]
+    assert "Traceback" not in captured.err
+    if case.complete is None:
+        assert not out.exists()
+    else:
+        assert not (out / case.complete).exists()
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before  # inputs untouched
+
+
+def _progress(line: str) -> bool:
+    """Progress output (tqdm bars, stage banners) that may precede the error line."""
+    return re.search(r"\[\d\d:\d\d", line) is not None or line.startswith(("===", ">>>"))
