@@ -1,7 +1,8 @@
 """`pplaw` command-line entry point: one subcommand per pipeline stage.
 
 Each stage module exposes `add_arguments(parser)` and `run(args) -> int`; they are imported lazily
-so that `pplaw fit --help` does not pay for loading the model code.
+so that `pplaw fit --help` does not pay for loading the model code (no subcommand's `--help` imports
+JAX).
 """
 
 from __future__ import annotations
@@ -10,19 +11,29 @@ import argparse
 import importlib
 import sys
 
+from pplaw_jax import __version__
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import check_output_path, output_lock
 
-# subcommand -> (module, one-line help)
+# subcommand -> (module, one-line help, example)
 COMMANDS = {
-    "score": ("pplaw_jax.landscape.cli", "score every chunk of a corpus with a frozen model"),
-    "fit": ("pplaw_jax.law.cli", "fit the perplexity-aware (or data-only) scaling law to runs.csv"),
-    "predict": ("pplaw_jax.law.predict_cli", "predict loss at (mu, sigma, tokens) from a fit"),
-    "select": ("pplaw_jax.select.cli", "choose a training subset of a landscape under a token budget"),
-    "propose": ("pplaw_jax.select.propose_cli", "propose the next law-fitting runs from a fit (sequential design)"),
-    "train": ("pplaw_jax.train.cli", "continual pre-training on a selection, with evaluation"),
-    "eval": ("pplaw_jax.train.eval_cli", "multiple-choice downstream evaluation"),
-    "run": ("pplaw_jax.pipeline", "run the whole study from a YAML config"),
+    "score": ("pplaw_jax.landscape.cli", "score every chunk of a corpus with a frozen model",
+              "pplaw score --model smollm2-135m-instruct --data corpus/train.jsonl --out land --seq-len 512"),
+    "fit": ("pplaw_jax.law.cli", "fit the perplexity-aware (or data-only) scaling law to runs.csv",
+            "pplaw fit --runs grid/runs.csv --out fit --moments logppl"),
+    "predict": ("pplaw_jax.law.predict_cli", "predict loss at (mu, sigma, tokens) from a fit",
+                "pplaw predict --fit fit --mu 3.1 --sigma 0.6 --tokens 1e6"),
+    "select": ("pplaw_jax.select.cli", "choose a training subset of a landscape under a token budget",
+               "pplaw select --landscape land --fit fit --tokens 1e6 --out sel   "
+               "(also: pplaw select design ..., pplaw select windows ...)"),
+    "propose": ("pplaw_jax.select.propose_cli", "propose the next law-fitting runs from a fit (sequential design)",
+                "pplaw propose --fit fit --landscape land --n 3 --tokens 1e5 --out round1"),
+    "train": ("pplaw_jax.train.cli", "continual pre-training on a selection, with evaluation",
+              "pplaw train --model base/hf --data corpus/train.jsonl --selection sel --tokens 1e6 --out run"),
+    "eval": ("pplaw_jax.train.eval_cli", "multiple-choice downstream evaluation",
+             "pplaw eval --model run/hf --tasks tasks.jsonl --out eval.json"),
+    "run": ("pplaw_jax.pipeline", "run the whole study from a YAML config",
+            "pplaw run experiments/configs/quickstart.yaml out_dir=runs/qs final.seeds=[0,1]"),
 }
 
 FILE_OUTPUTS = {"eval", "predict"}  # subcommands whose --out is a file, not a directory
@@ -33,11 +44,13 @@ SELF_LOCKING = {"score", "train", "run"}
 
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | None]:
     parser = argparse.ArgumentParser(prog="pplaw", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"pplaw {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = next((a for a in argv if not a.startswith("-")), None)
     module = None
-    for name, (mod_name, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    for name, (mod_name, help_text, example) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == wanted:
             module = importlib.import_module(mod_name)
             module.add_arguments(p)
@@ -47,7 +60,11 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | Non
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, module = build_parser(argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except PplawError as e:  # an argument type that checks its value (e.g. --tokens 2.5)
+        print(f"pplaw {argv[0]}: error: {e}", file=sys.stderr)
+        return 2
     if module is None:
         parser.print_help()
         return 2

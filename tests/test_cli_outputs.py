@@ -89,3 +89,38 @@ def test_a_refused_command_leaves_no_output_directory_behind(tmp_path, capsys):
         assert main(_out_args(argv, out)) == 2, argv
         assert not out.exists(), argv
         capsys.readouterr()
+
+
+def test_every_help_ends_with_an_example_and_loads_without_jax():
+    """`pplaw CMD --help` is read before anything runs: it must be quick (no JAX import) and end
+    with a runnable example. Checked in a fresh interpreter (this one has imported JAX)."""
+    import subprocess
+    import sys
+
+    from pplaw_jax.cli import COMMANDS
+
+    script = (
+        "import contextlib, io, sys\n"
+        "from pplaw_jax.cli import main\n"
+        f"for name in {list(COMMANDS)!r}:\n"
+        "    buf = io.StringIO()\n"
+        "    with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):\n"
+        "        main([name, '--help'])\n"
+        "    print(name, 'jax' in sys.modules, buf.getvalue().strip().splitlines()[-1].strip().split()[:2])\n"
+    )
+    lines = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert lines == [f"{name} False ['pplaw', '{name}']" for name in COMMANDS]
+    version = subprocess.run([sys.executable, "-m", "pplaw_jax.cli", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.strip().startswith("pplaw 0.")
+
+
+def test_train_tokens_accepts_scientific_notation(tmp_path, capsys):
+    """`--tokens 1e6` works in every subcommand (train took only integers); a bad value is one line."""
+    assert main(["train", "--model", "NOPE", "--data", "NOPE.jsonl", "--tokens", "2.5", "--out", str(tmp_path / "r")]) == 2
+    assert "--tokens: the token budget must be a whole number of tokens, got '2.5'" in capsys.readouterr().err
+    from pplaw_jax.train.cli import add_arguments
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args(["--model", "m", "--data", "d", "--out", "o", "--tokens", "1e6"]).tokens == 1_000_000

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from pplaw_jax.landscape.score import DEFAULT_DOCS_PER_PART
+from pplaw_jax.landscape.parts import DEFAULT_DOCS_PER_PART
 
 DEFAULT_BATCH_ROWS = 8
 

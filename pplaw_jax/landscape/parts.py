@@ -38,6 +38,7 @@ PART_SCHEMA = pa.schema(
         ("ppl", pa.float64()),
     ]
 )
+DEFAULT_DOCS_PER_PART = 1000  # documents per part: the unit of resumption
 RUN_ARGS = "run_args.json"
 SUMMARY = "summary.json"
 HISTOGRAM = "histogram.png"

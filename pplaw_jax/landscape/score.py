@@ -60,7 +60,6 @@ from pplaw_jax.landscape import parts
 from pplaw_jax.landscape.stats import plot_log_ppl_histogram, ppl_stats
 from pplaw_jax.models.loss import next_token_nll
 
-DEFAULT_DOCS_PER_PART = 1000
 HOST_WAIT_POLL_S = 2.0
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], tuple[Any, Any]]
@@ -155,7 +154,7 @@ def score_corpus(
     run_args: Mapping[str, Any],
     process_index: int = 0,
     process_count: int = 1,
-    docs_per_part: int = DEFAULT_DOCS_PER_PART,
+    docs_per_part: int = parts.DEFAULT_DOCS_PER_PART,
     summary_info: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any] | None:

@@ -10,30 +10,24 @@ order), `loss` (masked token NLL), `loop` (sharded train step, resumable loop, m
 `export` (RUN/hf), `scratch` (random init, tokenizer training).
 """
 
-from pplaw_jax.train.dataset import TokenSequences, batch_indices, build_sequences, read_selection
-from pplaw_jax.train.evaluate import mc_metrics, read_tasks, wilson_interval
-from pplaw_jax.train.loop import LoopSettings, ShardedLM, Trainer, fit
-from pplaw_jax.train.loss import token_nll
-from pplaw_jax.train.optim import make_optimizer, make_schedule, total_steps, warmup_steps
-from pplaw_jax.train.scratch import load_for_training, train_tokenizer
+import importlib
 
-__all__ = [
-    "LoopSettings",
-    "ShardedLM",
-    "TokenSequences",
-    "Trainer",
-    "batch_indices",
-    "build_sequences",
-    "fit",
-    "load_for_training",
-    "make_optimizer",
-    "make_schedule",
-    "mc_metrics",
-    "read_selection",
-    "read_tasks",
-    "token_nll",
-    "total_steps",
-    "train_tokenizer",
-    "warmup_steps",
-    "wilson_interval",
-]
+# name -> submodule; imported on first use (PEP 562), so `pplaw train --help` (which imports
+# pplaw_jax.train.cli) does not load JAX
+_EXPORTS = {
+    "TokenSequences": "dataset", "batch_indices": "dataset", "build_sequences": "dataset", "read_selection": "dataset",
+    "mc_metrics": "evaluate", "read_tasks": "evaluate", "wilson_interval": "evaluate",
+    "LoopSettings": "loop", "ShardedLM": "loop", "Trainer": "loop", "fit": "loop",
+    "token_nll": "loss",
+    "make_optimizer": "optim", "make_schedule": "optim", "total_steps": "optim", "warmup_steps": "optim",
+    "load_for_training": "scratch", "train_tokenizer": "scratch",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
+
+__all__ = sorted(_EXPORTS)

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from pplaw_jax.errors import PplawError
+from pplaw_jax.select.core import parse_budget
 from pplaw_jax.fileio import file_sha256, output_lock, write_json
 
 
@@ -27,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--selection", default=None, help="selection.parquet (or its directory): train on these chunks only")
     parser.add_argument("--out", required=True, help="run directory (resumed if it holds the same run)")
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--tokens", type=int, default=None, help="run length in tokens: steps = ceil(N / (B*(L-1)))")
+    length.add_argument("--tokens", type=parse_budget, default=None,
+                        help="run length in tokens, e.g. 1e6: steps = ceil(N / (B*(L-1)))")
     length.add_argument("--steps", type=int, default=None, help="run length in steps (default: one epoch)")
     parser.add_argument("--seq-len", type=int, default=1024, help="tokens per sequence, start token included")
     parser.add_argument("--batch-size", type=int, default=8, help="global batch size (sequences per step)")
