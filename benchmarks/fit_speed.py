@@ -14,7 +14,6 @@ data-only law NUTS for LOO + 5-fold held-out comparison + plots).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import tempfile
 import time
@@ -70,7 +69,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         frame.to_csv(Path(tmp) / "runs.csv", index=False)
         _, res["pplaw_fit_stage_s"] = timed(
-            lambda: fit_to_dir(Path(tmp) / "runs.csv", Path(tmp) / "fit", FitOptions(log=io.StringIO()))
+            lambda: fit_to_dir(Path(tmp) / "runs.csv", Path(tmp) / "fit", FitOptions())
         )
     print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in res.items()}, indent=1))
 

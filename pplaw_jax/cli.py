@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from pplaw_jax import __version__
+from pplaw_jax import __version__, logs
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import check_output_path, output_lock
 
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if module is None:
         parser.print_help()
         return 2
+    logs.setup()
     try:
         out = getattr(args, "out", None)
         if out is not None:  # an output that cannot be written fails first

@@ -33,6 +33,9 @@ import yaml
 from pplaw_jax.config import StudyConfig, config_to_dict, load_config
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import atomic_write, output_lock, write_jsonl, write_text
+from pplaw_jax.logs import get_logger
+
+log = get_logger("run")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,9 +99,9 @@ class Study:
         from pplaw_jax.cli import main
 
         argv = [str(a) for a in argv]
-        with open(self.out / "commands.log", "a") as log:
-            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  pplaw {shlex.join(argv)}\n")
-        print(f"\n>>> pplaw {shlex.join(argv)}", flush=True)
+        with open(self.out / "commands.log", "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  pplaw {shlex.join(argv)}\n")
+        log.info(f">>> pplaw {shlex.join(argv)}")
         code = main(argv)
         if code != 0 and code not in allow_exit:
             raise PplawError(f"stage command failed with exit code {code}: pplaw {shlex.join(argv)}")
@@ -107,8 +110,8 @@ class Study:
     def run(self, stop_after: str | None = None) -> None:
         if stop_after is not None and stop_after not in self.STAGES:
             raise PplawError(f"--only must be one of {', '.join(self.STAGES)}, got {stop_after!r}")
-        for stage in self.STAGES:
-            print(f"=== stage {stage}", flush=True)
+        for i, stage in enumerate(self.STAGES, 1):
+            log.info(f"=== stage {stage} ({i}/{len(self.STAGES)})")
             getattr(self, f"stage_{stage}")()
             if stage == stop_after:
                 return
@@ -269,8 +272,9 @@ class Study:
 
         manifest = pd.read_csv(sel_dir / "manifest.csv", dtype={"group": str})
         rows = []
-        for r in manifest.itertuples():
+        for i, r in enumerate(manifest.itertuples(), 1):
             run_dir = runs_dir / r.name
+            log.info(f"run {i}/{len(manifest)} of {sel_dir.relative_to(self.out)}: {r.name}")
             self._train(sel_dir / r.name / "selection.parquet", run_dir, self.cfg.seed + int(r.seed))
             rows.append(self._run_row(r.name, r.group, run_dir, round_))
         return pd.DataFrame(rows)
@@ -372,9 +376,13 @@ class Study:
         if not base_eval.exists():
             base_eval.parent.mkdir(parents=True, exist_ok=True)
             self.pplaw("eval", "--model", self.base, "--tasks", self.tasks, "--out", base_eval)
+        total = sum(len(dirs) for dirs in self.selections.values())
         for method, dirs in self.selections.items():
             for seed, sel in dirs.items():
                 run_dir = self.out / "final" / method / f"seed{seed}"
+                done = sum(1 for m in self.selections for k in self.selections[m]
+                           if (self.out / "final" / m / f"seed{k}" / "eval.json").exists())
+                log.info(f"final run {method} seed {seed} ({done} of {total} runs finished)")
                 self._train(sel / "selection.parquet", run_dir, seed)
                 if not (run_dir / "downstream.json").exists():
                     self.pplaw("eval", "--model", run_dir / "hf", "--tasks", self.tasks, "--out", run_dir / "downstream.json")

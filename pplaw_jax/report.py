@@ -30,8 +30,11 @@ def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
     m = float(x.mean())
     if x.size < 2:
         return m, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    return m, m - half, m + half
+    sem = float(stats.sem(x))
+    if sem == 0:  # identical values: scipy's t needs a positive scale
+        return m, m, m
+    lo, hi = stats.t.interval(level, x.size - 1, loc=m, scale=sem)
+    return m, float(lo), float(hi)
 
 
 def _fmt_ci(mean: float, lo: float, hi: float, digits: int = 4) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -287,5 +286,5 @@ def test_bad_input_exits_2_with_one_line_and_no_complete_output(case, root, tmp_
 
 
 def _progress(line: str) -> bool:
-    """Progress output (tqdm bars, stage banners) that may precede the error line."""
-    return re.search(r"\[\d\d:\d\d", line) is not None or line.startswith(("===", ">>>"))
+    """Progress output (tqdm bars, `pplaw_jax.logs` records) that may precede the error line."""
+    return re.search(r"\[\d\d:\d\d", line) is not None or re.match(r"\d\d:\d\d:\d\d pplaw\.", line) is not None

@@ -13,7 +13,7 @@ import transformers
 from pplaw_jax.cli import main
 from pplaw_jax.errors import PplawError
 from pplaw_jax.models import train_bpe_tokenizer
-from pplaw_jax.train.evaluate import encode_pair, mc_metrics, read_tasks, wilson_interval, Task, Z95
+from pplaw_jax.train.evaluate import encode_pair, mc_metrics, read_tasks, wilson_interval, Task
 
 CORPUS = ["the cat sat on the mat", "a dog ran in the park", "paris is the capital of france", "café naïve"] * 10
 TASKS = [
@@ -138,6 +138,9 @@ def test_encode_pair_moves_trailing_space_to_the_continuation():
 
     ctx, cont = encode_pair(CharTokenizer(), "in the  ", "park")
     assert ctx == [ord(c) for c in "in the"] and cont == [ord(c) for c in "  park"]
+
+
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 
 
 def test_wilson_interval_solves_the_score_equation():

@@ -177,6 +177,35 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(files, tmp_path, capsy
     capsys.readouterr()
     assert main(_train_args(d, out, *extra)) == 0
     assert "complete" in capsys.readouterr().out
+    # TensorBoard shows the same single trajectory: the resumed session purges the killed one's
+    # events from the replayed steps on (read back with the TFRecord framing + Event protobuf)
+    for tag, key in (("train/train_loss", "train_loss"), ("train/lr", "lr"), ("eval/domain_loss", "domain_loss")):
+        want = [(r["step"], r[key]) for r in rows if key in r]
+        got = _tensorboard_scalars(out / "tensorboard", tag)
+        assert [s for s, _ in got] == [s for s, _ in want], tag
+        np.testing.assert_allclose([v for _, v in got], [v for _, v in want], rtol=1e-6)  # float32 in events
+
+
+def _tensorboard_scalars(log_dir, tag):
+    """(step, value) of `tag` over every event file in `log_dir`, oldest first, honouring purges."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+    points = {}
+    for path in sorted(log_dir.glob("events.out.tfevents.*"), key=lambda p: p.name.split(".")[3]):
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack_from("<Q", data, pos)
+            event = Event.FromString(data[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4
+            if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+                points = {s: v for s, v in points.items() if s < event.step}
+            for value in event.summary.value:
+                if value.tag == tag:
+                    points[event.step] = value.simple_value
+    return sorted(points.items())
 
 
 # ---------------------------------------------------------------------- selection, eval.json, export

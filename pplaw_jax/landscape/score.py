@@ -42,7 +42,6 @@ part is written.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import chain, islice
@@ -51,13 +50,14 @@ from typing import Any
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
 from pplaw_jax.data import Document, chunk_token_ids, iter_tokenized, pad_batch
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_json
 from pplaw_jax.landscape import parts
 from pplaw_jax.landscape.stats import plot_log_ppl_histogram, ppl_stats
+from pplaw_jax.logs import get_logger
+from pplaw_jax.logs import progress as progress_display
 from pplaw_jax.models.loss import next_token_nll
 
 HOST_WAIT_POLL_S = 2.0
@@ -184,7 +184,7 @@ def score_corpus(
     failure.unlink(missing_ok=True)  # from an earlier attempt
     started = time.perf_counter()
     try:
-        with tqdm(desc=f"score host {process_index}", unit="doc", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
+        with progress_display(f"score host {process_index}", unit="doc", disable=not progress) as bar:
             scorer = _PartScorer(score_fn, encode_batch, start_id, seq_len, batch_size, bar)
             host = _score_host(documents, out_dir, scorer, process_index, docs_per_part, bar)
     except BaseException as e:  # tell the other hosts not to wait for this one, then fail as usual
@@ -338,7 +338,7 @@ def _wait_for_hosts(out_dir: str | os.PathLike, process_count: int) -> None:
                 error = parts.read_json(failure).get("error")
                 raise PplawError(f"host {h} failed ({error}); fix the cause and rerun to resume {out_dir}")
         if not announced:
-            print(f"pplaw score: waiting for hosts {missing} to finish writing into {out_dir}", file=sys.stderr)
+            get_logger("score").info(f"waiting for hosts {missing} to finish writing into {out_dir}")
             announced = True
         time.sleep(HOST_WAIT_POLL_S)
 

@@ -43,6 +43,7 @@ transitions <= ``max_divergences`` (default 0), over all parameters and ``noise`
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -178,21 +179,10 @@ class BayesFit:
         az = import_arviz()
         names = list(self.form.param_names) + ["noise"]
         post = az.from_dict(posterior={k: self.draws[k] for k in names}).posterior
-        rhat, ess = az.rhat(post), az.ess(post, method="bulk")
-        ess_tail = az.ess(post, method="tail")
-        summary = {}
-        for k in names:
-            v = self.draws[k].reshape(-1)
-            summary[k] = {
-                "mean": float(v.mean()),
-                "sd": float(v.std(ddof=1)),
-                "q05": float(np.quantile(v, 0.05)),
-                "q50": float(np.quantile(v, 0.5)),
-                "q95": float(np.quantile(v, 0.95)),
-                "r_hat": float(rhat[k]),
-                "ess_bulk": float(ess[k]),
-                "ess_tail": float(ess_tail[k]),
-            }
+        quantiles = {f"q{round(100 * q):02d}": (lambda x, q=q: np.quantile(x, q)) for q in (0.05, 0.5, 0.95)}
+        table = az.summary(post, var_names=names, round_to="none", stat_funcs=quantiles, extend=True)
+        columns = ("mean", "sd", "q05", "q50", "q95", "r_hat", "ess_bulk", "ess_tail")
+        summary = {k: {c: float(table.loc[k, c]) for c in columns} for k in names}
         cfg = self.config
         n_div = int(self.sample_stats["diverging"].sum())
         max_rhat = max(s["r_hat"] for s in summary.values())
@@ -292,7 +282,9 @@ def fit_bayes(runs: Runs, point: PointFit, priors: Priors, config: SamplerConfig
         num_samples=config.samples,
         num_chains=config.chains,
         chain_method=chain_method,
-        progress_bar=False,
+        # numpyro's bar on a terminal (it steps the sampler from Python, a small cost); in a log
+        # file the fit stage's start and end lines (law.fitdir) stand for it
+        progress_bar=sys.stderr.isatty(),
     )
     rng = np.random.default_rng(config.seed)
     init = _init_params(point, config.chains, rng)

@@ -20,16 +20,16 @@ written: ``diagnostics.json`` and the trace plot are left for inspection and
 from __future__ import annotations
 
 import datetime as _dt
-import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import file_sha256, write_json
+from pplaw_jax.logs import get_logger
 from pplaw_jax.law import plots
 from pplaw_jax.law.collinearity import collinearity
 from pplaw_jax.law.data import Runs, read_runs
@@ -64,7 +64,6 @@ class FitOptions:
     plots: bool = True
     compare: bool = True  # the rival laws' validation (fit.json comparison)
     allow_unconverged: bool = False
-    log: object = field(default=None, repr=False)  # progress stream; None = sys.stderr at fit time
 
 
 def _feasible(runs: Runs, opts: FitOptions) -> tuple[SupportRegion, FeasibleGrid]:
@@ -74,13 +73,13 @@ def _feasible(runs: Runs, opts: FitOptions) -> tuple[SupportRegion, FeasibleGrid
 
 
 class _Log:
-    """Progress lines on stderr, stamped with the seconds since the fit started."""
+    """Progress records of logger ``pplaw.fit``, stamped with the seconds since the fit started."""
 
-    def __init__(self, stream):
-        self.stream, self.t0 = stream, time.perf_counter()
+    def __init__(self):
+        self.logger, self.t0 = get_logger("fit"), time.perf_counter()
 
     def __call__(self, msg: str) -> None:
-        print(f"pplaw fit [{time.perf_counter() - self.t0:6.1f}s]: {msg}", file=self.stream, flush=True)
+        self.logger.info(f"[{time.perf_counter() - self.t0:6.1f}s] {msg}")
 
 
 def _point_optimum(form, point, grid: FeasibleGrid, tokens_ref: float) -> dict:
@@ -103,7 +102,7 @@ def fit_to_dir(runs_path, out_dir, opts: FitOptions) -> dict:
     """Fit, write FITDIR, and return the fit.json content (raises NotConverged / PplawError)."""
     from pplaw_jax.law.bayes import Priors, SamplerConfig
 
-    say = _Log(opts.log if opts.log is not None else sys.stderr)
+    say = _Log()
     if opts.method not in ("point", "bayes", "both"):
         raise PplawError(f"--method {opts.method!r}: expected point, bayes or both")
     form = get_law(opts.law)
@@ -161,7 +160,7 @@ def fit_to_dir(runs_path, out_dir, opts: FitOptions) -> dict:
         "comparison": None,
         "seed": opts.seed,
         "options": {  # the resolved settings this directory was produced with
-            **{f.name: getattr(opts, f.name) for f in fields(opts) if f.name not in ("priors", "sampler", "log")},
+            **{f.name: getattr(opts, f.name) for f in fields(opts) if f.name not in ("priors", "sampler")},
             "priors": asdict(priors), "sampler": asdict(sampler),
         },
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

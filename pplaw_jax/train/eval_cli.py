@@ -28,9 +28,9 @@ def run(args: argparse.Namespace) -> int:
     initialize_distributed()
 
     import jax
-    from tqdm import tqdm
 
     from pplaw_jax.distributed import make_mesh
+    from pplaw_jax.logs import progress
     from pplaw_jax.models import load_model
     from pplaw_jax.train.evaluate import build_requests, mc_metrics, read_tasks, score_requests
     from pplaw_jax.train.loop import ShardedLM, data_parallel_size
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise PplawError(f"--max-length {max_length} must be in [2, {context}] (the model's context)")
     requests = build_requests(tasks, loaded.tokenizer, max_length, source=args.tasks)
     lm = ShardedLM(loaded.model, mesh)
-    with tqdm(total=len(requests), desc="eval", unit="choice", disable=jax.process_index() != 0) as bar:
+    with progress("eval", total=len(requests), unit="choice", disable=jax.process_index() != 0) as bar:
         logliks = score_requests(lm.nll, requests, args.batch_size, max_length, progress=bar.update)
     results = {"model": loaded.source, "tasks": os.path.abspath(args.tasks), **mc_metrics(tasks, logliks)}
     if jax.process_index() == 0:

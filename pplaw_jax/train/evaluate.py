@@ -17,7 +17,6 @@ Each accuracy comes with a 95% Wilson score interval (binomial, over examples).
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -26,7 +25,6 @@ import numpy as np
 
 from pplaw_jax.errors import PplawError
 
-Z95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
@@ -153,15 +151,14 @@ def score_requests(
     return out
 
 
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (default 95%)."""
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (scipy's ``binomtest``; default 95%)."""
+    from scipy import stats
+
     if n == 0:
         return (float("nan"), float("nan"))
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    ci = stats.binomtest(int(successes), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return (float(ci.low), float(ci.high))
 
 
 def mc_metrics(tasks: Sequence[Task], logliks: np.ndarray) -> dict:

@@ -32,6 +32,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from pplaw_jax.distributed import batch_sharding, state_shardings
 from pplaw_jax.errors import PplawError
+from pplaw_jax.logs import progress
 from pplaw_jax.train.checkpoint import RunCheckpointer, abstract_like
 from pplaw_jax.train.dataset import TokenSequences, batch_indices, eval_batches, gather
 from pplaw_jax.train.loss import token_nll
@@ -252,16 +253,15 @@ def fit(
         state, meta = checkpointer.restore(latest, trainer.abstract_state())
         trainer.load_state(state)
         step, tokens, wall_before = int(meta["step"]), int(meta["tokens"]), float(meta["wall_time_s"])
-    metrics = MetricsLog(run_dir / "metrics.jsonl", keep_through_step=latest) if is_main else None
+    metrics = (MetricsLog(run_dir / "metrics.jsonl", keep_through_step=latest, tensorboard_dir=run_dir / "tensorboard")
+               if is_main else None)
     started = time.perf_counter()
 
     def place(s: int):
         ids, lengths = gather(train, batch_indices(settings.seed, s, settings.batch_size, len(train)))
         return trainer.put(ids), trainer.put(lengths)
 
-    from tqdm import tqdm
-
-    bar = tqdm(total=settings.num_steps, initial=step, desc="train", unit="step", disable=not is_main)
+    bar = progress("train", total=settings.num_steps, initial=step, unit="step", disable=not is_main)
     final_eval = None
     try:
         batch = place(step) if step < settings.num_steps else None
