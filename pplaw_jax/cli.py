@@ -13,7 +13,7 @@ import sys
 
 from pplaw_jax import __version__, logs
 from pplaw_jax.errors import PplawError
-from pplaw_jax.fileio import check_output_path, output_lock
+from pplaw_jax.fileio import check_output_path, discard_temporaries, output_lock
 
 # subcommand -> (module, one-line help, example)
 COMMANDS = {
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         if out is None or args.command in FILE_OUTPUTS | SELF_LOCKING:
             return int(module.run(args) or 0)
         with output_lock(out):  # one writer per output directory
+            discard_temporaries(out)  # what a killed writer of this directory left behind
             return int(module.run(args) or 0)
     except PplawError as e:
         print(f"pplaw {args.command}: error: {e}", file=sys.stderr)

@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -71,6 +72,21 @@ def staging_dir(final: str | os.PathLike) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     os.chmod(tmp, 0o777 & ~_UMASK)
     return tmp
+
+
+def discard_temporaries(directory: str | os.PathLike) -> None:
+    """Remove what killed writers left below `directory`: `atomic_write` temporaries
+    (``NAME.<random>.tmp``) and `staging_dir` directories (``.NAME.tmp-<random>``).  Only for a
+    directory whose single writer is the caller (it holds `output_lock`): a live writer's
+    temporaries would be removed too."""
+    root = Path(directory)
+    if not root.is_dir():
+        return
+    for path in sorted(root.rglob("*"), reverse=True):  # deepest first
+        if path.is_dir() and path.name.startswith(".") and ".tmp-" in path.name:
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.is_file() and path.name.endswith(TMP_SUFFIX) and path.name.count(".") >= 2:
+            path.unlink(missing_ok=True)
 
 
 def publish_modes(directory: str | os.PathLike) -> None:

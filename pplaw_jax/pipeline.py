@@ -17,7 +17,10 @@ study is exactly the sequence of commands recorded in `OUT/commands.log`:
   7. report     report.md with tables and figures
 
 A stage is skipped when its completion file exists (each subcommand writes its summary last and
-resumes its own partial work), so re-running after a crash continues where it stopped.
+resumes its own partial work), so re-running after a crash continues where it stopped. Re-running
+with another configuration re-runs exactly the stages whose inputs changed and those downstream
+(`pplaw_jax.stages`; their old outputs are moved to OUT/superseded/), `--force STAGE` does so
+without a change, and `--until STAGE` stops after a stage.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ import yaml
 
 from pplaw_jax.config import StudyConfig, config_to_dict, load_config
 from pplaw_jax.errors import PplawError
-from pplaw_jax.fileio import atomic_write, output_lock, write_jsonl, write_text
+from pplaw_jax.fileio import atomic_write, output_lock, write_json, write_jsonl, write_text
 from pplaw_jax.logs import get_logger
+from pplaw_jax.stages import STAGES, stages_record, stage_keys, stale_stages, supersede
 
 log = get_logger("run")
 
@@ -41,13 +45,17 @@ log = get_logger("run")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="study YAML (see experiments/configs/)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. final.seeds=[0,1]")
-    parser.add_argument("--only", default=None, help="stop after this stage (data, base, landscape, grid, fit, select, final)")
+    parser.add_argument("--until", default=None, choices=Study.STAGES, metavar="STAGE",
+                        help="stop after this stage (data, base, landscape, grid, fit, select, final, report)")
+    parser.add_argument("--force", action="append", default=[], choices=tuple(STAGES), metavar="STAGE",
+                        help="re-run this stage and everything downstream of it even if its inputs are "
+                             "unchanged (its outputs are moved to OUT/superseded/); repeatable")
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     with output_lock(cfg.out_dir):  # one study process per out_dir
-        Study(cfg).run(stop_after=args.only)
+        Study(cfg, force=set(args.force)).run(stop_after=args.until)
     return 0
 
 
@@ -56,12 +64,12 @@ class Study:
 
     STAGES = ("data", "base", "landscape", "grid", "fit", "select", "final", "report")
 
-    def __init__(self, cfg: StudyConfig):
+    def __init__(self, cfg: StudyConfig, force: set[str] = frozenset()):
         self.cfg = cfg
         self.out = Path(cfg.out_dir)
         self._check_inputs()  # before anything is written: a typo in a path leaves no study behind
         self.out.mkdir(parents=True, exist_ok=True)
-        self._check_config_unchanged()
+        self._reconcile_config(force)
         self.data = dict(
             general_train=cfg.data.general_train,
             general_test=cfg.data.general_test,
@@ -83,15 +91,27 @@ class Study:
                 except PplawError as e:
                     raise PplawError(f"config data.{key}: {e}") from None
 
-    def _check_config_unchanged(self) -> None:
-        """A study directory belongs to one configuration; refuse to mix results of two."""
+    def _reconcile_config(self, force: set[str]) -> None:
+        """Move aside the outputs this configuration cannot reuse (`pplaw_jax.stages`: a stage whose
+        inputs changed since the recorded config.yaml, or forced, and all downstream of it), then
+        record the configuration. The moves come first, so a kill in between repeats them."""
         path = self.out / "config.yaml"
-        current = yaml.safe_dump(config_to_dict(self.cfg), sort_keys=True)
-        if path.exists() and path.read_text() != current:
-            raise PplawError(
-                f"{path} holds a different configuration; use a new out_dir or delete {self.out}"
-            )
-        write_text(path, current)
+        current = config_to_dict(self.cfg)
+        previous = None
+        if path.exists():
+            try:
+                previous = config_to_dict(load_config(path))
+            except PplawError as e:
+                raise PplawError(f"{path}: the study's recorded configuration no longer loads ({e}); "
+                                 f"use a new out_dir") from None
+        old_keys = stage_keys(previous if previous is not None else current)
+        for stage in stale_stages(previous, current, force):
+            moved = supersede(self.out, stage, old_keys[stage])
+            if moved is not None:
+                log.info(f"stage {stage}: inputs changed{' (forced)' if stage in force else ''}; "
+                         f"previous outputs moved to {moved.relative_to(self.out)}")
+        write_text(path, yaml.safe_dump(current, sort_keys=True))
+        write_json(self.out / "stages.json", stages_record(current))
 
     def pplaw(self, *argv: str, allow_exit: tuple[int, ...] = ()) -> int:
         """Run one `pplaw` subcommand in-process, logging the equivalent shell command; an exit code
@@ -109,7 +129,7 @@ class Study:
 
     def run(self, stop_after: str | None = None) -> None:
         if stop_after is not None and stop_after not in self.STAGES:
-            raise PplawError(f"--only must be one of {', '.join(self.STAGES)}, got {stop_after!r}")
+            raise PplawError(f"--until must be one of {', '.join(self.STAGES)}, got {stop_after!r}")
         for i, stage in enumerate(self.STAGES, 1):
             log.info(f"=== stage {stage} ({i}/{len(self.STAGES)})")
             getattr(self, f"stage_{stage}")()

@@ -124,3 +124,19 @@ def test_train_tokens_accepts_scientific_notation(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     assert parser.parse_args(["--model", "m", "--data", "d", "--out", "o", "--tokens", "1e6"]).tokens == 1_000_000
+
+
+def test_a_rerun_removes_what_a_killed_writer_left(tmp_path, capsys):
+    """A `pplaw fit` killed while saving a figure left `surface.png.<random>.tmp` in its directory
+    for good (found by the fault-injection suite). The next writer of a directory, holding its
+    lock, removes such temporaries and staging directories before it starts."""
+    from pplaw_jax.select.synthetic import synthetic_landscape, write_landscape
+
+    land = write_landscape(tmp_path / "land", synthetic_landscape(200, seed=0), rows_per_part=100)
+    out = tmp_path / "sel"
+    (out / ".hf.tmp-abc123").mkdir(parents=True)
+    (out / ".hf.tmp-abc123" / "model.safetensors").write_bytes(b"partial")
+    (out / "surface.png.lznjjqzn.tmp").write_bytes(b"partial")
+    (out / "keep.tmp").write_text("a user's file, not one of ours")
+    assert main(["select", "--landscape", str(land), "--tokens", "1000", "--method", "random", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["keep.tmp", "selection.parquet", "summary.json"]

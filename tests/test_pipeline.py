@@ -119,9 +119,24 @@ def test_whole_study_end_to_end_and_cached_rerun(toy_study, capsys):
     assert main(["run", str(cfg_path)]) == 0
     new = (out / "commands.log").read_text().splitlines()[n_commands:]
     assert not [c for c in new if " train " in c or " score " in c or " fit " in c], new
-    # a different configuration is refused for the same directory
-    assert main(["run", str(cfg_path), "final.seeds=[1]"]) == 2
-    assert "different configuration" in capsys.readouterr().err
+    # caching by content: a new primary metric is read by the report only, so nothing re-runs
+    landscape_summary = (out / "landscape" / "summary.json").stat().st_mtime_ns
+    assert main(["run", str(cfg_path), "final.primary=general_loss"]) == 0
+    new = (out / "commands.log").read_text().splitlines()[n_commands:]
+    assert not [c for c in new if " train " in c or " score " in c or " fit " in c or " select " in c], new
+    assert "Primary metric (declared in the config before the runs): `general_loss`" in (out / "report.md").read_text()
+    assert not (out / "superseded").exists()
+    # forcing the select stage moves select and final (which reads it) aside and re-selects; the
+    # landscape, the grid and the fit are reused
+    keys = json.loads((out / "stages.json").read_text())["stages"]
+    n_commands = len((out / "commands.log").read_text().splitlines())
+    assert main(["run", str(cfg_path), "final.primary=general_loss", "--force", "select", "--until", "select"]) == 0
+    new = (out / "commands.log").read_text().splitlines()[n_commands:]
+    assert new and all(" select " in c for c in new), new
+    assert sorted(p.name for p in (out / "superseded").iterdir()) == [f"final-{keys['final']['key']}",
+                                                                      f"select-{keys['select']['key']}"]
+    assert (out / "select" / "random" / "seed0" / "selection.parquet").read_bytes() == rand[0]  # same inputs
+    assert (out / "landscape" / "summary.json").stat().st_mtime_ns == landscape_summary
 
 
 def test_a_refused_selection_is_reported_and_not_trained(toy_study, tmp_path, capsys):
@@ -166,7 +181,7 @@ def test_kill_9_inside_a_round_resumes_to_the_uninterrupted_runs(tmp_path):
 
     def start(out):
         cfg = write_config(tmp_path / f"{out.name}.yaml", {**tree, "out_dir": str(out)})
-        return subprocess.Popen([sys.executable, "-m", "pplaw_jax.cli", "run", str(cfg), "--only", "grid"],
+        return subprocess.Popen([sys.executable, "-m", "pplaw_jax.cli", "run", str(cfg), "--until", "grid"],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     killed = tmp_path / "killed"

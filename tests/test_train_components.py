@@ -13,6 +13,7 @@ import pytest
 from pplaw_jax.data import chunk_token_ids
 from pplaw_jax.errors import PplawError
 from pplaw_jax.models import train_bpe_tokenizer
+from pplaw_jax.select.io import read_selection
 from pplaw_jax.train.dataset import (
     TokenSequences,
     batch_indices,
@@ -21,7 +22,6 @@ from pplaw_jax.train.dataset import (
     eval_batches,
     gather,
     pack_sequences,
-    read_selection,
 )
 from pplaw_jax.train.loss import token_nll
 from pplaw_jax.train.metrics import MetricsLog, read_metrics

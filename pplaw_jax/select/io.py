@@ -7,7 +7,8 @@ Rows keep the order of the part files (sorted by name) and of the rows inside th
 is the landscape row index used by every selection method.
 
 Selection (``OUT/``): ``selection.parquet`` with ``doc_id, chunk, n_tokens, ppl`` of the selected
-rows in landscape order, then ``summary.json``.  Any old ``summary.json`` is removed first and
+rows in landscape order, then ``summary.json``; `read_selection` (what ``pplaw train --selection``
+reads) accepts it only with its ``summary.json`` and a matching row count.  Any old ``summary.json`` is removed first and
 every file is written under a temporary name and renamed, so a directory with ``summary.json``
 is always complete and consistent, and the same inputs give byte-identical files.
 """
@@ -15,6 +16,7 @@ is always complete and consistent, and the same inputs give byte-identical files
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,7 @@ import pyarrow.parquet as pq
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import atomic_write, write_json
-from pplaw_jax.moments import chunk_values
+from pplaw_jax.moments import chunk_values, subset_moments
 
 LANDSCAPE_COLUMNS = ("doc_id", "chunk", "n_tokens", "ppl")
 SELECTION_SCHEMA = pa.schema([("doc_id", pa.string()), ("chunk", pa.int64()),
@@ -136,3 +138,69 @@ def write_selection(out_dir, landscape: Landscape, indices: np.ndarray, summary:
     atomic_write(out / SELECTION_PARQUET, lambda tmp: pq.write_table(rows, tmp))
     write_json(out / SUMMARY_JSON, summary)
     return out
+
+
+@dataclass(frozen=True)
+class SelectedChunks:
+    """The rows of a `selection.parquet`: which chunks to train on, and their landscape statistics."""
+
+    path: str
+    doc_ids: np.ndarray  # object (str) [K]
+    chunks: np.ndarray  # int64 [K]
+    n_tokens: np.ndarray  # int64 [K]
+    ppl: np.ndarray  # float64 [K]
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def stats(self) -> dict:
+        """The law's subset statistics: both kinds of moments (``mu_ppl, sigma_ppl, mu_logppl,
+        sigma_logppl``, see `pplaw_jax.moments`), tokens and chunks."""
+        return {**subset_moments(self.ppl), "tokens": int(self.n_tokens.sum()), "chunks": len(self)}
+
+
+def read_selection(path: str | os.PathLike) -> SelectedChunks:
+    """Read `selection.parquet` (or a selection directory holding one); PplawError on bad content."""
+    import pandas as pd
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "selection.parquet"
+    if not p.is_file():
+        raise PplawError(f"{p}: selection file not found")
+    # `pplaw select` writes summary.json last (and removes it first): without it the parquet
+    # beside it is a stale or unfinished selection, never one to train on
+    summary_path = p.parent / "summary.json"
+    try:
+        summary = json.loads(summary_path.read_text())
+    except FileNotFoundError:
+        raise PplawError(f"{p}: no summary.json beside it: the selection is incomplete (was `pplaw select` "
+                         "interrupted?) or was not written by `pplaw select`") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PplawError(f"{summary_path}: cannot read ({e})") from None
+    try:
+        df = pd.read_parquet(p)
+    except Exception as e:  # pyarrow raises several types for a corrupt or non-parquet file
+        raise PplawError(f"{p}: cannot read as parquet ({e})") from e
+    if not isinstance(summary, dict) or summary.get("n_chunks") != len(df):
+        recorded = summary.get("n_chunks") if isinstance(summary, dict) else None
+        raise PplawError(f"{p}: {len(df)} rows, but {summary_path.name} records n_chunks={recorded!r} "
+                         "(the two files come from different selections)")
+    missing = [c for c in SELECTION_SCHEMA.names if c not in df.columns]
+    if missing:
+        raise PplawError(f"{p}: missing column(s) {missing} (expected {list(SELECTION_SCHEMA.names)})")
+    if len(df) == 0:
+        raise PplawError(f"{p}: the selection is empty")
+    dup = df.duplicated(["doc_id", "chunk"])
+    if dup.any():
+        row = df[dup].iloc[0]
+        raise PplawError(f"{p}: {int(dup.sum())} duplicated (doc_id, chunk) rows, e.g. ({row.doc_id!r}, {row.chunk})")
+    if (df["n_tokens"] < 1).any() or not np.isfinite(df["ppl"]).all():
+        raise PplawError(f"{p}: n_tokens must be >= 1 and ppl finite in every row")
+    return SelectedChunks(
+        path=str(p),
+        doc_ids=df["doc_id"].astype(str).to_numpy(dtype=object),
+        chunks=df["chunk"].to_numpy(dtype=np.int64),
+        n_tokens=df["n_tokens"].to_numpy(dtype=np.int64),
+        ppl=df["ppl"].to_numpy(dtype=np.float64),
+    )

@@ -15,7 +15,7 @@ import importlib
 # name -> submodule; imported on first use (PEP 562), so `pplaw train --help` (which imports
 # pplaw_jax.train.cli) does not load JAX
 _EXPORTS = {
-    "TokenSequences": "dataset", "batch_indices": "dataset", "build_sequences": "dataset", "read_selection": "dataset",
+    "TokenSequences": "dataset", "batch_indices": "dataset", "build_sequences": "dataset",
     "mc_metrics": "evaluate", "read_tasks": "evaluate", "wilson_interval": "evaluate",
     "LoopSettings": "loop", "ShardedLM": "loop", "Trainer": "loop", "fit": "loop",
     "token_nll": "loss",

@@ -114,7 +114,8 @@ def _train(args: argparse.Namespace) -> int:
     from pplaw_jax.data.readers import corpus_fingerprint
     from pplaw_jax.distributed import make_mesh
     from pplaw_jax.models.loading import model_fingerprint
-    from pplaw_jax.train.dataset import build_sequences, cached_sequences, fingerprint, read_selection
+    from pplaw_jax.select.io import read_selection
+    from pplaw_jax.train.dataset import build_sequences, cached_sequences, fingerprint
     from pplaw_jax.train.export import export_hf
     from pplaw_jax.train.loop import LoopSettings, Trainer, check_memory, data_parallel_size, fit
     from pplaw_jax.train.optim import make_optimizer, make_schedule, total_steps, warmup_steps

@@ -25,9 +25,8 @@ import numpy as np
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import atomic_write, write_text
-from pplaw_jax.moments import subset_moments
+from pplaw_jax.select.io import SelectedChunks
 
-SELECTION_COLUMNS = ("doc_id", "chunk", "n_tokens", "ppl")
 
 
 @dataclass(frozen=True)
@@ -48,72 +47,6 @@ class TokenSequences:
     def num_scored_tokens(self) -> int:
         """Tokens that are prediction targets (every token but each row's start token)."""
         return int(np.maximum(self.lengths.astype(np.int64) - 1, 0).sum())
-
-
-@dataclass(frozen=True)
-class Selection:
-    """The rows of a `selection.parquet`: which chunks to train on, and their landscape statistics."""
-
-    path: str
-    doc_ids: np.ndarray  # object (str) [K]
-    chunks: np.ndarray  # int64 [K]
-    n_tokens: np.ndarray  # int64 [K]
-    ppl: np.ndarray  # float64 [K]
-
-    def __len__(self) -> int:
-        return len(self.chunks)
-
-    def stats(self) -> dict:
-        """The law's subset statistics: both kinds of moments (``mu_ppl, sigma_ppl, mu_logppl,
-        sigma_logppl``, see `pplaw_jax.moments`), tokens and chunks."""
-        return {**subset_moments(self.ppl), "tokens": int(self.n_tokens.sum()), "chunks": len(self)}
-
-
-def read_selection(path: str | os.PathLike) -> Selection:
-    """Read `selection.parquet` (or a selection directory holding one); PplawError on bad content."""
-    import pandas as pd
-
-    p = Path(path)
-    if p.is_dir():
-        p = p / "selection.parquet"
-    if not p.is_file():
-        raise PplawError(f"{p}: selection file not found")
-    # `pplaw select` writes summary.json last (and removes it first): without it the parquet
-    # beside it is a stale or unfinished selection, never one to train on
-    summary_path = p.parent / "summary.json"
-    try:
-        summary = json.loads(summary_path.read_text())
-    except FileNotFoundError:
-        raise PplawError(f"{p}: no summary.json beside it: the selection is incomplete (was `pplaw select` "
-                         "interrupted?) or was not written by `pplaw select`") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PplawError(f"{summary_path}: cannot read ({e})") from None
-    try:
-        df = pd.read_parquet(p)
-    except Exception as e:  # pyarrow raises several types for a corrupt or non-parquet file
-        raise PplawError(f"{p}: cannot read as parquet ({e})") from e
-    if not isinstance(summary, dict) or summary.get("n_chunks") != len(df):
-        recorded = summary.get("n_chunks") if isinstance(summary, dict) else None
-        raise PplawError(f"{p}: {len(df)} rows, but {summary_path.name} records n_chunks={recorded!r} "
-                         "(the two files come from different selections)")
-    missing = [c for c in SELECTION_COLUMNS if c not in df.columns]
-    if missing:
-        raise PplawError(f"{p}: missing column(s) {missing} (expected {list(SELECTION_COLUMNS)})")
-    if len(df) == 0:
-        raise PplawError(f"{p}: the selection is empty")
-    dup = df.duplicated(["doc_id", "chunk"])
-    if dup.any():
-        row = df[dup].iloc[0]
-        raise PplawError(f"{p}: {int(dup.sum())} duplicated (doc_id, chunk) rows, e.g. ({row.doc_id!r}, {row.chunk})")
-    if (df["n_tokens"] < 1).any() or not np.isfinite(df["ppl"]).all():
-        raise PplawError(f"{p}: n_tokens must be >= 1 and ppl finite in every row")
-    return Selection(
-        path=str(p),
-        doc_ids=df["doc_id"].astype(str).to_numpy(dtype=object),
-        chunks=df["chunk"].to_numpy(dtype=np.int64),
-        n_tokens=df["n_tokens"].to_numpy(dtype=np.int64),
-        ppl=df["ppl"].to_numpy(dtype=np.float64),
-    )
 
 
 def pack_sequences(chunks: Iterable[list[int]], seq_len: int, block_rows: int = 4096) -> TokenSequences:
@@ -146,7 +79,7 @@ def build_sequences(
     tokenizer,
     seq_len: int,
     *,
-    selection: Selection | None = None,
+    selection: SelectedChunks | None = None,
     text_field: str = "text",
     id_field: str = "id",
     max_docs: int | None = None,

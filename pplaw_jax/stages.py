@@ -1,0 +1,113 @@
+"""Content keys of a study's stages: which outputs a changed configuration invalidates.
+
+Each stage of `pplaw run` reads some configuration values and the outputs of some earlier stages.
+Its key is a hash of exactly those values and of those stages' keys, so a change reaches the stage
+that reads it and everything downstream, and nothing else: a new `fit.bootstrap` re-runs fit,
+select and final, never the landscape or the law-fitting grid (unless sequential rounds, which fit
+the law to choose their runs, are on). The report is rewritten on every run and has no key.
+
+When a stage's key changes, its output directory is moved to ``OUT/superseded/<stage>-<old key>``
+(nothing is deleted) and the stage runs again. The previous configuration is the study's
+``config.yaml``, so the keys of what is on disk are always recomputable.
+
+Pure functions of the configuration tree (`pplaw_jax.config.config_to_dict`); the file moves are in
+`supersede`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+_CORPUS_READ = ("data.builtin", "data.text_field", "data.id_field")
+_EVAL_SETS = ("data.domain_test", "data.general_test", "data.target_eval", "data.eval_doc_chars", "data.eval_max_docs")
+
+# stage -> (configuration values it reads, stages whose outputs it reads); in pipeline order
+STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "data": (("data", "final.tasks", "seed"), ()),
+    "base": (("base_model", "scratch", "seed", "data.general_train", *_CORPUS_READ, "landscape.seq_len",
+              "train.mesh", "train.seq_len"), ()),
+    "landscape": (("landscape", "data.domain_train", "data.domain_max_docs", *_CORPUS_READ), ("base",)),
+    "grid": (("grid", "train", "seed", "fit.moments", "data.domain_train", *_CORPUS_READ, *_EVAL_SETS),
+             ("landscape",)),
+    "fit": (("fit", "seed"), ("grid",)),
+    "select": (("final.budget", "final.methods", "final.seeds", "final.allow_boundary",
+                "final.max_boundary_fraction", "grid.selector", "fit.moments", "seed"), ("fit", "landscape")),
+    "final": (("final.tasks", "train", "seed", "data"), ("select", "base")),
+}
+# sequential rounds fit the law (fit settings) and train a random control at the final budget
+SEQUENTIAL_GRID_READS = ("fit", "final.budget")
+SUPERSEDED = "superseded"
+
+
+def _get(tree: dict, dotted: str):
+    node = tree
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def stage_inputs(tree: dict, stage: str) -> dict:
+    """The configuration values `stage` reads, by dotted key."""
+    reads, _ = STAGES[stage]
+    if stage == "grid" and _get(tree, "grid.rounds"):
+        reads = (*reads, *SEQUENTIAL_GRID_READS)
+    return {key: _get(tree, key) for key in reads}
+
+
+def stage_keys(tree: dict) -> dict[str, str]:
+    """Each stage's content key: a hash of the values it reads and of its upstream stages' keys."""
+    keys: dict[str, str] = {}
+    for stage, (_, upstream) in STAGES.items():
+        record = {"config": stage_inputs(tree, stage), "upstream": {u: keys[u] for u in upstream}}
+        keys[stage] = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return keys
+
+
+def downstream(stages: set[str]) -> set[str]:
+    """`stages` and every stage that reads their outputs, directly or not."""
+    found = set(stages)
+    for stage, (_, upstream) in STAGES.items():  # pipeline order: upstream stages come first
+        if found.intersection(upstream):
+            found.add(stage)
+    return found
+
+
+def stale_stages(old_tree: dict | None, new_tree: dict, force: set[str] = frozenset()) -> list[str]:
+    """The stages whose outputs `new_tree` cannot reuse (in pipeline order): a changed key, or
+    forced (with what depends on them). With no previous configuration, only the forced ones."""
+    stale = set(force)
+    if old_tree is not None:
+        old, new = stage_keys(old_tree), stage_keys(new_tree)
+        stale |= {s for s in STAGES if old[s] != new[s]}
+    stale = downstream(stale)
+    return [s for s in STAGES if s in stale]
+
+
+def supersede(out_dir: str | os.PathLike, stage: str, key: str) -> Path | None:
+    """Move the stage's output directory ``OUT/<stage>`` to ``OUT/superseded/<stage>-<key>[-N]``;
+    None when there was nothing to move. One rename, so a kill leaves it either here or there."""
+    out = Path(out_dir)
+    src = out / stage
+    if not src.exists():
+        return None
+    root = out / SUPERSEDED
+    root.mkdir(exist_ok=True)
+    dst = root / f"{stage}-{key}"
+    n = 1
+    while dst.exists():
+        n += 1
+        dst = root / f"{stage}-{key}-{n}"
+    os.replace(src, dst)
+    return dst
+
+
+def stages_record(tree: dict) -> dict:
+    """What `pplaw run` writes to ``OUT/stages.json``: each stage's key and the values it read."""
+    keys = stage_keys(tree)
+    return {"written": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "stages": {s: {"key": keys[s], "config": stage_inputs(tree, s), "upstream": list(STAGES[s][1])}
+                       for s in STAGES}}
