@@ -355,3 +355,62 @@ def test_train_tokenizer_writes_a_loadable_tokenizer(files, tmp_path):
     assert loaded.vocab_size <= 280
     with pytest.raises(PplawError, match="already exists"):
         train_tokenizer(str(d / "train.jsonl"), 280, tmp_path / "tok")
+
+
+def test_metrics_reach_the_host_every_log_every_steps(files, tmp_path, monkeypatch):
+    """The loop fetched every step's scalars at once (a device sync per step). Now the host reads
+    them every --log-every steps, before each checkpoint and at evaluations; metrics.jsonl still
+    has one row per step, with the same values as a run that syncs every step."""
+    import pplaw_jax.train.loop as loop
+
+    d, _, _ = files
+    taken, synced = [0], []
+    real_step, real_fetch = loop.Trainer.step, loop._fetch
+
+    def counting_step(self, *a):
+        taken[0] += 1
+        return real_step(self, *a)
+
+    def spying_fetch(x):
+        synced.append(taken[0])
+        return real_fetch(x)
+
+    monkeypatch.setattr(loop.Trainer, "step", counting_step)
+    monkeypatch.setattr(loop, "_fetch", spying_fetch)
+    extra = ["--steps", "12", "--save-every", "8", "--eval-data", str(d / "test.jsonl"), "--eval-every", "6"]
+    assert main(_train_args(d, tmp_path / "k5", *extra, "--log-every", "5")) == 0
+    # orbax's save policy also saves a run's first step; then log, eval, checkpoint, log, end
+    assert sorted(set(synced)) == [1, 5, 6, 8, 10, 12]
+    synced.clear()
+    taken[0] = 0
+    assert main(_train_args(d, tmp_path / "k1", *extra, "--log-every", "1")) == 0
+    assert sorted(set(synced)) == list(range(1, 13))
+    rows5, rows1 = (read_metrics(tmp_path / k / "metrics.jsonl") for k in ("k5", "k1"))
+    assert [r["step"] for r in rows5] == list(range(1, 13))
+    for a, b in zip(rows5, rows1):
+        assert {k: v for k, v in a.items() if k != "tokens_per_s"} == {k: v for k, v in b.items() if k != "tokens_per_s"}
+
+
+def test_memory_check_is_skipped_where_the_os_reports_no_figure(monkeypatch, caplog):
+    """`pplaw train` read /proc/meminfo unconditionally, so it crashed on macOS."""
+    import builtins
+
+    import pplaw_jax.train.loop as loop
+    from pplaw_jax.distributed import make_mesh
+
+    real_open = builtins.open
+
+    def no_proc(path, *a, **k):
+        if str(path) == "/proc/meminfo":
+            raise FileNotFoundError(path)
+        return real_open(path, *a, **k)
+
+    def no_sysconf(name):
+        raise ValueError(f"unrecognized configuration name {name}")
+
+    monkeypatch.setattr(builtins, "open", no_proc)
+    monkeypatch.setattr(loop.os, "sysconf", no_sysconf)
+    with caplog.at_level("INFO", logger="pplaw"):
+        loop.check_memory(ModelConfig.from_hf(CONFIG), batch_size=8, seq_len=SEQ_LEN, mesh=make_mesh("data=-1"),
+                          compute_bytes=4, remat=False)
+    assert "memory check skipped: this OS reports no available memory" in caplog.text

@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-max-docs", type=int, default=None, help="evaluate on the first N documents of each set")
     parser.add_argument("--eval-batch-size", type=int, default=None, help="sequences per eval batch (default --batch-size)")
     parser.add_argument("--save-every", type=int, default=100, help="checkpoint every K steps (and at the end)")
+    parser.add_argument("--log-every", type=int, default=10,
+                        help="fetch the step metrics to the host every K steps (one device sync; every "
+                             "step still gets its metrics.jsonl row)")
     parser.add_argument("--keep", type=int, default=2, help="checkpoints to keep")
     parser.add_argument("--mesh", default="data=-1,fsdp=1,tensor=1", help="device mesh (axes data, fsdp, tensor)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype (weights stay float32)")
@@ -68,7 +71,7 @@ def _canonical(spec: str | None) -> str | None:
 
 
 def _check_args(args) -> None:
-    for name in ("seq_len", "batch_size", "save_every", "keep"):
+    for name in ("seq_len", "batch_size", "save_every", "keep", "log_every"):
         if getattr(args, name) < (2 if name == "seq_len" else 1):
             raise PplawError(f"--{name.replace('_', '-')} is too small: {getattr(args, name)}")
     if not (math.isfinite(args.lr) and args.lr > 0):
@@ -216,6 +219,7 @@ def _train(args: argparse.Namespace) -> int:
         eval_batch_size=eval_batch_size,
         save_every=args.save_every,
         keep=args.keep,
+        log_every=args.log_every,
     )
     result = fit(trainer, train, eval_sets, settings, run_dir, schedule)
     export_hf(trainer, config, tokenizer, run_dir / "hf")

@@ -32,7 +32,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from pplaw_jax.distributed import batch_sharding, state_shardings
 from pplaw_jax.errors import PplawError
-from pplaw_jax.logs import progress
+from pplaw_jax.logs import get_logger, progress
 from pplaw_jax.train.checkpoint import RunCheckpointer, abstract_like
 from pplaw_jax.train.dataset import TokenSequences, batch_indices, eval_batches, gather
 from pplaw_jax.train.loss import token_nll
@@ -166,16 +166,32 @@ class Trainer(ShardedLM):
 
 
 # ---------------------------------------------------------------------- memory check
-def _available_bytes() -> tuple[int, str]:
-    """(bytes usable by one local device, what was measured)."""
+def _available_bytes() -> tuple[int, str] | None:
+    """(bytes usable by one local device, what was measured), or None where nothing tells."""
     device = jax.local_devices()[0]
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)), f"{device.platform} device memory"
     # CPU devices share host RAM: each of n local devices gets 1/n of what is available.
-    with open("/proc/meminfo") as f:
-        info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
-    return info["MemAvailable"] // len(jax.local_devices()), "available host RAM / local devices"
+    available = _available_host_bytes()
+    if available is None:
+        return None
+    return available // len(jax.local_devices()), "available host RAM / local devices"
+
+
+def _available_host_bytes() -> int | None:
+    """Available host RAM: Linux's MemAvailable, else the POSIX count of free pages (other
+    Unixes); None where the OS reports neither (macOS has no available-pages figure)."""
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        return info["MemAvailable"]
+    except (OSError, KeyError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def estimate_train_bytes(config, *, batch_size: int, seq_len: int, mesh, compute_bytes: int, remat: bool) -> int:
@@ -201,7 +217,12 @@ def check_memory(config, *, batch_size: int, seq_len: int, mesh, compute_bytes: 
     need = estimate_train_bytes(
         config, batch_size=batch_size, seq_len=seq_len, mesh=mesh, compute_bytes=compute_bytes, remat=remat
     )
-    have, what = _available_bytes()
+    available = _available_bytes()
+    if available is None:
+        get_logger("train").info(f"memory check skipped: this OS reports no available memory "
+                                 f"(a train step needs roughly {need / 2**30:.1f} GiB per device)")
+        return
+    have, what = available
     if need > have:
         raise PplawError(
             f"a train step needs roughly {need / 2**30:.1f} GiB per device but {what} is {have / 2**30:.1f} GiB "
@@ -222,6 +243,7 @@ class LoopSettings:
     eval_batch_size: int = 8
     save_every: int = 100
     keep: int = 2
+    log_every: int = 10  # fetch the step metrics to the host every K steps (one device sync)
 
 
 def eval_losses(lm: ShardedLM, eval_sets: Mapping[str, TokenSequences], batch_size: int) -> dict[str, float]:
@@ -263,40 +285,52 @@ def fit(
 
     bar = progress("train", total=settings.num_steps, initial=step, unit="step", disable=not is_main)
     final_eval = None
+    pending: list[tuple[int, dict]] = []  # steps whose device scalars are not fetched yet
+    window_start = time.perf_counter()
+
+    def flush() -> None:
+        """Fetch the pending steps' scalars in one go (one device sync) and write their rows."""
+        nonlocal tokens, window_start
+        if not pending:
+            return
+        fetched = [(s, {k: _fetch(v) for k, v in stats.items()}) for s, stats in pending]
+        now = time.perf_counter()
+        rate = sum(int(st["n_tokens"]) for _, st in fetched) / max(now - window_start, 1e-9)
+        for s, st in fetched:
+            tokens += int(st["n_tokens"])
+            row = {"step": s, "tokens": tokens, "train_loss": float(st["train_loss"]), "lr": float(schedule(s - 1)),
+                   "grad_norm": float(st["grad_norm"]), "tokens_per_s": rate}
+            if not math.isfinite(row["train_loss"]):
+                raise PplawError(f"training diverged: loss is {row['train_loss']} at step {s} (lower --lr?)")
+            row.update(evals.pop(s, {}))
+            if metrics is not None:
+                metrics.write(row)
+        bar.update(len(fetched))
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{rate:.0f}")
+        pending.clear()
+        window_start = now
+
+    evals: dict[int, dict] = {}
     try:
         batch = place(step) if step < settings.num_steps else None
-        tick = time.perf_counter()
         while step < settings.num_steps:
-            stats = trainer.step(*batch)
+            pending.append((step + 1, trainer.step(*batch)))
             step += 1
             if step < settings.num_steps:
                 batch = place(step)  # overlaps the device computing this step
-            stats = {k: _fetch(v) for k, v in stats.items()}
-            now = time.perf_counter()
-            n_tokens = int(stats["n_tokens"])
-            tokens += n_tokens
-            row = {
-                "step": step,
-                "tokens": tokens,
-                "train_loss": float(stats["train_loss"]),
-                "lr": float(schedule(step - 1)),
-                "grad_norm": float(stats["grad_norm"]),
-                "tokens_per_s": n_tokens / max(now - tick, 1e-9),
-            }
-            if not math.isfinite(row["train_loss"]):
-                raise PplawError(f"training diverged: loss is {row['train_loss']} at step {step} (lower --lr?)")
-            if step == settings.num_steps or (settings.eval_every and step % settings.eval_every == 0):
-                losses = eval_losses(trainer, eval_sets, settings.eval_batch_size)
-                row.update(losses)
-                if step == settings.num_steps:
-                    final_eval = losses
-            if metrics is not None:
-                metrics.write(row)
-            meta = {"step": step, "tokens": tokens, "wall_time_s": wall_before + time.perf_counter() - started}
-            checkpointer.save(step, trainer.state(), meta, force=step == settings.num_steps)
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
-            tick = time.perf_counter()
+            last = step == settings.num_steps
+            if last or (settings.eval_every and step % settings.eval_every == 0):
+                evals[step] = eval_losses(trainer, eval_sets, settings.eval_batch_size)
+                if last:
+                    final_eval = evals[step]
+            saving = last or checkpointer.should_save(step)
+            # the host sees the metrics every log_every steps, and before a checkpoint (whose
+            # token count they give, and after which a resume keeps exactly the rows written)
+            if saving or step % settings.log_every == 0 or step in evals:
+                flush()
+            if saving:
+                meta = {"step": step, "tokens": tokens, "wall_time_s": wall_before + time.perf_counter() - started}
+                checkpointer.save(step, trainer.state(), meta, force=last)
         checkpointer.wait()
     finally:
         bar.close()
