@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +30,9 @@ import numpy as np
 from pplaw_jax.errors import PplawError
 
 TMP_SUFFIX = ".tmp"
+# the names tempfile.mkstemp / mkdtemp give (8 characters of [a-z0-9_]) with our prefixes/suffix
+_TEMP_NAME = re.compile(r"^.+\.[a-z0-9_]{8}\.tmp$")
+_STAGING_NAME = re.compile(r"^\..+\.tmp-[a-z0-9_]{8}$")
 # The umask can only be read by setting it; do that once, at import, rather than racing other threads.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -83,9 +87,9 @@ def discard_temporaries(directory: str | os.PathLike) -> None:
     if not root.is_dir():
         return
     for path in sorted(root.rglob("*"), reverse=True):  # deepest first
-        if path.is_dir() and path.name.startswith(".") and ".tmp-" in path.name:
+        if path.is_dir() and _STAGING_NAME.match(path.name):
             shutil.rmtree(path, ignore_errors=True)
-        elif path.is_file() and path.name.endswith(TMP_SUFFIX) and path.name.count(".") >= 2:
+        elif path.is_file() and _TEMP_NAME.match(path.name):
             path.unlink(missing_ok=True)
 
 

@@ -134,9 +134,10 @@ def test_a_rerun_removes_what_a_killed_writer_left(tmp_path, capsys):
 
     land = write_landscape(tmp_path / "land", synthetic_landscape(200, seed=0), rows_per_part=100)
     out = tmp_path / "sel"
-    (out / ".hf.tmp-abc123").mkdir(parents=True)
-    (out / ".hf.tmp-abc123" / "model.safetensors").write_bytes(b"partial")
+    (out / ".hf.tmp-abc12_yz").mkdir(parents=True)
+    (out / ".hf.tmp-abc12_yz" / "model.safetensors").write_bytes(b"partial")
     (out / "surface.png.lznjjqzn.tmp").write_bytes(b"partial")
-    (out / "keep.tmp").write_text("a user's file, not one of ours")
+    for mine in ("keep.tmp", "notes.v2.tmp"):  # a user's files, not temporaries of ours
+        (out / mine).write_text("keep")
     assert main(["select", "--landscape", str(land), "--tokens", "1000", "--method", "random", "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["keep.tmp", "selection.parquet", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["keep.tmp", "notes.v2.tmp", "selection.parquet", "summary.json"]
