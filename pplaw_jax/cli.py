@@ -32,6 +32,8 @@ COMMANDS = {
               "pplaw train --model base/hf --data corpus/train.jsonl --selection sel --tokens 1e6 --out run"),
     "eval": ("pplaw_jax.train.eval_cli", "multiple-choice downstream evaluation",
              "pplaw eval --model run/hf --tasks tasks.jsonl --out eval.json"),
+    "report": ("pplaw_jax.report", "write report.md (tables, figures, verdicts with intervals) of a study",
+               "pplaw report runs/quickstart"),
     "run": ("pplaw_jax.pipeline", "run the whole study from a YAML config",
             "pplaw run experiments/configs/quickstart.yaml out_dir=runs/qs final.seeds=[0,1]"),
 }

@@ -37,6 +37,7 @@ from pplaw_jax.config import StudyConfig, config_to_dict, load_config
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import atomic_write, output_lock, write_json, write_jsonl, write_text
 from pplaw_jax.logs import get_logger
+from pplaw_jax.select.io import aliased_methods
 from pplaw_jax.stages import STAGES, stages_record, stage_keys, stale_stages, supersede
 
 log = get_logger("run")
@@ -357,7 +358,7 @@ class Study:
         law-guided method is recorded in `self.refused`, and `dos-point` becomes an alias of
         `dos-posterior` when both select the same subsets."""
         fin = self.cfg.final
-        self.selections, self.refused, self.aliases = {}, {}, {}
+        self.selections, self.refused = {}, {}
         for method in fin.methods:
             dirs = {}
             for seed in fin.seeds:
@@ -370,11 +371,9 @@ class Study:
                 dirs[seed] = out
             if method not in self.refused:
                 self.selections[method] = dirs
-        post, point = self.selections.get("dos-posterior"), self.selections.get("dos-point")
-        if post and point and all((post[k] / "selection.parquet").read_bytes() == (point[k] / "selection.parquet").read_bytes()
-                                  for k in fin.seeds):
-            self.aliases["dos-point"] = "dos-posterior"
-            del self.selections["dos-point"]
+        if "dos-posterior" in self.selections and "dos-point" in self.selections:
+            for alias in aliased_methods(self.out / "select", fin.seeds):
+                del self.selections[alias]
 
     def _select(self, method: str, seed: int, out: Path) -> None:
         fin = self.cfg.final
@@ -408,6 +407,4 @@ class Study:
                     self.pplaw("eval", "--model", run_dir / "hf", "--tasks", self.tasks, "--out", run_dir / "downstream.json")
 
     def stage_report(self) -> None:
-        from pplaw_jax.report import write_report
-
-        write_report(self.out, self.cfg, aliases=self.aliases)
+        self.pplaw("report", self.out)

@@ -16,8 +16,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_text
-from pplaw_jax.select.io import read_landscape
+from pplaw_jax.logs import get_logger
+from pplaw_jax.select.io import aliased_methods, read_landscape
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("study", help="a study directory written by `pplaw run` (its out_dir)")
+
+
+def run(args) -> int:
+    """`pplaw report STUDY`: (re)write STUDY/report.md and STUDY/report_figures/ from its files."""
+    from pplaw_jax.config import load_config
+
+    study = Path(args.study)
+    if not (study / "config.yaml").is_file():
+        raise PplawError(f"{study}: not a study directory (no config.yaml written by `pplaw run`)")
+    write_report(study, load_config(study / "config.yaml"))
+    return 0
 
 
 def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
@@ -417,8 +434,9 @@ def _rounds_figure(out: Path, round_dirs: list[Path], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(out: str | Path, cfg, aliases: dict | None = None) -> Path:
+def write_report(out: str | Path, cfg) -> Path:
     out = Path(out)
+    aliases = aliased_methods(out / "select", cfg.final.seeds)
     fig_dir = out / "report_figures"
     fig_dir.mkdir(exist_ok=True)
     fit = _read_json(out / "fit" / "fit.json") or {}
@@ -432,9 +450,9 @@ def write_report(out: str | Path, cfg, aliases: dict | None = None) -> Path:
     lines += _rounds_section(out, fig_dir)
     lines += _fit_section(fit)
     lines += _optimum_section(out, fit, cfg)
-    lines += _selection_section(out, aliases or {})
+    lines += _selection_section(out, aliases)
     lines += _final_section(out, fig_dir, cfg.final.primary)
     path = out / "report.md"
     write_text(path, "\n".join(lines) + "\n")
-    print(f"wrote {path}")
+    get_logger("report").info(f"wrote {path}")
     return path

@@ -210,6 +210,10 @@ CASES = [
          r"tasks_choices\.jsonl:2: 'choices' must be a list", None),
     Case("eval/out-is-a-directory", (*EVAL, "--tasks", "{root}/tasks_answer.jsonl", "--out", "{root}"),
          r"--out .*: is a directory", None),
+    # ------------------------------------------------------------------ report
+    Case("report/not-a-study", ("report", "{root}/land"), r"land: not a study directory \(no config\.yaml", None),
+    Case("report/config-malformed", ("report", "{root}/study_bad"), r"study_bad/config\.yaml is not valid YAML",
+         None),
     # ------------------------------------------------------------------ run
     Case("run/missing-config", ("run", "{root}/nope.yaml", "out_dir={out}"), r"config file .*nope\.yaml not found",
          "report.md"),
@@ -250,6 +254,8 @@ def root(tmp_path_factory):
     write_landscape(root / "land_nonutf8", table, rows_per_part=200)
     (root / "land_nonutf8" / "summary.json").write_bytes(NON_UTF8)
     write_fit(root / "fit_good")
+    (root / "study_bad").mkdir()
+    (root / "study_bad" / "config.yaml").write_bytes(INPUTS["config_bad.yaml"])
     write_fit(root / "fit_bayes", {k: np.full(400, v) for k, v in POINT.items()})
     for name, data in (("fit_malformed", b'{"law": "ppl",'), ("fit_nonutf8", NON_UTF8)):
         (root / name).mkdir()

@@ -128,6 +128,18 @@ def _read_part(marker: Path) -> pa.Table:
     return table
 
 
+def aliased_methods(select_root, seeds) -> dict[str, str]:
+    """``{"dos-point": "dos-posterior"}`` when the two DOS targets selected byte-identical subsets
+    for every seed in `seeds` (under ``SELECT_ROOT/<method>/seed<k>/``), else ``{}``: the study
+    then trains and reports them once."""
+    root = Path(select_root)
+    paths = [(root / "dos-posterior" / f"seed{k}" / SELECTION_PARQUET, root / "dos-point" / f"seed{k}" / SELECTION_PARQUET)
+             for k in seeds]
+    if paths and all(a.is_file() and b.is_file() and a.read_bytes() == b.read_bytes() for a, b in paths):
+        return {"dos-point": "dos-posterior"}
+    return {}
+
+
 def write_selection(out_dir, landscape: Landscape, indices: np.ndarray, summary: dict) -> Path:
     """Write ``selection.parquet`` (rows `indices` of `landscape`) and then ``summary.json``."""
     out = Path(out_dir)
