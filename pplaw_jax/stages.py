@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 
 _CORPUS_READ = ("data.builtin", "data.text_field", "data.id_field")
@@ -108,6 +107,5 @@ def supersede(out_dir: str | os.PathLike, stage: str, key: str) -> Path | None:
 def stages_record(tree: dict) -> dict:
     """What `pplaw run` writes to ``OUT/stages.json``: each stage's key and the values it read."""
     keys = stage_keys(tree)
-    return {"written": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "stages": {s: {"key": keys[s], "config": stage_inputs(tree, s), "upstream": list(STAGES[s][1])}
+    return {"stages": {s: {"key": keys[s], "config": stage_inputs(tree, s), "upstream": list(STAGES[s][1])}
                        for s in STAGES}}
