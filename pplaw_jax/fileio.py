@@ -207,6 +207,24 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def json_digest(path: str | os.PathLike, ignore: Iterable[str] = ()) -> str:
+    """sha256 of a JSON file's content as canonical JSON (sorted keys), without the keys in
+    `ignore` at any depth: the identity of a summary or fit.json, not of its timing fields (two
+    runs that produce the same result get the same digest)."""
+    drop = set(ignore)
+
+    def strip(obj):
+        if isinstance(obj, dict):
+            return {k: strip(v) for k, v in obj.items() if k not in drop}
+        if isinstance(obj, list):
+            return [strip(v) for v in obj]
+        return obj
+
+    with open(path, encoding="utf-8") as f:
+        obj = json.load(f)
+    return hashlib.sha256(json.dumps(strip(obj), sort_keys=True).encode()).hexdigest()
+
+
 def tree_files(path: str | os.PathLike) -> list[Path]:
     """A file, or every non-hidden file below a directory, sorted by relative path."""
     path = Path(path)

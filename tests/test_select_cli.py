@@ -87,10 +87,22 @@ def test_dos_with_posterior_fit(env, capsys):
     assert rc == 0, capsys.readouterr().err
     sel, s = check_selection(env, out, 300_000)
     assert s["method"] == "dos" and s["target"]["source"] == "posterior"
-    # bound to what produced it: the landscape's summary and the fit's fit.json, byte for byte
-    sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
-    assert s["landscape_sha256"] == sha(Path(env["land"]) / "summary.json")
-    assert s["fit_sha256"] == sha(Path(env["bayes"]) / "fit.json")
+    # bound to what produced it: digests of the landscape's summary and of the fit's fit.json,
+    # which ignore their timing fields (a rerun of the same inputs gives the same selection bytes)
+    def digest(path, drop=()):
+        obj = {k: v for k, v in json.loads(path.read_text()).items() if k not in drop}
+        return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+    summary_path = Path(env["land"]) / "summary.json"
+    assert s["landscape_digest"] == digest(summary_path) and s["fit_digest"] == digest(Path(env["bayes"]) / "fit.json")
+    timed = json.loads(summary_path.read_text())
+    summary_path.write_text(json.dumps({**timed, "run_seconds": 123.0}))  # another run of the same landscape
+    try:
+        assert main(["select", "--landscape", env["land"], "--tokens", "3e5", "--out", str(out),
+                     "--fit", env["bayes"]]) == 0
+        assert load(out)[1]["landscape_digest"] == s["landscape_digest"]
+    finally:
+        summary_path.write_text(json.dumps(timed))
     choice = s["target_choice"]
     assert s["target"]["mu"] == pytest.approx(choice["posterior"]["mu"])
     assert choice["expected_loss_gap"] >= 0

@@ -193,7 +193,7 @@ def _tensorboard_scalars(log_dir, tag):
     from tensorboardX.proto.event_pb2 import Event, SessionLog
 
     points = {}
-    for path in sorted(log_dir.glob("events.out.tfevents.*"), key=lambda p: p.name.split(".")[3]):
+    for path in sorted(log_dir.glob("events.out.tfevents.*")):
         data = path.read_bytes()
         pos = 0
         while pos < len(data):

@@ -266,3 +266,26 @@ def test_token_nll_matches_numpy():
         js = range(first[row], lengths[row])
         assert n[row] == len(js)
         np.testing.assert_allclose(sum_nll[row], -sum(logp[row, j - 1, ids[row, j]] for j in js), rtol=1e-5, atol=1e-6)
+
+
+def test_tensorboard_rows_are_on_disk_when_write_returns(tmp_path):
+    """tensorboardX's SummaryWriter queues events for a thread and its flush does not drain the
+    queue: a kill -9 right after a checkpoint lost rows that metrics.jsonl held (found by the
+    fault-injection suite). A process that dies without closing anything keeps every row here."""
+    import subprocess
+    import sys
+
+    from test_train import _tensorboard_scalars
+
+    script = (
+        "import os\n"
+        "from pplaw_jax.train.metrics import MetricsLog\n"
+        f"log = MetricsLog({str(tmp_path / 'metrics.jsonl')!r}, None, tensorboard_dir={str(tmp_path / 'tb')!r})\n"
+        "for s in (1, 2, 3):\n"
+        "    log.write({'step': s, 'train_loss': 5.0 - s, 'domain_loss': 4.0})\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+    assert _tensorboard_scalars(tmp_path / "tb", "train/train_loss") == [(1, 4.0), (2, 3.0), (3, 2.0)]
+    assert _tensorboard_scalars(tmp_path / "tb", "eval/domain_loss") == [(1, 4.0), (2, 4.0), (3, 4.0)]
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2, 3]

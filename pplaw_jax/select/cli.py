@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.fileio import atomic_write, file_sha256, write_json
+from pplaw_jax.fileio import atomic_write, json_digest, write_json
 from pplaw_jax.law import load_fit, predict_loss
 from pplaw_jax.law.io import FIT_JSON
 from pplaw_jax.law.predictive import predictive
@@ -222,6 +222,10 @@ def predicted_losses(fit, sel: Selection, level: float = 0.9) -> dict:
     return out
 
 
+LANDSCAPE_TIMING = ("run_seconds", "wall_time_s", "tokens_per_s")  # summary.json fields that vary run to run
+FIT_TIMING = ("created", "wall_s")
+
+
 def summary_record(method: str, budget: int | None, sel: Selection, seed: int, landscape: Landscape,
                    moments: str, fit: str | None = None, **extra) -> dict:
     """The selection summary.json: the contract fields first, method-specific fields after.
@@ -233,17 +237,18 @@ def summary_record(method: str, budget: int | None, sel: Selection, seed: int, l
               "landscape": str(landscape.path), "landscape_chunks": landscape.size,
               "landscape_tokens": int(landscape.n_tokens.sum()), "fit": fit,
               # what the selection was made from: the landscape's summary and the fit's fit.json
-              "landscape_sha256": file_sha256(landscape.path / SUMMARY_JSON), "fit_sha256": _fit_sha256(fit)}
+              "landscape_digest": json_digest(landscape.path / SUMMARY_JSON, LANDSCAPE_TIMING),
+              "fit_digest": _fit_digest(fit)}
     record.update(extra)
     record["warning"] = "; ".join(sel.warnings) or None
     return record
 
 
-def _fit_sha256(fit: str | None) -> str | None:
+def _fit_digest(fit: str | None) -> str | None:
     if fit is None:
         return None
     path = Path(fit) / FIT_JSON if Path(fit).is_dir() else Path(fit)
-    return file_sha256(path) if path.is_file() else None
+    return json_digest(path, FIT_TIMING) if path.is_file() else None
 
 
 def _write_manifest(out: Path, rows: list[dict]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -54,22 +55,13 @@ class MetricsLog:
         kept = [] if keep_through_step is None else [r for r in read_metrics(self.path) if r["step"] <= keep_through_step]
         write_jsonl(self.path, kept)
         self._file = open(self.path, "a")
-        self._tb = None
-        if tensorboard_dir is not None:
-            from tensorboardX import SummaryWriter
-
-            # purge_step: TensorBoard hides what an earlier (killed) session logged from the replayed
-            # steps on, so the curves show one trajectory, like metrics.jsonl
-            self._tb = SummaryWriter(str(tensorboard_dir), purge_step=(keep_through_step or 0) + 1)
+        self._tb = None if tensorboard_dir is None else TensorBoardLog(tensorboard_dir, (keep_through_step or 0) + 1)
 
     def write(self, row: dict) -> None:
         self._file.write(json.dumps({k: _json_value(v) for k, v in row.items()}) + "\n")
         self._file.flush()
         if self._tb is not None:
-            for key, value in row.items():
-                if key != "step" and value is not None and math.isfinite(value):
-                    self._tb.add_scalar(tensorboard_tag(key), value, row["step"])
-            self._tb.flush()  # like the JSONL rows: what a kill leaves behind matches the checkpoints
+            self._tb.write(row)
 
     def close(self) -> None:
         self._file.close()
@@ -80,3 +72,42 @@ class MetricsLog:
 def tensorboard_tag(key: str) -> str:
     """``train/<key>`` for training figures, ``eval/<set>_loss`` for evaluation losses."""
     return f"eval/{key}" if key.endswith("_loss") and key != "train_loss" else f"train/{key}"
+
+
+class TensorBoardLog:
+    """The rows as TensorBoard scalars, written synchronously (tensorboardX's record writer).
+
+    tensorboardX's SummaryWriter queues events for a background thread and its ``flush`` does not
+    drain that queue, so a kill lost rows that metrics.jsonl and the checkpoint already held; here
+    every row is written and flushed before `write` returns. Each session (a start or a resume)
+    writes its own file, named ``events.out.tfevents.<time>.<host>.<session>`` so that files sort in
+    the order they were written even within one second, and begins with a ``SessionLog.START`` at
+    `purge_step`: TensorBoard then hides what earlier (killed) sessions logged from the replayed
+    steps on, and the curves show one trajectory, like metrics.jsonl.
+    """
+
+    def __init__(self, directory: str | os.PathLike, purge_step: int):
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        session = len(list(directory.glob("events.out.tfevents.*")))
+        self._writer = EventsWriter(str(directory / "events"), filename_suffix=f".{session:04d}")
+        self._writer.write_event(Event(wall_time=time.time(), step=purge_step,
+                                       session_log=SessionLog(status=SessionLog.START)))
+        self._writer.flush()
+
+    def write(self, row: dict) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import scalar
+
+        now = time.time()
+        for key, value in row.items():
+            if key != "step" and value is not None and math.isfinite(value):
+                self._writer.write_event(Event(wall_time=now, step=row["step"],
+                                               summary=scalar(tensorboard_tag(key), value)))
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
