@@ -78,15 +78,23 @@ def staging_dir(final: str | os.PathLike) -> Path:
     return tmp
 
 
-def discard_temporaries(directory: str | os.PathLike) -> None:
+def discard_temporaries(directory: str | os.PathLike, owned: Iterable[str] | None = None) -> None:
     """Remove what killed writers left below `directory`: `atomic_write` temporaries
-    (``NAME.<random>.tmp``) and `staging_dir` directories (``.NAME.tmp-<random>``).  Only for a
-    directory whose single writer is the caller (it holds `output_lock`): a live writer's
-    temporaries would be removed too."""
+    (``NAME.<random>.tmp``) and `staging_dir` directories (``.NAME.tmp-<random>``).  Only for what
+    the caller alone writes (it holds `output_lock`): a live writer's temporaries would go too.
+    With `owned` (file or directory names), only the temporaries of those names directly in
+    `directory` (a multi-host command whose process 0 alone writes them); else all, recursively."""
     root = Path(directory)
     if not root.is_dir():
         return
-    for path in sorted(root.rglob("*"), reverse=True):  # deepest first
+    if owned is None:
+        candidates = sorted(root.rglob("*"), reverse=True)  # deepest first
+    else:
+        names = set(owned)
+        candidates = [p for p in root.iterdir()
+                      if (p.name.rsplit(".", 2)[0] if _TEMP_NAME.match(p.name) else p.name[1:].split(".tmp-")[0])
+                      in names]
+    for path in candidates:
         if path.is_dir() and _STAGING_NAME.match(path.name):
             shutil.rmtree(path, ignore_errors=True)
         elif path.is_file() and _TEMP_NAME.match(path.name):

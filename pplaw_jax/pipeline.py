@@ -35,7 +35,7 @@ import yaml
 
 from pplaw_jax.config import StudyConfig, config_to_dict, load_config
 from pplaw_jax.errors import PplawError
-from pplaw_jax.fileio import atomic_write, output_lock, write_json, write_jsonl, write_text
+from pplaw_jax.fileio import atomic_write, discard_temporaries, output_lock, write_json, write_jsonl, write_text
 from pplaw_jax.logs import get_logger
 from pplaw_jax.select.io import aliased_methods
 from pplaw_jax.stages import STAGES, stages_record, stage_keys, stale_stages, supersede
@@ -70,6 +70,7 @@ class Study:
         self.out = Path(cfg.out_dir)
         self._check_inputs()  # before anything is written: a typo in a path leaves no study behind
         self.out.mkdir(parents=True, exist_ok=True)
+        self._discard_temporaries()
         self._reconcile_config(force)
         self.data = dict(
             general_train=cfg.data.general_train,
@@ -91,6 +92,17 @@ class Study:
                     resolve_files(spec)
                 except PplawError as e:
                     raise PplawError(f"config data.{key}: {e}") from None
+
+    def _discard_temporaries(self) -> None:
+        """Remove what a killed study left in the files it writes itself (the subcommands clean
+        their own output directories)."""
+        discard_temporaries(self.out, owned=("config.yaml", "stages.json", "report.md"))
+        discard_temporaries(self.out / "data")
+        discard_temporaries(self.out / "report_figures")
+        discard_temporaries(self.out / "base", owned=("init_config.json", "tokenizer"))
+        discard_temporaries(self.out / "grid", owned=("runs.csv",))
+        for round_dir in self.out.glob("grid/round*"):
+            discard_temporaries(round_dir, owned=("runs.csv", "round.json"))
 
     def _reconcile_config(self, force: set[str]) -> None:
         """Move aside the outputs this configuration cannot reuse (`pplaw_jax.stages`: a stage whose

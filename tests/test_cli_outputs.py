@@ -141,3 +141,19 @@ def test_a_rerun_removes_what_a_killed_writer_left(tmp_path, capsys):
         (out / mine).write_text("keep")
     assert main(["select", "--landscape", str(land), "--tokens", "1000", "--method", "random", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["keep.tmp", "notes.v2.tmp", "selection.parquet", "summary.json"]
+
+
+def test_owned_temporaries_only(tmp_path):
+    """Multi-host commands (score, train) and `pplaw run` clean only the temporaries of the files
+    their process alone writes: another host's in-flight `run_args.json.<random>.tmp` must stay."""
+    from pplaw_jax.fileio import discard_temporaries
+
+    for name in ("summary.json.k3j9x2ab.tmp", "histogram.png.q1w2e3r4.tmp", "run_args.json.abcdefgh.tmp",
+                 "parts/host001-part00000.parquet.zzzzzzzz.tmp"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("partial")
+    (tmp_path / ".hf.tmp-abcd_123").mkdir()
+    discard_temporaries(tmp_path, owned=("summary.json", "histogram.png", "hf"))
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
+        "parts/host001-part00000.parquet.zzzzzzzz.tmp", "run_args.json.abcdefgh.tmp"]
+    assert not (tmp_path / ".hf.tmp-abcd_123").exists()

@@ -357,6 +357,21 @@ def test_train_tokenizer_writes_a_loadable_tokenizer(files, tmp_path):
         train_tokenizer(str(d / "train.jsonl"), 280, tmp_path / "tok")
 
 
+def test_a_rerun_removes_what_a_killed_train_left(files, tmp_path):
+    """Killed while writing metrics.jsonl (or its token cache), a run left `metrics.jsonl.<random>.tmp`
+    behind even after a successful rerun (found by the fault-injection suite's helper)."""
+    d, _, _ = files
+    out = tmp_path / "run"
+    (out / "data" / "host000").mkdir(parents=True)
+    left = [out / "metrics.jsonl.mk8trkem.tmp", out / "data" / "host000" / "train.tokens.npy.abcdefgh.tmp",
+            out / "eval.json.12345678.tmp"]
+    for path in left:
+        path.write_text("partial")
+    assert main(_train_args(d, out, "--steps", "2")) == 0
+    assert not [p for p in left if p.exists()]
+    assert not [p for p in out.rglob("*.tmp")]
+
+
 def test_metrics_reach_the_host_every_log_every_steps(files, tmp_path, monkeypatch):
     """The loop fetched every step's scalars at once (a device sync per step). Now the host reads
     them every --log-every steps, before each checkpoint and at evaluations; metrics.jsonl still

@@ -46,13 +46,16 @@ def run(args: argparse.Namespace) -> int:
     from pplaw_jax.data.readers import corpus_fingerprint
     from pplaw_jax.distributed import make_mesh
     from pplaw_jax.errors import PplawError
-    from pplaw_jax.fileio import output_lock
+    from pplaw_jax.fileio import discard_temporaries, output_lock
+    from pplaw_jax.landscape.parts import HISTOGRAM, SUMMARY
     from pplaw_jax.landscape.score import data_parallel_size, make_score_fn, score_corpus
     from pplaw_jax.models import load_model
     from pplaw_jax.models.loading import model_fingerprint
 
     process_index, process_count = jax.process_index(), jax.process_count()
     with output_lock(args.out, host=process_index):  # one writer per host shard of --out
+        if process_index == 0:  # a killed run's temporaries of the files process 0 alone writes
+            discard_temporaries(args.out, owned=(SUMMARY, HISTOGRAM))
         documents = iter_documents(  # resolves the files now: a bad --data fails before the model loads
             args.data,
             text_field=args.text_field,

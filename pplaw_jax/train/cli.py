@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.select.core import parse_budget
-from pplaw_jax.fileio import file_sha256, output_lock, write_json
+from pplaw_jax.fileio import discard_temporaries, file_sha256, output_lock, write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -108,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
     import jax
 
     with output_lock(args.out, host=jax.process_index()):  # one writer per host shard of --out
+        # what a killed run left: this host's data cache, and the files process 0 alone writes
+        discard_temporaries(Path(args.out) / "data" / f"host{jax.process_index():03d}")
+        if jax.process_index() == 0:
+            discard_temporaries(args.out, owned=("metrics.jsonl", "eval.json", "hf"))
         return _train(args)
 
 
