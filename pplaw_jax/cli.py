@@ -38,6 +38,7 @@ COMMANDS = {
             "pplaw run experiments/configs/quickstart.yaml out_dir=runs/qs final.seeds=[0,1]"),
 }
 
+COMPILING = {"score", "train", "eval", "fit"}  # subcommands that compile with XLA
 FILE_OUTPUTS = {"eval", "predict"}  # subcommands whose --out is a file, not a directory
 # Subcommands that lock their --out directory themselves, per host, once jax.distributed is up
 # (`fileio.output_lock`); `run` locks its study directory. The others are locked here.
@@ -71,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     logs.setup()
+    if args.command in COMPILING:
+        from pplaw_jax.distributed import configure_compilation_cache
+
+        configure_compilation_cache()  # $PPLAW_COMPILATION_CACHE; `pplaw run` sets its own default
     try:
         out = getattr(args, "out", None)
         if out is not None:  # an output that cannot be written fails first

@@ -67,6 +67,22 @@ def initialize_distributed() -> None:
 
 
 # ---------------------------------------------------------------------- mesh
+COMPILATION_CACHE_ENV = "PPLAW_COMPILATION_CACHE"
+
+
+def configure_compilation_cache(default: str | os.PathLike | None = None) -> str | None:
+    """Keep XLA's compiled executables in a directory (JAX's persistent compilation cache), so a
+    later process compiling the same function (the next CPT run of a study, a resumed command)
+    loads it instead of compiling. ``$PPLAW_COMPILATION_CACHE`` overrides `default`; ``off``
+    disables. JAX's own thresholds apply (only compilations over 1 s are stored). Call before the
+    first compilation of the process. Returns the directory in use, or None."""
+    value = os.environ.get(COMPILATION_CACHE_ENV) or (os.fspath(default) if default is not None else None)
+    if not value or value == "off":
+        return None
+    jax.config.update("jax_compilation_cache_dir", value)
+    return value
+
+
 def parse_mesh_spec(spec: str) -> dict[str, int]:
     """"data=-1,fsdp=1,tensor=1" -> {"data": -1, "fsdp": 1, "tensor": 1}; omitted axes are 1."""
     sizes = {axis: 1 for axis in MESH_AXES}

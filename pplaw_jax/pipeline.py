@@ -41,6 +41,7 @@ from pplaw_jax.select.io import aliased_methods
 from pplaw_jax.stages import STAGES, stages_record, stage_keys, stale_stages, supersede
 
 log = get_logger("run")
+COMPILATION_CACHE = ".jax_cache"  # under out_dir (hidden: not a study output)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     with output_lock(cfg.out_dir):  # one study process per out_dir
+        from pplaw_jax.distributed import configure_compilation_cache
+
+        # every stage runs in this process: one cache, kept with the study, so a rerun reuses it too
+        configure_compilation_cache(Path(cfg.out_dir) / COMPILATION_CACHE)
         Study(cfg, force=set(args.force)).run(stop_after=args.until)
     return 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -127,3 +129,31 @@ def test_initialize_distributed(monkeypatch):
     monkeypatch.setenv("SLURM_NTASKS", "4")
     distributed.initialize_distributed()  # SLURM: JAX's cluster detection supplies the rest
     assert calls[-1] == {}
+
+
+def test_compilation_cache_directory_from_the_environment(tmp_path):
+    """`PPLAW_COMPILATION_CACHE` sends XLA executables to a directory a later process reuses
+    (`pplaw run` defaults it to OUT/.jax_cache); `off` disables it. A fresh interpreter each time:
+    the cache can only be configured before a process's first compilation."""
+    import subprocess
+    import sys
+
+    script = (
+        "import jax, jax.numpy as jnp\n"
+        "from pplaw_jax.distributed import configure_compilation_cache\n"
+        f"print(configure_compilation_cache({str(tmp_path / 'default')!r}))\n"
+        "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)\n"
+        "jax.jit(lambda x: jnp.sin(x) @ x)(jnp.ones((8, 8))).block_until_ready()\n"
+    )
+
+    def run(value):
+        env = {k: v for k, v in os.environ.items() if k != "PPLAW_COMPILATION_CACHE"}
+        if value is not None:
+            env["PPLAW_COMPILATION_CACHE"] = value
+        return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    assert run(str(tmp_path / "env")) == str(tmp_path / "env")
+    assert any(p.name.startswith("jit_") for p in (tmp_path / "env").iterdir())
+    assert run(None) == str(tmp_path / "default") and any((tmp_path / "default").iterdir())
+    assert run("off") == "None"
