@@ -187,28 +187,12 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(files, tmp_path, capsy
 
 
 def _tensorboard_scalars(log_dir, tag):
-    """(step, value) of `tag` over every event file in `log_dir`, oldest first, honouring purges."""
-    import struct
+    """(step, value) of `tag` over every event file in `log_dir`, honouring purges."""
+    from tb_events import tensorboard_scalars
 
-    from tensorboardX.proto.event_pb2 import Event, SessionLog
-
-    points = {}
-    for path in sorted(log_dir.glob("events.out.tfevents.*")):
-        data = path.read_bytes()
-        pos = 0
-        while pos < len(data):
-            (length,) = struct.unpack_from("<Q", data, pos)
-            event = Event.FromString(data[pos + 12 : pos + 12 + length])
-            pos += 12 + length + 4
-            if event.HasField("session_log") and event.session_log.status == SessionLog.START:
-                points = {s: v for s, v in points.items() if s < event.step}
-            for value in event.summary.value:
-                if value.tag == tag:
-                    points[event.step] = value.simple_value
-    return sorted(points.items())
+    return tensorboard_scalars(log_dir).get(tag, [])
 
 
-# ---------------------------------------------------------------------- selection, eval.json, export
 def _torch_mean_loss(model, hf_tokenizer, texts, seq_len, start_id):
     """Mean token NLL over all chunks of `texts`, computed by transformers/PyTorch."""
     total, count = 0.0, 0

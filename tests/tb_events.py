@@ -1,0 +1,30 @@
+"""Reading TensorBoard event files back as TensorBoard shows them (shared by the training tests
+and the fault-injection suite): TFRecord framing + tensorboardX's Event protobuf."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+
+def tensorboard_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series of the event files in `log_dir` (oldest file first), as TensorBoard
+    shows them: a session's START event purges the earlier sessions' points from its step on."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+    series: dict[str, dict[int, float]] = collections.defaultdict(dict)
+    for path in sorted(log_dir.glob("events.out.tfevents.*")):
+        data, pos = path.read_bytes(), 0
+        while pos + 12 <= len(data):
+            (length,) = struct.unpack_from("<Q", data, pos)
+            event = Event.FromString(data[pos + 12: pos + 12 + length])
+            pos += 12 + length + 4
+            if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+                for points in series.values():
+                    for step in [s for s in points if s >= event.step]:
+                        del points[step]
+            for value in event.summary.value:
+                series[value.tag][event.step] = value.simple_value
+    return {tag: sorted(points.items()) for tag, points in series.items()}
