@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from pplaw_jax import __version__, logs
+from pplaw_jax.config import check_settings, parser_options
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import check_output_path, discard_temporaries, output_lock
 
@@ -46,14 +47,14 @@ SELF_LOCKING = {"score", "train", "run"}
 
 
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | None]:
-    parser = argparse.ArgumentParser(prog="pplaw", description=__doc__.splitlines()[0])
+    options = parser_options()
+    parser = options.pop("parser_class")(prog="pplaw", description=__doc__.splitlines()[0], **options)
     parser.add_argument("--version", action="version", version=f"pplaw {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = next((a for a in argv if not a.startswith("-")), None)
     module = None
     for name, (mod_name, help_text, example) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {example}", **options)
         if name == wanted:
             module = importlib.import_module(mod_name)
             module.add_arguments(p)
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser, module = build_parser(argv)
     try:
         args = parser.parse_args(argv)
+        check_settings(args)  # ranges of the stage's config (argparse checked types and enums)
+    except SystemExit as e:  # argparse printed the help, or usage and its one error line
+        return int(e.code or 0)
     except PplawError as e:  # an argument type that checks its value (e.g. --tokens 2.5)
         print(f"pplaw {argv[0]}: error: {e}", file=sys.stderr)
         return 2

@@ -22,10 +22,12 @@ from flax import nnx
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from pplaw_jax.config import DEFAULT_MESH
 from pplaw_jax.errors import PplawError
+from pplaw_jax.logs import get_logger
 
 MESH_AXES = ("data", "fsdp", "tensor")
-DEFAULT_MESH = "data=-1,fsdp=1,tensor=1"
+log = get_logger("distributed")
 
 _initialized = False
 
@@ -130,9 +132,34 @@ def make_mesh(spec: str | Mapping[str, int] = DEFAULT_MESH, devices: Sequence | 
     shape = tuple(sizes[a] for a in MESH_AXES)
     try:  # topology-aware device order on TPU/GPU slices
         grid = mesh_utils.create_device_mesh(shape, devices=devices)
-    except (ValueError, NotImplementedError, AssertionError):
+    except (ValueError, NotImplementedError, AssertionError) as e:
+        # e.g. a subset of a slice, or a shape the topology cannot tile: correct, maybe slower
+        if devices[0].platform != "cpu":
+            log.warning(f"mesh {sizes}: no topology-aware device order ({e}); using the devices in "
+                        f"listed order, which may put a mesh axis across slow links")
         grid = np.asarray(devices, dtype=object).reshape(shape)
     return Mesh(grid, MESH_AXES)  # Auto axis types: GSPMD propagates shardings through the model
+
+
+def make_host_mesh(spec: str = DEFAULT_MESH) -> Mesh:
+    """The mesh of this host's devices for work each host does alone (scoring its own documents).
+
+    `spec` means what it means everywhere, a mesh over all hosts' devices; this host takes its
+    share of the `data` axis, so `fsdp` and `tensor` must fit inside one host. With one host this
+    is `make_mesh(spec)`.
+    """
+    hosts, local = jax.process_count(), jax.local_device_count()
+    sizes = parse_mesh_spec(spec)
+    fixed = math.prod(v for v in sizes.values() if v != -1)
+    total = hosts * local
+    if sizes["data"] == -1 and total % fixed == 0:
+        sizes["data"] = total // fixed
+    if sizes["data"] % hosts or sizes["fsdp"] * sizes["tensor"] > local:
+        raise PplawError(f"mesh {spec!r} cannot be split into {hosts} per-host meshes of {local} devices "
+                         f"(the data axis must be a multiple of the host count, fsdp x tensor at most "
+                         f"one host's devices)")
+    per_host = dict(sizes, data=sizes["data"] // hosts) if sizes["data"] != -1 else sizes
+    return make_mesh(per_host, devices=jax.local_devices())
 
 
 # ---------------------------------------------------------------------- partition rules

@@ -29,11 +29,12 @@ import argparse
 import json
 import shlex
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
-from pplaw_jax.config import StudyConfig, config_to_dict, load_config
+from pplaw_jax.config import SelectConfig, StudyConfig, config_to_dict, load_config, settings_argv
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import atomic_write, discard_temporaries, output_lock, write_json, write_jsonl, write_text
 from pplaw_jax.logs import get_logger
@@ -218,8 +219,8 @@ class Study:
             train_tokenizer(self.data["general_train"], s.vocab_size, tok_dir, max_docs=s.tokenizer_max_docs,
                             text_field=self.cfg.data.text_field, id_field=self.cfg.data.id_field)
         init_cfg = base / "init_config.json"
-        hf = dict(s.hf_config, vocab_size=s.vocab_size, max_position_embeddings=max(s.seq_len, self.cfg.landscape.seq_len,
-                                                                                     self.cfg.train.seq_len))
+        hf = dict(s.hf_config, vocab_size=s.vocab_size,
+                  max_position_embeddings=max(s.train.seq_len, self.cfg.landscape.seq_len, self.cfg.train.seq_len))
         write_text(init_cfg, json.dumps(hf, indent=1))
         run_dir = base / "pretrain"
         self.base = str(run_dir / "hf")
@@ -227,11 +228,10 @@ class Study:
             return
         self.pplaw(
             "train", "--model", f"scratch:{init_cfg}", "--tokenizer", tok_dir, "--data", self.data["general_train"],
-            "--out", run_dir, "--steps", s.steps, "--seq-len", s.seq_len, "--batch-size", s.batch_size,
-            "--lr", s.lr, "--warmup", s.warmup, "--seed", self.cfg.seed,
+            "--out", run_dir, "--steps", s.steps, "--seed", self.cfg.seed,
             *self._eval_args(general_only=True), "--text-field", self.cfg.data.text_field,
-            "--id-field", self.cfg.data.id_field, "--mesh", self.cfg.train.mesh,
-            *(["--max-docs", s.max_docs] if s.max_docs else []),
+            "--id-field", self.cfg.data.id_field, *(["--max-docs", s.max_docs] if s.max_docs else []),
+            *settings_argv(s.train),
         )
 
     def _eval_args(self, general_only: bool = False) -> list[str]:
@@ -247,27 +247,22 @@ class Study:
         return args
 
     def stage_landscape(self) -> None:
-        ls = self.cfg.landscape
         self.landscape = self.out / "landscape"
         if (self.landscape / "summary.json").exists():
             return
         argv = ["score", "--model", self.base, "--data", self.data["domain_train"], "--out", self.landscape,
-                "--seq-len", ls.seq_len, "--batch-size", ls.batch_size, "--dtype", ls.dtype, "--mesh", ls.mesh,
                 "--text-field", self.cfg.data.text_field, "--id-field", self.cfg.data.id_field]
         if self.cfg.data.domain_max_docs:
             argv += ["--max-docs", self.cfg.data.domain_max_docs]
-        self.pplaw(*argv)
+        self.pplaw(*argv, *settings_argv(self.cfg.landscape))
 
     def _train(self, selection: Path, out: Path, seed: int) -> None:
-        t = self.cfg.train
         if (out / "eval.json").exists():
             return
         self.pplaw(
             "train", "--model", self.base, "--data", self.data["domain_train"], "--selection", selection,
-            "--out", out, "--seq-len", t.seq_len, "--batch-size", t.batch_size, "--lr", t.lr,
-            "--warmup", t.warmup, "--seed", seed, "--dtype", t.dtype, "--mesh", t.mesh,
-            "--eval-every", t.eval_every, "--text-field", self.cfg.data.text_field,
-            "--id-field", self.cfg.data.id_field, *self._eval_args(),
+            "--out", out, "--seed", seed, "--text-field", self.cfg.data.text_field,
+            "--id-field", self.cfg.data.id_field, *self._eval_args(), *settings_argv(self.cfg.train),
         )
 
     def stage_grid(self) -> None:
@@ -279,15 +274,9 @@ class Study:
         if self.runs_csv.exists():
             return
         sel_dir = grid / "selections"
-        budgets = [f"{b:g}" for b in g.budgets]
-        if g.kind == "design" and not (sel_dir / "design.json").exists():
-            self.pplaw("select", "design", "--landscape", self.landscape, "--out", sel_dir, "--n", g.n,
-                       "--centre", g.centre, "--budgets", *budgets, "--moments", self.cfg.fit.moments,
-                       "--selector", g.selector, "--seed", seed)
-        elif g.kind == "windows" and not (sel_dir / "windows.json").exists():
-            self.pplaw("select", "windows", "--landscape", self.landscape, "--out", sel_dir,
-                       "--budgets", *budgets, "--windows", *g.windows, "--moments", self.cfg.fit.moments,
-                       "--seed", seed)
+        if not (sel_dir / f"{g.kind}.json").exists():
+            self.pplaw("select", g.kind, "--landscape", self.landscape, "--out", sel_dir, "--seed", seed,
+                       *settings_argv(getattr(g, g.kind)))
         runs = self._train_manifest(sel_dir, grid / "runs", 0)
         if runs.empty:
             raise PplawError(f"no grid subsets in {sel_dir / 'manifest.csv'}")
@@ -334,14 +323,13 @@ class Study:
         rdir = self.out / "grid" / f"round{r}"
         fit_dir = rdir / "fit"
         if not (fit_dir / "fit.json").exists():
-            self.pplaw(*self._fit_argv(prev_csv, fit_dir), "--no-compare", "--allow-unconverged")
+            self.pplaw(*self._fit_argv(prev_csv, fit_dir, replace(f, compare=False, allow_unconverged=True)))
         prop = rdir / "proposals"
         budget = f"{self.cfg.final.budget:g}"
         if not (prop / "propose.json").exists():
-            self.pplaw("propose", "--fit", fit_dir, "--landscape", self.landscape, "--n", g.per_round,
-                       "--tokens", budget, "--out", prop, "--acquisition", g.acquisition,
-                       "--trust-margin", g.explore_margin, "--selector", g.selector, "--prefix", f"r{r}q",
-                       "--seed", self.cfg.seed + 1000 * r, "--stop-probability", g.stop_probability)
+            self.pplaw("propose", "--fit", fit_dir, "--landscape", self.landscape, "--tokens", budget,
+                       "--out", prop, "--prefix", f"r{r}q", "--seed", self.cfg.seed + 1000 * r,
+                       *settings_argv(g.propose))
         stop = json.loads((prop / "propose.json").read_text())["stopping"]
         runs = pd.read_csv(prev_csv, dtype={"group": str})
         if not (stop["located"] and g.stop_early):
@@ -349,7 +337,8 @@ class Study:
             control = rdir / "control"
             if not (control / "summary.json").exists():
                 self.pplaw("select", "--landscape", self.landscape, "--tokens", budget, "--out", control,
-                           "--method", "random", "--moments", f.moments, "--seed", self.cfg.seed + 1000 * r)
+                           "--seed", self.cfg.seed + 1000 * r,
+                           *settings_argv(SelectConfig(method="random", moments=f.moments)))
             self._train(control / "selection.parquet", rdir / "runs" / f"control{r}", self.cfg.seed + 1000 * r)
             control_row = self._run_row(f"control{r}", f"control{r}", rdir / "runs" / f"control{r}", r)
             runs = pd.concat([runs, new, pd.DataFrame([control_row])], ignore_index=True)
@@ -357,18 +346,13 @@ class Study:
         write_text(rdir / "round.json", json.dumps({"round": r, "located": stop["located"], "stopping": stop,
                                                     "n_runs": len(runs)}, indent=1))
 
-    def _fit_argv(self, runs_csv: Path, out: Path) -> list:
-        f = self.cfg.fit
-        argv = ["fit", "--runs", runs_csv, "--out", out, "--law", f.law, "--moments", f.moments,
-                "--trust-margin", f.trust_margin, "--method", f.method, "--bootstrap", f.bootstrap,
-                "--chains", f.chains, "--warmup", f.warmup, "--samples", f.samples,
-                "--target-accept", f.target_accept, "--seed", self.cfg.seed]
-        return argv + (["--allow-unconverged"] if f.allow_unconverged else [])
+    def _fit_argv(self, runs_csv: Path, out: Path, settings) -> list:
+        return ["fit", "--runs", runs_csv, "--out", out, "--seed", self.cfg.seed, *settings_argv(settings)]
 
     def stage_fit(self) -> None:
         self.fit_dir = self.out / "fit"
         if not (self.fit_dir / "fit.json").exists():
-            self.pplaw(*self._fit_argv(self.runs_csv, self.fit_dir))
+            self.pplaw(*self._fit_argv(self.runs_csv, self.fit_dir, self.cfg.fit))
 
     def stage_select(self) -> None:
         """Every method's subset for every seed (re-drawn where the method is stochastic); a refused
@@ -397,12 +381,11 @@ class Study:
         argv = ["select", "--landscape", self.landscape, "--tokens", f"{fin.budget:g}", "--out", out,
                 "--seed", seed]
         if method.startswith("dos-"):
-            argv += ["--method", "dos", "--fit", self.fit_dir, "--target", method.split("-", 1)[1],
-                     "--selector", self.cfg.grid.selector, "--max-boundary-fraction", fin.max_boundary_fraction]
-            if fin.allow_boundary:
-                argv.append("--allow-boundary")
-        else:
-            argv += ["--method", method, "--moments", self.cfg.fit.moments]
+            settings = replace(fin.select, method="dos", target=method.split("-", 1)[1])
+            argv += ["--fit", self.fit_dir]
+        else:  # a baseline takes none of DOS's settings
+            settings = SelectConfig(method=method, moments=fin.select.moments)
+        argv += settings_argv(settings)
         code = self.pplaw(*argv, allow_exit=(2,) if method.startswith("dos-") else ())
         if code == 2 and not (out / "refused.json").exists():
             raise PplawError(f"stage command failed with exit code 2: pplaw {shlex.join(map(str, argv))}")
@@ -411,7 +394,8 @@ class Study:
         base_eval = self.out / "final" / "base" / "downstream.json"
         if not base_eval.exists():
             base_eval.parent.mkdir(parents=True, exist_ok=True)
-            self.pplaw("eval", "--model", self.base, "--tasks", self.tasks, "--out", base_eval)
+            self.pplaw("eval", "--model", self.base, "--tasks", self.tasks, "--out", base_eval,
+                       *settings_argv(self.cfg.eval))
         total = sum(len(dirs) for dirs in self.selections.values())
         for method, dirs in self.selections.items():
             for seed, sel in dirs.items():
@@ -421,7 +405,8 @@ class Study:
                 log.info(f"final run {method} seed {seed} ({done} of {total} runs finished)")
                 self._train(sel / "selection.parquet", run_dir, seed)
                 if not (run_dir / "downstream.json").exists():
-                    self.pplaw("eval", "--model", run_dir / "hf", "--tasks", self.tasks, "--out", run_dir / "downstream.json")
+                    self.pplaw("eval", "--model", run_dir / "hf", "--tasks", self.tasks,
+                               "--out", run_dir / "downstream.json", *settings_argv(self.cfg.eval))
 
     def stage_report(self) -> None:
         self.pplaw("report", self.out)

@@ -26,6 +26,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("study", help="a study directory written by `pplaw run` (its out_dir)")
 
 
+def _max_boundary_fraction(cfg) -> float:
+    from pplaw_jax.config import MAX_BOUNDARY_FRACTION
+
+    given = cfg.final.select.max_boundary_fraction
+    return MAX_BOUNDARY_FRACTION if given is None else given
+
+
 def run(args) -> int:
     """`pplaw report STUDY`: (re)write STUDY/report.md and STUDY/report_figures/ from its files."""
     from pplaw_jax.config import load_config
@@ -249,7 +256,7 @@ def _optimum_section(out: Path, fit: dict, cfg) -> list[str]:
     lines = ["## Supported optimum", "", f"The target may only go where the runs give support: their convex "
              f"hull in (log mu, log sigma), each scaled by the runs' range, widened by the trust margin "
              f"{support.get('margin')}. Within it, the interior-optimum check counts the posterior (or bootstrap) "
-             f"draws whose argmin lies on the region's edge; above {cfg.final.max_boundary_fraction:g} the "
+             f"draws whose argmin lies on the region's edge; above {_max_boundary_fraction(cfg):g} the "
              "selection is refused.", ""]
     bopt = (fit.get("bayes") or {}).get("optimum") or {}
     popt = (fit.get("point") or {}).get("optimum") or {}

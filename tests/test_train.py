@@ -264,17 +264,13 @@ def test_cpt_on_selection_exports_an_hf_model(files, tmp_path, capsys):
         (["--seq-len", "65"], "exceeds the model's max_position_embeddings 64"),
         (["--batch-size", "6", "--mesh", "data=4,fsdp=2"], "--batch-size 6 is not a multiple of the data x fsdp mesh size 8"),
         (["--batch-size", "4000000"], "needs roughly .* GiB per device"),
-        (["--lr", "nan"], "--lr must be a positive finite number, got nan"),
-        (["--warmup", "inf"], "--warmup must be a finite number >= 0, got inf"),
-        (["--steps", "5", "--tokens", "100"], None),  # argparse: mutually exclusive
+        (["--lr", "nan"], r"--lr: nan out of range \(must be > 0\)"),
+        (["--warmup", "inf"], r"--warmup: inf out of range \(must be >= 0\)"),
+        (["--steps", "5", "--tokens", "100"], "not allowed with argument"),  # argparse: mutually exclusive
     ],
 )
 def test_bad_settings_fail_before_training(files, tmp_path, capsys, extra, message):
     d, _, _ = files
-    if message is None:
-        with pytest.raises(SystemExit):
-            main(_train_args(d, tmp_path / "run", *extra))
-        return
     assert main(_train_args(d, tmp_path / "run", *extra)) == 2
     err = capsys.readouterr().err
     assert re.search(message, err), err

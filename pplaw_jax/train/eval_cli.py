@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from pplaw_jax.config import EvalConfig, add_settings
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_json
 
@@ -15,11 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="HF checkpoint directory (e.g. RUN/hf), .gguf file, or smollm2-135m-instruct")
     parser.add_argument("--tasks", required=True, help='JSONL rows {"question", "choices": [...], "answer": i, ["context"]}')
     parser.add_argument("--out", default=None, help="results JSON (default: print the summary only)")
-    parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
-    parser.add_argument("--max-examples", type=int, default=None, help="evaluate the first N tasks only")
-    parser.add_argument("--max-length", type=int, default=None, help="longest sequence (default: the model's context, at most 2048)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
-    parser.add_argument("--mesh", default="data=-1,fsdp=1,tensor=1", help="device mesh (axes data, fsdp, tensor)")
+    add_settings(parser, EvalConfig)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,23 +32,22 @@ def run(args: argparse.Namespace) -> int:
     from pplaw_jax.train.evaluate import build_requests, mc_metrics, read_tasks, score_requests
     from pplaw_jax.train.loop import ShardedLM, data_parallel_size
 
-    if args.max_examples is not None and args.max_examples < 1:
-        raise PplawError(f"--max-examples must be >= 1, got {args.max_examples}")
-    tasks = read_tasks(args.tasks, args.max_examples)
-    mesh = make_mesh(args.mesh)
-    if args.batch_size < 1 or args.batch_size % data_parallel_size(mesh):
+    cfg: EvalConfig = args.cfg
+    tasks = read_tasks(args.tasks, cfg.max_examples)
+    mesh = make_mesh(cfg.mesh)
+    if cfg.batch_size < 1 or cfg.batch_size % data_parallel_size(mesh):
         raise PplawError(
-            f"--batch-size {args.batch_size} is not a positive multiple of the data x fsdp mesh size {data_parallel_size(mesh)}"
+            f"--batch-size {cfg.batch_size} is not a positive multiple of the data x fsdp mesh size {data_parallel_size(mesh)}"
         )
-    loaded = load_model(args.model, dtype=args.dtype)
+    loaded = load_model(args.model, dtype=cfg.dtype)
     context = loaded.config.max_position_embeddings
-    max_length = args.max_length or min(context, 2048)
+    max_length = cfg.max_length or min(context, 2048)
     if not 2 <= max_length <= context:
         raise PplawError(f"--max-length {max_length} must be in [2, {context}] (the model's context)")
     requests = build_requests(tasks, loaded.tokenizer, max_length, source=args.tasks)
     lm = ShardedLM(loaded.model, mesh)
     with progress("eval", total=len(requests), unit="choice", disable=jax.process_index() != 0) as bar:
-        logliks = score_requests(lm.nll, requests, args.batch_size, max_length, progress=bar.update)
+        logliks = score_requests(lm.nll, requests, cfg.batch_size, max_length, progress=bar.update)
     results = {"model": loaded.source, "tasks": os.path.abspath(args.tasks), **mc_metrics(tasks, logliks)}
     if jax.process_index() == 0:
         if args.out:
