@@ -18,8 +18,14 @@ from pplaw_jax.fileio import check_output_path, discard_temporaries, output_lock
 
 # subcommand -> (module, one-line help, example)
 COMMANDS = {
+    "data": ("pplaw_jax.data.cli", "build corpus files: cpython-docs, cut, cloze",
+             "pplaw data cpython-docs --out data   (also: pplaw data cut ..., pplaw data cloze ...)"),
+    "scratch": ("pplaw_jax.train.scratch_cli", "a tokenizer and config for a model trained from scratch",
+                "pplaw scratch --data data/general_train.jsonl --vocab-size 2048 --out base hidden_size=128"),
     "score": ("pplaw_jax.landscape.cli", "score every chunk of a corpus with a frozen model",
               "pplaw score --model smollm2-135m-instruct --data corpus/train.jsonl --out land --seq-len 512"),
+    "runs": ("pplaw_jax.law.runs_cli", "collect finished CPT runs into the runs table",
+             "pplaw runs --manifest grid/selections --runs-dir grid/runs --out grid/runs.csv"),
     "fit": ("pplaw_jax.law.cli", "fit the perplexity-aware (or data-only) scaling law to runs.csv",
             "pplaw fit --runs grid/runs.csv --out fit --moments logppl"),
     "predict": ("pplaw_jax.law.predict_cli", "predict loss at (mu, sigma, tokens) from a fit",
@@ -40,7 +46,7 @@ COMMANDS = {
 }
 
 COMPILING = {"score", "train", "eval", "fit"}  # subcommands that compile with XLA
-FILE_OUTPUTS = {"eval", "predict"}  # subcommands whose --out is a file, not a directory
+FILE_OUTPUTS = {"eval", "predict", "runs", "data cut", "data cloze"}  # --out is a file, not a directory
 # Subcommands that lock their --out directory themselves, per host, once jax.distributed is up
 # (`fileio.output_lock`); `run` locks its study directory. The others are locked here.
 SELF_LOCKING = {"score", "train", "run"}
@@ -82,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         configure_compilation_cache()  # $PPLAW_COMPILATION_CACHE; `pplaw run` sets its own default
     try:
         out = getattr(args, "out", None)
+        file_out = args.command in FILE_OUTPUTS or f"{args.command} {getattr(args, 'mode', '')}" in FILE_OUTPUTS
         if out is not None:  # an output that cannot be written fails first
-            check_output_path(out, "file" if args.command in FILE_OUTPUTS else "dir")
-        if out is None or args.command in FILE_OUTPUTS | SELF_LOCKING:
+            check_output_path(out, "file" if file_out else "dir")
+        if out is None or file_out or args.command in SELF_LOCKING:
             return int(module.run(args) or 0)
         with output_lock(out):  # one writer per output directory
             discard_temporaries(out)  # what a killed writer of this directory left behind

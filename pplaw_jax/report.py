@@ -18,6 +18,7 @@ import pandas as pd
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_text
+from pplaw_jax.law.plots import save_figure
 from pplaw_jax.logs import get_logger
 from pplaw_jax.select.io import aliased_methods, read_landscape
 
@@ -136,8 +137,7 @@ def _landscape_figure(out: Path, fig_path: Path) -> None:
         ax.legend(fontsize=8)
     axes[0].set_ylabel("density")
     fig.tight_layout()
-    fig.savefig(fig_path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, fig_path)
 
 
 def _final_figure(final: pd.DataFrame, fig_path: Path) -> None:
@@ -159,8 +159,7 @@ def _final_figure(final: pd.DataFrame, fig_path: Path) -> None:
         ax.set_title(metric)
     fig.suptitle("Final CPT runs: mean and 95% interval over seeds")
     fig.tight_layout()
-    fig.savefig(fig_path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, fig_path)
 
 
 def _landscape_section(out: Path, fig_dir: Path) -> list[str]:
@@ -437,12 +436,12 @@ def _rounds_figure(out: Path, round_dirs: list[Path], path: Path) -> None:
         ax.set_ylabel("sigma")
         ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_report(out: str | Path, cfg) -> Path:
     out = Path(out)
+    read_landscape(out / "landscape")  # a study without a complete landscape fails before writing anything
     aliases = aliased_methods(out / "select", cfg.final.seeds)
     fig_dir = out / "report_figures"
     fig_dir.mkdir(exist_ok=True)

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import yaml
 
 from pplaw_jax.cli import main
+from pplaw_jax.config import StudyConfig, config_to_dict
 from pplaw_jax.law.synthetic import synthetic_runs
 from pplaw_jax.select.synthetic import synthetic_landscape, write_landscape
 
@@ -214,6 +216,8 @@ CASES = [
     Case("report/not-a-study", ("report", "{root}/land"), r"land: not a study directory \(no config\.yaml", None),
     Case("report/config-malformed", ("report", "{root}/study_bad"), r"study_bad/config\.yaml is not valid YAML",
          None),
+    Case("report/empty-landscape-summary", ("report", "{root}/study_empty"),
+         r"landscape/parts: landscape has no completed parts", None),
     # ------------------------------------------------------------------ run
     Case("run/missing-config", ("run", "{root}/nope.yaml", "out_dir={out}"), r"config file .*nope\.yaml not found",
          "report.md"),
@@ -256,6 +260,9 @@ def root(tmp_path_factory):
     write_fit(root / "fit_good")
     (root / "study_bad").mkdir()
     (root / "study_bad" / "config.yaml").write_bytes(INPUTS["config_bad.yaml"])
+    (root / "study_empty" / "landscape").mkdir(parents=True)  # a study whose landscape summary is {}
+    (root / "study_empty" / "config.yaml").write_text(yaml.safe_dump(config_to_dict(StudyConfig())))
+    (root / "study_empty" / "landscape" / "summary.json").write_text("{}")
     write_fit(root / "fit_bayes", {k: np.full(400, v) for k, v in POINT.items()})
     for name, data in (("fit_malformed", b'{"law": "ppl",'), ("fit_nonutf8", NON_UTF8)):
         (root / name).mkdir()
