@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"lm-evaluation-harness tasks, groups or tags (needs: {LM_EVAL_INSTALL})")
     parser.add_argument("--lm-eval-include", metavar="DIR", default=None,
                         help="directory of lm-eval task YAMLs searched before lm-eval's own (e.g. experiments/lm_eval_tasks)")
+    parser.add_argument("--lm-eval-num-fewshot", metavar="N", type=int, default=None,
+                        help="few-shot exemplars per question (default: each task's own setting, else 0)")
     parser.add_argument("--out", default=None, help="results JSON (default: print the summary only)")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
     parser.add_argument("--max-examples", type=int, default=None, help="evaluate the first N tasks (per lm-eval task) only")
@@ -45,8 +47,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_examples is not None and args.max_examples < 1:
         raise PplawError(f"--max-examples must be >= 1, got {args.max_examples}")
-    if args.lm_eval_include is not None and not args.lm_eval_tasks:
-        raise PplawError("--lm-eval-include needs --lm-eval-tasks")
+    for flag in ("lm_eval_include", "lm_eval_num_fewshot"):
+        if getattr(args, flag) is not None and not args.lm_eval_tasks:
+            raise PplawError(f"--{flag.replace('_', '-')} needs --lm-eval-tasks")
+    if args.lm_eval_num_fewshot is not None and args.lm_eval_num_fewshot < 0:
+        raise PplawError(f"--lm-eval-num-fewshot must be >= 0, got {args.lm_eval_num_fewshot}")
     if args.lm_eval_tasks:
         harness = _import_harness()
         suite = harness.load_suite([n.strip() for n in args.lm_eval_tasks.split(",") if n.strip()], args.lm_eval_include)
@@ -65,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     keys = ("n", "acc", "acc_ci95", "acc_norm", "acc_norm_ci95")
     if args.lm_eval_tasks:
         lm = harness.PplawLM(loaded, mesh, batch_size=args.batch_size, max_length=max_length)
-        results = harness.evaluate_suite(lm, suite, limit=args.max_examples)
+        results = harness.evaluate_suite(lm, suite, limit=args.max_examples, num_fewshot=args.lm_eval_num_fewshot)
         summary = {name: {k: t[k] for k in keys if k in t} for name, t in {**results["tasks"], **results["groups"]}.items()}
     else:
         requests = build_requests(tasks, loaded.tokenizer, max_length, source=args.tasks)

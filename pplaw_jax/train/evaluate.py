@@ -129,17 +129,19 @@ def bucket_length(n: int, max_length: int, minimum: int = 16) -> int:
 
 
 def batched_apply(
-    fn: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, ...]],
+    fn: Callable[..., tuple[np.ndarray, ...]],
     requests: Sequence[Request],
     batch_size: int,
     max_length: int,
     progress: Callable[[int], None] | None = None,
+    extras: Sequence[np.ndarray] = (),
 ) -> tuple[np.ndarray, ...]:
-    """Run `fn(input_ids [B, T], lengths [B], first [B]) -> per-row outputs ([B] each)` over all requests.
+    """Run `fn(input_ids [B, T], lengths [B], first [B], *extras) -> per-row outputs` over all requests.
 
     Batches have a fixed `batch_size` rows (the last is padded with empty rows); requests are sorted
     by length so each batch pads little, and lengths are bucketed to powers of two so a jitted `fn`
-    compiles once per bucket. Returns each output as an array in request order.
+    compiles once per bucket. `extras` are per-request arrays (leading axis: requests) batched the
+    same way. Returns each output (leading axis: rows) as an array in request order.
     """
     order = sorted(range(len(requests)), key=lambda i: -len(requests[i].ids))
     outs: list[np.ndarray] | None = None
@@ -153,9 +155,14 @@ def batched_apply(
             req = requests[i]
             ids[r, : len(req.ids)] = req.ids
             lengths[r], first[r] = len(req.ids), req.first
-        batch = [np.asarray(x) for x in fn(ids, lengths, first)]
+        side = []
+        for extra in extras:
+            batch_extra = np.zeros((batch_size,) + extra.shape[1:], dtype=extra.dtype)
+            batch_extra[: len(rows)] = extra[rows]
+            side.append(batch_extra)
+        batch = [np.asarray(x) for x in fn(ids, lengths, first, *side)]
         if outs is None:
-            outs = [np.zeros(len(requests), dtype=x.dtype) for x in batch]
+            outs = [np.zeros((len(requests),) + x.shape[1:], dtype=x.dtype) for x in batch]
         for out, x in zip(outs, batch):
             out[rows] = x[: len(rows)]
         if progress is not None:

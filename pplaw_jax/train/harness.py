@@ -16,7 +16,9 @@ context, so a choice scored here and by `pplaw eval` gets the same log-likelihoo
 `max_length` tokens *including* the start token and the scored tokens (pplaw's sequence length),
 and rolling log-likelihoods use lm-eval's own window split with that length.
 
-Requests are sorted by length and padded to fixed batches of power-of-two lengths
+Requests that differ only in their last token (one-token answers such as " yes" / " no" or
+" A" ... " D" after the same prompt) share one forward pass, as in lm-eval's HF model. Rows are
+sorted by length and padded to fixed batches of power-of-two lengths
 (`train.evaluate.batched_apply`), so the jitted scorer compiles once per length bucket.
 
 This module imports lm_eval at import time; `pplaw eval` imports it only for `--lm-eval-tasks`.
@@ -57,32 +59,87 @@ class GenerationUnsupported(PplawError, NotImplementedError):
 
 
 class _Scorer(ShardedLM):
-    """ShardedLM plus one jitted function: summed NLL of the scored tokens and whether each is the argmax."""
+    """ShardedLM plus one jitted scorer for rows that stand for requests differing in their last token.
+
+    A row is a request's tokens; `candidates [B, K]` are the last tokens of the requests it stands
+    for. Per row it returns the summed NLL of the scored targets before the last one and whether
+    each of them is the argmax (shared by the row's requests), the log-probabilities of the K
+    candidates at the last position, and that position's argmax. One forward pass thus scores
+    " yes" / " no" / " maybe" after one prompt, as lm-eval's HF model does for one-token choices.
+    """
 
     def __init__(self, model: nnx.Module, mesh):
         super().__init__(model, mesh)
         graphdef, replicated = self.graphdef, NamedSharding(mesh, P())
 
-        def score(params, rest, input_ids, lengths, first):
+        def score(params, rest, input_ids, lengths, first, candidates):
             logits = nnx.merge(graphdef, params, rest)(input_ids)
-            j = jnp.arange(1, input_ids.shape[1])[None, :]  # the target mask of train.loss.token_nll
-            scored = (j >= first[:, None]) & (j < lengths[:, None])
-            sum_nll, _ = next_token_nll(logits, input_ids, scored)
+            j = jnp.arange(1, input_ids.shape[1])[None, :]  # target j, as in train.loss.token_nll
+            shared = (j >= first[:, None]) & (j < lengths[:, None] - 1)
+            shared_nll, _ = next_token_nll(logits, input_ids, shared)
             hits = jnp.argmax(logits[:, :-1], axis=-1) == input_ids[:, 1:]
-            return sum_nll, jnp.all(hits | ~scored, axis=1)
+            last = jnp.take_along_axis(logits, jnp.maximum(lengths - 2, 0)[:, None, None], axis=1)[:, 0]
+            last = last.astype(jnp.float32)
+            logp = last - jax.nn.logsumexp(last, axis=-1, keepdims=True)
+            return (
+                shared_nll,
+                jnp.all(hits | ~shared, axis=1),
+                jnp.take_along_axis(logp, candidates, axis=1),
+                jnp.argmax(last, axis=-1).astype(jnp.int32),
+            )
 
         rows, toks = self.rows_sharding, self.tokens_sharding
-        # Replicated [B] outputs: every host reads them from its own devices.
+        # Replicated outputs: every host reads them from its own devices.
         self._score = jax.jit(
             score,
-            in_shardings=(self.param_shardings, self.rest_shardings, toks, rows, rows),
-            out_shardings=(replicated, replicated),
+            in_shardings=(self.param_shardings, self.rest_shardings, toks, rows, rows, toks),
+            out_shardings=(replicated,) * 4,
         )
 
-    def score(self, input_ids: np.ndarray, lengths: np.ndarray, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(sum_nll float32 [B], greedy bool [B]) for a batch in `train.evaluate.batched_apply`'s layout."""
-        out = self._score(self.params, self.rest, self.put(input_ids), self.put(lengths), self.put(first))
+    def score(self, input_ids, lengths, first, candidates) -> tuple[np.ndarray, ...]:
+        """(shared_nll [B], shared_greedy [B], candidate_logp [B, K], last_argmax [B]) as numpy."""
+        out = self._score(
+            self.params, self.rest, self.put(input_ids), self.put(lengths), self.put(first), self.put(candidates)
+        )
         return tuple(np.asarray(x.addressable_data(0)) for x in out)
+
+    def loglikelihoods(self, shared: "SharedRows", batch_size: int, max_length: int, progress=None):
+        """(log-likelihood float64, greedy bool) of each request behind `shared`, in request order."""
+        shared_nll, shared_greedy, cand_logp, last_argmax = batched_apply(
+            self.score, shared.rows, batch_size, max_length, progress, extras=(shared.candidates,)
+        )
+        n = sum(len(m) for m in shared.members)
+        logliks, greedy = np.zeros(n), np.zeros(n, dtype=bool)
+        for g, members in enumerate(shared.members):
+            for c, i in enumerate(members):
+                logliks[i] = float(cand_logp[g, c]) - float(shared_nll[g])
+                greedy[i] = bool(shared_greedy[g]) and int(last_argmax[g]) == int(shared.candidates[g, c])
+        return logliks, greedy
+
+
+@dataclass
+class SharedRows:
+    """Requests grouped by all their tokens but the last (and their first scored position).
+
+    `rows[g]` is the first request of group g, `members[g]` the indices of its requests, and
+    `candidates[g, c]` the last token of request `members[g][c]` (padded with 0 up to the largest
+    group, so every batch has the same shape).
+    """
+
+    rows: list[Request]
+    members: list[list[int]]
+    candidates: np.ndarray
+
+    @classmethod
+    def of(cls, requests: list[Request]) -> "SharedRows":
+        groups: dict[tuple, list[int]] = {}
+        for i, req in enumerate(requests):
+            groups.setdefault((req.ids[:-1], req.first), []).append(i)
+        members = list(groups.values())
+        candidates = np.zeros((len(members), max(len(m) for m in members)), dtype=np.int32)
+        for g, m in enumerate(members):
+            candidates[g, : len(m)] = [requests[i].ids[-1] for i in m]
+        return cls([requests[m[0]] for m in members], members, candidates)
 
 
 def _positive_int(name: str, value) -> int:
@@ -130,7 +187,8 @@ class PplawLM(LM):
         from pplaw_jax.distributed import make_mesh
         from pplaw_jax.models import load_model
 
-        args = {**arg_dict, **{k: v for k, v in (additional_config or {}).items() if v is not None}}
+        # lm-eval's own settings (--batch_size, --device) fill in what model_args leave out
+        args = {**{k: v for k, v in (additional_config or {}).items() if v is not None}, **arg_dict}
         unknown = sorted(set(args) - set(MODEL_ARGS) - set(IGNORED_ARGS))
         if unknown:
             raise PplawError(f"unknown model argument(s) {', '.join(unknown)} for model {MODEL_NAME!r} "
@@ -157,8 +215,8 @@ class PplawLM(LM):
             if not continuation_ids:
                 raise PplawError(f"lm-eval request: continuation {continuation!r} encodes to no tokens")
             built.append(truncated_request(start, context_ids, continuation_ids, self.max_length))
-        sum_nll, greedy = self._run(built, "loglikelihood", disable_tqdm)
-        return [(-float(s), bool(g)) for s, g in zip(sum_nll, greedy)]
+        logliks, greedy = self._run(built, "loglikelihood", disable_tqdm)
+        return [(float(ll), bool(g)) for ll, g in zip(logliks, greedy)]
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Log-likelihood of each whole string, after the start token, in lm-eval's disjoint windows."""
@@ -173,9 +231,9 @@ class PplawLM(LM):
             for context, continuation in map(lm_utils.make_disjoint_window, windows):
                 built.append(Request(tuple(context + continuation), len(context)))
                 owner.append(k)
-        sum_nll, _ = self._run(built, "loglikelihood_rolling", disable_tqdm)
+        logliks, _ = self._run(built, "loglikelihood_rolling", disable_tqdm)
         totals = np.zeros(len(requests), dtype=np.float64)
-        np.add.at(totals, np.asarray(owner, dtype=np.int64), -sum_nll.astype(np.float64))
+        np.add.at(totals, np.asarray(owner, dtype=np.int64), logliks)
         return totals.tolist()
 
     def generate_until(self, requests, disable_tqdm: bool = False):
@@ -185,12 +243,13 @@ class PplawLM(LM):
         )
 
     def _run(self, built: list[Request], what: str, disable_tqdm: bool) -> tuple[np.ndarray, np.ndarray]:
-        """(sum_nll, greedy) of each request, in order."""
+        """(log-likelihood, greedy) of each request, in order."""
         if not built:
-            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=bool)
+            return np.zeros(0), np.zeros(0, dtype=bool)
+        shared = SharedRows.of(built)
         hide = disable_tqdm or jax.process_index() != 0
-        with progress(what, total=len(built), unit="seq", disable=hide) as bar:
-            return batched_apply(self._scorer.score, built, self.batch_size, self.max_length, progress=bar.update)
+        with progress(what, total=len(shared.rows), unit="seq", disable=hide) as bar:
+            return self._scorer.loglikelihoods(shared, self.batch_size, self.max_length, progress=bar.update)
 
     def get_model_info(self) -> dict:
         """What lm-eval records under results["config"]."""
@@ -248,17 +307,19 @@ def _metrics(raw: dict) -> dict:
     return {k.removesuffix(",none"): v for k, v in raw.items() if k not in ("alias", "name", "sample_len")}
 
 
-def evaluate_suite(lm: PplawLM, suite: Suite, limit: int | None = None) -> dict:
+def evaluate_suite(lm: PplawLM, suite: Suite, limit: int | None = None, num_fewshot: int | None = None) -> dict:
     """Run the suite with `lm_eval.simple_evaluate`; per-task metrics, 95% Wilson intervals, examples.
 
     Per task: lm-eval's metrics (for multiple choice `acc` and `acc_norm`, each with lm-eval's
     `_stderr`), `n` documents, `<metric>_ci95` Wilson intervals for 0/1 metrics, `num_fewshot`,
     the task `version`, and per document the target and the log-likelihood of each request.
-    Groups carry lm-eval's aggregated metrics. `limit` evaluates the first N documents of each task.
+    Groups carry lm-eval's aggregated metrics. `limit` evaluates the first N documents of each task;
+    `num_fewshot` overrides the tasks' own few-shot setting (lm-eval's `--num_fewshot`).
     """
     results = lm_eval.simple_evaluate(
-        model=lm, tasks=suite.names, task_manager=suite.manager, limit=limit, log_samples=True
-    )
+        model=lm, tasks=suite.names, task_manager=suite.manager, limit=limit, num_fewshot=num_fewshot,
+        log_samples=True,
+    )  # fmt: skip
     tasks = {}
     for name, samples in sorted(results["samples"].items()):
         entry = {"n": len(samples), **_metrics(results["results"][name])}
@@ -285,6 +346,7 @@ def evaluate_suite(lm: PplawLM, suite: Suite, limit: int | None = None) -> dict:
         "requested": suite.names,
         "max_length": lm.max_length,
         "limit": limit,
+        "num_fewshot": num_fewshot,
         "ci_method": "wilson score interval, 95%",
         "tasks": tasks,
         "groups": groups,
