@@ -325,9 +325,12 @@ def test_shipped_medical_tasks_match_pplaw_eval(setup, monkeypatch):
     assert results["groups"]["mmlu_medical"]["acc"] == pytest.approx(np.mean(accs))
 
 
-def test_bad_lm_eval_input_is_one_line_exit_2(setup, capsys):
+def test_bad_lm_eval_input_is_one_line_exit_2(setup, capsys, monkeypatch):
+    monkeypatch.setenv("PPLAW_EVAL_DATA", str(setup["dir"] / "no_data"))
     base = ["eval", "--model", "nowhere", "--lm-eval-include", str(setup["tasks"])]
     cases = [
+        (["--lm-eval-tasks", "pubmedqa_pqal", "--lm-eval-include", str(SHIPPED)],
+         "no_data/pubmedqa_pqal/train_dev.jsonl: no such file; set PPLAW_EVAL_DATA"),
         (["--lm-eval-tasks", "tiny_generate"], "tiny_generate generate text (generate_until)"),
         (["--lm-eval-tasks", "tiny_pubmedqa", "--lm-eval-include", str(setup["dir"] / "missing")],
          "missing: no such directory (--lm-eval-include)"),
