@@ -259,7 +259,7 @@ class PplawLM(LM):
 # ---------------------------------------------------------------------- tasks and results
 @dataclass
 class Suite:
-    """lm-eval tasks resolved and loaded (so bad names or data fail before the model loads)."""
+    """Requested lm-eval task names, checked, with the task manager that resolves them."""
 
     names: list[str]
     include: str | None
@@ -270,9 +270,10 @@ def load_suite(names: list[str], include: str | None = None) -> Suite:
     """Resolve task, group or tag names in `include` (a directory of task YAMLs) and lm-eval's own tasks.
 
     lm-eval's ~15,000 built-in task files take seconds to index, so they are indexed only when a
-    name is not found in `include`. Every task is loaded once here (its documents read), and
-    generation tasks are refused, so a bad name, unreadable data or an unsupported task fails with
-    one message before any model work.
+    name is not found in `include`. Every task is built here once as a check (its documents read;
+    `simple_evaluate` builds them again from the same manager) and generation tasks are refused,
+    so a bad name, unreadable data or an unsupported task fails with one message before any model
+    work.
     """
     from lm_eval.tasks import TaskManager
 
