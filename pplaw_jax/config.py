@@ -206,7 +206,7 @@ class EvalConfig:
     """`pplaw eval`: multiple-choice scoring."""
 
     batch_size: int = setting(8, lo=1, help="sequences per forward pass")
-    max_examples: Optional[int] = setting(None, lo=1, help="evaluate the first N tasks only")
+    max_examples: Optional[int] = setting(None, lo=1, help="evaluate the first N tasks (per lm-eval task) only")
     max_length: Optional[int] = setting(None, lo=2, help="longest sequence (default: the model's context, "
                                                          "at most 2048)")
     dtype: Dtype = setting("float32", help="compute dtype")
@@ -286,6 +286,10 @@ class FinalConfig:
         "domain_loss", help="the metric the comparison is judged on")
     tasks: Optional[str] = setting(None, help="multiple-choice JSONL for downstream accuracy "
                                               "(default: cloze tasks from the domain test split)")
+    lm_eval_tasks: Optional[str] = setting(None, help="lm-evaluation-harness tasks (NAME[,NAME]) every final "
+                                                      "model is also evaluated on (needs the eval extra)")
+    lm_eval_include: Optional[str] = setting(None, help="directory of lm-eval task YAMLs "
+                                                        "(e.g. experiments/lm_eval_tasks)")
     select: SelectConfig = setting(factory=SelectConfig, help="the selections' settings")
 
 

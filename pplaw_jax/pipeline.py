@@ -50,7 +50,8 @@ from pplaw_jax.stages import STAGES, stages_record, stage_keys, stale_stages, su
 
 log = get_logger("run")
 COMPILATION_CACHE = ".jax_cache"  # under out_dir (hidden: not a study output)
-LOG_STAMP = "#"  # commands.log: `pplaw ...  # <time>`, a shell comment, so the log runs as a script
+LOG_STAMP = "#"
+LM_EVAL_JSON = "lm_eval.json"  # a final model's lm-evaluation-harness results (final.lm_eval_tasks)  # commands.log: `pplaw ...  # <time>`, a shell comment, so the log runs as a script
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -379,12 +380,20 @@ class Study:
         if code == 2 and not (out / "refused.json").exists():
             raise PplawError(f"stage command failed with exit code 2: pplaw {shlex.join(map(str, argv))}")
 
-    def stage_final(self) -> None:
-        base_eval = self.out / "final" / "base" / "downstream.json"
-        if not base_eval.exists():
-            base_eval.parent.mkdir(parents=True, exist_ok=True)
-            self.pplaw("eval", "--model", self.base, "--tasks", self.tasks, "--out", base_eval,
+    def _downstream(self, model, run_dir: Path) -> None:
+        """`pplaw eval` of one model: the study's tasks, and its lm-eval tasks if it names any."""
+        fin = self.cfg.final
+        if not (run_dir / "downstream.json").exists():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self.pplaw("eval", "--model", model, "--tasks", self.tasks, "--out", run_dir / "downstream.json",
                        *settings_argv(self.cfg.eval))
+        if fin.lm_eval_tasks and not (run_dir / LM_EVAL_JSON).exists():
+            include = ["--lm-eval-include", self._input(fin.lm_eval_include)] if fin.lm_eval_include else []
+            self.pplaw("eval", "--model", model, "--lm-eval-tasks", fin.lm_eval_tasks, *include,
+                       "--out", run_dir / LM_EVAL_JSON, *settings_argv(self.cfg.eval))
+
+    def stage_final(self) -> None:
+        self._downstream(self.base, self.out / "final" / "base")
         total = sum(len(dirs) for dirs in self.selections.values())
         for method, dirs in self.selections.items():
             for seed, sel in dirs.items():
@@ -393,9 +402,7 @@ class Study:
                            if (self.out / "final" / m / f"seed{k}" / "eval.json").exists())
                 log.info(f"final run {method} seed {seed} ({done} of {total} runs finished)")
                 self._train(sel / "selection.parquet", run_dir, seed)
-                if not (run_dir / "downstream.json").exists():
-                    self.pplaw("eval", "--model", run_dir / "hf", "--tasks", self.tasks,
-                               "--out", run_dir / "downstream.json", *settings_argv(self.cfg.eval))
+                self._downstream(run_dir / "hf", run_dir)
 
     def stage_report(self) -> None:
         self.pplaw("report", self.out)

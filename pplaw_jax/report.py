@@ -100,6 +100,23 @@ def collect_final(out: Path) -> pd.DataFrame:
                                        "general_loss", "target_loss", "acc", "acc_norm"])
 
 
+def _lm_eval_lines(out: Path) -> list[str]:
+    """lm-evaluation-harness accuracy of the final models (``final.lm_eval_tasks``): per method and
+    task, the mean over seeds with its 95% t interval (acc_norm where the task reports it)."""
+    rows = []
+    for path in sorted((out / "final").glob("*/seed*/lm_eval.json")):
+        for task, r in json.loads(path.read_text()).get("tasks", {}).items():
+            metric = "acc_norm" if r.get("acc_norm") is not None else "acc"
+            rows.append(dict(method=path.parent.parent.name, task=task, metric=metric, value=r.get(metric)))
+    if not rows:
+        return []
+    frame = pd.DataFrame(rows).dropna(subset=["value"])
+    table = [dict(method=m, task=t, metric=g["metric"].iloc[0], runs=len(g), value=_fmt_ci(*t_interval(g["value"])))
+             for (m, t), g in frame.groupby(["method", "task"], sort=False)]
+    return ["lm-evaluation-harness tasks (`final.lm_eval_tasks`), mean and 95% interval over seeds:", "",
+            _table(pd.DataFrame(table)), ""]
+
+
 def _plt():
     import matplotlib
 
@@ -342,6 +359,7 @@ def _final_section(out: Path, fig_dir: Path, primary: str) -> list[str]:
                 row[metric] = _fmt_ci(*t_interval(g[metric]))
         frows.append(row)
     lines += [_table(pd.DataFrame(frows).fillna("—")), ""]
+    lines += _lm_eval_lines(out)
     _final_figure(final, fig_dir / "final.png")
     lines += ["![final](report_figures/final.png)", ""]
     better = "higher" if primary in HIGHER_IS_BETTER else "lower"

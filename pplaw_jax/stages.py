@@ -35,7 +35,8 @@ STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "fit": (("fit", "seed"), ("grid",)),
     "select": (("final.budget", "final.methods", "final.seeds", "final.select", "grid.design.selector",
                 "fit.moments", "seed"), ("fit", "landscape")),
-    "final": (("final.tasks", "train", "eval", "seed", "data"), ("select", "base")),
+    "final": (("final.tasks", "final.lm_eval_tasks", "final.lm_eval_include", "train", "eval", "seed", "data"),
+              ("select", "base")),
 }
 # sequential rounds fit the law (fit settings) and train a random control at the final budget
 SEQUENTIAL_GRID_READS = ("fit", "final.budget")
