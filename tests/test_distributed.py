@@ -109,21 +109,21 @@ def test_batch_sharding():
     assert batch_sharding(mesh).spec == P(("data", "fsdp"), None)
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_sharded_forward_equals_single_device(tied):
+@pytest.mark.parametrize("tied,scan", [(False, False), (True, False), (False, True)])
+def test_sharded_forward_equals_single_device(tied, scan):
     config = ModelConfig(256, 32, 64, 2, 4, 2, 8, tie_word_embeddings=tied, attention_bias=True)
     ids = jnp.asarray(np.random.default_rng(0).integers(0, 256, (8, 12)), jnp.int32)
 
-    single = init_model(config, seed=3)
+    single = init_model(config, seed=3, scan_layers=scan)
     shard_model(single, make_mesh("data=1", devices=jax.devices()[:1]))
     expected = np.asarray(single(ids))
 
-    model = init_model(config, seed=3)
+    model = init_model(config, seed=3, scan_layers=scan)
     mesh = make_mesh("data=2,fsdp=2,tensor=2")
     shard_model(model, mesh)
-    q = model.layers[0].self_attn.q_proj.kernel[...]
-    assert q.sharding.spec == P("fsdp", "tensor")
-    assert q.addressable_shards[0].data.shape == (16, 16)  # really split over 2 x 2 devices
+    q = model.layers.self_attn.q_proj.kernel[...] if scan else model.layers[0].self_attn.q_proj.kernel[...]
+    assert q.sharding.spec == (P(None, "fsdp", "tensor") if scan else P("fsdp", "tensor"))
+    assert q.addressable_shards[0].data.shape[-2:] == (16, 16)  # really split over 2 x 2 devices
 
     graphdef, state = nnx.split(model)
     forward = jax.jit(
