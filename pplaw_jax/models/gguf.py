@@ -198,7 +198,7 @@ def load_gguf(
     path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32, mesh: Mesh | None = None, **model_kwargs
 ) -> tuple[ModelConfig, LlamaForCausalLM]:
     """Read a GGUF file into (config, model): each device's slice of every tensor dequantized to
-    float32, cast to `param_dtype` and placed in its shard on `mesh` (None: one device); see
+    float32, cast to `param_dtype` and placed in its shard on `mesh` (None: the default device); see
     `weights.place_model`. Extra keyword arguments (`attention_impl`, `remat`, `scan_layers`) go
     to `LlamaForCausalLM`."""
     path = Path(path)

@@ -196,7 +196,7 @@ def load_hf_checkpoint(
     directory: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32, mesh: Mesh | None = None, **model_kwargs
 ) -> tuple[ModelConfig, LlamaForCausalLM]:
     """Read an HF checkpoint directory into (config, model); weights cast to `param_dtype` and
-    placed straight into their shards on `mesh` (None: one device); see `weights.place_model`.
+    placed straight into their shards on `mesh` (None: the default device); see `weights.place_model`.
     Extra keyword arguments (`attention_impl`, `remat`, `scan_layers`) go to `LlamaForCausalLM`."""
     directory = Path(directory)
     config = read_hf_config(directory)

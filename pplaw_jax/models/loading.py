@@ -60,7 +60,7 @@ def load_model(
     `dtype` is the compute dtype ("float32" or "bfloat16"); weights are cast to `param_dtype`.
     With `mesh`, every tensor is read slice by slice straight into its shard (by the parameters'
     logical axes), so a model larger than one device loads onto a mesh that holds it; None puts
-    the whole model on the first local device. Extra keyword arguments (`attention_impl`, `remat`,
+    the whole model on the default device. Extra keyword arguments (`attention_impl`, `remat`,
     `scan_layers`) go to `LlamaForCausalLM`. Anything that is not one of those (a missing path, a
     directory without config.json, another file type, a hub id — there is no network) raises
     PplawError naming the path.

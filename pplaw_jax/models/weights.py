@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, SingleDeviceSharding
+from jax.sharding import Mesh
 
 from pplaw_jax.distributed import state_shardings
 from pplaw_jax.errors import PplawError
@@ -94,9 +94,18 @@ class Stacked:
         return np.stack([self.layers[i].read(rest) for i in range(*index[0].indices(len(self.layers)))])
 
 
-def place(shape: tuple[int, ...], dtype, sharding: jax.sharding.Sharding, read: Callable[[Index], np.ndarray]) -> jax.Array:
+def place(
+    shape: tuple[int, ...], dtype, sharding: jax.sharding.Sharding | None, read: Callable[[Index], np.ndarray]
+) -> jax.Array:
     """A `dtype` array of `shape` laid out by `sharding`, built from `read(index)` of each slice
-    this host's devices hold (each distinct slice read once, however many devices replicate it)."""
+    this host's devices hold (each distinct slice read once, however many devices replicate it).
+
+    `sharding=None` reads the whole tensor into an uncommitted array on the default device, as
+    `jnp.asarray` does: free to follow its inputs, and re-shardable onto a multi-host mesh (a
+    committed single-device array would instead be the source of a cross-host transfer).
+    """
+    if sharding is None:
+        return jax.device_put(np.array(read(tuple(slice(0, n) for n in shape)), dtype=dtype))
     slices: dict[tuple, np.ndarray] = {}
 
     def callback(index) -> np.ndarray:
@@ -121,7 +130,7 @@ def place_model(
 ) -> LlamaForCausalLM:
     """A model whose parameters are read from `sources` (keyed by checkpoint name, as `flat_params`
     names them), cast to `param_dtype` and placed by their logical axes on `mesh` (None: the
-    first local device). Either layout (`scan_layers`) loads from the same per-layer sources.
+    default device, uncommitted, see `place`). Either layout (`scan_layers`) loads from the same per-layer sources.
 
     Missing, unexpected or mis-shaped tensors raise PplawError naming `source` and the tensor,
     before anything is read.
@@ -134,8 +143,7 @@ def place_model(
     scanned = abstract.scan_layers
     flat = list(nnx.to_flat_state(state))
     if mesh is None:
-        device_sharding = SingleDeviceSharding(jax.local_devices()[0])
-        shardings = [device_sharding] * len(flat)
+        shardings = [None] * len(flat)
     else:
         shardings = [var.get_value() for _, var in nnx.to_flat_state(state_shardings(state, mesh))]
 
