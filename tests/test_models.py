@@ -193,6 +193,8 @@ def test_a_checkpoint_loads_straight_into_its_shards(tokenizer, tmp_path, monkey
     assert len(share) == 8 and total > max(share.values()) + largest  # a real test of the bound
     for device in mesh.devices.flat:
         assert probe.peak[device] <= share[device] + largest, (device, probe.peak[device], share[device], largest)
+    print(f"residency per device: peak <= {max(probe.peak.values())} B, share <= {max(share.values())} B, "
+          f"largest tensor {largest} B, all parameters {total} B")
     up = loaded.model.layers.mlp.up_proj if scan else loaded.model.layers[3].mlp.up_proj
     assert up.kernel[...].sharding.spec == (P(None, "fsdp", "tensor") if scan else P("fsdp", "tensor"))
     logits = nnx.jit(lambda model, x: model(x))(loaded.model, jnp.asarray(ids))
@@ -203,6 +205,7 @@ def test_a_checkpoint_loads_straight_into_its_shards(tokenizer, tmp_path, monkey
     first = jax.local_devices()[0]
     shard_model(load_model(str(tmp_path), scan_layers=scan).model, mesh)
     assert control.peak[first] >= total > share[first] + largest
+    print(f"load on one device, then shard: peak on {first} {control.peak[first]} B")
 
 
 @pytest.mark.parametrize("case", ["llama_attention_bias", "tied_smollm_style", "qwen3_qk_norm", "mistral_sliding_window"])

@@ -148,6 +148,8 @@ def test_quantized_gguf_loads_straight_into_its_shards(scan, tmp_path, monkeypat
     assert sum(a.nbytes for a in arrays) > max(share.values()) + largest
     for device in mesh.devices.flat:
         assert probe.peak[device] <= share[device] + largest
+    print(f"GGUF residency per device: peak <= {max(probe.peak.values())} B, share <= {max(share.values())} B, "
+          f"largest tensor {largest} B, all parameters {sum(a.nbytes for a in arrays)} B")
     ids = np.random.default_rng(0).integers(0, VOCAB, (2, 16)).astype(np.int32)
     with torch.no_grad():
         ref = hf(torch.from_numpy(ids.astype(np.int64))).logits.numpy()
