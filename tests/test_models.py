@@ -430,6 +430,10 @@ def test_bad_checkpoint_contents(tokenizer, tmp_path):
     with pytest.raises(PplawError, match="model_type 'gpt2'"):
         load_model(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps(config))
+    weights = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(weights[:-100])  # the last tensor's data cut short
+    with pytest.raises(PplawError, match=r"model\.safetensors: tensor \S+: data offsets .* lie outside the file"):
+        load_model(str(tmp_path))
     (tmp_path / "model.safetensors").write_bytes(b"truncated")
     with pytest.raises(PplawError, match="model.safetensors"):
         load_model(str(tmp_path))

@@ -122,7 +122,8 @@ class SafetensorsFile:
         self.entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
         for name, info in header.items():
             try:
-                dtype, shape, (begin, end) = info["dtype"], tuple(int(d) for d in info["shape"]), info["data_offsets"]
+                dtype, shape = info["dtype"], tuple(int(d) for d in info["shape"])
+                begin, end = (int(offset) for offset in info["data_offsets"])
             except (TypeError, KeyError, ValueError) as e:
                 raise PplawError(f"{path}: tensor {name}: malformed header entry {info!r}") from e
             if dtype not in _ITEMSIZE:
@@ -131,7 +132,7 @@ class SafetensorsFile:
                 raise PplawError(f"{path}: tensor {name}: data offsets {[begin, end]} lie outside the file (truncated?)")
             if end - begin != _ITEMSIZE[dtype] * int(np.prod(shape, dtype=np.int64)):
                 raise PplawError(f"{path}: tensor {name}: {end - begin} bytes do not hold {dtype}{list(shape)}")
-            self.entries[name] = (dtype, shape, int(begin), int(end))
+            self.entries[name] = (dtype, shape, begin, end)
         self._data = np.memmap(path, dtype=np.uint8, mode="r") if size > self._data_start else None
 
     def tensor(self, name: str) -> np.ndarray:

@@ -266,7 +266,8 @@ class LlamaForCausalLM(nnx.Module):
         policy = REMAT_POLICIES[self.remat]
         forward = _layer_forward
         if self.remat != "none":
-            # inside a scan the recomputation cannot be merged with the forward pass (CSE is safe to allow)
+            # a scan body already keeps XLA from merging the recomputation back into the forward
+            # pass, so the optimisation barriers of prevent_cse are needed only when unrolled
             forward = nnx.remat(_layer_forward, policy=policy, prevent_cse=not self.scan_layers)
         if self.scan_layers:
             scan = nnx.scan(
@@ -292,7 +293,8 @@ def init_model(
 
     `dtype` names the compute dtype ("float32" or "bfloat16"); parameters are float32. With
     `mesh`, the initialisation runs under `jax.jit` with the parameters' shardings as outputs, so
-    each device only ever holds its share (the values equal those of the mesh-less call). Extra
+    each device only ever holds its share (the same draws as without a mesh, equal to float32
+    rounding: XLA fuses the jitted initialisers differently from the eager ones). Extra
     keyword arguments (`attention_impl`, `remat`, `scan_layers`) go to `LlamaForCausalLM`; a
     scanned model draws each layer from its own split of the key, so its values differ from the
     unrolled model's of the same seed.

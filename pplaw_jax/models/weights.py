@@ -130,7 +130,8 @@ def place_model(
 ) -> LlamaForCausalLM:
     """A model whose parameters are read from `sources` (keyed by checkpoint name, as `flat_params`
     names them), cast to `param_dtype` and placed by their logical axes on `mesh` (None: the
-    default device, uncommitted, see `place`). Either layout (`scan_layers`) loads from the same per-layer sources.
+    default device, uncommitted, see `place`). Either layout (`scan_layers`) loads from the same
+    per-layer sources.
 
     Missing, unexpected or mis-shaped tensors raise PplawError naming `source` and the tensor,
     before anything is read.
