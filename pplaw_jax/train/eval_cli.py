@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise PplawError(
             f"--batch-size {cfg.batch_size} is not a positive multiple of the data x fsdp mesh size {data_parallel_size(mesh)}"
         )
-    loaded = load_model(args.model, dtype=cfg.dtype)
+    loaded = load_model(args.model, dtype=cfg.dtype, mesh=mesh)  # read straight into the shards
     context = loaded.config.max_position_embeddings
     max_length = cfg.max_length or min(context, 2048)
     if not 2 <= max_length <= context:
