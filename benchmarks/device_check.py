@@ -376,9 +376,10 @@ class Report:
         self.small = small
 
     def records(self) -> list[dict]:
+        """The complete lines of results.jsonl (a line being appended right now is left for later)."""
         if not self.results.exists():
             return []
-        lines = self.results.read_text().splitlines()
+        lines = self.results.read_text().split("\n")[:-1]
         return [json.loads(line) for line in lines if line.strip()]
 
     def build(self, complete: bool) -> dict:
@@ -551,7 +552,7 @@ def run_parent(args: argparse.Namespace) -> int:
         data = report.write(complete=complete)
         log.close()
     print(markdown(data))
-    return 0
+    return 0 if complete else 1
 
 
 def main(argv: list[str] | None = None) -> int:

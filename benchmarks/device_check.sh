@@ -57,14 +57,15 @@ else
     extra=""
     case "$want" in
       gpu)
-        cuda=$(nvidia-smi | sed -n 's/.*CUDA Version: *\([0-9][0-9]*\).*/\1/p' | head -n 1)
+        cuda=$(nvidia-smi | sed -n 's/.*CUDA Version: *\([0-9][0-9]*\).*/\1/p')  # sed reads it all: no SIGPIPE
+        cuda="${cuda%%$'\n'*}"
         if [[ "${cuda:-0}" -ge 13 ]]; then extra=cuda13; else extra=cuda12; fi ;;
       tpu) extra=tpu ;;
     esac
     extra="${DEVICE_CHECK_JAX_EXTRA:-$extra}"
     say "no interpreter with JAX on $want here: installing into .venv (jax extra: ${extra:-none})"
     [[ -x .venv/bin/python ]] || python3 -m venv .venv
-    .venv/bin/pip install -q -e . ${extra:+"jax[$extra]"}
+    .venv/bin/pip install -q --retries 2 --timeout 20 -e . ${extra:+"jax[$extra]"}
     py=.venv/bin/python
     found=$(probe "$py")
     [[ "$found" == "$want" ]] || { say "after installing, JAX finds backend '${found:-none}', not $want"; exit 1; }

@@ -135,9 +135,12 @@ def test_multinode_launcher_refuses_bad_rank(rank, nodes):
 
 # ---------------------------------------------------------------------------------- slurm_gpu.sbatch
 FAKE_SCONTROL = """#!/usr/bin/env bash
-# stand-in for `scontrol show hostnames NODELIST`: one host per line, the first one local
+# stand-in for `scontrol show hostnames NODELIST`: one host per line, the first one local; the
+# second line comes later, so a reader that stops after the first one makes this die of SIGPIPE
 [[ "$1 $2" == "show hostnames" && "$3" == "$SLURM_JOB_NODELIST" ]] || { echo "unexpected: $*" >&2; exit 1; }
-printf 'localhost\\nnode-b\\n'
+echo localhost
+sleep 0.3
+echo node-b
 """
 FAKE_SRUN = """#!/usr/bin/env bash
 # stand-in for srun with one task per node: runs the command SLURM_NNODES times, in parallel
@@ -174,7 +177,7 @@ def test_slurm_script_environment_forms_one_jax_job(tmp_path):
                   SLURM_SUBMIT_DIR=str(REPO), JAX_COORDINATOR_PORT=str(port))  # fmt: skip
     result = subprocess.run(["bash", str(LAUNCH / "slurm_gpu.sbatch"), PYTHON, "-c", PROBE], env=env,
                             capture_output=True, text=True, timeout=TIMEOUT_S)  # fmt: skip
-    logs = {i: (tmp_path / f"task{i}.out").read_text() for i in (0, 1)}
+    logs = {i: (tmp_path / f"task{i}.out").read_text() for i in (0, 1) if (tmp_path / f"task{i}.out").exists()}
     assert result.returncode == 0, f"{result.stderr}\n{logs}"
     tasks = [json.loads(logs[i].strip().splitlines()[-1]) for i in (0, 1)]
     for i, task in enumerate(tasks):
