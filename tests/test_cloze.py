@@ -18,5 +18,5 @@ def test_answer_is_the_true_continuation_and_tasks_are_deterministic():
 
 
 def test_too_few_long_documents_is_an_error():
-    with pytest.raises(PplawError, match="need at least 4 test documents of 60\+ words, found 0"):
+    with pytest.raises(PplawError, match=r"need at least 4 test documents of 60\+ words, found 0"):
         make_cloze_tasks(["short text"] * 10, n_tasks=1)

@@ -24,7 +24,8 @@ from tiny_hf import WORDS, save_tiny_llama
 from pplaw_jax.data import Document, iter_documents
 from pplaw_jax.errors import PplawError
 from pplaw_jax.landscape.parts import PART_SCHEMA, iter_done_parts, read_landscape
-from pplaw_jax.landscape.score import score_corpus, sequence_nll
+from pplaw_jax.landscape.score import score_corpus
+from pplaw_jax.models.loss import token_nll
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = ["doc_id", "chunk"]
@@ -34,7 +35,7 @@ def sorted_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(KEY).reset_index(drop=True)
 
 
-# ------------------------------------------------------------------------------- sequence_nll
+# ------------------------------------------------------------------------------- the scoring loss
 def reference_nll(logits: np.ndarray, ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     logits = logits.astype(np.float64)
     logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
@@ -46,7 +47,7 @@ def reference_nll(logits: np.ndarray, ids: np.ndarray, mask: np.ndarray) -> tupl
     return np.asarray(sums), np.asarray(counts)
 
 
-def test_sequence_nll_matches_reference():
+def test_scoring_loss_matches_reference():
     rng = np.random.default_rng(0)
     B, T, V = 4, 7, 13
     logits = rng.normal(scale=3.0, size=(B, T, V)).astype(np.float32)
@@ -54,20 +55,25 @@ def test_sequence_nll_matches_reference():
     lengths = [7, 4, 1, 0]  # full, padded, start token only (nothing scored), dummy row
     mask = (np.arange(T)[None] < np.asarray(lengths)[:, None]).astype(np.int32)
     ids[mask == 0] = 0
-    got_sum, got_n = jax.jit(sequence_nll)(logits, ids, mask)
+    score = jax.jit(lambda lg, i, m: token_nll(lg, i, m.sum(axis=1)))  # what make_score_fn computes
+    got_sum, got_n = score(logits, ids, mask)
     want_sum, want_n = reference_nll(logits, ids, mask)
     np.testing.assert_array_equal(np.asarray(got_n), want_n)
     np.testing.assert_allclose(np.asarray(got_sum), want_sum, rtol=1e-6, atol=1e-6)
     # bfloat16 logits: the log-softmax runs in float32, so only the bf16 rounding of the inputs shows
     bf16 = jnp.asarray(logits, dtype=jnp.bfloat16)
-    got_bf16, _ = jax.jit(sequence_nll)(bf16, ids, mask)
+    got_bf16, _ = score(bf16, ids, mask)
     want_bf16, _ = reference_nll(np.asarray(bf16.astype(jnp.float32)), ids, mask)
     np.testing.assert_allclose(np.asarray(got_bf16), want_bf16, rtol=1e-6, atol=1e-5)
 
 
 # ----------------------------------------------------------------- driver with an injected scorer
 def char_encode(texts):
-    return [[ord(c) % 50 + 1 for c in t] for t in texts]
+    """One token per character, with its start offset (what `score_corpus` takes)."""
+    return [([ord(c) % 50 + 1 for c in t], list(range(len(t)))) for t in texts]
+
+
+ALPHABET = "abcdefghijklmnopqrstuvwxyzé€𝔸"  # 1-, 2-, 3- and 4-byte UTF-8 characters
 
 
 def fake_token_nll(ids: np.ndarray) -> np.ndarray:
@@ -98,7 +104,7 @@ def make_docs(n: int, seed: int = 0) -> list[Document]:
     docs = []
     for i in range(n):
         length = int(rng.choice([0, 1, 5, 12, 30]))
-        text = "" if length == 0 else "".join(chr(97 + int(c)) for c in rng.integers(0, 26, size=length))
+        text = "".join(ALPHABET[int(c)] for c in rng.integers(0, len(ALPHABET), size=length))
         docs.append(Document(f"doc{i:03d}", text, "mem", i + 1))
     return docs
 
@@ -106,14 +112,15 @@ def make_docs(n: int, seed: int = 0) -> list[Document]:
 def expected_rows(docs: list[Document], seq_len: int) -> pd.DataFrame:
     rows = []
     for d in docs:
-        ids = char_encode([d.text])[0]
+        ids = char_encode([d.text])[0][0]
         for k, start in enumerate(range(0, len(ids), seq_len - 1)):
             window = np.asarray(ids[start : start + seq_len - 1])  # the scored targets
             nll = fake_token_nll(window)
-            rows.append((d.doc_id, k, len(window), float(np.float32(nll.sum()))))
-    df = pd.DataFrame(rows, columns=["doc_id", "chunk", "n_tokens", "sum_nll"])
+            n_bytes = len(d.text[start : start + seq_len - 1].encode("utf-8"))  # one token per character
+            rows.append((d.doc_id, k, len(window), float(np.float32(nll.sum())), n_bytes))
+    df = pd.DataFrame(rows, columns=["doc_id", "chunk", "n_tokens", "sum_nll", "n_bytes"])
     df["ppl"] = np.exp(df.sum_nll / df.n_tokens)
-    return df
+    return df[["doc_id", "chunk", "n_tokens", "sum_nll", "ppl", "n_bytes"]]
 
 
 def run_fake(out, docs, scorer, **kw):
@@ -153,6 +160,9 @@ def test_score_corpus_rows_parts_and_summary(tmp_path):
     assert summary["logppl"]["mean"] == pytest.approx(np.log(ppl).mean(), rel=1e-9)
     assert summary["logppl"]["std"] == pytest.approx(np.log(ppl).std(ddof=0), rel=1e-9)
     assert summary["corpus_ppl"] == pytest.approx(math.exp(want.sum_nll.sum() / want.n_tokens.sum()), rel=1e-9)
+    # bytes: every scored document's UTF-8 bytes, once; bits per byte from them
+    assert summary["bytes"] == sum(len(d.text.encode("utf-8")) for d in docs) > sum(len(d.text) for d in docs)
+    assert summary["bits_per_byte"] == pytest.approx(want.sum_nll.sum() / math.log(2) / summary["bytes"], rel=1e-9)
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
     assert (tmp_path / "out" / "histogram.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -300,6 +310,22 @@ def run_cli(*args: str) -> int:
     return main(["score", *args])
 
 
+def test_chunk_bytes_partition_each_document_with_a_real_tokenizer(tiny_llama):
+    """With a real BPE tokenizer the windows' texts (first token to the next window's first token)
+    cover each document exactly once: their bytes add up to its UTF-8 bytes, whatever seq_len."""
+    from pplaw_jax.data.chunking import chunk_token_ids, window_bytes
+    from pplaw_jax.models import load_model
+
+    model_dir, corpus = tiny_llama
+    tok = load_model(str(model_dir)).tokenizer
+    texts = [d.text for d in iter_documents(str(corpus)) if d.text] + ["naïve café — 𝔸 ünïcödé  spaced  out "]
+    for seq_len in (3, 8, 50):
+        for text, (ids, starts) in zip(texts, tok.encode_batch_with_starts(texts)):
+            sizes = window_bytes(text, starts, seq_len)
+            assert len(sizes) == len(chunk_token_ids(ids, seq_len, 0))
+            assert sum(sizes) == len(text.encode("utf-8")) and min(sizes) >= 0
+
+
 def test_cli_matches_pytorch(tiny_llama, torch_rows, tmp_path, capsys):
     model_dir, corpus = tiny_llama
     out = tmp_path / "land"
@@ -337,7 +363,7 @@ def test_meshes_and_dtypes_agree_with_pytorch(tiny_llama, torch_rows, tmp_path, 
         iter_documents(str(corpus)),
         out_dir=tmp_path / "land",
         score_fn=make_score_fn(loaded.model, mesh),
-        encode_batch=loaded.tokenizer.encode_batch,
+        encode_batch=loaded.tokenizer.encode_batch_with_starts,
         start_id=loaded.tokenizer.doc_start_id,
         seq_len=24,
         batch_size=8,

@@ -31,7 +31,8 @@ from pplaw_jax.errors import PplawError
 from pplaw_jax.models import ModelConfig, init_model, load_model, save_hf_checkpoint, train_bpe_tokenizer
 from pplaw_jax.train.checkpoint import RunCheckpointer
 from pplaw_jax.train.dataset import TokenSequences, batch_indices, gather, pack_sequences
-from pplaw_jax.train.loop import ShardedLM, Trainer
+from pplaw_jax.models.sharded import ShardedLM
+from pplaw_jax.train.loop import Trainer, mean_loss
 from pplaw_jax.train.metrics import read_metrics
 from pplaw_jax.train.optim import make_optimizer, make_schedule
 
@@ -114,7 +115,7 @@ def test_eight_devices_match_one(files, tmp_path):
         lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5), sharded.params, single.params
     )
     # Evaluation over the same mesh agrees with one device too.
-    assert sharded.mean_loss(train, 8) == pytest.approx(single.mean_loss(train, 8), rel=1e-5)
+    assert mean_loss(sharded, train, 8) == pytest.approx(mean_loss(single, train, 8), rel=1e-5)
 
     # A checkpoint saved from the 8-device mesh restores exactly onto the 1-device mesh.
     ckpt = RunCheckpointer(tmp_path / "ckpt", save_every=1, keep=1)
@@ -299,7 +300,7 @@ def test_cpt_on_selection_exports_an_hf_model(files, tmp_path, capsys):
     base = ShardedLM(load_model(str(d / "base")).model, make_mesh("data=-1"))
     trained = ShardedLM(ours.model, make_mesh("data=-1"))
     seqs = TokenSequences(*(np.load(out / "data" / "host000" / f"train.{n}.npy") for n in ("tokens", "lengths")))
-    assert trained.mean_loss(seqs, 8) < base.mean_loss(seqs, 8) - 0.1
+    assert mean_loss(trained, seqs, 8) < mean_loss(base, seqs, 8) - 0.1
 
 
 # ---------------------------------------------------------------------- bad input
@@ -405,7 +406,7 @@ def test_metrics_reach_the_host_every_log_every_steps(files, tmp_path, monkeypat
 
     d, _, _ = files
     taken, synced = [0], []
-    real_step, real_fetch = loop.Trainer.step, loop._fetch
+    real_step, real_fetch = loop.Trainer.step, loop.fetch
 
     def counting_step(self, *a):
         taken[0] += 1
@@ -416,7 +417,7 @@ def test_metrics_reach_the_host_every_log_every_steps(files, tmp_path, monkeypat
         return real_fetch(x)
 
     monkeypatch.setattr(loop.Trainer, "step", counting_step)
-    monkeypatch.setattr(loop, "_fetch", spying_fetch)
+    monkeypatch.setattr(loop, "fetch", spying_fetch)
     extra = ["--steps", "12", "--save-every", "8", "--eval-data", str(d / "test.jsonl"), "--eval-every", "6"]
     assert main(_train_args(d, tmp_path / "k5", *extra, "--log-every", "5")) == 0
     # orbax's save policy also saves a run's first step; then log, eval, checkpoint, log, end

@@ -23,7 +23,7 @@ from pplaw_jax.train.dataset import (
     gather,
     pack_sequences,
 )
-from pplaw_jax.train.loss import token_nll
+from pplaw_jax.models.loss import token_nll
 from pplaw_jax.train.metrics import MetricsLog, read_metrics
 from pplaw_jax.train.optim import make_optimizer, make_schedule, total_steps, warmup_steps
 

@@ -6,6 +6,13 @@ BOS if it has one, else its EOS (the lm-evaluation-harness convention). Every wi
 scored target; the start token is context only. A ``(doc_id, chunk)`` landscape row therefore maps
 to exactly one sequence of at most ``seq_len`` tokens, which :func:`iter_chunks` rebuilds.
 Documents that tokenize to nothing have no chunks (the scorer counts them as skipped).
+
+A chunk's text is the document's characters from its window's first token up to the next window's
+first token (the first window from the document's start, the last to its end), so the chunks
+partition the document and their UTF-8 byte counts (`window_bytes`) add up to the document's:
+bits per byte, ``sum_nll / ln 2 / bytes``, compares models with different tokenizers. (A character
+split over several tokens, as byte-level BPE splits rare ones, counts where its first token is: a
+window lying inside one such character has 0 bytes.)
 """
 
 from __future__ import annotations
@@ -44,6 +51,14 @@ def chunk_token_ids(ids: Sequence[int], seq_len: int, start_id: int) -> list[lis
         raise PplawError(f"seq_len must be at least 2 (a start token and one scored token), got {seq_len}")
     window = seq_len - 1
     return [[start_id, *ids[i : i + window]] for i in range(0, len(ids), window)]
+
+
+def window_bytes(text: str, starts: Sequence[int], seq_len: int) -> list[int]:
+    """UTF-8 bytes of each window of `chunk_token_ids(ids, seq_len, ...)`, given each token's
+    start character in `text`; the windows' texts partition `text` (module docstring)."""
+    window = seq_len - 1
+    bounds = [0, *(starts[i] for i in range(window, len(starts), window)), len(text)]
+    return [len(text[a:b].encode("utf-8")) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def iter_tokenized(

@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from pplaw_jax.errors import PplawError
     from pplaw_jax.fileio import discard_temporaries, output_lock
     from pplaw_jax.landscape.parts import HISTOGRAM, SUMMARY
-    from pplaw_jax.landscape.score import data_parallel_size, make_score_fn, score_corpus
+    from pplaw_jax.landscape.score import make_score_fn, score_corpus
+    from pplaw_jax.models.sharded import data_parallel_size
     from pplaw_jax.models import load_model
     from pplaw_jax.models.loading import model_fingerprint
 
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             documents,
             out_dir=args.out,
             score_fn=make_score_fn(loaded.model, mesh),
-            encode_batch=loaded.tokenizer.encode_batch,
+            encode_batch=loaded.tokenizer.encode_batch_with_starts,
             start_id=loaded.tokenizer.doc_start_id,
             seq_len=cfg.seq_len,
             batch_size=batch_size,

@@ -36,6 +36,7 @@ PART_SCHEMA = pa.schema(
         ("n_tokens", pa.int64()),
         ("sum_nll", pa.float64()),
         ("ppl", pa.float64()),
+        ("n_bytes", pa.int64()),  # UTF-8 bytes of the chunk's text (data.chunking.window_bytes)
     ]
 )
 DEFAULT_DOCS_PER_PART = 1000  # documents per part: the unit of resumption
@@ -68,13 +69,15 @@ def read_json(path: Path) -> Any:
         raise PplawError(f"{path}: cannot read ({e})") from e
 
 
-def part_table(doc_ids: list[str], chunks: np.ndarray, n_tokens: np.ndarray, sum_nll: np.ndarray) -> pa.Table:
+def part_table(doc_ids: list[str], chunks: np.ndarray, n_tokens: np.ndarray, sum_nll: np.ndarray,
+               n_bytes: np.ndarray) -> pa.Table:
     """The rows of one part in the landscape schema; ``ppl = exp(sum_nll / n_tokens)``."""
     n_tokens = np.asarray(n_tokens, dtype=np.int64)
     sum_nll = np.asarray(sum_nll, dtype=np.float64)
     ppl = np.exp(sum_nll / np.maximum(n_tokens, 1))
     return pa.Table.from_arrays(
-        [pa.array(doc_ids, pa.string()), pa.array(np.asarray(chunks, np.int64)), pa.array(n_tokens), pa.array(sum_nll), pa.array(ppl)],
+        [pa.array(doc_ids, pa.string()), pa.array(np.asarray(chunks, np.int64)), pa.array(n_tokens),
+         pa.array(sum_nll), pa.array(ppl), pa.array(np.asarray(n_bytes, np.int64))],
         schema=PART_SCHEMA,
     )
 

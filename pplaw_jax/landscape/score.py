@@ -2,13 +2,12 @@
 
 The pieces, from the inside out:
 
-* :func:`sequence_nll` — per-sequence summed negative log-likelihood from logits (log-softmax in
-  float32 whatever the compute dtype; target ``t+1`` predicted at position ``t``; padding masked;
-  the start token at position 0 is never a target, so it is context only).
-* :func:`make_score_fn` — the model forward + :func:`sequence_nll` under one ``jax.jit`` with
-  explicit shardings over a ``(data, fsdp, tensor)`` mesh: batch rows over ``data x fsdp``,
-  parameters by the partition rules of :mod:`pplaw_jax.distributed`. Shapes are fixed
-  ``[batch_size, seq_len]``, so it compiles once.
+* :func:`make_score_fn` — the one sharded forward of the project (`models.sharded.ShardedLM`:
+  the model and `models.loss.token_nll`, log-softmax in float32 whatever the compute dtype; target
+  ``t+1`` predicted at position ``t``; padding masked; the start token at position 0 is never a
+  target, so it is context only) under one ``jax.jit`` with explicit shardings over a ``(data,
+  fsdp, tensor)`` mesh: batch rows over ``data x fsdp``, parameters by the partition rules of
+  :mod:`pplaw_jax.distributed`. Shapes are fixed ``[batch_size, seq_len]``, so it compiles once.
 * :func:`score_corpus` — the driver. It takes the forward as an injected ``score_fn(input_ids,
   mask) -> (sum_nll[B], n_tokens[B])`` so it can be tested against an independent computation.
 
@@ -52,13 +51,13 @@ import jax
 import numpy as np
 
 from pplaw_jax.data import Document, chunk_token_ids, iter_tokenized, pad_batch
+from pplaw_jax.data.chunking import window_bytes
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_json
 from pplaw_jax.landscape import parts
-from pplaw_jax.landscape.stats import plot_log_ppl_histogram, ppl_stats
+from pplaw_jax.landscape.stats import bits_per_byte, plot_log_ppl_histogram, ppl_stats
 from pplaw_jax.logs import get_logger
 from pplaw_jax.logs import progress as progress_display
-from pplaw_jax.models.loss import next_token_nll
 
 HOST_WAIT_POLL_S = 2.0
 
@@ -69,48 +68,13 @@ ScoreFn = Callable[[np.ndarray, np.ndarray], tuple[Any, Any]]
 are the positions ``t >= 1`` with ``mask[t] == 1``. May return device arrays (fetched lazily)."""
 
 
-def sequence_nll(logits: jax.Array, input_ids: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Summed next-token NLL (nats, float32) and scored-token count per row.
-
-    ``logits[b, t]`` predicts ``input_ids[b, t + 1]``; that target counts iff ``mask[b, t + 1]``.
-    The arithmetic is `pplaw_jax.models.loss.next_token_nll`; this turns the token mask into its
-    target mask.
-    """
-    return next_token_nll(logits, input_ids, mask[:, 1:] > 0)
-
-
-def data_parallel_size(mesh: jax.sharding.Mesh) -> int:
-    """Number of ways the batch is split: the product of the ``data`` and ``fsdp`` axes."""
-    return int(mesh.shape["data"] * mesh.shape["fsdp"])
-
-
 def make_score_fn(model: Any, mesh: jax.sharding.Mesh) -> ScoreFn:
-    """Shard `model` over `mesh` and return the jitted ``score_fn`` that ``pplaw score`` uses.
+    """The ``score_fn`` ``pplaw score`` uses: the one sharded forward (`models.sharded.ShardedLM`)
+    over `mesh`, rows of right-padded chunks described by their length (the mask's sum)."""
+    from pplaw_jax.models.sharded import ShardedLM
 
-    Parameters are placed by :func:`pplaw_jax.distributed.model_shardings` (a model loaded with
-    ``load_model(..., mesh=mesh)`` is already there and nothing moves); ``input_ids``/``mask``
-    are split by rows over ``data x fsdp``, and so are the per-row outputs.
-    """
-    from flax import nnx
-
-    from pplaw_jax.distributed import batch_sharding, model_shardings, shard_model
-
-    model = shard_model(model, mesh)
-    param_shardings = model_shardings(model, mesh)
-    graphdef, state = nnx.split(model)
-    rows = batch_sharding(mesh)
-    per_row = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(rows.spec[0]))
-
-    def forward(state, input_ids, mask):
-        logits = nnx.merge(graphdef, state)(input_ids)
-        return sequence_nll(logits, input_ids, mask)
-
-    forward = jax.jit(forward, in_shardings=(param_shardings, rows, rows), out_shardings=(per_row, per_row))
-
-    def score_fn(input_ids: np.ndarray, mask: np.ndarray) -> tuple[jax.Array, jax.Array]:
-        return forward(state, jax.device_put(input_ids, rows), jax.device_put(mask, rows))
-
-    return score_fn
+    lm = ShardedLM(model, mesh)
+    return lambda input_ids, mask: lm.forward(input_ids, mask.sum(axis=1).astype(np.int32))
 
 
 # ---------------------------------------------------------------------------------------- driver
@@ -148,7 +112,7 @@ def score_corpus(
     *,
     out_dir: str | os.PathLike,
     score_fn: ScoreFn,
-    encode_batch: Callable[[list[str]], list[list[int]]],
+    encode_batch: Callable[[list[str]], list[tuple[list[int], list[int]]]],  # (ids, token start chars)
     start_id: int,
     seq_len: int,
     batch_size: int,
@@ -266,6 +230,7 @@ class _PartScorer:
         doc_ids: list[str] = []
         chunks: list[int] = []
         n_tokens: list[int] = []
+        n_bytes: list[int] = []
         sum_nll: list[np.ndarray] = []
         seqs: list[list[int]] = []
         in_flight = None
@@ -289,12 +254,14 @@ class _PartScorer:
             in_flight = (np.asarray([len(seq) - 1 for seq in seqs]), out)
             seqs.clear()
 
-        for doc, ids in iter_tokenized(part_docs, self.encode_batch):
+        for doc, (ids, starts) in iter_tokenized(part_docs, self.encode_batch):
             docs += 1
             first = doc.doc_id if first is None else first
             last = doc.doc_id
             doc_chunks = chunk_token_ids(ids, self.seq_len, self.start_id)
             skipped += not doc_chunks
+            if doc_chunks:
+                n_bytes += window_bytes(doc.text, starts, self.seq_len)
             for k, seq in enumerate(doc_chunks):
                 doc_ids.append(doc.doc_id)
                 chunks.append(k)
@@ -308,7 +275,7 @@ class _PartScorer:
         if in_flight is not None:
             collect(in_flight)
         nll = np.concatenate(sum_nll) if sum_nll else np.zeros(0)
-        table = parts.part_table(doc_ids, np.asarray(chunks), np.asarray(n_tokens), nll)
+        table = parts.part_table(doc_ids, np.asarray(chunks), np.asarray(n_tokens), nll, np.asarray(n_bytes))
         marker = {
             "docs": docs,
             "skipped": skipped,
@@ -363,10 +330,10 @@ def write_summary(out_dir: str | os.PathLike, process_count: int, info: Mapping[
             )
         hosts.append(marker)
     if any(host["rows"] for host in hosts):
-        table = parts.read_landscape(out_dir, columns=["n_tokens", "sum_nll", "ppl"])
-        ppl, sum_nll, n_tokens = (table[c].to_numpy() for c in ("ppl", "sum_nll", "n_tokens"))
+        table = parts.read_landscape(out_dir, columns=["n_tokens", "sum_nll", "ppl", "n_bytes"])
+        ppl, sum_nll, n_tokens, n_bytes = (table[c].to_numpy() for c in ("ppl", "sum_nll", "n_tokens", "n_bytes"))
     else:
-        ppl = sum_nll = n_tokens = np.zeros(0)
+        ppl = sum_nll = n_tokens = n_bytes = np.zeros(0)
     if ppl.size == 0:  # empty is not complete: no summary, so nothing downstream reads it as a landscape
         n_docs = sum(host["docs"] for host in hosts)
         raise PplawError(f"{info.get('data', out_dir)}: no scorable text ({n_docs} documents, none with a "
@@ -381,6 +348,7 @@ def write_summary(out_dir: str | os.PathLike, process_count: int, info: Mapping[
         "tokens": tokens,
         "parts": sum(host["parts"] for host in hosts),
         **ppl_stats(ppl, sum_nll, n_tokens),
+        **bits_per_byte(sum_nll, n_bytes),
         "wall_time_s": wall,
         "tokens_per_s": tokens / wall if wall > 0 else None,
     }

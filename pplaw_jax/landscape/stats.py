@@ -14,6 +14,22 @@ from pplaw_jax.moments import MOMENTS, chunk_values
 QUANTILES = (1, 5, 25, 50, 75, 95, 99)
 
 
+def bits_per_byte(sum_nll: np.ndarray, n_bytes: np.ndarray) -> dict[str, Any]:
+    """Tokenizer-independent loss: ``bits_per_byte`` of the corpus (total nats / ln 2 / total UTF-8
+    bytes, the figure landscapes of different models and tokenizers can be compared by, as in
+    Marin's perplexity-gap tool) and the chunk-level mean, sd and quantiles of each chunk's own."""
+    n_bytes = np.asarray(n_bytes, dtype=np.float64)
+    sum_nll = np.asarray(sum_nll, dtype=np.float64)
+    if n_bytes.size == 0 or n_bytes.sum() == 0:
+        return {"bytes": int(n_bytes.sum()), "bits_per_byte": None, "chunk_bits_per_byte": None}
+    per_chunk = np.sort(sum_nll[n_bytes > 0] / np.log(2) / n_bytes[n_bytes > 0])  # sorted: row order free
+    qs = np.percentile(per_chunk, QUANTILES)
+    return {"bytes": int(n_bytes.sum()),
+            "bits_per_byte": float(np.sum(np.sort(sum_nll)) / np.log(2) / n_bytes.sum()),
+            "chunk_bits_per_byte": {"mean": float(per_chunk.mean()), "std": float(per_chunk.std(ddof=0)),
+                                    "quantiles": {f"q{q:02d}": float(v) for q, v in zip(QUANTILES, qs)}}}
+
+
 def ppl_stats(ppl: np.ndarray, sum_nll: np.ndarray, n_tokens: np.ndarray) -> dict[str, Any]:
     """Chunk-level statistics, unweighted over chunks (as the law's mu and sigma are).
 
@@ -21,7 +37,8 @@ def ppl_stats(ppl: np.ndarray, sum_nll: np.ndarray, n_tokens: np.ndarray) -> dic
     mean / std (ddof=0) / min / max / quantiles ``q01 .. q99``, plus the token-weighted corpus
     perplexity ``exp(sum(sum_nll) / sum(n_tokens))`` for reference.
     """
-    ppl = np.asarray(ppl, dtype=np.float64)
+    # sorted first: the figures do not depend on the row order (how many hosts wrote the parts)
+    ppl = np.sort(np.asarray(ppl, dtype=np.float64))
     if ppl.size == 0:
         return {**{kind: None for kind in MOMENTS}, "corpus_ppl": None}
     out: dict[str, Any] = {}
@@ -35,7 +52,7 @@ def ppl_stats(ppl: np.ndarray, sum_nll: np.ndarray, n_tokens: np.ndarray) -> dic
             "max": float(x.max()),
             "quantiles": {f"q{q:02d}": float(v) for q, v in zip(QUANTILES, qs)},
         }
-    out["corpus_ppl"] = float(np.exp(np.sum(sum_nll, dtype=np.float64) / np.sum(n_tokens)))
+    out["corpus_ppl"] = float(np.exp(np.sum(np.sort(np.asarray(sum_nll, dtype=np.float64))) / np.sum(n_tokens)))
     return out
 
 

@@ -51,6 +51,21 @@ class Tokenizer:
             return [e.ids for e in self._backend.encode_batch(texts, add_special_tokens=False)]
         return [self._hf.encode(t, add_special_tokens=False) for t in texts]
 
+    def encode_batch_with_starts(self, texts: list[str]) -> list[tuple[list[int], list[int]]]:
+        """(token ids, each token's start character in the text) of each text, without special
+        tokens: where each token came from, which byte counts per chunk need (`data.chunking`)."""
+        texts = list(texts)
+        if self._backend is not None:
+            return [(e.ids, [a for a, _ in e.offsets])
+                    for e in self._backend.encode_batch(texts, add_special_tokens=False)]
+        if not getattr(self._hf, "is_fast", False):
+            raise PplawError("byte counts per chunk need a fast tokenizer (character offsets); this one is not")
+        out = []
+        for t in texts:
+            enc = self._hf(t, add_special_tokens=False, return_offsets_mapping=True)
+            out.append((enc["input_ids"], [a for a, _ in enc["offset_mapping"]]))
+        return out
+
     def decode(self, ids) -> str:
         ids = [int(i) for i in ids]
         if self._hf is not None:

@@ -5,7 +5,8 @@
     pplaw eval --model RUN/hf --tasks tasks.jsonl --out results.json
 
 Submodules: `optim` (schedule rule, AdamW), `dataset` (selection -> cached token ids -> batch
-order), `loss` (masked token NLL), `loop` (sharded train step, resumable loop, memory check),
+order), `loop` (sharded train step, resumable loop, memory check; the forward and loss it shares
+with scoring are `models.sharded` and `models.loss`),
 `checkpoint` (orbax), `metrics` (metrics.jsonl), `evaluate` (eval loss, multiple choice),
 `export` (RUN/hf), `scratch` (random init, tokenizer training).
 """
@@ -17,8 +18,7 @@ import importlib
 _EXPORTS = {
     "TokenSequences": "dataset", "batch_indices": "dataset", "build_sequences": "dataset",
     "mc_metrics": "evaluate", "read_tasks": "evaluate", "wilson_interval": "evaluate",
-    "LoopSettings": "loop", "ShardedLM": "loop", "Trainer": "loop", "fit": "loop",
-    "token_nll": "loss",
+    "LoopSettings": "loop", "Trainer": "loop", "fit": "loop", "mean_loss": "loop",
     "make_optimizer": "optim", "make_schedule": "optim", "total_steps": "optim", "warmup_steps": "optim",
     "load_for_training": "scratch", "train_tokenizer": "scratch",
 }

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from pplaw_jax.logs import progress
     from pplaw_jax.models import load_model
     from pplaw_jax.train.evaluate import build_requests, mc_metrics, read_tasks, score_requests
-    from pplaw_jax.train.loop import ShardedLM, data_parallel_size
+    from pplaw_jax.models.sharded import ShardedLM, data_parallel_size
 
     cfg: EvalConfig = args.cfg
     for flag in ("lm_eval_include", "lm_eval_num_fewshot"):

@@ -45,7 +45,7 @@ from pplaw_jax.logs import progress
 from pplaw_jax.models.loading import LoadedModel
 from pplaw_jax.models.loss import next_token_nll
 from pplaw_jax.train.evaluate import Request, batched_apply, encode_pair, truncated_request, wilson_interval
-from pplaw_jax.train.loop import ShardedLM, data_parallel_size
+from pplaw_jax.models.sharded import ShardedLM, data_parallel_size
 
 MODEL_NAME = "pplaw"
 DEFAULT_MESH = "data=-1,fsdp=1,tensor=1"
@@ -74,7 +74,7 @@ class _Scorer(ShardedLM):
 
         def score(params, rest, input_ids, lengths, first, candidates):
             logits = nnx.merge(graphdef, params, rest)(input_ids)
-            j = jnp.arange(1, input_ids.shape[1])[None, :]  # target j, as in train.loss.token_nll
+            j = jnp.arange(1, input_ids.shape[1])[None, :]  # target j, as in models.loss.token_nll
             shared = (j >= first[:, None]) & (j < lengths[:, None] - 1)
             shared_nll, _ = next_token_nll(logits, input_ids, shared)
             hits = jnp.argmax(logits[:, :-1], axis=-1) == input_ids[:, 1:]

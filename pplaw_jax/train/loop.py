@@ -30,84 +30,24 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from pplaw_jax.distributed import batch_sharding, state_shardings
 from pplaw_jax.errors import PplawError
 from pplaw_jax.logs import get_logger, progress
 from pplaw_jax.models.llama import remat_policy_name
+from pplaw_jax.models.loss import token_nll
+from pplaw_jax.models.sharded import ShardedLM, data_parallel_size, fetch
 from pplaw_jax.train.checkpoint import RunCheckpointer, abstract_like
 from pplaw_jax.train.dataset import TokenSequences, batch_indices, eval_batches, gather
-from pplaw_jax.train.loss import token_nll
 from pplaw_jax.train.metrics import MetricsLog
 
 
-def data_parallel_size(mesh) -> int:
-    """Ways a batch is split: the product of the `data` and `fsdp` mesh axes."""
-    return int(mesh.shape["data"] * mesh.shape["fsdp"])
-
-
-class ShardedLM:
-    """A causal LM placed on a mesh, with a jit-compiled per-sequence NLL (evaluation, scoring)."""
-
-    def __init__(self, model: nnx.Module, mesh):
-        self.mesh = mesh
-        self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        self.param_shardings = state_shardings(params, mesh)
-        self.rest_shardings = state_shardings(rest, mesh)
-        self.params = jax.device_put(params, self.param_shardings)
-        self.rest = jax.device_put(rest, self.rest_shardings)
-        self.tokens_sharding = batch_sharding(mesh)  # [B, T]
-        self.rows_sharding = NamedSharding(mesh, P(self.tokens_sharding.spec[0]))  # [B]
-        graphdef = self.graphdef
-
-        def nll(params, rest, input_ids, lengths, first):
-            return token_nll(nnx.merge(graphdef, params, rest)(input_ids), input_ids, lengths, first)
-
-        rows, toks = self.rows_sharding, self.tokens_sharding
-        self._nll = jax.jit(
-            nll,
-            in_shardings=(self.param_shardings, self.rest_shardings, toks, rows, rows),
-            out_shardings=(rows, rows),
-        )
-
-    def put(self, array: np.ndarray) -> jax.Array:
-        """A global batch array (identical on every host) placed by rows over data x fsdp."""
-        sharding = self.tokens_sharding if array.ndim == 2 else self.rows_sharding
-        return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
-
-    def nll(self, input_ids: np.ndarray, lengths: np.ndarray, first: np.ndarray | None = None):
-        """(sum_nll [B], n_tokens [B]) as numpy; `first` defaults to 1 (all but the start token)."""
-        if input_ids.shape[0] % data_parallel_size(self.mesh):
-            raise PplawError(
-                f"batch of {input_ids.shape[0]} rows is not a multiple of the data x fsdp mesh size "
-                f"{data_parallel_size(self.mesh)}"
-            )
-        first = np.ones_like(lengths) if first is None else first
-        out = self._nll(self.params, self.rest, self.put(input_ids), self.put(lengths), self.put(first))
-        return tuple(_fetch(x) for x in out)
-
-    def mean_loss(self, seqs: TokenSequences, batch_size: int) -> float:
-        """Mean token NLL over every scored token of `seqs` (token-weighted, like the law's L)."""
-        total, count = 0.0, 0
-        for idx in eval_batches(len(seqs), batch_size):
-            sum_nll, n = self.nll(*gather(seqs, idx))
-            total += float(np.sum(sum_nll, dtype=np.float64))
-            count += int(np.sum(n))
-        return total / max(count, 1)
-
-    def model(self) -> nnx.Module:
-        """The model with the current parameters (e.g. for export)."""
-        return nnx.merge(self.graphdef, self.params, self.rest)
-
-
-def _fetch(x: jax.Array) -> np.ndarray:
-    """A (possibly multi-host) global array as numpy on every host."""
-    if x.is_fully_addressable:
-        return np.asarray(x)
-    if x.is_fully_replicated:
-        return np.asarray(x.addressable_data(0))
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+def mean_loss(lm: ShardedLM, seqs: TokenSequences, batch_size: int) -> float:
+    """Mean token NLL over every scored token of `seqs` (token-weighted, like the law's L)."""
+    total, count = 0.0, 0
+    for idx in eval_batches(len(seqs), batch_size):
+        sum_nll, n = lm.nll(*gather(seqs, idx))
+        total += float(np.sum(sum_nll, dtype=np.float64))
+        count += int(np.sum(n))
+    return total / max(count, 1)
 
 
 class Trainer(ShardedLM):
@@ -132,7 +72,7 @@ class Trainer(ShardedLM):
 
             (loss, n_tokens), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
             updates, opt_state = tx.update(grads, opt_state, params)
-            stats = {"train_loss": loss, "grad_norm": optax.global_norm(grads), "n_tokens": n_tokens}
+            stats = {"train_loss": loss, "grad_norm": optax.tree.norm(grads), "n_tokens": n_tokens}
             return optax.apply_updates(params, updates), opt_state, stats
 
         self._train_step = jax.jit(
@@ -259,7 +199,7 @@ class LoopSettings:
 
 def eval_losses(lm: ShardedLM, eval_sets: Mapping[str, TokenSequences], batch_size: int) -> dict[str, float]:
     """`{name}_loss` for each evaluation set (mean token loss over all its chunks)."""
-    return {f"{name}_loss": lm.mean_loss(seqs, batch_size) for name, seqs in eval_sets.items()}
+    return {f"{name}_loss": mean_loss(lm, seqs, batch_size) for name, seqs in eval_sets.items()}
 
 
 def fit(
@@ -304,7 +244,7 @@ def fit(
         nonlocal tokens, window_start
         if not pending:
             return
-        fetched = [(s, {k: _fetch(v) for k, v in stats.items()}) for s, stats in pending]
+        fetched = [(s, {k: fetch(v) for k, v in stats.items()}) for s, stats in pending]
         now = time.perf_counter()
         rate = sum(int(st["n_tokens"]) for _, st in fetched) / max(now - window_start, 1e-9)
         for s, st in fetched:

@@ -1,0 +1,85 @@
+"""The one sharded LM forward: a model on a device mesh and its jitted per-sequence NLL.
+
+Parameters are placed by `pplaw_jax.distributed`'s rules (a model loaded with ``mesh=`` is already
+there and nothing moves), batches are split by rows over ``data x fsdp``, and the loss is
+`models.loss.token_nll`: what `pplaw score`, `pplaw eval` and `pplaw train`'s evaluations compute,
+and the forward of `train.loop.Trainer`'s step.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from pplaw_jax.distributed import batch_sharding, state_shardings
+from pplaw_jax.errors import PplawError
+from pplaw_jax.models.loss import token_nll
+
+
+def data_parallel_size(mesh) -> int:
+    """Ways a batch is split: the product of the `data` and `fsdp` mesh axes."""
+    return int(mesh.shape["data"] * mesh.shape["fsdp"])
+
+
+class ShardedLM:
+    """A causal LM placed on a mesh, with the jit-compiled per-sequence NLL that scoring (`pplaw
+    score`), evaluation (`pplaw eval`, the lm-eval adapter, eval losses) and training (`Trainer`)
+    share."""
+
+    def __init__(self, model: nnx.Module, mesh):
+        self.mesh = mesh
+        self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        self.param_shardings = state_shardings(params, mesh)
+        self.rest_shardings = state_shardings(rest, mesh)
+        self.params = jax.device_put(params, self.param_shardings)
+        self.rest = jax.device_put(rest, self.rest_shardings)
+        self.tokens_sharding = batch_sharding(mesh)  # [B, T]
+        self.rows_sharding = NamedSharding(mesh, P(self.tokens_sharding.spec[0]))  # [B]
+        graphdef = self.graphdef
+
+        def nll(params, rest, input_ids, lengths, first):
+            return token_nll(nnx.merge(graphdef, params, rest)(input_ids), input_ids, lengths, first)
+
+        rows, toks = self.rows_sharding, self.tokens_sharding
+        self._nll = jax.jit(
+            nll,
+            in_shardings=(self.param_shardings, self.rest_shardings, toks, rows, rows),
+            out_shardings=(rows, rows),
+        )
+
+    def put(self, array: np.ndarray) -> jax.Array:
+        """A global batch array (identical on every host) placed by rows over data x fsdp."""
+        sharding = self.tokens_sharding if array.ndim == 2 else self.rows_sharding
+        return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+    def forward(self, input_ids: np.ndarray, lengths: np.ndarray, first: np.ndarray | None = None):
+        """(sum_nll [B], n_tokens [B]) as device arrays, dispatched asynchronously (the scorer keeps
+        one batch in flight); `first` defaults to 1 (all but the start token)."""
+        if input_ids.shape[0] % data_parallel_size(self.mesh):
+            raise PplawError(
+                f"batch of {input_ids.shape[0]} rows is not a multiple of the data x fsdp mesh size "
+                f"{data_parallel_size(self.mesh)}"
+            )
+        first = np.ones_like(lengths) if first is None else first
+        return self._nll(self.params, self.rest, self.put(input_ids), self.put(lengths), self.put(first))
+
+    def nll(self, input_ids: np.ndarray, lengths: np.ndarray, first: np.ndarray | None = None):
+        """`forward`, fetched: (sum_nll [B], n_tokens [B]) as numpy on every host."""
+        return tuple(fetch(x) for x in self.forward(input_ids, lengths, first))
+
+    def model(self) -> nnx.Module:
+        """The model with the current parameters (e.g. for export)."""
+        return nnx.merge(self.graphdef, self.params, self.rest)
+
+
+def fetch(x: jax.Array) -> np.ndarray:
+    """A (possibly multi-host) global array as numpy on every host."""
+    if x.is_fully_addressable:
+        return np.asarray(x)
+    if x.is_fully_replicated:
+        return np.asarray(x.addressable_data(0))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
