@@ -76,7 +76,7 @@ def gguf_config(reader, path: Path) -> ModelConfig:
     """A ModelConfig from GGUF metadata (`{arch}.block_count`, `.attention.head_count`, ...)."""
     arch = _field(reader, "general.architecture")
     if arch not in _ARCHS:
-        raise PplawError(f"{path}: GGUF architecture {arch!r} is not supported (supported: {sorted(_ARCHS)})")
+        raise PplawError(f"{path}: GGUF architecture {arch!r} is not supported (supported: {sorted([*_ARCHS, 'gemma3'])})")
     names = {t.name for t in reader.tensors}
     if "rope_freqs.weight" in names:
         raise PplawError(f"{path}: GGUF per-frequency RoPE factors (rope_freqs, Llama 3.1 style) are not supported")
@@ -125,13 +125,18 @@ def gguf_config(reader, path: Path) -> ModelConfig:
 def load_gguf(
     path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32, **model_kwargs
 ) -> tuple[ModelConfig, LlamaForCausalLM]:
-    """Read a GGUF file into (config, model): every tensor dequantized to float32, then cast."""
+    """Read a GGUF file into (config, model): every tensor dequantized to float32, then cast.
+    A `gemma3` file is read by `gemma3.load_gemma3_gguf`."""
     import gguf
 
     path = Path(path)
     reader = _open(path)
-    config = gguf_config(reader, path)
     arch = _field(reader, "general.architecture")
+    if arch == "gemma3":
+        from pplaw_jax.models.gemma3 import load_gemma3_gguf
+
+        return load_gemma3_gguf(reader, path, dtype=dtype, param_dtype=param_dtype, **model_kwargs)
+    config = gguf_config(reader, path)
     params: dict[str, np.ndarray] = {}
     for tensor in reader.tensors:
         match = _BLOCK.match(tensor.name)

@@ -19,7 +19,7 @@ import numpy as np
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import publish_modes, staging_dir
-from pplaw_jax.models.config import ModelConfig
+from pplaw_jax.models.config import GEMMA3_MODEL_TYPES, ModelConfig
 from pplaw_jax.models.llama import LlamaForCausalLM, flat_params, model_from_params
 
 _PROJ = re.compile(r"(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj|lm_head)$")
@@ -106,7 +106,8 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def read_hf_config(directory: str | os.PathLike) -> ModelConfig:
+def read_hf_config(directory: str | os.PathLike):
+    """The `ModelConfig` (Llama family) or `gemma3.Gemma3Config` of a checkpoint's config.json."""
     path = Path(directory) / "config.json"
     if not path.exists():
         raise PplawError(f"{directory}: not an HF checkpoint directory (no config.json)")
@@ -114,19 +115,29 @@ def read_hf_config(directory: str | os.PathLike) -> ModelConfig:
         raw = json.loads(path.read_text())
     except ValueError as e:
         raise PplawError(f"{path}: invalid JSON ({e})") from e
+    if isinstance(raw, dict) and raw.get("model_type") in GEMMA3_MODEL_TYPES:
+        from pplaw_jax.models.gemma3 import Gemma3Config
+
+        return Gemma3Config.from_hf(raw)
     return ModelConfig.from_hf(raw)
 
 
 def load_hf_checkpoint(
     directory: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32, **model_kwargs
 ) -> tuple[ModelConfig, LlamaForCausalLM]:
-    """Read an HF checkpoint directory into (config, model); weights cast to `param_dtype`."""
+    """Read an HF checkpoint directory into (config, model); weights cast to `param_dtype`.
+
+    A Gemma 3 checkpoint gives a `gemma3.Gemma3ForCausalLM` (text decoder only)."""
+    from pplaw_jax.models import gemma3
+
     directory = Path(directory)
     config = read_hf_config(directory)
+    is_gemma3 = isinstance(config, gemma3.Gemma3Config)
+    to_param_name = gemma3.gemma3_hf_to_param_name if is_gemma3 else hf_to_param_name
     params: dict[str, np.ndarray] = {}
     for file in _safetensors_files(directory):
         for name, array in read_safetensors(file).items():
-            mapped = hf_to_param_name(name)
+            mapped = to_param_name(name)
             if mapped is None:
                 continue
             path, transpose = mapped
@@ -134,7 +145,8 @@ def load_hf_checkpoint(
                 continue  # some tied checkpoints store the shared matrix twice
             params[path] = array.T if transpose else array
     model = model_from_params(
-        config, params, dtype=dtype, param_dtype=param_dtype, source=str(directory), **model_kwargs
+        config, params, dtype=dtype, param_dtype=param_dtype, source=str(directory),
+        decoder_cls=gemma3.Gemma3ForCausalLM if is_gemma3 else LlamaForCausalLM, **model_kwargs
     )
     return config, model
 

@@ -239,15 +239,18 @@ def model_from_params(
     dtype=jnp.float32,
     param_dtype=jnp.float32,
     source: str = "checkpoint",
+    decoder_cls: type = LlamaForCausalLM,
     **kwargs,
 ) -> LlamaForCausalLM:
     """Build a model whose parameters are `params` (dotted paths as in `flat_params`), cast to `param_dtype`.
+
+    `decoder_cls` is the module class built from `config` (`gemma3.Gemma3ForCausalLM` for Gemma 3).
 
     The model is created abstractly first (no random init), so peak memory is one copy of the
     weights. Missing, unexpected or mis-shaped tensors raise PplawError naming `source`.
     """
     abstract = nnx.eval_shape(
-        lambda: LlamaForCausalLM(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0), **kwargs)
+        lambda: decoder_cls(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0), **kwargs)
     )
     graphdef, state = nnx.split(abstract)
     expected = {".".join(str(k) for k in path): var for path, var in nnx.to_flat_state(state)}
