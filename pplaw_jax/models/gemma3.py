@@ -83,7 +83,7 @@ class Gemma3Config:
     rope_theta: float = 1_000_000.0
     rope_scaling: dict | None = None  # {"rope_type": "linear", "factor": ...}, full layers only
     rope_local_theta: float = 10_000.0  # rope_local_base_freq
-    query_pre_attn_scalar: float = 256.0
+    query_pre_attn_scalar: int = 256
     final_logit_softcapping: float | None = None
     max_position_embeddings: int = 32768
     tie_word_embeddings: bool = True
@@ -159,7 +159,7 @@ class Gemma3Config:
                 raise PplawError(f"config.json: {key}={c[key]!r} is not supported for Gemma 3")
         try:
             hf = transformers.Gemma3TextConfig(**{k: v for k, v in c.items() if k != "model_type"})
-        except (TypeError, ValueError) as e:  # strict dataclass validation errors are ValueErrors
+        except Exception as e:  # huggingface_hub's StrictDataclassError (not a ValueError), TypeError, ValueError
             raise PplawError(f"config.json: invalid Gemma 3 config: {' '.join(str(e).split())}") from e
 
         rope = hf.rope_parameters
@@ -184,7 +184,7 @@ class Gemma3Config:
             rope_theta=full_theta,
             rope_scaling=None if full_type == "default" else {**full, "rope_type": full_type},
             rope_local_theta=float(local["rope_theta"]),
-            query_pre_attn_scalar=float(hf.query_pre_attn_scalar),
+            query_pre_attn_scalar=int(hf.query_pre_attn_scalar),
             final_logit_softcapping=None if hf.final_logit_softcapping is None else float(hf.final_logit_softcapping),
             max_position_embeddings=int(hf.max_position_embeddings),
             tie_word_embeddings=bool(hf.tie_word_embeddings),
@@ -467,7 +467,7 @@ def gemma3_gguf_config(reader, path) -> Gemma3Config:
         rope_theta=float(_field(reader, "gemma3.rope.freq_base", 1_000_000.0)),
         rope_scaling=rope_scaling,
         rope_local_theta=GGUF_LOCAL_ROPE_THETA,
-        query_pre_attn_scalar=float(hidden // heads if layers == GGUF_27B_LAYERS else head_dim),
+        query_pre_attn_scalar=hidden // heads if layers == GGUF_27B_LAYERS else head_dim,
         max_position_embeddings=int(_field(reader, "gemma3.context_length", 32768)),
         tie_word_embeddings="output.weight" not in names,
         bos_token_id=None if bos is None else int(bos),
