@@ -22,8 +22,6 @@ ARCHITECTURES = {
     "qwen3": "Qwen3ForCausalLM",
 }
 ROPE_TYPES = ("default", "linear", "dynamic", "llama3")
-# served by models/gemma3.py (its own config class); listed here so error messages name them
-GEMMA3_MODEL_TYPES = ("gemma3", "gemma3_text")
 
 
 @dataclass(frozen=True)
@@ -87,8 +85,7 @@ class ModelConfig:
         model_type = c.get("model_type")
         if model_type not in ARCHITECTURES:
             raise PplawError(
-                f"config.json: model_type {model_type!r} is not supported "
-                f"(supported: {sorted([*ARCHITECTURES, *GEMMA3_MODEL_TYPES])})"
+                f"config.json: model_type {model_type!r} is not supported (supported: {sorted(ARCHITECTURES)})"
             )
         for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
             if key not in c:

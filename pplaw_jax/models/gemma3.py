@@ -36,10 +36,11 @@ import numpy as np
 from flax import nnx
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.models.config import GEMMA3_MODEL_TYPES, ModelConfig
+from pplaw_jax.models.config import ModelConfig, _first_id
 from pplaw_jax.models.hf import hf_to_param_name
 from pplaw_jax.models.llama import INIT_STD, MLP, _linear, apply_rope, model_from_params, rope_cos_sin
 
+GEMMA3_MODEL_TYPES = ("gemma3", "gemma3_text")  # config.json model_type values read by Gemma3Config.from_hf
 SLIDING, FULL = "sliding_attention", "full_attention"
 ACTIVATION = "gelu_pytorch_tanh"
 _ROPE_TYPES = ("default", "linear")
@@ -223,13 +224,6 @@ class Gemma3Config:
             "bos_token_id": self.bos_token_id,
             "eos_token_id": self.eos_token_id,
         }
-
-
-def _first_id(value) -> int | None:
-    """config.json token ids may be an int, a list of ints (several EOS) or null."""
-    if isinstance(value, (list, tuple)):
-        return int(value[0]) if value else None
-    return None if value is None else int(value)
 
 
 # ---------------------------------------------------------------------- modules

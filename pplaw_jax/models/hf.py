@@ -19,7 +19,7 @@ import numpy as np
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import publish_modes, staging_dir
-from pplaw_jax.models.config import GEMMA3_MODEL_TYPES, ModelConfig
+from pplaw_jax.models.config import ARCHITECTURES, ModelConfig
 from pplaw_jax.models.llama import LlamaForCausalLM, flat_params, model_from_params
 
 _PROJ = re.compile(r"(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj|lm_head)$")
@@ -115,10 +115,14 @@ def read_hf_config(directory: str | os.PathLike):
         raw = json.loads(path.read_text())
     except ValueError as e:
         raise PplawError(f"{path}: invalid JSON ({e})") from e
-    if isinstance(raw, dict) and raw.get("model_type") in GEMMA3_MODEL_TYPES:
-        from pplaw_jax.models.gemma3 import Gemma3Config
+    from pplaw_jax.models.gemma3 import GEMMA3_MODEL_TYPES, Gemma3Config
 
+    model_type = raw.get("model_type") if isinstance(raw, dict) else None
+    if model_type in GEMMA3_MODEL_TYPES:
         return Gemma3Config.from_hf(raw)
+    if model_type not in ARCHITECTURES:
+        supported = sorted([*ARCHITECTURES, *GEMMA3_MODEL_TYPES])
+        raise PplawError(f"{path}: model_type {model_type!r} is not supported (supported: {supported})")
     return ModelConfig.from_hf(raw)
 
 
