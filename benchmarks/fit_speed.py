@@ -26,7 +26,8 @@ import pandas as pd
 from pplaw_jax.law import LAWS, predict_loss
 from pplaw_jax.law.bayes import Priors, SamplerConfig, fit_bayes
 from pplaw_jax.law.data import runs_from_arrays
-from pplaw_jax.law.fitdir import FitOptions, fit_to_dir
+from pplaw_jax.config import FitConfig
+from pplaw_jax.law.fitdir import fit_to_dir
 from pplaw_jax.law.point import fit_point
 from pplaw_jax.law.synthetic import TRUE_PPL
 
@@ -69,7 +70,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         frame.to_csv(Path(tmp) / "runs.csv", index=False)
         _, res["pplaw_fit_stage_s"] = timed(
-            lambda: fit_to_dir(Path(tmp) / "runs.csv", Path(tmp) / "fit", FitOptions())
+            lambda: fit_to_dir(Path(tmp) / "runs.csv", Path(tmp) / "fit", FitConfig())
         )
     print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in res.items()}, indent=1))
 

@@ -26,6 +26,8 @@ from pplaw_jax.cli import main as pplaw_main
 from pplaw_jax.select import (RankedLandscape, choose_target, dos_select, read_landscape,
                               select_baseline, select_windows, write_selection)
 from pplaw_jax.select.synthetic import synthetic_landscape, write_landscape
+from pplaw_jax.select.windows import parse_window
+from pplaw_jax.config import WindowsConfig
 
 PARAMS = dict(E=1.8, Dc=50.0, alpha0=1.0, alpha1=-0.03, beta0=0.6, beta1=-0.01, alphaD=0.1)
 
@@ -100,8 +102,8 @@ def run(chunks: int, budget_frac: float, draws: int, repeats: int) -> None:
 
         total = int(n_tokens.sum())
         budgets = (total // 100, total // 30, total // 10)
-        t, (subsets, _, _) = best_of(repeats, lambda: select_windows(ppl, n_tokens, seed=0,
-                                                                     budgets=budgets))
+        windows = [parse_window(w) for w in WindowsConfig().windows]
+        t, (subsets, _, _) = best_of(repeats, lambda: select_windows(ppl, n_tokens, windows, budgets, seed=0))
         rows.append(("windows: default 11 windows x 3 budgets", t, f"{len(subsets)} subsets"))
         t, _ = best_of(repeats, lambda: write_selection(tmp / "one", land, sel.indices, {"x": 1}))
         rows.append(("write one selection (parquet + summary)", t, f"{sel.n_chunks} rows"))

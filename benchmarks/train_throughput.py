@@ -1,24 +1,27 @@
 """Training throughput of `pplaw train`'s jitted step vs an equivalent PyTorch step, and MFU.
 
     PYTHONPATH=. python benchmarks/train_throughput.py [--models small,smollm2-135m-instruct]
-        [--batch-size 4] [--seq-len 256] [--steps 3] [--dtype float32] [--matmul-size 2048]
+        [--batch-size 4] [--seq-len 256] [--steps 3] [--runs 3] [--dtype float32] [--matmul-size 1024]
         [--no-torch] [--out results.json]
 
 Per model, both frameworks take the same optimizer steps from the same weights on the same random
-full-length batches: forward, mean next-token cross-entropy (float32 log-softmax), backward,
+full-length batch: forward, mean next-token cross-entropy (float32 log-softmax), backward,
 global-norm clipping to 1.0, AdamW (b1 0.9, b2 0.95, weight decay 0.1). The JAX side is exactly
 `pplaw_jax.train.loop.Trainer.step` on a mesh over the local devices (batch copied from host each
 step, loss fetched each step, as in `fit`). The PyTorch side is transformers'
-`AutoModelForCausalLM` on the same weights (the JAX model exported with `save_hf_checkpoint`),
-`torch.optim.AdamW`, all CPU threads. `small` is a randomly initialised 4-layer Llama;
+`AutoModelForCausalLM` on the same weights (exported once with `save_hf_checkpoint` to a temporary
+HF directory both load) and `torch.optim.AdamW`. `small` is a randomly initialised 4-layer Llama;
 `smollm2-135m-instruct` is the real model (GGUF, dequantized to dense float32).
 
-Step times are the median of `--steps` timed steps after one warm-up step (which includes JAX
-compilation), alternating JAX and PyTorch so background load hits both alike. Tokens/s counts
+Fairness: each framework runs in its own process with its default threading, processes
+alternating jax, torch, jax, torch, ... for `--runs` rounds (`separate_processes.py`). In a
+process, a model takes one warm-up step (JAX compiles there) and `--steps` timed steps; the
+process's figure is their median, and a model's figure is the best process over all rounds (the
+table also gives the range of the per-round JAX/PyTorch ratios). Tokens/s counts
 `batch * seq_len` tokens per step. MFU = `flops_per_token(seq_len, training=True)` (the PaLM
-6N + 12LHQT count) x tokens/s divided by the peak FLOP/s of a square matmul of the same dtype timed
-in the same process (the larger of the JAX and PyTorch figures). The first-step losses of both
-frameworks are printed: they agree when the two compute the same step.
+6N + 12LHQT count) x tokens/s divided by the best square matmul rate of the same dtype that
+either framework reached in any of its processes. The first-step losses of both frameworks are
+printed: they agree when the two compute the same step.
 """
 
 from __future__ import annotations
@@ -30,10 +33,22 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from separate_processes import (  # noqa: E402
+    FRAMEWORKS,
+    fmt_load,
+    framework_info,
+    jax_matmul_peak,
+    loadavg,
+    machine,
+    run_alternating,
+    spread,
+    torch_matmul_peak,
+)
 
 SMALL = {
     "model_type": "llama",
@@ -50,53 +65,39 @@ SMALL = {
 LR, CLIP, WD, BETAS = 1e-4, 1.0, 0.1, (0.9, 0.95)
 
 
-def matmul_peak(n: int, dtype: str, repeats: int = 5) -> dict[str, float]:
-    """FLOP/s of an n x n x n matmul in JAX and in PyTorch (best of `repeats`)."""
-    import torch
-
-    key = jax.random.PRNGKey(0)
-    a = jax.random.normal(key, (n, n), dtype=jnp.dtype(dtype))
-    b = jax.random.normal(jax.random.fold_in(key, 1), (n, n), dtype=jnp.dtype(dtype))
-    mm = jax.jit(lambda x, y: x @ y)
-    mm(a, b).block_until_ready()
-    ta, tb = torch.randn(n, n, dtype=getattr(torch, dtype)), torch.randn(n, n, dtype=getattr(torch, dtype))
-    ta @ tb
-    out = {}
-    for name, fn in (("jax", lambda: mm(a, b).block_until_ready()), ("torch", lambda: ta @ tb)):
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - t0)
-        out[name] = 2.0 * n**3 / best
-    return out
+def token_ids(batch: int, seq_len: int, vocab_size: int) -> np.ndarray:
+    """The benchmark's batch: the same in every worker."""
+    return np.random.default_rng(0).integers(0, vocab_size, size=(batch, seq_len), dtype=np.int32)
 
 
-def load(name: str, dtype: str):
-    """(config, JAX model in `dtype` compute with float32 weights, HF dir of the same weights, tempdir)."""
-    from pplaw_jax.models import ModelConfig, init_model, load_hf_checkpoint, load_model, save_hf_checkpoint
+def export(name: str, hf_dir: str):
+    """Write model `name` as a dense float32 HF checkpoint to `hf_dir`; returns its ModelConfig."""
+    from pplaw_jax.models import ModelConfig, init_model, load_model, save_hf_checkpoint
 
-    tmp = tempfile.TemporaryDirectory(prefix="train_throughput_")
-    hf_dir = os.path.join(tmp.name, "hf")
     if name == "small":
         config = ModelConfig.from_hf(SMALL)
         save_hf_checkpoint(init_model(config, seed=0), config, None, hf_dir)
     else:
         loaded = load_model(name)
         config = loaded.config
-        save_hf_checkpoint(loaded.model, config, None, hf_dir)  # dense float32 copy for both sides
-    _, model = load_hf_checkpoint(hf_dir, dtype=jnp.dtype(dtype), param_dtype=jnp.float32)
-    return config, model, hf_dir, tmp
+        save_hf_checkpoint(loaded.model, config, None, hf_dir)
+    return config
 
 
-def jax_stepper(model, ids: np.ndarray):
+# ---------------------------------------------------------------------------------- workers
+def jax_stepper(hf_dir: str, dtype: str, batch: int, seq_len: int):
+    import jax.numpy as jnp
+
     from pplaw_jax.distributed import make_mesh
+    from pplaw_jax.models import load_hf_checkpoint
     from pplaw_jax.train.loop import Trainer
     from pplaw_jax.train.optim import make_optimizer
 
-    mesh = make_mesh("data=-1,fsdp=1,tensor=1", devices=jax.local_devices())
-    trainer = Trainer(model, mesh, make_optimizer(lambda _: LR, weight_decay=WD, b1=BETAS[0], b2=BETAS[1], clip_norm=CLIP))
-    lengths = np.full(ids.shape[0], ids.shape[1], dtype=np.int32)
+    config, model = load_hf_checkpoint(hf_dir, dtype=jnp.dtype(dtype), param_dtype=jnp.float32)
+    trainer = Trainer(model, make_mesh("data=-1,fsdp=1,tensor=1"),
+                      make_optimizer(lambda _: LR, weight_decay=WD, b1=BETAS[0], b2=BETAS[1], clip_norm=CLIP))  # fmt: skip
+    ids = token_ids(batch, seq_len, config.vocab_size)
+    lengths = np.full(batch, seq_len, dtype=np.int32)
 
     def step() -> float:
         stats = trainer.step(trainer.put(ids), trainer.put(lengths))
@@ -105,13 +106,13 @@ def jax_stepper(model, ids: np.ndarray):
     return step
 
 
-def torch_stepper(hf_dir: str, ids: np.ndarray, dtype: str):
+def torch_stepper(hf_dir: str, dtype: str, batch: int, seq_len: int):
     import torch
     import transformers
 
     model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).train()
     opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, weight_decay=WD, eps=1e-8)
-    x = torch.from_numpy(ids.astype(np.int64))
+    x = torch.from_numpy(token_ids(batch, seq_len, model.config.vocab_size).astype(np.int64))
 
     def step() -> float:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
@@ -132,75 +133,93 @@ def timed(step) -> tuple[float, float]:
     return time.perf_counter() - t0, loss
 
 
+def worker(args: argparse.Namespace) -> int:
+    """One framework, one process: the matmul peak, then every model's steps."""
+    peak_fn = jax_matmul_peak if args.worker == "jax" else torch_matmul_peak
+    make = jax_stepper if args.worker == "jax" else torch_stepper
+    peak = peak_fn(args.matmul_size, args.dtype, 5)
+    models = {}
+    for name, hf_dir in zip(args.models.split(","), args.hf_dirs.split(",")):
+        step = make(hf_dir, args.dtype, args.batch_size, args.seq_len)
+        first_s, first_loss = timed(step)  # warm-up; JAX compiles here
+        times = [timed(step)[0] for _ in range(args.steps)]
+        models[name] = {"first_step_s": first_s, "first_loss": first_loss, "step_s": statistics.median(times),
+                        "times_s": times}  # fmt: skip
+        del step
+    peak = max(peak, peak_fn(args.matmul_size, args.dtype, 5))  # again after: one busy moment
+    out = {"framework": args.worker, "info": framework_info(args.worker), "matmul_peak": peak, "models": models}
+    Path(args.worker_out).write_text(json.dumps(out))
+    return 0
+
+
+# ---------------------------------------------------------------------------------- parent
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="small,smollm2-135m-instruct")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step, per process")
+    parser.add_argument("--runs", type=int, default=3, help="rounds of (jax process, torch process)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    parser.add_argument("--matmul-size", type=int, default=2048)
+    parser.add_argument("--matmul-size", type=int, default=1024)
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+    parser.add_argument("--hf-dirs", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args)
 
-    import torch
-
-    torch.set_num_threads(os.cpu_count())
-    devices = jax.local_devices()
-    env = {
-        "platform": jax.default_backend(),
-        "device": str(devices[0].device_kind),
-        "n_devices": len(devices),
-        "cpu_count": os.cpu_count(),
-        "jax": jax.__version__,
-        "torch": torch.__version__,
-        "batch": args.batch_size,
-        "seq_len": args.seq_len,
-        "dtype": args.dtype,
-        "timed_steps": args.steps,
-    }
+    names = args.models.split(",")
+    frameworks = ["jax"] if args.no_torch else list(FRAMEWORKS)
+    env = {**machine(), "batch": args.batch_size, "seq_len": args.seq_len, "dtype": args.dtype,
+           "timed_steps": args.steps, "runs": args.runs, "matmul_size": args.matmul_size, "frameworks": frameworks}  # fmt: skip
     print(json.dumps(env), file=sys.stderr)
-    peaks = matmul_peak(args.matmul_size, args.dtype)
+    with tempfile.TemporaryDirectory(prefix="train_throughput_") as work:
+        hf_dirs = [os.path.join(work, f"hf{i}") for i in range(len(names))]
+        configs = {name: export(name, d) for name, d in zip(names, hf_dirs)}
+        worker_args = ["--models", args.models, "--hf-dirs", ",".join(hf_dirs), "--batch-size", str(args.batch_size),
+                       "--seq-len", str(args.seq_len), "--steps", str(args.steps), "--dtype", args.dtype,
+                       "--matmul-size", str(args.matmul_size)]  # fmt: skip
+        results = run_alternating(os.path.abspath(__file__), worker_args, frameworks, args.runs, Path(work))
+    env["frameworks_info"] = {f: runs[0]["info"] for f, runs in results.items()}
+    env["loadavg_at_end"] = loadavg()
+    env["order"] = [(r["run"], f, r["started_at"]) for f, runs in results.items() for r in runs]
+    peaks = {f: max(r["matmul_peak"] for r in runs) for f, runs in results.items()}
     peak = max(peaks.values())
+    tokens = args.batch_size * args.seq_len
     rows = []
-    for name in args.models.split(","):
-        config, model, hf_dir, tmp = load(name, args.dtype)
-        rng = np.random.default_rng(0)
-        ids = rng.integers(0, config.vocab_size, size=(args.batch_size, args.seq_len), dtype=np.int32)
-        steppers = {"jax": jax_stepper(model, ids)}
-        if not args.no_torch:
-            steppers["torch"] = torch_stepper(hf_dir, ids, args.dtype)
-        first = {k: timed(s) for k, s in steppers.items()}  # warm-up (JAX compiles here)
-        times = {k: [] for k in steppers}
-        for _ in range(args.steps):
-            for k, s in steppers.items():
-                times[k].append(timed(s)[0])
-        tokens = args.batch_size * args.seq_len
+    for name in names:
+        config = configs[name]
         flops = config.flops_per_token(args.seq_len, training=True) * tokens
         row = {"model": name, "params_M": config.num_params() / 1e6, "flops_per_step": flops}
-        for k in steppers:
-            sec = statistics.median(times[k])
-            row.update({f"{k}_step_s": sec, f"{k}_tok_s": tokens / sec, f"{k}_mfu": flops / sec / peak,
-                        f"{k}_first_step_s": first[k][0], f"{k}_first_loss": first[k][1]})  # fmt: skip
+        for f, runs in results.items():
+            per_run = [r["models"][name]["step_s"] for r in runs]
+            sec = min(per_run)
+            row.update({f"{f}_step_s": sec, f"{f}_step_s_per_run": per_run, f"{f}_tok_s": tokens / sec,
+                        f"{f}_mfu": flops / sec / peak, f"{f}_first_step_s": runs[0]["models"][name]["first_step_s"],
+                        f"{f}_first_loss": runs[0]["models"][name]["first_loss"]})  # fmt: skip
+        if "torch" in results:
+            row["speedup_per_run"] = [t / j for j, t in zip(row["jax_step_s_per_run"], row["torch_step_s_per_run"])]
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
-        del steppers, model
-        tmp.cleanup()
 
-    print(f"\n{env['platform']} ({env['device']} x{env['n_devices']}, {env['cpu_count']} CPUs), {args.dtype}, "
-          f"batch {args.batch_size} x seq {args.seq_len}, median of {args.steps} steps")  # fmt: skip
+    print(f"\n{env['cpu']} ({env['cpu_count']} CPUs), {args.dtype}, batch {args.batch_size} x seq {args.seq_len}; "
+          f"separate processes, {args.runs} alternating rounds, median of {args.steps} steps per round, best round; "
+          f"load average (1, 5, 15 min) {fmt_load(env['loadavg_at_start'])} at the start, "
+          f"{fmt_load(env['loadavg_at_end'])} at the end")  # fmt: skip
     print("matmul peak: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peaks.items()))
-    print("| model | params | JAX tok/s | PyTorch tok/s | JAX/PyTorch | JAX MFU | PyTorch MFU | first loss JAX / PyTorch |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | params | JAX tok/s | PyTorch tok/s | JAX/PyTorch (best) | JAX/PyTorch per round | JAX MFU | "
+          "PyTorch MFU | first loss JAX / PyTorch |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        t = (f"{r['torch_tok_s']:,.0f} | {r['jax_tok_s'] / r['torch_tok_s']:.2f}x | {r['jax_mfu']:.1%} | "
-             f"{r['torch_mfu']:.1%} | {r['jax_first_loss']:.5f} / {r['torch_first_loss']:.5f}"
-             if "torch_tok_s" in r else f"- | - | {r['jax_mfu']:.1%} | - | {r['jax_first_loss']:.5f}")  # fmt: skip
+        t = (f"{r['torch_tok_s']:,.0f} | {r['jax_tok_s'] / r['torch_tok_s']:.2f}x | {spread(r['speedup_per_run'])} | "
+             f"{r['jax_mfu']:.1%} | {r['torch_mfu']:.1%} | {r['jax_first_loss']:.5f} / {r['torch_first_loss']:.5f}"
+             if "torch_tok_s" in r else f"- | - | - | {r['jax_mfu']:.1%} | - | {r['jax_first_loss']:.5f}")  # fmt: skip
         print(f"| {r['model']} | {r['params_M']:.1f}M | {r['jax_tok_s']:,.0f} | {t} |")
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"env": env, "matmul_peak_flops": peaks, "rows": rows}, f, indent=2)
+        Path(args.out).write_text(json.dumps({"env": env, "matmul_peak_flops": peaks, "rows": rows}, indent=1))
     return 0
 
 

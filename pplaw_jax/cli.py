@@ -12,13 +12,20 @@ import importlib
 import sys
 
 from pplaw_jax import __version__, logs
+from pplaw_jax.config import check_settings, parser_options
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import check_output_path, discard_temporaries, output_lock
 
 # subcommand -> (module, one-line help, example)
 COMMANDS = {
+    "data": ("pplaw_jax.data.cli", "build corpus files: cpython-docs, cut, cloze",
+             "pplaw data cpython-docs --out data   (also: pplaw data cut ..., pplaw data cloze ...)"),
+    "scratch": ("pplaw_jax.train.scratch_cli", "a tokenizer and config for a model trained from scratch",
+                "pplaw scratch --data data/general_train.jsonl --vocab-size 2048 --out base hidden_size=128"),
     "score": ("pplaw_jax.landscape.cli", "score every chunk of a corpus with a frozen model",
               "pplaw score --model smollm2-135m-instruct --data corpus/train.jsonl --out land --seq-len 512"),
+    "runs": ("pplaw_jax.law.runs_cli", "collect finished CPT runs into the runs table",
+             "pplaw runs --manifest grid/selections --runs-dir grid/runs --out grid/runs.csv"),
     "fit": ("pplaw_jax.law.cli", "fit the perplexity-aware (or data-only) scaling law to runs.csv",
             "pplaw fit --runs grid/runs.csv --out fit --moments logppl"),
     "predict": ("pplaw_jax.law.predict_cli", "predict loss at (mu, sigma, tokens) from a fit",
@@ -39,21 +46,21 @@ COMMANDS = {
 }
 
 COMPILING = {"score", "train", "eval", "fit"}  # subcommands that compile with XLA
-FILE_OUTPUTS = {"eval", "predict"}  # subcommands whose --out is a file, not a directory
+FILE_OUTPUTS = {"eval", "predict", "runs", "data cut", "data cloze"}  # --out is a file, not a directory
 # Subcommands that lock their --out directory themselves, per host, once jax.distributed is up
 # (`fileio.output_lock`); `run` locks its study directory. The others are locked here.
 SELF_LOCKING = {"score", "train", "run"}
 
 
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | None]:
-    parser = argparse.ArgumentParser(prog="pplaw", description=__doc__.splitlines()[0])
+    options = parser_options()
+    parser = options.pop("parser_class")(prog="pplaw", description=__doc__.splitlines()[0], **options)
     parser.add_argument("--version", action="version", version=f"pplaw {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = next((a for a in argv if not a.startswith("-")), None)
     module = None
     for name, (mod_name, help_text, example) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {example}", **options)
         if name == wanted:
             module = importlib.import_module(mod_name)
             module.add_arguments(p)
@@ -65,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     parser, module = build_parser(argv)
     try:
         args = parser.parse_args(argv)
+        check_settings(args)  # ranges of the stage's config (argparse checked types and enums)
+    except SystemExit as e:  # argparse printed the help, or usage and its one error line
+        return int(e.code or 0)
     except PplawError as e:  # an argument type that checks its value (e.g. --tokens 2.5)
         print(f"pplaw {argv[0]}: error: {e}", file=sys.stderr)
         return 2
@@ -78,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         configure_compilation_cache()  # $PPLAW_COMPILATION_CACHE; `pplaw run` sets its own default
     try:
         out = getattr(args, "out", None)
+        file_out = args.command in FILE_OUTPUTS or f"{args.command} {getattr(args, 'mode', '')}" in FILE_OUTPUTS
         if out is not None:  # an output that cannot be written fails first
-            check_output_path(out, "file" if args.command in FILE_OUTPUTS else "dir")
-        if out is None or args.command in FILE_OUTPUTS | SELF_LOCKING:
+            check_output_path(out, "file" if file_out else "dir")
+        if out is None or file_out or args.command in SELF_LOCKING:
             return int(module.run(args) or 0)
         with output_lock(out):  # one writer per output directory
             discard_temporaries(out)  # what a killed writer of this directory left behind

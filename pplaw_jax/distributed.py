@@ -4,16 +4,15 @@ The mesh has three axes (MaxText/Levanter style):
 - `data`: pure data parallelism (parameters replicated),
 - `fsdp`: data parallelism with parameters (and optimizer state) sharded, ZeRO-3 style,
 - `tensor`: Megatron-style tensor parallelism inside attention and MLP blocks.
-Batches are split over `data` x `fsdp`. Parameters are placed by regex rules on their path; XLA
-(GSPMD) inserts the collectives, so any rule set is numerically correct and the rules only decide
-speed and memory.
+Batches are split over `data` x `fsdp`. Parameters carry logical axis names (`embed`, `mlp`,
+`heads`, ...) mapped to mesh axes by `LOGICAL_AXIS_RULES`; XLA (GSPMD) inserts the collectives,
+so any rule set is numerically correct and the rules only decide speed and memory.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
 from typing import Mapping, Sequence
 
 import jax
@@ -22,10 +21,12 @@ from flax import nnx
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from pplaw_jax.config import DEFAULT_MESH
 from pplaw_jax.errors import PplawError
+from pplaw_jax.logs import get_logger
 
 MESH_AXES = ("data", "fsdp", "tensor")
-DEFAULT_MESH = "data=-1,fsdp=1,tensor=1"
+log = get_logger("distributed")
 
 _initialized = False
 
@@ -130,73 +131,105 @@ def make_mesh(spec: str | Mapping[str, int] = DEFAULT_MESH, devices: Sequence | 
     shape = tuple(sizes[a] for a in MESH_AXES)
     try:  # topology-aware device order on TPU/GPU slices
         grid = mesh_utils.create_device_mesh(shape, devices=devices)
-    except (ValueError, NotImplementedError, AssertionError):
+    except (ValueError, NotImplementedError, AssertionError) as e:
+        # e.g. a subset of a slice, or a shape the topology cannot tile: correct, maybe slower
+        if devices[0].platform != "cpu":
+            log.warning(f"mesh {sizes}: no topology-aware device order ({e}); using the devices in "
+                        f"listed order, which may put a mesh axis across slow links")
         grid = np.asarray(devices, dtype=object).reshape(shape)
     return Mesh(grid, MESH_AXES)  # Auto axis types: GSPMD propagates shardings through the model
 
 
+def make_host_mesh(spec: str = DEFAULT_MESH) -> Mesh:
+    """The mesh of this host's devices for work each host does alone (scoring its own documents).
+
+    `spec` means what it means everywhere, a mesh over all hosts' devices; this host takes its
+    share of the `data` axis, so `fsdp` and `tensor` must fit inside one host. With one host this
+    is `make_mesh(spec)`.
+    """
+    hosts, local = jax.process_count(), jax.local_device_count()
+    sizes = parse_mesh_spec(spec)
+    fixed = math.prod(v for v in sizes.values() if v != -1)
+    total = hosts * local
+    if sizes["data"] == -1 and total % fixed == 0:
+        sizes["data"] = total // fixed
+    if sizes["data"] % hosts or sizes["fsdp"] * sizes["tensor"] > local:
+        raise PplawError(f"mesh {spec!r} cannot be split into {hosts} per-host meshes of {local} devices "
+                         f"(the data axis must be a multiple of the host count, fsdp x tensor at most "
+                         f"one host's devices)")
+    per_host = dict(sizes, data=sizes["data"] // hosts) if sizes["data"] != -1 else sizes
+    return make_mesh(per_host, devices=jax.local_devices())
+
+
 # ---------------------------------------------------------------------- partition rules
-# (regex on the "/"-joined parameter path, logical spec per dim). "fsdp" / "tensor" are mesh axes.
-# Kernels are [in, out]: column-parallel (q/k/v/gate/up) shard `out` over tensor, row-parallel
-# (o/down) shard `in`; the embedding is vocab-parallel; the other dim of each goes to fsdp.
-PARTITION_RULES: tuple[tuple[str, tuple], ...] = (
-    (r"embed_tokens/embedding$", ("tensor", "fsdp")),
-    (r"lm_head/kernel$", ("fsdp", "tensor")),
-    (r"(q_proj|k_proj|v_proj|gate_proj|up_proj)/kernel$", ("fsdp", "tensor")),
-    (r"(q_proj|k_proj|v_proj|gate_proj|up_proj)/bias$", ("tensor",)),
-    (r"(o_proj|down_proj)/kernel$", ("tensor", "fsdp")),
-    (r"(norm|layernorm)/scale$", (None,)),
-    (r"(o_proj|down_proj)/bias$", (None,)),
+# Every parameter names its dims with logical axes (`pplaw_jax.models.llama` records them as the
+# NNX `out_sharding` metadata); this table maps each logical axis to a mesh axis (None: replicated).
+# Kernels are [in, out]: column-parallel projections (q/k/v/gate/up) shard `out` over tensor,
+# row-parallel ones (o/down) shard `in`; the embedding is vocab-parallel; the model width of every
+# matrix goes to fsdp. Vectors over the width (norm scales, the attention output bias) and a scanned
+# model's stacked `layers` axis are replicated: sharding them saves little and costs a gather.
+LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),  # query heads x head_dim, fused (q_proj out, o_proj in)
+    ("kv_heads", "tensor"),  # key/value heads x head_dim, fused (k_proj, v_proj out)
+    ("head_dim", None),  # per-head q/k norm scales
+    ("norm", None),  # RMSNorm scales over the model width
+    ("embed_bias", None),  # o_proj bias over the model width
+    ("layers", None),  # the stacked axis of scanned decoder layers
 )
 
 
-def param_partition_spec(path: Sequence[str], shape: Sequence[int], mesh: Mesh | None = None) -> P:
-    """PartitionSpec for the parameter at `path` (e.g. ("layers", "0", "mlp", "up_proj", "kernel")).
+def logical_partition_spec(
+    axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh | None = None, rules=LOGICAL_AXIS_RULES
+) -> P:
+    """PartitionSpec for a parameter of `shape` whose dims are named `axes` (logical names), by `rules`.
 
-    Matched against `PARTITION_RULES`; an unmatched parameter gets `fsdp` on its largest dim.
-    With `mesh`, a dim whose size the axis does not divide (or an axis of size 1) is replicated.
+    A mesh axis is used once per parameter (a later dim mapped to an axis already taken is
+    replicated). With `mesh`, a dim whose size the axis does not divide (or an axis of size 1) is
+    replicated. PplawError for a logical name `rules` does not know.
     """
-    key = "/".join(str(p) for p in path)
-    spec: tuple = tuple([None] * len(shape))
-    for pattern, rule in PARTITION_RULES:
-        if re.search(pattern, key) and len(rule) == len(shape):
-            spec = rule
-            break
-    else:
-        if len(shape) >= 1 and max(shape) > 1:
-            largest = int(np.argmax(shape))
-            spec = tuple("fsdp" if i == largest else None for i in range(len(shape)))
-    if mesh is not None:
-        spec = tuple(
-            None if axis is None or mesh.shape[axis] == 1 or dim % mesh.shape[axis] else axis
-            for axis, dim in zip(spec, shape)
-        )
+    table = dict(rules)
+    if len(axes) != len(shape):
+        raise PplawError(f"logical axes {tuple(axes)} do not match a parameter of shape {tuple(shape)}")
+    spec: list[str | None] = []
+    for name, dim in zip(axes, shape):
+        if name is not None and name not in table:
+            raise PplawError(f"logical axis {name!r} has no rule (known: {sorted(table)})")
+        axis = None if name is None else table[name]
+        if axis in spec or (mesh is not None and axis is not None and (mesh.shape[axis] == 1 or dim % mesh.shape[axis])):
+            axis = None
+        spec.append(axis)
     while spec and spec[-1] is None:
-        spec = spec[:-1]
+        spec.pop()
     return P(*spec)
 
 
-def _path_keys(path) -> tuple[str, ...]:
-    keys = []
-    for k in path:
-        if isinstance(k, jax.tree_util.DictKey):
-            keys.append(str(k.key))
-        elif isinstance(k, jax.tree_util.SequenceKey):
-            keys.append(str(k.idx))
-        elif isinstance(k, jax.tree_util.GetAttrKey) and k.name != "value":
-            keys.append(k.name)
-    return tuple(keys)
+def logical_axes(variable) -> tuple[str | None, ...] | None:
+    """The logical axis names an NNX variable carries (its `out_sharding` metadata), or None."""
+    if not isinstance(variable, nnx.Variable):
+        return None
+    axes = variable.get_metadata().get("out_sharding")
+    return tuple(axes) if axes else None
 
 
 def state_shardings(state, mesh: Mesh):
-    """NamedSharding pytree for any parameter pytree (an `nnx.State`, or e.g. optimizer state
-    with the same leaf paths), by `param_partition_spec`; scalars are replicated."""
+    """NamedSharding pytree for a parameter pytree: an `nnx.State`, or e.g. optimizer state whose
+    moments are copies of the parameters' `nnx.Variable`s (so they carry the same logical axes).
 
-    def one(path, leaf):
+    Each variable is placed by `logical_partition_spec` of its logical axes; a leaf without
+    logical axes (an optimizer step count, an unannotated variable) is replicated.
+    """
+
+    def one(leaf):
+        axes = logical_axes(leaf)
         shape = getattr(leaf, "shape", ())
-        return NamedSharding(mesh, param_partition_spec(_path_keys(path), shape, mesh))
+        spec = P() if axes is None else logical_partition_spec(axes, shape, mesh)
+        sharding = NamedSharding(mesh, spec)
+        return leaf.replace(sharding) if isinstance(leaf, nnx.Variable) else sharding
 
-    return jax.tree_util.tree_map_with_path(one, state)
+    return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def model_shardings(model: nnx.Module, mesh: Mesh):

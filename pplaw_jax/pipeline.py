@@ -1,14 +1,19 @@
 """`pplaw run CONFIG.yaml [key=value ...]`: the whole study, one cached stage after another.
 
-Stages exchange files only, and each one calls the same `pplaw` subcommand a user would, so a
-study is exactly the sequence of commands recorded in `OUT/commands.log`:
+Stages exchange files only, and every step of every stage is a `pplaw` subcommand a user could
+type, run with OUT as its working directory and paths relative to it, so a study is exactly the
+sequence of commands recorded in `OUT/commands.log` (a shell script: replaying it in an empty
+directory rebuilds the study from the same inputs):
 
-  0. data       corpora (optionally written from the Python installation) and cloze tasks
-  1. base       the base model: a checkpoint, or a small Llama pretrained here from scratch
+  0. data       `pplaw data` corpora (optionally written from the Python installation), test sets
+                cut to a central window, cloze tasks
+  1. base       the base model: a checkpoint, or `pplaw scratch` (tokenizer and config) + `pplaw
+                train` of a small Llama from scratch
   2. landscape  `pplaw score` of the domain training split
   3. grid       `pplaw select design` (or `windows`) + one `pplaw train` per subset, then
                 `grid.rounds` rounds of `pplaw fit` -> `pplaw propose` -> `pplaw train` (plus a
-                random control run), stopping when the optimum is located -> runs.csv
+                random control run), stopping when the optimum is located; `pplaw runs` collects
+                each round's table -> runs.csv
   4. fit        `pplaw fit` of the law (its rivals, the data-only law among them, are compared inside)
   5. select     DOS (posterior and point targets) and baselines at the final budget, re-drawn per
                 seed; a law-guided method whose fit has no interior optimum is refused
@@ -26,22 +31,27 @@ without a change, and `--until STAGE` stops after a stage.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shlex
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
-from pplaw_jax.config import StudyConfig, config_to_dict, load_config
+from pplaw_jax.config import SelectConfig, StudyConfig, config_to_dict, load_config, settings_argv
 from pplaw_jax.errors import PplawError
-from pplaw_jax.fileio import atomic_write, discard_temporaries, output_lock, write_json, write_jsonl, write_text
+from pplaw_jax.fileio import discard_temporaries, output_lock, write_json, write_text
 from pplaw_jax.logs import get_logger
 from pplaw_jax.select.io import aliased_methods
 from pplaw_jax.stages import STAGES, stages_record, stage_keys, stale_stages, supersede
 
 log = get_logger("run")
 COMPILATION_CACHE = ".jax_cache"  # under out_dir (hidden: not a study output)
+LOG_STAMP = "#"
+LM_EVAL_JSON = "lm_eval.json"  # a final model's lm-evaluation-harness results (final.lm_eval_tasks)  # commands.log: `pplaw ...  # <time>`, a shell comment, so the log runs as a script
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         from pplaw_jax.distributed import configure_compilation_cache
 
         # every stage runs in this process: one cache, kept with the study, so a rerun reuses it too
-        configure_compilation_cache(Path(cfg.out_dir) / COMPILATION_CACHE)
+        configure_compilation_cache(Path(cfg.out_dir).resolve() / COMPILATION_CACHE)
         Study(cfg, force=set(args.force)).run(stop_after=args.until)
     return 0
 
@@ -72,18 +82,30 @@ class Study:
 
     def __init__(self, cfg: StudyConfig, force: set[str] = frozenset()):
         self.cfg = cfg
-        self.out = Path(cfg.out_dir)
+        self.out = Path(cfg.out_dir).resolve()
         self._check_inputs()  # before anything is written: a typo in a path leaves no study behind
         self.out.mkdir(parents=True, exist_ok=True)
         self._discard_temporaries()
         self._reconcile_config(force)
-        self.data = dict(
-            general_train=cfg.data.general_train,
-            general_test=cfg.data.general_test,
-            domain_train=cfg.data.domain_train,
-            domain_test=cfg.data.domain_test,
-            target_eval=cfg.data.target_eval,
-        )
+        # the study's inputs, as the subcommands (run in OUT) see them
+        self.data = {key: self._input(getattr(cfg.data, key))
+                     for key in ("general_train", "general_test", "domain_train", "domain_test", "target_eval")}
+
+    def _input(self, spec: str | None) -> str | None:
+        """A path given in the config (relative to where `pplaw run` started) as seen from OUT;
+        URLs, ``tfds:`` specs and known model names as given."""
+        if spec is None or "://" in spec or spec.startswith("tfds:"):
+            return spec
+        local = os.path.abspath(spec)
+        if not (os.path.exists(local) or os.path.exists(os.path.dirname(local)) and any(c in spec for c in "*?[")):
+            return spec  # not a path here (e.g. smollm2-135m-instruct)
+        return os.path.relpath(local, self.out)
+
+    def _arg(self, value) -> str:
+        """One command-line word: a path under OUT relative to it, anything else as text."""
+        if isinstance(value, Path):
+            return os.path.relpath(value, self.out) if value.is_absolute() else str(value)
+        return str(value)
 
     # ---------------------------------------------------------------- plumbing
     def _check_inputs(self) -> None:
@@ -136,11 +158,13 @@ class Study:
         other than 0 (and `allow_exit`) fails the study."""
         from pplaw_jax.cli import main
 
-        argv = [str(a) for a in argv]
+        argv = [self._arg(a) for a in argv]
+        line = shlex.join(["pplaw", *argv])
         with open(self.out / "commands.log", "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  pplaw {shlex.join(argv)}\n")
-        log.info(f">>> pplaw {shlex.join(argv)}")
-        code = main(argv)
+            f.write(f"{line}  {LOG_STAMP} {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        log.info(f">>> {line}")
+        with contextlib.chdir(self.out):  # what commands.log says: run from OUT
+            code = main(argv)
         if code != 0 and code not in allow_exit:
             raise PplawError(f"stage command failed with exit code {code}: pplaw {shlex.join(argv)}")
         return code
@@ -157,81 +181,60 @@ class Study:
     # ---------------------------------------------------------------- stages
     def stage_data(self) -> None:
         d = self.cfg.data
+        data = self.out / "data"
+        fields = ["--text-field", d.text_field, "--id-field", d.id_field]
         if d.builtin == "cpython-docs":
-            from pplaw_jax.data.cpython_docs import write_cpython_docs
+            from pplaw_jax.data.cpython_docs import MANIFEST
 
-            self.data.update(write_cpython_docs(self.out / "data"))
-        elif d.builtin is not None:
-            raise PplawError(f"data.builtin: unknown corpus {d.builtin!r} (known: cpython-docs)")
+            if not (data / MANIFEST).exists():
+                self.pplaw("data", "cpython-docs", "--out", data)
+            self.data.update({key: data / f"{key}.jsonl" for key in
+                              ("general_train", "general_test", "domain_train", "domain_test")})
+            fields = []  # written as {"id", "text"}
         missing = [k for k in ("domain_train", "domain_test") if not self.data[k]]
         if missing:
             raise PplawError(f"config data.{missing[0]} is required (or data.builtin)")
         if self.cfg.base_model is None and not self.data["general_train"]:
             raise PplawError("a scratch base model needs data.general_train")
-        if d.eval_doc_chars:
+        if d.eval_doc_chars:  # book-length test documents would make every evaluation slow
             for key in ("domain_test", "general_test", "target_eval"):
                 if self.data[key]:
-                    self.data[key] = self._cut_eval_docs(key, d.eval_doc_chars)
-        self.tasks = self.cfg.final.tasks or self._make_cloze_tasks()
-
-    def _cut_eval_docs(self, key: str, n_chars: int) -> str:
-        """A copy of a test corpus with every document cut to its central `n_chars` characters.
-
-        Book-length test documents would make every evaluation slow; a central window keeps
-        each document represented (and avoids front matter) at a bounded cost.
-        """
-        from pplaw_jax.data import iter_documents
-
-        path = self.out / "data" / f"{key}_cut{n_chars}.jsonl"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            rows = []
-            for doc in iter_documents(self.data[key], text_field=self.cfg.data.text_field, id_field=self.cfg.data.id_field,
-                                      max_docs=self.cfg.data.eval_max_docs):
-                start = max(0, (len(doc.text) - n_chars) // 2)
-                rows.append({"id": doc.doc_id, "text": doc.text[start:start + n_chars]})
-            write_jsonl(path, rows)
-        return str(path)
-
-    def _make_cloze_tasks(self) -> str:
-        from pplaw_jax.data import iter_documents
-        from pplaw_jax.data.cloze import make_cloze_tasks
-
-        path = self.out / "data" / "domain_cloze.jsonl"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            texts = [doc.text for doc in iter_documents(self.data["domain_test"], text_field=self.cfg.data.text_field,
-                                                        id_field=self.cfg.data.id_field)]
-            write_jsonl(path, make_cloze_tasks(texts, n_tasks=200, seed=self.cfg.seed))
-        return str(path)
+                    cut = data / f"{key}_cut{d.eval_doc_chars}.jsonl"
+                    if not cut.exists():
+                        self.pplaw("data", "cut", "--data", self.data[key], "--chars", d.eval_doc_chars, "--out", cut,
+                                   *(["--max-docs", d.eval_max_docs] if d.eval_max_docs else []), *fields)
+                    self.data[key] = cut
+        self.tasks = self._input(self.cfg.final.tasks)
+        if self.tasks is None:
+            self.tasks = data / "domain_cloze.jsonl"
+            if not self.tasks.exists():
+                self.pplaw("data", "cloze", "--data", self.data["domain_test"], "--n", 200,
+                           "--seed", self.cfg.seed, "--out", self.tasks, *fields)
 
     def stage_base(self) -> None:
         if self.cfg.base_model is not None:
-            self.base = self.cfg.base_model
+            self.base = self._input(self.cfg.base_model)
             return
-        from pplaw_jax.train import train_tokenizer
+        from pplaw_jax.train.scratch_cli import INIT_CONFIG, TOKENIZER
 
-        s = self.cfg.scratch
+        s, d = self.cfg.scratch, self.cfg.data
         base = self.out / "base"
-        tok_dir = base / "tokenizer"
-        if not tok_dir.exists():
-            train_tokenizer(self.data["general_train"], s.vocab_size, tok_dir, max_docs=s.tokenizer_max_docs,
-                            text_field=self.cfg.data.text_field, id_field=self.cfg.data.id_field)
-        init_cfg = base / "init_config.json"
-        hf = dict(s.hf_config, vocab_size=s.vocab_size, max_position_embeddings=max(s.seq_len, self.cfg.landscape.seq_len,
-                                                                                     self.cfg.train.seq_len))
-        write_text(init_cfg, json.dumps(hf, indent=1))
+        fields = dict(s.hf_config, max_position_embeddings=max(s.train.seq_len, self.cfg.landscape.seq_len,
+                                                                self.cfg.train.seq_len))
+        if not (base / INIT_CONFIG).exists():
+            self.pplaw("scratch", "--data", self.data["general_train"], "--vocab-size", s.vocab_size, "--out", base,
+                       *(["--max-docs", s.tokenizer_max_docs] if s.tokenizer_max_docs else []),
+                       "--text-field", d.text_field, "--id-field", d.id_field,
+                       *(f"{k}={json.dumps(v)}" for k, v in fields.items()))
         run_dir = base / "pretrain"
-        self.base = str(run_dir / "hf")
+        self.base = run_dir / "hf"
         if (run_dir / "eval.json").exists():
             return
         self.pplaw(
-            "train", "--model", f"scratch:{init_cfg}", "--tokenizer", tok_dir, "--data", self.data["general_train"],
-            "--out", run_dir, "--steps", s.steps, "--seq-len", s.seq_len, "--batch-size", s.batch_size,
-            "--lr", s.lr, "--warmup", s.warmup, "--seed", self.cfg.seed,
-            *self._eval_args(general_only=True), "--text-field", self.cfg.data.text_field,
-            "--id-field", self.cfg.data.id_field, "--mesh", self.cfg.train.mesh,
-            *(["--max-docs", s.max_docs] if s.max_docs else []),
+            "train", "--model", f"scratch:{self._arg(base / INIT_CONFIG)}", "--tokenizer", base / TOKENIZER,
+            "--data", self.data["general_train"], "--out", run_dir, "--steps", s.steps, "--seed", self.cfg.seed,
+            *self._eval_args(general_only=True), "--text-field", d.text_field, "--id-field", d.id_field,
+            *(["--max-docs", s.max_docs] if s.max_docs else []), *settings_argv(s.train),
         )
 
     def _eval_args(self, general_only: bool = False) -> list[str]:
@@ -247,53 +250,39 @@ class Study:
         return args
 
     def stage_landscape(self) -> None:
-        ls = self.cfg.landscape
         self.landscape = self.out / "landscape"
         if (self.landscape / "summary.json").exists():
             return
         argv = ["score", "--model", self.base, "--data", self.data["domain_train"], "--out", self.landscape,
-                "--seq-len", ls.seq_len, "--batch-size", ls.batch_size, "--dtype", ls.dtype, "--mesh", ls.mesh,
                 "--text-field", self.cfg.data.text_field, "--id-field", self.cfg.data.id_field]
         if self.cfg.data.domain_max_docs:
             argv += ["--max-docs", self.cfg.data.domain_max_docs]
-        self.pplaw(*argv)
+        self.pplaw(*argv, *settings_argv(self.cfg.landscape))
 
     def _train(self, selection: Path, out: Path, seed: int) -> None:
-        t = self.cfg.train
         if (out / "eval.json").exists():
             return
         self.pplaw(
             "train", "--model", self.base, "--data", self.data["domain_train"], "--selection", selection,
-            "--out", out, "--seq-len", t.seq_len, "--batch-size", t.batch_size, "--lr", t.lr,
-            "--warmup", t.warmup, "--seed", seed, "--dtype", t.dtype, "--mesh", t.mesh,
-            "--eval-every", t.eval_every, "--text-field", self.cfg.data.text_field,
-            "--id-field", self.cfg.data.id_field, *self._eval_args(),
+            "--out", out, "--seed", seed, "--text-field", self.cfg.data.text_field,
+            "--id-field", self.cfg.data.id_field, *self._eval_args(), *settings_argv(self.cfg.train),
         )
 
     def stage_grid(self) -> None:
-        import pandas as pd
-
         g, seed = self.cfg.grid, self.cfg.seed
         grid = self.out / "grid"
         self.runs_csv = grid / "runs.csv"
         if self.runs_csv.exists():
             return
         sel_dir = grid / "selections"
-        budgets = [f"{b:g}" for b in g.budgets]
-        if g.kind == "design" and not (sel_dir / "design.json").exists():
-            self.pplaw("select", "design", "--landscape", self.landscape, "--out", sel_dir, "--n", g.n,
-                       "--centre", g.centre, "--budgets", *budgets, "--moments", self.cfg.fit.moments,
-                       "--selector", g.selector, "--seed", seed)
-        elif g.kind == "windows" and not (sel_dir / "windows.json").exists():
-            self.pplaw("select", "windows", "--landscape", self.landscape, "--out", sel_dir,
-                       "--budgets", *budgets, "--windows", *g.windows, "--moments", self.cfg.fit.moments,
-                       "--seed", seed)
-        runs = self._train_manifest(sel_dir, grid / "runs", 0)
-        if runs.empty:
-            raise PplawError(f"no grid subsets in {sel_dir / 'manifest.csv'}")
+        if not (sel_dir / f"{g.kind}.json").exists():
+            self.pplaw("select", g.kind, "--landscape", self.landscape, "--out", sel_dir, "--seed", seed,
+                       *settings_argv(getattr(g, g.kind)))
         round_csv = grid / "round0" / "runs.csv"
-        round_csv.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(round_csv, lambda tmp: runs.to_csv(tmp, index=False))
+        if not round_csv.exists():
+            self._train_manifest(sel_dir, grid / "runs")
+            self.pplaw("runs", "--out", round_csv, "--metric", g.metric, "--round", 0, "--manifest", sel_dir,
+                       "--runs-dir", grid / "runs")
         for r in range(1, g.rounds + 1):
             done = grid / f"round{r}" / "round.json"
             if not done.exists():
@@ -301,74 +290,59 @@ class Study:
             round_csv = grid / f"round{r}" / "runs.csv"
             if g.stop_early and json.loads(done.read_text())["located"]:
                 break
-        runs = pd.read_csv(round_csv, dtype={"group": str})
-        atomic_write(self.runs_csv, lambda tmp: runs.to_csv(tmp, index=False))
+        self.pplaw("runs", "--out", self.runs_csv, "--include", round_csv)
 
-    def _train_manifest(self, sel_dir: Path, runs_dir: Path, round_: int):
-        """Train every subset of a manifest (design, windows or proposals); their runs.csv rows."""
+    def _train_manifest(self, sel_dir: Path, runs_dir: Path) -> None:
+        """Train every subset of a manifest (design, windows or proposals) into ``runs_dir/<name>``."""
         import pandas as pd
 
         manifest = pd.read_csv(sel_dir / "manifest.csv", dtype={"group": str})
-        rows = []
+        if manifest.empty:
+            raise PplawError(f"no subsets in {sel_dir / 'manifest.csv'}")
         for i, r in enumerate(manifest.itertuples(), 1):
-            run_dir = runs_dir / r.name
             log.info(f"run {i}/{len(manifest)} of {sel_dir.relative_to(self.out)}: {r.name}")
-            self._train(sel_dir / r.name / "selection.parquet", run_dir, self.cfg.seed + int(r.seed))
-            rows.append(self._run_row(r.name, r.group, run_dir, round_))
-        return pd.DataFrame(rows)
-
-    def _run_row(self, name: str, group: str, run_dir: Path, round_: int) -> dict:
-        ev = json.loads((run_dir / "eval.json").read_text())
-        return dict(run_id=name, group=group, round=round_, tokens=ev["tokens"], loss=ev[self.cfg.grid.metric],
-                    domain_loss=ev["domain_loss"], general_loss=ev.get("general_loss"),
-                    target_loss=ev.get("target_loss"),
-                    **{k: ev[k] for k in ("mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl")})
+            self._train(sel_dir / r.name / "selection.parquet", runs_dir / r.name, self.cfg.seed + int(r.seed))
 
     def _sequential_round(self, r: int, prev_csv: Path) -> None:
         """Round `r`: fit the runs so far, propose the next runs and, unless the optimum is located
         (and ``grid.stop_early``), train them and a re-drawn random control at the final budget;
         `round.json` marks it done."""
-        import pandas as pd
-
         g, f = self.cfg.grid, self.cfg.fit
         rdir = self.out / "grid" / f"round{r}"
         fit_dir = rdir / "fit"
         if not (fit_dir / "fit.json").exists():
-            self.pplaw(*self._fit_argv(prev_csv, fit_dir), "--no-compare", "--allow-unconverged")
+            self.pplaw(*self._fit_argv(prev_csv, fit_dir, replace(f, compare=False, allow_unconverged=True)))
         prop = rdir / "proposals"
         budget = f"{self.cfg.final.budget:g}"
         if not (prop / "propose.json").exists():
-            self.pplaw("propose", "--fit", fit_dir, "--landscape", self.landscape, "--n", g.per_round,
-                       "--tokens", budget, "--out", prop, "--acquisition", g.acquisition,
-                       "--trust-margin", g.explore_margin, "--selector", g.selector, "--prefix", f"r{r}q",
-                       "--seed", self.cfg.seed + 1000 * r, "--stop-probability", g.stop_probability)
+            self.pplaw("propose", "--fit", fit_dir, "--landscape", self.landscape, "--tokens", budget,
+                       "--out", prop, "--prefix", f"r{r}q", "--seed", self.cfg.seed + 1000 * r,
+                       *settings_argv(g.propose))
         stop = json.loads((prop / "propose.json").read_text())["stopping"]
-        runs = pd.read_csv(prev_csv, dtype={"group": str})
+        collect = ["runs", "--out", rdir / "runs.csv", "--metric", g.metric, "--round", r, "--include", prev_csv]
         if not (stop["located"] and g.stop_early):
-            new = self._train_manifest(prop, rdir / "runs", r)
+            self._train_manifest(prop, rdir / "runs")
             control = rdir / "control"
             if not (control / "summary.json").exists():
                 self.pplaw("select", "--landscape", self.landscape, "--tokens", budget, "--out", control,
-                           "--method", "random", "--moments", f.moments, "--seed", self.cfg.seed + 1000 * r)
+                           "--seed", self.cfg.seed + 1000 * r,
+                           *settings_argv(SelectConfig(method="random", moments=f.moments)))
             self._train(control / "selection.parquet", rdir / "runs" / f"control{r}", self.cfg.seed + 1000 * r)
-            control_row = self._run_row(f"control{r}", f"control{r}", rdir / "runs" / f"control{r}", r)
-            runs = pd.concat([runs, new, pd.DataFrame([control_row])], ignore_index=True)
-        atomic_write(rdir / "runs.csv", lambda tmp: runs.to_csv(tmp, index=False))
-        write_text(rdir / "round.json", json.dumps({"round": r, "located": stop["located"], "stopping": stop,
-                                                    "n_runs": len(runs)}, indent=1))
+            collect += ["--manifest", prop, "--runs-dir", rdir / "runs", "--run", f"control{r}={self._arg(rdir / 'runs' / f'control{r}')}"]
+        self.pplaw(*collect)
+        import pandas as pd
 
-    def _fit_argv(self, runs_csv: Path, out: Path) -> list:
-        f = self.cfg.fit
-        argv = ["fit", "--runs", runs_csv, "--out", out, "--law", f.law, "--moments", f.moments,
-                "--trust-margin", f.trust_margin, "--method", f.method, "--bootstrap", f.bootstrap,
-                "--chains", f.chains, "--warmup", f.warmup, "--samples", f.samples,
-                "--target-accept", f.target_accept, "--seed", self.cfg.seed]
-        return argv + (["--allow-unconverged"] if f.allow_unconverged else [])
+        n_runs = len(pd.read_csv(rdir / "runs.csv"))
+        write_text(rdir / "round.json", json.dumps({"round": r, "located": stop["located"], "stopping": stop,
+                                                    "n_runs": n_runs}, indent=1))
+
+    def _fit_argv(self, runs_csv: Path, out: Path, settings) -> list:
+        return ["fit", "--runs", runs_csv, "--out", out, "--seed", self.cfg.seed, *settings_argv(settings)]
 
     def stage_fit(self) -> None:
         self.fit_dir = self.out / "fit"
         if not (self.fit_dir / "fit.json").exists():
-            self.pplaw(*self._fit_argv(self.runs_csv, self.fit_dir))
+            self.pplaw(*self._fit_argv(self.runs_csv, self.fit_dir, self.cfg.fit))
 
     def stage_select(self) -> None:
         """Every method's subset for every seed (re-drawn where the method is stochastic); a refused
@@ -397,21 +371,29 @@ class Study:
         argv = ["select", "--landscape", self.landscape, "--tokens", f"{fin.budget:g}", "--out", out,
                 "--seed", seed]
         if method.startswith("dos-"):
-            argv += ["--method", "dos", "--fit", self.fit_dir, "--target", method.split("-", 1)[1],
-                     "--selector", self.cfg.grid.selector, "--max-boundary-fraction", fin.max_boundary_fraction]
-            if fin.allow_boundary:
-                argv.append("--allow-boundary")
-        else:
-            argv += ["--method", method, "--moments", self.cfg.fit.moments]
+            settings = replace(fin.select, method="dos", target=method.split("-", 1)[1])
+            argv += ["--fit", self.fit_dir]
+        else:  # a baseline takes none of DOS's settings
+            settings = SelectConfig(method=method, moments=fin.select.moments)
+        argv += settings_argv(settings)
         code = self.pplaw(*argv, allow_exit=(2,) if method.startswith("dos-") else ())
         if code == 2 and not (out / "refused.json").exists():
             raise PplawError(f"stage command failed with exit code 2: pplaw {shlex.join(map(str, argv))}")
 
+    def _downstream(self, model, run_dir: Path) -> None:
+        """`pplaw eval` of one model: the study's tasks, and its lm-eval tasks if it names any."""
+        fin = self.cfg.final
+        if not (run_dir / "downstream.json").exists():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self.pplaw("eval", "--model", model, "--tasks", self.tasks, "--out", run_dir / "downstream.json",
+                       *settings_argv(self.cfg.eval))
+        if fin.lm_eval_tasks and not (run_dir / LM_EVAL_JSON).exists():
+            include = ["--lm-eval-include", self._input(fin.lm_eval_include)] if fin.lm_eval_include else []
+            self.pplaw("eval", "--model", model, "--lm-eval-tasks", fin.lm_eval_tasks, *include,
+                       "--out", run_dir / LM_EVAL_JSON, *settings_argv(self.cfg.eval))
+
     def stage_final(self) -> None:
-        base_eval = self.out / "final" / "base" / "downstream.json"
-        if not base_eval.exists():
-            base_eval.parent.mkdir(parents=True, exist_ok=True)
-            self.pplaw("eval", "--model", self.base, "--tasks", self.tasks, "--out", base_eval)
+        self._downstream(self.base, self.out / "final" / "base")
         total = sum(len(dirs) for dirs in self.selections.values())
         for method, dirs in self.selections.items():
             for seed, sel in dirs.items():
@@ -420,8 +402,7 @@ class Study:
                            if (self.out / "final" / m / f"seed{k}" / "eval.json").exists())
                 log.info(f"final run {method} seed {seed} ({done} of {total} runs finished)")
                 self._train(sel / "selection.parquet", run_dir, seed)
-                if not (run_dir / "downstream.json").exists():
-                    self.pplaw("eval", "--model", run_dir / "hf", "--tasks", self.tasks, "--out", run_dir / "downstream.json")
+                self._downstream(run_dir / "hf", run_dir)
 
     def stage_report(self) -> None:
         self.pplaw("report", self.out)

@@ -18,12 +18,20 @@ import pandas as pd
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_text
+from pplaw_jax.law.plots import save_figure
 from pplaw_jax.logs import get_logger
 from pplaw_jax.select.io import aliased_methods, read_landscape
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("study", help="a study directory written by `pplaw run` (its out_dir)")
+
+
+def _max_boundary_fraction(cfg) -> float:
+    from pplaw_jax.config import MAX_BOUNDARY_FRACTION
+
+    given = cfg.final.select.max_boundary_fraction
+    return MAX_BOUNDARY_FRACTION if given is None else given
 
 
 def run(args) -> int:
@@ -92,6 +100,23 @@ def collect_final(out: Path) -> pd.DataFrame:
                                        "general_loss", "target_loss", "acc", "acc_norm"])
 
 
+def _lm_eval_lines(out: Path) -> list[str]:
+    """lm-evaluation-harness accuracy of the final models (``final.lm_eval_tasks``): per method and
+    task, the mean over seeds with its 95% t interval (acc_norm where the task reports it)."""
+    rows = []
+    for path in sorted((out / "final").glob("*/seed*/lm_eval.json")):
+        for task, r in json.loads(path.read_text()).get("tasks", {}).items():
+            metric = "acc_norm" if r.get("acc_norm") is not None else "acc"
+            rows.append(dict(method=path.parent.parent.name, task=task, metric=metric, value=r.get(metric)))
+    if not rows:
+        return []
+    frame = pd.DataFrame(rows).dropna(subset=["value"])
+    table = [dict(method=m, task=t, metric=g["metric"].iloc[0], runs=len(g), value=_fmt_ci(*t_interval(g["value"])))
+             for (m, t), g in frame.groupby(["method", "task"], sort=False)]
+    return ["lm-evaluation-harness tasks (`final.lm_eval_tasks`), mean and 95% interval over seeds:", "",
+            _table(pd.DataFrame(table)), ""]
+
+
 def _plt():
     import matplotlib
 
@@ -129,8 +154,7 @@ def _landscape_figure(out: Path, fig_path: Path) -> None:
         ax.legend(fontsize=8)
     axes[0].set_ylabel("density")
     fig.tight_layout()
-    fig.savefig(fig_path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, fig_path)
 
 
 def _final_figure(final: pd.DataFrame, fig_path: Path) -> None:
@@ -152,8 +176,7 @@ def _final_figure(final: pd.DataFrame, fig_path: Path) -> None:
         ax.set_title(metric)
     fig.suptitle("Final CPT runs: mean and 95% interval over seeds")
     fig.tight_layout()
-    fig.savefig(fig_path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, fig_path)
 
 
 def _landscape_section(out: Path, fig_dir: Path) -> list[str]:
@@ -249,7 +272,7 @@ def _optimum_section(out: Path, fit: dict, cfg) -> list[str]:
     lines = ["## Supported optimum", "", f"The target may only go where the runs give support: their convex "
              f"hull in (log mu, log sigma), each scaled by the runs' range, widened by the trust margin "
              f"{support.get('margin')}. Within it, the interior-optimum check counts the posterior (or bootstrap) "
-             f"draws whose argmin lies on the region's edge; above {cfg.final.max_boundary_fraction:g} the "
+             f"draws whose argmin lies on the region's edge; above {_max_boundary_fraction(cfg):g} the "
              "selection is refused.", ""]
     bopt = (fit.get("bayes") or {}).get("optimum") or {}
     popt = (fit.get("point") or {}).get("optimum") or {}
@@ -336,6 +359,7 @@ def _final_section(out: Path, fig_dir: Path, primary: str) -> list[str]:
                 row[metric] = _fmt_ci(*t_interval(g[metric]))
         frows.append(row)
     lines += [_table(pd.DataFrame(frows).fillna("—")), ""]
+    lines += _lm_eval_lines(out)
     _final_figure(final, fig_dir / "final.png")
     lines += ["![final](report_figures/final.png)", ""]
     better = "higher" if primary in HIGHER_IS_BETTER else "lower"
@@ -430,12 +454,12 @@ def _rounds_figure(out: Path, round_dirs: list[Path], path: Path) -> None:
         ax.set_ylabel("sigma")
         ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_report(out: str | Path, cfg) -> Path:
     out = Path(out)
+    read_landscape(out / "landscape")  # a study without a complete landscape fails before writing anything
     aliases = aliased_methods(out / "select", cfg.final.seeds)
     fig_dir = out / "report_figures"
     fig_dir.mkdir(exist_ok=True)

@@ -49,7 +49,8 @@ from pplaw_jax.moments import chunk_values, columns
 from pplaw_jax.select.baselines import select_baseline
 from pplaw_jax.select.design import build_design, unit_to_region
 from pplaw_jax.select.dos import RankedLandscape, dos_select
-from pplaw_jax.select.target import MAX_BOUNDARY_FRACTION, NoInteriorOptimum, choose_target
+from pplaw_jax.config import MAX_BOUNDARY_FRACTION
+from pplaw_jax.select.target import NoInteriorOptimum, choose_target
 from pplaw_jax.select.tilted import TiltedSampler, tilted_select
 from pplaw_jax.select.windows import select_windows
 

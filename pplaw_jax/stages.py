@@ -28,14 +28,15 @@ _EVAL_SETS = ("data.domain_test", "data.general_test", "data.target_eval", "data
 STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "data": (("data", "final.tasks", "seed"), ()),
     "base": (("base_model", "scratch", "seed", "data.general_train", *_CORPUS_READ, "landscape.seq_len",
-              "train.mesh", "train.seq_len"), ()),
+              "train.seq_len"), ()),
     "landscape": (("landscape", "data.domain_train", "data.domain_max_docs", *_CORPUS_READ), ("base",)),
     "grid": (("grid", "train", "seed", "fit.moments", "data.domain_train", *_CORPUS_READ, *_EVAL_SETS),
              ("landscape",)),
     "fit": (("fit", "seed"), ("grid",)),
-    "select": (("final.budget", "final.methods", "final.seeds", "final.allow_boundary",
-                "final.max_boundary_fraction", "grid.selector", "fit.moments", "seed"), ("fit", "landscape")),
-    "final": (("final.tasks", "train", "seed", "data"), ("select", "base")),
+    "select": (("final.budget", "final.methods", "final.seeds", "final.select", "grid.design.selector",
+                "fit.moments", "seed"), ("fit", "landscape")),
+    "final": (("final.tasks", "final.lm_eval_tasks", "final.lm_eval_include", "train", "eval", "seed", "data"),
+              ("select", "base")),
 }
 # sequential rounds fit the law (fit settings) and train a random control at the final budget
 SEQUENTIAL_GRID_READS = ("fit", "final.budget")

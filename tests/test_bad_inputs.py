@@ -16,8 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import yaml
 
 from pplaw_jax.cli import main
+from pplaw_jax.config import StudyConfig, config_to_dict
 from pplaw_jax.law.synthetic import synthetic_runs
 from pplaw_jax.select.synthetic import synthetic_landscape, write_landscape
 
@@ -100,7 +102,7 @@ CASES = [
     Case("score/missing-model", ("score", "--model", "{root}/nope_model", "--data", "{root}/good.jsonl",
                                  "--out", "{out}"), r"nope_model", "summary.json"),
     Case("score/batch-size-0", (*SCORE, "--data", "{root}/good.jsonl", "--batch-size", "0", "--out", "{out}"),
-         r"--batch-size must be >= 1, got 0", "summary.json"),
+         r"--batch-size: 0 out of range \(must be >= 1\)", "summary.json"),
     Case("score/seq-len-too-long", (*SCORE, "--data", "{root}/good.jsonl", "--seq-len", "4096", "--out", "{out}"),
          r"--seq-len 4096 exceeds the model's max_position_embeddings 128", "summary.json"),
     Case("score/mesh-too-large", (*SCORE, "--data", "{root}/good.jsonl", "--mesh", "data=3", "--out", "{out}"),
@@ -157,7 +159,7 @@ CASES = [
                                           "{root}/land_incomplete", "--out", "{out}"),
          r"land_incomplete: landscape incomplete", "propose.json"),
     Case("propose/n-zero", ("propose", "--n", "0", "--tokens", "1000", "--fit", "{root}/fit_bayes", "--landscape",
-                            "{root}/land", "--out", "{out}"), r"--n must be >= 1, got 0", "propose.json"),
+                            "{root}/land", "--out", "{out}"), r"--n: 0 out of range \(must be >= 1\)", "propose.json"),
     # ------------------------------------------------------------------ predict
     Case("predict/missing-fit", ("predict", "--fit", "{root}/nope_fit", "--mu", "1", "--sigma", "1",
                                  "--tokens", "10", "--out", "{out}"), r"nope_fit", None),
@@ -191,9 +193,9 @@ CASES = [
                                          "{root}/sel_notparquet", "--out", "{out}"),
          r"sel_notparquet/selection\.parquet: cannot read as parquet", "eval.json"),
     Case("train/lr-nan", (*TRAIN, "--data", "{root}/good.jsonl", "--lr", "nan", "--out", "{out}"),
-         r"--lr must be a positive finite number, got nan", "eval.json"),
+         r"--lr: nan out of range \(must be > 0\)", "eval.json"),
     Case("train/seq-len-1", (*TRAIN, "--data", "{root}/good.jsonl", "--seq-len", "1", "--out", "{out}"),
-         r"--seq-len is too small: 1", "eval.json"),
+         r"--seq-len: 1 out of range \(must be >= 2\)", "eval.json"),
     Case("train/out-is-a-file", (*TRAIN, "--data", "{root}/good.jsonl", "--out", "{root}/a_file"),
          r"--out .*a_file: exists and is not a directory", None),
     # ------------------------------------------------------------------ eval
@@ -214,6 +216,8 @@ CASES = [
     Case("report/not-a-study", ("report", "{root}/land"), r"land: not a study directory \(no config\.yaml", None),
     Case("report/config-malformed", ("report", "{root}/study_bad"), r"study_bad/config\.yaml is not valid YAML",
          None),
+    Case("report/empty-landscape-summary", ("report", "{root}/study_empty"),
+         r"landscape/parts: landscape has no completed parts", None),
     # ------------------------------------------------------------------ run
     Case("run/missing-config", ("run", "{root}/nope.yaml", "out_dir={out}"), r"config file .*nope\.yaml not found",
          "report.md"),
@@ -256,6 +260,9 @@ def root(tmp_path_factory):
     write_fit(root / "fit_good")
     (root / "study_bad").mkdir()
     (root / "study_bad" / "config.yaml").write_bytes(INPUTS["config_bad.yaml"])
+    (root / "study_empty" / "landscape").mkdir(parents=True)  # a study whose landscape summary is {}
+    (root / "study_empty" / "config.yaml").write_text(yaml.safe_dump(config_to_dict(StudyConfig())))
+    (root / "study_empty" / "landscape" / "summary.json").write_text("{}")
     write_fit(root / "fit_bayes", {k: np.full(400, v) for k, v in POINT.items()})
     for name, data in (("fit_malformed", b'{"law": "ppl",'), ("fit_nonutf8", NON_UTF8)):
         (root / name).mkdir()

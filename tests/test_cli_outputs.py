@@ -118,12 +118,10 @@ def test_train_tokens_accepts_scientific_notation(tmp_path, capsys):
     """`--tokens 1e6` works in every subcommand (train took only integers); a bad value is one line."""
     assert main(["train", "--model", "NOPE", "--data", "NOPE.jsonl", "--tokens", "2.5", "--out", str(tmp_path / "r")]) == 2
     assert "--tokens: the token budget must be a whole number of tokens, got '2.5'" in capsys.readouterr().err
-    from pplaw_jax.train.cli import add_arguments
-    import argparse
+    from pplaw_jax.cli import build_parser
 
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    assert parser.parse_args(["--model", "m", "--data", "d", "--out", "o", "--tokens", "1e6"]).tokens == 1_000_000
+    argv = ["train", "--model", "m", "--data", "d", "--out", "o", "--tokens", "1e6"]
+    assert build_parser(argv)[0].parse_args(argv).tokens == 1_000_000
 
 
 def test_a_rerun_removes_what_a_killed_writer_left(tmp_path, capsys):

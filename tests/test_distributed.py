@@ -1,4 +1,4 @@
-"""Mesh construction, partition rules, sharded forward == 1-device forward, multi-host init."""
+"""Mesh construction, logical axis rules, sharded forward == 1-device forward, multi-host init."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from pplaw_jax import distributed
 from pplaw_jax.distributed import (
     batch_sharding,
     make_mesh,
+    logical_partition_spec,
     model_shardings,
-    param_partition_spec,
     parse_mesh_spec,
     shard_model,
+    state_shardings,
 )
 from pplaw_jax.errors import PplawError
 from pplaw_jax.models import ModelConfig, init_model
@@ -50,24 +51,57 @@ def test_make_mesh_sizes():
         make_mesh("data=2,fsdp=2,tensor=1")
 
 
-def test_partition_rules():
-    layer = ("layers", "0")
-    assert param_partition_spec(layer + ("self_attn", "q_proj", "kernel"), (64, 64)) == P("fsdp", "tensor")
-    assert param_partition_spec(layer + ("self_attn", "k_proj", "bias"), (32,)) == P("tensor")
-    assert param_partition_spec(layer + ("self_attn", "o_proj", "kernel"), (64, 64)) == P("tensor", "fsdp")
-    assert param_partition_spec(layer + ("mlp", "up_proj", "kernel"), (64, 128)) == P("fsdp", "tensor")
-    assert param_partition_spec(layer + ("mlp", "down_proj", "kernel"), (128, 64)) == P("tensor", "fsdp")
-    assert param_partition_spec(("embed_tokens", "embedding"), (1000, 64)) == P("tensor", "fsdp")
-    assert param_partition_spec(("lm_head", "kernel"), (64, 1000)) == P("fsdp", "tensor")
-    assert param_partition_spec(layer + ("input_layernorm", "scale"), (64,)) == P()
-    assert param_partition_spec(("something", "else"), (8, 96, 4)) == P(None, "fsdp")  # largest dim
+def test_logical_axis_rules():
+    """The rules table places each logical axis as the Megatron/FSDP layout needs."""
+    spec = logical_partition_spec
+    assert spec(("embed", "heads"), (64, 64)) == P("fsdp", "tensor")  # q_proj: column-parallel
+    assert spec(("kv_heads",), (32,)) == P("tensor")  # k_proj bias
+    assert spec(("heads", "embed"), (64, 64)) == P("tensor", "fsdp")  # o_proj: row-parallel
+    assert spec(("embed", "mlp"), (64, 128)) == P("fsdp", "tensor")
+    assert spec(("mlp", "embed"), (128, 64)) == P("tensor", "fsdp")
+    assert spec(("vocab", "embed"), (1000, 64)) == P("tensor", "fsdp")  # vocab-parallel embedding
+    assert spec(("embed", "vocab"), (64, 1000)) == P("fsdp", "tensor")
+    assert spec(("norm",), (64,)) == P() and spec(("embed_bias",), (64,)) == P() and spec(("head_dim",), (8,)) == P()
+    assert spec(("layers", "embed", "mlp"), (4, 64, 128)) == P(None, "fsdp", "tensor")  # a scanned stack
+    assert spec(("embed", "embed"), (64, 64)) == P("fsdp")  # a mesh axis is used once per parameter
 
     mesh = make_mesh("data=2,fsdp=2,tensor=2")
     # a dim the axis size does not divide (301 by tensor=2, 3 by tensor=2) falls back to replication
-    assert param_partition_spec(("embed_tokens", "embedding"), (301, 64), mesh) == P(None, "fsdp")
-    assert param_partition_spec(layer + ("self_attn", "k_proj", "kernel"), (64, 3), mesh) == P("fsdp")
-    single = make_mesh("data=8")
-    assert param_partition_spec(layer + ("mlp", "up_proj", "kernel"), (64, 128), single) == P()
+    assert spec(("vocab", "embed"), (301, 64), mesh) == P(None, "fsdp")
+    assert spec(("embed", "kv_heads"), (64, 3), mesh) == P("fsdp")
+    assert spec(("embed", "mlp"), (64, 128), make_mesh("data=8")) == P()
+    with pytest.raises(PplawError, match="logical axis 'experts' has no rule"):
+        spec(("experts", "embed"), (4, 64))
+
+
+def test_model_parameters_are_placed_by_their_logical_axes():
+    """Every parameter of both layouts carries logical axes; state_shardings follows them, and
+    optimizer moments (copies of the parameter variables) get the same shardings."""
+    import optax
+
+    config = ModelConfig(256, 32, 64, 2, 4, 2, 8, attention_bias=True, qk_norm=True, model_type="qwen3")
+    mesh = make_mesh("data=2,fsdp=2,tensor=2")
+    for scan in (False, True):
+        model = init_model(config, scan_layers=scan)
+        params = nnx.state(model, nnx.Param)
+        for path, var in nnx.to_flat_state(params):
+            assert len(distributed.logical_axes(var)) == var.ndim, path
+        shardings = {".".join(map(str, p)): v.get_value().spec for p, v in nnx.to_flat_state(state_shardings(params, mesh))}
+        layer = "layers." if scan else "layers.1."
+        lead = (None,) if scan else ()
+        assert shardings[layer + "self_attn.q_proj.kernel"] == P(*lead, "fsdp", "tensor")
+        assert shardings[layer + "self_attn.o_proj.kernel"] == P(*lead, "tensor", "fsdp")
+        assert shardings[layer + "self_attn.k_proj.bias"] == P(*lead, "tensor")
+        assert shardings[layer + "self_attn.o_proj.bias"] == P()
+        assert shardings[layer + "mlp.down_proj.kernel"] == P(*lead, "tensor", "fsdp")
+        assert shardings[layer + "self_attn.q_norm.scale"] == P()
+        assert shardings["embed_tokens.embedding"] == P("tensor", "fsdp")
+        assert shardings["lm_head.kernel"] == P("fsdp", "tensor")
+        opt_state = optax.adam(1e-3).init(params)
+        moments = state_shardings(opt_state, mesh)
+        mu = {".".join(map(str, p)): v.get_value().spec for p, v in nnx.to_flat_state(moments[0].mu)}
+        assert mu == shardings
+        assert moments[0].count.spec == P()  # a leaf without logical axes is replicated
 
 
 def test_batch_sharding():
@@ -75,21 +109,21 @@ def test_batch_sharding():
     assert batch_sharding(mesh).spec == P(("data", "fsdp"), None)
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_sharded_forward_equals_single_device(tied):
+@pytest.mark.parametrize("tied,scan", [(False, False), (True, False), (False, True)])
+def test_sharded_forward_equals_single_device(tied, scan):
     config = ModelConfig(256, 32, 64, 2, 4, 2, 8, tie_word_embeddings=tied, attention_bias=True)
     ids = jnp.asarray(np.random.default_rng(0).integers(0, 256, (8, 12)), jnp.int32)
 
-    single = init_model(config, seed=3)
+    single = init_model(config, seed=3, scan_layers=scan)
     shard_model(single, make_mesh("data=1", devices=jax.devices()[:1]))
     expected = np.asarray(single(ids))
 
-    model = init_model(config, seed=3)
+    model = init_model(config, seed=3, scan_layers=scan)
     mesh = make_mesh("data=2,fsdp=2,tensor=2")
     shard_model(model, mesh)
-    q = model.layers[0].self_attn.q_proj.kernel[...]
-    assert q.sharding.spec == P("fsdp", "tensor")
-    assert q.addressable_shards[0].data.shape == (16, 16)  # really split over 2 x 2 devices
+    q = model.layers.self_attn.q_proj.kernel[...] if scan else model.layers[0].self_attn.q_proj.kernel[...]
+    assert q.sharding.spec == (P(None, "fsdp", "tensor") if scan else P("fsdp", "tensor"))
+    assert q.addressable_shards[0].data.shape[-2:] == (16, 16)  # really split over 2 x 2 devices
 
     graphdef, state = nnx.split(model)
     forward = jax.jit(

@@ -190,7 +190,7 @@ def compare_jsonl(ref: Path, out: Path) -> list[str]:
     return [f"line {i + 1}{d}" for i, (x, y) in enumerate(zip(a, b)) for d in json_diff(json.loads(x), json.loads(y))]
 
 
-LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  (pplaw .*)$")
+LOG_LINE = re.compile(r"^(pplaw .*)  # \d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 
 
 def logged_commands(path: Path) -> list[str]:

@@ -466,30 +466,3 @@ def test_kill_9_then_resume_gives_the_uninterrupted_rows(tiny_llama, tmp_path):
     assert part0.stat().st_mtime_ns == stamp  # the part finished before the kill was not redone
     summary = json.loads((out / "summary.json").read_text())
     assert summary["documents"] == 9 and summary["parts"] == 3
-
-
-@pytest.mark.slow
-def test_two_jax_distributed_processes_split_the_corpus(tiny_llama, tmp_path):
-    """Two real `jax.distributed` processes score one corpus into one directory: the rows are those
-    of a single-process run, each host wrote its own parts, process 0 wrote the summary."""
-    import socket
-
-    model_dir, corpus = tiny_llama
-    args = ["--model", str(model_dir), "--data", str(corpus), "--seq-len", "24", "--docs-per-part", "2"]
-    assert run_cli(*args, "--out", str(tmp_path / "single")) == 0
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        port = s.getsockname()[1]
-    procs = []
-    for i in range(2):
-        env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
-               "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)}
-        procs.append(subprocess.Popen([sys.executable, "-m", "pplaw_jax.cli", "score", *args, "--out", str(tmp_path / "multi")],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    logs = [p.communicate(timeout=300)[0].decode() for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], logs
-    pd.testing.assert_frame_equal(sorted_rows(read_landscape(tmp_path / "multi")),
-                                  sorted_rows(read_landscape(tmp_path / "single")), check_exact=True)
-    assert {h for h, _, _ in iter_done_parts(tmp_path / "multi")} == {0, 1}
-    summary = json.loads((tmp_path / "multi" / "summary.json").read_text())
-    assert summary["process_count"] == 2 and summary["documents"] == 13

@@ -29,6 +29,35 @@ def test_huber_gradient_matches_finite_differences():
     np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-6)
 
 
+def test_a_bootstrap_whose_every_refit_fails_is_one_clear_error(monkeypatch):
+    """Every refit failing (here: forced after the main fit's own optimisations) used to surface as
+    numpy's bare `ValueError: need at least one array to stack`."""
+    from pplaw_jax.law import point
+
+    runs = as_runs(synthetic_runs(n=30, seed=3))
+    real, calls = point._best_of, []
+
+    def counted(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(point, "_best_of", counted)
+    fit_point(runs, PPL, bootstrap=0, seed=0)
+    main_fit_calls = len(calls)
+
+    def fails_after_the_main_fit(*args):
+        res, n, m = counted(*args)
+        if len(calls) > main_fit_calls:
+            res = type(res)(res)
+            res.fun = np.inf
+        return res, n, m
+
+    calls.clear()
+    monkeypatch.setattr(point, "_best_of", fails_after_the_main_fit)
+    with pytest.raises(PplawError, match="every one of the 3 bootstrap refits failed"):
+        fit_point(runs, PPL, bootstrap=3, seed=0)
+
+
 def test_point_fit_recovers_truth_with_bootstrap_intervals():
     frame = synthetic_runs(n=48, noise=0.01, seed=0)
     fit = fit_point(as_runs(frame), PPL, bootstrap=100, seed=0)

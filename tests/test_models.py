@@ -20,13 +20,19 @@ import transformers
 from flax import nnx
 from safetensors.numpy import load_file
 
+from jax.sharding import PartitionSpec as P
+from residency import ResidencyProbe, shard_bytes
+
+from pplaw_jax.distributed import make_mesh, shard_model
 from pplaw_jax.errors import PplawError
 from pplaw_jax.models import (
     LlamaForCausalLM,
     ModelConfig,
     Tokenizer,
+    flat_params,
     init_model,
     load_model,
+    model_from_params,
     save_hf_checkpoint,
     train_bpe_tokenizer,
 )
@@ -160,6 +166,83 @@ def test_sharded_safetensors_index(tokenizer, tmp_path):
     np.testing.assert_allclose(ours, _torch_logits(hf, ids), atol=1e-4, rtol=0)
 
 
+def _param_arrays(model) -> list:
+    return [v.get_value() for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param))]
+
+
+@pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scanned"])
+def test_a_checkpoint_loads_straight_into_its_shards(tokenizer, tmp_path, monkeypatch, scan):
+    """With a mesh, no device ever holds more than its share of the parameters plus the largest
+    tensor (measured after every placement), for a sharded safetensors checkpoint that is several
+    times one device's share; the model then matches PyTorch. The same measurement of loading
+    onto one device and re-sharding afterwards breaks the bound (so the bound can fail)."""
+    hf = _hf_model("llama", hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                   num_key_value_heads=2)
+    _save(hf, tokenizer, tmp_path, max_shard_size="100KB")
+    assert len(set(json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"].values())) > 2
+    mesh = make_mesh("data=1,fsdp=4,tensor=2")
+    ids = _ids()
+
+    probe = ResidencyProbe(monkeypatch)
+    loaded = load_model(str(tmp_path), mesh=mesh, scan_layers=scan)
+    arrays = _param_arrays(loaded.model)
+    assert probe.placements == len(arrays)  # one placement per parameter, nothing staged elsewhere
+    share = shard_bytes(arrays)
+    largest = max(a.nbytes for a in arrays)
+    total = sum(a.nbytes for a in arrays)
+    assert len(share) == 8 and total > max(share.values()) + largest  # a real test of the bound
+    for device in mesh.devices.flat:
+        assert probe.peak[device] <= share[device] + largest, (device, probe.peak[device], share[device], largest)
+    print(f"residency per device: peak <= {max(probe.peak.values())} B, share <= {max(share.values())} B, "
+          f"largest tensor {largest} B, all parameters {total} B")
+    up = loaded.model.layers.mlp.up_proj if scan else loaded.model.layers[3].mlp.up_proj
+    assert up.kernel[...].sharding.spec == (P(None, "fsdp", "tensor") if scan else P("fsdp", "tensor"))
+    logits = nnx.jit(lambda model, x: model(x))(loaded.model, jnp.asarray(ids))
+    np.testing.assert_allclose(np.asarray(logits), _torch_logits(hf, ids), atol=1e-4, rtol=0)
+    del loaded, arrays, logits
+
+    control = ResidencyProbe(monkeypatch)
+    first = jax.local_devices()[0]
+    shard_model(load_model(str(tmp_path), scan_layers=scan).model, mesh)
+    assert control.peak[first] >= total > share[first] + largest
+    print(f"load on one device, then shard: peak on {first} {control.peak[first]} B")
+
+
+@pytest.mark.parametrize("case", ["llama_attention_bias", "tied_smollm_style", "qwen3_qk_norm", "mistral_sliding_window"])
+def test_scanned_and_unrolled_layouts_agree(case, tokenizer, tmp_path):
+    """One checkpoint loads into either layout: bit-identical parameters, logits equal to float32
+    rounding (XLA orders a scanned layer's sums differently, ~1e-6 relative, not bit-identical),
+    and the scanned model exports an HF checkpoint that transformers loads with the same logits."""
+    kind, overrides = CASES[case]
+    hf = _hf_model(kind, **overrides, num_hidden_layers=3)
+    _save(hf, tokenizer, tmp_path / "hf")
+    ids = _ids()
+    loaded = load_model(str(tmp_path / "hf"))
+    unrolled = loaded.model
+    scanned = load_model(str(tmp_path / "hf"), scan_layers=True).model
+    assert scanned.layers.self_attn.q_proj.kernel[...].shape[0] == 3
+    flat_u, flat_s = flat_params(unrolled), flat_params(scanned)
+    assert flat_u.keys() == flat_s.keys()
+    for name in flat_u:
+        np.testing.assert_array_equal(np.asarray(flat_u[name]), np.asarray(flat_s[name]))
+    ours = np.asarray(scanned(jnp.asarray(ids)))
+    np.testing.assert_allclose(ours, np.asarray(unrolled(jnp.asarray(ids))), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(ours, _torch_logits(hf, ids), atol=1e-4, rtol=0)
+
+    save_hf_checkpoint(scanned, loaded.config, tokenizer, tmp_path / "export")
+    ref = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
+    np.testing.assert_allclose(_torch_logits(ref, ids), _torch_logits(hf, ids), atol=1e-5, rtol=0)
+
+
+def test_init_model_on_a_mesh_places_each_share_directly():
+    config = ModelConfig(VOCAB, 32, 64, 2, 4, 2, 8)
+    mesh = make_mesh("data=2,fsdp=2,tensor=2")
+    plain, sharded = init_model(config, seed=4), init_model(config, seed=4, mesh=mesh)
+    assert sharded.layers[0].self_attn.o_proj.kernel[...].sharding.spec == P("tensor", "fsdp")
+    for (name, a), b in zip(flat_params(plain).items(), flat_params(sharded).values()):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-7, rtol=0, err_msg=name)  # same draws
+
+
 def test_bfloat16_weights_and_compute(tokenizer, tmp_path):
     hf = _hf_model("llama")
     with torch.no_grad():  # the float32 reference holds exactly the bf16 values saved
@@ -264,17 +347,28 @@ def test_init_model_dtypes_and_seed():
     assert m.layers[1].self_attn.q_proj.kernel[...].dtype == jnp.float32
 
 
-def test_remat_gives_same_gradients():
+def test_remat_policies_and_layouts_give_same_gradients():
+    """Every rematerialisation policy, unrolled or scanned, computes the same gradients."""
     config = ModelConfig(VOCAB, 32, 64, 2, 4, 2, 8)
     ids = jnp.asarray(_ids())
+    params = {k: np.asarray(v) for k, v in flat_params(init_model(config)).items()}
 
     def loss(model):
         return jnp.mean(jax.nn.log_softmax(model(ids))[..., 0])
 
-    plain = nnx.grad(loss)(init_model(config))
-    remat = nnx.grad(loss)(init_model(config, remat=True))
-    for x, y in zip(jax.tree.leaves(plain), jax.tree.leaves(remat)):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
+    def grads(**kwargs):
+        model = model_from_params(config, params, **kwargs)
+        return flat_params(nnx.merge(nnx.graphdef(model), nnx.jit(nnx.grad(loss))(model)))
+
+    plain = grads()
+    assert np.abs(plain["layers.0.mlp.up_proj.kernel"]).max() > 0
+    for kwargs in ({"remat": True}, {"scan_layers": True, "remat": "full"}, {"scan_layers": True, "remat": "dots_saveable"}):
+        other = grads(**kwargs)
+        for name in plain:
+            np.testing.assert_allclose(np.asarray(plain[name]), np.asarray(other[name]), atol=1e-6, err_msg=f"{kwargs} {name}")
+    assert init_model(config, remat=False).remat == "none" and init_model(config, remat=True).remat == "full"
+    with pytest.raises(PplawError, match="remat 'some' is not one of"):
+        init_model(config, remat="some")
 
 
 # ---------------------------------------------------------------------- tokenizer
@@ -336,6 +430,10 @@ def test_bad_checkpoint_contents(tokenizer, tmp_path):
     with pytest.raises(PplawError, match="model_type 'gpt2'"):
         load_model(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps(config))
+    weights = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(weights[:-100])  # the last tensor's data cut short
+    with pytest.raises(PplawError, match=r"model\.safetensors: tensor \S+: data offsets .* lie outside the file"):
+        load_model(str(tmp_path))
     (tmp_path / "model.safetensors").write_bytes(b"truncated")
     with pytest.raises(PplawError, match="model.safetensors"):
         load_model(str(tmp_path))

@@ -3,7 +3,8 @@
 Tiny random models with sliding and global layers, sequences longer than the sliding window, and
 non-trivial norms; loaded from HF safetensors, from multimodal checkpoints and from GGUF files
 written the way llama.cpp's converter writes them (norms stored as 1 + w, Q/K rows not permuted,
-a SentencePiece vocabulary in the metadata). The GGUF tokenizer is checked against the
+a SentencePiece vocabulary in the metadata), on one device and straight into the shards of an
+8-device mesh (residency measured as in tests/test_models.py). The GGUF tokenizer is checked against the
 `sentencepiece` library running the same vocabulary. The slow test runs the real Gemma-3-270m GGUF.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import gguf
 import jax
@@ -21,9 +23,11 @@ import torch
 import transformers
 from flax import nnx
 from jax.sharding import PartitionSpec as P
+from residency import ResidencyProbe, shard_bytes
 from safetensors.numpy import load_file, save_file
 
-from pplaw_jax.distributed import batch_sharding, make_mesh, model_shardings, param_partition_spec, shard_model
+from pplaw_jax import distributed
+from pplaw_jax.distributed import batch_sharding, make_mesh, model_shardings, shard_model, state_shardings
 from pplaw_jax.errors import PplawError
 from pplaw_jax.models import (
     Gemma3Config,
@@ -95,8 +99,8 @@ def _torch_logits(model, ids: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(ids.astype(np.int64))).logits.float().numpy()
 
 
-def _save(model, tokenizer: Tokenizer, directory):
-    model.save_pretrained(directory)
+def _save(model, tokenizer: Tokenizer, directory, **kwargs):
+    model.save_pretrained(directory, **kwargs)
     tokenizer.save(directory)
     return directory
 
@@ -244,26 +248,39 @@ def test_config_round_trips_through_transformers():
     assert hash(Gemma3Config.from_hf(hf.to_dict())) == hash(config)
 
 
-def test_sharding_rules_cover_every_parameter_and_8_devices_agree():
-    config = Gemma3Config(256, 32, 64, 2, 4, 2, 8, layer_types=(S, F), sliding_window=WINDOW, query_pre_attn_scalar=8)
-    expected = {  # every Gemma parameter is matched by an explicit rule, none by the largest-dim fallback
-        "embedding": P("tensor", "fsdp"), "q_proj": P("fsdp", "tensor"), "k_proj": P("fsdp", "tensor"),
-        "v_proj": P("fsdp", "tensor"), "gate_proj": P("fsdp", "tensor"), "up_proj": P("fsdp", "tensor"),
-        "o_proj": P("tensor", "fsdp"), "down_proj": P("tensor", "fsdp"), "scale": P(),
+def test_parameters_carry_logical_axes_and_8_devices_agree_with_1():
+    """Every Gemma parameter names its dims with logical axes, placed by `LOGICAL_AXIS_RULES` as the
+    Llama ones are (q/k/v/gate/up column-parallel, o/down row-parallel, vocab-parallel embedding and
+    LM head, norms and the o_proj bias replicated), and the forward pass on a 2x2x2 mesh equals the
+    one on a single device."""
+    config = Gemma3Config(256, 32, 64, 2, 4, 2, 8, layer_types=(S, F), sliding_window=WINDOW, query_pre_attn_scalar=8,
+                          attention_bias=True, tie_word_embeddings=False)
+    expected = {
+        "embedding": P("tensor", "fsdp"), "lm_head.kernel": P("fsdp", "tensor"),
+        "q_proj.kernel": P("fsdp", "tensor"), "k_proj.kernel": P("fsdp", "tensor"), "v_proj.kernel": P("fsdp", "tensor"),
+        "q_proj.bias": P("tensor"), "k_proj.bias": P("tensor"), "v_proj.bias": P("tensor"),
+        "gate_proj.kernel": P("fsdp", "tensor"), "up_proj.kernel": P("fsdp", "tensor"),
+        "o_proj.kernel": P("tensor", "fsdp"), "down_proj.kernel": P("tensor", "fsdp"), "o_proj.bias": P(), "scale": P(),
     }
+    mesh = make_mesh("data=2,fsdp=2,tensor=2")
     model = Gemma3ForCausalLM(config, rngs=nnx.Rngs(3))
-    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+    params = nnx.state(model, nnx.Param)
+    shardings = {".".join(map(str, p)): v.get_value().spec for p, v in nnx.to_flat_state(state_shardings(params, mesh))}
+    kinds = set()
+    for path, var in nnx.to_flat_state(params):
         keys = tuple(str(k) for k in path)
-        kind = keys[-1] if keys[-1] in ("embedding", "scale") else keys[-2]
-        assert param_partition_spec(keys, var.shape) == expected[kind], keys
-        if keys[-1] == "scale":  # random norms, so the check covers them
-            var[...] = 0.3 * jax.random.normal(jax.random.key(len(keys[-2])), var.shape)
+        assert len(distributed.logical_axes(var)) == var.ndim, keys
+        kind = keys[-1] if keys[-1] in ("embedding", "scale") else ".".join(keys[-2:])
+        kinds.add(kind)
+        assert shardings[".".join(keys)] == expected[kind], keys
+        if keys[-1] in ("scale", "bias"):  # random norms and biases, so the check covers them
+            var[...] = 0.3 * jax.random.normal(jax.random.key(len(".".join(keys))), var.shape)
+    assert kinds == set(expected)  # the test covers every kind of parameter
     ids = jnp.asarray(_ids(8, 12, vocab=256))
     single = nnx.clone(model)
     shard_model(single, make_mesh("data=1", devices=jax.devices()[:1]))
     reference = np.asarray(single(ids))
 
-    mesh = make_mesh("data=2,fsdp=2,tensor=2")
     shard_model(model, mesh)
     assert model.layers[1].self_attn.q_proj.kernel[...].addressable_shards[0].data.shape == (16, 16)
     graphdef, state = nnx.split(model)
@@ -271,6 +288,77 @@ def test_sharding_rules_cover_every_parameter_and_8_devices_agree():
     logits = forward(state, jax.device_put(ids, batch_sharding(mesh)))
     assert len(logits.sharding.device_set) == 8
     np.testing.assert_allclose(np.asarray(logits), reference, atol=2e-5, rtol=0)
+
+
+def test_remat_policies_give_the_same_gradients():
+    config = Gemma3Config(256, 32, 64, 2, 4, 2, 8, layer_types=(S, F), sliding_window=WINDOW, query_pre_attn_scalar=8)
+    ids = jnp.asarray(_ids(2, 12, vocab=256))
+
+    def grads(remat):
+        model = Gemma3ForCausalLM(config, rngs=nnx.Rngs(5), remat=remat)
+        assert model.remat == {True: "full", False: "none"}.get(remat, remat)
+        loss = lambda m: jnp.mean(jax.nn.log_softmax(m(ids)[:, :-1])[..., 0])  # noqa: E731
+        return jax.tree.leaves(nnx.state(nnx.grad(loss)(model)))
+
+    reference = grads("none")
+    for remat in ("full", "dots_saveable", True):
+        for a, b in zip(grads(remat), reference, strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=1e-5)
+    with pytest.raises(PplawError, match="remat 'some' is not one of"):
+        Gemma3ForCausalLM(config, rngs=nnx.Rngs(0), remat="some")
+
+
+def _param_arrays(model) -> list:
+    return [v.get_value() for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param))]
+
+
+def _check_residency(probe, model, mesh) -> None:
+    """No device held more than its share of the parameters plus the largest tensor at any placement."""
+    arrays = _param_arrays(model)
+    assert probe.placements == len(arrays)  # one placement per parameter, nothing staged elsewhere
+    share, largest, total = shard_bytes(arrays), max(a.nbytes for a in arrays), sum(a.nbytes for a in arrays)
+    assert len(share) == 8 and total > max(share.values()) + largest  # a real test of the bound
+    for device in mesh.devices.flat:
+        assert probe.peak[device] <= share[device] + largest, (device, probe.peak[device], share[device], largest)
+    print(f"Gemma residency per device: peak <= {max(probe.peak.values())} B, share <= {max(share.values())} B, "
+          f"largest tensor {largest} B, all parameters {total} B")
+
+
+def test_a_checkpoint_loads_straight_into_its_shards(tokenizer, tmp_path, monkeypatch):
+    """A sharded safetensors Gemma 3 checkpoint loaded onto an fsdp=4 x tensor=2 mesh: each tensor
+    placed straight into its shards (residency bound), then the logits match PyTorch. Loading onto
+    one device and sharding afterwards breaks the same bound (so the bound can fail)."""
+    hf = _hf_model(**CASES["linear_rope_softcap_untied"])
+    _save(hf, tokenizer, tmp_path, max_shard_size="60KB")
+    assert len(set(json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"].values())) > 2
+    mesh = make_mesh("data=1,fsdp=4,tensor=2")
+    ids = _ids()
+    probe = ResidencyProbe(monkeypatch)
+    loaded = load_model(str(tmp_path), mesh=mesh)
+    assert isinstance(loaded.model, Gemma3ForCausalLM)
+    _check_residency(probe, loaded.model, mesh)
+    assert loaded.model.layers[3].mlp.up_proj.kernel[...].sharding.spec == P("fsdp", "tensor")
+    assert loaded.model.embed_tokens.embedding[...].sharding.spec == P("tensor", "fsdp")
+    logits = nnx.jit(lambda model, x: model(x))(loaded.model, jnp.asarray(ids))
+    np.testing.assert_allclose(np.asarray(logits), _torch_logits(hf, ids), atol=1e-4, rtol=0)
+    arrays = _param_arrays(loaded.model)
+    share, largest, total = shard_bytes(arrays), max(a.nbytes for a in arrays), sum(a.nbytes for a in arrays)
+    del loaded, arrays, logits
+
+    control = ResidencyProbe(monkeypatch)  # load on one device, then shard: the bound can fail
+    first = jax.local_devices()[0]
+    shard_model(load_model(str(tmp_path)).model, mesh)
+    assert control.peak[first] >= total > share[first] + largest
+
+
+def test_scan_layers_is_refused(tokenizer, tmp_path):
+    _save(_hf_model(), tokenizer, tmp_path)
+    for load in (lambda: load_model(str(tmp_path), scan_layers=True),
+                 lambda: load_model(str(tmp_path), mesh=make_mesh("fsdp=8"), scan_layers=True)):
+        with pytest.raises(PplawError, match=r"scan_layers=True is not supported for Gemma 3") as err:
+            load()
+        assert "\n" not in str(err.value)
+    assert load_model(str(tmp_path), scan_layers=False).model.scan_layers is False
 
 
 # ---------------------------------------------------------------------- GGUF
@@ -300,8 +388,9 @@ _GGUF_TYPES = [3, 3, 3, 3, 4, 4, 4, 4] + [6] * 256 + [1] * len(_PIECES)
 _GGUF_SCORES = [-1000.0] * 8 + [0.0] * 256 + [-float(i) for i in range(len(_PIECES))]
 
 
-def _write_gemma3_gguf(hf, path, *, tokenizer: bool = True, skip: tuple[str, ...] = ()) -> None:
-    """What llama.cpp's convert_hf_to_gguf.py writes for Gemma 3: HF-layout Q/K rows, norm weights + 1."""
+def _write_gemma3_gguf(hf, path, *, tokenizer: bool = True, skip: tuple[str, ...] = (), qtype=None) -> None:
+    """What llama.cpp's convert_hf_to_gguf.py writes for Gemma 3: HF-layout Q/K rows, norm weights + 1;
+    with `qtype`, matrices are quantized (norms stay F32)."""
     cfg = hf.config
     writer = gguf.GGUFWriter(str(path), "gemma3")
     writer.add_context_length(cfg.max_position_embeddings)
@@ -345,7 +434,11 @@ def _write_gemma3_gguf(hf, path, *, tokenizer: bool = True, skip: tuple[str, ...
             out = f"blk.{layer}.{_TO_GGUF[rest]}"
         if out.endswith("norm.weight"):
             array = array + 1.0
-        if out not in skip:
+        if out in skip:
+            continue
+        if qtype is not None and array.ndim == 2:
+            writer.add_tensor(out, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
+        else:
             writer.add_tensor(out, array)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -399,6 +492,39 @@ def test_gguf_untied_with_linear_rope_scaling(tmp_path):
     assert config.vocab_size == len(_GGUF_TOKENS)  # from token_embd, without a vocabulary in the file
     ids = _ids(vocab=len(_GGUF_TOKENS))
     np.testing.assert_allclose(np.asarray(model(jnp.asarray(ids))), _torch_logits(hf, ids), atol=1e-4, rtol=0)
+
+
+def test_quantized_gguf_loads_straight_into_its_shards(tmp_path, monkeypatch):
+    """A Q8_0 gemma3 GGUF onto an fsdp=4 x tensor=2 mesh: each device's rows dequantized on their
+    own (norms read as the file's 1 + w minus 1, Q/K rows as they are), residency bound held, and
+    the logits equal PyTorch running the weights `gguf` dequantizes whole."""
+    q8 = gguf.GGMLQuantizationType.Q8_0
+    hf = _gguf_hf_model(tie_word_embeddings=False)
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if p.ndim == 2:  # the reference holds exactly what the file can: quantized and dequantized whole
+                w = p.detach().numpy().copy()
+                p.copy_(torch.from_numpy(gguf.quants.dequantize(gguf.quants.quantize(w, q8), q8)))
+    path = tmp_path / "tiny-q8.gguf"
+    _write_gemma3_gguf(hf, path, tokenizer=False, qtype=q8)
+    kinds = {t.name: t.tensor_type for t in gguf.GGUFReader(str(path)).tensors}
+    assert kinds["blk.0.attn_q.weight"] == q8 and kinds["blk.0.post_ffw_norm.weight"] == gguf.GGMLQuantizationType.F32
+
+    mesh = make_mesh("data=1,fsdp=4,tensor=2")
+    probe = ResidencyProbe(monkeypatch)
+    config, model = load_gguf(path, mesh=mesh)
+    assert isinstance(model, Gemma3ForCausalLM) and not config.tie_word_embeddings
+    _check_residency(probe, model, mesh)
+    assert model.layers[5].self_attn.k_proj.kernel[...].sharding.spec == P("fsdp", "tensor")
+    np.testing.assert_allclose(
+        np.asarray(model.layers[2].post_feedforward_layernorm.scale[...]),
+        hf.model.layers[2].post_feedforward_layernorm.weight.detach().numpy(), atol=1e-6,
+    )
+    ids = _ids(vocab=len(_GGUF_TOKENS))
+    logits = nnx.jit(lambda m, x: m(x))(model, jnp.asarray(ids))
+    np.testing.assert_allclose(np.asarray(logits), _torch_logits(hf, ids), atol=1e-4, rtol=0)
+    with pytest.raises(PplawError, match=re.escape("scan_layers=True is not supported for Gemma 3")):
+        load_gguf(path, mesh=mesh, scan_layers=True)
 
 
 def _sentencepiece_from_gguf(path):

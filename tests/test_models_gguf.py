@@ -22,7 +22,8 @@ def _llama_cpp_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _write_gguf(hf_model, path, arch: str) -> None:
+def _write_gguf(hf_model, path, arch: str, qtype=None) -> None:
+    """Write `hf_model` as llama.cpp does; with `qtype`, matrices are quantized (norms stay F32)."""
     cfg = hf_model.config
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_block_count(cfg.num_hidden_layers)
@@ -67,7 +68,10 @@ def _write_gguf(hf_model, path, arch: str) -> None:
                 array = _llama_cpp_permute(array, cfg.num_attention_heads)
             elif arch == "llama" and rest.startswith("self_attn.k_proj"):
                 array = _llama_cpp_permute(array, cfg.num_key_value_heads)
-        writer.add_tensor(out, array)
+        if qtype is not None and array.ndim == 2:
+            writer.add_tensor(out, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
+        else:
+            writer.add_tensor(out, array)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -102,6 +106,73 @@ def test_synthetic_gguf_matches_pytorch(arch, config_cls, model_cls, tied, tmp_p
     with torch.no_grad():
         ref = hf(torch.from_numpy(ids.astype(np.int64))).logits.numpy()
     np.testing.assert_allclose(np.asarray(model(jnp.asarray(ids))), ref, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scanned"])
+def test_quantized_gguf_loads_straight_into_its_shards(scan, tmp_path, monkeypatch):
+    """A Q8_0 GGUF (Llama: permuted Q/K rows) loaded onto a mesh: each device's rows are
+    dequantized on their own and placed, no device ever holds more than its share plus the largest
+    tensor (measured after every placement), and the logits match PyTorch running the weights
+    `gguf` dequantizes whole (the independent reference of the row-wise reading)."""
+    from residency import ResidencyProbe, shard_bytes
+
+    from flax import nnx
+
+    from pplaw_jax.distributed import make_mesh
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, tie_word_embeddings=False, rms_norm_eps=1e-5, rope_theta=1000.0,
+    )
+    hf = transformers.LlamaForCausalLM(config).eval()
+    q8 = gguf.GGMLQuantizationType.Q8_0
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "norm" in name:
+                p.copy_(1.0 + 0.2 * torch.randn_like(p))
+            else:  # the reference holds exactly what the file can: quantized and dequantized whole
+                w = (0.1 * torch.randn_like(p)).numpy()
+                p.copy_(torch.from_numpy(gguf.quants.dequantize(gguf.quants.quantize(w, q8), q8)))
+    path = tmp_path / "tiny-q8.gguf"
+    _write_gguf(hf, path, "llama", qtype=q8)
+    kinds = {t.name: t.tensor_type for t in gguf.GGUFReader(str(path)).tensors}
+    assert kinds["blk.0.attn_q.weight"] == q8 and kinds["blk.0.attn_norm.weight"] == gguf.GGMLQuantizationType.F32
+
+    mesh = make_mesh("data=1,fsdp=4,tensor=2")
+    probe = ResidencyProbe(monkeypatch)
+    _, model = load_gguf(path, mesh=mesh, scan_layers=scan)
+    arrays = [v.get_value() for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param))]
+    assert probe.placements == len(arrays)
+    share, largest = shard_bytes(arrays), max(a.nbytes for a in arrays)
+    assert sum(a.nbytes for a in arrays) > max(share.values()) + largest
+    for device in mesh.devices.flat:
+        assert probe.peak[device] <= share[device] + largest
+    print(f"GGUF residency per device: peak <= {max(probe.peak.values())} B, share <= {max(share.values())} B, "
+          f"largest tensor {largest} B, all parameters {sum(a.nbytes for a in arrays)} B")
+    ids = np.random.default_rng(0).integers(0, VOCAB, (2, 16)).astype(np.int32)
+    with torch.no_grad():
+        ref = hf(torch.from_numpy(ids.astype(np.int64))).logits.numpy()
+    logits = nnx.jit(lambda m, x: m(x))(model, jnp.asarray(ids))
+    np.testing.assert_allclose(np.asarray(logits), ref, atol=1e-4, rtol=0)
+
+
+def test_unsupported_gguf_quantization_names_the_tensor(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=2)).eval()
+    path = tmp_path / "tiny.gguf"
+    _write_gguf(hf, path, "llama")
+
+    def refuse(data, qtype):
+        raise NotImplementedError(qtype.name)
+
+    monkeypatch.setattr(gguf.quants, "dequantize", refuse)
+    from pplaw_jax.errors import PplawError
+
+    with pytest.raises(PplawError, match=r"tiny\.gguf: tensor token_embd\.weight: quantization F32 unsupported"):
+        load_gguf(path)
 
 
 SENTENCES = [

@@ -146,3 +146,78 @@ def test_two_process_score_splits_the_corpus_exactly(tiny_setup, tmp_path):
     assert (summary["documents"], summary["skipped"], summary["chunks"]) == (len(docs), n_empty, len(single))
     assert n_empty > 0 and summary["tokens"] == single.n_tokens.sum()
     assert summary["parts"] == len(done)
+
+
+
+LOAD_WORKER = r"""
+import json, sys
+import numpy as np
+from pplaw_jax.distributed import initialize_distributed
+initialize_distributed()
+import jax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+from pplaw_jax.distributed import make_mesh
+from pplaw_jax.models import hf, load_model
+
+read_bytes = 0
+original = hf.SafetensorsSource.read
+def counting_read(self, index):  # every byte this host takes from the checkpoint
+    global read_bytes
+    out = original(self, index)
+    read_bytes += out.nbytes
+    return out
+hf.SafetensorsSource.read = counting_read
+
+model_dir, ids, scan = sys.argv[1], np.asarray(json.loads(sys.argv[2]), np.int32), sys.argv[3] == "1"
+mesh = make_mesh("data=1,fsdp=2,tensor=2")  # fsdp splits across the hosts, tensor within each
+model = load_model(model_dir, mesh=mesh, scan_layers=scan).model
+share = total = 0
+for _, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+    array = var.get_value()
+    total += array.nbytes
+    # the distinct slices this host's devices hold (replicas on two of its devices count once)
+    slices = {tuple(s.indices(n)[:2] for s, n in zip(sh.index, array.shape)) for sh in array.addressable_shards}
+    share += sum(int(np.prod([b - a for a, b in sl])) * array.dtype.itemsize for sl in slices)
+replicated = NamedSharding(mesh, P())
+graphdef, state = nnx.split(model)
+forward = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x), out_shardings=replicated)
+logits = forward(state, jax.make_array_from_callback(ids.shape, replicated, lambda i: ids[i]))
+print(json.dumps({"read_bytes": read_bytes, "share_bytes": share, "total_bytes": total,
+                  "process_count": jax.process_count(), "logits": np.asarray(logits.addressable_data(0)).tolist()}))
+"""
+
+
+@pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scanned"])
+def test_two_hosts_each_read_only_their_shards_of_a_checkpoint(tiny_setup, tmp_path, scan):
+    """Loading onto a mesh whose fsdp axis spans two processes: each host reads exactly the
+    distinct slices its own devices hold (about half the checkpoint), and the model computes the
+    logits of PyTorch on both hosts."""
+    import torch
+    import transformers
+
+    model_dir, _, _ = tiny_setup
+    ids = np.random.default_rng(0).integers(0, 300, (2, 10)).tolist()
+    port = free_port()
+    procs = []
+    for h in range(N_HOSTS):
+        env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
+               "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES_PER_HOST}",
+               "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": str(N_HOSTS),
+               "JAX_PROCESS_ID": str(h)}
+        log = tmp_path / f"load{h}.log"
+        with open(log, "wb") as f:
+            procs.append((subprocess.Popen(
+                [sys.executable, "-c", LOAD_WORKER, str(model_dir), json.dumps(ids), "1" if scan else "0"],
+                stdout=f, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path)), log))
+    wait_all(procs)
+    results = [json.loads(log.read_text().strip().splitlines()[-1]) for _, log in procs]
+
+    ref = transformers.AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        expected = ref(torch.tensor(ids)).logits.numpy()
+    for h, r in enumerate(results):
+        print(f"host {h}: read {r['read_bytes']} B of the checkpoint's {r['total_bytes']} B (its share {r['share_bytes']} B)")
+        assert r["process_count"] == N_HOSTS
+        assert r["read_bytes"] == r["share_bytes"] < 0.6 * r["total_bytes"]
+        np.testing.assert_allclose(np.asarray(r["logits"]), expected, atol=1e-4, rtol=0)

@@ -20,17 +20,17 @@ TOY = {
                       "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
                       "num_key_value_heads": 1, "tie_word_embeddings": True, "bos_token_id": 0,
                       "eos_token_id": 0},
-        "vocab_size": 300, "tokenizer_max_docs": 30, "max_docs": 30, "steps": 12, "seq_len": 64,
-        "batch_size": 8,
+        "vocab_size": 300, "tokenizer_max_docs": 30, "max_docs": 30, "steps": 12,
+        "train": {"seq_len": 64, "batch_size": 8},
     },
     "landscape": {"seq_len": 64, "batch_size": 16},
     "train": {"seq_len": 64, "batch_size": 8},
-    "grid": {"kind": "design", "budgets": ["5e2", "2e3", "8e3"], "n": 10, "centre": 2, "rounds": 1,
-             "per_round": 2, "stop_early": False},
-    "fit": {"method": "both", "bootstrap": 40, "chains": 2, "warmup": 100, "samples": 100,
+    "grid": {"kind": "design", "design": {"budgets": ["5e2", "2e3", "8e3"], "n": 10, "centre": 2},
+             "rounds": 1, "propose": {"n": 2}, "stop_early": False},
+    "fit": {"moments": "logppl", "method": "both", "bootstrap": 40, "chains": 2, "warmup": 100, "samples": 100,
             "allow_unconverged": True},
     "final": {"budget": "2e3", "methods": ["dos-posterior", "dos-point", "random"], "seeds": [0, 1],
-              "allow_boundary": True},
+              "select": {"allow_boundary": True}},
 }
 
 
@@ -41,30 +41,60 @@ def write_config(path, tree):
 
 def test_config_overrides_and_number_coercion(tmp_path):
     cfg_path = write_config(tmp_path / "c.yaml", TOY)
-    cfg = load_config(cfg_path, ["final.seeds=[3,4]", "grid.budgets=[1e4]", "out_dir=x"])
+    cfg = load_config(cfg_path, ["final.seeds=[3,4]", "grid.design.budgets=[1e4]", "out_dir=x"])
     assert cfg.final.seeds == [3, 4] and cfg.out_dir == "x"
-    assert cfg.grid.budgets == [1e4] and cfg.final.budget == 2e3  # YAML 1.1 reads `1e4` as a string
+    assert cfg.grid.design.budgets == [1e4] and cfg.final.budget == 2e3  # YAML 1.1 reads `1e4` as a string
     assert cfg.scratch.hf_config["hidden_size"] == 32
 
 
 @pytest.mark.parametrize("override, message", [
-    ("grid.budget=[1]", "unknown config key(s) grid.budget"),
+    ("grid.budget=[1]", "unknown config key grid.budget"),
+    ("grid.n=3", "unknown config key grid.n (now grid.design.n)"),
+    ("grid.design.moments=logppl", "grid.design.moments cannot be set in a study: it is fit.moments"),
     ("final.budget=lots", "config key final.budget"),
     ("seed", "not of the form key=value"),
     ("grid.kind=grid", "grid.kind: 'grid' is not one of design, windows"),
     ("fit.moments=log", "fit.moments: 'log' is not one of ppl, logppl"),
-    ("final.methods=[random,bogus]", "final.methods: unknown method(s) 'bogus'"),
+    ("final.methods=[random,bogus]", "final.methods: 'bogus' is not one of dos-posterior"),
     ("train.lr=-1", "train.lr: -1.0 out of range (must be > 0)"),
     ("final.budget=0", "final.budget: 0.0 out of range (must be > 0)"),
-    ("grid.windows=[0.5-0.2]", "grid.windows: '0.5-0.2' needs 0 <= lo < hi <= 1"),
+    ("grid.windows.windows=[0.5-0.2]", "grid.windows.windows: '0.5-0.2' needs 0 <= lo < hi <= 1"),
     ("train.seq_len=1.7", "train.seq_len: 1.7 is not a valid int"),
     ("grid.stop_early=maybe", "grid.stop_early: 'maybe' is not true or false"),
-    ("fit.target_accept=1.5", "fit.target_accept: 1.5 out of range (must be > 0 and <= 1)"),
+    ("fit.target_accept=1.5", "fit.target_accept: 1.5 out of range (must be > 0 and < 1)"),
 ])
 def test_config_errors_name_the_key(tmp_path, override, message):
     cfg_path = write_config(tmp_path / "c.yaml", TOY)
     with pytest.raises(PplawError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_config(cfg_path, [override])
+
+
+def test_commands_log_replays_the_study(tmp_path):
+    """`commands.log` is the study: replayed line by line in an empty directory, it rebuilds the data,
+    the scratch base model, the landscape and the grid, giving the same runs.csv byte for byte and
+    the same point fit. It names no absolute path."""
+    import contextlib
+    import shlex
+
+    out = tmp_path / "study"
+    tree = {**TOY, "out_dir": str(out),
+            "grid": {**TOY["grid"], "rounds": 0, "design": {**TOY["grid"]["design"], "n": 8, "centre": 1}},
+            "fit": {**TOY["fit"], "method": "point", "bootstrap": 20}}
+    assert main(["run", str(write_config(tmp_path / "toy.yaml", tree)), "--until", "fit"]) == 0
+    log = (out / "commands.log").read_text()
+    assert str(tmp_path) not in log and "/tmp" not in log
+    commands = [shlex.split(line, comments=True) for line in log.splitlines()]
+    assert [c[1] for c in commands[:3]] == ["data", "data", "scratch"] and commands[-1][1] == "fit"
+    assert {"runs", "select", "score", "train"} <= {c[1] for c in commands}
+    replay = tmp_path / "replay"
+    replay.mkdir()
+    for argv in commands:
+        assert argv[0] == "pplaw"
+        with contextlib.chdir(replay):
+            assert main(argv[1:]) == 0, argv
+    assert (replay / "grid" / "runs.csv").read_bytes() == (out / "grid" / "runs.csv").read_bytes()
+    point = [json.loads((d / "fit" / "fit.json").read_text())["point"]["params"] for d in (out, replay)]
+    assert point[0] == point[1]
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +182,7 @@ def test_a_refused_selection_is_reported_and_not_trained(toy_study, tmp_path, ca
             "fit": {**TOY["fit"], "method": "point"},
             # any draw at the edge refuses: the toy fit has its argmin on the edge
             "final": {**TOY["final"], "methods": ["dos-point", "random"], "seeds": [0],
-                      "allow_boundary": False, "max_boundary_fraction": 0.0}}
+                      "select": {"allow_boundary": False, "max_boundary_fraction": 0.0}}}
     cfg_path = write_config(tmp_path / "toy.yaml", tree)
     assert main(["run", str(cfg_path)]) == 0, capsys.readouterr().err
     refused = json.loads((out / "select" / "dos-point" / "seed0" / "refused.json").read_text())

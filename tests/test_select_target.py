@@ -14,7 +14,7 @@ POINT = dict(E=1.8, Dc=35.7375, alpha0=0.246355, alpha1=-0.01, beta0=0.319659, b
 
 
 def law(p, mu, sigma, d):
-    """The law of DESIGN.md, written independently of pplaw_jax.law."""
+    """The paper's law (README: L = E + Dc / (mu^(a0+a1 sigma) sigma^(b0+b1 mu) D^aD)), written independently of pplaw_jax.law."""
     return p["E"] + p["Dc"] / (mu ** (p["alpha0"] + p["alpha1"] * sigma)
                                * sigma ** (p["beta0"] + p["beta1"] * mu) * d ** p["alphaD"])
 

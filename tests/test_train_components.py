@@ -82,6 +82,23 @@ def test_adamw_decays_matrices_only():
     np.testing.assert_allclose(updates["scale"], 0.0)
 
 
+@pytest.mark.parametrize("scan", [False, True])
+def test_adamw_decays_model_matrices_only_in_either_layout(scan):
+    """A scanned model's norm scales are stacked [layers, width] arrays, still not decayed."""
+    from flax import nnx
+
+    from pplaw_jax.models import ModelConfig, init_model
+
+    params = nnx.state(init_model(ModelConfig(64, 16, 32, 2, 2, 2, 8, attention_bias=True), scan_layers=scan), nnx.Param)
+    tx = make_optimizer(lambda _: 0.1, weight_decay=0.5, clip_norm=None)
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    decayed = {".".join(map(str, p)): bool(np.any(np.asarray(v.get_value()) != 0)) for p, v in nnx.to_flat_state(updates)}
+    layer = "layers." if scan else "layers.0."
+    assert decayed[layer + "mlp.up_proj.kernel"] and decayed["embed_tokens.embedding"]
+    assert not decayed[layer + "input_layernorm.scale"] and not decayed[layer + "self_attn.q_proj.bias"]
+    assert not decayed["norm.scale"]
+
+
 def test_gradients_are_clipped_to_global_norm_before_adam():
     params = {"kernel": jnp.ones((2, 2)), "scale": jnp.ones((2,))}
     grads = [

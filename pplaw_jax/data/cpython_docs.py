@@ -6,33 +6,42 @@
 
 Both are split deterministically into train/test (every `test_every`-th document goes to test) and
 written as JSONL `{"id", "text"}`, the format every other corpus uses.
+
+What the general corpus holds depends on the Python build (a module that does not import on this
+platform, e.g. `winreg` on Linux, is left out), so `write_cpython_docs` records it: the Python
+version and platform, the modules left out with the error each raised, and every file's sha256 in
+`cpython_docs.json`, written last.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import platform
 import sys
 import warnings
 from pathlib import Path
 
-from pplaw_jax.fileio import write_jsonl
+from pplaw_jax.fileio import file_sha256, write_json, write_jsonl
 
 # Modules that open windows, print on import, or are not documentation.
 _SKIP = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "pydoc_data"}
 
 
-def stdlib_docstrings() -> list[tuple[str, str]]:
-    """(module name, text) for each importable public stdlib module with documentation."""
+def stdlib_docstrings(left_out: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """(module name, text) for each importable public stdlib module with documentation; the
+    modules that do not import here go to `left_out` (name -> the error's class and message)."""
     docs = []
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # deprecated modules warn on import; their docs still count
         for name in sorted(sys.stdlib_module_names):
             if name.startswith("_") or name in _SKIP:
                 continue
             try:
                 module = importlib.import_module(name)
-            except Exception:  # platform-specific modules (winreg, msvcrt, ...)
+            except Exception as e:  # platform-specific modules (winreg, msvcrt, ...)
+                if left_out is not None:
+                    left_out[name] = f"{type(e).__name__}: {e}"
                 continue
             parts = [inspect.getdoc(module) or ""]
             for attr, obj in sorted(vars(module).items()):
@@ -64,12 +73,17 @@ def language_reference(doc_chars: int = 1500) -> list[tuple[str, str]]:
     return docs
 
 
+MANIFEST = "cpython_docs.json"
+
+
 def write_cpython_docs(out_dir: str | Path, test_every: int = 10) -> dict[str, str]:
-    """Write general/domain train/test JSONL files; returns {split name: path}."""
+    """Write general/domain train/test JSONL files and, last, `MANIFEST` (what they hold and
+    where it came from); returns {split name: path}."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for kind, docs in (("general", stdlib_docstrings()), ("domain", language_reference())):
+    (out / MANIFEST).unlink(missing_ok=True)  # from here on the directory is incomplete
+    paths, left_out = {}, {}
+    for kind, docs in (("general", stdlib_docstrings(left_out)), ("domain", language_reference())):
         splits = {
             "test": [d for i, d in enumerate(docs) if i % test_every == test_every - 1],
             "train": [d for i, d in enumerate(docs) if i % test_every != test_every - 1],
@@ -78,4 +92,9 @@ def write_cpython_docs(out_dir: str | Path, test_every: int = 10) -> dict[str, s
             path = out / f"{kind}_{split}.jsonl"
             write_jsonl(path, ({"id": doc_id, "text": text} for doc_id, text in rows))
             paths[f"{kind}_{split}"] = str(path)
+    write_json(out / MANIFEST, {
+        "python": sys.version, "platform": platform.platform(), "test_every": test_every,
+        "files": {name: {"path": Path(p).name, "documents": sum(1 for _ in open(p, encoding="utf-8")),
+                         "sha256": file_sha256(p)} for name, p in paths.items()},
+        "modules_left_out": left_out})
     return paths

@@ -6,9 +6,9 @@ import argparse
 import json
 import os
 
-from pplaw_jax.landscape.parts import DEFAULT_DOCS_PER_PART
+from pplaw_jax.config import ScoreConfig, add_settings
 
-DEFAULT_BATCH_ROWS = 8
+DEFAULT_BATCH_ROWS = 8  # chunks per step and host when --batch-size is not given
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,22 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", required=True, help="file, directory or glob of .jsonl/.jsonl.gz/.parquet/.txt, or tfds:NAME[/CONFIG]:SPLIT"
     )
     parser.add_argument("--out", required=True, help="landscape directory (resumed if it holds the same run)")
-    parser.add_argument("--seq-len", type=int, default=1024, help="tokens per chunk, start token included")
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help=f"chunks per step on this host; a multiple of the data x fsdp mesh size "
-        f"(default: {DEFAULT_BATCH_ROWS} rounded up to one)",
-    )
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
-    parser.add_argument("--mesh", default="data=-1,fsdp=1,tensor=1", help="mesh over this host's devices")
     parser.add_argument("--text-field", default="text", help="JSON field / Parquet column / TFDS feature with the text")
     parser.add_argument("--id-field", default="id", help="document id field (default id; else FILE:LINE)")
     parser.add_argument("--max-docs", type=int, default=None, help="score only the first N documents (all hosts)")
-    parser.add_argument(
-        "--docs-per-part", type=int, default=DEFAULT_DOCS_PER_PART, help="documents per resumable output part"
-    )
+    add_settings(parser, ScoreConfig)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pplaw_jax.data import iter_documents
     from pplaw_jax.data.readers import corpus_fingerprint
-    from pplaw_jax.distributed import make_mesh
+    from pplaw_jax.distributed import make_host_mesh
     from pplaw_jax.errors import PplawError
     from pplaw_jax.fileio import discard_temporaries, output_lock
     from pplaw_jax.landscape.parts import HISTOGRAM, SUMMARY
@@ -52,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from pplaw_jax.models import load_model
     from pplaw_jax.models.loading import model_fingerprint
 
+    cfg: ScoreConfig = args.cfg
     process_index, process_count = jax.process_index(), jax.process_count()
     with output_lock(args.out, host=process_index):  # one writer per host shard of --out
         if process_index == 0:  # a killed run's temporaries of the files process 0 alone writes
@@ -66,17 +55,20 @@ def run(args: argparse.Namespace) -> int:
         )
         # Each host scores its own documents on its own devices: no cross-host collectives, so hosts
         # never wait for each other and may run different numbers of batches.
-        mesh = make_mesh(args.mesh, devices=jax.local_devices())
+        # --mesh and --batch-size are global, as in every subcommand: each host takes its share
+        mesh = make_host_mesh(cfg.mesh)
         dp = data_parallel_size(mesh)
-        if args.batch_size is not None and args.batch_size < 1:
-            raise PplawError(f"--batch-size must be >= 1, got {args.batch_size}")
-        batch_size = args.batch_size if args.batch_size is not None else -(-DEFAULT_BATCH_ROWS // dp) * dp
-        if batch_size % dp:
-            raise PplawError(f"--batch-size {batch_size} is not a multiple of the data x fsdp mesh size {dp} ({args.mesh})")
-        loaded = load_model(args.model, dtype=args.dtype)
-        if args.seq_len > loaded.config.max_position_embeddings:
+        if cfg.batch_size is None:
+            batch_size = -(-DEFAULT_BATCH_ROWS // dp) * dp
+        elif cfg.batch_size % (dp * process_count):
+            raise PplawError(f"--batch-size {cfg.batch_size} is not a multiple of the data x fsdp mesh size "
+                             f"{dp * process_count} ({cfg.mesh} over {process_count} host(s))")
+        else:
+            batch_size = cfg.batch_size // process_count
+        loaded = load_model(args.model, dtype=cfg.dtype)
+        if cfg.seq_len > loaded.config.max_position_embeddings:
             raise PplawError(
-                f"--seq-len {args.seq_len} exceeds the model's max_position_embeddings "
+                f"--seq-len {cfg.seq_len} exceeds the model's max_position_embeddings "
                 f"{loaded.config.max_position_embeddings} ({loaded.source})"
             )
         summary = score_corpus(
@@ -85,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             score_fn=make_score_fn(loaded.model, mesh),
             encode_batch=loaded.tokenizer.encode_batch,
             start_id=loaded.tokenizer.doc_start_id,
-            seq_len=args.seq_len,
+            seq_len=cfg.seq_len,
             batch_size=batch_size,
             run_args={
                 "model": _canonical(args.model),
@@ -93,17 +85,17 @@ def run(args: argparse.Namespace) -> int:
                 # what the files hold, not only where they are: new weights at the same path are another run
                 "model_content": model_fingerprint(loaded.source),
                 "data_content": corpus_fingerprint(args.data),
-                "dtype": args.dtype,
+                "dtype": cfg.dtype,
                 "text_field": args.text_field,
                 "id_field": args.id_field,
                 "max_docs": args.max_docs,
             },
             process_index=process_index,
             process_count=process_count,
-            docs_per_part=args.docs_per_part,
+            docs_per_part=cfg.docs_per_part,
             summary_info={
                 "mesh": dict(mesh.shape),
-                "batch_size": batch_size,
+                "batch_size": batch_size * process_count,
                 "devices_per_host": len(jax.local_devices()),
                 "platform": jax.default_backend(),
             },

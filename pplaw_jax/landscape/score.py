@@ -87,7 +87,8 @@ def data_parallel_size(mesh: jax.sharding.Mesh) -> int:
 def make_score_fn(model: Any, mesh: jax.sharding.Mesh) -> ScoreFn:
     """Shard `model` over `mesh` and return the jitted ``score_fn`` that ``pplaw score`` uses.
 
-    Parameters are placed by :func:`pplaw_jax.distributed.model_shardings`; ``input_ids``/``mask``
+    Parameters are placed by :func:`pplaw_jax.distributed.model_shardings` (a model loaded with
+    ``load_model(..., mesh=mesh)`` is already there and nothing moves); ``input_ids``/``mask``
     are split by rows over ``data x fsdp``, and so are the per-row outputs.
     """
     from flax import nnx

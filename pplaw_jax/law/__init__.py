@@ -14,7 +14,7 @@ Public API (other stages code against these):
 """
 
 from pplaw_jax.law.bayes import Priors, SamplerConfig, fit_bayes
-from pplaw_jax.law.fitdir import FitOptions, NotConverged, fit_to_dir
+from pplaw_jax.law.fitdir import NotConverged, fit_to_dir
 from pplaw_jax.law.forms import LAWS, LawForm, get_law, predict_loss
 from pplaw_jax.law.io import Fit, load_fit
 from pplaw_jax.law.point import fit_point
@@ -23,7 +23,6 @@ from pplaw_jax.law.predictive import predict_table
 __all__ = [
     "LAWS",
     "Fit",
-    "FitOptions",
     "LawForm",
     "NotConverged",
     "Priors",

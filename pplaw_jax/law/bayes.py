@@ -50,6 +50,7 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 from scipy import stats
 
+from pplaw_jax.config import FitConfig
 from pplaw_jax.errors import PplawError
 from pplaw_jax.law.data import Runs
 from pplaw_jax.law.forms import LawForm, log_loss
@@ -103,18 +104,29 @@ class Priors:
         return cls(**values)
 
 
+_FIT = FitConfig()  # the defaults of `pplaw fit`, written once in pplaw_jax.config
+
+
 @dataclass(frozen=True)
 class SamplerConfig:
-    chains: int = 4
-    warmup: int = 1000
-    samples: int = 1000
+    """NUTS settings and convergence thresholds (`FitConfig`'s, plus the seed)."""
+
+    chains: int = _FIT.chains
+    warmup: int = _FIT.warmup
+    samples: int = _FIT.samples
     seed: int = 0
-    likelihood: str = "normal"  # or "student"
-    student_df: float = 4.0
-    target_accept: float = 0.9
-    max_rhat: float = 1.01
-    min_ess_per_chain: float = 100.0
-    max_divergences: int = 0
+    likelihood: str = _FIT.likelihood  # or "student"
+    student_df: float = _FIT.student_df
+    target_accept: float = _FIT.target_accept
+    max_rhat: float = _FIT.max_rhat
+    min_ess_per_chain: float = _FIT.min_ess
+    max_divergences: int = _FIT.max_divergences
+
+    @classmethod
+    def from_fit_config(cls, cfg: FitConfig, seed: int) -> "SamplerConfig":
+        return cls(chains=cfg.chains, warmup=cfg.warmup, samples=cfg.samples, seed=seed,
+                   likelihood=cfg.likelihood, student_df=cfg.student_df, target_accept=cfg.target_accept,
+                   max_rhat=cfg.max_rhat, min_ess_per_chain=cfg.min_ess, max_divergences=cfg.max_divergences)
 
 
 def numpyro_model(z, y, priors: Priors, coef_scales, likelihood: str, student_df: float):

@@ -1,4 +1,6 @@
-"""Reading and validating ``runs.csv``: one row per (training subset, token count) measurement.
+"""The runs table ``runs.csv``: one row per (training subset, token count) measurement — its
+schema, its writer (`collect_runs` from finished CPT runs, `write_runs_table`) and its validated
+reader (`read_runs`).
 
 Columns: the subset's moments ``mu_<kind>``, ``sigma_<kind>`` for the moment kind the law is
 fitted in (``mu_ppl, sigma_ppl`` and/or ``mu_logppl, sigma_logppl``, see `pplaw_jax.moments`),
@@ -22,6 +24,49 @@ from pplaw_jax.law.forms import LawForm
 from pplaw_jax.moments import columns
 
 COLUMNS = ("mu", "sigma", "tokens", "loss")  # the internal names, after reading
+# what `collect_runs` writes, in order: identity, the law's loss, every loss, both moment kinds
+TABLE_COLUMNS = ("run_id", "group", "round", "tokens", "loss", "domain_loss", "general_loss", "target_loss",
+                 "mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl")
+
+
+def run_row(run_id: str, group: str, run_dir, round_: int, metric: str) -> dict:
+    """One table row from a finished run's ``eval.json`` (`pplaw train`); `metric` is the loss."""
+    import json
+
+    path = Path(run_dir) / "eval.json"
+    if not path.is_file():
+        raise PplawError(f"{path}: no such file (the run {run_id!r} is not finished)")
+    ev = json.loads(path.read_text())
+    if ev.get(metric) is None:
+        raise PplawError(f"{path}: no {metric} (train the run with its evaluation set)")
+    return dict(run_id=run_id, group=group, round=round_, tokens=ev["tokens"], loss=ev[metric],
+                domain_loss=ev["domain_loss"], general_loss=ev.get("general_loss"),
+                target_loss=ev.get("target_loss"),
+                **{k: ev[k] for k in ("mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl")})
+
+
+def collect_runs(metric: str, round_: int, include=None, manifest=None, runs_dir=None,
+                 extra=()) -> pd.DataFrame:
+    """The table: `include`'s rows, then one per subset of ``manifest/manifest.csv`` (its run in
+    ``runs_dir/<name>``), then one per ``(group, run_dir)`` of `extra` (run_id = group)."""
+    frames = []
+    if include is not None:
+        frames.append(pd.read_csv(include, dtype={"run_id": str, "group": str}))
+    rows = []
+    if manifest is not None:
+        listed = pd.read_csv(Path(manifest) / "manifest.csv", dtype={"name": str, "group": str})
+        rows += [run_row(r.name, r.group, Path(runs_dir) / r.name, round_, metric) for r in listed.itertuples()]
+    rows += [run_row(group, group, path, round_, metric) for group, path in extra]
+    if rows:
+        frames.append(pd.DataFrame(rows, columns=list(TABLE_COLUMNS)))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(TABLE_COLUMNS))
+
+
+def write_runs_table(path, table: pd.DataFrame) -> None:
+    from pplaw_jax.fileio import atomic_write
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,12 @@ from __future__ import annotations
 import datetime as _dt
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from pplaw_jax.config import FitConfig
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import file_sha256, write_json
 from pplaw_jax.logs import get_logger
@@ -38,35 +39,17 @@ from pplaw_jax.law.io import FIT_JSON, FORMAT_VERSION, POSTERIOR_NC, write_poste
 from pplaw_jax.law.optimum import FeasibleGrid, optimum_summary
 from pplaw_jax.law.point import compare_heldout, describe_heldout, fit_point, heldout_error
 from pplaw_jax.law.predictive import predictive
-from pplaw_jax.law.support import DEFAULT_MARGIN, SupportRegion
+from pplaw_jax.law.support import SupportRegion
 
 DIAGNOSTICS_JSON = "diagnostics.json"
 
 
-class NotConverged(Exception):
-    """The Bayesian fit failed its convergence checks; the message lists the problems."""
+class NotConverged(PplawError):
+    """The Bayesian fit failed its convergence checks; the message lists the problems (exit 1,
+    not 2: the input was fine, the sampler was not)."""
 
 
-@dataclass(frozen=True)
-class FitOptions:
-    law: str = "ppl"
-    moments: str = "ppl"  # which runs.csv moments are mu and sigma (pplaw_jax.moments)
-    method: str = "both"  # point | bayes | both
-    bootstrap: int = 200
-    n_random: int = 16
-    folds: int = 0  # 0: leave one group out; k >= 2: k-fold over groups
-    seed: int = 0
-    priors: object = None  # bayes.Priors; None = defaults
-    sampler: object = None  # bayes.SamplerConfig; None = defaults
-    trust_margin: float = DEFAULT_MARGIN
-    tokens_ref: float | None = None
-    level: float = 0.9
-    plots: bool = True
-    compare: bool = True  # the rival laws' validation (fit.json comparison)
-    allow_unconverged: bool = False
-
-
-def _feasible(runs: Runs, opts: FitOptions) -> tuple[SupportRegion, FeasibleGrid]:
+def _feasible(runs: Runs, opts: FitConfig) -> tuple[SupportRegion, FeasibleGrid]:
     """The supported region of the runs and the search grid over it."""
     support = SupportRegion(runs.mu, runs.sigma, opts.trust_margin)
     return support, FeasibleGrid(*support.bounds(), support.contains)
@@ -98,17 +81,15 @@ def _point_optimum(form, point, grid: FeasibleGrid, tokens_ref: float) -> dict:
     return out
 
 
-def fit_to_dir(runs_path, out_dir, opts: FitOptions) -> dict:
+def fit_to_dir(runs_path, out_dir, opts: FitConfig, seed: int = 0) -> dict:
     """Fit, write FITDIR, and return the fit.json content (raises NotConverged / PplawError)."""
     from pplaw_jax.law.bayes import Priors, SamplerConfig
 
     say = _Log()
-    if opts.method not in ("point", "bayes", "both"):
-        raise PplawError(f"--method {opts.method!r}: expected point, bayes or both")
     form = get_law(opts.law)
     runs = read_runs(runs_path, form, opts.moments)
-    priors = opts.priors or Priors()
-    sampler = opts.sampler or SamplerConfig(seed=opts.seed)
+    priors = Priors.from_overrides(opts.prior)
+    sampler = SamplerConfig.from_fit_config(opts, seed)
     support, grid = _feasible(runs, opts) if form.uses_perplexity else (None, None)
     tokens_ref = float(opts.tokens_ref or np.median(runs.tokens))
     if not (np.isfinite(tokens_ref) and tokens_ref > 0):
@@ -122,7 +103,7 @@ def fit_to_dir(runs_path, out_dir, opts: FitOptions) -> dict:
 
     say(f"{runs.n} runs ({runs.n_groups} groups) from {runs.source}; law {form.name}: {form.description}")
     n_boot = opts.bootstrap if opts.method in ("point", "both") else 0
-    point = fit_point(runs, form, n_random=opts.n_random, bootstrap=n_boot, seed=opts.seed)
+    point = fit_point(runs, form, n_random=opts.starts, bootstrap=n_boot, seed=seed)
     say(f"point fit done (objective {point.objective:.5g}, {n_boot} bootstrap refits)")
     if not point.converged:
         say(f"warning: point fit best objective reached from only {point.n_agree} of {point.n_starts} starts")
@@ -158,10 +139,9 @@ def fit_to_dir(runs_path, out_dir, opts: FitOptions) -> dict:
         "point": point_json,
         "bayes": None,
         "comparison": None,
-        "seed": opts.seed,
+        "seed": seed,
         "options": {  # the resolved settings this directory was produced with
-            **{f.name: getattr(opts, f.name) for f in fields(opts) if f.name not in ("priors", "sampler")},
-            "priors": asdict(priors), "sampler": asdict(sampler),
+            **asdict(opts), "seed": seed, "priors": asdict(priors), "sampler": asdict(sampler),
         },
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "notes": {
@@ -210,11 +190,11 @@ def fit_to_dir(runs_path, out_dir, opts: FitOptions) -> dict:
         info["bayes"] = bjson
 
     if form.name == "ppl" and opts.compare:
-        info["comparison"] = _compare(runs, point, bayes, priors, sampler, opts, say)
+        info["comparison"] = _compare(runs, point, bayes, priors, sampler, opts, seed, say)
 
     if opts.plots:
         say("plots")
-        _plots(out, form, runs, point, bayes, idata, support, tokens_ref, info, post_opt, opts)
+        _plots(out, form, runs, point, bayes, idata, support, tokens_ref, info, post_opt, opts, seed)
         info["plots"] = sorted(p.name for p in out.glob("*.png") if p.name in plots.PLOT_FILES)
     if idata is not None:
         write_posterior(out / POSTERIOR_NC, idata)
@@ -226,7 +206,7 @@ def fit_to_dir(runs_path, out_dir, opts: FitOptions) -> dict:
 RIVALS = ("data", "mu", "nointer", "quad")
 
 
-def _compare(runs, point, bayes, priors, sampler, opts, say) -> dict:
+def _compare(runs, point, bayes, priors, sampler, opts, seed, say) -> dict:
     from pplaw_jax.law.bayes import fit_bayes, loo_compare
 
     t0 = time.perf_counter()
@@ -235,13 +215,13 @@ def _compare(runs, point, bayes, priors, sampler, opts, say) -> dict:
     for name in ("ppl", *RIVALS):
         try:
             if name not in full:  # a few bootstrap refits start the rival's NUTS chains
-                full[name] = fit_point(runs, LAWS[name], n_random=opts.n_random,
-                                       bootstrap=sampler.chains if bayes is not None else 0, seed=opts.seed)
-            results[name] = heldout_error(runs, LAWS[name], folds=opts.folds, seed=opts.seed, full=full[name])
+                full[name] = fit_point(runs, LAWS[name], n_random=opts.starts,
+                                       bootstrap=sampler.chains if bayes is not None else 0, seed=seed)
+            results[name] = heldout_error(runs, LAWS[name], folds=opts.folds, seed=seed, full=full[name])
         except PplawError as e:  # e.g. a fold too small for the law: report it, keep the fit
             results[name] = str(e)
-    heldout = compare_heldout(results, runs.groups, "ppl", seed=opts.seed)
-    heldout["method"] = (describe_heldout(runs, opts.folds, seed=opts.seed) + "; differences: rival's held-out "
+    heldout = compare_heldout(results, runs.groups, "ppl", seed=seed)
+    heldout["method"] = (describe_heldout(runs, opts.folds, seed=seed) + "; differences: rival's held-out "
                          "RMSE of log-loss minus ppl's (negative: the rival predicts left-out groups better), 90% "
                          f"interval from {heldout['bootstrap']['n']} resamples of the groups with replacement, both "
                          "RMSEs recomputed on the resampled held-out errors; verdict 'better'/'worse' only when "
@@ -281,7 +261,8 @@ def _compare(runs, point, bayes, priors, sampler, opts, say) -> dict:
     comp["wall_s"]["nuts_rivals"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Pareto-k warnings are counted in the output instead
+        # only ArviZ's Pareto-k warning, which the output counts per law; anything else still shows
+        warnings.filterwarnings("ignore", message="Estimated shape parameter of Pareto distribution")
         loo = loo_compare(fits)
     comp["wall_s"]["loo"] = time.perf_counter() - t0
     for name, r in rivals.items():
@@ -315,20 +296,20 @@ def _disagreement(loo: dict, heldout: dict) -> str:
     return f"yes: PSIS-LOO prefers {best_loo!r}{margin} but held-out RMSE ranks {best_ho!r} best{sig}.{caveat}"
 
 
-def _plots(out, form, runs, point, bayes, idata, support, tokens_ref, info, opt, opts):
+def _plots(out, form, runs, point, bayes, idata, support, tokens_ref, info, opt, opts, seed):
     names = list(form.param_names) + ["noise"]
     if bayes is not None:
         flat = bayes.flat()
         draws = {k: flat[k] for k in form.param_names}
         likelihood, df = bayes.config.likelihood, bayes.config.student_df
         pred = predictive(form.name, draws, flat["noise"], likelihood, df, runs.mu, runs.sigma, runs.tokens,
-                          opts.level, opts.seed)
+                          opts.level, seed)
         label = f"posterior mean, {int(100 * opts.level)}% predictive interval"
         plots.plot_trace(idata, names, out / "trace.png")
         plots.plot_pair(idata, list(form.param_names), out / "pair.png")
         from pplaw_jax.law.bayes import prior_predictive
 
-        prior_draws = prior_predictive(runs, bayes.design, bayes.priors, likelihood, df, seed=opts.seed)
+        prior_draws = prior_predictive(runs, bayes.design, bayes.priors, likelihood, df, seed=seed)
         plots.plot_prior_predictive(runs, prior_draws, out / "prior_predictive.png", opts.level)
     else:
         draws = point.bootstrap_params

@@ -25,7 +25,8 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """Write `fig` as a PNG through `atomic_write` (a killed writer leaves no half figure) and close it."""
     plt = _plt()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
     plt.close(fig)
@@ -35,7 +36,7 @@ def plot_trace(idata, names, path: Path) -> None:
     """ArviZ trace plot (per-chain densities and traces) of the law's parameters and noise."""
     az = import_arviz()
     axes = az.plot_trace(idata, var_names=list(names), compact=False, figsize=(10, 1.6 * len(names)))
-    _save(np.asarray(axes).ravel()[0].figure, path)
+    save_figure(np.asarray(axes).ravel()[0].figure, path)
 
 
 def plot_pair(idata, names, path: Path, max_draws: int = 1000) -> None:
@@ -52,7 +53,7 @@ def plot_pair(idata, names, path: Path, max_draws: int = 1000) -> None:
         scatter_kwargs={"alpha": 0.3, "s": 2},
         figsize=(2.0 * len(names), 2.0 * len(names)),
     )
-    _save(np.asarray(axes).ravel()[0].figure, path)
+    save_figure(np.asarray(axes).ravel()[0].figure, path)
 
 
 def plot_pred_vs_obs(runs: Runs, pred: dict, path: Path, label: str) -> None:
@@ -69,7 +70,7 @@ def plot_pred_vs_obs(runs: Runs, pred: dict, path: Path, label: str) -> None:
     ax.set_ylabel("predicted loss")
     ax.set_title("predicted vs observed")
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_prior_predictive(runs: Runs, draws: np.ndarray, path: Path, level: float = 0.9) -> None:
@@ -92,7 +93,7 @@ def plot_prior_predictive(runs: Runs, draws: np.ndarray, path: Path, level: floa
     ax.set_ylabel("log loss")
     ax.set_title(f"prior-predictive check: {100 * inside:.0f}% of runs inside the {int(100 * level)}% band")
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_surface(law, params, runs: Runs, support, tokens_ref, path: Path, point_opt=None, post_opt=None,
@@ -140,7 +141,7 @@ def plot_surface(law, params, runs: Runs, support, tokens_ref, path: Path, point
     ax.set_ylabel(f"sigma (std of chunk {kind})")
     ax.set_title(f"loss surface; supported region (dashed: trust margin {support.margin:g})")
     ax.legend(fontsize=7, loc="best")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def regimes(runs: Runs, law_uses_perplexity: bool) -> np.ndarray:
@@ -178,4 +179,4 @@ def plot_loss_vs_tokens(law, params, runs: Runs, path: Path, draws=None, uses_pe
     ax.set_ylabel("loss")
     ax.set_title("loss vs tokens per perplexity regime (lines: fitted law at the regime's median)")
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -340,6 +340,9 @@ def _bootstrap(runs: Runs, z, y, u_best, n_boot, rng, delta):
             out.append(res.x)
         else:
             failed += 1
+    if not out:  # np.stack([]) would raise a bare ValueError
+        raise PplawError(f"{runs.source}: every one of the {n_boot} bootstrap refits failed; the runs do not "
+                         f"constrain the law (use --bootstrap 0 for no intervals, or add runs)")
     return np.stack(out), failed
 
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from pplaw_jax.config import FitConfig
 from pplaw_jax.errors import PplawError
 
-DEFAULT_MARGIN = 0.1
+DEFAULT_MARGIN = FitConfig.trust_margin  # `pplaw fit --trust-margin`'s default
 
 
 class SupportRegion:

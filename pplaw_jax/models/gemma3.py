@@ -2,9 +2,13 @@
 
 Gemma 3 differs from the Llama blocks in ways that do not fit `ModelConfig`'s switches, so it has
 its own config and modules; it shares `llama.py`'s RoPE tables, rotate-half RoPE, linear layers
-(same parameter names and [in, out] kernels, so `distributed.PARTITION_RULES` and the HF name
-mapping cover it unchanged) and attention through `jax.nn.dot_product_attention`. Following HF
-`Gemma3ForCausalLM` (transformers 5), the reference the tests compare with:
+(same parameter names, [in, out] kernels and logical axis names, so `distributed.LOGICAL_AXIS_RULES`
+places it and the HF name mapping covers it unchanged), remat policies and attention through
+`jax.nn.dot_product_attention`. Checkpoints load through `weights.place_model` like the Llama
+family's (straight into their shards with `mesh=`): `hf.py` reads its safetensors (the multimodal
+key prefixes removed by `gemma3_text_name`), `gguf.py` its GGUF tensors (names from
+`GGUF_LAYER_NAMES`, config from `gemma3_gguf_config`). Following HF `Gemma3ForCausalLM`
+(transformers 5), the reference the tests compare with:
 
 - layers alternate sliding-window (local) and full (global) attention (`layer_types`); each kind
   has its own RoPE base: `rope_local_base_freq` for sliding layers, `rope_theta` (+ `rope_scaling`)
@@ -21,7 +25,9 @@ mapping cover it unchanged) and attention through `jax.nn.dot_product_attention`
 - tied embeddings by default.
 
 `attn_logit_softcapping` (a Gemma 2 feature) is refused: transformers' Gemma 3 and llama.cpp's
-gemma3 both ignore it, so a checkpoint that sets it has no reference behaviour to match.
+gemma3 both ignore it, so a checkpoint that sets it has no reference behaviour to match. There is no
+scanned layout (`scan_layers=True` is refused): layers differ in attention window and RoPE base, so
+one traced layer cannot run them all.
 """
 
 from __future__ import annotations
@@ -32,13 +38,20 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.models.config import ModelConfig, _first_id
-from pplaw_jax.models.hf import hf_to_param_name
-from pplaw_jax.models.llama import INIT_STD, MLP, _linear, apply_rope, model_from_params, rope_cos_sin
+from pplaw_jax.models.llama import (
+    INIT_STD,
+    MLP,
+    REMAT_POLICIES,
+    _axes,
+    _linear,
+    apply_rope,
+    remat_policy_name,
+    rope_cos_sin,
+)
 
 GEMMA3_MODEL_TYPES = ("gemma3", "gemma3_text")  # config.json model_type values read by Gemma3Config.from_hf
 SLIDING, FULL = "sliding_attention", "full_attention"
@@ -229,10 +242,11 @@ class Gemma3Config:
 # ---------------------------------------------------------------------- modules
 class GemmaRMSNorm(nnx.Module):
     """RMSNorm with a zero-centred weight applied as `(1 + w)`, all in float32, then cast (HF
-    Gemma3RMSNorm; Llama's RMSNorm casts before scaling, which differs in bfloat16)."""
+    Gemma3RMSNorm; Llama's RMSNorm casts before scaling, which differs in bfloat16). `axis` is the
+    logical name of its dim (`norm` over the model width, `head_dim` for the per-head q/k norms)."""
 
-    def __init__(self, dim: int, *, eps: float, dtype, param_dtype):
-        self.scale = nnx.Param(jnp.zeros((dim,), param_dtype))
+    def __init__(self, dim: int, *, eps: float, dtype, param_dtype, axis: str = "norm"):
+        self.scale = nnx.Param(jnp.zeros((dim,), param_dtype), **_axes(axis))
         self.eps = eps
         self.dtype = dtype
 
@@ -257,11 +271,11 @@ class Gemma3Attention(nnx.Module):
         c = config
         self.num_heads, self.num_kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, c.head_dim
         q, kv, bias = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.attention_bias
-        self.q_proj = _linear(c.hidden_size, q, bias, dtype, param_dtype, rngs)
-        self.k_proj = _linear(c.hidden_size, kv, bias, dtype, param_dtype, rngs)
-        self.v_proj = _linear(c.hidden_size, kv, bias, dtype, param_dtype, rngs)
-        self.o_proj = _linear(q, c.hidden_size, bias, dtype, param_dtype, rngs)
-        norm = dict(eps=c.rms_norm_eps, dtype=dtype, param_dtype=param_dtype)
+        self.q_proj = _linear(c.hidden_size, q, bias, dtype, param_dtype, rngs, ("embed", "heads"))
+        self.k_proj = _linear(c.hidden_size, kv, bias, dtype, param_dtype, rngs, ("embed", "kv_heads"))
+        self.v_proj = _linear(c.hidden_size, kv, bias, dtype, param_dtype, rngs, ("embed", "kv_heads"))
+        self.o_proj = _linear(q, c.hidden_size, bias, dtype, param_dtype, rngs, ("heads", "embed"), bias_axis="embed_bias")
+        norm = dict(eps=c.rms_norm_eps, dtype=dtype, param_dtype=param_dtype, axis="head_dim")
         self.q_norm = GemmaRMSNorm(c.head_dim, **norm)
         self.k_norm = GemmaRMSNorm(c.head_dim, **norm)
         self.window = (c.sliding_window - 1, 0) if sliding else None
@@ -310,7 +324,10 @@ class Gemma3ForCausalLM(nnx.Module):
 
     Same calling convention and constructor keywords as `LlamaForCausalLM` (positions 0..T-1 for
     every row; `dtype` compute, `param_dtype` storage; `attention_impl` for
-    `jax.nn.dot_product_attention`; `remat` recomputes each block in the backward pass).
+    `jax.nn.dot_product_attention`; `remat` one of `llama.REMAT_POLICIES`, True/False meaning
+    "full"/"none"). `scan_layers` is accepted so that callers can pass it for any model, but only
+    False: Gemma's layers differ in window and RoPE base, so there is no stacked layout
+    (PplawError). Parameters carry the Llama decoder's logical axis names.
     """
 
     def __init__(
@@ -321,10 +338,18 @@ class Gemma3ForCausalLM(nnx.Module):
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
         attention_impl: str | None = None,
-        remat: bool = False,
+        remat: str | bool = "none",
+        scan_layers: bool = False,
     ):
+        if scan_layers:
+            raise PplawError(
+                "scan_layers=True is not supported for Gemma 3 (its layers differ in attention window and "
+                "RoPE base, so they cannot be stacked under one scanned layer); use scan_layers=False"
+            )
         self.config = config
         self.dtype = dtype
+        self.remat = remat_policy_name(remat)
+        self.scan_layers = False  # read by `flat_params` and `weights.place_model`
         self.embed_tokens = nnx.Embed(
             config.vocab_size,
             config.hidden_size,
@@ -332,6 +357,7 @@ class Gemma3ForCausalLM(nnx.Module):
             param_dtype=param_dtype,
             embedding_init=nnx.initializers.normal(INIT_STD),
             rngs=rngs,
+            embedding_metadata=_axes("vocab", "embed"),
         )
         self.layers = nnx.List(
             [
@@ -345,8 +371,7 @@ class Gemma3ForCausalLM(nnx.Module):
         if config.tie_word_embeddings:
             self.lm_head = None
         else:
-            self.lm_head = _linear(config.hidden_size, config.vocab_size, False, dtype, param_dtype, rngs)
-        self.remat = remat
+            self.lm_head = _linear(config.hidden_size, config.vocab_size, False, dtype, param_dtype, rngs, ("embed", "vocab"))
 
     def __call__(self, input_ids: jax.Array) -> jax.Array:
         t = input_ids.shape[1]
@@ -356,7 +381,9 @@ class Gemma3ForCausalLM(nnx.Module):
         }
         # HF multiplies by sqrt(hidden) rounded to the model dtype (55.5, not 55.43, in bfloat16 for 3072)
         x = self.embed_tokens(input_ids) * jnp.asarray(math.sqrt(self.config.hidden_size), self.dtype)
-        forward = nnx.remat(_layer_forward) if self.remat else _layer_forward
+        forward = _layer_forward
+        if self.remat != "none":
+            forward = nnx.remat(_layer_forward, policy=REMAT_POLICIES[self.remat], prevent_cse=True)
         for layer in self.layers:
             x = forward(layer, x, *tables[layer.layer_type])
         x = self.norm(x)
@@ -367,20 +394,16 @@ class Gemma3ForCausalLM(nnx.Module):
         return logits
 
 
-def gemma3_from_params(config: Gemma3Config, params: dict[str, np.ndarray], **kwargs) -> Gemma3ForCausalLM:
-    """`llama.model_from_params` for a Gemma 3 model (same dotted paths, checks and keywords)."""
-    return model_from_params(config, params, decoder_cls=Gemma3ForCausalLM, **kwargs)
-
-
 # ---------------------------------------------------------------------- HF checkpoints
 _LANGUAGE_PREFIXES = ("model.language_model.", "language_model.model.")  # transformers 5, older multimodal files
 _SKIPPED_PREFIXES = ("model.vision_tower.", "vision_tower.", "model.multi_modal_projector.", "multi_modal_projector.")
 
 
-def gemma3_hf_to_param_name(name: str) -> tuple[str, bool] | None:
-    """`hf.hf_to_param_name` for Gemma 3 checkpoints: text-only ones map as they are; multimodal
-    ones (`Gemma3ForConditionalGeneration`) have their language-model prefix removed and their
-    vision tower and projector skipped (None)."""
+def gemma3_text_name(name: str) -> str | None:
+    """The text-decoder name of a Gemma 3 checkpoint tensor, in the text-only layout that
+    `hf.hf_to_param_name` maps: text-only checkpoints' names as they are; multimodal ones
+    (`Gemma3ForConditionalGeneration`) with their language-model prefix removed, and None for
+    their vision tower and projector (not loaded)."""
     if name.startswith(_SKIPPED_PREFIXES):
         return None
     for prefix in _LANGUAGE_PREFIXES:
@@ -388,11 +411,12 @@ def gemma3_hf_to_param_name(name: str) -> tuple[str, bool] | None:
             name = "model." + name[len(prefix):]
     if name == "language_model.lm_head.weight":
         name = "lm_head.weight"
-    return hf_to_param_name(name)
+    return name
 
 
 # ---------------------------------------------------------------------- GGUF files
-_GGUF_LAYER_NAMES = {
+# llama.cpp gemma3 tensor names -> ours (read by `gguf.gguf_sources`; norms are stored as 1 + w there)
+GGUF_LAYER_NAMES = {
     "attn_norm.weight": "input_layernorm.scale",
     "post_attention_norm.weight": "post_attention_layernorm.scale",
     "ffn_norm.weight": "pre_feedforward_layernorm.scale",
@@ -407,7 +431,7 @@ _GGUF_LAYER_NAMES = {
     "ffn_up.weight": "mlp.up_proj.kernel",
     "ffn_down.weight": "mlp.down_proj.kernel",
 }
-_GGUF_GLOBAL_NAMES = {
+GGUF_GLOBAL_NAMES = {
     "token_embd.weight": "embed_tokens.embedding",
     "output_norm.weight": "norm.scale",
     "output.weight": "lm_head.kernel",
@@ -469,44 +493,10 @@ def gemma3_gguf_config(reader, path) -> Gemma3Config:
     )
 
 
-def load_gemma3_gguf(reader, path, **model_kwargs) -> tuple[Gemma3Config, Gemma3ForCausalLM]:
-    """Read a llama.cpp `gemma3` GGUF (already opened by `gguf.load_gguf`) into (config, model).
-
-    Tensors are dequantized to float32. Unlike llama.cpp's llama arch, gemma3 Q/K rows are not
-    permuted (llama.cpp runs gemma3 with NEOX-style RoPE, the HF layout). Norm weights are stored
-    as `1 + w` (the converter adds the 1 that Gemma3RMSNorm would); 1 is subtracted here, so the
-    parameters hold HF's `w`.
-    """
-    import gguf
-
-    config = gemma3_gguf_config(reader, path)
-    params: dict[str, np.ndarray] = {}
-    for tensor in reader.tensors:
-        parts = tensor.name.split(".", 2)
-        if parts[0] == "blk" and len(parts) == 3 and parts[1].isdigit() and parts[2] in _GGUF_LAYER_NAMES:
-            name = f"layers.{parts[1]}.{_GGUF_LAYER_NAMES[parts[2]]}"
-        elif tensor.name in _GGUF_GLOBAL_NAMES:
-            name = _GGUF_GLOBAL_NAMES[tensor.name]
-        else:
-            raise PplawError(f"{path}: unexpected GGUF tensor {tensor.name!r} for gemma3")
-        try:
-            array = np.asarray(gguf.quants.dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
-        except NotImplementedError as e:
-            raise PplawError(f"{path}: tensor {tensor.name}: quantization {tensor.tensor_type.name} unsupported") from e
-        # GGUF lists dims fastest-first; numpy data come out as PyTorch's [out, in] (or [vocab, hidden]).
-        array = array.reshape(tuple(int(d) for d in reversed(tensor.shape)))
-        if name.endswith(".scale"):
-            array = array - 1.0
-        params[name] = array.T if name.endswith("kernel") else array
-    return config, gemma3_from_params(config, params, source=str(path), **model_kwargs)
-
-
 __all__ = [
     "GEMMA3_MODEL_TYPES",
     "Gemma3Config",
     "Gemma3ForCausalLM",
-    "gemma3_from_params",
     "gemma3_gguf_config",
-    "gemma3_hf_to_param_name",
-    "load_gemma3_gguf",
+    "gemma3_text_name",
 ]

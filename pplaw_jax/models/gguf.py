@@ -1,23 +1,38 @@
 """GGUF files (llama.cpp): dequantize with the `gguf` package, rename tensors, rebuild the config.
 
+GGUF quantises each row (PyTorch layout [out, in], or [vocab, hidden]) in independent blocks, so
+a tensor is read row by row: a device's slice dequantises only the rows it covers, straight from
+the memory-mapped file (`GGUFSource`), and `weights.place_model` puts it in its shard.
+
 llama.cpp's converter permutes the rows of the Llama Q and K projections within each head from
 the HF "rotate half" RoPE layout to the interleaved (GPT-J) layout; `unpermute_rows` undoes that
 so the weights run in our HF-layout decoder. Qwen2/Qwen3 GGUFs are written in the HF layout
 (llama.cpp runs them with NEOX-style RoPE) and are left as they are.
+
+`gemma3` files load the Gemma 3 decoder (`pplaw_jax.models.gemma3`: its config from the metadata,
+its tensor names): their Q/K rows are in the HF layout too, and their norm weights are stored as
+`1 + w` (the converter adds the 1 that Gemma3RMSNorm adds at run time), so 1 is subtracted as
+each norm is read and the parameters hold HF's zero-centred `w`.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from pplaw_jax.errors import PplawError
+from pplaw_jax.models import gemma3
 from pplaw_jax.models.config import ModelConfig
-from pplaw_jax.models.llama import LlamaForCausalLM, model_from_params
+from pplaw_jax.models.gemma3 import Gemma3Config, Gemma3ForCausalLM
+from pplaw_jax.models.llama import LlamaForCausalLM
+from pplaw_jax.models.weights import Shifted, TensorSource, Transposed, place_model
 
 # GGUF architecture -> our model_type; which ones carry llama.cpp's Q/K row permutation
 _ARCHS = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
@@ -122,43 +137,97 @@ def gguf_config(reader, path: Path) -> ModelConfig:
     )
 
 
-def load_gguf(
-    path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32, **model_kwargs
-) -> tuple[ModelConfig, LlamaForCausalLM]:
-    """Read a GGUF file into (config, model): every tensor dequantized to float32, then cast.
-    A `gemma3` file is read by `gemma3.load_gemma3_gguf`."""
-    import gguf
+@dataclass(frozen=True)
+class GGUFSource:
+    """One GGUF tensor as a `weights.TensorSource` in PyTorch layout, read by rows: a slice
+    dequantises only its rows (through `row_order`, HF row -> GGUF row, when llama.cpp permuted them)."""
 
-    path = Path(path)
-    reader = _open(path)
+    path: Path
+    tensor: Any  # gguf.ReaderTensor: .data is a memory map [rows, bytes-or-values per row]
+    row_order: np.ndarray | None = None
+
+    @property
+    def name(self) -> str:
+        return self.tensor.name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        # GGUF lists dims fastest-first
+        return tuple(int(d) for d in reversed(self.tensor.shape))
+
+    def read(self, index) -> np.ndarray:
+        import gguf
+
+        rows = np.arange(self.shape[0])[index[0]]
+        if self.row_order is not None:
+            rows = self.row_order[rows]
+        data = self.tensor.data
+        block = data[rows] if len(self.shape) > 1 else data  # a vector is one row
+        try:
+            values = np.asarray(gguf.quants.dequantize(block, self.tensor.tensor_type), dtype=np.float32)
+        except NotImplementedError as e:
+            raise PplawError(
+                f"{self.path}: tensor {self.name}: quantization {self.tensor.tensor_type.name} unsupported"
+            ) from e
+        if len(self.shape) == 1:
+            return values.reshape(self.shape)[rows]
+        return values.reshape(len(rows), *self.shape[1:])[(slice(None), *index[1:])]
+
+
+def gguf_sources(reader, path: Path, config: ModelConfig | Gemma3Config) -> dict[str, TensorSource]:
+    """The file's tensors as sources keyed by our parameter names (kernels transposed, Llama Q/K
+    rows unpermuted, gemma3 norms read minus 1); PplawError naming a tensor the decoder has no
+    place for or cannot dequantize."""
     arch = _field(reader, "general.architecture")
-    if arch == "gemma3":
-        from pplaw_jax.models.gemma3 import load_gemma3_gguf
-
-        return load_gemma3_gguf(reader, path, dtype=dtype, param_dtype=param_dtype, **model_kwargs)
-    config = gguf_config(reader, path)
-    params: dict[str, np.ndarray] = {}
+    is_gemma3 = arch == "gemma3"
+    layer_names, global_names = (
+        (gemma3.GGUF_LAYER_NAMES, gemma3.GGUF_GLOBAL_NAMES) if is_gemma3 else (_LAYER_NAMES, _GLOBAL_NAMES)
+    )
+    sources: dict[str, TensorSource] = {}
     for tensor in reader.tensors:
         match = _BLOCK.match(tensor.name)
         if match:
-            sub = _LAYER_NAMES.get(match.group(2))
+            sub = layer_names.get(match.group(2))
             name = None if sub is None else f"layers.{match.group(1)}.{sub}"
         else:
-            name = _GLOBAL_NAMES.get(tensor.name)
+            name = global_names.get(tensor.name)
         if name is None:
-            raise PplawError(f"{path}: unexpected GGUF tensor {tensor.name!r}")
-        try:
-            array = np.asarray(gguf.quants.dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
-        except NotImplementedError as e:
-            raise PplawError(f"{path}: tensor {tensor.name}: quantization {tensor.tensor_type.name} unsupported") from e
-        # GGUF lists dims fastest-first; numpy data come out as PyTorch's [out, in] (or [vocab, hidden]).
-        array = array.reshape(tuple(int(d) for d in reversed(tensor.shape)))
+            raise PplawError(f"{path}: unexpected GGUF tensor {tensor.name!r} for architecture {arch!r}")
+        source = GGUFSource(path, tensor)
+        heads = None
         if arch in _PERMUTED and ".q_proj." in name:
-            array = unpermute_rows(array, config.num_heads)
+            heads = config.num_heads
         elif arch in _PERMUTED and ".k_proj." in name:
-            array = unpermute_rows(array, config.num_kv_heads)
-        params[name] = array.T if name.endswith("kernel") else array
-    model = model_from_params(config, params, dtype=dtype, param_dtype=param_dtype, source=str(path), **model_kwargs)
+            heads = config.num_kv_heads
+        if heads is not None:
+            source = GGUFSource(path, tensor, unpermute_rows(np.arange(source.shape[0]), heads))
+        source.read((slice(0, 1),) + tuple(slice(0, d) for d in source.shape[1:]))  # an unsupported type fails now
+        if name.endswith("kernel"):
+            sources[name] = Transposed(source)
+        elif is_gemma3 and name.endswith(".scale"):
+            sources[name] = Shifted(source, -1.0)
+        else:
+            sources[name] = source
+    return sources
+
+
+def load_gguf(
+    path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32, mesh: Mesh | None = None, **model_kwargs
+) -> tuple[ModelConfig | Gemma3Config, LlamaForCausalLM | Gemma3ForCausalLM]:
+    """Read a GGUF file into (config, model): each device's slice of every tensor dequantized to
+    float32, cast to `param_dtype` and placed in its shard on `mesh` (None: the default device); see
+    `weights.place_model`. A `gemma3` file gives a `Gemma3ForCausalLM`. Extra keyword arguments
+    (`attention_impl`, `remat`, `scan_layers`) go to the decoder class."""
+    path = Path(path)
+    reader = _open(path)
+    if _field(reader, "general.architecture") == "gemma3":
+        config = gemma3.gemma3_gguf_config(reader, path)
+    else:
+        config = gguf_config(reader, path)
+    model = place_model(
+        config, gguf_sources(reader, path, config), dtype=dtype, param_dtype=param_dtype, mesh=mesh,
+        source=str(path), **model_kwargs,
+    )
     return config, model
 
 

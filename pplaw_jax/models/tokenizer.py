@@ -1,6 +1,6 @@
 """A small tokenizer facade over transformers fast tokenizers and raw `tokenizers.Tokenizer`s.
 
-Encoding never adds special tokens: the chunking convention (DESIGN.md) prepends the
+Encoding never adds special tokens: the chunking convention (`data.chunking`, README "Chunking") prepends the
 document-start token itself. Encoding goes through the Rust `tokenizers` backend when there is
 one (batch-parallel, and no transformers max-length warnings on long documents).
 """

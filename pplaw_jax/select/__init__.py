@@ -27,11 +27,10 @@ from pplaw_jax.select.io import Landscape, read_landscape, write_selection
 from pplaw_jax.select.design import DesignPoint, build_design
 from pplaw_jax.select.target import NoInteriorOptimum, Target, TargetChoice, choose_target
 from pplaw_jax.select.tilted import tilted_select
-from pplaw_jax.select.windows import (DEFAULT_BUDGETS, DEFAULT_WINDOWS, WindowSubset,
-                                      select_windows, subset_name)
+from pplaw_jax.select.windows import WindowSubset, select_windows, subset_name
 
 __all__ = [
-    "AttainableRegion", "BASELINES", "DEFAULT_BUDGETS", "DEFAULT_WINDOWS", "DesignPoint", "Landscape",
+    "AttainableRegion", "BASELINES", "DesignPoint", "Landscape",
     "NoInteriorOptimum", "RankedLandscape", "Selection", "SelectionWarning", "Target", "TargetChoice",
     "WindowSubset", "build_design", "choose_target", "default_weights", "dos_select", "parse_budget",
     "read_landscape", "select_baseline", "select_windows", "subset_name", "tilted_select",

@@ -27,91 +27,76 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pplaw_jax.config import (MAX_BOUNDARY_FRACTION, MOMENTS_DEFAULT, SELECTOR_DEFAULT, DesignConfig,
+                              SelectConfig, WindowsConfig, add_settings, parser_options)
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import atomic_write, json_digest, write_json
 from pplaw_jax.law import load_fit, predict_loss
 from pplaw_jax.law.io import FIT_JSON
 from pplaw_jax.law.predictive import predictive
-from pplaw_jax.moments import MOMENTS, check_moments, subset_moments
-from pplaw_jax.select.baselines import BASELINES, select_baseline
+from pplaw_jax.moments import check_moments, subset_moments
+from pplaw_jax.select.baselines import select_baseline
 from pplaw_jax.select.core import Selection, parse_budget, take_all_if_short
-from pplaw_jax.select.design import SELECTORS, build_design
+from pplaw_jax.select.design import build_design
 from pplaw_jax.select.dos import RankedLandscape, dos_select
 from pplaw_jax.select.io import SELECTION_PARQUET, SUMMARY_JSON, Landscape, read_landscape, write_selection
-from pplaw_jax.select.target import MAX_BOUNDARY_FRACTION, NoInteriorOptimum, choose_target
+from pplaw_jax.select.target import NoInteriorOptimum, choose_target
 from pplaw_jax.select.tilted import tilted_select
-from pplaw_jax.select.windows import (DEFAULT_BUDGETS, DEFAULT_WINDOWS, format_quantile,
-                                      parse_window, select_windows)
+from pplaw_jax.select.windows import parse_window, select_windows
 
-METHODS = ("dos",) + BASELINES
-DEFAULT_MOMENTS = "ppl"
-DEFAULT_SELECTOR = "tilted"
 REFUSED_JSON = "refused.json"
 MANIFEST_COLUMNS = ["name", "group", "replicate", "seed", "budget", "tokens", "n_chunks",
                     "mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("mode", nargs="?", choices=["design", "windows"],
-                        help="'design': the space-filling 2-D design of law-fitting subsets; "
-                             "'windows': the grid of perplexity-quantile windows")
-    parser.add_argument("--landscape", required=True, help="landscape directory from `pplaw score`")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random draws (default 0)")
-    parser.add_argument("--moments", choices=MOMENTS,
-                        help=f"mu and sigma of a subset: ppl (chunk perplexity, the paper's) or logppl "
-                             f"(chunk mean NLL); default: the fit's with --fit, else {DEFAULT_MOMENTS}")
-    parser.add_argument("--selector", choices=SELECTORS,
-                        help=f"how a (mu, sigma) target becomes a subset: tilted (perplexity-tilted "
-                             f"random sampling) or bands (two bands of ppl-sorted chunks refined by "
-                             f"swaps); default {DEFAULT_SELECTOR}")
+    _inputs(parser, required=False)  # required unless a subcommand is given (checked in run)
     one = parser.add_argument_group("one selection")
     one.add_argument("--tokens", help="token budget in scored tokens, e.g. 1e6")
-    one.add_argument("--method", choices=METHODS, help="selection method (default dos)")
     one.add_argument("--fit", help="fit directory from `pplaw fit` (DOS target, predicted loss)")
-    one.add_argument("--target", choices=["posterior", "point"],
-                     help="DOS target from the fit: least posterior expected loss (default when "
-                          "posterior.nc exists) or least point-estimate loss")
-    one.add_argument("--allow-boundary", action="store_true",
-                     help="select even when the fit's optimum sits on the edge of the supported region "
-                          "(default: refuse with exit 2)")
-    one.add_argument("--max-boundary-fraction", type=float,
-                     help=f"the interior check refuses when more than this share of posterior (or "
-                          f"bootstrap) draws have their argmin on the edge (default {MAX_BOUNDARY_FRACTION})")
-    one.add_argument("--trust-margin", type=float,
-                     help="widen the runs' hull by this distance instead of the fit's margin")
     one.add_argument("--target-mu", type=float, help="explicit DOS target mu")
     one.add_argument("--target-sigma", type=float, help="explicit DOS target sigma")
-    grid = parser.add_argument_group("design and windows")
-    grid.add_argument("--budgets", nargs="+",
-                      help=f"token budgets (windows default {' '.join(f'{b:.0e}' for b in DEFAULT_BUDGETS)}; "
-                           "a design needs them to span at least 16x)")
-    grid.add_argument("--windows", nargs="+", metavar="LO-HI",
-                      help="ppl quantile windows, e.g. 0-0.2 0.2-0.4 (default: "
-                           + " ".join(f"{format_quantile(lo)}-{format_quantile(hi)}"
-                                      for lo, hi in DEFAULT_WINDOWS) + ")")
-    grid.add_argument("--n", type=int, help="design: number of runs, centre replicates included")
-    grid.add_argument("--centre", type=int, default=None, help="design: replicated centre runs (default 3)")
+    add_settings(parser, SelectConfig)
+    modes = parser.add_subparsers(dest="mode", metavar="{design,windows}")
+    options = parser_options()
+    options.pop("parser_class")
+    for name, cls, text in (
+        ("design", DesignConfig, "the space-filling 2-D design of law-fitting subsets"),
+        ("windows", WindowsConfig, "the paper's grid of perplexity-quantile windows x budgets"),
+    ):
+        sub = modes.add_parser(name, help=text, description=text, **options)
+        _inputs(sub, required=True)
+        add_settings(sub, cls, dest=name)
+
+
+def _inputs(parser, required: bool) -> None:
+    parser.add_argument("--landscape", required=required, help="landscape directory from `pplaw score`")
+    parser.add_argument("--out", required=required, help="output directory")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random draws")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.mode == "windows":
-        return _run_windows(args)
+        return _run_windows(args, args.windows)
     if args.mode == "design":
-        return _run_design(args)
-    return _run_select(args)
+        return _run_design(args, args.design)
+    for flag in ("--landscape", "--out"):
+        if getattr(args, flag[2:]) is None:
+            raise PplawError(f"the following arguments are required: {flag}")
+    return _run_select(args, args.cfg)
 
 
-def _reject(args, names: list[str], context: str) -> None:
+def _reject(cfg: SelectConfig, args, names: list[str], context: str) -> None:
+    """Settings given that `context` does not use (defaults are None or False: "not given")."""
     for name in names:
-        value = getattr(args, name.lstrip("-").replace("-", "_"))
+        key = name.lstrip("-").replace("-", "_")
+        value = getattr(cfg, key) if hasattr(cfg, key) else getattr(args, key)
         if value is not None and value is not False:
             raise PplawError(f"{name} is not used by {context}")
 
 
-def _run_select(args) -> int:
-    _reject(args, ["--budgets", "--windows", "--n", "--centre"], "`pplaw select` (only by design/windows)")
-    method = args.method or "dos"
+def _run_select(args, cfg: SelectConfig) -> int:
+    method = cfg.method
     if args.tokens is None and method != "full":
         raise PplawError(f"--tokens is required for --method {method}")
     budget = None if args.tokens is None else parse_budget(args.tokens)
@@ -120,16 +105,16 @@ def _run_select(args) -> int:
         raise PplawError("give both --target-mu and --target-sigma, or neither")
     explicit = None if explicit[0] is None else explicit
     if method != "dos":
-        _reject(args, ["--target", "--target-mu", "--target-sigma", "--selector", "--allow-boundary",
-                       "--max-boundary-fraction", "--trust-margin"], f"--method {method}")
+        _reject(cfg, args, ["--target", "--target-mu", "--target-sigma", "--selector", "--allow-boundary",
+                            "--max-boundary-fraction", "--trust-margin"], f"--method {method}")
     if explicit is not None:
-        _reject(args, ["--target", "--allow-boundary", "--max-boundary-fraction", "--trust-margin"],
+        _reject(cfg, args, ["--target", "--allow-boundary", "--max-boundary-fraction", "--trust-margin"],
                 "an explicit --target-mu/--target-sigma")
     if method == "dos" and explicit is None and args.fit is None:
         raise PplawError("--method dos needs --fit FITDIR or --target-mu M --target-sigma S")
 
     fit = None if args.fit is None else load_fit(args.fit)
-    moments = _moments(args.moments, fit)
+    moments = _moments(cfg.moments, fit)
     landscape = read_landscape(args.landscape)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -139,7 +124,7 @@ def _run_select(args) -> int:
     extra: dict = {}
     if method == "dos":
         try:
-            sel, extra = _dos(args, landscape, values, budget, fit, explicit)
+            sel, extra = _dos(args, cfg, landscape, values, budget, fit, explicit)
         except NoInteriorOptimum as e:
             write_json(out / REFUSED_JSON, {"method": "dos", "budget": budget, "moments": moments,
                                             "fit": args.fit, "message": str(e), **e.details})
@@ -158,16 +143,16 @@ def _run_select(args) -> int:
 def _moments(given: str | None, fit) -> str:
     """The moment kind: the fit's, which an explicit --moments must agree with."""
     if fit is None:
-        return check_moments(given or DEFAULT_MOMENTS)
+        return check_moments(given or MOMENTS_DEFAULT)
     if given is not None and given != fit.moments:
         raise PplawError(f"--moments {given}: the fit {fit.fit_dir} is in {fit.moments} moments")
     return fit.moments
 
 
-def _dos(args, landscape: Landscape, values, budget: int, fit, explicit) -> tuple[Selection, dict]:
+def _dos(args, cfg: SelectConfig, landscape: Landscape, values, budget: int, fit, explicit) -> tuple[Selection, dict]:
     """Choose the target (explicit, or from the fit with the interior check) and realise it with
     the selector; summary fields besides the common ones."""
-    selector = args.selector or DEFAULT_SELECTOR
+    selector = cfg.selector or SELECTOR_DEFAULT
     messages: list[str] = []
     short = take_all_if_short(values, landscape.n_tokens, budget, "dos", messages)
     if short is not None:
@@ -181,15 +166,15 @@ def _dos(args, landscape: Landscape, values, budget: int, fit, explicit) -> tupl
         draws, draws_source = fit.posterior_draws(), "posterior"
         if draws is None:
             draws, draws_source = fit.bootstrap_draws(), "bootstrap"
-        if args.target == "posterior" and draws_source != "posterior":
+        if cfg.target == "posterior" and draws_source != "posterior":
             raise PplawError("--target posterior needs a fit with a Bayesian posterior "
                              "(posterior.nc); use --target point")
         choice = choose_target(
-            space.region, fit.law, fit.point_params, draws, budget, fit.support(args.trust_margin),
-            draws_source=draws_source, allow_boundary=args.allow_boundary,
-            max_boundary_fraction=(MAX_BOUNDARY_FRACTION if args.max_boundary_fraction is None
-                                   else args.max_boundary_fraction))
-        source = args.target or ("posterior" if choice.posterior is not None else "point")
+            space.region, fit.law, fit.point_params, draws, budget, fit.support(cfg.trust_margin),
+            draws_source=draws_source, allow_boundary=cfg.allow_boundary,
+            max_boundary_fraction=(MAX_BOUNDARY_FRACTION if cfg.max_boundary_fraction is None
+                                   else cfg.max_boundary_fraction))
+        source = cfg.target or ("posterior" if choice.posterior is not None else "point")
         target = choice.get(source)
         mu, sigma = target.mu, target.sigma
         extra["target_choice"] = choice.as_dict()
@@ -263,19 +248,12 @@ def _manifest_row(name: str, group: str, replicate: int, seed: int, budget: int,
             **extra}
 
 
-def _run_design(args) -> int:
-    _reject(args, ["--tokens", "--method", "--fit", "--target", "--target-mu", "--target-sigma",
-                   "--windows", "--allow-boundary", "--max-boundary-fraction", "--trust-margin"],
-            "`pplaw select design`")
-    if args.n is None or args.budgets is None:
-        raise PplawError("`pplaw select design` needs --n and --budgets")
-    moments = check_moments(args.moments or DEFAULT_MOMENTS)
-    selector = args.selector or DEFAULT_SELECTOR
-    budgets = tuple(parse_budget(b, "--budgets") for b in args.budgets)
-    centre = 3 if args.centre is None else args.centre
+def _run_design(args, cfg: DesignConfig) -> int:
+    moments, selector, centre = cfg.moments, cfg.selector, cfg.centre
+    budgets = tuple(parse_budget(b, "--budgets") for b in cfg.budgets)
     landscape = read_landscape(args.landscape)
     points, selections, diagnostics = build_design(landscape.values(moments), landscape.n_tokens, budgets,
-                                                   args.n, centre, selector, args.seed)
+                                                   cfg.n, centre, selector, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("design.json", "manifest.csv"):
@@ -293,7 +271,7 @@ def _run_design(args) -> int:
     _write_manifest(out, rows)
     write_json(out / "design.json", {
         "landscape": str(landscape.path), "moments": moments, "selector": selector, "seed": args.seed,
-        "n": args.n, "centre": centre, "budgets": list(budgets), "diagnostics": diagnostics,
+        "n": cfg.n, "centre": centre, "budgets": list(budgets), "diagnostics": diagnostics,
         "subsets": [p.name for p in points]})
     real = diagnostics["realised"]
     print(f"design: {len(points)} subsets ({selector}, {moments}); corr(log mu, log sigma) "
@@ -302,14 +280,10 @@ def _run_design(args) -> int:
     return 0
 
 
-def _run_windows(args) -> int:
-    _reject(args, ["--tokens", "--method", "--fit", "--target", "--target-mu", "--target-sigma", "--n",
-                   "--centre", "--selector", "--allow-boundary", "--max-boundary-fraction", "--trust-margin"],
-            "`pplaw select windows`")
-    moments = check_moments(args.moments or DEFAULT_MOMENTS)
-    budgets = (DEFAULT_BUDGETS if args.budgets is None
-               else tuple(parse_budget(b, "--budgets") for b in args.budgets))
-    windows = DEFAULT_WINDOWS if args.windows is None else tuple(parse_window(w) for w in args.windows)
+def _run_windows(args, cfg: WindowsConfig) -> int:
+    moments = cfg.moments
+    budgets = tuple(parse_budget(b, "--budgets") for b in cfg.budgets)
+    windows = tuple(parse_window(w) for w in cfg.windows)
     landscape = read_landscape(args.landscape)
     subsets, skipped, messages = select_windows(landscape.values(moments), landscape.n_tokens, windows,
                                                 budgets, args.seed)

@@ -29,16 +29,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from pplaw_jax.config import ProposeConfig
 from pplaw_jax.errors import PplawError
 from pplaw_jax.law import get_law
 from pplaw_jax.law.optimum import FeasibleGrid
 from pplaw_jax.law.support import SupportRegion
 
 ACQUISITIONS = ("thompson", "uncertainty")
-EXPLORE_MARGIN = 0.25
-MERGE = 0.05
-RADIUS_SD = 0.25
-STOP_PROBABILITY = 0.9
+MERGE = 0.05  # proposals closer than this (in the support's unit coordinates) are merged
+_DEFAULTS = ProposeConfig()  # `pplaw propose`'s defaults, written once in pplaw_jax.config
 
 
 def _log_loss_draws(form, draws: Mapping[str, np.ndarray], mu, sigma, tokens) -> np.ndarray:
@@ -89,7 +88,7 @@ def uncertainty(grid: FeasibleGrid, support: SupportRegion, law: str, draws, tok
 
 
 def stopping(grid: FeasibleGrid, law: str, draws, tokens: int, noise_sd: float, landscape_sd: float,
-             radius: float = RADIUS_SD, stop_probability: float = STOP_PROBABILITY) -> dict:
+             radius: float = _DEFAULTS.radius, stop_probability: float = _DEFAULTS.stop_probability) -> dict:
     """The stopping rule of the module docstring, as a JSON-ready record.  Draws whose loss is
     not finite somewhere on the feasible set (a bootstrap refit can overflow far from its runs)
     are left out and counted."""

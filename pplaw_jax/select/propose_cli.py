@@ -17,16 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
+from pplaw_jax.config import ProposeConfig, add_settings
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_json
 from pplaw_jax.law import load_fit
-from pplaw_jax.select.cli import DEFAULT_SELECTOR, _manifest_row, _write_manifest, summary_record
+from pplaw_jax.select.cli import _manifest_row, _write_manifest, summary_record
 from pplaw_jax.select.core import parse_budget
-from pplaw_jax.select.design import SELECTORS
 from pplaw_jax.select.dos import RankedLandscape, dos_select
 from pplaw_jax.select.io import read_landscape, write_selection
-from pplaw_jax.select.propose import (ACQUISITIONS, EXPLORE_MARGIN, MERGE, RADIUS_SD, STOP_PROBABILITY,
-                                      propose, stopping)
+from pplaw_jax.select.propose import MERGE, propose, stopping
 from pplaw_jax.select.target import feasible_grid
 from pplaw_jax.select.tilted import tilted_select
 from pplaw_jax.select.windows import format_budget
@@ -35,34 +34,19 @@ from pplaw_jax.select.windows import format_budget
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fit", required=True, help="fit directory from `pplaw fit`")
     parser.add_argument("--landscape", required=True, help="landscape directory from `pplaw score`")
-    parser.add_argument("--n", type=int, required=True, help="number of runs to propose (duplicates merged)")
     parser.add_argument("--tokens", required=True, help="token budget of the proposed runs")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--acquisition", choices=ACQUISITIONS, default="thompson",
-                        help="thompson: argmins of random posterior draws (locate the optimum); "
-                             "uncertainty: largest predictive sd (a better global fit)")
-    parser.add_argument("--trust-margin", type=float, default=EXPLORE_MARGIN,
-                        help=f"exploration margin around the runs' hull (default {EXPLORE_MARGIN})")
-    parser.add_argument("--selector", choices=SELECTORS, help=f"default {DEFAULT_SELECTOR}")
-    parser.add_argument("--prefix", default="q", help="name prefix of the proposals (default q)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--radius", type=float, default=RADIUS_SD,
-                        help=f"stopping rule: distance in landscape sd (default {RADIUS_SD})")
-    parser.add_argument("--stop-probability", type=float, default=STOP_PROBABILITY,
-                        help=f"stopping rule: probability of the argmin within --radius (default {STOP_PROBABILITY})")
+    parser.add_argument("--prefix", default="q", help="name prefix of the proposals")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the draws and the subsets")
+    add_settings(parser, ProposeConfig)
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg: ProposeConfig = args.cfg
     budget = parse_budget(args.tokens)
-    if not (np.isfinite(args.trust_margin) and args.trust_margin >= 0):
-        raise PplawError(f"--trust-margin {args.trust_margin}: must be >= 0")
-    if not 0 < args.stop_probability <= 1 or not args.radius > 0:
-        raise PplawError("--stop-probability must be in (0, 1] and --radius > 0")
-    if args.n < 1:
-        raise PplawError(f"--n must be >= 1, got {args.n}")
     if not args.prefix.isidentifier():
         raise PplawError(f"--prefix {args.prefix!r}: letters, digits and _ only")
-    selector = args.selector or DEFAULT_SELECTOR
+    selector = cfg.selector
     fit = load_fit(args.fit)
     draws, source = fit.posterior_draws(), "posterior"
     if draws is None:
@@ -72,12 +56,12 @@ def run(args: argparse.Namespace) -> int:
     landscape = read_landscape(args.landscape)
     values = landscape.values(fit.moments)
     space = RankedLandscape(values, landscape.n_tokens, budget)
-    proposals, _ = propose(space.region, fit.support(args.trust_margin), fit.law, draws, budget, args.n,
-                           acquisition=args.acquisition, seed=args.seed, merge=MERGE)
+    proposals, _ = propose(space.region, fit.support(cfg.trust_margin), fit.law, draws, budget, cfg.n,
+                           acquisition=cfg.acquisition, seed=args.seed, merge=MERGE)
     noise = fit.noise_draws()
     noise_sd = float(np.mean(noise)) if noise is not None else float(fit.info["point"]["residual_scale_log"])
     stop = stopping(feasible_grid(space.region, fit.support()), fit.law, draws, budget, noise_sd,
-                    float(values.std()), args.radius, args.stop_probability)
+                    float(values.std()), cfg.radius, cfg.stop_probability)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("propose.json", "manifest.csv"):
@@ -94,17 +78,17 @@ def run(args: argparse.Namespace) -> int:
         summary = summary_record("propose", budget, sel, seed, landscape, fit.moments, fit=args.fit,
                                  selector=selector, group=name, target={"mu": p["mu"], "sigma": p["sigma"]},
                                  distance=sel.info["distance"], tilt=sel.info.get("tilt"),
-                                 acquisition=args.acquisition)
+                                 acquisition=cfg.acquisition)
         write_selection(out / run_name, landscape, sel.indices, summary)
         rows.append(_manifest_row(run_name, name, 0, i, budget, sel, landscape, target_mu=p["mu"],
                                   target_sigma=p["sigma"], distance=sel.info["distance"]))
     _write_manifest(out, rows)
     write_json(out / "propose.json", {
         "fit": args.fit, "landscape": str(landscape.path), "moments": fit.moments, "selector": selector,
-        "acquisition": args.acquisition, "draws": source, "n_requested": args.n, "n_proposed": len(proposals),
-        "budget": budget, "trust_margin": args.trust_margin, "merge_distance": MERGE, "seed": args.seed,
+        "acquisition": cfg.acquisition, "draws": source, "n_requested": cfg.n, "n_proposed": len(proposals),
+        "budget": budget, "trust_margin": cfg.trust_margin, "merge_distance": MERGE, "seed": args.seed,
         "proposals": proposals, "subsets": [r["name"] for r in rows], "stopping": stop})
-    print(f"propose: {len(proposals)} runs ({args.acquisition}, {source} draws); optimum located: "
-          f"{stop['located']} (P(argmin within {args.radius} sd) = {stop['prob_within']:.2f}, max expected "
+    print(f"propose: {len(proposals)} runs ({cfg.acquisition}, {source} draws); optimum located: "
+          f"{stop['located']} (P(argmin within {cfg.radius} sd) = {stop['prob_within']:.2f}, max expected "
           f"improvement {stop['max_expected_improvement_log']} vs noise sd {noise_sd:.2g}) -> {out}")
     return 0

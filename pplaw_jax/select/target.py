@@ -31,13 +31,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pplaw_jax.config import MAX_BOUNDARY_FRACTION
 from pplaw_jax.errors import PplawError
 from pplaw_jax.law import get_law, predict_loss
 from pplaw_jax.law.optimum import FeasibleGrid
 from pplaw_jax.law.support import SupportRegion
 from pplaw_jax.select.dos import AttainableRegion
 
-MAX_BOUNDARY_FRACTION = 0.2
 _BLOCK = 1_000_000  # draws x candidates per predict_loss call (bounds its temporaries)
 
 

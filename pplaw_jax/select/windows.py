@@ -23,9 +23,6 @@ import numpy as np
 from pplaw_jax.errors import PplawError
 from pplaw_jax.select.core import Selection, fill_prefix, make_selection, warn
 
-DEFAULT_WINDOWS = ((0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.0),
-                   (0.0, 0.5), (0.25, 0.75), (0.5, 1.0), (0.0, 0.8), (0.2, 1.0), (0.0, 1.0))
-DEFAULT_BUDGETS = (100_000, 300_000, 1_000_000)
 
 
 @dataclass
@@ -77,8 +74,7 @@ def window_rows(order: np.ndarray, lo_q: float, hi_q: float) -> np.ndarray:
 
 
 def select_windows(ppl: np.ndarray, n_tokens: np.ndarray,
-                   windows=DEFAULT_WINDOWS, budgets=DEFAULT_BUDGETS,
-                   seed: int = 0) -> tuple[list[WindowSubset], list[dict], list[str]]:
+                   windows, budgets, seed: int = 0) -> tuple[list[WindowSubset], list[dict], list[str]]:
     """Every ``window x budget`` subset that the landscape can supply.
 
     Returns the subsets (window-major, in the given order), the skipped ``(window, budget)``

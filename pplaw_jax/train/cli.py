@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from pathlib import Path
 
+from pplaw_jax.config import TrainConfig, add_settings
 from pplaw_jax.errors import PplawError
 from pplaw_jax.select.core import parse_budget
 from pplaw_jax.fileio import discard_temporaries, file_sha256, output_lock, write_json
@@ -31,34 +31,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     length.add_argument("--tokens", type=parse_budget, default=None,
                         help="run length in tokens, e.g. 1e6: steps = ceil(N / (B*(L-1)))")
     length.add_argument("--steps", type=int, default=None, help="run length in steps (default: one epoch)")
-    parser.add_argument("--seq-len", type=int, default=1024, help="tokens per sequence, start token included")
-    parser.add_argument("--batch-size", type=int, default=8, help="global batch size (sequences per step)")
-    parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
-    parser.add_argument("--min-lr-ratio", type=float, default=0.1, help="final learning rate as a fraction of --lr")
-    parser.add_argument("--warmup", type=float, default=0.05, help="warmup: fraction of the steps if < 1, else steps")
-    parser.add_argument("--schedule", choices=("cosine", "linear", "constant"), default="cosine")
-    parser.add_argument("--weight-decay", type=float, default=0.1, help="AdamW decoupled weight decay (matrices only)")
-    parser.add_argument("--clip-norm", type=float, default=1.0, help="global gradient-norm clip (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="data order (and scratch init) seed")
     parser.add_argument("--eval-data", default=None, help="domain test corpus: its mean token loss is the law's L")
     parser.add_argument("--general-eval-data", default=None, help="general-domain test corpus (forgetting)")
     parser.add_argument("--target-eval-data", default=None,
                         help="an evaluation set outside the training pool (e.g. a second corpus of the domain); "
                              "its mean token loss is eval.json's target_loss")
-    parser.add_argument("--eval-every", type=int, default=0, help="evaluate every K steps (0: only at the end)")
     parser.add_argument("--eval-max-docs", type=int, default=None, help="evaluate on the first N documents of each set")
-    parser.add_argument("--eval-batch-size", type=int, default=None, help="sequences per eval batch (default --batch-size)")
-    parser.add_argument("--save-every", type=int, default=100, help="checkpoint every K steps (and at the end)")
-    parser.add_argument("--log-every", type=int, default=10,
-                        help="fetch the step metrics to the host every K steps (one device sync; every "
-                             "step still gets its metrics.jsonl row)")
-    parser.add_argument("--keep", type=int, default=2, help="checkpoints to keep")
-    parser.add_argument("--mesh", default="data=-1,fsdp=1,tensor=1", help="device mesh (axes data, fsdp, tensor)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype (weights stay float32)")
-    parser.add_argument("--remat", action="store_true", help="recompute activations in the backward pass (less memory)")
     parser.add_argument("--text-field", default="text", help="JSON field / Parquet column with the text")
     parser.add_argument("--id-field", default="id", help="document id field")
     parser.add_argument("--max-docs", type=int, default=None, help="read only the first N training documents")
+    add_settings(parser, TrainConfig)
 
 
 def _canonical(spec: str | None) -> str | None:
@@ -71,17 +54,9 @@ def _canonical(spec: str | None) -> str | None:
 
 
 def _check_args(args) -> None:
-    for name in ("seq_len", "batch_size", "save_every", "keep", "log_every"):
-        if getattr(args, name) < (2 if name == "seq_len" else 1):
-            raise PplawError(f"--{name.replace('_', '-')} is too small: {getattr(args, name)}")
-    if not (math.isfinite(args.lr) and args.lr > 0):
-        raise PplawError(f"--lr must be a positive finite number, got {args.lr}")
-    if not (math.isfinite(args.warmup) and args.warmup >= 0):
-        raise PplawError(f"--warmup must be a finite number >= 0, got {args.warmup}")
-    if args.eval_every < 0:
-        raise PplawError(f"--eval-every must be >= 0, got {args.eval_every}")
-    if args.eval_batch_size is not None and args.eval_batch_size < 1:
-        raise PplawError(f"--eval-batch-size must be >= 1, got {args.eval_batch_size}")
+    for flag, value in (("--steps", args.steps), ("--eval-max-docs", args.eval_max_docs), ("--max-docs", args.max_docs)):
+        if value is not None and value < 1:
+            raise PplawError(f"{flag} must be >= 1, got {value}")
 
 
 def _check_run_identity(run_dir: Path, identity: dict, partial: bool = False) -> None:
@@ -129,6 +104,7 @@ def _train(args: argparse.Namespace) -> int:
     from pplaw_jax.train.scratch import SCRATCH_PREFIX, load_for_training
 
     run_dir = Path(args.out)
+    cfg: TrainConfig = args.cfg
     _check_args(args)
     selection = read_selection(args.selection) if args.selection else None
     # what the files hold, not only where they are: new weights or data at the same path are another run
@@ -141,40 +117,40 @@ def _train(args: argparse.Namespace) -> int:
         data=_canonical(args.data),
         data_content=corpus_fingerprint(args.data),
         selection=file_sha256(selection.path) if selection else None,
-        seq_len=args.seq_len,
+        seq_len=cfg.seq_len,
         max_docs=args.max_docs,
         **read,
     )
     settings_key = dict(
-        requested_steps=args.steps, requested_tokens=args.tokens, warmup=args.warmup, batch_size=args.batch_size,
-        lr=args.lr, min_lr_ratio=args.min_lr_ratio, schedule=args.schedule, weight_decay=args.weight_decay,
-        clip_norm=args.clip_norm, seed=args.seed, dtype=args.dtype,
+        requested_steps=args.steps, requested_tokens=args.tokens, warmup=cfg.warmup, batch_size=cfg.batch_size,
+        lr=cfg.lr, min_lr_ratio=cfg.min_lr_ratio, schedule=cfg.schedule, weight_decay=cfg.weight_decay,
+        clip_norm=cfg.clip_norm, seed=args.seed, dtype=cfg.dtype,
     )
     if (run_dir / "eval.json").exists():
         # compared before declaring "nothing to do": a finished run answers only for its own arguments
         _check_run_identity(run_dir, {**train_key, **settings_key}, partial=True)
         print(f"pplaw train: {run_dir} is complete (eval.json exists); nothing to do")
         return 0
-    mesh = make_mesh(args.mesh)
+    mesh = make_mesh(cfg.mesh)
     dp = data_parallel_size(mesh)
-    eval_batch_size = args.eval_batch_size or args.batch_size
-    for flag, size in (("--batch-size", args.batch_size), ("--eval-batch-size", eval_batch_size)):
+    eval_batch_size = cfg.eval_batch_size or cfg.batch_size
+    for flag, size in (("--batch-size", cfg.batch_size), ("--eval-batch-size", eval_batch_size)):
         if size % dp:
-            raise PplawError(f"{flag} {size} is not a multiple of the data x fsdp mesh size {dp} (--mesh {args.mesh})")
+            raise PplawError(f"{flag} {size} is not a multiple of the data x fsdp mesh size {dp} (--mesh {cfg.mesh})")
 
-    loaded = load_for_training(args.model, tokenizer_dir=args.tokenizer, dtype=args.dtype, seed=args.seed, remat=args.remat)
+    loaded = load_for_training(args.model, tokenizer_dir=args.tokenizer, dtype=cfg.dtype, seed=args.seed, remat=cfg.remat)
     config, tokenizer = loaded.config, loaded.tokenizer
-    if args.seq_len > config.max_position_embeddings:
+    if cfg.seq_len > config.max_position_embeddings:
         raise PplawError(
-            f"--seq-len {args.seq_len} exceeds the model's max_position_embeddings {config.max_position_embeddings} ({loaded.source})"
+            f"--seq-len {cfg.seq_len} exceeds the model's max_position_embeddings {config.max_position_embeddings} ({loaded.source})"
         )
     check_memory(
         config,
-        batch_size=args.batch_size,
-        seq_len=args.seq_len,
+        batch_size=cfg.batch_size,
+        seq_len=cfg.seq_len,
         mesh=mesh,
-        compute_bytes=2 if args.dtype == "bfloat16" else 4,
-        remat=args.remat,
+        compute_bytes=2 if cfg.dtype == "bfloat16" else 4,
+        remat=cfg.remat,
     )
 
     cache_dir = run_dir / "data" / f"host{jax.process_index():03d}"
@@ -184,7 +160,7 @@ def _train(args: argparse.Namespace) -> int:
         "train",
         fingerprint(**train_key),
         lambda: build_sequences(
-            args.data, tokenizer, args.seq_len, selection=selection, max_docs=args.max_docs, **read
+            args.data, tokenizer, cfg.seq_len, selection=selection, max_docs=args.max_docs, **read
         ),
     )
     eval_sets = {}
@@ -192,23 +168,23 @@ def _train(args: argparse.Namespace) -> int:
                        ("target", args.target_eval_data)):
         if spec is not None:
             key = fingerprint(**model_id, data=_canonical(spec), data_content=corpus_fingerprint(spec),
-                              seq_len=args.seq_len, max_docs=args.eval_max_docs, **read)
+                              seq_len=cfg.seq_len, max_docs=args.eval_max_docs, **read)
             eval_sets[name] = cached_sequences(
                 cache_dir,
                 f"eval_{name}",
                 key,
-                lambda spec=spec: build_sequences(spec, tokenizer, args.seq_len, max_docs=args.eval_max_docs, **read),
+                lambda spec=spec: build_sequences(spec, tokenizer, cfg.seq_len, max_docs=args.eval_max_docs, **read),
             )
     max_id = max(int(s.tokens.max()) for s in (train, *eval_sets.values()))
     if max_id >= config.vocab_size:
         raise PplawError(f"token id {max_id} is outside the model's vocabulary of {config.vocab_size} ({loaded.source})")
 
     num_steps = total_steps(
-        batch_size=args.batch_size, seq_len=args.seq_len, num_sequences=len(train), steps=args.steps, tokens=args.tokens
+        batch_size=cfg.batch_size, seq_len=cfg.seq_len, num_sequences=len(train), steps=args.steps, tokens=args.tokens
     )
-    num_warmup = warmup_steps(args.warmup, num_steps)
-    schedule = make_schedule(args.lr, num_steps, num_warmup, kind=args.schedule, min_lr_ratio=args.min_lr_ratio)
-    tx = make_optimizer(schedule, weight_decay=args.weight_decay, clip_norm=args.clip_norm)
+    num_warmup = warmup_steps(cfg.warmup, num_steps)
+    schedule = make_schedule(cfg.lr, num_steps, num_warmup, kind=cfg.schedule, min_lr_ratio=cfg.min_lr_ratio)
+    tx = make_optimizer(schedule, weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm)
     _check_run_identity(
         run_dir,
         dict(**train_key, **settings_key, steps=num_steps, warmup_steps=num_warmup),
@@ -217,13 +193,13 @@ def _train(args: argparse.Namespace) -> int:
     trainer = Trainer(loaded.model, mesh, tx)
     settings = LoopSettings(
         num_steps=num_steps,
-        batch_size=args.batch_size,
+        batch_size=cfg.batch_size,
         seed=args.seed,
-        eval_every=args.eval_every,
+        eval_every=cfg.eval_every,
         eval_batch_size=eval_batch_size,
-        save_every=args.save_every,
-        keep=args.keep,
-        log_every=args.log_every,
+        save_every=cfg.save_every,
+        keep=cfg.keep,
+        log_every=cfg.log_every,
     )
     result = fit(trainer, train, eval_sets, settings, run_dir, schedule)
     export_hf(trainer, config, tokenizer, run_dir / "hf")
@@ -244,10 +220,10 @@ def _train(args: argparse.Namespace) -> int:
         "data": train_key["data"],
         "selection": _canonical(selection.path) if selection else None,
         "seed": args.seed,
-        "lr": args.lr,
-        "batch_size": args.batch_size,
-        "seq_len": args.seq_len,
-        "dtype": args.dtype,
+        "lr": cfg.lr,
+        "batch_size": cfg.batch_size,
+        "seq_len": cfg.seq_len,
+        "dtype": cfg.dtype,
     }
     if jax.process_index() == 0:
         write_json(run_dir / "eval.json", summary)

@@ -1,4 +1,5 @@
-"""`pplaw eval`: multiple-choice accuracy of a model on a JSONL task file (see train.evaluate)."""
+"""`pplaw eval`: multiple-choice accuracy of a model on a JSONL task file (see train.evaluate),
+or any log-likelihood task of lm-evaluation-harness (`--lm-eval-tasks`, see train.harness)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,25 @@ import json
 import os
 from pathlib import Path
 
+from pplaw_jax.config import EvalConfig, add_settings
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_json
+
+LM_EVAL_INSTALL = "pip install 'pplaw_jax[eval]'"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="HF checkpoint directory (e.g. RUN/hf), .gguf file, or smollm2-135m-instruct")
-    parser.add_argument("--tasks", required=True, help='JSONL rows {"question", "choices": [...], "answer": i, ["context"]}')
+    tasks = parser.add_mutually_exclusive_group(required=True)
+    tasks.add_argument("--tasks", help='JSONL rows {"question", "choices": [...], "answer": i, ["context"]}')
+    tasks.add_argument("--lm-eval-tasks", metavar="NAME[,NAME]",
+                       help=f"lm-evaluation-harness tasks, groups or tags (needs: {LM_EVAL_INSTALL})")
+    parser.add_argument("--lm-eval-include", metavar="DIR", default=None,
+                        help="directory of lm-eval task YAMLs searched before lm-eval's own (e.g. experiments/lm_eval_tasks)")
+    parser.add_argument("--lm-eval-num-fewshot", metavar="N", type=int, default=None,
+                        help="few-shot exemplars per question (default: each task's own setting, else 0)")
     parser.add_argument("--out", default=None, help="results JSON (default: print the summary only)")
-    parser.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
-    parser.add_argument("--max-examples", type=int, default=None, help="evaluate the first N tasks only")
-    parser.add_argument("--max-length", type=int, default=None, help="longest sequence (default: the model's context, at most 2048)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
-    parser.add_argument("--mesh", default="data=-1,fsdp=1,tensor=1", help="device mesh (axes data, fsdp, tensor)")
+    add_settings(parser, EvalConfig)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,29 +42,54 @@ def run(args: argparse.Namespace) -> int:
     from pplaw_jax.train.evaluate import build_requests, mc_metrics, read_tasks, score_requests
     from pplaw_jax.train.loop import ShardedLM, data_parallel_size
 
-    if args.max_examples is not None and args.max_examples < 1:
-        raise PplawError(f"--max-examples must be >= 1, got {args.max_examples}")
-    tasks = read_tasks(args.tasks, args.max_examples)
-    mesh = make_mesh(args.mesh)
-    if args.batch_size < 1 or args.batch_size % data_parallel_size(mesh):
+    cfg: EvalConfig = args.cfg
+    for flag in ("lm_eval_include", "lm_eval_num_fewshot"):
+        if getattr(args, flag) is not None and not args.lm_eval_tasks:
+            raise PplawError(f"--{flag.replace('_', '-')} needs --lm-eval-tasks")
+    if args.lm_eval_num_fewshot is not None and args.lm_eval_num_fewshot < 0:
+        raise PplawError(f"--lm-eval-num-fewshot must be >= 0, got {args.lm_eval_num_fewshot}")
+    if args.lm_eval_tasks:
+        harness = _import_harness()
+        suite = harness.load_suite([n.strip() for n in args.lm_eval_tasks.split(",") if n.strip()], args.lm_eval_include)
+    else:
+        tasks = read_tasks(args.tasks, cfg.max_examples)
+    mesh = make_mesh(cfg.mesh)
+    if cfg.batch_size < 1 or cfg.batch_size % data_parallel_size(mesh):
         raise PplawError(
-            f"--batch-size {args.batch_size} is not a positive multiple of the data x fsdp mesh size {data_parallel_size(mesh)}"
+            f"--batch-size {cfg.batch_size} is not a positive multiple of the data x fsdp mesh size {data_parallel_size(mesh)}"
         )
-    loaded = load_model(args.model, dtype=args.dtype)
+    loaded = load_model(args.model, dtype=cfg.dtype, mesh=mesh)  # read straight into the shards
     context = loaded.config.max_position_embeddings
-    max_length = args.max_length or min(context, 2048)
+    max_length = cfg.max_length or min(context, 2048)
     if not 2 <= max_length <= context:
         raise PplawError(f"--max-length {max_length} must be in [2, {context}] (the model's context)")
-    requests = build_requests(tasks, loaded.tokenizer, max_length, source=args.tasks)
-    lm = ShardedLM(loaded.model, mesh)
-    with progress("eval", total=len(requests), unit="choice", disable=jax.process_index() != 0) as bar:
-        logliks = score_requests(lm.nll, requests, args.batch_size, max_length, progress=bar.update)
-    results = {"model": loaded.source, "tasks": os.path.abspath(args.tasks), **mc_metrics(tasks, logliks)}
+    keys = ("n", "acc", "acc_ci95", "acc_norm", "acc_norm_ci95")
+    if args.lm_eval_tasks:
+        lm = harness.PplawLM(loaded, mesh, batch_size=cfg.batch_size, max_length=max_length)
+        results = harness.evaluate_suite(lm, suite, limit=cfg.max_examples, num_fewshot=args.lm_eval_num_fewshot)
+        summary = {name: {k: t[k] for k in keys if k in t} for name, t in {**results["tasks"], **results["groups"]}.items()}
+    else:
+        requests = build_requests(tasks, loaded.tokenizer, max_length, source=args.tasks)
+        lm = ShardedLM(loaded.model, mesh)
+        with progress("eval", total=len(requests), unit="choice", disable=jax.process_index() != 0) as bar:
+            logliks = score_requests(lm.nll, requests, cfg.batch_size, max_length, progress=bar.update)
+        results = {"model": loaded.source, "tasks": os.path.abspath(args.tasks), **mc_metrics(tasks, logliks)}
+        summary = {k: results[k] for k in keys}
     if jax.process_index() == 0:
         if args.out:
             out = Path(args.out)
             out.parent.mkdir(parents=True, exist_ok=True)
             write_json(out, results)
-        keys = ("n", "acc", "acc_ci95", "acc_norm", "acc_norm_ci95")
-        print(json.dumps({k: results[k] for k in keys}))
+        print(json.dumps(summary))
     return 0
+
+
+def _import_harness():
+    """pplaw_jax.train.harness, or one PplawError naming the extra when lm-eval is not installed."""
+    try:
+        import lm_eval  # noqa: F401  (only whether it imports)
+    except ImportError:
+        raise PplawError(f"--lm-eval-tasks needs lm-evaluation-harness (lm_eval); install it with: {LM_EVAL_INSTALL}") from None
+    from pplaw_jax.train import harness
+
+    return harness

@@ -96,6 +96,17 @@ class Request:
     first: int
 
 
+def truncated_request(start: int, context: Sequence[int], continuation: Sequence[int], max_length: int) -> Request:
+    """`[start] + (context + continuation)`, cut from the left to `max_length` tokens, continuation scored.
+
+    As lm-evaluation-harness truncates for its HF model: the prompt loses its oldest tokens first,
+    and a continuation longer than the window keeps only its last `max_length - 1` tokens.
+    """
+    body = (list(context) + list(continuation))[-(max_length - 1) :]
+    n_cont = min(len(continuation), len(body))
+    return Request(tuple([start] + body), 1 + len(body) - n_cont)
+
+
 def build_requests(tasks: Sequence[Task], tokenizer, max_length: int, source: str = "tasks") -> list[Request]:
     """One request per (task, choice), in order; the start token leads, prompts are left-truncated.
 
@@ -108,9 +119,7 @@ def build_requests(tasks: Sequence[Task], tokenizer, max_length: int, source: st
             context, continuation = encode_pair(tokenizer, task.prompt, choice)
             if not continuation:
                 raise PplawError(f"{source}:{task.line}: choice {choice!r} encodes to no tokens")
-            body = (context + continuation)[-(max_length - 1) :]
-            n_cont = min(len(continuation), len(body))
-            requests.append(Request(tuple([start] + body), 1 + len(body) - n_cont))
+            requests.append(truncated_request(start, context, continuation, max_length))
     return requests
 
 
@@ -119,21 +128,23 @@ def bucket_length(n: int, max_length: int, minimum: int = 16) -> int:
     return min(max(minimum, 1 << (n - 1).bit_length()), max_length)
 
 
-def score_requests(
-    nll_fn: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+def batched_apply(
+    fn: Callable[..., tuple[np.ndarray, ...]],
     requests: Sequence[Request],
     batch_size: int,
     max_length: int,
     progress: Callable[[int], None] | None = None,
-) -> np.ndarray:
-    """Log-likelihood (nats) of each request's continuation.
+    extras: Sequence[np.ndarray] = (),
+) -> tuple[np.ndarray, ...]:
+    """Run `fn(input_ids [B, T], lengths [B], first [B], *extras) -> per-row outputs` over all requests.
 
-    `nll_fn(input_ids [B, T], lengths [B], first [B]) -> (sum_nll [B], n_tokens [B])` on fixed
-    batches of `batch_size` rows; requests are sorted by length so each batch pads little, and
-    lengths are bucketed to powers of two.
+    Batches have a fixed `batch_size` rows (the last is padded with empty rows); requests are sorted
+    by length so each batch pads little, and lengths are bucketed to powers of two so a jitted `fn`
+    compiles once per bucket. `extras` are per-request arrays (leading axis: requests) batched the
+    same way. Returns each output (leading axis: rows) as an array in request order.
     """
     order = sorted(range(len(requests)), key=lambda i: -len(requests[i].ids))
-    out = np.zeros(len(requests), dtype=np.float64)
+    outs: list[np.ndarray] | None = None
     for b in range(0, len(order), batch_size):
         rows = order[b : b + batch_size]
         t = bucket_length(len(requests[rows[0]].ids), max_length)
@@ -144,11 +155,37 @@ def score_requests(
             req = requests[i]
             ids[r, : len(req.ids)] = req.ids
             lengths[r], first[r] = len(req.ids), req.first
-        sum_nll, _ = nll_fn(ids, lengths, first)
-        out[rows] = -np.asarray(sum_nll, dtype=np.float64)[: len(rows)]
+        side = []
+        for extra in extras:
+            batch_extra = np.zeros((batch_size,) + extra.shape[1:], dtype=extra.dtype)
+            batch_extra[: len(rows)] = extra[rows]
+            side.append(batch_extra)
+        batch = [np.asarray(x) for x in fn(ids, lengths, first, *side)]
+        if outs is None:
+            outs = [np.zeros((len(requests),) + x.shape[1:], dtype=x.dtype) for x in batch]
+        for out, x in zip(outs, batch):
+            out[rows] = x[: len(rows)]
         if progress is not None:
             progress(len(rows))
-    return out
+    return tuple(outs or ())
+
+
+def score_requests(
+    nll_fn: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    requests: Sequence[Request],
+    batch_size: int,
+    max_length: int,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Log-likelihood (nats, float64) of each request's continuation.
+
+    `nll_fn(input_ids [B, T], lengths [B], first [B]) -> (sum_nll [B], n_tokens [B])`, run by
+    `batched_apply`.
+    """
+    if not requests:
+        return np.zeros(0, dtype=np.float64)
+    sum_nll, _ = batched_apply(nll_fn, requests, batch_size, max_length, progress)
+    return -sum_nll.astype(np.float64)
 
 
 def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:

@@ -33,6 +33,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from pplaw_jax.distributed import batch_sharding, state_shardings
 from pplaw_jax.errors import PplawError
 from pplaw_jax.logs import get_logger, progress
+from pplaw_jax.models.llama import remat_policy_name
 from pplaw_jax.train.checkpoint import RunCheckpointer, abstract_like
 from pplaw_jax.train.dataset import TokenSequences, batch_indices, eval_batches, gather
 from pplaw_jax.train.loss import token_nll
@@ -194,25 +195,35 @@ def _available_host_bytes() -> int | None:
         return None
 
 
-def estimate_train_bytes(config, *, batch_size: int, seq_len: int, mesh, compute_bytes: int, remat: bool) -> int:
+def estimate_train_bytes(config, *, batch_size: int, seq_len: int, mesh, compute_bytes: int, remat: str | bool) -> int:
     """Rough per-device peak of a train step (bytes): state plus activations plus logits.
 
     State: float32 params, grads and two Adam moments (16 bytes/param), split over fsdp x tensor.
     Activations per layer (Korthikanti et al. 2022): `s*b*h*(17 + 5*a*s/h)` values kept for the
-    backward pass (only the block inputs with `remat`), split over tensor. Logits: float32 logits
-    and their gradient, `2*s*b*V*4` bytes, plus a compute-dtype copy.
+    backward pass, split over tensor. `remat` (`LlamaForCausalLM`'s policy, True = "full") keeps
+    only each layer's input ("full") or its input and matmul outputs ("dots_saveable": q, k, v,
+    attention scores and values, o, gate, up, down), plus one layer's full set while it is
+    recomputed. Logits: float32 logits and their gradient, `2*s*b*V*4` bytes, plus a
+    compute-dtype copy.
     """
+    policy = remat_policy_name(remat)
     shard = mesh.shape["fsdp"] * mesh.shape["tensor"]
     b = batch_size / data_parallel_size(mesh)
-    s, h, layers = seq_len, config.hidden_size, config.num_layers
+    s, h, layers, a = seq_len, config.hidden_size, config.num_layers, config.num_heads
+    q, kv, f = a * config.head_dim, config.num_kv_heads * config.head_dim, config.intermediate_size
     state = 16 * config.num_params() / shard
-    per_layer = s * b * h * (17 + 5 * config.num_heads * s / h) * compute_bytes / mesh.shape["tensor"]
-    acts = (layers * s * b * h * compute_bytes + per_layer) if remat else layers * per_layer
+    per_layer = s * b * h * (17 + 5 * a * s / h) * compute_bytes / mesh.shape["tensor"]
+    kept = {
+        "none": per_layer,
+        "full": s * b * h * compute_bytes,
+        "dots_saveable": s * b * (h + (2 * q + 2 * kv + 2 * h + 2 * f + a * s) / mesh.shape["tensor"]) * compute_bytes,
+    }[policy]
+    acts = layers * kept + (0 if policy == "none" else per_layer)
     logits = s * b * config.vocab_size * (8 + compute_bytes)
     return int(state + acts + logits)
 
 
-def check_memory(config, *, batch_size: int, seq_len: int, mesh, compute_bytes: int, remat: bool) -> None:
+def check_memory(config, *, batch_size: int, seq_len: int, mesh, compute_bytes: int, remat: str | bool) -> None:
     """PplawError before training when the rough estimate exceeds what one device has."""
     need = estimate_train_bytes(
         config, batch_size=batch_size, seq_len=seq_len, mesh=mesh, compute_bytes=compute_bytes, remat=remat

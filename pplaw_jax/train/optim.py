@@ -23,8 +23,11 @@ import math
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
+from pplaw_jax.distributed import logical_axes
 from pplaw_jax.errors import PplawError
+from pplaw_jax.models.llama import LAYERS
 
 SCHEDULES = ("cosine", "linear", "constant")
 
@@ -88,8 +91,18 @@ def make_schedule(
 
 
 def _decay_mask(params):
-    """Weight decay on matrices (embeddings, projections) only, not on norm scales or biases."""
-    return jax.tree.map(lambda p: p.ndim >= 2, params)
+    """Weight decay on matrices (embeddings, projections) only, not on norm scales or biases. A
+    scanned model's stacked `layers` axis does not count: its [layers, width] norm scales are vectors."""
+
+    def is_matrix(x) -> bool:
+        axes = logical_axes(x) or ()
+        return x.ndim - axes.count(LAYERS) >= 2
+
+    return jax.tree.map(
+        lambda x: x.replace(is_matrix(x)) if isinstance(x, nnx.Variable) else is_matrix(x),
+        params,
+        is_leaf=lambda x: isinstance(x, nnx.Variable),
+    )
 
 
 def make_optimizer(

@@ -17,18 +17,29 @@ from pplaw_jax.fileio import publish_modes, staging_dir
 SCRATCH_PREFIX = "scratch:"
 
 
-def load_for_training(spec: str, *, tokenizer_dir: str | None, dtype: str, seed: int, remat: bool = False):
+def load_for_training(
+    spec: str,
+    *,
+    tokenizer_dir: str | None,
+    dtype: str,
+    seed: int,
+    remat: str | bool = False,
+    mesh=None,
+    scan_layers: bool = False,
+):
     """A `LoadedModel` for `pplaw train`: a checkpoint via `load_model`, or `scratch:CONFIG.json`.
 
     Scratch models are initialised with `seed` (float32 parameters, `dtype` compute) and need a
-    tokenizer directory saved by `Tokenizer.save` whose ids fit the config's vocabulary.
+    tokenizer directory saved by `Tokenizer.save` whose ids fit the config's vocabulary. With
+    `mesh`, the parameters are created (read or initialised) straight in their shards. `remat`
+    and `scan_layers` are `LlamaForCausalLM`'s.
     """
     from pplaw_jax.models import LoadedModel, ModelConfig, Tokenizer, init_model, load_model
 
     if not spec.startswith(SCRATCH_PREFIX):
         if tokenizer_dir is not None:
             raise PplawError("--tokenizer is only for --model scratch:CONFIG.json (checkpoints bring their own)")
-        return load_model(spec, dtype=dtype, remat=remat)
+        return load_model(spec, dtype=dtype, mesh=mesh, remat=remat, scan_layers=scan_layers)
     path = Path(spec[len(SCRATCH_PREFIX) :])
     if tokenizer_dir is None:
         raise PplawError(f"--model {spec} needs --tokenizer DIR (see pplaw_jax.train.train_tokenizer)")
@@ -44,7 +55,7 @@ def load_for_training(spec: str, *, tokenizer_dir: str | None, dtype: str, seed:
         raise PplawError(
             f"{path}: vocab_size {config.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size} ({tokenizer_dir})"
         )
-    model = init_model(config, seed=seed, dtype=dtype, remat=remat)
+    model = init_model(config, seed=seed, dtype=dtype, mesh=mesh, remat=remat, scan_layers=scan_layers)
     return LoadedModel(config=config, model=model, tokenizer=tokenizer, source=str(path))
 
 

@@ -1,0 +1,63 @@
+"""``pplaw scratch``: what `pplaw train --model scratch:...` starts from — a BPE tokenizer trained
+on a corpus and an HF-style config for a small Llama with that vocabulary.
+
+    pplaw scratch --data GENERAL --vocab-size 2048 --out BASE [--max-docs N] KEY=VALUE ...
+
+Writes ``BASE/tokenizer/`` and, last, ``BASE/init_config.json`` (the ``KEY=VALUE`` fields, values
+parsed as YAML, with ``vocab_size`` set; checked by loading it as a `ModelConfig`). Then
+``pplaw train --model scratch:BASE/init_config.json --tokenizer BASE/tokenizer ...`` pretrains it.
+A directory that already holds both is left as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+INIT_CONFIG = "init_config.json"
+TOKENIZER = "tokenizer"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="corpus the tokenizer is trained on (same spec as pplaw score)")
+    parser.add_argument("--vocab-size", type=int, required=True, help="BPE vocabulary size")
+    parser.add_argument("--out", required=True, help="directory for tokenizer/ and init_config.json")
+    parser.add_argument("--max-docs", type=int, default=None, help="train the tokenizer on the first N documents")
+    parser.add_argument("--text-field", default="text", help="JSON field / Parquet column with the text")
+    parser.add_argument("--id-field", default="id", help="document id field")
+    parser.add_argument("fields", nargs="*", metavar="KEY=VALUE", help="HF config.json fields, e.g. hidden_size=128")
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from pplaw_jax.errors import PplawError
+    from pplaw_jax.fileio import write_text
+    from pplaw_jax.models import ModelConfig
+    from pplaw_jax.train.scratch import train_tokenizer
+
+    out = Path(args.out)
+    if args.vocab_size < 2:
+        raise PplawError(f"--vocab-size must be >= 2, got {args.vocab_size}")
+    fields = {}
+    for item in args.fields:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise PplawError(f"config field {item!r} is not of the form KEY=VALUE")
+        fields[key] = yaml.safe_load(raw)
+    fields["vocab_size"] = args.vocab_size
+    try:
+        ModelConfig.from_hf(fields)  # a field the decoder cannot build fails now, not at train time
+    except (KeyError, TypeError, ValueError) as e:
+        raise PplawError(f"the scratch model's config does not describe a model: {e!r}") from None
+    text = json.dumps(fields, indent=1)
+    if (out / INIT_CONFIG).exists() and (out / TOKENIZER).exists():
+        if (out / INIT_CONFIG).read_text() != text:
+            raise PplawError(f"{out} holds another scratch model ({out / INIT_CONFIG}); use a new --out")
+        return 0
+    if not (out / TOKENIZER).exists():
+        train_tokenizer(args.data, args.vocab_size, out / TOKENIZER, max_docs=args.max_docs,
+                        text_field=args.text_field, id_field=args.id_field)
+    write_text(out / INIT_CONFIG, text)
+    return 0
