@@ -75,6 +75,7 @@ class ScoreConfig:
                                            "tensor); each host scores its own documents on its "
                                            "share of the data axis")
     docs_per_part: int = setting(1000, lo=1, help="documents per resumable output part")
+    scan_layers: bool = switch(False, help="stack the decoder layers under nnx.scan (compile time flat in depth)")
 
 
 @dataclass
@@ -91,7 +92,11 @@ class TrainConfig:
     clip_norm: float = setting(1.0, lo=0, help="global gradient-norm clip (0: none)")
     dtype: Dtype = setting("float32", help="compute dtype (weights and optimizer state stay float32)")
     mesh: str = setting(DEFAULT_MESH, help="device mesh over all hosts' devices (axes data, fsdp, tensor)")
-    remat: bool = switch(False, help="recompute activations in the backward pass (less memory)")
+    remat: Literal["none", "full", "dots_saveable"] = setting(
+        "none", help="what a layer keeps for the backward pass: everything (none), its input only (full), "
+                     "its matmul outputs (dots_saveable)")
+    scan_layers: bool = switch(False, help="stack the decoder layers under nnx.scan (compile time flat in "
+                                           "depth; checkpoints are layout-specific)")
     eval_every: int = setting(0, lo=0, help="evaluate every K steps (0: only at the end)")
     eval_batch_size: Optional[int] = setting(None, lo=1, help="sequences per eval batch (default --batch-size)")
     save_every: int = setting(100, lo=1, help="checkpoint every K steps (and at the end)")

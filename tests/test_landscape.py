@@ -369,7 +369,7 @@ def test_bad_input_exits_nonzero_without_summary(tiny_llama, tmp_path, capsys):
     assert "not a multiple of the data x fsdp mesh size 8" in capsys.readouterr().err
     assert run_cli("--model", str(model_dir), "--data", str(corpus), "--out", str(tmp_path / "o5"),
                    "--batch-size", "0") == 2  # not silently the default
-    assert "--batch-size must be >= 1, got 0" in capsys.readouterr().err
+    assert "--batch-size: 0 out of range (must be >= 1)" in capsys.readouterr().err
     empty = tmp_path / "empty.jsonl"
     empty.write_text('{"id": "e", "text": ""}\n{"id": "f", "text": ""}\n')
     assert run_cli("--model", str(model_dir), "--data", str(empty), "--out", str(tmp_path / "o6"), "--seq-len", "24") == 2

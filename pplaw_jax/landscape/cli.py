@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
                              f"{dp * process_count} ({cfg.mesh} over {process_count} host(s))")
         else:
             batch_size = cfg.batch_size // process_count
-        loaded = load_model(args.model, dtype=cfg.dtype)
+        loaded = load_model(args.model, dtype=cfg.dtype, mesh=mesh, scan_layers=cfg.scan_layers)  # into the shards
         if cfg.seq_len > loaded.config.max_position_embeddings:
             raise PplawError(
                 f"--seq-len {cfg.seq_len} exceeds the model's max_position_embeddings "
@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
                 "model_content": model_fingerprint(loaded.source),
                 "data_content": corpus_fingerprint(args.data),
                 "dtype": cfg.dtype,
+                "scan_layers": cfg.scan_layers,
                 "text_field": args.text_field,
                 "id_field": args.id_field,
                 "max_docs": args.max_docs,

@@ -125,6 +125,8 @@ def _train(args: argparse.Namespace) -> int:
         requested_steps=args.steps, requested_tokens=args.tokens, warmup=cfg.warmup, batch_size=cfg.batch_size,
         lr=cfg.lr, min_lr_ratio=cfg.min_lr_ratio, schedule=cfg.schedule, weight_decay=cfg.weight_decay,
         clip_norm=cfg.clip_norm, seed=args.seed, dtype=cfg.dtype,
+        # orbax checkpoints hold one parameter layout; remat is left out: it changes memory, not the run
+        scan_layers=cfg.scan_layers,
     )
     if (run_dir / "eval.json").exists():
         # compared before declaring "nothing to do": a finished run answers only for its own arguments
@@ -138,7 +140,8 @@ def _train(args: argparse.Namespace) -> int:
         if size % dp:
             raise PplawError(f"{flag} {size} is not a multiple of the data x fsdp mesh size {dp} (--mesh {cfg.mesh})")
 
-    loaded = load_for_training(args.model, tokenizer_dir=args.tokenizer, dtype=cfg.dtype, seed=args.seed, remat=cfg.remat)
+    loaded = load_for_training(args.model, tokenizer_dir=args.tokenizer, dtype=cfg.dtype, seed=args.seed,
+                               remat=cfg.remat, mesh=mesh, scan_layers=cfg.scan_layers)  # into the shards
     config, tokenizer = loaded.config, loaded.tokenizer
     if cfg.seq_len > config.max_position_embeddings:
         raise PplawError(
