@@ -1,4 +1,4 @@
-"""The Llama-family decoder (Flax NNX), its configuration, checkpoint loaders and tokenizer.
+"""The Llama-family and Gemma 3 decoders (Flax NNX), their configurations, checkpoint loaders and tokenizer.
 
     from pplaw_jax.models import load_model
     loaded = load_model("path/to/hf_dir" | "model.gguf" | "smollm2-135m-instruct", dtype="bfloat16")
@@ -7,6 +7,7 @@
 """
 
 from pplaw_jax.models.config import ModelConfig
+from pplaw_jax.models.gemma3 import Gemma3Config, Gemma3ForCausalLM
 from pplaw_jax.models.gguf import load_gguf
 from pplaw_jax.models.hf import load_hf_checkpoint, save_hf_checkpoint
 from pplaw_jax.models.llama import REMAT_POLICIES, LlamaForCausalLM, flat_params, init_model
@@ -15,6 +16,8 @@ from pplaw_jax.models.weights import model_from_params, place_model
 from pplaw_jax.models.tokenizer import Tokenizer, train_bpe_tokenizer
 
 __all__ = [
+    "Gemma3Config",
+    "Gemma3ForCausalLM",
     "LlamaForCausalLM",
     "LoadedModel",
     "ModelConfig",

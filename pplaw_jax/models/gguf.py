@@ -8,6 +8,11 @@ llama.cpp's converter permutes the rows of the Llama Q and K projections within 
 the HF "rotate half" RoPE layout to the interleaved (GPT-J) layout; `unpermute_rows` undoes that
 so the weights run in our HF-layout decoder. Qwen2/Qwen3 GGUFs are written in the HF layout
 (llama.cpp runs them with NEOX-style RoPE) and are left as they are.
+
+`gemma3` files load the Gemma 3 decoder (`pplaw_jax.models.gemma3`: its config from the metadata,
+its tensor names): their Q/K rows are in the HF layout too, and their norm weights are stored as
+`1 + w` (the converter adds the 1 that Gemma3RMSNorm adds at run time), so 1 is subtracted as
+each norm is read and the parameters hold HF's zero-centred `w`.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ import numpy as np
 from jax.sharding import Mesh
 
 from pplaw_jax.errors import PplawError
+from pplaw_jax.models import gemma3
 from pplaw_jax.models.config import ModelConfig
+from pplaw_jax.models.gemma3 import Gemma3Config, Gemma3ForCausalLM
 from pplaw_jax.models.llama import LlamaForCausalLM
-from pplaw_jax.models.weights import TensorSource, Transposed, place_model
+from pplaw_jax.models.weights import Shifted, TensorSource, Transposed, place_model
 
 # GGUF architecture -> our model_type; which ones carry llama.cpp's Q/K row permutation
 _ARCHS = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
@@ -84,7 +91,7 @@ def gguf_config(reader, path: Path) -> ModelConfig:
     """A ModelConfig from GGUF metadata (`{arch}.block_count`, `.attention.head_count`, ...)."""
     arch = _field(reader, "general.architecture")
     if arch not in _ARCHS:
-        raise PplawError(f"{path}: GGUF architecture {arch!r} is not supported (supported: {sorted(_ARCHS)})")
+        raise PplawError(f"{path}: GGUF architecture {arch!r} is not supported (supported: {sorted([*_ARCHS, 'gemma3'])})")
     names = {t.name for t in reader.tensors}
     if "rope_freqs.weight" in names:
         raise PplawError(f"{path}: GGUF per-frequency RoPE factors (rope_freqs, Llama 3.1 style) are not supported")
@@ -167,20 +174,25 @@ class GGUFSource:
         return values.reshape(len(rows), *self.shape[1:])[(slice(None), *index[1:])]
 
 
-def gguf_sources(reader, path: Path, config: ModelConfig) -> dict[str, TensorSource]:
+def gguf_sources(reader, path: Path, config: ModelConfig | Gemma3Config) -> dict[str, TensorSource]:
     """The file's tensors as sources keyed by our parameter names (kernels transposed, Llama Q/K
-    rows unpermuted); PplawError naming a tensor the decoder has no place for or cannot dequantize."""
+    rows unpermuted, gemma3 norms read minus 1); PplawError naming a tensor the decoder has no
+    place for or cannot dequantize."""
     arch = _field(reader, "general.architecture")
+    is_gemma3 = arch == "gemma3"
+    layer_names, global_names = (
+        (gemma3.GGUF_LAYER_NAMES, gemma3.GGUF_GLOBAL_NAMES) if is_gemma3 else (_LAYER_NAMES, _GLOBAL_NAMES)
+    )
     sources: dict[str, TensorSource] = {}
     for tensor in reader.tensors:
         match = _BLOCK.match(tensor.name)
         if match:
-            sub = _LAYER_NAMES.get(match.group(2))
+            sub = layer_names.get(match.group(2))
             name = None if sub is None else f"layers.{match.group(1)}.{sub}"
         else:
-            name = _GLOBAL_NAMES.get(tensor.name)
+            name = global_names.get(tensor.name)
         if name is None:
-            raise PplawError(f"{path}: unexpected GGUF tensor {tensor.name!r}")
+            raise PplawError(f"{path}: unexpected GGUF tensor {tensor.name!r} for architecture {arch!r}")
         source = GGUFSource(path, tensor)
         heads = None
         if arch in _PERMUTED and ".q_proj." in name:
@@ -190,20 +202,28 @@ def gguf_sources(reader, path: Path, config: ModelConfig) -> dict[str, TensorSou
         if heads is not None:
             source = GGUFSource(path, tensor, unpermute_rows(np.arange(source.shape[0]), heads))
         source.read((slice(0, 1),) + tuple(slice(0, d) for d in source.shape[1:]))  # an unsupported type fails now
-        sources[name] = Transposed(source) if name.endswith("kernel") else source
+        if name.endswith("kernel"):
+            sources[name] = Transposed(source)
+        elif is_gemma3 and name.endswith(".scale"):
+            sources[name] = Shifted(source, -1.0)
+        else:
+            sources[name] = source
     return sources
 
 
 def load_gguf(
     path: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32, mesh: Mesh | None = None, **model_kwargs
-) -> tuple[ModelConfig, LlamaForCausalLM]:
+) -> tuple[ModelConfig | Gemma3Config, LlamaForCausalLM | Gemma3ForCausalLM]:
     """Read a GGUF file into (config, model): each device's slice of every tensor dequantized to
     float32, cast to `param_dtype` and placed in its shard on `mesh` (None: the default device); see
-    `weights.place_model`. Extra keyword arguments (`attention_impl`, `remat`, `scan_layers`) go
-    to `LlamaForCausalLM`."""
+    `weights.place_model`. A `gemma3` file gives a `Gemma3ForCausalLM`. Extra keyword arguments
+    (`attention_impl`, `remat`, `scan_layers`) go to the decoder class."""
     path = Path(path)
     reader = _open(path)
-    config = gguf_config(reader, path)
+    if _field(reader, "general.architecture") == "gemma3":
+        config = gemma3.gemma3_gguf_config(reader, path)
+    else:
+        config = gguf_config(reader, path)
     model = place_model(
         config, gguf_sources(reader, path, config), dtype=dtype, param_dtype=param_dtype, mesh=mesh,
         source=str(path), **model_kwargs,

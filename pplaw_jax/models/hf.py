@@ -23,7 +23,8 @@ from jax.sharding import Mesh
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import publish_modes, staging_dir
-from pplaw_jax.models.config import ModelConfig
+from pplaw_jax.models.config import ARCHITECTURES, ModelConfig
+from pplaw_jax.models.gemma3 import GEMMA3_MODEL_TYPES, Gemma3Config, Gemma3ForCausalLM, gemma3_text_name
 from pplaw_jax.models.llama import LlamaForCausalLM, flat_params
 from pplaw_jax.models.weights import TensorSource, Transposed, place_model
 
@@ -165,7 +166,8 @@ class SafetensorsSource:
         return self.file.tensor(self.name)[index]
 
 
-def read_hf_config(directory: str | os.PathLike) -> ModelConfig:
+def read_hf_config(directory: str | os.PathLike) -> ModelConfig | Gemma3Config:
+    """The `ModelConfig` (Llama family) or `gemma3.Gemma3Config` of a checkpoint's config.json."""
     path = Path(directory) / "config.json"
     if not path.exists():
         raise PplawError(f"{directory}: not an HF checkpoint directory (no config.json)")
@@ -173,16 +175,25 @@ def read_hf_config(directory: str | os.PathLike) -> ModelConfig:
         raw = json.loads(path.read_text())
     except ValueError as e:
         raise PplawError(f"{path}: invalid JSON ({e})") from e
+    model_type = raw.get("model_type") if isinstance(raw, dict) else None
+    if model_type in GEMMA3_MODEL_TYPES:
+        return Gemma3Config.from_hf(raw)
+    if model_type not in ARCHITECTURES:
+        supported = sorted([*ARCHITECTURES, *GEMMA3_MODEL_TYPES])
+        raise PplawError(f"{path}: model_type {model_type!r} is not supported (supported: {supported})")
     return ModelConfig.from_hf(raw)
 
 
-def hf_sources(directory: Path, config: ModelConfig) -> dict[str, TensorSource]:
-    """The checkpoint's tensors as sources keyed by our parameter names (kernels transposed)."""
+def hf_sources(directory: Path, config: ModelConfig | Gemma3Config) -> dict[str, TensorSource]:
+    """The checkpoint's tensors as sources keyed by our parameter names (kernels transposed; a
+    Gemma 3 multimodal checkpoint's text decoder only, see `gemma3.gemma3_text_name`)."""
+    gemma = isinstance(config, Gemma3Config)
     sources: dict[str, TensorSource] = {}
     for file in _safetensors_files(directory):
         opened = SafetensorsFile(file)
         for name in opened.entries:
-            mapped = hf_to_param_name(name)
+            text_name = gemma3_text_name(name) if gemma else name
+            mapped = None if text_name is None else hf_to_param_name(text_name)
             if mapped is None:
                 continue
             path, transpose = mapped
@@ -195,10 +206,12 @@ def hf_sources(directory: Path, config: ModelConfig) -> dict[str, TensorSource]:
 
 def load_hf_checkpoint(
     directory: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32, mesh: Mesh | None = None, **model_kwargs
-) -> tuple[ModelConfig, LlamaForCausalLM]:
+) -> tuple[ModelConfig | Gemma3Config, LlamaForCausalLM | Gemma3ForCausalLM]:
     """Read an HF checkpoint directory into (config, model); weights cast to `param_dtype` and
     placed straight into their shards on `mesh` (None: the default device); see `weights.place_model`.
-    Extra keyword arguments (`attention_impl`, `remat`, `scan_layers`) go to `LlamaForCausalLM`."""
+    A Gemma 3 checkpoint (`gemma3_text`, or `gemma3` multimodal: its text decoder) gives a
+    `Gemma3ForCausalLM`. Extra keyword arguments (`attention_impl`, `remat`, `scan_layers`) go to
+    the decoder class."""
     directory = Path(directory)
     config = read_hf_config(directory)
     model = place_model(
@@ -209,7 +222,9 @@ def load_hf_checkpoint(
 
 
 # ---------------------------------------------------------------------- writing
-def save_hf_checkpoint(model: LlamaForCausalLM, config: ModelConfig, tokenizer, out_dir: str | os.PathLike) -> None:
+def save_hf_checkpoint(
+    model: LlamaForCausalLM | Gemma3ForCausalLM, config: ModelConfig | Gemma3Config, tokenizer, out_dir: str | os.PathLike
+) -> None:
     """Write `config.json`, `model.safetensors` and tokenizer files that transformers loads.
 
     Float32 parameters are written as F32 and float16 as F16; bfloat16 parameters are written as

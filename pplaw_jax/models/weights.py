@@ -8,6 +8,7 @@ axes map to on the mesh (`pplaw_jax.distributed`), and creates each parameter wi
 `jax.make_array_from_callback`, which asks only for the slices this host's devices hold. So no
 device holds more than its share of the parameters plus the one tensor being placed, a checkpoint
 larger than one device loads onto a mesh that can hold it, and each host reads only its slices.
+The decoder built is the one of the config's family (`decoder_class`: Llama family or Gemma 3).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from jax.sharding import Mesh
 from pplaw_jax.distributed import state_shardings
 from pplaw_jax.errors import PplawError
 from pplaw_jax.models.config import ModelConfig
+from pplaw_jax.models.gemma3 import Gemma3Config, Gemma3ForCausalLM
 from pplaw_jax.models.llama import LlamaForCausalLM, checkpoint_names, is_stacked
 
 Index = tuple[slice, ...]  # one concrete slice (start, stop, step 1) per dim
@@ -94,6 +96,30 @@ class Stacked:
         return np.stack([self.layers[i].read(rest) for i in range(*index[0].indices(len(self.layers)))])
 
 
+@dataclass(frozen=True)
+class Shifted:
+    """A source read with `offset` added (GGUF stores Gemma's zero-centred norm weights as 1 + w)."""
+
+    inner: TensorSource
+    offset: float
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.inner.shape)
+
+    def read(self, index: Index) -> np.ndarray:
+        return np.asarray(self.inner.read(index), dtype=np.float32) + np.float32(self.offset)
+
+
+def decoder_class(config: ModelConfig | Gemma3Config) -> type:
+    """The NNX decoder built from `config`: `Gemma3ForCausalLM` for a `Gemma3Config`, else `LlamaForCausalLM`."""
+    return Gemma3ForCausalLM if isinstance(config, Gemma3Config) else LlamaForCausalLM
+
+
 def place(
     shape: tuple[int, ...], dtype, sharding: jax.sharding.Sharding | None, read: Callable[[Index], np.ndarray]
 ) -> jax.Array:
@@ -119,7 +145,7 @@ def place(
 
 
 def place_model(
-    config: ModelConfig,
+    config: ModelConfig | Gemma3Config,
     sources: Mapping[str, TensorSource],
     *,
     dtype=jnp.float32,
@@ -127,19 +153,18 @@ def place_model(
     mesh: Mesh | None = None,
     source: str = "checkpoint",
     **model_kwargs,
-) -> LlamaForCausalLM:
-    """A model whose parameters are read from `sources` (keyed by checkpoint name, as `flat_params`
-    names them), cast to `param_dtype` and placed by their logical axes on `mesh` (None: the
-    default device, uncommitted, see `place`). Either layout (`scan_layers`) loads from the same
-    per-layer sources.
+) -> LlamaForCausalLM | Gemma3ForCausalLM:
+    """A model (`decoder_class(config)`) whose parameters are read from `sources` (keyed by
+    checkpoint name, as `flat_params` names them), cast to `param_dtype` and placed by their logical
+    axes on `mesh` (None: the default device, uncommitted, see `place`). Either layout
+    (`scan_layers`, Llama family only) loads from the same per-layer sources.
 
     Missing, unexpected or mis-shaped tensors raise PplawError naming `source` and the tensor,
     before anything is read.
     """
     param_dtype = jnp.dtype(param_dtype)
-    abstract = nnx.eval_shape(
-        lambda: LlamaForCausalLM(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0), **model_kwargs)
-    )
+    cls = decoder_class(config)
+    abstract = nnx.eval_shape(lambda: cls(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0), **model_kwargs))
     graphdef, state = nnx.split(abstract)
     scanned = abstract.scan_layers
     flat = list(nnx.to_flat_state(state))
@@ -178,7 +203,7 @@ def place_model(
 
 
 def model_from_params(
-    config: ModelConfig,
+    config: ModelConfig | Gemma3Config,
     params: Mapping[str, np.ndarray],
     *,
     dtype=jnp.float32,
@@ -186,7 +211,7 @@ def model_from_params(
     source: str = "checkpoint",
     mesh: Mesh | None = None,
     **model_kwargs,
-) -> LlamaForCausalLM:
+) -> LlamaForCausalLM | Gemma3ForCausalLM:
     """`place_model` from in-memory arrays keyed by checkpoint name, in the model's layout."""
     sources = {name: ArraySource(name, np.asarray(array)) for name, array in params.items()}
     return place_model(
