@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from pplaw_jax.cli import main as pplaw_main
-from pplaw_jax.select import (RankedLandscape, choose_target, dos_select, read_landscape,
+from pplaw_jax.landscape.directory import read_landscape
+from pplaw_jax.select import (RankedLandscape, choose_target, dos_select,
                               select_baseline, select_windows, write_selection)
 from pplaw_jax.select.synthetic import synthetic_landscape, write_landscape
 from pplaw_jax.select.windows import parse_window

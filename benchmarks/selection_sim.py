@@ -59,7 +59,7 @@ def _init(landscape, budgets_frac, seed):
     from pplaw_jax.simulate import World, heavy_tailed_landscape
 
     if landscape:
-        from pplaw_jax.select.io import read_landscape
+        from pplaw_jax.landscape.directory import read_landscape
 
         land = read_landscape(landscape)
         ppl, n_tokens = land.ppl, land.n_tokens

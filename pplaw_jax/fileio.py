@@ -4,7 +4,7 @@ Every output of every stage is written through `atomic_write`: the content goes 
 temporary file ``NAME.<random>.tmp`` in the destination's directory, is fsynced, and is renamed onto
 ``NAME`` (``os.replace``, atomic within one file system). The unique name lets several hosts write
 the same shared file at once, and the ``.tmp`` suffix lets a resumed run find and delete what a
-killed one left (see `pplaw_jax.landscape.parts.discard_unfinished`). ``tempfile.mkstemp`` creates
+killed one left (see `pplaw_jax.landscape.directory.discard_unfinished`). ``tempfile.mkstemp`` creates
 files with mode 0600; the temporary file is given the usual ``0666 & ~umask`` instead, so outputs
 on a shared file system stay readable by the other hosts and users, as with a plain ``open()``.
 

@@ -20,7 +20,8 @@ from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_text
 from pplaw_jax.law.plots import save_figure
 from pplaw_jax.logs import get_logger
-from pplaw_jax.select.io import aliased_methods, read_landscape
+from pplaw_jax.landscape.directory import read_landscape
+from pplaw_jax.select.io import aliased_methods
 
 
 def add_arguments(parser) -> None:

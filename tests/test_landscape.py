@@ -23,7 +23,7 @@ from pplaw_jax.cli import main
 from tiny_hf import WORDS, save_tiny_llama
 from pplaw_jax.data import Document, iter_documents
 from pplaw_jax.errors import PplawError
-from pplaw_jax.landscape.parts import PART_SCHEMA, iter_done_parts, read_landscape
+from pplaw_jax.landscape.directory import PART_SCHEMA, iter_done_parts, read_parts
 from pplaw_jax.landscape.score import score_corpus
 from pplaw_jax.models.loss import token_nll
 
@@ -143,7 +143,7 @@ def test_score_corpus_rows_parts_and_summary(tmp_path):
     docs = make_docs(23)
     scorer = FakeScorer()
     summary = run_fake(tmp_path / "out", docs, scorer)
-    got = read_landscape(tmp_path / "out")
+    got = read_parts(tmp_path / "out")
     want = expected_rows(docs, seq_len=8)
     assert pq.read_schema(next(iter_done_parts(tmp_path / "out"))[2]).equals(PART_SCHEMA)
     pd.testing.assert_frame_equal(got, want, check_dtype=False, rtol=1e-6)  # in reading order
@@ -170,7 +170,7 @@ def test_score_corpus_rows_parts_and_summary(tmp_path):
 def test_resume_after_crash_is_exact_and_skips_done_parts(tmp_path):
     docs = make_docs(23, seed=1)
     run_fake(tmp_path / "ref", docs, FakeScorer())
-    reference = read_landscape(tmp_path / "ref")
+    reference = read_parts(tmp_path / "ref")
 
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="injected crash"):
@@ -185,7 +185,7 @@ def test_resume_after_crash_is_exact_and_skips_done_parts(tmp_path):
 
     scorer = FakeScorer()
     run_fake(out, docs, scorer)
-    resumed = read_landscape(out)
+    resumed = read_parts(out)
     pd.testing.assert_frame_equal(resumed, reference, check_exact=True)
     assert not resumed.duplicated(KEY).any()
     assert {p: (p.stat().st_mtime_ns, p.with_suffix(".done").stat().st_mtime_ns) for p in stamps} == stamps
@@ -236,7 +236,7 @@ def test_two_hosts_write_the_same_rows_as_one(tmp_path, monkeypatch):
     waiter.join(timeout=30)
     both = result["summary"]
     pd.testing.assert_frame_equal(
-        sorted_rows(read_landscape(tmp_path / "two")), sorted_rows(read_landscape(tmp_path / "one")), check_exact=True
+        sorted_rows(read_parts(tmp_path / "two")), sorted_rows(read_parts(tmp_path / "one")), check_exact=True
     )
     for key in ("documents", "skipped", "chunks", "tokens", "ppl", "logppl"):
         assert both[key] == single[key]
@@ -331,7 +331,7 @@ def test_cli_matches_pytorch(tiny_llama, torch_rows, tmp_path, capsys):
     out = tmp_path / "land"
     assert run_cli("--model", str(model_dir), "--data", str(corpus), "--out", str(out), "--seq-len", "24",
                    "--docs-per-part", "4", "--mesh", "data=8") == 0
-    got = sorted_rows(read_landscape(out))
+    got = sorted_rows(read_parts(out))
     assert got[KEY + ["n_tokens"]].equals(torch_rows[KEY + ["n_tokens"]])
     np.testing.assert_allclose(got.sum_nll, torch_rows.sum_nll, rtol=1e-4)
     np.testing.assert_allclose(got.ppl, np.exp(got.sum_nll / got.n_tokens), rtol=1e-12)
@@ -371,7 +371,7 @@ def test_meshes_and_dtypes_agree_with_pytorch(tiny_llama, torch_rows, tmp_path, 
         docs_per_part=5,
         progress=False,
     )
-    got = sorted_rows(read_landscape(tmp_path / "land"))
+    got = sorted_rows(read_parts(tmp_path / "land"))
     assert got[KEY + ["n_tokens"]].equals(torch_rows[KEY + ["n_tokens"]])
     np.testing.assert_allclose(got.sum_nll, torch_rows.sum_nll, rtol=rtol)
 
@@ -487,7 +487,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_rows(tiny_llama, tmp_path):
     data.unlink()
     data.write_text("".join(lines))
     assert run_cli(*args, "--data", str(data), "--out", str(out)) == 0
-    pd.testing.assert_frame_equal(sorted_rows(read_landscape(out)), sorted_rows(read_landscape(tmp_path / "ref")),
+    pd.testing.assert_frame_equal(sorted_rows(read_parts(out)), sorted_rows(read_parts(tmp_path / "ref")),
                                   check_exact=True)
     assert part0.stat().st_mtime_ns == stamp  # the part finished before the kill was not redone
     summary = json.loads((out / "summary.json").read_text())

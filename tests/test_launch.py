@@ -28,7 +28,7 @@ import pandas as pd
 import pytest
 
 from pplaw_jax.cli import main
-from pplaw_jax.landscape.parts import iter_done_parts, read_landscape
+from pplaw_jax.landscape.directory import iter_done_parts, read_parts
 from tiny_hf import WORDS, save_tiny_llama
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,7 +108,7 @@ def test_multinode_launcher_two_processes_score_like_one(tmp_path):
 
     # reference: one ordinary process (this one, on its 8 fake devices)
     assert main(["score", *common, "--out", str(tmp_path / "one")]) == 0
-    single = read_landscape(tmp_path / "one").sort_values(KEY).reset_index(drop=True)
+    single = read_parts(tmp_path / "one").sort_values(KEY).reset_index(drop=True)
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["process_count"] == 2  # the launcher's environment made one 2-process JAX job
@@ -117,7 +117,7 @@ def test_multinode_launcher_two_processes_score_like_one(tmp_path):
     for host in (0, 1):
         rows = pd.concat([pd.read_parquet(p) for h, _, p in done if h == host])
         assert set(rows.doc_id) == {d["id"] for i, d in enumerate(docs) if i % 2 == host} & scored
-    both = read_landscape(out)
+    both = read_parts(out)
     assert not both.duplicated(KEY).any()  # each chunk scored once
     both = both.sort_values(KEY).reset_index(drop=True)
     assert both[KEY + ["n_tokens"]].equals(single[KEY + ["n_tokens"]])

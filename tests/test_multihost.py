@@ -23,7 +23,7 @@ import pytest
 
 from pplaw_jax.cli import main
 from tiny_hf import WORDS, save_tiny_llama
-from pplaw_jax.landscape.parts import iter_done_parts, read_landscape, read_json
+from pplaw_jax.landscape.directory import iter_done_parts, read_json, read_parts
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = ["doc_id", "chunk"]
@@ -108,7 +108,7 @@ def test_two_process_score_splits_the_corpus_exactly(tiny_setup, tmp_path):
 
     # reference: one ordinary process on this test process's 8 fake devices
     assert main(["score", *common, "--out", str(tmp_path / "one")]) == 0
-    single = sorted_rows(read_landscape(tmp_path / "one"))
+    single = sorted_rows(read_parts(tmp_path / "one"))
 
     out = tmp_path / "two"
     wait_all(launch_hosts([*common, "--out", str(out), "--batch-size", "4"], tmp_path))
@@ -132,7 +132,7 @@ def test_two_process_score_splits_the_corpus_exactly(tiny_setup, tmp_path):
         assert sum(host == h for host, _, _ in done) == -(-len(shard) // 3)  # ceil(docs / docs_per_part)
 
     # the union of the hosts' rows is the single-process landscape: nothing lost, nothing doubled
-    both = read_landscape(out)
+    both = read_parts(out)
     assert not both.duplicated(KEY).any()
     both = sorted_rows(both)
     assert both[KEY + ["n_tokens"]].equals(single[KEY + ["n_tokens"]])

@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.select import read_landscape, write_selection
+from pplaw_jax.landscape.directory import read_landscape
+from pplaw_jax.select import write_selection
 from pplaw_jax.select.synthetic import synthetic_landscape, write_landscape
 
 

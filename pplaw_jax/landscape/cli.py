@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from pplaw_jax.distributed import make_host_mesh
     from pplaw_jax.errors import PplawError
     from pplaw_jax.fileio import discard_temporaries, output_lock
-    from pplaw_jax.landscape.parts import HISTOGRAM, SUMMARY
+    from pplaw_jax.landscape.directory import HISTOGRAM, SUMMARY
     from pplaw_jax.landscape.score import make_score_fn, score_corpus
     from pplaw_jax.models.sharded import data_parallel_size
     from pplaw_jax.models import load_model

@@ -54,8 +54,7 @@ from pplaw_jax.data import Document, chunk_token_ids, iter_tokenized, pad_batch
 from pplaw_jax.data.chunking import window_bytes
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_json
-from pplaw_jax.landscape import parts
-from pplaw_jax.landscape.stats import bits_per_byte, plot_log_ppl_histogram, ppl_stats
+from pplaw_jax.landscape import directory
 from pplaw_jax.logs import get_logger
 from pplaw_jax.logs import progress as progress_display
 
@@ -86,10 +85,10 @@ def check_run_args(out_dir: str | os.PathLike, run_args: Mapping[str, Any]) -> N
     Every host may call this: the file's content does not depend on the host, so concurrent
     atomic writes of it are harmless.
     """
-    path = Path(out_dir) / parts.RUN_ARGS
+    path = Path(out_dir) / directory.RUN_ARGS
     wanted = dict(run_args)
     if path.exists():
-        stored = parts.read_json(path)
+        stored = directory.read_json(path)
         diff = [
             f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} now"
             for k in sorted(set(stored) | set(wanted))
@@ -103,7 +102,7 @@ def check_run_args(out_dir: str | os.PathLike, run_args: Mapping[str, Any]) -> N
                 "rerun with the same arguments to resume it, or choose another --out"
             )
         return
-    (Path(out_dir) / parts.PARTS).mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / directory.PARTS).mkdir(parents=True, exist_ok=True)
     write_json(path, wanted, sort_keys=True)
 
 
@@ -119,7 +118,7 @@ def score_corpus(
     run_args: Mapping[str, Any],
     process_index: int = 0,
     process_count: int = 1,
-    docs_per_part: int = parts.DEFAULT_DOCS_PER_PART,
+    docs_per_part: int = directory.DEFAULT_DOCS_PER_PART,
     summary_info: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any] | None:
@@ -145,7 +144,7 @@ def score_corpus(
         "start_id": start_id,
     }
     check_run_args(out_dir, identity)
-    failure = parts.host_failure(out_dir, process_index)
+    failure = directory.host_failure(out_dir, process_index)
     failure.unlink(missing_ok=True)  # from an earlier attempt
     started = time.perf_counter()
     try:
@@ -155,14 +154,14 @@ def score_corpus(
     except BaseException as e:  # tell the other hosts not to wait for this one, then fail as usual
         write_json(failure, {"error": f"{type(e).__name__}: {e}"}, sort_keys=True)
         raise
-    write_json(parts.host_marker(out_dir, process_index), host, sort_keys=True)
+    write_json(directory.host_marker(out_dir, process_index), host, sort_keys=True)
     # Every host waits, not only process 0: under jax.distributed a process that exits early sits in
     # the shutdown barrier, which times out (300 s by default) if the other hosts are still scoring.
     _wait_for_hosts(out_dir, process_count)
     if process_index != 0:
         return None
     summary_info = {**identity, **(summary_info or {}), "run_seconds": time.perf_counter() - started}
-    return write_summary(out_dir, process_count, summary_info)
+    return directory.write_summary(out_dir, process_count, summary_info)
 
 
 def _score_host(
@@ -179,16 +178,16 @@ def _score_host(
     part = 0
     while (first := next(it, None)) is not None:
         part_docs = chain([first], islice(it, docs_per_part - 1))  # islice never reads ahead
-        done = parts.part_stem(out_dir, host, part).with_suffix(".done")
+        done = directory.part_stem(out_dir, host, part).with_suffix(".done")
         if done.exists():
-            marker = parts.read_json(done)
+            marker = directory.read_json(done)
             _check_skipped_part(done, marker, part_docs)
             bar.update(marker["docs"])
         else:
-            parts.discard_unfinished(out_dir, host, part)
+            directory.discard_unfinished(out_dir, host, part)
             table, marker = scorer.score_part(part_docs)
             marker["part"] = part
-            parts.write_part(out_dir, host, part, table, marker)
+            directory.write_part(out_dir, host, part, table, marker)
         for key in ("docs", "skipped", "rows", "tokens", "seconds"):
             totals[key] += marker[key]
         part += 1
@@ -275,7 +274,7 @@ class _PartScorer:
         if in_flight is not None:
             collect(in_flight)
         nll = np.concatenate(sum_nll) if sum_nll else np.zeros(0)
-        table = parts.part_table(doc_ids, np.asarray(chunks), np.asarray(n_tokens), nll, np.asarray(n_bytes))
+        table = directory.part_table(doc_ids, np.asarray(chunks), np.asarray(n_tokens), nll, np.asarray(n_bytes))
         marker = {
             "docs": docs,
             "skipped": skipped,
@@ -299,63 +298,13 @@ def _wait_for_hosts(out_dir: str | os.PathLike, process_count: int) -> None:
     PplawError as soon as a host reports a failure instead (its ``.failed`` marker).
     """
     announced = False
-    while missing := [h for h in range(process_count) if not parts.host_marker(out_dir, h).exists()]:
+    while missing := [h for h in range(process_count) if not directory.host_marker(out_dir, h).exists()]:
         for h in missing:
-            failure = parts.host_failure(out_dir, h)
+            failure = directory.host_failure(out_dir, h)
             if failure.exists():
-                error = parts.read_json(failure).get("error")
+                error = directory.read_json(failure).get("error")
                 raise PplawError(f"host {h} failed ({error}); fix the cause and rerun to resume {out_dir}")
         if not announced:
             get_logger("score").info(f"waiting for hosts {missing} to finish writing into {out_dir}")
             announced = True
         time.sleep(HOST_WAIT_POLL_S)
-
-
-def write_summary(out_dir: str | os.PathLike, process_count: int, info: Mapping[str, Any]) -> dict[str, Any]:
-    """Aggregate all hosts' completed parts into ``histogram.png`` and then ``summary.json``;
-    PplawError when the parts hold no chunk at all (an empty corpus is an error, not a landscape).
-
-    ``wall_time_s`` is the scoring time of the slowest host (sum of its parts' times, over all
-    attempts; model loading and compilation outside parts excluded), and ``tokens_per_s`` the
-    corpus tokens over that time, i.e. the aggregate throughput of the hosts working in parallel.
-    """
-    done = list(parts.iter_done_parts(out_dir))
-    hosts = []
-    for h in range(process_count):
-        marker = parts.read_json(parts.host_marker(out_dir, h))
-        found = [p for host, p, _ in done if host == h]
-        if found != list(range(marker["parts"])):
-            raise PplawError(
-                f"{out_dir}: host {h} reports {marker['parts']} parts but the completed parts are {found}"
-            )
-        hosts.append(marker)
-    if any(host["rows"] for host in hosts):
-        table = parts.read_landscape(out_dir, columns=["n_tokens", "sum_nll", "ppl", "n_bytes"])
-        ppl, sum_nll, n_tokens, n_bytes = (table[c].to_numpy() for c in ("ppl", "sum_nll", "n_tokens", "n_bytes"))
-    else:
-        ppl = sum_nll = n_tokens = n_bytes = np.zeros(0)
-    if ppl.size == 0:  # empty is not complete: no summary, so nothing downstream reads it as a landscape
-        n_docs = sum(host["docs"] for host in hosts)
-        raise PplawError(f"{info.get('data', out_dir)}: no scorable text ({n_docs} documents, none with a "
-                         "token to score); nothing was written as a landscape")
-    wall = max(host["seconds"] for host in hosts)
-    tokens = sum(host["tokens"] for host in hosts)
-    summary = {
-        **info,
-        "documents": sum(host["docs"] for host in hosts),
-        "skipped": sum(host["skipped"] for host in hosts),
-        "chunks": int(ppl.size),
-        "tokens": tokens,
-        "parts": sum(host["parts"] for host in hosts),
-        **ppl_stats(ppl, sum_nll, n_tokens),
-        **bits_per_byte(sum_nll, n_bytes),
-        "wall_time_s": wall,
-        "tokens_per_s": tokens / wall if wall > 0 else None,
-    }
-    if int(n_tokens.sum()) != tokens:
-        raise PplawError(f"{out_dir}: part files hold {int(n_tokens.sum())} tokens, markers say {tokens}")
-    plot_log_ppl_histogram(
-        ppl, Path(out_dir) / parts.HISTOGRAM, f"{info.get('model', '')} | {info.get('data', '')} | {ppl.size} chunks"
-    )
-    write_json(Path(out_dir) / parts.SUMMARY, summary, sort_keys=True)
-    return summary

@@ -2,8 +2,8 @@
 
 Public API (pure functions on arrays; the CLI in `pplaw_jax.select.cli` adds the files):
 
-* ``read_landscape(dir) -> Landscape`` (``.table``, ``.ppl``, ``.n_tokens``) and
-  ``write_selection(out_dir, landscape, indices, summary)``.
+* ``write_selection(out_dir, landscape, indices, summary)`` of a `landscape.directory.Landscape`
+  (what `landscape.directory.read_landscape` returns: ``.table``, ``.ppl``, ``.n_tokens``).
 * ``select_baseline(method, ppl, n_tokens, budget, seed) -> Selection`` for
   ``random | low | high | mid | full``.
 * ``RankedLandscape(ppl, n_tokens, budget)`` (``.region`` is its `AttainableRegion`) and
@@ -23,16 +23,16 @@ everything) and warns with `SelectionWarning` when it cannot do what was asked.
 from pplaw_jax.select.baselines import BASELINES, select_baseline
 from pplaw_jax.select.core import Selection, SelectionWarning, parse_budget
 from pplaw_jax.select.dos import AttainableRegion, RankedLandscape, default_weights, dos_select
-from pplaw_jax.select.io import Landscape, read_landscape, write_selection
+from pplaw_jax.select.io import write_selection
 from pplaw_jax.select.design import DesignPoint, build_design
 from pplaw_jax.select.target import NoInteriorOptimum, Target, TargetChoice, choose_target
 from pplaw_jax.select.tilted import tilted_select
 from pplaw_jax.select.windows import WindowSubset, select_windows, subset_name
 
 __all__ = [
-    "AttainableRegion", "BASELINES", "DesignPoint", "Landscape",
+    "AttainableRegion", "BASELINES", "DesignPoint",
     "NoInteriorOptimum", "RankedLandscape", "Selection", "SelectionWarning", "Target", "TargetChoice",
     "WindowSubset", "build_design", "choose_target", "default_weights", "dos_select", "parse_budget",
-    "read_landscape", "select_baseline", "select_windows", "subset_name", "tilted_select",
+    "select_baseline", "select_windows", "subset_name", "tilted_select",
     "write_selection",
 ]

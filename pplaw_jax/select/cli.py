@@ -39,7 +39,8 @@ from pplaw_jax.select.baselines import select_baseline
 from pplaw_jax.select.core import Selection, parse_budget, take_all_if_short
 from pplaw_jax.select.design import build_design
 from pplaw_jax.select.dos import RankedLandscape, dos_select
-from pplaw_jax.select.io import SELECTION_PARQUET, SUMMARY_JSON, Landscape, read_landscape, write_selection
+from pplaw_jax.landscape.directory import Landscape, read_landscape
+from pplaw_jax.select.io import SELECTION_PARQUET, SUMMARY_JSON, write_selection
 from pplaw_jax.select.target import NoInteriorOptimum, choose_target
 from pplaw_jax.select.tilted import tilted_select
 from pplaw_jax.select.windows import parse_window, select_windows

@@ -1,10 +1,7 @@
-"""Reading a landscape directory and writing selection directories.
+"""The selection directory: its schema, its writer and its validated reader.
 
-Landscape (written by ``pplaw score``): ``DIR/parts/host*-part*.parquet`` with columns
-``doc_id, chunk, n_tokens, sum_nll, ppl``; only parts with a ``.done`` marker count, and
-``DIR/summary.json`` must exist (it is written last, so without it the landscape is incomplete).
-Rows keep the order of the part files (sorted by name) and of the rows inside them; that order
-is the landscape row index used by every selection method.
+A selection is made from a landscape (`pplaw_jax.landscape.directory.read_landscape`, whose row
+order is the landscape row index every selection method uses).
 
 Selection (``OUT/``): ``selection.parquet`` with ``doc_id, chunk, n_tokens, ppl`` of the selected
 rows in landscape order, then ``summary.json``; `read_selection` (what ``pplaw train --selection``
@@ -27,105 +24,12 @@ import pyarrow.parquet as pq
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import atomic_write, write_json
-from pplaw_jax.moments import chunk_values, subset_moments
+from pplaw_jax.landscape.directory import CHUNK_SCHEMA, Landscape
+from pplaw_jax.moments import subset_moments
 
-LANDSCAPE_COLUMNS = ("doc_id", "chunk", "n_tokens", "ppl")
-SELECTION_SCHEMA = pa.schema([("doc_id", pa.string()), ("chunk", pa.int64()),
-                              ("n_tokens", pa.int64()), ("ppl", pa.float64())])
+SELECTION_SCHEMA = CHUNK_SCHEMA  # a selection's rows are landscape rows
 SELECTION_PARQUET = "selection.parquet"
 SUMMARY_JSON = "summary.json"
-
-
-@dataclass
-class Landscape:
-    """A complete landscape: the selection columns as an Arrow table plus numpy views of
-    ``ppl`` (float64) and ``n_tokens`` (int64), one entry per chunk, in landscape order."""
-
-    path: Path
-    table: pa.Table
-    ppl: np.ndarray
-    n_tokens: np.ndarray
-
-    @property
-    def size(self) -> int:
-        return self.ppl.size
-
-    def values(self, moments: str) -> np.ndarray:
-        """Per-chunk values whose mean and std are the moments of kind `moments` (ppl or log ppl)."""
-        return chunk_values(self.ppl, moments)
-
-
-def read_landscape(landscape_dir) -> Landscape:
-    """Load the completed parts of a landscape directory; PplawError naming the file otherwise."""
-    root = Path(landscape_dir)
-    if not root.is_dir():
-        raise PplawError(f"{root}: landscape directory not found")
-    if not (root / "summary.json").exists():
-        raise PplawError(f"{root}: landscape incomplete (no summary.json; is `pplaw score` still "
-                         f"running or was it interrupted?)")
-    markers = sorted((root / "parts").glob("host*-part*.done"))
-    if not markers:
-        raise PplawError(f"{root / 'parts'}: landscape has no completed parts (*.done markers)")
-    summary = _read_summary(root / "summary.json")
-    if len(markers) != summary["parts"]:
-        raise PplawError(f"{root / 'parts'}: {len(markers)} completed parts, but summary.json records "
-                         f"{summary['parts']} (a part or its .done marker is missing)")
-    tables = [_read_part(marker) for marker in markers]
-    table = pa.concat_tables(tables).combine_chunks()
-    if table.num_rows == 0:
-        raise PplawError(f"{root}: landscape has no chunks")
-    tokens = int(pa.compute.sum(table.column("n_tokens")).as_py())
-    if (table.num_rows, tokens) != (summary["chunks"], summary["tokens"]):
-        raise PplawError(f"{root}: the parts hold {table.num_rows} chunks and {tokens} tokens, but "
-                         f"summary.json records {summary['chunks']} and {summary['tokens']}")
-    return Landscape(path=root, table=table, ppl=table.column("ppl").to_numpy(),
-                     n_tokens=table.column("n_tokens").to_numpy())
-
-
-def _read_summary(path: Path) -> dict:
-    """The landscape's summary.json, with the counts its parts are checked against."""
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PplawError(f"{path}: cannot read ({e})") from None
-    bad = [k for k in ("parts", "chunks", "tokens") if not isinstance(summary, dict)
-           or not isinstance(summary.get(k), int) or isinstance(summary.get(k), bool)]
-    if bad:
-        raise PplawError(f"{path}: field {bad[0]!r} missing or not an integer (is this a landscape summary?)")
-    return summary
-
-
-def _read_part(marker: Path) -> pa.Table:
-    path = marker.with_suffix(".parquet")
-    if not path.exists():
-        raise PplawError(f"{path}: missing, although its completion marker {marker.name} exists")
-    try:
-        expected_rows = int(json.loads(marker.read_text())["rows"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise PplawError(f"{marker}: not a valid completion marker "
-                         f"(need JSON with 'rows'): {e}") from None
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as e:
-        raise PplawError(f"{path}: cannot read Parquet: {e}") from None
-    missing = [c for c in LANDSCAPE_COLUMNS if c not in table.column_names]
-    if missing:
-        raise PplawError(f"{path}: column(s) {', '.join(missing)} missing "
-                         f"(a landscape part needs {', '.join(LANDSCAPE_COLUMNS)})")
-    if table.num_rows != expected_rows:
-        raise PplawError(f"{path}: {table.num_rows} rows, but {marker.name} records {expected_rows}")
-    try:
-        table = table.select(list(LANDSCAPE_COLUMNS)).cast(SELECTION_SCHEMA)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-        raise PplawError(f"{path}: column types do not match the landscape schema: {e}") from None
-    n_tokens = table.column("n_tokens").to_numpy(zero_copy_only=False)
-    ppl = table.column("ppl").to_numpy(zero_copy_only=False)
-    bad = np.flatnonzero((n_tokens < 1) | ~np.isfinite(ppl) | (ppl <= 0))
-    if bad.size:
-        r = int(bad[0])
-        raise PplawError(f"{path}: row {r}: n_tokens must be >= 1 and ppl finite and > 0 "
-                         f"(got n_tokens={n_tokens[r]}, ppl={ppl[r]}); {bad.size} bad row(s)")
-    return table
 
 
 def aliased_methods(select_root, seeds) -> dict[str, str]:

@@ -24,7 +24,8 @@ from pplaw_jax.law import load_fit
 from pplaw_jax.select.cli import _manifest_row, _write_manifest, summary_record
 from pplaw_jax.select.core import parse_budget
 from pplaw_jax.select.dos import RankedLandscape, dos_select
-from pplaw_jax.select.io import read_landscape, write_selection
+from pplaw_jax.landscape.directory import read_landscape
+from pplaw_jax.select.io import write_selection
 from pplaw_jax.select.propose import MERGE, propose, stopping
 from pplaw_jax.select.target import feasible_grid
 from pplaw_jax.select.tilted import tilted_select
