@@ -23,12 +23,13 @@ import jax
 import numpy as np
 import pandas as pd
 
+from pplaw_jax.config import FitConfig
+from pplaw_jax.fit.runs_table import write_runs_table
+from pplaw_jax.fit.stage import fit_to_dir
 from pplaw_jax.law import LAWS, predict_loss
 from pplaw_jax.law.bayes import Priors, SamplerConfig, fit_bayes
-from pplaw_jax.law.data import runs_from_arrays
-from pplaw_jax.config import FitConfig
-from pplaw_jax.law.fitdir import fit_to_dir
 from pplaw_jax.law.point import fit_point
+from pplaw_jax.law.runs import runs_from_arrays
 from pplaw_jax.law.synthetic import TRUE_PPL
 
 
@@ -68,7 +69,7 @@ def main() -> None:
     tiny = SamplerConfig(chains=4, warmup=10, samples=10)
     _, res["nuts_10_steps_s"] = timed(lambda: fit_bayes(runs, point, Priors(), tiny))
     with tempfile.TemporaryDirectory() as tmp:
-        frame.to_csv(Path(tmp) / "runs.csv", index=False)
+        write_runs_table(Path(tmp) / "runs.csv", frame)
         _, res["pplaw_fit_stage_s"] = timed(
             lambda: fit_to_dir(Path(tmp) / "runs.csv", Path(tmp) / "fit", FitConfig())
         )

@@ -14,16 +14,16 @@ from disk to disk.  Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from pplaw_jax.cli import main as pplaw_main
+from pplaw_jax.fit.fitdir import write_fit_json, write_posterior
 from pplaw_jax.landscape.directory import read_landscape
+from pplaw_jax.law.bayes import import_arviz
 from pplaw_jax.select import (RankedLandscape, choose_target, dos_select,
                               select_baseline, select_windows, write_selection)
 from pplaw_jax.select.synthetic import synthetic_landscape, write_landscape
@@ -52,16 +52,14 @@ def posterior_draws(n: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def write_fit(fit_dir: Path, draws: dict[str, np.ndarray]) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        import arviz as az
+    az = import_arviz()
     fit_dir.mkdir(parents=True)
     posterior = {k: v.reshape(1, -1) for k, v in draws.items()}
     posterior["noise"] = np.full((1, len(draws["E"])), 0.01)
-    az.from_dict(posterior=posterior).to_netcdf(str(fit_dir / "posterior.nc"), engine="h5netcdf")
+    write_posterior(fit_dir, az.from_dict(posterior=posterior))
     info = {"law": "ppl", "param_names": list(PARAMS), "point": {"params": PARAMS, "ci90": {}},
             "bayes": {"summary": {}, "optimum": None}}
-    (fit_dir / "fit.json").write_text(json.dumps(info))
+    write_fit_json(fit_dir, info)
 
 
 def run(chunks: int, budget_frac: float, draws: int, repeats: int) -> None:

@@ -44,6 +44,8 @@ import yaml
 from pplaw_jax.config import SelectConfig, StudyConfig, config_to_dict, load_config, settings_argv
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import discard_temporaries, output_lock, write_json, write_text
+from pplaw_jax.fit.fitdir import FIT_JSON
+from pplaw_jax.fit.runs_table import read_runs_table
 from pplaw_jax.logs import get_logger
 from pplaw_jax.select.io import aliased_methods
 from pplaw_jax.stages import STAGES, stages_record, stage_keys, stale_stages, supersede
@@ -310,7 +312,7 @@ class Study:
         g, f = self.cfg.grid, self.cfg.fit
         rdir = self.out / "grid" / f"round{r}"
         fit_dir = rdir / "fit"
-        if not (fit_dir / "fit.json").exists():
+        if not (fit_dir / FIT_JSON).exists():
             self.pplaw(*self._fit_argv(prev_csv, fit_dir, replace(f, compare=False, allow_unconverged=True)))
         prop = rdir / "proposals"
         budget = f"{self.cfg.final.budget:g}"
@@ -330,9 +332,7 @@ class Study:
             self._train(control / "selection.parquet", rdir / "runs" / f"control{r}", self.cfg.seed + 1000 * r)
             collect += ["--manifest", prop, "--runs-dir", rdir / "runs", "--run", f"control{r}={self._arg(rdir / 'runs' / f'control{r}')}"]
         self.pplaw(*collect)
-        import pandas as pd
-
-        n_runs = len(pd.read_csv(rdir / "runs.csv"))
+        n_runs = len(read_runs_table(rdir / "runs.csv"))
         write_text(rdir / "round.json", json.dumps({"round": r, "located": stop["located"], "stopping": stop,
                                                     "n_runs": n_runs}, indent=1))
 
@@ -341,7 +341,7 @@ class Study:
 
     def stage_fit(self) -> None:
         self.fit_dir = self.out / "fit"
-        if not (self.fit_dir / "fit.json").exists():
+        if not (self.fit_dir / FIT_JSON).exists():
             self.pplaw(*self._fit_argv(self.runs_csv, self.fit_dir, self.cfg.fit))
 
     def stage_select(self) -> None:

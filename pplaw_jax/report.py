@@ -1,9 +1,10 @@
 """`report.md` for a finished study: tables and figures from the files the stages wrote.
 
 It reads only stage outputs (landscape parts and summary, the grid's manifest and runs.csv,
-fit.json, selection summaries or refusals, eval.json and downstream.json of every final run), so a
-report can be regenerated at any time.  Intervals over seeds are Student-t 95% intervals of the
-mean; law-guided-versus-random differences are paired by seed.  Every verdict is stated from an
+fit.json, selection summaries or refusals, eval.json and downstream.json of every final run; the
+runs table and fit directories through their readers in `pplaw_jax.fit`), so a report can be
+regenerated at any time.  Intervals over seeds are Student-t 95% intervals of the mean;
+law-guided-versus-random differences are paired by seed.  Every verdict is stated from an
 interval: "better" only when the interval of the difference excludes zero.
 """
 
@@ -18,7 +19,9 @@ import pandas as pd
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_text
-from pplaw_jax.law.plots import save_figure
+from pplaw_jax.fit.fitdir import FIT_JSON, load_fit
+from pplaw_jax.fit.plots import save_figure
+from pplaw_jax.fit.runs_table import read_runs_table
 from pplaw_jax.logs import get_logger
 from pplaw_jax.landscape.directory import read_landscape
 from pplaw_jax.select.io import aliased_methods
@@ -73,6 +76,11 @@ def _fmt_ci(mean: float, lo: float, hi: float, digits: int = 4) -> str:
 
 def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def _fit_info(fit_dir: Path) -> dict:
+    """The fit.json of `fit_dir` (`load_fit`), or {} where there is no fit."""
+    return load_fit(fit_dir).info if (fit_dir / FIT_JSON).exists() else {}
 
 
 def _table(df: pd.DataFrame) -> str:
@@ -193,7 +201,7 @@ def _landscape_section(out: Path, fig_dir: Path) -> list[str]:
 
 
 def _grid_section(out: Path, fit: dict) -> list[str]:
-    runs = pd.read_csv(out / "grid" / "runs.csv", dtype={"group": str})
+    runs = read_runs_table(out / "grid" / "runs.csv")
     design = _read_json(out / "grid" / "selections" / "design.json")
     kind = (f"a space-filling 2-D design ({design['selector']} selector, {design['centre']} centre "
             f"replicates)" if design else "perplexity-quantile windows")
@@ -337,7 +345,7 @@ def _replicate_sd(out: Path, metric: str) -> float:
     runs_csv = out / "grid" / "runs.csv"
     if not runs_csv.exists():
         return float("nan")
-    runs = pd.read_csv(runs_csv, dtype={"group": str})
+    runs = read_runs_table(runs_csv)
     centre = runs[runs["group"] == "centre"]
     if metric not in centre or centre[metric].notna().sum() < 2:
         return float("nan")
@@ -423,7 +431,7 @@ def _rounds_section(out: Path, fig_dir: Path) -> list[str]:
 
 
 def _n_runs(round_dir: Path) -> int:
-    fit = _read_json(round_dir / "fit" / "fit.json") or {}
+    fit = _fit_info(round_dir / "fit")
     return int((fit.get("runs") or {}).get("n_runs", 0))
 
 
@@ -433,7 +441,7 @@ def _rounds_figure(out: Path, round_dirs: list[Path], path: Path) -> None:
     plt = _plt()
     fig, axes = plt.subplots(1, len(round_dirs), figsize=(4.6 * len(round_dirs), 4.2), squeeze=False)
     for ax, rdir in zip(axes[0], round_dirs):
-        fit = _read_json(rdir / "fit" / "fit.json") or {}
+        fit = _fit_info(rdir / "fit")
         pts = np.asarray((fit.get("runs") or {}).get("points") or [[np.nan, np.nan]])
         ax.scatter(pts[:, 0], pts[:, 1], s=14, c="k", label="runs fitted")
         hull = np.asarray((fit.get("support") or {}).get("hull") or [[np.nan, np.nan]])
@@ -464,7 +472,7 @@ def write_report(out: str | Path, cfg) -> Path:
     aliases = aliased_methods(out / "select", cfg.final.seeds)
     fig_dir = out / "report_figures"
     fig_dir.mkdir(exist_ok=True)
-    fit = _read_json(out / "fit" / "fit.json") or {}
+    fit = _fit_info(out / "fit")
     lines = [f"# pplaw study `{cfg.name}`", ""]
     lines += [f"Base model: `{cfg.base_model or 'pretrained from scratch (base/pretrain)'}`; "
               f"domain training data: `{cfg.data.domain_train or cfg.data.builtin}`. "

@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.law.data import runs_from_arrays
 from pplaw_jax.law.forms import get_law, predict_loss
 from pplaw_jax.law.point import fit_point
+from pplaw_jax.law.runs import runs_from_arrays
 from pplaw_jax.law.support import DEFAULT_MARGIN, SupportRegion
 from pplaw_jax.moments import chunk_values, columns
 from pplaw_jax.select.baselines import select_baseline

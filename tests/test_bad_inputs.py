@@ -20,6 +20,7 @@ import yaml
 
 from pplaw_jax.cli import main
 from pplaw_jax.config import StudyConfig, config_to_dict
+from pplaw_jax.fit.runs_table import write_runs_table
 from pplaw_jax.law.synthetic import synthetic_runs
 from pplaw_jax.select.synthetic import synthetic_landscape, write_landscape
 
@@ -247,7 +248,7 @@ def root(tmp_path_factory):
     for name, data in INPUTS.items():
         (root / name).write_bytes(data)
     save_tiny_llama(root / "model", seed=0)
-    synthetic_runs(n=12, seed=0).drop(columns="loss_true").to_csv(root / "runs_good.csv", index=False)
+    write_runs_table(root / "runs_good.csv", synthetic_runs(n=12, seed=0).drop(columns="loss_true"))
     table = synthetic_landscape(400, seed=0)
     write_landscape(root / "land", table, rows_per_part=200)
     write_landscape(root / "land_incomplete", table, rows_per_part=200, complete=False)

@@ -590,6 +590,7 @@ def inputs(tmp_path_factory):
     """A tiny HF Llama and corpora, a synthetic landscape and synthetic runs.csv."""
     from tiny_hf import WORDS, save_tiny_llama
 
+    from pplaw_jax.fit.runs_table import write_runs_table
     from pplaw_jax.law.synthetic import synthetic_runs
     from pplaw_jax.select.synthetic import synthetic_landscape, write_landscape
 
@@ -602,7 +603,7 @@ def inputs(tmp_path_factory):
                 words = rng.choice(WORDS, size=int(rng.integers(0 if name == "corpus" else 5, longest)))
                 f.write(json.dumps({"id": f"{name}{i:03d}", "text": " ".join(words)}) + "\n")
     write_landscape(root / "landscape", synthetic_landscape(3000, seed=11), rows_per_part=1000)
-    synthetic_runs(n=40, noise=0.01, seed=11).drop(columns="loss_true").to_csv(root / "runs.csv", index=False)
+    write_runs_table(root / "runs.csv", synthetic_runs(n=40, noise=0.01, seed=11).drop(columns="loss_true"))
     return root
 
 

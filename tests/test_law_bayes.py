@@ -6,9 +6,9 @@ from scipy import stats
 
 from pplaw_jax.law import LAWS, predict_loss
 from pplaw_jax.law.bayes import Priors, SamplerConfig, fit_bayes, pointwise_log_lik
-from pplaw_jax.law.data import runs_from_arrays
 from pplaw_jax.law.point import fit_point
 from pplaw_jax.law.predictive import predictive
+from pplaw_jax.law.runs import runs_from_arrays
 from pplaw_jax.law.synthetic import TRUE_DATA, TRUE_PPL, sample_inputs, synthetic_runs
 
 

@@ -2,7 +2,6 @@
 
 import hashlib
 import io
-import json
 import warnings
 from contextlib import redirect_stdout
 
@@ -11,7 +10,9 @@ import pandas as pd
 import pytest
 
 from pplaw_jax.cli import main
-from pplaw_jax.law import load_fit, predict_loss
+from pplaw_jax.fit.fitdir import load_fit
+from pplaw_jax.fit.runs_table import write_runs_table
+from pplaw_jax.law import predict_loss
 from pplaw_jax.law.synthetic import TRUE_PPL, synthetic_runs
 
 NUTS_SMALL = ["--chains", "2", "--warmup", "500", "--samples", "500", "--bootstrap", "50", "--folds", "4"]
@@ -22,7 +23,7 @@ def fitted(tmp_path_factory):
     """One full `pplaw fit --method both` on 40 synthetic runs from TRUE_PPL (noise 1% on log-loss)."""
     root = tmp_path_factory.mktemp("law")
     frame = synthetic_runs(n=40, noise=0.01, seed=11)
-    frame.drop(columns="loss_true").to_csv(root / "runs.csv", index=False)
+    write_runs_table(root / "runs.csv", frame.drop(columns="loss_true"))
     rc = main(["fit", "--runs", str(root / "runs.csv"), "--out", str(root / "fit"), *NUTS_SMALL])
     assert rc == 0
     return root, frame
@@ -30,7 +31,7 @@ def fitted(tmp_path_factory):
 
 def test_fit_json_and_outputs(fitted):
     root, _ = fitted
-    info = json.loads((root / "fit" / "fit.json").read_text())
+    info = load_fit(root / "fit").info
     names = ["E", "Dc", "alpha0", "alpha1", "beta0", "beta1", "alphaD"]
     assert info["law"] == "ppl" and info["param_names"] == names
     # bound to what produced it: the runs table's bytes and the resolved options
@@ -107,8 +108,7 @@ def test_predict_cli_points_and_flags(fitted, tmp_path, capsys):
 
 
 def test_point_only_fit_and_bootstrap_intervals(tmp_path, capsys):
-    frame = synthetic_runs(n=30, seed=12)
-    frame.to_csv(tmp_path / "runs.csv", index=False)
+    write_runs_table(tmp_path / "runs.csv", synthetic_runs(n=30, seed=12))
     out = tmp_path / "fit"
     out.mkdir()
     (out / "trace.png").write_bytes(b"stale")  # left by an earlier Bayesian fit
@@ -128,8 +128,7 @@ def test_point_only_fit_and_bootstrap_intervals(tmp_path, capsys):
 
 
 def test_unconverged_fit_leaves_no_fit_json(tmp_path, capsys):
-    frame = synthetic_runs(law="data", n=12, seed=13)
-    frame.to_csv(tmp_path / "runs.csv", index=False)
+    write_runs_table(tmp_path / "runs.csv", synthetic_runs(law="data", n=12, seed=13))
     out = tmp_path / "fit"
     out.mkdir()
     (out / "fit.json").write_text("{}")  # a stale fit must not survive a failed rerun
@@ -150,8 +149,7 @@ def test_bad_input_exits_2(tmp_path, capsys):
     (tmp_path / "runs.csv").write_text("mu_ppl,sigma_ppl,loss\n1,2,3\n")
     assert main(["fit", "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "f")]) == 2
     assert "missing column(s) tokens for law 'ppl' in ppl moments" in capsys.readouterr().err
-    frame = synthetic_runs(n=10, seed=1)
-    frame.to_csv(tmp_path / "ok.csv", index=False)
+    write_runs_table(tmp_path / "ok.csv", synthetic_runs(n=10, seed=1))
     assert main(["fit", "--runs", str(tmp_path / "ok.csv"), "--out", str(tmp_path / "f"),
                  "--prior", "coef_scale=-1"]) == 2
     assert "scales must be > 0" in capsys.readouterr().err

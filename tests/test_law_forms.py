@@ -1,5 +1,8 @@
 """Law forms, the public predict_loss, parameter maps and the optimum search (pure numerics)."""
 
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,10 +11,10 @@ from matplotlib.path import Path as MplPath
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.law import LAWS, get_law, predict_loss
-from pplaw_jax.law.data import runs_from_arrays
 from pplaw_jax.law.forms import log_loss
 from pplaw_jax.law.optimum import GRID, FeasibleGrid, credible_region
 from pplaw_jax.law.point import Design
+from pplaw_jax.law.runs import runs_from_arrays
 from pplaw_jax.law.synthetic import TRUE_PPL, ppl_params_with_optimum, synthetic_runs
 
 
@@ -116,3 +119,13 @@ def test_credible_region_holds_the_stated_mass():
     assert 0.86 < inside.mean() < 0.94
     degenerate = credible_region(np.full(100, 60.0), np.full(100, 2.0), (5, 60), (2, 40))
     assert degenerate["method"].startswith("marginal") and degenerate["polygons"][0][0] == [60.0, 2.0]
+
+
+def test_law_is_numerics_only():
+    """Every module of `pplaw_jax.law` imports without the fit stage (files, plots, commands) or
+    matplotlib: dependencies point from `pplaw_jax.fit` to `pplaw_jax.law`, never back."""
+    code = ("import importlib, pkgutil, sys; import pplaw_jax.law as law\n"
+            "for m in pkgutil.iter_modules(law.__path__): importlib.import_module('pplaw_jax.law.' + m.name)\n"
+            "print(sorted(k for k in sys.modules if k.startswith(('pplaw_jax.fit', 'matplotlib'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from pplaw_jax.errors import PplawError
+from pplaw_jax.fit.runs_table import read_runs
 from pplaw_jax.law import LAWS, predict_loss
-from pplaw_jax.law.data import read_runs, runs_from_arrays
 from pplaw_jax.law.point import Design, fit_point, heldout_error, huber_objective
+from pplaw_jax.law.runs import runs_from_arrays
 from pplaw_jax.law.synthetic import TRUE_PPL, sample_inputs, synthetic_runs
 
 PPL = LAWS["ppl"]

@@ -10,10 +10,12 @@ import pytest
 import pplaw_jax.law.bayes as bayes_mod
 import pplaw_jax.law.point as point_mod
 from pplaw_jax.cli import main
+from pplaw_jax.fit.fitdir import load_fit
+from pplaw_jax.fit.runs_table import write_runs_table
 from pplaw_jax.law import LAWS, predict_loss
 from pplaw_jax.law.bayes import BayesFit, Priors, SamplerConfig, loo_compare, numpyro_model, pointwise_log_lik
-from pplaw_jax.law.data import runs_from_arrays
 from pplaw_jax.law.point import HeldOut, compare_heldout, fit_point, heldout_error
+from pplaw_jax.law.runs import runs_from_arrays
 from pplaw_jax.law.synthetic import TRUE_PPL, synthetic_runs
 
 
@@ -229,8 +231,8 @@ def test_shrinkage_prior_and_prior_predictive(tmp_path):
     import jax.numpy as jnp
     from numpyro import handlers
 
+    from pplaw_jax.fit.plots import plot_prior_predictive
     from pplaw_jax.law.bayes import prior_predictive
-    from pplaw_jax.law.plots import plot_prior_predictive
     from pplaw_jax.law.point import Design
 
     assert Priors.from_overrides(["interaction_scale=0.2"]).interaction_scale == 0.2
@@ -283,11 +285,11 @@ def test_comparison_block_with_unconverged_rivals(tmp_path, monkeypatch):
     monkeypatch.setattr(bayes_mod, "fit_bayes", fake_fit_bayes)
     frame = synthetic_runs(n=24, seed=14)
     frame["group"] = [f"w{i // 3}" for i in range(24)]
-    frame.to_csv(tmp_path / "runs.csv", index=False)
+    write_runs_table(tmp_path / "runs.csv", frame)
     rc = main(["fit", "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "fit"), "--method", "bayes",
                "--chains", "2", "--samples", "1000", "--no-plots", "--folds", "4"])
     assert rc == 0
-    info = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    info = load_fit(tmp_path / "fit").info
     comp = info["comparison"]
     laws = ("ppl", "data", "mu", "nointer", "quad")
     ho = comp["heldout"]
@@ -317,7 +319,7 @@ def test_loo_sums_log_likelihood_over_groups():
     """elpd over groups equals arviz's LOO on the per-group sums (computed here with pandas)."""
     import warnings
 
-    from pplaw_jax.law.io import import_arviz
+    from pplaw_jax.law.bayes import import_arviz
 
     runs = windows("ppl", TRUE_PPL, 6, seed=3)
     point = fit_point(runs, LAWS["ppl"], bootstrap=0)
@@ -336,12 +338,12 @@ def test_loo_sums_log_likelihood_over_groups():
 
 @pytest.mark.parametrize("law", ["mu", "nointer", "quad"])
 def test_fit_cli_with_a_rival_law(tmp_path, law):
-    synthetic_runs(n=30, seed=15).to_csv(tmp_path / "runs.csv", index=False)
+    write_runs_table(tmp_path / "runs.csv", synthetic_runs(n=30, seed=15))
     plots = [] if law == "quad" else ["--no-plots"]
     rc = main(["fit", "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "fit"), "--law", law,
                "--method", "point", "--bootstrap", "10", *plots])
     assert rc == 0
-    info = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    info = load_fit(tmp_path / "fit").info
     assert info["law"] == law and info["param_names"] == list(LAWS[law].param_names)
     assert info["comparison"] is None and info["point"]["optimum"]["mu"] > 0
     if law == "quad":

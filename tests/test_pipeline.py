@@ -10,6 +10,8 @@ import yaml
 from pplaw_jax.cli import main
 from pplaw_jax.config import load_config
 from pplaw_jax.errors import PplawError
+from pplaw_jax.fit.fitdir import load_fit
+from pplaw_jax.fit.runs_table import read_runs_table
 
 TOY = {
     "name": "toy",
@@ -94,7 +96,7 @@ def test_commands_log_replays_the_study(tmp_path):
         with contextlib.chdir(replay):
             assert main(argv[1:]) == 0, argv
     assert (replay / "grid" / "runs.csv").read_bytes() == (out / "grid" / "runs.csv").read_bytes()
-    point = [json.loads((d / "fit" / "fit.json").read_text())["point"]["params"] for d in (out, replay)]
+    point = [load_fit(d / "fit").point_params for d in (out, replay)]
     assert point[0] == point[1]
 
 
@@ -111,7 +113,7 @@ def toy_study(tmp_path_factory):
 def test_whole_study_end_to_end_and_cached_rerun(toy_study, capsys):
     cfg_path, out = toy_study
 
-    runs = pd.read_csv(out / "grid" / "runs.csv", dtype={"group": str})
+    runs = read_runs_table(out / "grid" / "runs.csv")
     moments = ["mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl"]
     assert runs[moments + ["tokens", "loss"]].notna().all().all()
     initial = runs[runs["round"] == 0]
@@ -128,7 +130,7 @@ def test_whole_study_end_to_end_and_cached_rerun(toy_study, capsys):
     new = runs[runs["round"] == 1]
     assert len(new) == proposals["n_proposed"] + 1 and "control1" in set(new.group)
     assert (new.tokens <= 2000).all() and len(runs) == round1["n_runs"]
-    fit = json.loads((out / "fit" / "fit.json").read_text())
+    fit = load_fit(out / "fit").info
     assert fit["runs"]["n_runs"] == len(runs) and fit["moments"] == "logppl"
     assert set(fit["comparison"]["heldout"]["laws"]) >= {"ppl", "data", "quad"}
     # subsets re-drawn per seed; dos-point and dos-posterior merged when they select the same subsets

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pplaw_jax.cli import main
+from pplaw_jax.fit.fitdir import write_fit_json, write_posterior
+from pplaw_jax.law.bayes import import_arviz
 from pplaw_jax.law.synthetic import ppl_params_with_optimum
 from pplaw_jax.select.synthetic import synthetic_landscape, write_landscape
 
@@ -29,19 +30,16 @@ def write_fit(fit_dir, draws=None, law="ppl", params=POINT, points=WIDE, margin=
     fit_dir.mkdir(parents=True)
     bayes = None
     if draws is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            import arviz as az
         posterior = {k: v.reshape(2, -1) for k, v in draws.items()}
         posterior["noise"] = np.full_like(posterior[NAMES[0]], 0.01)
-        az.from_dict(posterior=posterior).to_netcdf(str(fit_dir / "posterior.nc"), engine="h5netcdf")
+        write_posterior(fit_dir, import_arviz().from_dict(posterior=posterior))
         bayes = {"summary": {k: {"mean": float(v.mean()), "sd": float(v.std())}
                              for k, v in draws.items()}, "optimum": None}
     info = {"law": law, "param_names": list(params), "moments": moments,
             "point": {"params": params, "ci90": {k: [v, v] for k, v in params.items()}},
             "bayes": bayes, "runs": {"n_runs": len(points), "points": points},
             "support": {"margin": margin}}
-    (fit_dir / "fit.json").write_text(json.dumps(info))
+    write_fit_json(fit_dir, info)
     return fit_dir
 
 

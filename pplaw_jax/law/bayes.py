@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
@@ -52,10 +53,18 @@ from scipy import stats
 
 from pplaw_jax.config import FitConfig
 from pplaw_jax.errors import PplawError
-from pplaw_jax.law.data import Runs
 from pplaw_jax.law.forms import LawForm, log_loss
-from pplaw_jax.law.io import import_arviz
 from pplaw_jax.law.point import Design, PointFit
+from pplaw_jax.law.runs import Runs
+
+
+def import_arviz():
+    """ArviZ without its import-time FutureWarning about the coming 1.0 refactor."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz
+
+    return arviz
 
 
 @dataclass(frozen=True)
@@ -295,7 +304,7 @@ def fit_bayes(runs: Runs, point: PointFit, priors: Priors, config: SamplerConfig
         num_chains=config.chains,
         chain_method=chain_method,
         # numpyro's bar on a terminal (it steps the sampler from Python, a small cost); in a log
-        # file the fit stage's start and end lines (law.fitdir) stand for it
+        # file the fit stage's start and end lines (fit.stage) stand for it
         progress_bar=sys.stderr.isatty(),
     )
     rng = np.random.default_rng(config.seed)

@@ -45,8 +45,8 @@ import numpy as np
 from scipy.optimize import minimize
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.law.data import Runs
 from pplaw_jax.law.forms import LawForm, log_loss
+from pplaw_jax.law.runs import Runs
 
 FIRST_PASS_DELTA = 1e-3
 HUBER_K = 1.345  # Huber's constant: 95% efficiency at the normal

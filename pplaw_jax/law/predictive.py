@@ -12,10 +12,8 @@ Two intervals, both central with probability `level`:
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from pplaw_jax.law.forms import predict_loss
-from pplaw_jax.law.io import Fit
 
 
 def draws_predict(law: str, draws: dict, mu, sigma, tokens) -> np.ndarray:
@@ -53,31 +51,3 @@ def predictive(
         out["pi_lo"] = np.quantile(measured, a, axis=0)
         out["pi_hi"] = np.quantile(measured, 1 - a, axis=0)
     return out
-
-
-def predict_table(fit: Fit, mu, sigma, tokens, level: float = 0.9, seed: int = 0) -> pd.DataFrame:
-    """One row per point: the point-fit loss, and the posterior (or bootstrap) mean and intervals."""
-    if fit.law == "data":
-        mu = np.nan if mu is None else mu
-        sigma = np.nan if sigma is None else sigma
-    mu, sigma, tokens = (np.atleast_1d(np.asarray(a, dtype=float)) for a in np.broadcast_arrays(mu, sigma, tokens))
-    table = pd.DataFrame({"mu": mu, "sigma": sigma, "tokens": tokens})
-    table["loss_point"] = predict_loss(fit.law, fit.point_params, mu, sigma, tokens)
-    draws = fit.posterior_draws()
-    if draws is not None:
-        likelihood, df = fit.likelihood
-        pred = predictive(fit.law, draws, fit.noise_draws(), likelihood, df, mu, sigma, tokens, level, seed)
-        source = "posterior"
-    else:
-        draws = fit.bootstrap_draws()
-        if draws is None:
-            table["interval_source"] = "none"
-            return table
-        pred = predictive(fit.law, draws, None, "normal", None, mu, sigma, tokens, level, seed)
-        source = "bootstrap"
-    table["loss_mean"] = pred["mean"]
-    table["ci_lo"], table["ci_hi"] = pred["ci_lo"], pred["ci_hi"]
-    if "pi_lo" in pred:
-        table["pi_lo"], table["pi_hi"] = pred["pi_lo"], pred["pi_hi"]
-    table["interval_source"] = source
-    return table

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from pplaw_jax.law.forms import predict_loss
+from pplaw_jax.moments import columns
 
 
 def ppl_params_with_optimum(
@@ -55,13 +56,15 @@ def sample_inputs(n: int, rng: np.random.Generator, mu_range=(5.0, 60.0), sigma_
 
 def synthetic_runs(law: str = "ppl", params=None, n: int = 48, noise: float = 0.01, seed: int = 0,
                    **ranges) -> pd.DataFrame:
-    """A runs table (``run_id, mu_ppl, sigma_ppl, tokens, loss``, plus the noise-free ``loss_true``):
+    """A runs table (``run_id, mu_ppl, sigma_ppl, tokens, loss``, plus the noise-free ``loss_true``;
+    write it with `pplaw_jax.fit.runs_table.write_runs_table`):
     ``loss = L(mu, sigma, D) * exp(noise * N(0, 1))``, i.e. Gaussian noise on log-loss.  The
-    moments are written as the ``ppl`` kind, the default of ``pplaw fit``."""
+    moments are the ``ppl`` kind, the default of ``pplaw fit``."""
     params = params or (TRUE_PPL if law == "ppl" else TRUE_DATA)
     rng = np.random.default_rng(seed)
     mu, sigma, tokens = sample_inputs(n, rng, **ranges)
     true = predict_loss(law, params, mu, sigma, tokens)
     loss = true * np.exp(noise * rng.standard_normal(n))
-    return pd.DataFrame({"run_id": [f"r{i:03d}" for i in range(n)], "mu_ppl": mu, "sigma_ppl": sigma, "tokens": tokens,
+    mu_col, sigma_col = columns("ppl")
+    return pd.DataFrame({"run_id": [f"r{i:03d}" for i in range(n)], mu_col: mu, sigma_col: sigma, "tokens": tokens,
                          "loss": loss, "loss_true": true})

@@ -31,8 +31,8 @@ from pplaw_jax.config import (MAX_BOUNDARY_FRACTION, MOMENTS_DEFAULT, SELECTOR_D
                               SelectConfig, WindowsConfig, add_settings, parser_options)
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import atomic_write, json_digest, write_json
-from pplaw_jax.law import load_fit, predict_loss
-from pplaw_jax.law.io import FIT_JSON
+from pplaw_jax.fit.fitdir import FIT_JSON, load_fit
+from pplaw_jax.law import predict_loss
 from pplaw_jax.law.predictive import predictive
 from pplaw_jax.moments import check_moments, subset_moments
 from pplaw_jax.select.baselines import select_baseline

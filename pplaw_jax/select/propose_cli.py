@@ -20,7 +20,7 @@ import numpy as np
 from pplaw_jax.config import ProposeConfig, add_settings
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_json
-from pplaw_jax.law import load_fit
+from pplaw_jax.fit.fitdir import load_fit
 from pplaw_jax.select.cli import _manifest_row, _write_manifest, summary_record
 from pplaw_jax.select.core import parse_budget
 from pplaw_jax.select.dos import RankedLandscape, dos_select

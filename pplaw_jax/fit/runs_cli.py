@@ -5,7 +5,7 @@
 
 Rows, in order: those of ``--include`` (an earlier table, e.g. the previous round's), then one per
 subset of ``SELDIR/manifest.csv`` (its run in ``RUNS/<name>/``, group from the manifest), then one
-per ``--run`` (its own group). Each row comes from the run's ``eval.json`` (`law.data.run_row`).
+per ``--run`` (its own group). Each row comes from the run's ``eval.json`` (`runs_table.run_row`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pplaw_jax.errors import PplawError
-    from pplaw_jax.law.data import collect_runs, write_runs_table
+    from pplaw_jax.fit.runs_table import collect_runs, write_runs_table
 
     if (args.manifest is None) != (args.runs_dir is None):
         raise PplawError("give --manifest and --runs-dir together")

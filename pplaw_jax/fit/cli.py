@@ -1,4 +1,5 @@
-"""``pplaw fit``: fit the perplexity-aware scaling law (or another law of `forms.LAWS`) to runs.csv.
+"""``pplaw fit``: fit the perplexity-aware scaling law (or another law of
+`pplaw_jax.law.forms.LAWS`) to runs.csv; the stage itself is `pplaw_jax.fit.stage.fit_to_dir`.
 
 Writes FITDIR/fit.json (last, so its presence means complete), FITDIR/posterior.nc (ArviZ
 InferenceData, with a Bayesian fit) and FITDIR/*.png.  Exit 0 on success, 2 on bad input, 1 when
@@ -22,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pplaw_jax.fit.stage import NotConverged, fit_to_dir
     from pplaw_jax.law.bayes import Priors
-    from pplaw_jax.law.fitdir import NotConverged, fit_to_dir
 
     if args.cfg.folds == 1:
         from pplaw_jax.errors import PplawError

@@ -1,9 +1,12 @@
-"""Reading and writing a fit directory: ``fit.json``, ``posterior.nc`` and the plots.
+"""The fit directory contract: its file names, the ``fit.json`` format, its writers
+(`write_posterior`, `write_fit_json`) and its validated reader (`load_fit` -> `Fit`).
 
-Completeness protocol: ``pplaw fit`` first deletes any old ``fit.json``, writes every other file
-under a temporary name and renames it into place, and writes ``fit.json`` last (also via
-temp + rename).  So the presence of ``fit.json`` means the directory is complete and consistent;
-`load_fit` refuses a directory without it.
+Completeness protocol: ``pplaw fit`` (`pplaw_jax.fit.stage`) first deletes any old ``fit.json``,
+writes every other file (``posterior.nc``, the plots) under a temporary name and renames it into
+place, and writes ``fit.json`` last (also via temp + rename, `write_fit_json`).  So the presence
+of ``fit.json`` means the directory is complete and consistent; `load_fit` refuses a directory
+without it.  ``diagnostics.json`` is left instead of ``fit.json`` by a Bayesian fit that failed
+its convergence checks.
 
 fit.json layout (all numbers plain JSON floats; NaN/inf written as null)::
 
@@ -45,38 +48,34 @@ observed_data, constant_data (mu, sigma, tokens, run_id) and sample_stats.
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.fileio import atomic_write
+from pplaw_jax.fileio import atomic_write, write_json
 from pplaw_jax.law.forms import get_law
 
 FIT_JSON = "fit.json"
 POSTERIOR_NC = "posterior.nc"
+DIAGNOSTICS_JSON = "diagnostics.json"  # instead of fit.json when the Bayesian fit did not converge
 FORMAT_VERSION = 2  # 2: moments, run points, support region, rival comparison
 
 
-def import_arviz():
-    """ArviZ without its import-time FutureWarning about the coming 1.0 refactor."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        import arviz
-
-    return arviz
+def write_posterior(fit_dir, idata) -> None:
+    """Atomically write an ArviZ InferenceData as FIT_DIR/posterior.nc (netCDF, h5netcdf engine)."""
+    atomic_write(Path(fit_dir) / POSTERIOR_NC, lambda tmp: idata.to_netcdf(str(tmp), engine="h5netcdf"))
 
 
-def write_posterior(path: Path, idata) -> None:
-    """Atomically write an ArviZ InferenceData as netCDF (h5netcdf engine)."""
-    atomic_write(path, lambda tmp: idata.to_netcdf(str(tmp), engine="h5netcdf"))
+def write_fit_json(fit_dir, info: dict) -> None:
+    """Atomically write FIT_DIR/fit.json, the marker of a complete fit directory: last of all."""
+    write_json(Path(fit_dir) / FIT_JSON, info)
 
 
 class Fit:
     """A completed fit directory, as `load_fit` returns it.
 
-    Attributes: ``law`` (a name of `forms.LAWS`), ``param_names``, ``point_params``
+    Attributes: ``law`` (a name of `pplaw_jax.law.forms.LAWS`), ``param_names``, ``point_params``
     (``{name: float}``, the robust point estimate), ``info`` (the whole parsed fit.json) and
     ``fit_dir``.  Posterior draws are read from posterior.nc on first use.
     """
@@ -101,6 +100,8 @@ class Fit:
             path = self.fit_dir / POSTERIOR_NC
             if not path.exists():
                 raise PplawError(f"{path}: missing, although {self.fit_dir / FIT_JSON} has a Bayesian fit")
+            from pplaw_jax.law.bayes import import_arviz
+
             az = import_arviz()
             idata = az.from_netcdf(str(path))
             post = idata.posterior
@@ -135,8 +136,9 @@ class Fit:
         return bayes.get("likelihood", "normal"), bayes.get("student_df")
 
     def support(self, margin: float | None = None):
-        """The supported region of the fitted runs (`support.SupportRegion`), with the fit's trust
-        margin unless `margin` is given; PplawError for a fit that records no run moments."""
+        """The supported region of the fitted runs (`pplaw_jax.law.support.SupportRegion`), with
+        the fit's trust margin unless `margin` is given; PplawError for a fit that records no run
+        moments."""
         from pplaw_jax.law.support import SupportRegion
 
         points = (self.info.get("runs") or {}).get("points")

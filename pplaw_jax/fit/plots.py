@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from pplaw_jax.fileio import atomic_write
-from pplaw_jax.law.data import Runs
+from pplaw_jax.law.bayes import import_arviz
 from pplaw_jax.law.forms import predict_loss
-from pplaw_jax.law.io import import_arviz
 from pplaw_jax.law.predictive import predictive
+from pplaw_jax.law.runs import Runs
 
 MAX_REGIMES = 6
 PLOT_FILES = ("trace.png", "pair.png", "pred_vs_obs.png", "surface.png", "loss_vs_tokens.png", "prior_predictive.png")
@@ -99,7 +99,7 @@ def plot_prior_predictive(runs: Runs, draws: np.ndarray, path: Path, level: floa
 def plot_surface(law, params, runs: Runs, support, tokens_ref, path: Path, point_opt=None, post_opt=None,
                  region=None):
     """Predicted loss over ``(mu, sigma)`` at `tokens_ref` (log axes) around the supported region
-    (`support.SupportRegion`: its hull and the trust-margin boundary, dashed), with the runs, the
+    (`law.support.SupportRegion`: its hull and the trust-margin boundary, dashed), with the runs, the
     point optimum (star), posterior optimum draws (dots) and their credible region (polygons)."""
     plt = _plt()
     (mu_lo, mu_hi), (s_lo, s_hi) = support.bounds()

@@ -1,8 +1,11 @@
 """`fit_to_dir`: the whole ``pplaw fit`` stage, from runs.csv to a complete fit directory.
 
 Steps: validate runs -> robust point fit (+ bootstrap) -> optional NUTS fit -> optimum inside the
-supported region (the runs' hull widened by the trust margin, `support`) and its interior check ->
-model comparison -> plots -> posterior.nc -> fit.json (last; see `io` for the protocol).
+supported region (the runs' hull widened by the trust margin, `law.support`) and its interior
+check -> model comparison -> plots -> posterior.nc -> fit.json (last; see `fitdir` for the
+protocol).
+The numerics are `pplaw_jax.law`; this module reads runs.csv (`runs_table`) and writes the fit
+directory (`fitdir`, `plots`).
 
 Model comparison (``--law ppl`` only), against the rivals ``data``, ``mu``, ``nointer`` and
 ``quad``: held-out error of every law's point fit, leaving out whole run groups (leave-one-group-out,
@@ -30,18 +33,18 @@ import numpy as np
 from pplaw_jax.config import FitConfig
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import file_sha256, write_json
-from pplaw_jax.logs import get_logger
-from pplaw_jax.law import plots
+from pplaw_jax.fit import plots
+from pplaw_jax.fit.fitdir import (DIAGNOSTICS_JSON, FIT_JSON, FORMAT_VERSION, POSTERIOR_NC, write_fit_json,
+                                  write_posterior)
+from pplaw_jax.fit.runs_table import read_runs
 from pplaw_jax.law.collinearity import collinearity
-from pplaw_jax.law.data import Runs, read_runs
 from pplaw_jax.law.forms import LAWS, get_law
-from pplaw_jax.law.io import FIT_JSON, FORMAT_VERSION, POSTERIOR_NC, write_posterior
 from pplaw_jax.law.optimum import FeasibleGrid, optimum_summary
 from pplaw_jax.law.point import compare_heldout, describe_heldout, fit_point, heldout_error
 from pplaw_jax.law.predictive import predictive
+from pplaw_jax.law.runs import Runs
 from pplaw_jax.law.support import SupportRegion
-
-DIAGNOSTICS_JSON = "diagnostics.json"
+from pplaw_jax.logs import get_logger
 
 
 class NotConverged(PplawError):
@@ -197,8 +200,8 @@ def fit_to_dir(runs_path, out_dir, opts: FitConfig, seed: int = 0) -> dict:
         _plots(out, form, runs, point, bayes, idata, support, tokens_ref, info, post_opt, opts, seed)
         info["plots"] = sorted(p.name for p in out.glob("*.png") if p.name in plots.PLOT_FILES)
     if idata is not None:
-        write_posterior(out / POSTERIOR_NC, idata)
-    write_json(out / FIT_JSON, info)
+        write_posterior(out, idata)
+    write_fit_json(out, info)
     say(f"wrote {out / FIT_JSON}")
     return info
 

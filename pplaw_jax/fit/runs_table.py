@@ -1,6 +1,7 @@
 """The runs table ``runs.csv``: one row per (training subset, token count) measurement — its
-schema, its writer (`collect_runs` from finished CPT runs, `write_runs_table`) and its validated
-reader (`read_runs`).
+schema, its writer (`collect_runs` from finished CPT runs, `write_runs_table`) and its reader
+(`read_runs_table`, the table as written; `read_runs`, validated into `pplaw_jax.law.runs.Runs`
+for fitting).
 
 Columns: the subset's moments ``mu_<kind>``, ``sigma_<kind>`` for the moment kind the law is
 fitted in (``mu_ppl, sigma_ppl`` and/or ``mu_logppl, sigma_logppl``, see `pplaw_jax.moments`),
@@ -13,17 +14,15 @@ bootstrap, so a run is never predicted by its own twin at another budget.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.law.forms import LawForm
+from pplaw_jax.law.runs import COLUMNS, Runs, runs_from_frame
 from pplaw_jax.moments import columns
 
-COLUMNS = ("mu", "sigma", "tokens", "loss")  # the internal names, after reading
 # what `collect_runs` writes, in order: identity, the law's loss, every loss, both moment kinds
 TABLE_COLUMNS = ("run_id", "group", "round", "tokens", "loss", "domain_loss", "general_loss", "target_loss",
                  "mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl")
@@ -51,7 +50,7 @@ def collect_runs(metric: str, round_: int, include=None, manifest=None, runs_dir
     ``runs_dir/<name>``), then one per ``(group, run_dir)`` of `extra` (run_id = group)."""
     frames = []
     if include is not None:
-        frames.append(pd.read_csv(include, dtype={"run_id": str, "group": str}))
+        frames.append(read_runs_table(include))
     rows = []
     if manifest is not None:
         listed = pd.read_csv(Path(manifest) / "manifest.csv", dtype={"name": str, "group": str})
@@ -69,65 +68,9 @@ def write_runs_table(path, table: pd.DataFrame) -> None:
     atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
 
 
-@dataclass(frozen=True)
-class Runs:
-    """Validated runs, as float64 arrays of equal length ``n``.
-
-    ``groups[i]`` is the integer group of row i (from ``group``, else ``run_id``, else one group
-    per row); ``run_ids`` are the row labels used in messages and outputs; ``moments`` is the
-    kind of ``mu`` and ``sigma``.
-    """
-
-    mu: np.ndarray
-    sigma: np.ndarray
-    tokens: np.ndarray
-    loss: np.ndarray
-    groups: np.ndarray
-    run_ids: tuple[str, ...]
-    source: str
-    moments: str = "ppl"
-
-    @property
-    def n(self) -> int:
-        return len(self.loss)
-
-    @property
-    def n_groups(self) -> int:
-        return int(self.groups.max()) + 1 if self.n else 0
-
-    def take(self, idx: np.ndarray) -> Runs:
-        """The rows `idx` (may repeat, as in a bootstrap resample), groups renumbered densely."""
-        idx = np.asarray(idx)
-        _, groups = np.unique(self.groups[idx], return_inverse=True)
-        return Runs(
-            self.mu[idx],
-            self.sigma[idx],
-            self.tokens[idx],
-            self.loss[idx],
-            groups.reshape(-1),
-            tuple(self.run_ids[i] for i in idx),
-            self.source,
-            self.moments,
-        )
-
-
-def runs_from_arrays(mu, sigma, tokens, loss, run_id=None, group=None, source: str = "<arrays>",
-                     moments: str = "ppl") -> Runs:
-    """Build `Runs` from arrays with the same validation as `read_runs` (used by tests and benchmarks)."""
-    frame = pd.DataFrame({"mu": mu, "sigma": sigma, "tokens": tokens, "loss": loss})
-    if run_id is not None:
-        frame["run_id"] = run_id
-    if group is not None:
-        frame["group"] = group
-    return _validate(frame, source, COLUMNS, moments)
-
-
-def read_runs(path, form: LawForm, moments: str = "ppl") -> Runs:
-    """Read and validate `path` for fitting `form` in the moments of kind `moments`.
-
-    The data-only law needs only ``tokens`` and ``loss``; every column that is present is still
-    checked.  Raises PplawError naming the file, CSV line and column of the first problem.
-    """
+def read_runs_table(path) -> pd.DataFrame:
+    """The table at `path` as written (``run_id`` and ``group`` as strings, header names
+    stripped); PplawError naming the file when it is missing or not a CSV."""
     path = Path(path)
     if not path.exists():
         raise PplawError(f"{path}: runs file not found")
@@ -138,6 +81,17 @@ def read_runs(path, form: LawForm, moments: str = "ppl") -> Runs:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise PplawError(f"{path}: cannot parse as CSV: {e}") from None
     frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def read_runs(path, form: LawForm, moments: str = "ppl") -> Runs:
+    """Read and validate `path` for fitting `form` in the moments of kind `moments`.
+
+    The data-only law needs only ``tokens`` and ``loss``; every column that is present is still
+    checked.  Raises PplawError naming the file, CSV line and column of the first problem.
+    """
+    path = Path(path)
+    frame = read_runs_table(path)
     mu_col, sigma_col = columns(moments)
     frame = frame.drop(columns=[c for c in ("mu", "sigma") if c in frame.columns])
     frame = frame.rename(columns={mu_col: "mu", sigma_col: "sigma"})
@@ -146,54 +100,10 @@ def read_runs(path, form: LawForm, moments: str = "ppl") -> Runs:
     if missing:
         raise PplawError(f"{path}: missing column(s) {', '.join(missing)} for law {form.name!r} in "
                          f"{moments} moments (have: {', '.join(map(str, frame.columns))})")
-    runs = _validate(frame, str(path), required, moments)
+    runs = runs_from_frame(frame, str(path), required, moments)
     if runs.n < len(form.param_names):
         raise PplawError(
             f"{path}: {runs.n} runs, fewer than the {len(form.param_names)} parameters of law "
             f"{form.name!r} ({', '.join(form.param_names)})"
         )
     return runs
-
-
-def _validate(frame: pd.DataFrame, source: str, required, moments: str) -> Runs:
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise PplawError(
-            f"{source}: missing column(s) {', '.join(missing)} (have: {', '.join(map(str, frame.columns))})"
-        )
-    if len(frame) == 0:
-        raise PplawError(f"{source}: no runs (empty table)")
-    run_ids = (
-        tuple(str(r) for r in frame["run_id"])
-        if "run_id" in frame.columns
-        else tuple(str(i) for i in range(len(frame)))
-    )
-    values = {}
-    label = dict(zip(("mu", "sigma"), columns(moments)))
-    for col in COLUMNS:
-        if col not in frame.columns:
-            values[col] = np.ones(len(frame))
-            continue
-        raw = frame[col]
-        num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
-        bad = ~np.isfinite(num) | (num <= 0)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            what = "run_id " + run_ids[i] + ", " if "run_id" in frame.columns else ""
-            value = raw.iloc[i]
-            shown = repr(value) if isinstance(value, str) else str(value)
-            raise PplawError(
-                f"{source}: line {i + 2} ({what}row {i}): column {label.get(col, col)!r} = {shown}; "
-                f"must be a finite number > 0 ({int(bad.sum())} bad value(s) in this column)"
-            )
-        values[col] = num
-    if "group" in frame.columns:
-        _, groups = np.unique(frame["group"].astype(str).to_numpy(), return_inverse=True)
-    elif "run_id" in frame.columns:
-        _, groups = np.unique(np.asarray(run_ids), return_inverse=True)
-    else:
-        groups = np.arange(len(frame))
-    return Runs(
-        values["mu"], values["sigma"], values["tokens"], values["loss"], groups.reshape(-1), run_ids, source,
-        moments,
-    )

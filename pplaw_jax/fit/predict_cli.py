@@ -4,7 +4,8 @@ Points come from ``--mu/--sigma/--tokens`` (one point; several values broadcast)
 ``--points CSV`` (columns mu, sigma, tokens; mu/sigma optional for the data-only law).  Prints a
 CSV table to stdout (or ``--out FILE``): ``loss_point`` (robust point fit), ``loss_mean`` with
 ``ci_lo/ci_hi`` (credible interval of the law; bootstrap interval for a point-only fit) and, with a
-Bayesian fit, ``pi_lo/pi_hi`` (predictive interval of a new run's measured loss).
+Bayesian fit, ``pi_lo/pi_hi`` (predictive interval of a new run's measured loss); the table is
+`predict_table`, the intervals `pplaw_jax.law.predictive`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,37 @@ import pandas as pd
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_text
-from pplaw_jax.law.io import load_fit
-from pplaw_jax.law.predictive import predict_table
+from pplaw_jax.fit.fitdir import Fit, load_fit
+from pplaw_jax.law.forms import predict_loss
+from pplaw_jax.law.predictive import predictive
+
+
+def predict_table(fit: Fit, mu, sigma, tokens, level: float = 0.9, seed: int = 0) -> pd.DataFrame:
+    """One row per point: the point-fit loss, and the posterior (or bootstrap) mean and intervals."""
+    if fit.law == "data":
+        mu = np.nan if mu is None else mu
+        sigma = np.nan if sigma is None else sigma
+    mu, sigma, tokens = (np.atleast_1d(np.asarray(a, dtype=float)) for a in np.broadcast_arrays(mu, sigma, tokens))
+    table = pd.DataFrame({"mu": mu, "sigma": sigma, "tokens": tokens})
+    table["loss_point"] = predict_loss(fit.law, fit.point_params, mu, sigma, tokens)
+    draws = fit.posterior_draws()
+    if draws is not None:
+        likelihood, df = fit.likelihood
+        pred = predictive(fit.law, draws, fit.noise_draws(), likelihood, df, mu, sigma, tokens, level, seed)
+        source = "posterior"
+    else:
+        draws = fit.bootstrap_draws()
+        if draws is None:
+            table["interval_source"] = "none"
+            return table
+        pred = predictive(fit.law, draws, None, "normal", None, mu, sigma, tokens, level, seed)
+        source = "bootstrap"
+    table["loss_mean"] = pred["mean"]
+    table["ci_lo"], table["ci_hi"] = pred["ci_lo"], pred["ci_hi"]
+    if "pi_lo" in pred:
+        table["pi_lo"], table["pi_hi"] = pred["pi_lo"], pred["pi_hi"]
+    table["interval_source"] = source
+    return table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
