@@ -8,7 +8,14 @@ killed one left (see `pplaw_jax.landscape.directory.discard_unfinished`). ``temp
 files with mode 0600; the temporary file is given the usual ``0666 & ~umask`` instead, so outputs
 on a shared file system stay readable by the other hosts and users, as with a plain ``open()``.
 
-A foundation module: it imports nothing from the stages (only `pplaw_jax.errors`).
+Object stores (a URL, see `pplaw_jax.paths`) have no rename: there `atomic_write` fills a local
+temporary file and uploads it as the object in one request; GCS and S3 (and fsspec's memory
+filesystem) make an object visible only once its upload is complete, so a reader still sees the
+old object or the whole new one. Nothing temporary is ever written to the store, so there is
+nothing for `discard_temporaries` to remove there. Each contract's completion marker, written
+last, is what makes a directory complete, locally and on a store alike.
+
+A foundation module: it imports nothing from the stages (only `pplaw_jax.errors`, `pplaw_jax.paths`).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from pplaw_jax.errors import PplawError
+from pplaw_jax.paths import as_path, is_url
 
 TMP_SUFFIX = ".tmp"
 # the names tempfile.mkstemp / mkdtemp give (8 characters of [a-z0-9_]) with our prefixes/suffix
@@ -44,8 +52,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     `write` receives the temporary path (an existing empty file) and may open it by name, so
     writers that want a path (``pq.write_table``, ``fig.savefig``, ``DataFrame.to_csv``) work as
     is. On any exception the temporary file is removed and the exception propagates; `path` is
-    then untouched.
+    then untouched. For a URL, the temporary file is local (``NAME`` in a temporary directory)
+    and is uploaded onto `path` in one request once `write` has returned.
     """
+    if is_url(path):
+        target = as_path(path)
+        with tempfile.TemporaryDirectory(prefix="pplaw-upload-") as d:
+            tmp = Path(d) / target.name
+            tmp.touch()
+            write(tmp)
+            target.upload(tmp)
+        return
     path = Path(path)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=TMP_SUFFIX)
     tmp = Path(name)
@@ -84,6 +101,8 @@ def discard_temporaries(directory: str | os.PathLike, owned: Iterable[str] | Non
     the caller alone writes (it holds `output_lock`): a live writer's temporaries would go too.
     With `owned` (file or directory names), only the temporaries of those names directly in
     `directory` (a multi-host command whose process 0 alone writes them); else all, recursively."""
+    if is_url(directory):
+        return  # an object-store write is one upload from a local temporary: none are left there
     root = Path(directory)
     if not root.is_dir():
         return
@@ -113,9 +132,16 @@ def check_output_path(path: str | os.PathLike, kind: str) -> None:
     """Fail fast (before any expensive work) when `path` cannot become the output: `kind` is
     ``"dir"`` (an output directory: may exist, as a directory) or ``"file"`` (an output file: must
     not be a directory); the nearest existing ancestor must be a writable directory.  Object-store
-    URLs (``scheme://``) are not checked here.  Raises PplawError naming the path."""
-    text = os.fspath(path)
-    if "://" in text:
+    URLs: the filesystem's backend must be installed (else the error names the extra to install)
+    and the kind must match what exists; there is no writability check without writing.  Raises
+    PplawError naming the path."""
+    text = os.fspath(path) if not is_url(path) else str(path)
+    if is_url(text):
+        u = as_path(text)  # PplawError naming the extra when the backend is missing
+        if kind == "dir" and u.is_file():
+            raise PplawError(f"--out {u}: exists and is not a directory")
+        if kind == "file" and u.is_dir():
+            raise PplawError(f"--out {u}: is a directory; expected a file path")
         return
     p = Path(text)
     if kind == "dir" and p.exists() and not p.is_dir():
@@ -146,12 +172,14 @@ def output_lock(out_dir: str | os.PathLike, host: int = 0) -> Iterator[Path]:
     waiting process may have opened it just before, a freshly acquired lock is kept only if the
     path still names the locked file (else it is retried). `out_dir` is created if needed, and
     removed again on exit if this call created it and it is still empty (a refused command leaves
-    nothing behind). Object-store URLs are not locked (no flock there).
+    nothing behind). Object-store URLs are not locked: there is no flock on an object store, so
+    nothing stops two commands writing one URL at once (keep one writer per URL yourself); the
+    URL's path object is yielded.
     """
-    text = os.fspath(out_dir)
-    if "://" in text:
-        yield Path(text)
+    if is_url(out_dir):
+        yield as_path(out_dir)
         return
+    text = os.fspath(out_dir)
     root = Path(text)
     created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
@@ -195,10 +223,10 @@ def content_fingerprint(paths: Iterable[str | os.PathLike]) -> str:
     are left out on purpose: copying a checkpoint must not make it a different model."""
     h = hashlib.sha256()
     for path in paths:
-        path = Path(path)
+        path = as_path(path)
         size = path.stat().st_size
         h.update(f"{path.name}\0{size}\0".encode())
-        with open(path, "rb") as f:
+        with path.open("rb") as f:
             h.update(f.read(FINGERPRINT_EDGE))
             if size > FINGERPRINT_EDGE:
                 f.seek(max(FINGERPRINT_EDGE, size - FINGERPRINT_EDGE))
@@ -209,7 +237,7 @@ def content_fingerprint(paths: Iterable[str | os.PathLike]) -> str:
 def file_sha256(path: str | os.PathLike) -> str:
     """sha256 of a file's bytes (for inputs small enough to hash whole: selections, fits, tables)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with as_path(path).open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -228,7 +256,7 @@ def json_digest(path: str | os.PathLike, ignore: Iterable[str] = ()) -> str:
             return [strip(v) for v in obj]
         return obj
 
-    with open(path, encoding="utf-8") as f:
+    with as_path(path).open(encoding="utf-8") as f:
         obj = json.load(f)
     return hashlib.sha256(json.dumps(strip(obj), sort_keys=True).encode()).hexdigest()
 
@@ -243,7 +271,10 @@ def tree_files(path: str | os.PathLike) -> list[Path]:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Atomically write `data` to `path`."""
+    """Atomically write `data` to `path` (a URL: uploaded in one request)."""
+    if is_url(path):
+        as_path(path).write_bytes(data)
+        return
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 

@@ -13,7 +13,8 @@ Each is a step of `pplaw run`'s data stage, so a study's `commands.log` rebuilds
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from pplaw_jax.paths import as_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             raise PplawError(f"--test-every must be >= 2, got {args.test_every}")
         write_cpython_docs(args.out, test_every=args.test_every)
         return 0
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    as_path(args.out).parent.mkdir(parents=True, exist_ok=True)
     docs = iter_documents(args.data, text_field=args.text_field, id_field=args.id_field,
                           max_docs=getattr(args, "max_docs", None))
     if args.mode == "cut":

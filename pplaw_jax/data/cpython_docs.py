@@ -22,6 +22,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from pplaw_jax.paths import as_path
 from pplaw_jax.fileio import file_sha256, write_json, write_jsonl
 
 # Modules that open windows, print on import, or are not documentation.
@@ -79,7 +80,7 @@ MANIFEST = "cpython_docs.json"
 def write_cpython_docs(out_dir: str | Path, test_every: int = 10) -> dict[str, str]:
     """Write general/domain train/test JSONL files and, last, `MANIFEST` (what they hold and
     where it came from); returns {split name: path}."""
-    out = Path(out_dir)
+    out = as_path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # from here on the directory is incomplete
     paths, left_out = {}, {}
@@ -94,7 +95,7 @@ def write_cpython_docs(out_dir: str | Path, test_every: int = 10) -> dict[str, s
             paths[f"{kind}_{split}"] = str(path)
     write_json(out / MANIFEST, {
         "python": sys.version, "platform": platform.platform(), "test_every": test_every,
-        "files": {name: {"path": Path(p).name, "documents": sum(1 for _ in open(p, encoding="utf-8")),
+        "files": {name: {"path": as_path(p).name, "documents": sum(1 for _ in as_path(p).open(encoding="utf-8")),
                          "sha256": file_sha256(p)} for name, p in paths.items()},
         "modules_left_out": left_out})
     return paths

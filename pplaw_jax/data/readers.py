@@ -10,8 +10,9 @@ A data spec is one of
     read through ``tfds.data_source`` (no TensorFlow needed) from ``$TFDS_DATA_DIR``; never
     downloads. Split slicing (``train[:10%]``) works as in TFDS.
 
-Paths with a protocol (``gs://...``) go through fsspec; they need the matching fsspec backend
-(``gcsfs`` for GCS), which is not a dependency of this package.
+Paths with a protocol (``gs://...``, ``s3://...``, any fsspec URL) go through fsspec; GCS and S3
+need the optional extras ``pplaw_jax[gcs]`` (gcsfs) and ``pplaw_jax[s3]`` (s3fs), and a missing one
+is an error naming it (`pplaw_jax.paths.filesystem`).
 
 Order and host sharding: documents are numbered globally in reading order (files sorted, then line /
 row order); document ``i`` belongs to host ``i % process_count``. ``max_docs`` cuts the *global*
@@ -54,6 +55,7 @@ from typing import IO, Any
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import content_fingerprint
+from pplaw_jax.paths import URLPath, filesystem, is_url
 
 SUPPORTED_SUFFIXES = (".jsonl.gz", ".jsonl", ".parquet", ".txt")
 TFDS_PREFIX = "tfds:"
@@ -144,10 +146,14 @@ class _UniqueIds:
 
 
 def corpus_fingerprint(spec: str) -> str | None:
-    """`fileio.content_fingerprint` of a local corpus's files (in reading order); None for TFDS,
-    object stores and streams (a named pipe cannot be read twice), whose content is not known here."""
-    if spec.startswith(TFDS_PREFIX) or "://" in spec:
+    """`fileio.content_fingerprint` of a corpus's files (in reading order; on an object store
+    through ranged reads of each object's ends); None for TFDS and streams (a named pipe cannot be
+    read twice), whose content is not known here."""
+    if spec.startswith(TFDS_PREFIX):
         return None
+    if is_url(spec):
+        fs, files = resolve_files(spec)
+        return content_fingerprint(URLPath(fs.unstrip_protocol(p), fs, p) for p, _ in files)
     paths = [path for path, _ in resolve_files(spec)[1]]
     if not all(stat.S_ISREG(os.stat(path).st_mode) for path in paths):
         return None
@@ -158,10 +164,13 @@ def resolve_files(spec: str) -> tuple[Any, list[tuple[str, str]]]:
     """Expand a file / directory / glob spec into (filesystem, [(path, relative_source), ...])."""
     import fsspec
 
-    try:
-        fs, path = fsspec.core.url_to_fs(spec)
-    except (ImportError, ValueError) as e:
-        raise PplawError(f"cannot open data spec {spec!r}: {e}") from e
+    if is_url(spec):
+        fs, path = filesystem(spec)  # a missing backend names the extra that installs it
+    else:
+        try:
+            fs, path = fsspec.core.url_to_fs(spec)
+        except (ImportError, ValueError) as e:
+            raise PplawError(f"cannot open data spec {spec!r}: {e}") from e
     if any(c in path for c in "*?["):
         root = _glob_root(path)
         # like a shell glob, a wildcard does not match names that start with a dot

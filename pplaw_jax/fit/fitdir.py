@@ -48,13 +48,12 @@ observed_data, constant_data (mu, sigma, tokens, run_id) and sample_stats.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import numpy as np
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import atomic_write, write_json
 from pplaw_jax.law.forms import get_law
+from pplaw_jax.paths import AnyPath, as_path, local_copy
 
 FIT_JSON = "fit.json"
 POSTERIOR_NC = "posterior.nc"
@@ -64,12 +63,12 @@ FORMAT_VERSION = 2  # 2: moments, run points, support region, rival comparison
 
 def write_posterior(fit_dir, idata) -> None:
     """Atomically write an ArviZ InferenceData as FIT_DIR/posterior.nc (netCDF, h5netcdf engine)."""
-    atomic_write(Path(fit_dir) / POSTERIOR_NC, lambda tmp: idata.to_netcdf(str(tmp), engine="h5netcdf"))
+    atomic_write(as_path(fit_dir) / POSTERIOR_NC, lambda tmp: idata.to_netcdf(str(tmp), engine="h5netcdf"))
 
 
 def write_fit_json(fit_dir, info: dict) -> None:
     """Atomically write FIT_DIR/fit.json, the marker of a complete fit directory: last of all."""
-    write_json(Path(fit_dir) / FIT_JSON, info)
+    write_json(as_path(fit_dir) / FIT_JSON, info)
 
 
 class Fit:
@@ -80,8 +79,8 @@ class Fit:
     ``fit_dir``.  Posterior draws are read from posterior.nc on first use.
     """
 
-    def __init__(self, fit_dir: Path, info: dict):
-        self.fit_dir = Path(fit_dir)
+    def __init__(self, fit_dir: AnyPath, info: dict):
+        self.fit_dir = as_path(fit_dir)
         self.info = info
         self.law: str = info["law"]
         self.moments: str = info.get("moments", "ppl")
@@ -103,13 +102,14 @@ class Fit:
             from pplaw_jax.law.bayes import import_arviz
 
             az = import_arviz()
-            idata = az.from_netcdf(str(path))
-            post = idata.posterior
-            missing = [n for n in self.param_names if n not in post]
-            if missing:
-                raise PplawError(f"{path}: posterior lacks variable(s) {', '.join(missing)}")
-            names = [n for n in (*self.param_names, "noise") if n in post]
-            self._posterior = {n: np.asarray(post[n].values, dtype=float).reshape(-1) for n in names}
+            with local_copy(path) as local:  # netCDF needs a file name: a URL's object is downloaded
+                idata = az.from_netcdf(str(local))
+                post = idata.posterior
+                missing = [n for n in self.param_names if n not in post]
+                if missing:
+                    raise PplawError(f"{path}: posterior lacks variable(s) {', '.join(missing)}")
+                names = [n for n in (*self.param_names, "noise") if n in post]
+                self._posterior = {n: np.asarray(post[n].values, dtype=float).reshape(-1) for n in names}
         return self._posterior
 
     def posterior_draws(self) -> dict[str, np.ndarray] | None:
@@ -155,7 +155,7 @@ class Fit:
 
 def load_fit(fit_dir) -> Fit:
     """Open a fit directory written by ``pplaw fit``; PplawError if it is missing or incomplete."""
-    fit_dir = Path(fit_dir)
+    fit_dir = as_path(fit_dir)
     path = fit_dir / FIT_JSON
     if not path.exists():
         raise PplawError(f"{path}: not found (no fit there, or the fit did not complete)")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,6 +21,7 @@ from pplaw_jax.fileio import write_text
 from pplaw_jax.fit.fitdir import Fit, load_fit
 from pplaw_jax.law.forms import predict_loss
 from pplaw_jax.law.predictive import predictive
+from pplaw_jax.paths import as_path, source
 
 
 def predict_table(fit: Fit, mu, sigma, tokens, level: float = 0.9, seed: int = 0) -> pd.DataFrame:
@@ -67,11 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _points(args, law: str):
     needed = ("tokens",) if law == "data" else ("mu", "sigma", "tokens")
     if args.points:
-        path = Path(args.points)
+        path = as_path(args.points)
         if not path.exists():
             raise PplawError(f"{path}: points file not found")
         try:
-            frame = pd.read_csv(path)
+            frame = pd.read_csv(source(path))
         except pd.errors.EmptyDataError:
             raise PplawError(f"{path}: empty points file (expected a header with mu, sigma, tokens)") from None
         except (UnicodeDecodeError, pd.errors.ParserError) as e:
@@ -113,7 +113,7 @@ def run(args) -> int:
     table = predict_table(fit, pts["mu"], pts["sigma"], pts["tokens"], args.level, args.seed)
     text = table.to_csv(index=False, float_format="%.6g")
     if args.out:
-        write_text(Path(args.out), text)
+        write_text(as_path(args.out), text)
     else:
         sys.stdout.write(text)
     return 0

@@ -14,14 +14,13 @@ bootstrap, so a run is never predicted by its own twin at another budget.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.law.forms import LawForm
 from pplaw_jax.law.runs import COLUMNS, Runs, runs_from_frame
 from pplaw_jax.moments import columns
+from pplaw_jax.paths import as_path, source
 
 # what `collect_runs` writes, in order: identity, the law's loss, every loss, both moment kinds
 TABLE_COLUMNS = ("run_id", "group", "round", "tokens", "loss", "domain_loss", "general_loss", "target_loss",
@@ -32,7 +31,7 @@ def run_row(run_id: str, group: str, run_dir, round_: int, metric: str) -> dict:
     """One table row from a finished run's ``eval.json`` (`pplaw train`); `metric` is the loss."""
     import json
 
-    path = Path(run_dir) / "eval.json"
+    path = as_path(run_dir) / "eval.json"
     if not path.is_file():
         raise PplawError(f"{path}: no such file (the run {run_id!r} is not finished)")
     ev = json.loads(path.read_text())
@@ -53,8 +52,8 @@ def collect_runs(metric: str, round_: int, include=None, manifest=None, runs_dir
         frames.append(read_runs_table(include))
     rows = []
     if manifest is not None:
-        listed = pd.read_csv(Path(manifest) / "manifest.csv", dtype={"name": str, "group": str})
-        rows += [run_row(r.name, r.group, Path(runs_dir) / r.name, round_, metric) for r in listed.itertuples()]
+        listed = pd.read_csv(source(as_path(manifest) / "manifest.csv"), dtype={"name": str, "group": str})
+        rows += [run_row(r.name, r.group, as_path(runs_dir) / r.name, round_, metric) for r in listed.itertuples()]
     rows += [run_row(group, group, path, round_, metric) for group, path in extra]
     if rows:
         frames.append(pd.DataFrame(rows, columns=list(TABLE_COLUMNS)))
@@ -64,20 +63,20 @@ def collect_runs(metric: str, round_: int, include=None, manifest=None, runs_dir
 def write_runs_table(path, table: pd.DataFrame) -> None:
     from pplaw_jax.fileio import atomic_write
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    as_path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
 
 
 def read_runs_table(path) -> pd.DataFrame:
     """The table at `path` as written (``run_id`` and ``group`` as strings, header names
     stripped); PplawError naming the file when it is missing or not a CSV."""
-    path = Path(path)
+    path = as_path(path)
     if not path.exists():
         raise PplawError(f"{path}: runs file not found")
     if not path.is_file():
         raise PplawError(f"{path}: not a file (expected a runs CSV)")
     try:
-        frame = pd.read_csv(path, dtype={"run_id": str, "group": str})
+        frame = pd.read_csv(source(path), dtype={"run_id": str, "group": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise PplawError(f"{path}: cannot parse as CSV: {e}") from None
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -90,7 +89,7 @@ def read_runs(path, form: LawForm, moments: str = "ppl") -> Runs:
     The data-only law needs only ``tokens`` and ``loss``; every column that is present is still
     checked.  Raises PplawError naming the file, CSV line and column of the first problem.
     """
-    path = Path(path)
+    path = as_path(path)
     frame = read_runs_table(path)
     mu_col, sigma_col = columns(moments)
     frame = frame.drop(columns=[c for c in ("mu", "sigma") if c in frame.columns])

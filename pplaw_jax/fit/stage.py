@@ -26,7 +26,6 @@ import datetime as _dt
 import time
 import warnings
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 
@@ -45,6 +44,7 @@ from pplaw_jax.law.predictive import predictive
 from pplaw_jax.law.runs import Runs
 from pplaw_jax.law.support import SupportRegion
 from pplaw_jax.logs import get_logger
+from pplaw_jax.paths import as_path
 
 
 class NotConverged(PplawError):
@@ -97,7 +97,7 @@ def fit_to_dir(runs_path, out_dir, opts: FitConfig, seed: int = 0) -> dict:
     tokens_ref = float(opts.tokens_ref or np.median(runs.tokens))
     if not (np.isfinite(tokens_ref) and tokens_ref > 0):
         raise PplawError(f"--tokens-ref {tokens_ref}: must be > 0")
-    out = Path(out_dir)
+    out = as_path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / FIT_JSON).unlink(missing_ok=True)  # from here on the directory is incomplete
     for stale in (DIAGNOSTICS_JSON, POSTERIOR_NC, *plots.PLOT_FILES):
@@ -128,7 +128,7 @@ def fit_to_dir(runs_path, out_dir, opts: FitConfig, seed: int = 0) -> dict:
         "method": opts.method,
         "runs": {
             "file": str(runs.source),
-            "sha256": file_sha256(runs_path) if Path(runs_path).is_file() else None,  # what was fitted
+            "sha256": file_sha256(runs_path) if as_path(runs_path).is_file() else None,  # what was fitted
             "n_runs": runs.n,
             "n_groups": runs.n_groups,
             "mu": [float(runs.mu.min()), float(runs.mu.max())],

@@ -26,7 +26,6 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +35,7 @@ import pyarrow.parquet as pq
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import TMP_SUFFIX, write_bytes, write_json
+from pplaw_jax.paths import AnyPath, as_path, read_parquet_table
 from pplaw_jax.landscape.stats import bits_per_byte, plot_log_ppl_histogram, ppl_stats
 from pplaw_jax.moments import chunk_values
 
@@ -60,21 +60,21 @@ PARTS = "parts"
 _PART_RE = re.compile(r"host(\d{3})-part(\d{5})\.done$")
 
 
-def part_stem(out_dir: str | os.PathLike, host: int, part: int) -> Path:
+def part_stem(out_dir: str | os.PathLike, host: int, part: int) -> AnyPath:
     """Path of part `part` of host `host` without suffix (add .parquet / .done)."""
-    return Path(out_dir) / PARTS / f"host{host:03d}-part{part:05d}"
+    return as_path(out_dir) / PARTS / f"host{host:03d}-part{part:05d}"
 
 
-def host_marker(out_dir: str | os.PathLike, host: int) -> Path:
-    return Path(out_dir) / PARTS / f"host{host:03d}.done"
+def host_marker(out_dir: str | os.PathLike, host: int) -> AnyPath:
+    return as_path(out_dir) / PARTS / f"host{host:03d}.done"
 
 
-def host_failure(out_dir: str | os.PathLike, host: int) -> Path:
+def host_failure(out_dir: str | os.PathLike, host: int) -> AnyPath:
     """Written by a host whose scoring raised, so the other hosts stop waiting for it."""
-    return Path(out_dir) / PARTS / f"host{host:03d}.failed"
+    return as_path(out_dir) / PARTS / f"host{host:03d}.failed"
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: AnyPath) -> Any:
     """Read a JSON file this module wrote; PplawError (naming it) if it is not valid JSON."""
     try:
         return json.loads(path.read_text())
@@ -112,10 +112,10 @@ def discard_unfinished(out_dir: str | os.PathLike, host: int, part: int) -> None
         tmp.unlink(missing_ok=True)
 
 
-def iter_done_parts(out_dir: str | os.PathLike) -> Iterator[tuple[int, int, Path]]:
+def iter_done_parts(out_dir: str | os.PathLike) -> Iterator[tuple[int, int, AnyPath]]:
     """(host, part, parquet path) of every completed part, sorted by host then part."""
     found = []
-    for marker in (Path(out_dir) / PARTS).glob("host*-part*.done"):
+    for marker in (as_path(out_dir) / PARTS).glob("host*-part*.done"):
         m = _PART_RE.search(marker.name)
         if m:
             found.append((int(m.group(1)), int(m.group(2)), marker.with_suffix(".parquet")))
@@ -131,7 +131,7 @@ def read_parts(out_dir: str | os.PathLike, columns: list[str] | None = None) -> 
     tables = []
     for p in paths:
         try:
-            tables.append(pq.read_table(p, columns=columns))
+            tables.append(read_parquet_table(p, columns=columns))
         except (OSError, pa.ArrowException) as e:
             raise PplawError(f"{p}: cannot read landscape part ({e})") from e
     return pa.concat_tables(tables).to_pandas()
@@ -181,9 +181,9 @@ def write_summary(out_dir: str | os.PathLike, process_count: int, info: Mapping[
     if int(n_tokens.sum()) != tokens:
         raise PplawError(f"{out_dir}: part files hold {int(n_tokens.sum())} tokens, markers say {tokens}")
     plot_log_ppl_histogram(
-        ppl, Path(out_dir) / HISTOGRAM, f"{info.get('model', '')} | {info.get('data', '')} | {ppl.size} chunks"
+        ppl, as_path(out_dir) / HISTOGRAM, f"{info.get('model', '')} | {info.get('data', '')} | {ppl.size} chunks"
     )
-    write_json(Path(out_dir) / SUMMARY, summary, sort_keys=True)
+    write_json(as_path(out_dir) / SUMMARY, summary, sort_keys=True)
     return summary
 
 
@@ -193,7 +193,7 @@ class Landscape:
     """A complete landscape: the selection columns as an Arrow table plus numpy views of
     ``ppl`` (float64) and ``n_tokens`` (int64), one entry per chunk, in landscape order."""
 
-    path: Path
+    path: AnyPath
     table: pa.Table
     ppl: np.ndarray
     n_tokens: np.ndarray
@@ -209,7 +209,7 @@ class Landscape:
 
 def read_landscape(landscape_dir) -> Landscape:
     """Load the completed parts of a landscape directory; PplawError naming the file otherwise."""
-    root = Path(landscape_dir)
+    root = as_path(landscape_dir)
     if not root.is_dir():
         raise PplawError(f"{root}: landscape directory not found")
     if not (root / SUMMARY).exists():
@@ -234,7 +234,7 @@ def read_landscape(landscape_dir) -> Landscape:
                      n_tokens=table.column("n_tokens").to_numpy())
 
 
-def _read_summary(path: Path) -> dict:
+def _read_summary(path: AnyPath) -> dict:
     """The landscape's summary.json, with the counts its parts are checked against."""
     try:
         summary = json.loads(path.read_text())
@@ -247,7 +247,7 @@ def _read_summary(path: Path) -> dict:
     return summary
 
 
-def _read_part(marker: Path) -> pa.Table:
+def _read_part(marker: AnyPath) -> pa.Table:
     path = marker.with_suffix(".parquet")
     if not path.exists():
         raise PplawError(f"{path}: missing, although its completion marker {marker.name} exists")
@@ -257,7 +257,7 @@ def _read_part(marker: Path) -> pa.Table:
         raise PplawError(f"{marker}: not a valid completion marker "
                          f"(need JSON with 'rows'): {e}") from None
     try:
-        table = pq.read_table(path)
+        table = read_parquet_table(path)
     except (pa.ArrowException, OSError) as e:
         raise PplawError(f"{path}: cannot read Parquet: {e}") from None
     missing = [c for c in CHUNK_SCHEMA.names if c not in table.column_names]

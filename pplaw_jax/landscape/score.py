@@ -57,6 +57,7 @@ from pplaw_jax.fileio import write_json
 from pplaw_jax.landscape import directory
 from pplaw_jax.logs import get_logger
 from pplaw_jax.logs import progress as progress_display
+from pplaw_jax.paths import as_path
 
 HOST_WAIT_POLL_S = 2.0
 
@@ -85,7 +86,7 @@ def check_run_args(out_dir: str | os.PathLike, run_args: Mapping[str, Any]) -> N
     Every host may call this: the file's content does not depend on the host, so concurrent
     atomic writes of it are harmless.
     """
-    path = Path(out_dir) / directory.RUN_ARGS
+    path = as_path(out_dir) / directory.RUN_ARGS
     wanted = dict(run_args)
     if path.exists():
         stored = directory.read_json(path)
@@ -102,7 +103,7 @@ def check_run_args(out_dir: str | os.PathLike, run_args: Mapping[str, Any]) -> N
                 "rerun with the same arguments to resume it, or choose another --out"
             )
         return
-    (Path(out_dir) / directory.PARTS).mkdir(parents=True, exist_ok=True)
+    (as_path(out_dir) / directory.PARTS).mkdir(parents=True, exist_ok=True)
     write_json(path, wanted, sort_keys=True)
 
 

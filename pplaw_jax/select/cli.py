@@ -22,7 +22,6 @@ every method also reports the law's predicted loss for its subset, in the fit's 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,6 +34,7 @@ from pplaw_jax.fit.fitdir import FIT_JSON, load_fit
 from pplaw_jax.law import predict_loss
 from pplaw_jax.law.predictive import predictive
 from pplaw_jax.moments import check_moments, subset_moments
+from pplaw_jax.paths import AnyPath, as_path
 from pplaw_jax.select.baselines import select_baseline
 from pplaw_jax.select.core import Selection, parse_budget, take_all_if_short
 from pplaw_jax.select.design import build_design
@@ -117,7 +117,7 @@ def _run_select(args, cfg: SelectConfig) -> int:
     fit = None if args.fit is None else load_fit(args.fit)
     moments = _moments(cfg.moments, fit)
     landscape = read_landscape(args.landscape)
-    out = Path(args.out)
+    out = as_path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in (SUMMARY_JSON, REFUSED_JSON, SELECTION_PARQUET):  # this directory is now incomplete
         (out / stale).unlink(missing_ok=True)
@@ -233,11 +233,11 @@ def summary_record(method: str, budget: int | None, sel: Selection, seed: int, l
 def _fit_digest(fit: str | None) -> str | None:
     if fit is None:
         return None
-    path = Path(fit) / FIT_JSON if Path(fit).is_dir() else Path(fit)
+    path = as_path(fit) / FIT_JSON if as_path(fit).is_dir() else as_path(fit)
     return json_digest(path, FIT_TIMING) if path.is_file() else None
 
 
-def _write_manifest(out: Path, rows: list[dict]) -> None:
+def _write_manifest(out: AnyPath, rows: list[dict]) -> None:
     manifest = pd.DataFrame(rows)
     atomic_write(out / "manifest.csv", lambda tmp: manifest.to_csv(tmp, index=False))
 
@@ -255,7 +255,7 @@ def _run_design(args, cfg: DesignConfig) -> int:
     landscape = read_landscape(args.landscape)
     points, selections, diagnostics = build_design(landscape.values(moments), landscape.n_tokens, budgets,
                                                    cfg.n, centre, selector, args.seed)
-    out = Path(args.out)
+    out = as_path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("design.json", "manifest.csv"):
         (out / stale).unlink(missing_ok=True)
@@ -291,7 +291,7 @@ def _run_windows(args, cfg: WindowsConfig) -> int:
     if not subsets:
         raise PplawError(f"{args.landscape}: no window holds enough tokens for any budget "
                          f"({landscape.n_tokens.sum()} tokens in all); lower --budgets")
-    out = Path(args.out)
+    out = as_path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("windows.json", "manifest.csv"):
         (out / stale).unlink(missing_ok=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +25,7 @@ from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import atomic_write, write_json
 from pplaw_jax.landscape.directory import CHUNK_SCHEMA, Landscape
 from pplaw_jax.moments import subset_moments
+from pplaw_jax.paths import AnyPath, as_path, source
 
 SELECTION_SCHEMA = CHUNK_SCHEMA  # a selection's rows are landscape rows
 SELECTION_PARQUET = "selection.parquet"
@@ -36,7 +36,7 @@ def aliased_methods(select_root, seeds) -> dict[str, str]:
     """``{"dos-point": "dos-posterior"}`` when the two DOS targets selected byte-identical subsets
     for every seed in `seeds` (under ``SELECT_ROOT/<method>/seed<k>/``), else ``{}``: the study
     then trains and reports them once."""
-    root = Path(select_root)
+    root = as_path(select_root)
     paths = [(root / "dos-posterior" / f"seed{k}" / SELECTION_PARQUET, root / "dos-point" / f"seed{k}" / SELECTION_PARQUET)
              for k in seeds]
     if paths and all(a.is_file() and b.is_file() and a.read_bytes() == b.read_bytes() for a, b in paths):
@@ -44,9 +44,9 @@ def aliased_methods(select_root, seeds) -> dict[str, str]:
     return {}
 
 
-def write_selection(out_dir, landscape: Landscape, indices: np.ndarray, summary: dict) -> Path:
+def write_selection(out_dir, landscape: Landscape, indices: np.ndarray, summary: dict) -> AnyPath:
     """Write ``selection.parquet`` (rows `indices` of `landscape`) and then ``summary.json``."""
-    out = Path(out_dir)
+    out = as_path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / SUMMARY_JSON).unlink(missing_ok=True)
     rows = landscape.table.take(pa.array(np.asarray(indices, dtype=np.int64)))
@@ -79,7 +79,7 @@ def read_selection(path: str | os.PathLike) -> SelectedChunks:
     """Read `selection.parquet` (or a selection directory holding one); PplawError on bad content."""
     import pandas as pd
 
-    p = Path(path)
+    p = as_path(path)
     if p.is_dir():
         p = p / "selection.parquet"
     if not p.is_file():
@@ -95,7 +95,7 @@ def read_selection(path: str | os.PathLike) -> SelectedChunks:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PplawError(f"{summary_path}: cannot read ({e})") from None
     try:
-        df = pd.read_parquet(p)
+        df = pd.read_parquet(source(p))
     except Exception as e:  # pyarrow raises several types for a corrupt or non-parquet file
         raise PplawError(f"{p}: cannot read as parquet ({e})") from e
     if not isinstance(summary, dict) or summary.get("n_chunks") != len(df):

@@ -13,7 +13,6 @@ acquisition, the proposals' targets and the stopping rule (`propose.stopping`).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +24,7 @@ from pplaw_jax.select.cli import _manifest_row, _write_manifest, summary_record
 from pplaw_jax.select.core import parse_budget
 from pplaw_jax.select.dos import RankedLandscape, dos_select
 from pplaw_jax.landscape.directory import read_landscape
+from pplaw_jax.paths import as_path
 from pplaw_jax.select.io import write_selection
 from pplaw_jax.select.propose import MERGE, propose, stopping
 from pplaw_jax.select.target import feasible_grid
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     noise_sd = float(np.mean(noise)) if noise is not None else float(fit.info["point"]["residual_scale_log"])
     stop = stopping(feasible_grid(space.region, fit.support()), fit.law, draws, budget, noise_sd,
                     float(values.std()), cfg.radius, cfg.stop_probability)
-    out = Path(args.out)
+    out = as_path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("propose.json", "manifest.csv"):
         (out / stale).unlink(missing_ok=True)

@@ -10,13 +10,13 @@ last), so the selection stage can be exercised end to end without a model, on ex
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from pplaw_jax.fileio import write_json
 from pplaw_jax.landscape import directory
+from pplaw_jax.paths import AnyPath, as_path
 
 BYTES_PER_TOKEN = 4
 
@@ -35,10 +35,10 @@ def synthetic_landscape(n_chunks: int, seed: int = 0, log_mean: float = 3.0, log
 
 
 def write_landscape(landscape_dir, table: pa.Table, rows_per_part: int,
-                    complete: bool = True) -> Path:
+                    complete: bool = True) -> AnyPath:
     """Write `table` as host 0 of ``pplaw score`` would, in parts of `rows_per_part` rows, each
     with its ``.done`` marker; with `complete`, the host's marker and the summary too."""
-    out = Path(landscape_dir)
+    out = as_path(landscape_dir)
     (out / directory.PARTS).mkdir(parents=True, exist_ok=True)
     starts = range(0, table.num_rows, rows_per_part)
     for k, start in enumerate(starts):

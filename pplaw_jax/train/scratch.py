@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import publish_modes, staging_dir
+from pplaw_jax.paths import as_path, is_url, localize, upload_tree
 
 SCRATCH_PREFIX = "scratch:"
 
@@ -40,7 +42,7 @@ def load_for_training(
         if tokenizer_dir is not None:
             raise PplawError("--tokenizer is only for --model scratch:CONFIG.json (checkpoints bring their own)")
         return load_model(spec, dtype=dtype, mesh=mesh, remat=remat, scan_layers=scan_layers)
-    path = Path(spec[len(SCRATCH_PREFIX) :])
+    path = as_path(spec[len(SCRATCH_PREFIX) :])
     if tokenizer_dir is None:
         raise PplawError(f"--model {spec} needs --tokenizer DIR (see pplaw_jax.train.train_tokenizer)")
     try:
@@ -50,7 +52,7 @@ def load_for_training(
     except ValueError as e:
         raise PplawError(f"{path}: invalid JSON ({e})") from e
     config = ModelConfig.from_hf(raw)
-    tokenizer = Tokenizer.load(tokenizer_dir)
+    tokenizer = Tokenizer.load(localize(tokenizer_dir) if is_url(tokenizer_dir) else tokenizer_dir)
     if tokenizer.vocab_size > config.vocab_size:
         raise PplawError(
             f"{path}: vocab_size {config.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size} ({tokenizer_dir})"
@@ -78,6 +80,14 @@ def train_tokenizer(
 
     docs = iter_documents(data_spec, text_field=text_field, id_field=id_field, max_docs=max_docs)
     tokenizer = train_bpe_tokenizer((d.text for d in docs), vocab_size)
+    if is_url(out_dir):  # no rename on an object store: saved locally, then uploaded file by file
+        out = as_path(out_dir)
+        if out.exists():
+            raise PplawError(f"{out}: already exists; refusing to overwrite a tokenizer")
+        with tempfile.TemporaryDirectory(prefix="pplaw-tokenizer-") as d:
+            tokenizer.save(d)
+            upload_tree(d, out)
+        return tokenizer
     out = Path(out_dir)
     if out.exists():
         raise PplawError(f"{out}: already exists; refusing to overwrite a tokenizer")

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+
+from pplaw_jax.paths import as_path, is_url, rmtree
 
 INIT_CONFIG = "init_config.json"
 TOKENIZER = "tokenizer"
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from pplaw_jax.models import ModelConfig
     from pplaw_jax.train.scratch import train_tokenizer
 
-    out = Path(args.out)
+    out = as_path(args.out)
     if args.vocab_size < 2:
         raise PplawError(f"--vocab-size must be >= 2, got {args.vocab_size}")
     fields = {}
@@ -56,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         if (out / INIT_CONFIG).read_text() != text:
             raise PplawError(f"{out} holds another scratch model ({out / INIT_CONFIG}); use a new --out")
         return 0
+    if is_url(out) and not (out / INIT_CONFIG).exists():
+        rmtree(out / TOKENIZER)  # uploaded file by file, complete only once init_config.json is written
     if not (out / TOKENIZER).exists():
         train_tokenizer(args.data, args.vocab_size, out / TOKENIZER, max_docs=args.max_docs,
                         text_field=args.text_field, id_field=args.id_field)
