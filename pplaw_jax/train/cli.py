@@ -4,6 +4,9 @@ RUN/ layout: `run.json` (the settings that define the trajectory; a restart must
 `data/` (cached token ids), `checkpoints/` (orbax), `metrics.jsonl` (per step), `hf/` (final
 weights, HF format) and `eval.json` (final figures, written last: its presence means the run is
 complete, and running the same command again then exits at once).
+
+A URL `--out` trains in a local working copy mirrored to the URL (`pplaw_jax.train.remote`):
+`run.json` and `eval.json` are written to the URL, checkpoints and logs uploaded after each save.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pplaw_jax.config import TrainConfig, add_settings
 from pplaw_jax.errors import PplawError
 from pplaw_jax.select.core import parse_budget
 from pplaw_jax.fileio import discard_temporaries, file_sha256, output_lock, write_json
+from pplaw_jax.paths import as_path, is_url
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +63,7 @@ def _check_args(args) -> None:
             raise PplawError(f"{flag} must be >= 1, got {value}")
 
 
-def _check_run_identity(run_dir: Path, identity: dict, partial: bool = False) -> None:
+def _check_run_identity(run_dir, identity: dict, partial: bool = False) -> None:
     """Record the trajectory-defining settings, or refuse to resume a run made with others.
     With `partial`, compare only the keys of `identity` (the ones known before loading anything)
     that the record has, and never write."""
@@ -82,11 +86,20 @@ def run(args: argparse.Namespace) -> int:
 
     import jax
 
-    with output_lock(args.out, host=jax.process_index()):  # one writer per host shard of --out
+    if is_url(args.out):  # trains in a local working copy mirrored to the URL (train.remote)
+        if jax.process_count() > 1:
+            raise PplawError(f"--out {args.out}: training to an object store runs in one process (its "
+                             "checkpoints are staged locally); use a shared file system for multi-host training")
+        from pplaw_jax.train.remote import working_dir
+
+        local = working_dir(args.out)  # locked: one writer per working copy on this machine
+    else:
+        local = args.out
+    with output_lock(local, host=jax.process_index()):  # one writer per host shard of --out
         # what a killed run left: this host's data cache, and the files process 0 alone writes
-        discard_temporaries(Path(args.out) / "data" / f"host{jax.process_index():03d}")
+        discard_temporaries(Path(local) / "data" / f"host{jax.process_index():03d}")
         if jax.process_index() == 0:
-            discard_temporaries(args.out, owned=("metrics.jsonl", "eval.json", "hf"))
+            discard_temporaries(local, owned=("metrics.jsonl", "eval.json", "hf"))
         return _train(args)
 
 
@@ -103,7 +116,11 @@ def _train(args: argparse.Namespace) -> int:
     from pplaw_jax.train.optim import make_optimizer, make_schedule, total_steps, warmup_steps
     from pplaw_jax.train.scratch import SCRATCH_PREFIX, load_for_training
 
-    run_dir = Path(args.out)
+    from pplaw_jax.train.remote import RunMirror
+
+    mirror = RunMirror(args.out) if is_url(args.out) else None
+    record_dir = as_path(args.out)  # run.json and eval.json (on the URL itself for a remote run)
+    run_dir = mirror.local if mirror else Path(args.out)  # everything else
     cfg: TrainConfig = args.cfg
     _check_args(args)
     selection = read_selection(args.selection) if args.selection else None
@@ -128,10 +145,10 @@ def _train(args: argparse.Namespace) -> int:
         # orbax checkpoints hold one parameter layout; remat is left out: it changes memory, not the run
         scan_layers=cfg.scan_layers,
     )
-    if (run_dir / "eval.json").exists():
+    if (record_dir / "eval.json").exists():
         # compared before declaring "nothing to do": a finished run answers only for its own arguments
-        _check_run_identity(run_dir, {**train_key, **settings_key}, partial=True)
-        print(f"pplaw train: {run_dir} is complete (eval.json exists); nothing to do")
+        _check_run_identity(record_dir, {**train_key, **settings_key}, partial=True)
+        print(f"pplaw train: {record_dir} is complete (eval.json exists); nothing to do")
         return 0
     mesh = make_mesh(cfg.mesh)
     dp = data_parallel_size(mesh)
@@ -189,9 +206,11 @@ def _train(args: argparse.Namespace) -> int:
     schedule = make_schedule(cfg.lr, num_steps, num_warmup, kind=cfg.schedule, min_lr_ratio=cfg.min_lr_ratio)
     tx = make_optimizer(schedule, weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm)
     _check_run_identity(
-        run_dir,
+        record_dir,
         dict(**train_key, **settings_key, steps=num_steps, warmup_steps=num_warmup),
     )
+    if mirror is not None:
+        mirror.pull()  # the URL's latest uploaded checkpoint and logs replace the working copy's
 
     trainer = Trainer(loaded.model, mesh, tx)
     settings = LoopSettings(
@@ -204,8 +223,11 @@ def _train(args: argparse.Namespace) -> int:
         keep=cfg.keep,
         log_every=cfg.log_every,
     )
-    result = fit(trainer, train, eval_sets, settings, run_dir, schedule)
+    result = fit(trainer, train, eval_sets, settings, run_dir, schedule,
+                 on_checkpoint=mirror.push_checkpoint if mirror else None)
     export_hf(trainer, config, tokenizer, run_dir / "hf")
+    if mirror is not None:
+        mirror.push_final()
 
     subset = selection.stats() if selection else {"tokens": train.num_scored_tokens}
     summary = {
@@ -229,6 +251,8 @@ def _train(args: argparse.Namespace) -> int:
         "dtype": cfg.dtype,
     }
     if jax.process_index() == 0:
-        write_json(run_dir / "eval.json", summary)
-        print(json.dumps({"out": str(run_dir), **{k: summary[k] for k in ("domain_loss", "general_loss", "steps", "trained_tokens")}}))
+        write_json(record_dir / "eval.json", summary)
+        if mirror is not None:
+            mirror.discard_working_copy()
+        print(json.dumps({"out": str(record_dir), **{k: summary[k] for k in ("domain_loss", "general_loss", "steps", "trained_tokens")}}))
     return 0

@@ -209,6 +209,7 @@ def fit(
     settings: LoopSettings,
     run_dir: str | os.PathLike,
     schedule: Callable[[int], float],
+    on_checkpoint: Callable[[int], None] | None = None,
 ) -> dict:
     """Train to `settings.num_steps`, resuming from `run_dir/checkpoints`; returns final figures.
 
@@ -216,6 +217,8 @@ def fit(
     (plus `{name}_loss` on evaluation steps: every `eval_every` steps and the last). Batch `s` is
     `batch_indices(seed, s, ...)`, so the data order does not depend on where a run resumed.
     Returns {"steps", "trained_tokens", "wall_time_s", **final eval losses}.
+    With `on_checkpoint`, each save is waited for and then `on_checkpoint(step)` is called (the
+    upload of a run whose ``--out`` is a URL, `pplaw_jax.train.remote`).
     """
     run_dir = Path(run_dir)
     is_main = jax.process_index() == 0
@@ -281,7 +284,10 @@ def fit(
                 flush()
             if saving:
                 meta = {"step": step, "tokens": tokens, "wall_time_s": wall_before + time.perf_counter() - started}
-                checkpointer.save(step, trainer.state(), meta, force=last)
+                saved = checkpointer.save(step, trainer.state(), meta, force=last)
+                if saved and on_checkpoint is not None:
+                    checkpointer.wait()
+                    on_checkpoint(step)
         checkpointer.wait()
     finally:
         bar.close()
