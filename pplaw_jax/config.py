@@ -34,6 +34,7 @@ from typing import Literal, Optional
 import yaml
 
 from pplaw_jax.errors import PplawError
+from pplaw_jax.paths import as_path
 
 DEFAULT_MESH = "data=-1,fsdp=1,tensor=1"
 Dtype = Literal["float32", "bfloat16"]
@@ -497,7 +498,7 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     """The study file's tree with its `base:` chain merged in (the child wins)."""
     if not path.is_file():
         raise PplawError(f"config file {path} not found")
-    if path.resolve() in chain:
+    if path.resolve() in chain:  # (a URL resolves to itself)
         raise PplawError(f"config file {path}: `base:` chain loops back to itself")
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -547,7 +548,7 @@ def _check_window(w: str, label: str) -> None:
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
     """The study file (with its `base:` chain) and dotted `key=value` overrides, validated."""
-    tree = _read_yaml(Path(path))
+    tree = _read_yaml(as_path(path))
     for o in overrides:
         set_dotted(tree, o)
     return study_from_tree(tree)

@@ -244,7 +244,7 @@ class URLPath:
 
     def iterdir(self) -> Iterator["URLPath"]:
         if not self.is_dir():
-            raise NotADirectoryError(str(self))
+            raise (NotADirectoryError if self.exists() else FileNotFoundError)(str(self))
         found = self._fs.ls(self._path, detail=False)
         base = self._path.rstrip("/")
         return iter([self._child(p) for p in sorted(found) if p.rstrip("/") != base])

@@ -47,6 +47,7 @@ from pplaw_jax.fileio import discard_temporaries, output_lock, write_json, write
 from pplaw_jax.fit.fitdir import FIT_JSON
 from pplaw_jax.fit.runs_table import read_runs_table
 from pplaw_jax.logs import get_logger
+from pplaw_jax.paths import append_text, as_path, cache_root, is_url, source, url_key
 from pplaw_jax.select.io import aliased_methods
 from pplaw_jax.stages import STAGES, stages_record, stage_keys, stale_stages, supersede
 
@@ -72,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
         from pplaw_jax.distributed import configure_compilation_cache
 
         # every stage runs in this process: one cache, kept with the study, so a rerun reuses it too
-        configure_compilation_cache(Path(cfg.out_dir).resolve() / COMPILATION_CACHE)
+        # (a study on an object store keeps it in the local cache: JAX writes it as local files)
+        configure_compilation_cache(cache_root() / "jax" / url_key(cfg.out_dir) if is_url(cfg.out_dir)
+                                    else Path(cfg.out_dir).resolve() / COMPILATION_CACHE)
         Study(cfg, force=set(args.force)).run(stop_after=args.until)
     return 0
 
@@ -84,7 +87,10 @@ class Study:
 
     def __init__(self, cfg: StudyConfig, force: set[str] = frozenset()):
         self.cfg = cfg
-        self.out = Path(cfg.out_dir).resolve()
+        # a study on an object store runs its commands with absolute paths and URLs (there is no
+        # working directory in a bucket); a local one from OUT with paths relative to it
+        self.remote = is_url(cfg.out_dir)
+        self.out = as_path(cfg.out_dir) if self.remote else Path(cfg.out_dir).resolve()
         self._check_inputs()  # before anything is written: a typo in a path leaves no study behind
         self.out.mkdir(parents=True, exist_ok=True)
         self._discard_temporaries()
@@ -94,18 +100,19 @@ class Study:
                      for key in ("general_train", "general_test", "domain_train", "domain_test", "target_eval")}
 
     def _input(self, spec: str | None) -> str | None:
-        """A path given in the config (relative to where `pplaw run` started) as seen from OUT;
-        URLs, ``tfds:`` specs and known model names as given."""
+        """A path given in the config (relative to where `pplaw run` started) as seen from OUT
+        (absolute when OUT is a URL); URLs, ``tfds:`` specs and known model names as given."""
         if spec is None or "://" in spec or spec.startswith("tfds:"):
             return spec
         local = os.path.abspath(spec)
         if not (os.path.exists(local) or os.path.exists(os.path.dirname(local)) and any(c in spec for c in "*?[")):
             return spec  # not a path here (e.g. smollm2-135m-instruct)
-        return os.path.relpath(local, self.out)
+        return local if self.remote else os.path.relpath(local, self.out)
 
     def _arg(self, value) -> str:
-        """One command-line word: a path under OUT relative to it, anything else as text."""
-        if isinstance(value, Path):
+        """One command-line word: a path under a local OUT relative to it (a URL as itself),
+        anything else as text."""
+        if isinstance(value, Path) and not self.remote:
             return os.path.relpath(value, self.out) if value.is_absolute() else str(value)
         return str(value)
 
@@ -162,10 +169,15 @@ class Study:
 
         argv = [self._arg(a) for a in argv]
         line = shlex.join(["pplaw", *argv])
-        with open(self.out / "commands.log", "a") as f:
-            f.write(f"{line}  {LOG_STAMP} {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        entry = f"{line}  {LOG_STAMP} {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+        if self.remote:  # no appends on an object store: the log object is rewritten
+            append_text(self.out / "commands.log", entry)
+        else:
+            with open(self.out / "commands.log", "a") as f:
+                f.write(entry)
         log.info(f">>> {line}")
-        with contextlib.chdir(self.out):  # what commands.log says: run from OUT
+        # what commands.log says: run from OUT (a URL study's commands name absolute paths and URLs)
+        with contextlib.nullcontext() if self.remote else contextlib.chdir(self.out):
             code = main(argv)
         if code != 0 and code not in allow_exit:
             raise PplawError(f"stage command failed with exit code {code}: pplaw {shlex.join(argv)}")
@@ -298,7 +310,7 @@ class Study:
         """Train every subset of a manifest (design, windows or proposals) into ``runs_dir/<name>``."""
         import pandas as pd
 
-        manifest = pd.read_csv(sel_dir / "manifest.csv", dtype={"group": str})
+        manifest = pd.read_csv(source(sel_dir / "manifest.csv"), dtype={"group": str})
         if manifest.empty:
             raise PplawError(f"no subsets in {sel_dir / 'manifest.csv'}")
         for i, r in enumerate(manifest.itertuples(), 1):

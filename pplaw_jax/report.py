@@ -24,6 +24,7 @@ from pplaw_jax.fit.plots import save_figure
 from pplaw_jax.fit.runs_table import read_runs_table
 from pplaw_jax.logs import get_logger
 from pplaw_jax.landscape.directory import read_landscape
+from pplaw_jax.paths import as_path, read_parquet_table
 from pplaw_jax.select.io import aliased_methods
 
 
@@ -42,7 +43,7 @@ def run(args) -> int:
     """`pplaw report STUDY`: (re)write STUDY/report.md and STUDY/report_figures/ from its files."""
     from pplaw_jax.config import load_config
 
-    study = Path(args.study)
+    study = as_path(args.study)
     if not (study / "config.yaml").is_file():
         raise PplawError(f"{study}: not a study directory (no config.yaml written by `pplaw run`)")
     write_report(study, load_config(study / "config.yaml"))
@@ -138,7 +139,6 @@ def _plt():
 def _landscape_figure(out: Path, fig_path: Path) -> None:
     """Log-ppl histograms: the landscape with the law-fitting subsets (left) and with the final
     selections (right), so the selected subset is seen beside the family it was fitted on."""
-    import pyarrow.parquet as pq
 
     plt = _plt()
     ppl = read_landscape(out / "landscape").ppl
@@ -151,7 +151,7 @@ def _landscape_figure(out: Path, fig_path: Path) -> None:
                                (axes[1], selected, "final selections")):
         ax.hist(np.log(ppl), bins=bins, color="0.85", density=True, label=f"landscape ({ppl.size} chunks)")
         for i, sel in enumerate(subsets):
-            sp = np.log(pq.read_table(sel, columns=["ppl"])["ppl"].to_numpy())
+            sp = np.log(read_parquet_table(sel, columns=["ppl"])["ppl"].to_numpy())
             if subsets is grid:
                 ax.hist(sp, bins=bins, histtype="step", density=True, linewidth=0.6, color="C0", alpha=0.35,
                         label="a law-fitting subset" if i == 0 else None)
@@ -210,8 +210,9 @@ def _grid_section(out: Path, fit: dict) -> list[str]:
              "together when validating).", ""]
     col = (fit.get("runs") or {}).get("collinearity")
     if col:
-        vif_main = ", ".join(f"{k} {v:.3g}" for k, v in col["vif_main"].items())
-        vif_law = ", ".join(f"{k} {v:.3g}" for k, v in col["vif_law"].items())
+        # a VIF is null when its regression is singular (fewer runs than features)
+        vif_main = ", ".join(f"{k} {'n/a' if v is None else f'{v:.3g}'}" for k, v in col["vif_main"].items())
+        vif_law = ", ".join(f"{k} {'n/a' if v is None else f'{v:.3g}'}" for k, v in col["vif_law"].items())
         lines += [f"Design diagnostics in the fit's coordinates ({fit.get('moments')} moments): "
                   f"corr(log mu, log sigma) = {col['corr_log_mu_log_sigma']:.3f}; VIF of the main effects "
                   f"({vif_main}); VIF of the paper's features ({vif_law}); condition number "
@@ -467,7 +468,7 @@ def _rounds_figure(out: Path, round_dirs: list[Path], path: Path) -> None:
 
 
 def write_report(out: str | Path, cfg) -> Path:
-    out = Path(out)
+    out = as_path(out)
     read_landscape(out / "landscape")  # a study without a complete landscape fails before writing anything
     aliases = aliased_methods(out / "select", cfg.final.seeds)
     fig_dir = out / "report_figures"

@@ -19,7 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
+
+from pplaw_jax.paths import AnyPath, as_path, move
 
 _CORPUS_READ = ("data.builtin", "data.text_field", "data.id_field")
 _EVAL_SETS = ("data.domain_test", "data.general_test", "data.target_eval", "data.eval_doc_chars", "data.eval_max_docs")
@@ -87,10 +88,12 @@ def stale_stages(old_tree: dict | None, new_tree: dict, force: set[str] = frozen
     return [s for s in STAGES if s in stale]
 
 
-def supersede(out_dir: str | os.PathLike, stage: str, key: str) -> Path | None:
+def supersede(out_dir: str | os.PathLike, stage: str, key: str) -> AnyPath | None:
     """Move the stage's output directory ``OUT/<stage>`` to ``OUT/superseded/<stage>-<key>[-N]``;
-    None when there was nothing to move. One rename, so a kill leaves it either here or there."""
-    out = Path(out_dir)
+    None when there was nothing to move. One rename, so a kill leaves it either here or there
+    (on an object store, `pplaw_jax.paths.move` copies, then deletes: a kill in between leaves
+    the rest of the source, which the next run moves aside too, to ``-2``; nothing is lost)."""
+    out = as_path(out_dir)
     src = out / stage
     if not src.exists():
         return None
@@ -101,7 +104,7 @@ def supersede(out_dir: str | os.PathLike, stage: str, key: str) -> Path | None:
     while dst.exists():
         n += 1
         dst = root / f"{stage}-{key}-{n}"
-    os.replace(src, dst)
+    move(src, dst)  # one rename locally; on an object store a copy, then a delete
     return dst
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from pathlib import Path
 
 from pplaw_jax.config import EvalConfig, add_settings
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_json
+from pplaw_jax.paths import as_path, is_url
 
 LM_EVAL_INSTALL = "pip install 'pplaw_jax[eval]'"
 
@@ -73,11 +73,11 @@ def run(args: argparse.Namespace) -> int:
         lm = ShardedLM(loaded.model, mesh)
         with progress("eval", total=len(requests), unit="choice", disable=jax.process_index() != 0) as bar:
             logliks = score_requests(lm.nll, requests, cfg.batch_size, max_length, progress=bar.update)
-        results = {"model": loaded.source, "tasks": os.path.abspath(args.tasks), **mc_metrics(tasks, logliks)}
+        results = {"model": loaded.source, "tasks": args.tasks if is_url(args.tasks) else os.path.abspath(args.tasks), **mc_metrics(tasks, logliks)}
         summary = {k: results[k] for k in keys}
     if jax.process_index() == 0:
         if args.out:
-            out = Path(args.out)
+            out = as_path(args.out)
             out.parent.mkdir(parents=True, exist_ok=True)
             write_json(out, results)
         print(json.dumps(summary))

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from pplaw_jax.errors import PplawError
+from pplaw_jax.paths import as_path
 
 
 
@@ -41,10 +42,10 @@ def read_tasks(path: str | os.PathLike, max_examples: int | None = None) -> list
     """Parse a task JSONL file; PplawError naming `file:line` for any malformed row."""
     tasks = []
     try:
-        with open(path, "rb") as f:
+        with as_path(path).open("rb") as f:
             raw_lines = f.read().splitlines()
     except OSError as e:
-        raise PplawError(f"{path}: cannot read task file ({e.strerror})") from e
+        raise PplawError(f"{path}: cannot read task file ({e.strerror or e})") from e
     for lineno, raw in enumerate(raw_lines, 1):
         where = f"{path}:{lineno}"
         try:

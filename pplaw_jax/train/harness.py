@@ -46,6 +46,7 @@ from pplaw_jax.models.loading import LoadedModel
 from pplaw_jax.models.loss import next_token_nll
 from pplaw_jax.train.evaluate import Request, batched_apply, encode_pair, truncated_request, wilson_interval
 from pplaw_jax.models.sharded import ShardedLM, data_parallel_size
+from pplaw_jax.paths import is_url, localize
 
 MODEL_NAME = "pplaw"
 DEFAULT_MESH = "data=-1,fsdp=1,tensor=1"
@@ -280,6 +281,8 @@ def load_suite(names: list[str], include: str | None = None) -> Suite:
     if not names:
         raise PplawError("--lm-eval-tasks names no task")
     if include is not None:
+        if is_url(include):  # lm-eval reads its task YAMLs (and their data files) locally
+            include = str(localize(include))
         if not os.path.isdir(include):
             raise PplawError(f"{include}: no such directory (--lm-eval-include)")
         include = os.path.abspath(include)
