@@ -92,13 +92,40 @@ def main(argv: list[str] | None = None) -> int:
         if out is not None:  # an output that cannot be written fails first
             check_output_path(out, "file" if file_out else "dir")
         if out is None or file_out or args.command in SELF_LOCKING:
-            return int(module.run(args) or 0)
-        with output_lock(out):  # one writer per output directory
-            discard_temporaries(out)  # what a killed writer of this directory left behind
-            return int(module.run(args) or 0)
+            code = int(module.run(args) or 0)
+        else:
+            with output_lock(out):  # one writer per output directory
+                discard_temporaries(out)  # what a killed writer of this directory left behind
+                code = int(module.run(args) or 0)
+        if code == 0 and out is not None and not file_out:
+            _record_command(out, argv, args)
+        return code
     except PplawError as e:
         print(f"pplaw {args.command}: error: {e}", file=sys.stderr)
         return 2
+
+
+COMMAND_JSON = "command.json"  # in every output directory: the command that completed it
+
+
+def _record_command(out: str, argv: list[str], args) -> None:
+    """Write ``OUT/command.json``: the command line and the resolved settings it ran with (every
+    field of its config, defaults included), so an output directory says what produced it. On a
+    multi-host run only process 0 writes it."""
+    import dataclasses
+
+    if "jax" in sys.modules and sys.modules["jax"].process_index() != 0:
+        return
+    from pplaw_jax.fileio import write_json
+    from pplaw_jax.paths import as_path
+
+    settings = {k: dataclasses.asdict(v) for k, v in vars(args).items()
+                if dataclasses.is_dataclass(v) and not isinstance(v, type)}
+    mode = getattr(args, "mode", None)
+    if mode in settings:  # `select design`: its own settings, not those of the parent `select`
+        settings = {mode: settings[mode]}
+    if as_path(out).is_dir():
+        write_json(as_path(out) / COMMAND_JSON, {"pplaw": __version__, "argv": ["pplaw", *argv], "settings": settings})
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
             write(tmp)
             target.upload(tmp)
         return
-    path = Path(path)
+    path = as_path(path)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=TMP_SUFFIX)
     tmp = Path(name)
     try:
@@ -215,6 +215,30 @@ def output_lock(out_dir: str | os.PathLike, host: int = 0) -> Iterator[Path]:
 FINGERPRINT_EDGE = 1 << 20  # bytes read from each end of a file
 
 
+def check_identity(path: str | os.PathLike, identity: dict, refusal: str, *, partial: bool = False,
+                   sort_keys: bool = False) -> None:
+    """Record what defines an output (`identity`, JSON at `path`), or refuse one that holds another's:
+    the one "is this the same run?" check of every resumable command (`pplaw score`, `pplaw train`).
+
+    A key ending in ``_content`` (a content fingerprint) that either side lacks (None: a stream or
+    an object store) is unknown, not different. With `partial`, only the keys both records have are
+    compared and nothing is written (a finished run answering "nothing to do"). A difference raises
+    PplawError ``refusal.format(changes="key: old -> new; ...")``.
+    """
+    path = as_path(path)
+    if path.exists():
+        old = json.loads(path.read_text())
+        keys = set(identity) & set(old) if partial else set(old) | set(identity)
+        changes = "; ".join(
+            f"{k}: {old.get(k)!r} -> {identity.get(k)!r}" for k in sorted(keys)
+            if old.get(k) != identity.get(k)
+            and not (k.endswith("_content") and None in (old.get(k), identity.get(k))))
+        if changes:
+            raise PplawError(refusal.format(changes=changes))
+    elif not partial:
+        write_json(path, identity, sort_keys=sort_keys)
+
+
 def content_fingerprint(paths: Iterable[str | os.PathLike]) -> str:
     """A short hash of what the files hold: per file (in the given order) its name, size and its
     first and last MiB.  Bounded cost on a 100 GB checkpoint, and it tells apart two checkpoints
@@ -263,7 +287,7 @@ def json_digest(path: str | os.PathLike, ignore: Iterable[str] = ()) -> str:
 
 def tree_files(path: str | os.PathLike) -> list[Path]:
     """A file, or every non-hidden file below a directory, sorted by relative path."""
-    path = Path(path)
+    path = as_path(path)
     if path.is_file():
         return [path]
     found = {p.relative_to(path).as_posix(): p for p in path.rglob("*") if p.is_file()}

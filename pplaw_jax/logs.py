@@ -79,7 +79,8 @@ class ProgressLog:
         if time.perf_counter() - self.last >= self.every_s:
             self._log()
 
-    def set_postfix(self, **values) -> None:
+    def set_postfix(self, refresh: bool = True, **values) -> None:
+        """tqdm's signature; `refresh` (when tqdm redraws) means nothing for a log line."""
         self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
 
     def _log(self) -> None:

@@ -3,6 +3,9 @@ expected (or the reverse), or a path below a file, is one rc-2 line naming --out
 written. (Unwritable directories are checked with os.access too, but root, as CI runs, may write
 anywhere, so that case is not asserted here.)"""
 
+import dataclasses
+import json
+
 import pytest
 
 from pplaw_jax.cli import main
@@ -114,6 +117,21 @@ def test_every_help_ends_with_an_example_and_loads_without_jax():
     assert version.returncode == 0 and version.stdout.strip().startswith("pplaw 0.")
 
 
+def test_every_output_directory_records_the_command_and_its_resolved_settings(tmp_path):
+    """`OUT/command.json`: the command line and every setting (defaults included) it ran with."""
+    from pplaw_jax.config import DesignConfig
+    from pplaw_jax.select.synthetic import synthetic_landscape, write_landscape
+
+    land = write_landscape(tmp_path / "land", synthetic_landscape(400, seed=0), rows_per_part=200)
+    argv = ["select", "design", "--landscape", str(land), "--out", str(tmp_path / "d"), "--n", "6",
+            "--budgets", "1e4", "4e4", "1.6e5"]
+    assert main(argv) == 0
+    record = json.loads((tmp_path / "d" / "command.json").read_text())
+    assert record["argv"] == ["pplaw", *argv]
+    assert record["settings"] == {"design": {**dataclasses.asdict(DesignConfig()), "n": 6}}
+    assert not (land / "command.json").exists()  # an input is not an output
+
+
 def test_train_tokens_accepts_scientific_notation(tmp_path, capsys):
     """`--tokens 1e6` works in every subcommand (train took only integers); a bad value is one line."""
     assert main(["train", "--model", "NOPE", "--data", "NOPE.jsonl", "--tokens", "2.5", "--out", str(tmp_path / "r")]) == 2
@@ -138,7 +156,8 @@ def test_a_rerun_removes_what_a_killed_writer_left(tmp_path, capsys):
     for mine in ("keep.tmp", "notes.v2.tmp"):  # a user's files, not temporaries of ours
         (out / mine).write_text("keep")
     assert main(["select", "--landscape", str(land), "--tokens", "1000", "--method", "random", "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["keep.tmp", "notes.v2.tmp", "selection.parquet", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["command.json", "keep.tmp", "notes.v2.tmp", "selection.parquet",
+                                                     "summary.json"]
 
 
 def test_owned_temporaries_only(tmp_path):

@@ -200,9 +200,9 @@ def test_resume_after_crash_is_exact_and_skips_done_parts(tmp_path):
 def test_refuses_other_arguments_and_changed_data(tmp_path):
     docs = make_docs(12, seed=2)
     run_fake(tmp_path / "out", docs, FakeScorer())
-    with pytest.raises(PplawError, match="seq_len: 8 there, 16 now"):
+    with pytest.raises(PplawError, match="seq_len: 8 -> 16"):
         run_fake(tmp_path / "out", docs, FakeScorer(), seq_len=16)
-    with pytest.raises(PplawError, match="model: 'fake' there, 'other' now"):
+    with pytest.raises(PplawError, match="model: 'fake' -> 'other'"):
         run_fake(tmp_path / "out", docs, FakeScorer(), run_args={"model": "other", "data": "mem"})
     changed = docs[:3] + [Document("inserted", "abc", "mem", 0)] + docs[3:]
     with pytest.raises(PplawError, match="the data changed since this part was written"):

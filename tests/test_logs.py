@@ -16,7 +16,7 @@ def test_progress_is_log_lines_when_stderr_is_not_a_terminal(monkeypatch, capsys
     with logs.progress("train", total=5, unit="step", initial=1) as bar:
         for _ in range(4):
             bar.update(1)
-            bar.set_postfix(loss="1.2345")
+            bar.set_postfix(loss="1.2345", refresh=False)  # tqdm's redraw flag is not a value to log
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1, lines  # nothing until the period elapsed, then the closing line
     assert "pplaw.progress: train: 5/5 step (" in lines[0] and lines[0].endswith("step/s), loss=1.2345")

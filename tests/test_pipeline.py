@@ -29,8 +29,9 @@ TOY = {
     "train": {"seq_len": 64, "batch_size": 8},
     "grid": {"kind": "design", "design": {"budgets": ["5e2", "2e3", "8e3"], "n": 10, "centre": 2},
              "rounds": 1, "propose": {"n": 2}, "stop_early": False},
-    "fit": {"moments": "logppl", "method": "both", "bootstrap": 40, "chains": 2, "warmup": 100, "samples": 100,
-            "allow_unconverged": True},
+    # small fits: few random starts, 3 folds of groups for the rivals' held-out comparison
+    "fit": {"moments": "logppl", "method": "both", "bootstrap": 40, "starts": 4, "folds": 3, "chains": 2,
+            "warmup": 100, "samples": 100, "allow_unconverged": True},
     "final": {"budget": "2e3", "methods": ["dos-posterior", "dos-point", "random"], "seeds": [0, 1],
               "select": {"allow_boundary": True}},
 }

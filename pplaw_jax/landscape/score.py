@@ -53,7 +53,7 @@ import numpy as np
 from pplaw_jax.data import Document, chunk_token_ids, iter_tokenized, pad_batch
 from pplaw_jax.data.chunking import window_bytes
 from pplaw_jax.errors import PplawError
-from pplaw_jax.fileio import write_json
+from pplaw_jax.fileio import check_identity, write_json
 from pplaw_jax.landscape import directory
 from pplaw_jax.logs import get_logger
 from pplaw_jax.logs import progress as progress_display
@@ -79,32 +79,15 @@ def make_score_fn(model: Any, mesh: jax.sharding.Mesh) -> ScoreFn:
 
 # ---------------------------------------------------------------------------------------- driver
 def check_run_args(out_dir: str | os.PathLike, run_args: Mapping[str, Any]) -> None:
-    """Record `run_args` in ``DIR/run_args.json``, or refuse if the directory holds another run's.
-    Keys ending in ``_content`` are content fingerprints; one that either side lacks (None) is not
-    compared.
-
-    Every host may call this: the file's content does not depend on the host, so concurrent
-    atomic writes of it are harmless.
-    """
+    """Record `run_args` in ``DIR/run_args.json``, or refuse if the directory holds another run's
+    (`fileio.check_identity`). Every host may call this: the file's content does not depend on the
+    host, so concurrent atomic writes of it are harmless."""
     path = as_path(out_dir) / directory.RUN_ARGS
-    wanted = dict(run_args)
-    if path.exists():
-        stored = directory.read_json(path)
-        diff = [
-            f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} now"
-            for k in sorted(set(stored) | set(wanted))
-            if stored.get(k) != wanted.get(k)
-            # a content fingerprint that one side could not take (a stream, an object store) is unknown, not different
-            and not (k.endswith("_content") and None in (stored.get(k), wanted.get(k)))
-        ]
-        if diff:
-            raise PplawError(
-                f"{out_dir} holds a landscape scored with different arguments ({'; '.join(diff)}); "
-                "rerun with the same arguments to resume it, or choose another --out"
-            )
-        return
-    (as_path(out_dir) / directory.PARTS).mkdir(parents=True, exist_ok=True)
-    write_json(path, wanted, sort_keys=True)
+    if not path.exists():
+        (as_path(out_dir) / directory.PARTS).mkdir(parents=True, exist_ok=True)
+    check_identity(path, dict(run_args), f"{out_dir} holds a landscape scored with different arguments "
+                   "({changes}); rerun with the same arguments to resume it, or choose another --out",
+                   sort_keys=True)
 
 
 def score_corpus(

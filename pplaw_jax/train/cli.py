@@ -19,7 +19,7 @@ from pathlib import Path
 from pplaw_jax.config import TrainConfig, add_settings
 from pplaw_jax.errors import PplawError
 from pplaw_jax.select.core import parse_budget
-from pplaw_jax.fileio import discard_temporaries, file_sha256, output_lock, write_json
+from pplaw_jax.fileio import check_identity, discard_temporaries, file_sha256, output_lock, write_json
 from pplaw_jax.paths import as_path, is_url
 
 
@@ -64,19 +64,10 @@ def _check_args(args) -> None:
 
 
 def _check_run_identity(run_dir, identity: dict, partial: bool = False) -> None:
-    """Record the trajectory-defining settings, or refuse to resume a run made with others.
-    With `partial`, compare only the keys of `identity` (the ones known before loading anything)
-    that the record has, and never write."""
-    path = run_dir / "run.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        keys = set(identity) & set(old) if partial else set(old) | set(identity)
-        diff = sorted(k for k in keys if old.get(k) != identity.get(k))
-        if diff:
-            changes = "; ".join(f"{k}: {old.get(k)!r} -> {identity.get(k)!r}" for k in diff)
-            raise PplawError(f"{run_dir} holds a different run ({changes}); use a new --out")
-    elif not partial:
-        write_json(path, identity)
+    """Record the trajectory-defining settings in ``RUN/run.json``, or refuse to resume a run made
+    with others (`fileio.check_identity`; `partial`: a finished run compared before "nothing to do")."""
+    check_identity(run_dir / "run.json", identity, f"{run_dir} holds a different run ({{changes}}); use a new --out",
+                   partial=partial)
 
 
 def run(args: argparse.Namespace) -> int:

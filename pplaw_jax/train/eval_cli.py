@@ -4,6 +4,7 @@ or any log-likelihood task of lm-evaluation-harness (`--lm-eval-tasks`, see trai
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             logliks = score_requests(lm.nll, requests, cfg.batch_size, max_length, progress=bar.update)
         results = {"model": loaded.source, "tasks": args.tasks if is_url(args.tasks) else os.path.abspath(args.tasks), **mc_metrics(tasks, logliks)}
         summary = {k: results[k] for k in keys}
+    results["settings"] = dataclasses.asdict(cfg)  # what produced these numbers
     if jax.process_index() == 0:
         if args.out:
             out = as_path(args.out)
