@@ -73,10 +73,6 @@ def is_url(path: Any) -> bool:
     return s is not None and s != "file"
 
 
-def is_local(path: Any) -> bool:
-    return not is_url(path)
-
-
 def filesystem(url: str) -> tuple[Any, str]:
     """(fsspec filesystem, path within it) of a URL; PplawError naming the extra to install when
     the scheme's backend is missing, or naming the scheme when fsspec knows none."""
@@ -306,11 +302,6 @@ def as_path(path: str | os.PathLike | URLPath) -> AnyPath:
     if s == "file":
         return Path(text[len("file://"):])
     return URLPath(text) if s is not None else Path(text)
-
-
-def join(base: str | os.PathLike | URLPath, *parts: str) -> str:
-    """``str(as_path(base) / part / ...)``: a path or URL as a string."""
-    return str(as_path(base).joinpath(*parts))
 
 
 def source(path: str | os.PathLike | URLPath) -> str | os.PathLike:

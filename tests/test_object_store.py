@@ -387,8 +387,9 @@ def _upload_study_inputs(train_files):
     upload_tree(d / "base", "memory://b/base")
     for name in ("train.jsonl", "test.jsonl"):
         as_path(f"memory://b/{name}").write_bytes((d / name).read_bytes())
-    tasks = [{"question": t[:30], "choices": [t[30:60], texts[(i + 1) % len(texts)][30:60]], "answer": 0}
-             for i, t in enumerate(texts[:6])]
+    words = [t.split() for t in texts if len(t.split()) >= 10]  # whole words: a cut word may merge away
+    tasks = [{"question": " ".join(w[:5]), "choices": [" ".join(w[5:10]), " ".join(words[i + 1][5:10])], "answer": 0}
+             for i, w in enumerate(words[:6])]
     as_path("memory://b/tasks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks))
 
 
