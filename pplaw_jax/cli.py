@@ -18,7 +18,7 @@ from pplaw_jax.fileio import check_output_path, discard_temporaries, output_lock
 
 # subcommand -> (module, one-line help, example)
 COMMANDS = {
-    "data": ("pplaw_jax.data.cli", "build corpus files: cpython-docs, cut, cloze",
+    "data": ("pplaw_jax.data.cli", "build corpus files: cpython-docs, cut, cloze, contaminate",
              "pplaw data cpython-docs --out data   (also: pplaw data cut ..., pplaw data cloze ...)"),
     "scratch": ("pplaw_jax.train.scratch_cli", "a tokenizer and config for a model trained from scratch",
                 "pplaw scratch --data data/general_train.jsonl --vocab-size 2048 --out base hidden_size=128"),
@@ -46,7 +46,7 @@ COMMANDS = {
 }
 
 COMPILING = {"score", "train", "eval", "fit"}  # subcommands that compile with XLA
-FILE_OUTPUTS = {"eval", "predict", "runs", "data cut", "data cloze"}  # --out is a file, not a directory
+FILE_OUTPUTS = {"eval", "predict", "runs", "data cut", "data cloze", "data contaminate"}  # --out is a file, not a directory
 # Subcommands that lock their --out directory themselves, per host, once jax.distributed is up
 # (`fileio.output_lock`); `run` locks its study directory. The others are locked here.
 SELF_LOCKING = {"score", "train", "run"}

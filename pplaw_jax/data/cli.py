@@ -2,10 +2,18 @@
 
     pplaw data cpython-docs --out DIR      the quickstart's corpora (general: stdlib docstrings,
                                            domain: the language reference), + cpython_docs.json
-    pplaw data cut --data SPEC --chars N --out FILE.jsonl [--max-docs M]
+    pplaw data cut --data SPEC --chars N --out FILE.jsonl [--max-docs M] [--skip-docs K]
                                            each document cut to its central N characters
+                                           (documents K..K+M-1 of the corpus)
     pplaw data cloze --data SPEC --out FILE.jsonl [--n 200] [--seed S]
                                            multiple-choice cloze tasks from held-out text
+    pplaw data contaminate --data CLEAN --out OUT.jsonl [--fraction 0.3] [--low-share 0.5]
+        [--kinds general,boilerplate,garbled,shuffled,table] [--general GENERAL] [--max-docs N]
+        [--seed 0] [--text-field text] [--id-field id]
+                                           the clean documents with planted junk of known kinds
+                                           and fraction (a positive control; --fraction 0 is the
+                                           negative control) + OUT.manifest.json, written last;
+                                           the recipe is `pplaw_jax.data.contaminate`'s docstring
 
 Each is a step of `pplaw run`'s data stage, so a study's `commands.log` rebuilds its data too.
 """
@@ -13,6 +21,8 @@ Each is a step of `pplaw run`'s data stage, so a study's `commands.log` rebuilds
 from __future__ import annotations
 
 import argparse
+import itertools
+import os
 
 from pplaw_jax.paths import as_path
 
@@ -22,20 +32,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     options = parser_options()
     options.pop("parser_class")
-    modes = parser.add_subparsers(dest="mode", metavar="{cpython-docs,cut,cloze}", required=True)
+    modes = parser.add_subparsers(dest="mode", metavar="{cpython-docs,cut,cloze,contaminate}", required=True)
     docs = modes.add_parser("cpython-docs", help="the quickstart's corpora from this Python installation", **options)
     docs.add_argument("--out", required=True, help="directory for {general,domain}_{train,test}.jsonl")
     docs.add_argument("--test-every", type=int, default=10, help="every K-th document goes to test")
     cut = modes.add_parser("cut", help="a copy of a corpus with each document cut to its central characters",
                            **options)
     cloze = modes.add_parser("cloze", help="cloze tasks for `pplaw eval` from held-out text", **options)
-    for sub in (cut, cloze):
+    contaminate = modes.add_parser(
+        "contaminate", help="a corpus with planted junk of known kinds and fraction (a positive control)", **options)
+    for sub in (cut, cloze, contaminate):
         sub.add_argument("--data", required=True, help="corpus (same spec as pplaw score)")
         sub.add_argument("--out", required=True, help="JSONL file to write")
         sub.add_argument("--text-field", default="text", help="JSON field / Parquet column with the text")
         sub.add_argument("--id-field", default="id", help="document id field")
     cut.add_argument("--chars", type=int, required=True, help="characters kept from the middle of each document")
-    cut.add_argument("--max-docs", type=int, default=None, help="the first N documents only")
+    cut.add_argument("--max-docs", type=int, default=None, help="the first N documents only (after --skip-docs)")
+    cut.add_argument("--skip-docs", type=int, default=0,
+                     help="skip the first K documents (e.g. a validation split after the scored ones)")
+    contaminate.add_argument("--fraction", type=float, default=0.3,
+                             help="junk share of the output's documents, in [0, 1) (0: the negative control)")
+    contaminate.add_argument("--low-share", type=float, default=0.5,
+                             help="share of the junk documents in the low-perplexity class (general, boilerplate)")
+    contaminate.add_argument("--kinds", default="general,boilerplate,garbled,shuffled,table",
+                             help="junk kinds (comma list): low class general,boilerplate; high class "
+                                  "garbled,shuffled,table")
+    contaminate.add_argument("--general", default=None,
+                             help="general-domain corpus for the 'general' kind (e.g. Project Gutenberg books; "
+                                  "read whole, with the same --text-field / --id-field)")
+    contaminate.add_argument("--max-docs", type=int, default=None, help="the first N clean documents only")
+    contaminate.add_argument("--seed", type=int, default=0, help="seed of the junk and of the order")
     cloze.add_argument("--n", type=int, default=200, help="number of tasks")
     cloze.add_argument("--seed", type=int, default=0, help="seed of the prefixes and distractors")
 
@@ -52,12 +78,21 @@ def run(args: argparse.Namespace) -> int:
             raise PplawError(f"--test-every must be >= 2, got {args.test_every}")
         write_cpython_docs(args.out, test_every=args.test_every)
         return 0
+    if args.mode == "contaminate":
+        return _contaminate(args)
     as_path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    docs = iter_documents(args.data, text_field=args.text_field, id_field=args.id_field,
-                          max_docs=getattr(args, "max_docs", None))
     if args.mode == "cut":
         if args.chars < 1:
             raise PplawError(f"--chars must be >= 1, got {args.chars}")
+        if args.skip_docs < 0:
+            raise PplawError(f"--skip-docs must be >= 0, got {args.skip_docs}")
+        if args.max_docs is not None and args.max_docs < 0:
+            raise PplawError(f"--max-docs must be >= 0, got {args.max_docs}")
+        # the skipped documents are read (and checked) once, as the stream passes them
+        docs = itertools.islice(
+            iter_documents(args.data, text_field=args.text_field, id_field=args.id_field,
+                           max_docs=None if args.max_docs is None else args.skip_docs + args.max_docs),
+            args.skip_docs, None)
         rows = []
         for doc in docs:  # a central window keeps each document represented and skips front matter
             start = max(0, (len(doc.text) - args.chars) // 2)
@@ -68,5 +103,103 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise PplawError(f"--n must be >= 1, got {args.n}")
+    docs = iter_documents(args.data, text_field=args.text_field, id_field=args.id_field)
     write_jsonl(args.out, make_cloze_tasks([doc.text for doc in docs], n_tasks=args.n, seed=args.seed))
     return 0
+
+
+def _contaminate(args: argparse.Namespace) -> int:
+    """Read the clean (and general) corpus, build the rows with the pure core, write OUT and then
+    its manifest (the completion marker; a stale one is removed first)."""
+    import time
+
+    from pplaw_jax import __version__
+    from pplaw_jax.data import iter_documents
+    from pplaw_jax.data.contaminate import check_settings, contaminate, parse_kinds
+    from pplaw_jax.errors import PplawError
+    from pplaw_jax.fileio import file_sha256, write_json, write_jsonl
+    from pplaw_jax.logs import get_logger
+
+    started = time.perf_counter()
+    kinds = parse_kinds(args.kinds)
+    check_settings(args.fraction, args.low_share, kinds, args.general is not None, args.seed)
+    if args.max_docs is not None and args.max_docs < 1:
+        raise PplawError(f"--max-docs must be >= 1, got {args.max_docs}")
+    out = os.fspath(args.out)
+    if not out.endswith(".jsonl"):
+        raise PplawError(f"--out {out}: must end with .jsonl (the manifest goes beside it as .manifest.json)")
+    if as_path(out).is_dir():
+        raise PplawError(f"--out {out}: is a directory; expected a .jsonl file path")
+    manifest_path = out[: -len(".jsonl")] + ".manifest.json"
+    use_general = "general" in kinds
+    data_files = _source_files(args.data)
+    general_files = _source_files(args.general) if use_general else []
+    for name, path in (("--out", out), ("--out's manifest", manifest_path)):
+        key = _path_key(path)
+        for flag, files in (("--data", data_files), ("--general", general_files)):
+            if any(_path_key(f) == key for f, _ in files):
+                raise PplawError(f"{name} {path} is an input file of {flag}; write the output elsewhere "
+                                 "(inputs are never overwritten)")
+
+    docs = list(iter_documents(args.data, text_field=args.text_field, id_field=args.id_field,
+                               max_docs=args.max_docs))
+    if not docs:
+        raise PplawError(f"--data {args.data}: the clean corpus has no documents")
+    general_texts = None
+    if use_general:
+        general_texts = [d.text for d in iter_documents(args.general, text_field=args.text_field,
+                                                        id_field=args.id_field)]
+        if not general_texts:
+            raise PplawError(f"--general {args.general}: the general corpus has no documents")
+    rows, manifest = contaminate([d.text for d in docs], [d.doc_id for d in docs], fraction=args.fraction,
+                                 low_share=args.low_share, kinds=kinds, general_texts=general_texts,
+                                 seed=args.seed, text_field=args.text_field, id_field=args.id_field)
+    manifest["recipe"].update(data=args.data, general=args.general if use_general else None,
+                              max_docs=args.max_docs, kinds_flag=args.kinds)
+    manifest = {"version": manifest.pop("version"), "pplaw": __version__, **manifest, "sources": {
+        "data": {"spec": args.data, "documents_read": len(docs), "files": _hashes(data_files)},
+        "general": ({"spec": args.general, "documents_read": len(general_texts), "files": _hashes(general_files)}
+                    if use_general else None),
+    }}
+    as_path(out).parent.mkdir(parents=True, exist_ok=True)
+    as_path(manifest_path).unlink(missing_ok=True)  # no stale marker beside a half-written output
+    write_jsonl(out, rows)
+    manifest["output"] = {"rows": len(rows), "sha256": file_sha256(out)}
+    write_json(manifest_path, manifest)
+    get_logger("data").info(
+        "%s: %d clean + %d junk documents (junk %.3f of documents, %.3f of characters) in %.1f s; manifest %s",
+        out, manifest["documents"]["clean"], manifest["documents"]["junk"], manifest["junk_fraction_documents"],
+        manifest["junk_fraction_characters"], time.perf_counter() - started, manifest_path)
+    return 0
+
+
+def _source_files(spec: str) -> list[tuple[str, str]]:
+    """(full path or URL, path relative to the spec's root) of each file of a corpus spec; none for TFDS."""
+    from pplaw_jax.data import resolve_files
+    from pplaw_jax.data.readers import TFDS_PREFIX
+    from pplaw_jax.paths import is_url
+
+    if spec.startswith(TFDS_PREFIX):
+        return []
+    fs, files = resolve_files(spec)
+    return [(fs.unstrip_protocol(p) if is_url(spec) else p, source) for p, source in files]
+
+
+def _path_key(path: str) -> str:
+    from pplaw_jax.paths import is_url
+
+    return path if is_url(path) else os.path.realpath(path)
+
+
+def _hashes(files: list[tuple[str, str]]) -> list[dict]:
+    """The sha256 of each local source file (None for an object-store URL or a stream)."""
+    import stat
+
+    from pplaw_jax.fileio import file_sha256
+    from pplaw_jax.paths import is_url
+
+    out = []
+    for path, source in files:
+        local = not is_url(path) and stat.S_ISREG(os.stat(path).st_mode)
+        out.append({"path": source, "sha256": file_sha256(path) if local else None})
+    return out
