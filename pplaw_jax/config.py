@@ -40,10 +40,12 @@ DEFAULT_MESH = "data=-1,fsdp=1,tensor=1"
 Dtype = Literal["float32", "bfloat16"]
 Moments = Literal["ppl", "logppl"]
 Selector = Literal["tilted", "bands"]
-Law = Literal["ppl", "data", "mu", "nointer", "quad"]
+Law = Literal["auto", "ppl", "data", "mu", "nointer", "quad", "surface"]
+AUTO = "auto"  # fit.law: choose the law by lack of fit and held-out error (pplaw_jax.law.choice)
 MOMENTS_DEFAULT = "ppl"  # the paper's; the committed studies choose logppl (README: the two kinds)
 SELECTOR_DEFAULT = "tilted"
 MAX_BOUNDARY_FRACTION = 0.2
+LACK_OF_FIT_ALPHA = 0.05  # a law whose lack-of-fit test has p below this is not used to select
 BUDGETS_DEFAULT = (1e4, 4e4, 1.6e5)  # a design's budgets: spanning 16x
 
 
@@ -110,7 +112,9 @@ class TrainConfig:
 class FitConfig:
     """`pplaw fit`: the law, its moments, the point and Bayesian fits and their checks."""
 
-    law: Law = setting("ppl", help="law form: ppl (the paper's), data, mu, nointer, quad")
+    law: Law = setting(AUTO, help="law: auto (the simplest law that passes the lack-of-fit test and predicts "
+                                  "left-out design points as well as the best), or one of ppl (the paper's), "
+                                  "data, mu, nointer, quad, surface")
     moments: Moments = setting(MOMENTS_DEFAULT, help="mu and sigma of the runs: ppl = chunk-perplexity "
                                "mean/std (the paper's), logppl = chunk mean-NLL mean/std")
     method: Literal["point", "bayes", "both"] = setting(
@@ -531,7 +535,8 @@ def study_from_tree(tree: dict) -> StudyConfig:
         if _get(dataclasses.asdict(cfg), key) == "target_loss" and not cfg.data.target_eval:
             raise PplawError(f"config key {key}: target_loss needs data.target_eval")
     if cfg.fit.law == "data":
-        raise PplawError("config key fit.law: a study needs a perplexity-aware law (ppl, nointer, mu, quad)")
+        raise PplawError("config key fit.law: a study needs auto or a perplexity-aware law "
+                         "(ppl, nointer, mu, quad, surface)")
     for w in cfg.grid.windows.windows:
         _check_window(w, "config key grid.windows.windows")
     return cfg

@@ -64,16 +64,32 @@ def test_uncertainty_proposals_have_the_largest_predictive_sd(space):
 
 
 def test_stopping_rule(space):
-    runs = SupportRegion([10.0, 10.0, 40.0, 40.0], [2.0, 20.0, 2.0, 20.0], margin=0.1)
+    mu_runs, sigma_runs = [10.0, 10.0, 40.0, 40.0, 20.0], [2.0, 20.0, 2.0, 20.0, 8.0]
+    runs = SupportRegion(mu_runs, sigma_runs, margin=0.1)
     grid = feasible_grid(space.region, runs)
     sd = float(space.ppl.std())
     same = {k: np.full(50, v) for k, v in POINT.items()}
-    located = stopping(grid, "ppl", same, space.budget, noise_sd=0.005, landscape_sd=sd)
-    assert located["prob_within"] == 1.0 and located["max_expected_improvement_log"] == pytest.approx(0.0, abs=1e-12)
-    assert located["located"]
+    located = stopping(grid, "ppl", same, space.budget, 0.005, sd, mu_runs, sigma_runs)
+    assert located["prob_within"] == 1.0 and located["max_expected_improvement_log"] == pytest.approx(0.0, abs=1e-3)
+    assert located["located"] and located["best_run"]["index"] == 4  # the run at the optimum
     assert located["estimate"]["mu"] == pytest.approx(20.0, rel=0.02)
-    wide = stopping(grid, "ppl", spread_draws(scale=10.0), space.budget, noise_sd=0.005, landscape_sd=sd)
+    wide = stopping(grid, "ppl", spread_draws(scale=10.0), space.budget, 0.005, sd, mu_runs, sigma_runs)
     assert not wide["located"] and wide["prob_within"] < 0.9
+    # draws that differ by their level only (log Dc): every draw has its argmin at the optimum and the best
+    # run is there, so nothing is left to gain. Measured against the across-draw mean instead of each
+    # draw's own value at the best run, the level spread alone would look like an improvement of ~0.03.
+    rng = np.random.default_rng(3)
+    levels = dict(same, Dc=POINT["Dc"] * np.exp(rng.normal(0.0, 0.5, 50)))
+    shifted = stopping(grid, "ppl", levels, space.budget, 0.005, sd, mu_runs, sigma_runs)
+    assert shifted["max_expected_improvement_log"] < 1e-3 and shifted["located"]
+    # without a run at the optimum, the improvement is what the best run (a corner) leaves, per draw
+    corners = stopping(grid, "ppl", same, space.budget, 0.005, sd, mu_runs[:4], sigma_runs[:4])
+    one = {k: v[0] for k, v in same.items()}
+    corner_loss = predict_loss("ppl", one, np.array(mu_runs[:4]), np.array(sigma_runs[:4]), space.budget)
+    grid_loss = predict_loss("ppl", one, grid.mu[grid.mask], grid.sigma[grid.mask], space.budget)
+    expected = np.log(corner_loss.min()) - np.log(grid_loss.min())
+    assert corners["max_expected_improvement_log"] == pytest.approx(expected, rel=1e-6) and expected > 0.005
+    assert not corners["located"]
 
 
 def test_propose_cli(tmp_path):

@@ -1,21 +1,24 @@
 """`fit_to_dir`: the whole ``pplaw fit`` stage, from runs.csv to a complete fit directory.
 
-Steps: validate runs -> robust point fit (+ bootstrap) -> optional NUTS fit -> optimum inside the
-supported region (the runs' hull widened by the trust margin, `law.support`) and its interior
-check -> model comparison -> plots -> posterior.nc -> fit.json (last; see `fitdir` for the
-protocol).
+Steps: validate runs -> every candidate law's point fit, lack-of-fit test against the pure error
+of replicated runs (`law.lack_of_fit`) and held-out error (whole run groups left out) -> the law
+choice (`law.choice`; ``--law auto``, the default, or the given law with its own lack-of-fit
+verdict) -> the chosen law's robust point fit (+ bootstrap) -> optional NUTS fit -> optimum inside
+the supported region (the runs' hull widened by the trust margin, `law.support`) and its interior
+check -> model comparison -> plots -> posterior.nc -> fit.json (last; see `fitdir` for the protocol).
 The numerics are `pplaw_jax.law`; this module reads runs.csv (`runs_table`) and writes the fit
 directory (`fitdir`, `plots`).
 
-Model comparison (``--law ppl`` only), against the rivals ``data``, ``mu``, ``nointer`` and
-``quad``: held-out error of every law's point fit, leaving out whole run groups (leave-one-group-out,
-or k-fold over groups with ``--folds k``), with each rival's RMSE difference to ``ppl`` and a
-group-bootstrap interval, always; with ``--method bayes|both`` every rival is also fitted with NUTS
-(same priors recipe, sampler settings, seed and chain starts) and all are compared by PSIS
-leave-one-group-out.  The rivals' diagnostics are reported in the comparison block but do not fail
-the run; the main law's do.
+Candidates: every law of `law.forms.LAWS` with ``--law auto`` or ``--law ppl`` (the paper's law
+against its rivals ``data``, ``mu``, ``nointer``, ``quad``, ``surface``); a given other law alone.
+Model comparison (``--compare``, default on, with more than one candidate): each law's held-out
+RMSE difference to ``ppl`` with a group-bootstrap interval; with ``--method bayes|both`` every other
+law is also fitted with NUTS (same priors recipe, sampler settings, seed and chain starts) and all
+are compared by PSIS leave-one-group-out.  The rivals' diagnostics are reported in the comparison
+block but do not fail the run; the fitted law's do.  ``--no-compare`` (the intermediate fits of a
+sequential design) skips the comparison, not the law choice.
 
-If the main law's NUTS fit does not converge and `allow_unconverged` is False, no fit.json is
+If the fitted law's NUTS fit does not converge and `allow_unconverged` is False, no fit.json is
 written: ``diagnostics.json`` and the trace plot are left for inspection and
 `NotConverged` is raised.
 """
@@ -29,16 +32,18 @@ from dataclasses import asdict
 
 import numpy as np
 
-from pplaw_jax.config import FitConfig
+from pplaw_jax.config import AUTO, LACK_OF_FIT_ALPHA, FitConfig
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import file_sha256, write_json
 from pplaw_jax.fit import plots
 from pplaw_jax.fit.fitdir import (DIAGNOSTICS_JSON, FIT_JSON, FORMAT_VERSION, POSTERIOR_NC, write_fit_json,
                                   write_posterior)
 from pplaw_jax.fit.runs_table import read_runs
+from pplaw_jax.law.choice import choose_law
 from pplaw_jax.law.collinearity import collinearity
 from pplaw_jax.law.forms import LAWS, get_law
 from pplaw_jax.law.optimum import FeasibleGrid, optimum_summary
+from pplaw_jax.law.lack_of_fit import lack_of_fit, pure_error
 from pplaw_jax.law.point import compare_heldout, describe_heldout, fit_point, heldout_error
 from pplaw_jax.law.predictive import predictive
 from pplaw_jax.law.runs import Runs
@@ -89,11 +94,11 @@ def fit_to_dir(runs_path, out_dir, opts: FitConfig, seed: int = 0) -> dict:
     from pplaw_jax.law.bayes import Priors, SamplerConfig
 
     say = _Log()
-    form = get_law(opts.law)
-    runs = read_runs(runs_path, form, opts.moments)
+    auto = opts.law == AUTO
+    candidates = tuple(LAWS) if auto or (opts.law == "ppl" and opts.compare) else (opts.law,)
+    runs = read_runs(runs_path, get_law("ppl" if auto else opts.law), opts.moments)
     priors = Priors.from_overrides(opts.prior)
     sampler = SamplerConfig.from_fit_config(opts, seed)
-    support, grid = _feasible(runs, opts) if form.uses_perplexity else (None, None)
     tokens_ref = float(opts.tokens_ref or np.median(runs.tokens))
     if not (np.isfinite(tokens_ref) and tokens_ref > 0):
         raise PplawError(f"--tokens-ref {tokens_ref}: must be > 0")
@@ -103,11 +108,34 @@ def fit_to_dir(runs_path, out_dir, opts: FitConfig, seed: int = 0) -> dict:
     for stale in (DIAGNOSTICS_JSON, POSTERIOR_NC, *plots.PLOT_FILES):
         (out / stale).unlink(missing_ok=True)
     bayes_wanted = opts.method in ("bayes", "both")
+    say(f"{runs.n} runs ({runs.n_groups} groups) from {runs.source}; law {opts.law}"
+        + ("" if auto else f": {get_law(opts.law).description}"))
 
-    say(f"{runs.n} runs ({runs.n_groups} groups) from {runs.source}; law {form.name}: {form.description}")
+    # every candidate's point fit, lack-of-fit test and held-out error: what the law choice rests on
+    t0 = time.perf_counter()
+    pe = pure_error(runs)
+    full, heldout, lof = {}, {}, {}
+    for name in candidates:
+        try:  # with a posterior, a few bootstrap refits start each law's NUTS chains
+            full[name] = fit_point(runs, LAWS[name], n_random=opts.starts,
+                                   bootstrap=sampler.chains if bayes_wanted else 0, seed=seed)
+            lof[name] = lack_of_fit(full[name].log_predict(runs.mu, runs.sigma, runs.tokens) - np.log(runs.loss),
+                                    len(LAWS[name].param_names), pe, LACK_OF_FIT_ALPHA)
+            heldout[name] = (heldout_error(runs, LAWS[name], folds=opts.folds, seed=seed, full=full[name])
+                             if len(candidates) > 1 else "one law: no comparison")
+        except PplawError as e:  # e.g. too few runs for the law, a fold too small: report it
+            heldout.setdefault(name, str(e))
+    choice = _law_choice(opts.law, heldout, lof, runs, seed)
+    law = choice["fitted"]
+    form = get_law(law)
+    say(f"lack of fit (pure error sd {pe.sd if pe.sd is None else round(pe.sd, 5)}, df {pe.df}): "
+        + ", ".join(f"{k} p={v['p'] if v['p'] is None else round(v['p'], 4)}" for k, v in lof.items()))
+    say(f"law choice: {choice['reason']} ({time.perf_counter() - t0:.1f}s)")
+
+    support, grid = _feasible(runs, opts) if form.uses_perplexity else (None, None)
     n_boot = opts.bootstrap if opts.method in ("point", "both") else 0
     point = fit_point(runs, form, n_random=opts.starts, bootstrap=n_boot, seed=seed)
-    say(f"point fit done (objective {point.objective:.5g}, {n_boot} bootstrap refits)")
+    say(f"point fit of {law!r} done (objective {point.objective:.5g}, {n_boot} bootstrap refits)")
     if not point.converged:
         say(f"warning: point fit best objective reached from only {point.n_agree} of {point.n_starts} starts")
     point_json = point.to_json()
@@ -118,6 +146,10 @@ def fit_to_dir(runs_path, out_dir, opts: FitConfig, seed: int = 0) -> dict:
         "format_version": FORMAT_VERSION,
         "law": form.name,
         "law_form": form.description,
+        "law_choice": choice,
+        "lack_of_fit": {"pure_error": pe.to_json(), "laws": lof,
+                        "method": "F test of each law's point-fit residuals on log-loss against the pure "
+                                  "error of replicated runs (law.lack_of_fit)"},
         "moments": opts.moments,
         "param_names": list(form.param_names),
         "parameterisation": {
@@ -155,6 +187,8 @@ def fit_to_dir(runs_path, out_dir, opts: FitConfig, seed: int = 0) -> dict:
             "optimum": "argmin of predicted loss inside the supported region (support); independent of D "
                        "for this law; fraction_at_boundary = share of posterior (or bootstrap) draws whose "
                        "argmin lies on the region's edge (no interior optimum when large)",
+            "law_choice": "law is the law fitted here; law_choice.usable is false when it failed the "
+                          "lack-of-fit test (or nothing could be chosen): `pplaw select` then refuses",
         },
     }
 
@@ -192,8 +226,8 @@ def fit_to_dir(runs_path, out_dir, opts: FitConfig, seed: int = 0) -> dict:
             bjson["optimum"] = None
         info["bayes"] = bjson
 
-    if form.name == "ppl" and opts.compare:
-        info["comparison"] = _compare(runs, point, bayes, priors, sampler, opts, seed, say)
+    if len(candidates) > 1 and opts.compare:
+        info["comparison"] = _compare(runs, law, bayes, full, heldout, priors, sampler, seed, opts, say)
 
     if opts.plots:
         say("plots")
@@ -206,42 +240,53 @@ def fit_to_dir(runs_path, out_dir, opts: FitConfig, seed: int = 0) -> dict:
     return info
 
 
-RIVALS = ("data", "mu", "nointer", "quad")
+def _law_choice(law: str, heldout: dict, lof: dict, runs: Runs, seed: int) -> dict:
+    """The law_choice block: the automatic choice (`law.choice`), or the given law with its own
+    lack-of-fit verdict; ``fitted`` is the law fitted in full, ``usable`` whether it may select."""
+    if law != AUTO:
+        rejected = (lof.get(law) or {}).get("rejected") is True
+        return {"mode": "given", "fitted": law, "chosen": law, "usable": not rejected,
+                "reason": f"{law!r} was given (--law {law})"
+                          + ("; it fails the lack-of-fit test, so it is not used to select" if rejected else "")}
+    choice = choose_law(heldout, lof, runs.groups, seed)
+    fitted = choice["chosen"]
+    if fitted is None:  # nothing usable: fit the law that predicts held-out groups best, for the record
+        rmse = {k: r.rmse_log for k, r in heldout.items() if not isinstance(r, str)}
+        if not rmse:
+            raise PplawError(f"{runs.source}: no law could be fitted and validated on these runs: "
+                             + "; ".join(f"{k}: {r}" for k, r in heldout.items()))
+        fitted = min(rmse, key=rmse.get)
+    return {"mode": AUTO, "fitted": fitted, "usable": choice["chosen"] is not None, **choice}
 
 
-def _compare(runs, point, bayes, priors, sampler, opts, seed, say) -> dict:
+def _compare(runs, law, bayes, full, heldout, priors, sampler, seed, opts, say) -> dict:
+    """Held-out differences of every law to the paper's (``ppl``) and, with a posterior, PSIS
+    leave-one-group-out over every law's NUTS fit (the fitted `law`'s is `bayes`)."""
     from pplaw_jax.law.bayes import fit_bayes, loo_compare
 
     t0 = time.perf_counter()
-    results = {}
-    full = {"ppl": point}
-    for name in ("ppl", *RIVALS):
-        try:
-            if name not in full:  # a few bootstrap refits start the rival's NUTS chains
-                full[name] = fit_point(runs, LAWS[name], n_random=opts.starts,
-                                       bootstrap=sampler.chains if bayes is not None else 0, seed=seed)
-            results[name] = heldout_error(runs, LAWS[name], folds=opts.folds, seed=seed, full=full[name])
-        except PplawError as e:  # e.g. a fold too small for the law: report it, keep the fit
-            results[name] = str(e)
-    heldout = compare_heldout(results, runs.groups, "ppl", seed=seed)
-    heldout["method"] = (describe_heldout(runs, opts.folds, seed=seed) + "; differences: rival's held-out "
-                         "RMSE of log-loss minus ppl's (negative: the rival predicts left-out groups better), 90% "
-                         f"interval from {heldout['bootstrap']['n']} resamples of the groups with replacement, both "
-                         "RMSEs recomputed on the resampled held-out errors; verdict 'better'/'worse' only when "
-                         "the interval excludes 0, else 'no detectable difference'")
-    comp = {"heldout": heldout, "loo": None, "wall_s": {"heldout": time.perf_counter() - t0}}
+    comparison = compare_heldout(heldout, runs.groups, "ppl", seed=seed)
+    comparison["method"] = (describe_heldout(runs, opts.folds, seed=seed) + "; differences: rival's held-out "
+                            "RMSE of log-loss minus ppl's (negative: the rival predicts left-out groups better), 90% "
+                            f"interval from {comparison['bootstrap']['n']} resamples of the groups with replacement, "
+                            "both RMSEs recomputed on the resampled held-out errors; verdict 'better'/'worse' only "
+                            "when the interval excludes 0, else 'no detectable difference'")
+    comp = {"heldout": comparison, "loo": None, "wall_s": {"heldout": time.perf_counter() - t0}}
     say("held-out rmse(log loss): " + ", ".join(
-        f"{k} {v.get('rmse_log_loss', v.get('error'))}" for k, v in heldout["laws"].items()))
-    say("rival vs ppl: " + ", ".join(f"{k} {v.get('verdict', v.get('error'))}" for k, v in heldout["differences"].items()))
+        f"{k} {v.get('rmse_log_loss', v.get('error'))}" for k, v in comparison["laws"].items()))
+    say("rival vs ppl: " + ", ".join(f"{k} {v.get('verdict', v.get('error'))}"
+                                     for k, v in comparison["differences"].items()))
     if bayes is None:
         return comp
 
     t0 = time.perf_counter()
-    fits, rivals = {"ppl": bayes}, {}
-    for name in RIVALS:
+    fits, rivals = {law: bayes}, {}
+    for name in heldout:
+        if name == law:
+            continue
         say(f"fitting rival law {name!r} with NUTS for the LOO comparison")
         if name not in full:
-            rivals[name] = {"error": results[name]}
+            rivals[name] = {"error": heldout[name]}
             continue
         rpoint = full[name]
         try:
@@ -270,7 +315,7 @@ def _compare(runs, point, bayes, priors, sampler, opts, seed, say) -> dict:
     comp["wall_s"]["loo"] = time.perf_counter() - t0
     for name, r in rivals.items():
         loo["laws"].setdefault(name, {})["nuts"] = r
-    loo["disagreement"] = _disagreement(loo, heldout)
+    loo["disagreement"] = _disagreement(loo, comparison)
     comp["loo"] = loo
     say(f"PSIS leave-one-group-out prefers {loo['best']!r}; {loo['disagreement']}")
     return comp

@@ -21,6 +21,20 @@ Every law of the project has this shape once written in log space (``lm = log mu
       quad:    L = E + exp(log A + c_mu lm + c_sigma ls + c_mu2 lm^2 + c_sigma2 ls^2
                            + c_musigma lm ls) / D^alphaD
 
+* ``"surface"``: the flexible surrogate, ``quad`` with a token axis that may bend either way
+  (``ld = log D``)::
+
+      surface: L = E + exp(log A + c_mu lm + c_sigma ls + c_mu2 lm^2 + c_sigma2 ls^2
+                           + c_musigma lm ls - alphaD ld + gammaD ld^2)
+
+  A power law plus a constant, ``E + B D^-alpha``, is convex in ``log D`` and cannot follow losses
+  whose decrease *accelerates* with D, as in short runs that each have their own cosine schedule
+  (cpu_tiny: mean log-loss 1.638 / 1.511 / 1.323 at 20k / 80k / 320k tokens, where the paper's law
+  runs ``E`` to its bound and fails the lack-of-fit test); with ``E -> 0`` and three budgets, the
+  ``ld, ld^2`` terms are exactly one free level per budget (budget as a category), and the
+  quadratic in ``(lm, ls)`` is the classical response surface.  Its optimum in ``(mu, sigma)``
+  does not depend on D either.  It extrapolates poorly in D beyond the runs' budgets.
+
 So a law is a list of *features* of ``(mu, sigma, D)`` (the first one is the constant 1) and a
 linear coefficient vector ``theta``; only ``E`` enters non-linearly.  The fitting code exploits this
 (ordinary least squares starts for the point fit, standardised coefficients for the priors and the
@@ -67,6 +81,13 @@ def _quad_features(mu, sigma, tokens, xp):
     mu, sigma, tokens = xp.broadcast_arrays(xp.asarray(mu), xp.asarray(sigma), xp.asarray(tokens))
     lm, ls = xp.log(mu), xp.log(sigma)
     cols = [xp.ones_like(mu), lm, ls, lm * lm, ls * ls, lm * ls, -xp.log(tokens)]
+    return xp.stack(cols, axis=-1)
+
+
+def _surface_features(mu, sigma, tokens, xp):
+    mu, sigma, tokens = xp.broadcast_arrays(xp.asarray(mu), xp.asarray(sigma), xp.asarray(tokens))
+    lm, ls, ld = xp.log(mu), xp.log(sigma), xp.log(tokens)
+    cols = [xp.ones_like(mu), lm, ls, lm * lm, ls * ls, lm * ls, -ld, ld * ld]
     return xp.stack(cols, axis=-1)
 
 
@@ -166,6 +187,16 @@ LAWS: dict[str, LawForm] = {
         description="E + A * exp(c_mu*lm + c_sigma*ls + c_mu2*lm^2 + c_sigma2*ls^2 + c_musigma*lm*ls) / D^alphaD "
                     "with lm = log mu, ls = log sigma",
         shrunk_exponents=("c_mu2", "c_sigma2", "c_musigma"),
+    ),
+    "surface": LawForm(
+        name="surface",
+        scale_name="A",
+        exponent_names=("c_mu", "c_sigma", "c_mu2", "c_sigma2", "c_musigma", "alphaD", "gammaD"),
+        features=_surface_features,
+        uses_perplexity=True,
+        description="E + A * exp(c_mu*lm + c_sigma*ls + c_mu2*lm^2 + c_sigma2*ls^2 + c_musigma*lm*ls "
+                    "- alphaD*ld + gammaD*ld^2) with lm, ls, ld = log mu, log sigma, log D",
+        shrunk_exponents=("c_mu2", "c_sigma2", "c_musigma"),  # gammaD is the token axis's own shape
     ),
 }
 

@@ -7,14 +7,22 @@ perplexity-aware law the ``log D`` term is additive, so the optimum does not dep
 (only the loss reached there does); ``tokens_ref`` is used for the reported loss.
 
 The feasible set is where a target may go: the runs' supported region (`support.SupportRegion`)
-and, at selection time, also the ``(mu, sigma)`` the landscape can supply at the budget.  It is
-represented by `FeasibleGrid`: a log-spaced ``n x n`` grid over its bounding box with a mask of the
-feasible cells; a feasible cell is a *boundary* cell when one of its four neighbours is infeasible
-or outside the grid.  Each draw's argmin is taken over the feasible cells (one matrix product per
-chunk of draws), and is *at the boundary* when its cell is a boundary cell.  The share of draws
-at the boundary is the interior-optimum check: a surface without a bowl inside the feasible set
-puts (most) draws' argmins on its edge.  A single target (point estimate or posterior expected
-loss) is refined by a finer local grid around its best cell, kept inside the feasible set.
+and, at selection time, also the ``(mu, sigma)`` the landscape can supply at the budget (the
+*attainable* region).  It is represented by `FeasibleGrid`: a log-spaced ``n x n`` grid over its
+bounding box with a mask of the feasible cells.  A feasible cell has two kinds of edge, told apart
+by its four neighbours (evaluated one step beyond the box too):
+
+* the **edge of the runs** (``boundary``): a neighbour the corpus could supply but no run supports.
+  An argmin there is extrapolation: the law says "go further" where it has no evidence;
+* the **edge of the corpus** (``corpus_edge``): every infeasible neighbour is unattainable. An
+  argmin there, inside the runs' support, is a valid answer ("drop the noisy tail": the best
+  subset is as far as the corpus allows, and runs reach that far).
+
+Without an attainable region (at fit time) every edge is an edge of the runs.  Each draw's argmin
+is taken over the feasible cells (one matrix product per chunk of draws); the share of draws whose
+argmin is on the edge of the runs is the interior-optimum check: a surface whose optimum lies
+beyond the runs puts (most) draws' argmins there.  A single target (point estimate or posterior
+expected loss) is refined by a finer local grid around its best cell, kept inside the feasible set.
 """
 
 from __future__ import annotations
@@ -33,30 +41,48 @@ MAX_KDE_DRAWS = 2000  # the region's KDE uses the first draws only (KDE cost is 
 
 
 class FeasibleGrid:
-    """A log-spaced grid over ``mu_range x sigma_range`` and the mask of `feasible(mu, sigma)`."""
+    """A log-spaced grid over ``mu_range x sigma_range``, the mask of the feasible cells
+    (`supported` and, if given, `attainable`) and their two kinds of edge (module doc)."""
 
-    def __init__(self, mu_range, sigma_range, feasible: Callable, n: int = GRID):
+    def __init__(self, mu_range, sigma_range, supported: Callable, attainable: Callable | None = None,
+                 n: int = GRID):
         (mu_lo, mu_hi), (s_lo, s_hi) = mu_range, sigma_range
         if not (0 < mu_lo < mu_hi and 0 < s_lo < s_hi):
             raise PplawError(f"feasible set is empty or degenerate: mu in {list(mu_range)}, "
                              f"sigma in {list(sigma_range)}")
-        self.feasible_fn = feasible
+        self.log_step = (np.log(mu_hi / mu_lo) / (n - 1), np.log(s_hi / s_lo) / (n - 1))
+        self.feasible_fn = supported if attainable is None else (lambda m, s: supported(m, s) & attainable(m, s))
         self.mus, self.sigmas = np.geomspace(mu_lo, mu_hi, n), np.geomspace(s_lo, s_hi, n)
-        mg, sg = np.meshgrid(self.mus, self.sigmas, indexing="ij")
-        self.mu, self.sigma = mg.ravel(), sg.ravel()
-        mask = np.asarray(feasible(self.mu, self.sigma), dtype=bool).reshape(n, n)
+        # the masks on the grid padded by one step on every side, so the box's own edge is classified too
+        pad_mu = np.exp(np.log(mu_lo) + self.log_step[0] * np.arange(-1, n + 1))
+        pad_s = np.exp(np.log(s_lo) + self.log_step[1] * np.arange(-1, n + 1))
+        mg, sg = np.meshgrid(pad_mu, pad_s, indexing="ij")
+        sup = np.asarray(supported(mg.ravel(), sg.ravel()), dtype=bool).reshape(n + 2, n + 2)
+        att = (np.ones_like(sup) if attainable is None else
+               np.asarray(attainable(mg.ravel(), sg.ravel()), dtype=bool).reshape(n + 2, n + 2))
+        feas = sup & att
+        mask = feas[1:-1, 1:-1]
         if not mask.any():
             raise PplawError("the feasible set holds no point of the search grid (the supported "
                              "region and the attainable region do not overlap)")
-        padded = np.pad(mask, 1, constant_values=False)
-        all_neighbours = (padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:])
+        beyond_runs = att & ~sup  # the corpus has it, the runs do not reach it
+        neighbours = ((slice(None, -2), slice(1, -1)), (slice(2, None), slice(1, -1)),
+                      (slice(1, -1), slice(None, -2)), (slice(1, -1), slice(2, None)))
+        runs_edge = np.zeros_like(mask)
+        any_infeasible = np.zeros_like(mask)
+        for nb in neighbours:
+            runs_edge |= beyond_runs[nb]
+            any_infeasible |= ~feas[nb]
+        self.mu, self.sigma = mg[1:-1, 1:-1].ravel(), sg[1:-1, 1:-1].ravel()
+        self.mus, self.sigmas = pad_mu[1:-1], pad_s[1:-1]
         self.mask = mask.ravel()
-        self.boundary = (mask & ~all_neighbours).ravel()
-        self.log_step = (np.log(mu_hi / mu_lo) / (n - 1), np.log(s_hi / s_lo) / (n - 1))
+        self.boundary = (mask & runs_edge).ravel()  # the edge of the runs: the interior check's edge
+        self.corpus_edge = (mask & any_infeasible & ~runs_edge).ravel()
 
     def argmin_draws(self, form: LawForm, log_e, theta, tokens_ref: float) -> dict[str, np.ndarray]:
         """For each of the S draws (``log_e[S]``, ``theta[S, k]``): ``mu``, ``sigma``, ``loss`` (at
-        `tokens_ref`) of its least loss over the feasible cells, and ``at_boundary``."""
+        `tokens_ref`) of its least loss over the feasible cells, ``at_boundary`` (on the edge of the
+        runs) and ``at_corpus_edge``."""
         log_e, theta = np.atleast_1d(log_e), np.atleast_2d(theta)
         feats = form.features(self.mu[self.mask], self.sigma[self.mask], tokens_ref, np)
         cells = np.flatnonzero(self.mask)
@@ -70,7 +96,8 @@ class FeasibleGrid:
             best[lo:lo + CHUNK] = cells[i]
             best_ex[lo:lo + CHUNK] = ex[np.arange(len(i)), i]
         return {"mu": self.mu[best], "sigma": self.sigma[best],
-                "loss": np.exp(np.logaddexp(log_e, best_ex)), "at_boundary": self.boundary[best]}
+                "loss": np.exp(np.logaddexp(log_e, best_ex)), "at_boundary": self.boundary[best],
+                "at_corpus_edge": self.corpus_edge[best]}
 
     def minimise(self, loss: Callable) -> tuple[float, float, float, bool]:
         """``(mu, sigma, loss, at_boundary)`` of the least `loss(mu, sigma)` over the feasible set:
@@ -163,6 +190,7 @@ def optimum_summary(opt: dict, tokens_ref, bounds, level: float = 0.9) -> dict:
         "sigma": _quantiles(opt["sigma"]),
         "loss_at_tokens_ref": _quantiles(opt["loss"]),
         "fraction_at_boundary": float(np.mean(opt["at_boundary"])),
+        "fraction_at_corpus_edge": float(np.mean(opt["at_corpus_edge"])),
         "credible_region": credible_region(opt["mu"], opt["sigma"], *bounds, level),
         "note": "the optimum (mu*, sigma*) does not depend on D; the loss there is given at tokens_ref",
     }

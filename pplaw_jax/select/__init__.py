@@ -10,7 +10,7 @@ Public API (pure functions on arrays; the CLI in `pplaw_jax.select.cli` adds the
   ``dos_select(space, target_mu, target_sigma, weights=None) -> Selection``.
 * ``choose_target(region, law, point_params, draws, tokens, support) -> TargetChoice``: point and
   posterior-expected-loss targets among attainable ``(mu, sigma)`` that the fitted runs support,
-  with the interior-optimum check (`NoInteriorOptimum`).
+  with the interior-optimum check (`NoInteriorOptimum`, one kind of `Refusal`).
 * ``tilted_select(values, n_tokens, budget, mu, sigma, seed) -> Selection``: perplexity-tilted random
   sampling toward a target (the default selector).
 * ``build_design(values, n_tokens, budgets, n, ...)``: the space-filling 2-D law-fitting design.
@@ -25,13 +25,13 @@ from pplaw_jax.select.core import Selection, SelectionWarning, parse_budget
 from pplaw_jax.select.dos import AttainableRegion, RankedLandscape, default_weights, dos_select
 from pplaw_jax.select.io import write_selection
 from pplaw_jax.select.design import DesignPoint, build_design
-from pplaw_jax.select.target import NoInteriorOptimum, Target, TargetChoice, choose_target
+from pplaw_jax.select.target import NoInteriorOptimum, Refusal, Target, TargetChoice, choose_target
 from pplaw_jax.select.tilted import tilted_select
 from pplaw_jax.select.windows import WindowSubset, select_windows, subset_name
 
 __all__ = [
     "AttainableRegion", "BASELINES", "DesignPoint",
-    "NoInteriorOptimum", "RankedLandscape", "Selection", "SelectionWarning", "Target", "TargetChoice",
+    "NoInteriorOptimum", "RankedLandscape", "Refusal", "Selection", "SelectionWarning", "Target", "TargetChoice",
     "WindowSubset", "build_design", "choose_target", "default_weights", "dos_select", "parse_budget",
     "select_baseline", "select_windows", "subset_name", "tilted_select",
     "write_selection",

@@ -41,7 +41,7 @@ from pplaw_jax.select.design import build_design
 from pplaw_jax.select.dos import RankedLandscape, dos_select
 from pplaw_jax.landscape.directory import Landscape, read_landscape
 from pplaw_jax.select.io import SELECTION_PARQUET, SUMMARY_JSON, write_selection
-from pplaw_jax.select.target import NoInteriorOptimum, choose_target
+from pplaw_jax.select.target import Refusal, choose_target
 from pplaw_jax.select.tilted import tilted_select
 from pplaw_jax.select.windows import parse_window, select_windows
 
@@ -126,7 +126,7 @@ def _run_select(args, cfg: SelectConfig) -> int:
     if method == "dos":
         try:
             sel, extra = _dos(args, cfg, landscape, values, budget, fit, explicit)
-        except NoInteriorOptimum as e:
+        except Refusal as e:
             write_json(out / REFUSED_JSON, {"method": "dos", "budget": budget, "moments": moments,
                                             "fit": args.fit, "message": str(e), **e.details})
             raise
@@ -164,6 +164,7 @@ def _dos(args, cfg: SelectConfig, landscape: Landscape, values, budget: int, fit
         mu, sigma = explicit
         source = "explicit"
     else:
+        _check_usable(fit)
         draws, draws_source = fit.posterior_draws(), "posterior"
         if draws is None:
             draws, draws_source = fit.bootstrap_draws(), "bootstrap"
@@ -187,6 +188,19 @@ def _dos(args, cfg: SelectConfig, landscape: Landscape, values, budget: int, fit
                  distance=sel.info["distance"], weights=sel.info["weights"],
                  tilt=sel.info.get("tilt"))
     return sel, extra
+
+
+def _check_usable(fit) -> None:
+    """A law that failed its lack-of-fit test (or a fit where no law could be chosen) is not used
+    to select: `Refusal`."""
+    choice = fit.info.get("law_choice") or {}
+    if choice.get("usable", True):
+        return
+    lof = ((fit.info.get("lack_of_fit") or {}).get("laws") or {}).get(fit.law) or {}
+    raise Refusal(f"{fit.fit_dir / FIT_JSON}: no law fits these runs well enough to select with "
+                  f"({choice.get('reason')}; {fit.law!r}: {lof.get('note', 'lack of fit')}). Random is the "
+                  "recommendation at this budget; add replicated runs or a more flexible law (--law) and refit",
+                  {"refused": "lack of fit", "law": fit.law, "law_choice": choice, "lack_of_fit": lof})
 
 
 def predicted_losses(fit, sel: Selection, level: float = 0.9) -> dict:

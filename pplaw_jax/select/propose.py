@@ -16,11 +16,14 @@ is explored just past the edge, never far outside.
 Stopping rule (`stopping`), reported with every proposal: the estimate is the feasible grid
 point of least expected loss over the draws; ``prob_within`` is the share of draws whose own argmin lies within
 `radius` landscape standard deviations (of the moment kind) of it; ``max_expected_improvement`` is
-the largest, over the feasible set, expected improvement of a draw's log-loss over the estimate's
-expected log-loss (``mean_s max(0, f* - log L_s(x))``).  The optimum counts as located when
-``prob_within >= stop_probability`` and the largest expected improvement is below the noise sd
-(the fit's run-to-run noise on log-loss): no further run is expected to beat the estimate by more
-than a run's own noise.
+the largest, over the feasible set, expected improvement over the *current best run* (the run
+whose ``(mu, sigma)`` has the least expected loss), each draw measured against its own value there:
+``mean_s max(0, log L_s(best run) - log L_s(x))``.  The optimum counts as located when
+``prob_within >= stop_probability`` and the largest expected improvement is below the noise sd:
+no further run is expected to beat the best run so far by more than a run's own noise.  The noise
+is the pure error of the replicated runs (`law.lack_of_fit`) when the runs have replicates — the
+fit's residual sd would include the law's own lack of fit and make the rule stop at once — else
+the fit's noise estimate, and the record says which.
 """
 
 from __future__ import annotations
@@ -88,28 +91,34 @@ def uncertainty(grid: FeasibleGrid, support: SupportRegion, law: str, draws, tok
 
 
 def stopping(grid: FeasibleGrid, law: str, draws, tokens: int, noise_sd: float, landscape_sd: float,
-             radius: float = _DEFAULTS.radius, stop_probability: float = _DEFAULTS.stop_probability) -> dict:
-    """The stopping rule of the module docstring, as a JSON-ready record.  Draws whose loss is
+             runs_mu, runs_sigma, radius: float = _DEFAULTS.radius,
+             stop_probability: float = _DEFAULTS.stop_probability, noise_source: str = "given") -> dict:
+    """The stopping rule of the module docstring, as a JSON-ready record; ``runs_mu, runs_sigma``
+    are the fitted runs' moments (the candidates for the current best run).  Draws whose loss is
     not finite somewhere on the feasible set (a bootstrap refit can overflow far from its runs)
     are left out and counted."""
     form = get_law(law)
     mu, sigma = grid.mu[grid.mask], grid.sigma[grid.mask]
     ll = _log_loss_draws(form, draws, mu, sigma, tokens)
-    keep = np.all(np.isfinite(ll), axis=1)
+    ll_runs = _log_loss_draws(form, draws, np.asarray(runs_mu, float), np.asarray(runs_sigma, float), tokens)
+    keep = np.all(np.isfinite(ll), axis=1) & np.all(np.isfinite(ll_runs), axis=1)
     out = {"radius_landscape_sd": radius, "stop_probability": stop_probability, "noise_sd_log": float(noise_sd),
-           "draws_used": int(keep.sum()), "draws_dropped_nonfinite": int((~keep).sum())}
+           "noise_source": noise_source, "draws_used": int(keep.sum()), "draws_dropped_nonfinite": int((~keep).sum())}
     if not keep.any():
-        return {**out, "estimate": None, "prob_within": 0.0, "max_expected_improvement_log": None,
-                "located": False}
-    ll = ll[keep]
+        return {**out, "estimate": None, "best_run": None, "prob_within": 0.0,
+                "max_expected_improvement_log": None, "located": False}
+    ll, ll_runs = ll[keep], ll_runs[keep]
     e = int(np.argmin(np.exp(ll).mean(axis=0)))  # least expected loss on the grid
     best = np.argmin(ll, axis=1)  # each draw's argmin
     dist = np.hypot(mu[best] - mu[e], sigma[best] - sigma[e]) / landscape_sd
     prob = float(np.mean(dist <= radius))
-    ei = np.maximum(0.0, ll[:, e].mean() - ll).mean(axis=0)
+    r = int(np.argmin(np.exp(ll_runs).mean(axis=0)))  # the current best run, by expected loss
+    ei = np.maximum(0.0, ll_runs[:, r:r + 1] - ll).mean(axis=0)  # each draw against its own value there
     max_ei = float(np.max(ei))
     cell = np.flatnonzero(grid.mask)[e]
-    return {**out, "estimate": {"mu": float(mu[e]), "sigma": float(sigma[e]), "at_boundary": bool(grid.boundary[cell])},
+    return {**out, "estimate": {"mu": float(mu[e]), "sigma": float(sigma[e]), "at_boundary": bool(grid.boundary[cell]),
+                                "at_corpus_edge": bool(grid.corpus_edge[cell])},
+            "best_run": {"index": r, "mu": float(np.asarray(runs_mu)[r]), "sigma": float(np.asarray(runs_sigma)[r])},
             "prob_within": prob, "max_expected_improvement_log": max_ei,
             "located": bool(prob >= stop_probability and max_ei < noise_sd)}
 

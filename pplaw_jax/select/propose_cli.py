@@ -20,6 +20,7 @@ from pplaw_jax.config import ProposeConfig, add_settings
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_json
 from pplaw_jax.fit.fitdir import load_fit
+from pplaw_jax.law import get_law
 from pplaw_jax.select.cli import _manifest_row, _write_manifest, summary_record
 from pplaw_jax.select.core import parse_budget
 from pplaw_jax.select.dos import RankedLandscape, dos_select
@@ -42,6 +43,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_settings(parser, ProposeConfig)
 
 
+def _noise(fit) -> tuple[float, str]:
+    """The run-to-run noise sd of log-loss for the stopping rule: the replicates' pure error when
+    there are replicates, else the posterior mean of the fit's noise, else its residual scale."""
+    pe = ((fit.info.get("lack_of_fit") or {}).get("pure_error") or {}).get("sd_log_loss")
+    if pe:
+        return float(pe), "pure error of the replicated runs"
+    noise = fit.noise_draws()
+    if noise is not None:
+        return float(np.mean(noise)), "posterior mean of the fit's noise (no replicated runs)"
+    return float(fit.info["point"]["residual_scale_log"]), "point fit's residual scale (no replicated runs)"
+
+
 def run(args: argparse.Namespace) -> int:
     cfg: ProposeConfig = args.cfg
     budget = parse_budget(args.tokens)
@@ -57,12 +70,18 @@ def run(args: argparse.Namespace) -> int:
     landscape = read_landscape(args.landscape)
     values = landscape.values(fit.moments)
     space = RankedLandscape(values, landscape.n_tokens, budget)
-    proposals, _ = propose(space.region, fit.support(cfg.trust_margin), fit.law, draws, budget, cfg.n,
-                           acquisition=cfg.acquisition, seed=args.seed, merge=MERGE)
-    noise = fit.noise_draws()
-    noise_sd = float(np.mean(noise)) if noise is not None else float(fit.info["point"]["residual_scale_log"])
-    stop = stopping(feasible_grid(space.region, fit.support()), fit.law, draws, budget, noise_sd,
-                    float(values.std()), cfg.radius, cfg.stop_probability)
+    noise_sd, noise_source = _noise(fit)
+    if get_law(fit.law).uses_perplexity:
+        proposals, _ = propose(space.region, fit.support(cfg.trust_margin), fit.law, draws, budget, cfg.n,
+                               acquisition=cfg.acquisition, seed=args.seed, merge=MERGE)
+        runs_mu, runs_sigma = np.asarray(fit.info["runs"]["points"], dtype=float).T
+        stop = stopping(feasible_grid(space.region, fit.support()), fit.law, draws, budget, noise_sd,
+                        float(values.std()), runs_mu, runs_sigma, cfg.radius, cfg.stop_probability, noise_source)
+    else:  # the chosen law says (mu, sigma) do not matter: no run is expected to beat another
+        proposals = []
+        stop = {"located": True, "noise_sd_log": noise_sd, "noise_source": noise_source, "prob_within": 1.0,
+                "max_expected_improvement_log": 0.0, "estimate": None,
+                "reason": f"the fit's law ({fit.law!r}) ignores perplexity: no subset is predicted to beat another"}
     out = as_path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("propose.json", "manifest.csv"):

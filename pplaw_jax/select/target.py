@@ -17,11 +17,16 @@ Targets over the same feasible set (`law.optimum.FeasibleGrid`, refined locally)
 never chosen.
 
 Interior-optimum check.  Each draw's argmin over the feasible set is located; when more than
-`max_boundary_fraction` (default 0.2) of them lie on the set's edge, the law has no bowl inside
-the region the runs support: the optimum is somewhere the data do not reach, or nowhere.  Then
-`choose_target` raises `NoInteriorOptimum` (the CLI exits 2 and says where the best supported
-point is and how to proceed) unless ``allow_boundary``.  The draws are the posterior's, or for a
-point-only fit its bootstrap refits.
+`max_boundary_fraction` (default 0.2) of them lie on the *edge of the runs* (a neighbour the
+corpus could supply but no run supports, `law.optimum`), the optimum is somewhere the data do not
+reach: `choose_target` raises `NoInteriorOptimum` (the CLI exits 2, writes refused.json and says
+where to add runs) unless ``allow_boundary``.  An argmin on the *edge of the corpus* inside the
+runs' support is a valid answer (e.g. "drop the noisy tail": as far as the corpus allows, where
+runs have been) and is reported as such (``fraction_at_corpus_edge``).  The draws are the
+posterior's, or for a point-only fit its bootstrap refits.
+
+Every refusal is a `Refusal` (a PplawError with a JSON-ready ``details`` record for refused.json):
+no interior optimum, a law that failed its lack-of-fit test, or a law that ignores perplexity.
 """
 
 from __future__ import annotations
@@ -41,16 +46,18 @@ from pplaw_jax.select.dos import AttainableRegion
 _BLOCK = 1_000_000  # draws x candidates per predict_loss call (bounds its temporaries)
 
 
-class NoInteriorOptimum(PplawError):
-    """The fit's argmin lies on the edge of the supported, attainable region in too many draws.
-
-    ``details`` is the JSON-ready record (share at the boundary, threshold, best supported points)
-    that the CLI writes to ``refused.json``.
-    """
+class Refusal(PplawError):
+    """The fit gives no supported recommendation; ``details`` is the JSON-ready record (with a
+    ``refused`` reason) that the CLI writes to ``refused.json``."""
 
     def __init__(self, message: str, details: dict):
         super().__init__(message)
         self.details = details
+
+
+class NoInteriorOptimum(Refusal):
+    """The fit's argmin lies on the edge of the runs' support (inside what the corpus can supply)
+    in too many draws."""
 
 
 @dataclass(frozen=True)
@@ -133,8 +140,7 @@ def feasible_grid(region: AttainableRegion, support: SupportRegion) -> FeasibleG
     if not (mu_range[0] < mu_range[1] and sigma_range[0] < sigma_range[1]):
         raise PplawError("the supported region of the fitted runs and the (mu, sigma) this landscape "
                          "can supply at the budget do not overlap")
-    return FeasibleGrid(mu_range, sigma_range,
-                        lambda mu, sigma: support.contains(mu, sigma) & region.contains(mu, sigma))
+    return FeasibleGrid(mu_range, sigma_range, support.contains, region.contains)
 
 
 def choose_target(region: AttainableRegion, law: str, point_params: Mapping[str, float],
@@ -153,8 +159,9 @@ def choose_target(region: AttainableRegion, law: str, point_params: Mapping[str,
     """
     form = get_law(law)
     if not form.uses_perplexity:
-        raise PplawError("the fit uses the data-only law, whose loss does not depend on (mu, sigma); "
-                         "DOS needs a perplexity-aware fit or an explicit target")
+        raise Refusal("the fit's law is the data-only law: loss does not depend on (mu, sigma) here, so no "
+                      "perplexity target beats random; DOS needs a perplexity-aware fit or an explicit target",
+                      {"refused": "law ignores perplexity", "law": law})
     grid = feasible_grid(region, support)
     point_f = point_loss_fn(law, point_params, tokens)
     mu, sigma, loss, edge = grid.minimise(point_f)
@@ -167,12 +174,14 @@ def choose_target(region: AttainableRegion, law: str, point_params: Mapping[str,
     interior = {"max_boundary_fraction": max_boundary_fraction, "allow_boundary": allow_boundary,
                 "support": support.to_json()}
     if draws is None:  # no draws: the point estimate's own argmin is the whole evidence
-        interior.update(draws=1, source="point", fraction_at_boundary=float(point.at_boundary))
+        interior.update(draws=1, source="point", fraction_at_boundary=float(point.at_boundary),
+                        fraction_at_corpus_edge=None)
     else:
         log_e, theta = form.from_params({k: np.asarray(draws[k], dtype=float) for k in form.param_names})
         opt = grid.argmin_draws(form, log_e, theta, tokens)
         interior.update(draws=int(len(log_e)), source=draws_source,
                         fraction_at_boundary=float(np.mean(opt["at_boundary"])),
+                        fraction_at_corpus_edge=float(np.mean(opt["at_corpus_edge"])),
                         argmin_mu_q05_q95=np.quantile(opt["mu"], [0.05, 0.95]).tolist(),
                         argmin_sigma_q05_q95=np.quantile(opt["sigma"], [0.05, 0.95]).tolist())
     choice = TargetChoice(point=point, posterior=posterior, tokens=int(tokens), interior=interior)
@@ -182,10 +191,10 @@ def choose_target(region: AttainableRegion, law: str, point_params: Mapping[str,
         raise NoInteriorOptimum(
             f"no interior optimum: {100 * frac:.0f}% of the {interior['draws']} {draws_source} draws put "
             f"the law's argmin on the edge of the region the runs support (their hull + trust margin "
-            f"{support.margin:g}) within what {int(tokens)} tokens of this landscape can supply "
-            f"(threshold {100 * max_boundary_fraction:.0f}%). Best supported point: mu={best.mu:.4g}, "
-            f"sigma={best.sigma:.4g} (predicted loss {best.expected_loss or best.point_loss:.4g}). "
-            "Add CPT runs beyond that edge (`pplaw propose`) and refit, or pass --allow-boundary to "
-            "select there anyway",
+            f"{support.margin:g}) where {int(tokens)} tokens of this landscape could go further "
+            f"(threshold {100 * max_boundary_fraction:.0f}%): the optimum lies beyond the runs. Best "
+            f"supported point: mu={best.mu:.4g}, sigma={best.sigma:.4g} (predicted loss "
+            f"{best.expected_loss or best.point_loss:.4g}). Add CPT runs beyond that edge (`pplaw "
+            "propose`) and refit, or pass --allow-boundary to select there anyway",
             {"refused": "no interior optimum", **choice.as_dict()})
     return choice
