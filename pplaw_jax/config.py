@@ -153,7 +153,9 @@ class FitConfig:
 class SelectConfig:
     """`pplaw select`: one selection at a token budget."""
 
-    method: Literal["dos", "random", "low", "high", "mid", "full"] = setting("dos", help="selection method")
+    method: Literal["dos", "random", "low", "high", "mid", "band", "oracle", "full"] = setting(
+        "dos", help="selection method (band: random within the middle 80%% of chunk perplexity, the peers' "
+                    "filter; oracle: random among documents labelled clean, needs --labels)")
     moments: Optional[Moments] = setting(None, help=f"mu and sigma of a subset (default: the fit's with "
                                                     f"--fit, else {MOMENTS_DEFAULT})")
     selector: Optional[Selector] = setting(None, help="how a (mu, sigma) target becomes a subset: tilted "
@@ -165,6 +167,8 @@ class SelectConfig:
                    "exists) or least point-estimate loss")
     allow_boundary: bool = switch(False, help="select even when the fit's optimum sits on the edge of the "
                                               "supported region (default: refuse with exit 2)")
+    allow_lack_of_fit: bool = switch(False, help="select with a law that failed its lack-of-fit test (default: "
+                                                 "refuse with exit 2)")
     max_boundary_fraction: Optional[float] = setting(
         None, lo=0, hi=1, help=f"the interior check refuses when more than this share of posterior (or "
                                f"bootstrap) draws have their argmin on the edge (default {MAX_BOUNDARY_FRACTION})")
@@ -237,20 +241,46 @@ class ScratchConfig:
 
 
 @dataclass
+class ContaminateConfig:
+    """Planted junk of known kinds and fraction in the domain pool (`pplaw data contaminate`): the
+    positive control of data selection (``fraction: 0`` is the negative control, the same corpus
+    clean, with the labels)."""
+
+    fraction: Optional[float] = setting(None, lo=0, hi=1, hi_open=True,
+                                        help="junk share of the pool's documents (None: no contamination)")
+    low_share: float = setting(0.5, lo=0, hi=1, help="share of the junk that is low-perplexity")
+    kinds: list[Literal["general", "boilerplate", "garbled", "shuffled", "table"]] = setting(
+        factory=lambda: ["general", "boilerplate", "garbled", "shuffled", "table"],
+        help="junk kinds: low general, boilerplate; high garbled, shuffled, table")
+    seed: int = setting(0, help="seed of the junk and of the documents' order")
+
+
+@dataclass
 class DataConfig:
-    """Where the corpora live. `builtin: cpython-docs` writes them from the Python installation."""
+    """Where the corpora live. `builtin: cpython-docs` writes them from the Python installation.
+
+    Three domain splits with three jobs: `domain_train` is the pool the landscape scores and the
+    subsets come from; `domain_valid` is what every law-fitting run is evaluated on (the loss the law
+    is fitted to, the rounds' fits, every threshold); `domain_test` is read only by the final
+    comparison, so the verdict is never read on the split that tuned the method. Without
+    `domain_valid`, it is the documents after the first `domain_max_docs` of `domain_train`
+    (disjoint from every subset), `eval_max_docs` of them (default 200).
+    """
 
     builtin: Optional[Literal["cpython-docs"]] = setting(None, help="a corpus written here")
     general_train: Optional[str] = setting(None, help="general corpus (scratch pretraining, tokenizer)")
     general_test: Optional[str] = setting(None, help="general test corpus (forgetting)")
     domain_train: Optional[str] = setting(None, help="the domain pool the landscape scores")
-    domain_test: Optional[str] = setting(None, help="domain test corpus (the law's loss)")
+    domain_valid: Optional[str] = setting(None, help="domain validation corpus: the law-fitting runs' loss "
+                                                     "(default: documents after domain_max_docs of domain_train)")
+    domain_test: Optional[str] = setting(None, help="domain test corpus: read only by the final comparison")
     target_eval: Optional[str] = setting(None, help="an evaluation corpus outside the training pool")
     text_field: str = setting("text", help="JSON field / Parquet column with the text")
     id_field: str = setting("id", help="document id field")
     domain_max_docs: Optional[int] = setting(None, lo=1, help="score the first N domain documents")
     eval_max_docs: Optional[int] = setting(None, lo=1, help="evaluate on the first N documents of each set")
     eval_doc_chars: Optional[int] = setting(None, lo=1, help="cut each test document to its central N chars")
+    contaminate: ContaminateConfig = setting(factory=ContaminateConfig, help="planted junk (positive control)")
 
 
 @dataclass
@@ -274,7 +304,7 @@ class GridConfig:
     metric: Literal["domain_loss", "target_loss"] = setting("domain_loss", help="the loss the law is fitted on")
 
 
-METHODS = ("dos-posterior", "dos-point", "random", "low", "high", "mid", "full")
+METHODS = ("dos-posterior", "dos-point", "random", "low", "high", "mid", "band", "oracle", "full")
 
 
 @dataclass
@@ -294,6 +324,10 @@ class FinalConfig:
     seeds: list[int] = setting(factory=lambda: [0, 1, 2, 3, 4], help="one re-drawn subset and run per seed")
     primary: Literal["domain_loss", "general_loss", "target_loss", "acc_norm", "acc"] = setting(
         "domain_loss", help="the metric the comparison is judged on")
+    mde: Optional[float] = setting(None, lo=0, lo_open=True,
+                                   help="pre-registered minimum detectable effect on the primary metric (the "
+                                        "controls' verdicts: P1 needs oracle - random <= -3 x mde)")
+    recover: float = setting(0.5, lo=0, hi=1, help="pre-registered share of the oracle's gain DOS must recover (P2)")
     tasks: Optional[str] = setting(None, help="multiple-choice JSONL for downstream accuracy "
                                               "(default: cloze tasks from the domain test split)")
     lm_eval_tasks: Optional[str] = setting(None, help="lm-evaluation-harness tasks (NAME[,NAME]) every final "
@@ -537,6 +571,9 @@ def study_from_tree(tree: dict) -> StudyConfig:
     if cfg.fit.law == "data":
         raise PplawError("config key fit.law: a study needs auto or a perplexity-aware law "
                          "(ppl, nointer, mu, quad, surface)")
+    if "oracle" in cfg.final.methods and cfg.data.contaminate.fraction is None:
+        raise PplawError("config key final.methods: 'oracle' needs the planted labels of data.contaminate "
+                         "(set data.contaminate.fraction)")
     for w in cfg.grid.windows.windows:
         _check_window(w, "config key grid.windows.windows")
     return cfg
@@ -575,12 +612,14 @@ def config_to_dict(cfg: StudyConfig) -> dict:
 # ---------------------------------------------------------------------- flags
 def parser_options() -> dict:
     """Keyword arguments of every `pplaw` (sub)parser: simple-parsing's argparse subclass with
-    dashed flag names (``--seq-len``), defaults shown in the help, no config-file flag."""
+    dashed flag names (``--seq-len``), defaults shown in the help, no config-file flag, and no
+    abbreviated flags (``--n`` of a subcommand must not be read as a prefix of the parent's
+    ``--no-...`` switches)."""
     from simple_parsing import ArgumentParser, DashVariant
     from simple_parsing.help_formatter import SimpleHelpFormatter
 
     return dict(parser_class=ArgumentParser, add_option_string_dash_variants=DashVariant.DASH,
-                add_config_path_arg=False, formatter_class=SimpleHelpFormatter)
+                add_config_path_arg=False, formatter_class=SimpleHelpFormatter, allow_abbrev=False)
 
 
 def add_settings(parser, cls, dest: str = "cfg") -> None:

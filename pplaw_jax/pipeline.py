@@ -5,12 +5,14 @@ type, run with OUT as its working directory and paths relative to it, so a study
 sequence of commands recorded in `OUT/commands.log` (a shell script: replaying it in an empty
 directory rebuilds the study from the same inputs):
 
-  0. data       `pplaw data` corpora (optionally written from the Python installation), test sets
-                cut to a central window, cloze tasks
+  0. data       `pplaw data` corpora (optionally written from the Python installation, or a domain
+                pool with planted junk: `data.contaminate`), the validation split (the documents
+                after the scored ones, unless given), test sets cut to a central window, cloze tasks
   1. base       the base model: a checkpoint, or `pplaw scratch` (tokenizer and config) + `pplaw
                 train` of a small Llama from scratch
   2. landscape  `pplaw score` of the domain training split
-  3. grid       `pplaw select design` (or `windows`) + one `pplaw train` per subset, then
+  3. grid       `pplaw select design` (or `windows`) + one `pplaw train` per subset (evaluated on
+                the validation split: the domain test split is read only by stage 6), then
                 `grid.rounds` rounds of `pplaw fit` -> `pplaw propose` -> `pplaw train` (plus a
                 random control run), stopping when the optimum is located; `pplaw runs` collects
                 each round's table -> runs.csv
@@ -54,6 +56,8 @@ from pplaw_jax.stages import STAGES, stages_record, stage_keys, stale_stages, su
 log = get_logger("run")
 COMPILATION_CACHE = ".jax_cache"  # under out_dir (hidden: not a study output)
 LOG_STAMP = "#"
+CORPORA = ("general_train", "general_test", "domain_train", "domain_valid", "domain_test", "target_eval")
+VALID_DOCS = 200  # documents of a derived validation split without data.eval_max_docs
 LM_EVAL_JSON = "lm_eval.json"  # a final model's lm-evaluation-harness results (final.lm_eval_tasks)  # commands.log: `pplaw ...  # <time>`, a shell comment, so the log runs as a script
 
 
@@ -96,8 +100,8 @@ class Study:
         self._discard_temporaries()
         self._reconcile_config(force)
         # the study's inputs, as the subcommands (run in OUT) see them
-        self.data = {key: self._input(getattr(cfg.data, key))
-                     for key in ("general_train", "general_test", "domain_train", "domain_test", "target_eval")}
+        self.data = {key: self._input(getattr(cfg.data, key)) for key in CORPORA}
+        self.labels = None  # a contaminated pool's labelled corpus (the oracle's), set by stage_data
 
     def _input(self, spec: str | None) -> str | None:
         """A path given in the config (relative to where `pplaw run` started) as seen from OUT
@@ -121,7 +125,7 @@ class Study:
         """Every corpus the config names must resolve to files (one line naming the key if not)."""
         from pplaw_jax.data.readers import TFDS_PREFIX, resolve_files
 
-        for key in ("general_train", "general_test", "domain_train", "domain_test", "target_eval"):
+        for key in CORPORA:
             spec = getattr(self.cfg.data, key)
             if spec is not None and not spec.startswith(TFDS_PREFIX):
                 try:
@@ -203,27 +207,54 @@ class Study:
             if not (data / MANIFEST).exists():
                 self.pplaw("data", "cpython-docs", "--out", data)
             self.data.update({key: data / f"{key}.jsonl" for key in
-                              ("general_train", "general_test", "domain_train", "domain_test")})
+                              ("general_train", "general_test", "domain_train", "domain_valid", "domain_test")})
             fields = []  # written as {"id", "text"}
         missing = [k for k in ("domain_train", "domain_test") if not self.data[k]]
         if missing:
             raise PplawError(f"config data.{missing[0]} is required (or data.builtin)")
         if self.cfg.base_model is None and not self.data["general_train"]:
             raise PplawError("a scratch base model needs data.general_train")
+        clean_train = self.data["domain_train"]
+        if d.contaminate.fraction is not None:
+            self.labels = self.data["domain_train"] = self._contaminate(data, fields)
+        given = [k for k in ("domain_valid", "domain_test", "general_test", "target_eval") if self.data[k]]
+        if not self.data["domain_valid"]:  # the documents after the scored ones: disjoint from every subset
+            if not d.domain_max_docs:
+                raise PplawError("config data.domain_valid is required unless data.domain_max_docs leaves "
+                                 "documents of data.domain_train out of the landscape (the validation split "
+                                 "is then the documents after them)")
+            valid = data / "domain_valid.jsonl"
+            if not valid.exists():
+                self.pplaw("data", "cut", "--data", clean_train, "--skip-docs", d.domain_max_docs,
+                           "--max-docs", d.eval_max_docs or VALID_DOCS,
+                           *(["--chars", d.eval_doc_chars] if d.eval_doc_chars else []), "--out", valid, *fields)
+            self.data["domain_valid"] = valid
         if d.eval_doc_chars:  # book-length test documents would make every evaluation slow
-            for key in ("domain_test", "general_test", "target_eval"):
-                if self.data[key]:
-                    cut = data / f"{key}_cut{d.eval_doc_chars}.jsonl"
-                    if not cut.exists():
-                        self.pplaw("data", "cut", "--data", self.data[key], "--chars", d.eval_doc_chars, "--out", cut,
-                                   *(["--max-docs", d.eval_max_docs] if d.eval_max_docs else []), *fields)
-                    self.data[key] = cut
+            for key in given:
+                cut = data / f"{key}_cut{d.eval_doc_chars}.jsonl"
+                if not cut.exists():
+                    self.pplaw("data", "cut", "--data", self.data[key], "--chars", d.eval_doc_chars, "--out", cut,
+                               *(["--max-docs", d.eval_max_docs] if d.eval_max_docs else []), *fields)
+                self.data[key] = cut
         self.tasks = self._input(self.cfg.final.tasks)
         if self.tasks is None:
             self.tasks = data / "domain_cloze.jsonl"
             if not self.tasks.exists():
                 self.pplaw("data", "cloze", "--data", self.data["domain_test"], "--n", 200,
                            "--seed", self.cfg.seed, "--out", self.tasks, *fields)
+
+    def _contaminate(self, data: Path, fields: list) -> Path:
+        """The domain pool with planted junk (`pplaw data contaminate`): the first
+        ``data.domain_max_docs`` clean documents and the junk, each labelled."""
+        d, c = self.cfg.data, self.cfg.data.contaminate
+        out = data / f"domain_train_junk{100 * c.fraction:g}.jsonl"
+        if not out.with_name(out.stem + ".manifest.json").exists():
+            general = ["--general", self.data["general_train"]] if "general" in c.kinds else []
+            self.pplaw("data", "contaminate", "--data", self.data["domain_train"], "--out", out,
+                       "--fraction", f"{c.fraction:g}", "--low-share", f"{c.low_share:g}", "--kinds", ",".join(c.kinds),
+                       "--seed", c.seed, *general, *(["--max-docs", d.domain_max_docs] if d.domain_max_docs else []),
+                       *fields)
+        return out
 
     def stage_base(self) -> None:
         if self.cfg.base_model is not None:
@@ -247,17 +278,20 @@ class Study:
         self.pplaw(
             "train", "--model", f"scratch:{self._arg(base / INIT_CONFIG)}", "--tokenizer", base / TOKENIZER,
             "--data", self.data["general_train"], "--out", run_dir, "--steps", s.steps, "--seed", self.cfg.seed,
-            *self._eval_args(general_only=True), "--text-field", d.text_field, "--id-field", d.id_field,
+            *self._eval_args(None), "--text-field", d.text_field, "--id-field", d.id_field,
             *(["--max-docs", s.max_docs] if s.max_docs else []), *settings_argv(s.train),
         )
 
-    def _eval_args(self, general_only: bool = False) -> list[str]:
+    def _eval_args(self, split: str | None) -> list[str]:
+        """Evaluation sets of a run: the domain `split` (``domain_valid`` for law-fitting runs,
+        ``domain_test`` for the final comparison, None for the base model), the general and the
+        target sets."""
         args = []
-        if not general_only:
-            args += ["--eval-data", self.data["domain_test"]]
+        if split is not None:
+            args += ["--eval-data", self.data[split]]
         if self.data["general_test"]:
             args += ["--general-eval-data", self.data["general_test"]]
-        if self.data["target_eval"] and not general_only:
+        if self.data["target_eval"] and split is not None:
             args += ["--target-eval-data", self.data["target_eval"]]
         if self.cfg.data.eval_max_docs:
             args += ["--eval-max-docs", self.cfg.data.eval_max_docs]
@@ -269,17 +303,19 @@ class Study:
             return
         argv = ["score", "--model", self.base, "--data", self.data["domain_train"], "--out", self.landscape,
                 "--text-field", self.cfg.data.text_field, "--id-field", self.cfg.data.id_field]
-        if self.cfg.data.domain_max_docs:
+        if self.cfg.data.domain_max_docs and self.labels is None:  # a contaminated pool is already cut
             argv += ["--max-docs", self.cfg.data.domain_max_docs]
         self.pplaw(*argv, *settings_argv(self.cfg.landscape))
 
-    def _train(self, selection: Path, out: Path, seed: int) -> None:
+    def _train(self, selection: Path, out: Path, seed: int, split: str = "domain_valid") -> None:
+        """One CPT run, evaluated on the domain `split` (the validation split, but for the final
+        comparison's runs)."""
         if (out / "eval.json").exists():
             return
         self.pplaw(
             "train", "--model", self.base, "--data", self.data["domain_train"], "--selection", selection,
             "--out", out, "--seed", seed, "--text-field", self.cfg.data.text_field,
-            "--id-field", self.cfg.data.id_field, *self._eval_args(), *settings_argv(self.cfg.train),
+            "--id-field", self.cfg.data.id_field, *self._eval_args(split), *settings_argv(self.cfg.train),
         )
 
     def stage_grid(self) -> None:
@@ -342,7 +378,8 @@ class Study:
                            "--seed", self.cfg.seed + 1000 * r,
                            *settings_argv(SelectConfig(method="random", moments=f.moments)))
             self._train(control / "selection.parquet", rdir / "runs" / f"control{r}", self.cfg.seed + 1000 * r)
-            collect += ["--manifest", prop, "--runs-dir", rdir / "runs", "--run", f"control{r}={self._arg(rdir / 'runs' / f'control{r}')}"]
+            # every random control is one design point (group `random`): replicates for the pure error
+            collect += ["--manifest", prop, "--runs-dir", rdir / "runs", "--run", f"random={self._arg(rdir / 'runs' / f'control{r}')}"]
         self.pplaw(*collect)
         n_runs = len(read_runs_table(rdir / "runs.csv"))
         write_text(rdir / "round.json", json.dumps({"round": r, "located": stop["located"], "stopping": stop,
@@ -387,6 +424,8 @@ class Study:
             argv += ["--fit", self.fit_dir]
         else:  # a baseline takes none of DOS's settings
             settings = SelectConfig(method=method, moments=fin.select.moments)
+            if method == "oracle":  # the planted labels, which no other method sees
+                argv += ["--labels", self.labels, "--id-field", self.cfg.data.id_field]
         argv += settings_argv(settings)
         code = self.pplaw(*argv, allow_exit=(2,) if method.startswith("dos-") else ())
         if code == 2 and not (out / "refused.json").exists():
@@ -413,7 +452,7 @@ class Study:
                 done = sum(1 for m in self.selections for k in self.selections[m]
                            if (self.out / "final" / m / f"seed{k}" / "eval.json").exists())
                 log.info(f"final run {method} seed {seed} ({done} of {total} runs finished)")
-                self._train(sel / "selection.parquet", run_dir, seed)
+                self._train(sel / "selection.parquet", run_dir, seed, split="domain_test")
                 self._downstream(run_dir / "hf", run_dir)
 
     def stage_report(self) -> None:

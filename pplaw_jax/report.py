@@ -222,9 +222,36 @@ def _grid_section(out: Path, fit: dict) -> list[str]:
     return lines
 
 
+def _law_choice_lines(fit: dict) -> list[str]:
+    """Which law the fit uses and why: the lack-of-fit test of every law against the replicates'
+    pure error, and the choice."""
+    lof = fit.get("lack_of_fit") or {}
+    choice = fit.get("law_choice") or {}
+    if not lof:
+        return []
+    pe = lof.get("pure_error") or {}
+    rows = [dict(law=k, residual_sd=v.get("residual_sd_log_loss"), F=v.get("F"),
+                 df="—" if v.get("df") is None else f"{v['df'][0]}, {v['df'][1]}", p=v.get("p"),
+                 verdict="untestable" if v.get("rejected") is None else "rejected" if v["rejected"] else "not rejected")
+            for k, v in (lof.get("laws") or {}).items()]
+    sd = pe.get("sd_log_loss")
+    lines = [f"**Lack of fit.** Pure error of log-loss from {pe.get('replicated_runs', 0)} replicated runs in "
+             f"{pe.get('replicate_sets', 0)} sets (same group and budget): sd "
+             f"{'n/a' if sd is None else f'{sd:.4g}'} ({pe.get('df', 0)} df). Each law's residual is tested "
+             "against it (F test; a law rejected at p < "
+             f"{next(iter((lof.get('laws') or {}).values()), {}).get('alpha', 0.05)} is not used to select):", "",
+             _table(pd.DataFrame(rows).fillna("—")), ""]
+    usable = choice.get("usable", True)
+    lines += [f"**Law used** (`fit.law: {choice.get('mode', fit.get('law'))}`): `{fit.get('law')}` — "
+              f"{choice.get('reason', '')}." + ("" if usable else " **It is not used to select** (no law passed); "
+                                                "the selection is refused."), ""]
+    return lines
+
+
 def _fit_section(fit: dict) -> list[str]:
     lines = ["## Law fit", "", f"Law `{fit.get('law')}` ({fit.get('law_form')}) in **{fit.get('moments')}** "
              "moments.", ""]
+    lines += _law_choice_lines(fit)
     point = fit.get("point") or {}
     if point:
         ci = point.get("ci90") or {}
@@ -282,8 +309,10 @@ def _optimum_section(out: Path, fit: dict, cfg) -> list[str]:
     lines = ["## Supported optimum", "", f"The target may only go where the runs give support: their convex "
              f"hull in (log mu, log sigma), each scaled by the runs' range, widened by the trust margin "
              f"{support.get('margin')}. Within it, the interior-optimum check counts the posterior (or bootstrap) "
-             f"draws whose argmin lies on the region's edge; above {_max_boundary_fraction(cfg):g} the "
-             "selection is refused.", ""]
+             f"draws whose argmin lies on the edge of the runs (where the corpus could go further but no run "
+             f"has been); above {_max_boundary_fraction(cfg):g} the selection is refused. An argmin on the edge "
+             "of what the corpus can supply, inside the runs' support, is a valid answer (\"drop the tail\"): "
+             "`corpus_edge_share` in the selections' table.", ""]
     bopt = (fit.get("bayes") or {}).get("optimum") or {}
     popt = (fit.get("point") or {}).get("optimum") or {}
     if bopt:
@@ -294,9 +323,10 @@ def _optimum_section(out: Path, fit: dict, cfg) -> list[str]:
                   f"{100 * (popt.get('bootstrap_fraction_at_boundary') or 0):.0f}% of bootstrap refits on the edge.", ""]
     for refused in sorted((out / "select").glob("*/seed*/refused.json")):
         r = json.loads(refused.read_text())
-        lines += [f"**`{refused.parent.parent.name}` was refused**: the law found no interior optimum within the runs it "
-                  f"was given ({r['message']}). This method is not trained; the recommendation for this "
-                  "budget is random selection (or the best supported run's recipe).", ""]
+        lines += [f"**`{refused.parent.parent.name}` was refused** ({r.get('refused', 'refused')}): {r['message']}. "
+                  "This method is not trained; the recommendation for this budget is random selection (or the "
+                  "best supported run's recipe). A refusal is not a success: its cost is whatever a better "
+                  "subset would have gained.", ""]
     return lines
 
 
@@ -318,7 +348,8 @@ def _selection_section(out: Path, aliases: dict) -> list[str]:
                          mu=float(np.mean([x["mu"] for x in summaries])),
                          sigma=float(np.mean([x["sigma"] for x in summaries])),
                          target=(f"({js['target']['mu']:.4g}, {js['target']['sigma']:.4g})" if js.get("target") else "—"),
-                         distance=js.get("distance"), edge_share=interior.get("fraction_at_boundary"),
+                         distance=js.get("distance"), runs_edge_share=interior.get("fraction_at_boundary"),
+                         corpus_edge_share=interior.get("fraction_at_corpus_edge"),
                          predicted_loss=post.get("mean", js.get("predicted_loss")),
                          predictive_90=(f"[{post['pi'][0]:.4g}, {post['pi'][1]:.4g}]" if post.get("pi") else "—")))
     if not rows:
@@ -409,6 +440,108 @@ def _final_section(out: Path, fig_dir: Path, primary: str) -> list[str]:
     return lines
 
 
+POSITIVE_FACTOR = 3  # P1: the planted junk matters when oracle - random <= -3 x MDE
+
+
+def _paired(final: pd.DataFrame, method: str, other: str, metric: str) -> pd.Series:
+    """``method - other`` of `metric`, paired by seed (seeds both ran)."""
+    wide = final[final["method"].isin([method, other])].pivot(index="seed", columns="method", values=metric)
+    if method not in wide or other not in wide:
+        return pd.Series(dtype=float)
+    wide = wide.dropna()
+    return wide[method] - wide[other]
+
+
+def control_verdicts(final: pd.DataFrame, primary: str, fraction: float, mde: float | None, recover: float,
+                     refused: set[str], n_boot: int = 10_000, seed: int = 0) -> list[str]:
+    """The pre-registered verdicts of a control study, as report lines: P1 (the planted junk
+    matters: oracle - random <= -3 MDE with a 95% interval excluding 0) and P2 (the method works:
+    DOS - random has a 95% interval below 0, DOS recovers at least `recover` of the oracle's gain,
+    DOS - band has a 95% upper bound below +MDE) for a contaminated pool; P3 (no false claim:
+    DOS - random includes 0, or the tool refuses) for a clean one.  Differences are signed so that
+    negative is better whatever the metric.  A refusal is never a pass of P2: its cost is the
+    oracle's gain, left on the table."""
+    sign = -1.0 if primary in HIGHER_IS_BETTER else 1.0
+    dos = next((m for m in ("dos-posterior", "dos-point") if m in set(final["method"])), None)
+    dos_refused = dos is None and any(m.startswith("dos") for m in refused)
+
+    def diff(a, b):
+        d = sign * _paired(final, a, b, primary)
+        return (d, *t_interval(d)) if len(d) else (d, float("nan"), float("nan"), float("nan"))
+
+    lines = []
+    if fraction == 0:
+        if dos_refused:
+            return ["- **P3 (negative control: no false claim) holds**: on the clean pool the tool refused to "
+                    "select (random is its recommendation)."]
+        d, m, lo, hi = diff(dos, "random") if dos else (None, *[float("nan")] * 3)
+        if not np.isfinite(lo):
+            return ["- **P3 cannot be judged**: no DOS selection with paired random runs."]
+        holds = lo <= 0 <= hi
+        return [f"- **P3 (negative control: no false claim) {'holds' if holds else 'fails'}**: {dos} − random = "
+                f"{_fmt_ci(m, lo, hi)} (signed so that negative is better); the interval "
+                f"{'includes' if holds else 'excludes'} 0."]
+    if mde is None:
+        lines.append("- No MDE was pre-registered (`final.mde`): P1 and the band comparison cannot be judged.")
+    d_or, m_or, lo_or, hi_or = diff("oracle", "random")
+    if np.isfinite(lo_or) and mde is not None:
+        p1 = m_or <= -POSITIVE_FACTOR * mde and hi_or < 0
+        lines.append(f"- **P1 (positive control: the planted junk matters) {'holds' if p1 else 'fails'}**: oracle − "
+                     f"random = {_fmt_ci(m_or, lo_or, hi_or)} against −{POSITIVE_FACTOR} × MDE = "
+                     f"{-POSITIVE_FACTOR * mde:.4f} (pre-registered MDE {mde:g}; the interval must exclude 0).")
+    if dos_refused:
+        gain = -m_or if np.isfinite(m_or) else float("nan")
+        lines.append(f"- **P2 (the method works) fails: DOS refused** to select; scored as random, it left the "
+                     f"oracle's gain on the table ({gain:.4f}).")
+        return lines
+    if dos is None:
+        return lines + ["- **P2 cannot be judged**: no DOS method in the final comparison."]
+    d_dr, m_dr, lo_dr, hi_dr = diff(dos, "random")
+    both = pd.concat([d_dr.rename("dos"), d_or.rename("oracle")], axis=1).dropna()
+    share, share_lo, share_hi = float("nan"), float("nan"), float("nan")
+    if len(both) >= 2 and both["oracle"].mean() < 0:
+        share = float(both["dos"].mean() / both["oracle"].mean())
+        rng = np.random.default_rng(seed)
+        pick = rng.integers(0, len(both), size=(n_boot, len(both)))
+        num, den = both["dos"].to_numpy()[pick].mean(1), both["oracle"].to_numpy()[pick].mean(1)
+        ratios = np.where(den < 0, num / np.where(den < 0, den, -1.0), np.nan)
+        share_lo, share_hi = np.nanquantile(ratios, [0.025, 0.975]) if np.isfinite(ratios).any() else (np.nan, np.nan)
+    d_db, m_db, lo_db, hi_db = diff(dos, "band")
+    beats = np.isfinite(hi_dr) and hi_dr < 0
+    recovers = np.isfinite(share) and share >= recover
+    not_worse = mde is not None and np.isfinite(hi_db) and hi_db < mde
+    p2 = beats and recovers and not_worse
+    lines.append(f"- **P2 (the method works) {'holds' if p2 else 'fails'}**: {dos} − random = {_fmt_ci(m_dr, lo_dr, hi_dr)} "
+                 f"({'below 0' if beats else 'not below 0'}); share of the oracle's gain recovered "
+                 f"{_fmt_ci(share, share_lo, share_hi, 2)} (bootstrap over seeds; needs ≥ {recover:g}: "
+                 f"{'met' if recovers else 'not met'}); {dos} − band = {_fmt_ci(m_db, lo_db, hi_db)} "
+                 f"(upper end below +MDE: {'yes' if not_worse else 'no'}).")
+    if not p2 and lines and "P1" in lines[0] and "holds" in lines[0]:
+        lines.append("- The planted junk mattered (P1) and the method did not find it (P2 fails): **the method is "
+                     "falsified in this setting.**")
+    return lines
+
+
+def _controls_section(out: Path, cfg) -> list[str]:
+    c, fin = cfg.data.contaminate, cfg.final
+    if c.fraction is None:
+        return []
+    final = collect_final(out)
+    manifest = next(iter(sorted((out / "data").glob("domain_train_junk*.manifest.json"))), None)
+    counts = json.loads(manifest.read_text()) if manifest else {}
+    refused = {p.parent.parent.name for p in (out / "select").glob("*/seed*/refused.json")}
+    kind = "positive control" if c.fraction > 0 else "negative control (clean pool)"
+    lines = ["## Controls: does selection find value where it exists, and claim none where none exists?", "",
+             f"This study is the **{kind}**: the domain pool holds {100 * c.fraction:g}% planted junk documents "
+             f"(`data.contaminate`: {', '.join(c.kinds)}; low-perplexity share {c.low_share:g}"
+             + (f"; {100 * counts.get('junk_fraction_characters', float('nan')):.1f}% of the characters" if counts else "")
+             + "). The labels are seen only by `oracle` (random among clean documents). Pre-registered in the "
+             f"config before the runs: primary metric `{fin.primary}` on the clean test split, MDE "
+             f"{fin.mde if fin.mde is not None else 'none'}, recovery threshold {fin.recover:g}. Intervals: 95% t "
+             "intervals of differences paired by seed.", ""]
+    return lines + control_verdicts(final, fin.primary, c.fraction, fin.mde, fin.recover, refused) + [""]
+
+
 def _rounds_section(out: Path, fig_dir: Path) -> list[str]:
     rounds = sorted((out / "grid").glob("round[1-9]*/round.json"), key=lambda p: int(p.parent.name[5:]))
     if not rounds:
@@ -479,6 +612,7 @@ def write_report(out: str | Path, cfg) -> Path:
               f"domain training data: `{cfg.data.domain_train or cfg.data.builtin}`. "
               f"Every command that produced this study is in `commands.log`; the configuration is "
               f"`config.yaml`.", ""]
+    lines += _controls_section(out, cfg)
     lines += _landscape_section(out, fig_dir)
     lines += _grid_section(out, fit)
     lines += _rounds_section(out, fig_dir)

@@ -23,19 +23,23 @@ import os
 from pplaw_jax.paths import AnyPath, as_path, move
 
 _CORPUS_READ = ("data.builtin", "data.text_field", "data.id_field")
-_EVAL_SETS = ("data.domain_test", "data.general_test", "data.target_eval", "data.eval_doc_chars", "data.eval_max_docs")
+# the law-fitting runs' evaluation sets: the validation split (given, or cut from the documents after
+# the scored ones) and the general and target sets; never the domain test split
+_VALID_SETS = ("data.domain_valid", "data.domain_max_docs", "data.general_test", "data.target_eval",
+               "data.eval_doc_chars", "data.eval_max_docs")
 
 # stage -> (configuration values it reads, stages whose outputs it reads); in pipeline order
 STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "data": (("data", "final.tasks", "seed"), ()),
     "base": (("base_model", "scratch", "seed", "data.general_train", *_CORPUS_READ, "landscape.seq_len",
               "train.seq_len"), ()),
-    "landscape": (("landscape", "data.domain_train", "data.domain_max_docs", *_CORPUS_READ), ("base",)),
-    "grid": (("grid", "train", "seed", "fit.moments", "data.domain_train", *_CORPUS_READ, *_EVAL_SETS),
-             ("landscape",)),
+    "landscape": (("landscape", "data.domain_train", "data.domain_max_docs", "data.contaminate", *_CORPUS_READ),
+                  ("base",)),
+    "grid": (("grid", "train", "seed", "fit.moments", "data.domain_train", "data.contaminate", *_CORPUS_READ,
+              *_VALID_SETS), ("landscape",)),
     "fit": (("fit", "seed"), ("grid",)),
     "select": (("final.budget", "final.methods", "final.seeds", "final.select", "grid.design.selector",
-                "fit.moments", "seed"), ("fit", "landscape")),
+                "fit.moments", "seed", "data.contaminate", "data.id_field"), ("fit", "landscape")),
     "final": (("final.tasks", "final.lm_eval_tasks", "final.lm_eval_include", "train", "eval", "seed", "data"),
               ("select", "base")),
 }

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -30,10 +31,11 @@ TOY = {
     "grid": {"kind": "design", "design": {"budgets": ["5e2", "2e3", "8e3"], "n": 10, "centre": 2},
              "rounds": 1, "propose": {"n": 2}, "stop_early": False},
     # small fits: few random starts, 3 folds of groups for the rivals' held-out comparison
-    "fit": {"moments": "logppl", "method": "both", "bootstrap": 40, "starts": 4, "folds": 3, "chains": 2,
-            "warmup": 100, "samples": 100, "allow_unconverged": True},
+    # the paper's law, and DOS selects even where it would refuse: this toy is about the mechanics
+    "fit": {"law": "ppl", "moments": "logppl", "method": "both", "bootstrap": 40, "starts": 4, "folds": 3,
+            "chains": 2, "warmup": 100, "samples": 100, "allow_unconverged": True},
     "final": {"budget": "2e3", "methods": ["dos-posterior", "dos-point", "random"], "seeds": [0, 1],
-              "select": {"allow_boundary": True}},
+              "select": {"allow_boundary": True, "allow_lack_of_fit": True}},
 }
 
 
@@ -129,7 +131,7 @@ def test_whole_study_end_to_end_and_cached_rerun(toy_study, capsys):
     proposals = json.loads((out / "grid" / "round1" / "proposals" / "propose.json").read_text())
     assert round1["stopping"] == proposals["stopping"] and 1 <= proposals["n_proposed"] <= 2
     new = runs[runs["round"] == 1]
-    assert len(new) == proposals["n_proposed"] + 1 and "control1" in set(new.group)
+    assert len(new) == proposals["n_proposed"] + 1 and "random" in set(new.group)
     assert (new.tokens <= 2000).all() and len(runs) == round1["n_runs"]
     fit = load_fit(out / "fit").info
     assert fit["runs"]["n_runs"] == len(runs) and fit["moments"] == "logppl"
@@ -142,6 +144,21 @@ def test_whole_study_end_to_end_and_cached_rerun(toy_study, capsys):
     assert rand[0] != rand[1]
     final = json.loads((out / "final" / "dos-posterior" / "seed0" / "eval.json").read_text())
     assert final["tokens"] == dos[0]["tokens"] and final["domain_loss"] > 0
+    # the domain test split is read by the final comparison only: every law-fitting run is evaluated on the
+    # validation split, and no fit, proposal, runs table or selection names the test file
+    import shlex
+
+    test_file, valid_file = "data/domain_test.jsonl", "data/domain_valid.jsonl"
+    seen = {"grid": 0, "final": 0}
+    for line in (out / "commands.log").read_text().splitlines():
+        argv = shlex.split(line, comments=True)
+        if argv[1] == "train" and argv[argv.index("--out") + 1].startswith(("grid/", "final/")):
+            stage = argv[argv.index("--out") + 1].split("/")[0]
+            seen[stage] += 1
+            assert argv[argv.index("--eval-data") + 1] == (valid_file if stage == "grid" else test_file), line
+        elif argv[1] in ("fit", "propose", "runs", "select", "score"):
+            assert test_file not in argv, line
+    assert seen["grid"] == len(runs) and seen["final"] > 0
     report = (out / "report.md").read_text()
     assert "Validation" in report and "dos-posterior − random" in report and "Supported optimum" in report
     assert "Sequential design" in report and "MDE" in report
@@ -186,7 +203,7 @@ def test_a_refused_selection_is_reported_and_not_trained(toy_study, tmp_path, ca
             "fit": {**TOY["fit"], "method": "point"},
             # any draw at the edge refuses: the toy fit has its argmin on the edge
             "final": {**TOY["final"], "methods": ["dos-point", "random"], "seeds": [0],
-                      "select": {"allow_boundary": False, "max_boundary_fraction": 0.0}}}
+                      "select": {"allow_boundary": False, "allow_lack_of_fit": True, "max_boundary_fraction": 0.0}}}
     cfg_path = write_config(tmp_path / "toy.yaml", tree)
     assert main(["run", str(cfg_path)]) == 0, capsys.readouterr().err
     refused = json.loads((out / "select" / "dos-point" / "seed0" / "refused.json").read_text())
@@ -234,3 +251,52 @@ def test_kill_9_inside_a_round_resumes_to_the_uninterrupted_runs(tmp_path):
     assert (killed / "grid" / "runs.csv").read_bytes() == (whole / "grid" / "runs.csv").read_bytes()
     log = (killed / "commands.log").read_text()
     assert log.count(" propose ") == 1  # the round's proposals were reused, not redrawn
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED / "clinicaltrials_gov" / "train.jsonl.gz").exists(),
+                    reason="needs ../shared/data (the real corpora)")
+def test_gpu_control_config_dry_run_on_cpu(tmp_path):
+    """gpu_control_junk.yaml, waiting for a GPU: its configuration loads and its data stage runs on
+    CPU (the contaminated pool, its labels and the cut evaluation sets), with the validation and
+    test splits disjoint from the pool."""
+    import contextlib
+
+    repo = Path(__file__).resolve().parents[1]
+    with contextlib.chdir(repo):
+        cfg = load_config("experiments/configs/gpu_control_junk.yaml", [f"out_dir={tmp_path / 'gpu'}"])
+        assert cfg.train.dtype == cfg.landscape.dtype == "bfloat16" and cfg.base_model == "smollm2-135m-instruct"
+        assert cfg.final.methods == ["dos-posterior", "random", "oracle", "band"] and cfg.final.mde is not None
+        assert main(["run", "experiments/configs/gpu_control_junk.yaml", f"out_dir={tmp_path / 'gpu'}",
+                     "--until", "data"]) == 0
+    data = tmp_path / "gpu" / "data"
+    manifest = json.loads((data / "domain_train_junk30.manifest.json").read_text())
+    assert manifest["documents"]["clean"] == 1500 and abs(manifest["junk_fraction_documents"] - 0.3) < 0.01
+    pool = {json.loads(line)["id"] for line in (data / "domain_train_junk30.jsonl").open()}
+    for split in ("domain_valid", "domain_test"):
+        ids = {json.loads(line)["id"] for line in (data / f"{split}_cut20000.jsonl").open()}
+        assert len(ids) == 120 and not ids & pool, split
+
+
+def test_validation_split_defaults_to_the_documents_after_the_scored_ones(tmp_path):
+    """Without data.domain_valid, the validation split is the documents after the first
+    data.domain_max_docs of the pool: disjoint from every subset the landscape can give."""
+    rows = [{"id": f"d{i}", "text": f"document {i} " * 20} for i in range(30)]
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps({"id": f"t{i}", "text": f"held out text {i} " * 30}) + "\n" for i in range(5)))
+    cfg = write_config(tmp_path / "c.yaml", {**TOY, "out_dir": str(tmp_path / "s"), "base_model": str(pool),
+                                             "data": {"domain_train": str(pool), "domain_test": str(test),
+                                                      "domain_max_docs": 20, "eval_max_docs": 7}})
+    assert main(["run", str(cfg), "--until", "data"]) == 0
+    valid = [json.loads(line)["id"] for line in (tmp_path / "s" / "data" / "domain_valid.jsonl").open()]
+    assert valid == [f"d{i}" for i in range(20, 27)]
+    with pytest.raises(PplawError, match="data.domain_valid is required"):
+        load = write_config(tmp_path / "d.yaml", {**TOY, "out_dir": str(tmp_path / "t"), "base_model": str(pool),
+                                                  "data": {"domain_train": str(pool), "domain_test": str(test)}})
+        from pplaw_jax.pipeline import Study
+
+        Study(load_config(load)).run(stop_after="data")

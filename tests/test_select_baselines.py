@@ -1,5 +1,7 @@
 """Baselines on a synthetic log-normal landscape: budget rule, and each one does what its name says."""
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -27,19 +29,21 @@ def naive_prefix(order, n_tokens, budget):
     return sorted(chosen)
 
 
-@pytest.mark.parametrize("method", ["random", "low", "high", "mid"])
+@pytest.mark.parametrize("method", ["random", "low", "high", "mid", "band"])
 @pytest.mark.parametrize("frac", [0.001, 0.05, 0.5, 0.999])
 def test_budget_rule(land, method, frac):
     ppl, n_tokens = land
     budget = int(n_tokens.sum() * frac)
-    sel = select_baseline(method, ppl, n_tokens, budget, seed=7)
+    spills = method == "band" and frac > 0.8  # the middle 80% cannot hold the budget: warned
+    with pytest.warns(SelectionWarning) if spills else contextlib.nullcontext():
+        sel = select_baseline(method, ppl, n_tokens, budget, seed=7)
     assert sel.tokens == n_tokens[sel.indices].sum()
     assert sel.tokens <= budget
     assert budget - sel.tokens < n_tokens.max()
     assert len(np.unique(sel.indices)) == sel.n_chunks
     assert sel.mu == pytest.approx(ppl[sel.indices].mean())
     assert sel.sigma == pytest.approx(ppl[sel.indices].std())
-    assert sel.warnings == []
+    assert bool(sel.warnings) == spills
 
 
 def test_low_high_mid_are_what_they_say(land):
@@ -102,3 +106,29 @@ def test_bad_budgets(land):
         select_baseline("random", ppl, n_tokens, None)
     with pytest.raises(PplawError, match="unknown baseline"):
         select_baseline("median", ppl, n_tokens, 1000)
+
+
+def test_band_is_random_within_the_middle_80_percent(land):
+    ppl, n_tokens = land
+    lo, hi = np.quantile(ppl, [0.1, 0.9])
+    a = select_baseline("band", ppl, n_tokens, int(n_tokens.sum() * 0.3), seed=1)
+    b = select_baseline("band", ppl, n_tokens, int(n_tokens.sum() * 0.3), seed=2)
+    assert ((ppl[a.indices] >= lo) & (ppl[a.indices] <= hi)).all() and not a.warnings
+    assert set(a.indices) != set(b.indices)  # re-drawn per seed
+    # within the band it is uniform: its mean log ppl is the band's, not skewed to either end
+    band = np.log(ppl[(ppl >= lo) & (ppl <= hi)])
+    assert np.log(ppl[a.indices]).mean() == pytest.approx(band.mean(), abs=4 * band.std() / np.sqrt(a.n_chunks))
+    with pytest.warns(SelectionWarning, match="outside it"):
+        over = select_baseline("band", ppl, n_tokens, int(n_tokens.sum() * 0.95), seed=1)
+    assert over.warnings
+
+
+def test_oracle_samples_only_allowed_chunks(land):
+    ppl, n_tokens = land
+    allowed = np.random.default_rng(0).random(ppl.size) < 0.7
+    sel = select_baseline("oracle", ppl, n_tokens, int(n_tokens.sum() * 0.3), seed=3, allowed=allowed)
+    assert allowed[sel.indices].all() and n_tokens.sum() * 0.3 - sel.tokens < n_tokens.max()
+    with pytest.raises(PplawError, match="needs the clean documents"):
+        select_baseline("oracle", ppl, n_tokens, 1000, seed=3)
+    with pytest.raises(PplawError, match="fewer than the budget"):
+        select_baseline("oracle", ppl, n_tokens, int(n_tokens.sum() * 0.9), seed=3, allowed=allowed)

@@ -2,7 +2,7 @@
 
     pplaw data cpython-docs --out DIR      the quickstart's corpora (general: stdlib docstrings,
                                            domain: the language reference), + cpython_docs.json
-    pplaw data cut --data SPEC --chars N --out FILE.jsonl [--max-docs M] [--skip-docs K]
+    pplaw data cut --data SPEC [--chars N] --out FILE.jsonl [--max-docs M] [--skip-docs K]
                                            each document cut to its central N characters
                                            (documents K..K+M-1 of the corpus)
     pplaw data cloze --data SPEC --out FILE.jsonl [--n 200] [--seed S]
@@ -34,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.pop("parser_class")
     modes = parser.add_subparsers(dest="mode", metavar="{cpython-docs,cut,cloze,contaminate}", required=True)
     docs = modes.add_parser("cpython-docs", help="the quickstart's corpora from this Python installation", **options)
-    docs.add_argument("--out", required=True, help="directory for {general,domain}_{train,test}.jsonl")
-    docs.add_argument("--test-every", type=int, default=10, help="every K-th document goes to test")
+    docs.add_argument("--out", required=True, help="directory for {general,domain}_{train,valid,test}.jsonl")
+    docs.add_argument("--test-every", type=int, default=10, help="every K-th document goes to test, the one before it to valid")
     cut = modes.add_parser("cut", help="a copy of a corpus with each document cut to its central characters",
                            **options)
     cloze = modes.add_parser("cloze", help="cloze tasks for `pplaw eval` from held-out text", **options)
@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         sub.add_argument("--out", required=True, help="JSONL file to write")
         sub.add_argument("--text-field", default="text", help="JSON field / Parquet column with the text")
         sub.add_argument("--id-field", default="id", help="document id field")
-    cut.add_argument("--chars", type=int, required=True, help="characters kept from the middle of each document")
+    cut.add_argument("--chars", type=int, default=None,
+                     help="characters kept from the middle of each document (default: the whole document)")
     cut.add_argument("--max-docs", type=int, default=None, help="the first N documents only (after --skip-docs)")
     cut.add_argument("--skip-docs", type=int, default=0,
                      help="skip the first K documents (e.g. a validation split after the scored ones)")
@@ -74,15 +75,15 @@ def run(args: argparse.Namespace) -> int:
     if args.mode == "cpython-docs":
         from pplaw_jax.data.cpython_docs import write_cpython_docs
 
-        if args.test_every < 2:
-            raise PplawError(f"--test-every must be >= 2, got {args.test_every}")
+        if args.test_every < 3:
+            raise PplawError(f"--test-every must be >= 3, got {args.test_every}")
         write_cpython_docs(args.out, test_every=args.test_every)
         return 0
     if args.mode == "contaminate":
         return _contaminate(args)
     as_path(args.out).parent.mkdir(parents=True, exist_ok=True)
     if args.mode == "cut":
-        if args.chars < 1:
+        if args.chars is not None and args.chars < 1:
             raise PplawError(f"--chars must be >= 1, got {args.chars}")
         if args.skip_docs < 0:
             raise PplawError(f"--skip-docs must be >= 0, got {args.skip_docs}")
@@ -95,8 +96,12 @@ def run(args: argparse.Namespace) -> int:
             args.skip_docs, None)
         rows = []
         for doc in docs:  # a central window keeps each document represented and skips front matter
-            start = max(0, (len(doc.text) - args.chars) // 2)
-            rows.append({args.id_field: doc.doc_id, args.text_field: doc.text[start:start + args.chars]})
+            keep = len(doc.text) if args.chars is None else args.chars
+            start = max(0, (len(doc.text) - keep) // 2)
+            rows.append({args.id_field: doc.doc_id, args.text_field: doc.text[start:start + keep]})
+        if not rows:
+            raise PplawError(f"{args.data}: no documents to write"
+                             + (f" after --skip-docs {args.skip_docs}" if args.skip_docs else ""))
         write_jsonl(args.out, rows)
         return 0
     from pplaw_jax.data.cloze import make_cloze_tasks

@@ -345,3 +345,13 @@ def table(length: int, rng: np.random.Generator) -> str:
         lines.append(row)
         size += 1 + len(row)
     return "\n".join(lines)
+
+
+def clean_doc_ids(spec: str, id_field: str = "id") -> set[str]:
+    """Ids of the documents a contaminated corpus labels clean (``"junk": "none"``): the planted
+    labels, which only the oracle baseline may see.  Read with the corpus reader, the label field
+    taken as the text (so a missing label is an error naming the file and line)."""
+    from pplaw_jax.data import iter_documents
+
+    return {doc.doc_id for doc in iter_documents(spec, text_field=LABEL_FIELD, id_field=id_field)
+            if doc.text == CLEAN}

@@ -4,8 +4,9 @@
 - domain: the Python language reference topics bundled for `help()` (`pydoc_data.topics`),
   cut into documents of about `doc_chars` characters at paragraph boundaries.
 
-Both are split deterministically into train/test (every `test_every`-th document goes to test) and
-written as JSONL `{"id", "text"}`, the format every other corpus uses.
+Both are split deterministically into train/valid/test (every `test_every`-th document goes to
+test, the one before it to valid) and written as JSONL `{"id", "text"}`, the format every other
+corpus uses.
 
 What the general corpus holds depends on the Python build (a module that does not import on this
 platform, e.g. `winreg` on Linux, is left out), so `write_cpython_docs` records it: the Python
@@ -78,16 +79,17 @@ MANIFEST = "cpython_docs.json"
 
 
 def write_cpython_docs(out_dir: str | Path, test_every: int = 10) -> dict[str, str]:
-    """Write general/domain train/test JSONL files and, last, `MANIFEST` (what they hold and
+    """Write general/domain train/valid/test JSONL files and, last, `MANIFEST` (what they hold and
     where it came from); returns {split name: path}."""
     out = as_path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # from here on the directory is incomplete
     paths, left_out = {}, {}
     for kind, docs in (("general", stdlib_docstrings(left_out)), ("domain", language_reference())):
-        splits = {
+        splits = {  # every test_every-th document to test, the one before it to valid, the rest to train
             "test": [d for i, d in enumerate(docs) if i % test_every == test_every - 1],
-            "train": [d for i, d in enumerate(docs) if i % test_every != test_every - 1],
+            "valid": [d for i, d in enumerate(docs) if i % test_every == test_every - 2],
+            "train": [d for i, d in enumerate(docs) if i % test_every < test_every - 2],
         }
         for split, rows in splits.items():
             path = out / f"{kind}_{split}.jsonl"

@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     one.add_argument("--fit", help="fit directory from `pplaw fit` (DOS target, predicted loss)")
     one.add_argument("--target-mu", type=float, help="explicit DOS target mu")
     one.add_argument("--target-sigma", type=float, help="explicit DOS target sigma")
+    one.add_argument("--labels", help="--method oracle: a corpus from `pplaw data contaminate` whose "
+                                      "documents labelled clean the oracle samples from")
+    one.add_argument("--id-field", default="id", help="--labels: the document id field")
     add_settings(parser, SelectConfig)
     modes = parser.add_subparsers(dest="mode", metavar="{design,windows}")
     options = parser_options()
@@ -107,10 +110,10 @@ def _run_select(args, cfg: SelectConfig) -> int:
     explicit = None if explicit[0] is None else explicit
     if method != "dos":
         _reject(cfg, args, ["--target", "--target-mu", "--target-sigma", "--selector", "--allow-boundary",
-                            "--max-boundary-fraction", "--trust-margin"], f"--method {method}")
+                            "--allow-lack-of-fit", "--max-boundary-fraction", "--trust-margin"], f"--method {method}")
     if explicit is not None:
-        _reject(cfg, args, ["--target", "--allow-boundary", "--max-boundary-fraction", "--trust-margin"],
-                "an explicit --target-mu/--target-sigma")
+        _reject(cfg, args, ["--target", "--allow-boundary", "--allow-lack-of-fit", "--max-boundary-fraction",
+                            "--trust-margin"], "an explicit --target-mu/--target-sigma")
     if method == "dos" and explicit is None and args.fit is None:
         raise PplawError("--method dos needs --fit FITDIR or --target-mu M --target-sigma S")
 
@@ -131,7 +134,7 @@ def _run_select(args, cfg: SelectConfig) -> int:
                                             "fit": args.fit, "message": str(e), **e.details})
             raise
     else:
-        sel = select_baseline(method, values, landscape.n_tokens, budget, args.seed)
+        sel = select_baseline(method, values, landscape.n_tokens, budget, args.seed, _allowed(args, landscape))
     summary = summary_record(method, budget, sel, args.seed, landscape, moments, fit=args.fit, **extra)
     if fit is not None:
         summary.update(predicted_losses(fit, sel))
@@ -139,6 +142,25 @@ def _run_select(args, cfg: SelectConfig) -> int:
     print(f"{method}: {sel.n_chunks} chunks, {sel.tokens} tokens (budget {budget}), "
           f"mu={sel.mu:.4g}, sigma={sel.sigma:.4g} ({moments}) -> {out}")
     return 0
+
+
+def _allowed(args, landscape: Landscape):
+    """--labels: whether each landscape chunk's document is labelled clean (None without it)."""
+    if args.labels is None:
+        if args.cfg.method == "oracle":
+            raise PplawError("--method oracle needs --labels CORPUS (from `pplaw data contaminate`)")
+        return None
+    if args.cfg.method != "oracle":
+        raise PplawError(f"--labels is only used by --method oracle, not {args.cfg.method}")
+    from pplaw_jax.data.contaminate import clean_doc_ids
+
+    clean = clean_doc_ids(args.labels, args.id_field)
+    allowed = np.isin(landscape.table.column("doc_id").to_numpy(zero_copy_only=False).astype(str),
+                      np.array(sorted(clean), dtype=str))
+    if not allowed.any():
+        raise PplawError(f"--labels {args.labels}: no document of the landscape is labelled clean there "
+                         "(is it the corpus the landscape scored?)")
+    return allowed
 
 
 def _moments(given: str | None, fit) -> str:
@@ -164,7 +186,8 @@ def _dos(args, cfg: SelectConfig, landscape: Landscape, values, budget: int, fit
         mu, sigma = explicit
         source = "explicit"
     else:
-        _check_usable(fit)
+        if not cfg.allow_lack_of_fit:
+            _check_usable(fit)
         draws, draws_source = fit.posterior_draws(), "posterior"
         if draws is None:
             draws, draws_source = fit.bootstrap_draws(), "bootstrap"
@@ -199,7 +222,8 @@ def _check_usable(fit) -> None:
     lof = ((fit.info.get("lack_of_fit") or {}).get("laws") or {}).get(fit.law) or {}
     raise Refusal(f"{fit.fit_dir / FIT_JSON}: no law fits these runs well enough to select with "
                   f"({choice.get('reason')}; {fit.law!r}: {lof.get('note', 'lack of fit')}). Random is the "
-                  "recommendation at this budget; add replicated runs or a more flexible law (--law) and refit",
+                  "recommendation at this budget; add replicated runs or a more flexible law (--law) and refit, or "
+                  "pass --allow-lack-of-fit to select anyway",
                   {"refused": "lack of fit", "law": fit.law, "law_choice": choice, "lack_of_fit": lof})
 
 
