@@ -230,8 +230,11 @@ def _law_choice_lines(fit: dict) -> list[str]:
     if not lof:
         return []
     pe = lof.get("pure_error") or {}
-    rows = [dict(law=k, residual_sd=v.get("residual_sd_log_loss"), F=v.get("F"),
-                 df="—" if v.get("df") is None else f"{v['df'][0]}, {v['df'][1]}", p=v.get("p"),
+    def num(x):
+        return "—" if x is None else f"{x:.4g}"
+
+    rows = [dict(law=k, residual_sd=num(v.get("residual_sd_log_loss")), F=num(v.get("F")),
+                 df="—" if v.get("df") is None else f"{v['df'][0]}, {v['df'][1]}", p=num(v.get("p")),
                  verdict="untestable" if v.get("rejected") is None else "rejected" if v["rejected"] else "not rejected")
             for k, v in (lof.get("laws") or {}).items()]
     sd = pe.get("sd_log_loss")
@@ -240,7 +243,7 @@ def _law_choice_lines(fit: dict) -> list[str]:
              f"{'n/a' if sd is None else f'{sd:.4g}'} ({pe.get('df', 0)} df). Each law's residual is tested "
              "against it (F test; a law rejected at p < "
              f"{next(iter((lof.get('laws') or {}).values()), {}).get('alpha', 0.05)} is not used to select):", "",
-             _table(pd.DataFrame(rows).fillna("—")), ""]
+             _table(pd.DataFrame(rows)), ""]
     usable = choice.get("usable", True)
     lines += [f"**Law used** (`fit.law: {choice.get('mode', fit.get('law'))}`): `{fit.get('law')}` — "
               f"{choice.get('reason', '')}." + ("" if usable else " **It is not used to select** (no law passed); "

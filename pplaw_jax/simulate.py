@@ -70,8 +70,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pplaw_jax.config import AUTO, LACK_OF_FIT_ALPHA, MAX_BOUNDARY_FRACTION
 from pplaw_jax.errors import PplawError
-from pplaw_jax.law.forms import get_law, predict_loss
+from pplaw_jax.law.choice import assess_laws, choose_law
+from pplaw_jax.law.forms import LAWS, get_law, predict_loss
 from pplaw_jax.law.point import fit_point
 from pplaw_jax.law.runs import runs_from_arrays
 from pplaw_jax.law.support import DEFAULT_MARGIN, SupportRegion
@@ -79,8 +81,7 @@ from pplaw_jax.moments import chunk_values, columns
 from pplaw_jax.select.baselines import select_baseline
 from pplaw_jax.select.design import build_design, unit_to_region
 from pplaw_jax.select.dos import RankedLandscape, dos_select
-from pplaw_jax.config import MAX_BOUNDARY_FRACTION
-from pplaw_jax.select.target import NoInteriorOptimum, choose_target
+from pplaw_jax.select.target import Refusal, choose_target
 from pplaw_jax.select.tilted import TiltedSampler, tilted_select
 from pplaw_jax.select.windows import select_windows
 
@@ -435,7 +436,7 @@ class LoopConfig:
     grid: str = "design"  # design | windows
     moments: str = "logppl"
     selector: str = "tilted"  # the design's (and final) selector; windows use the paper's bands
-    law: str = "ppl"
+    law: str = "auto"  # as `pplaw fit --law`: auto chooses among every law (lack of fit, held-out error)
     n_runs: int = 24
     n_centre: int = 3
     noise: float = 0.005
@@ -479,13 +480,27 @@ def observe(world: World, truth: Truth, rows: list[np.ndarray], budgets, rng, no
 
 
 def fit_runs(obs: dict, groups, cfg: LoopConfig, seed: int) -> dict:
-    """Point fit with a group bootstrap and (``cfg.bayes``) a NUTS posterior, in the fit's moments."""
+    """As the fit stage: every candidate law's lack-of-fit test and held-out error, the law choice
+    (`law.choice`), then the used law's point fit with a group bootstrap and (``cfg.bayes``) a NUTS
+    posterior, in the fit's moments.  ``usable`` is False when the law failed its lack-of-fit test
+    (or none could be chosen): the selection then refuses."""
     mu_c, sigma_c = columns(cfg.moments)
     runs = runs_from_arrays(obs["stats"][mu_c], obs["stats"][sigma_c], obs["tokens"], obs["loss"],
                             group=list(groups), moments=cfg.moments)
-    form = get_law(cfg.law)
+    candidates = tuple(LAWS) if cfg.law == AUTO else (cfg.law,)
+    assessed = assess_laws(runs, candidates, alpha=LACK_OF_FIT_ALPHA, n_random=4, seed=seed)
+    if cfg.law == AUTO:
+        choice = choose_law(assessed.heldout, assessed.lof, runs.groups, seed)
+        law, usable = choice["chosen"], choice["chosen"] is not None
+    else:
+        law, usable = cfg.law, (assessed.lof.get(cfg.law) or {}).get("rejected") is not True
+    out = {"runs": runs, "law": law, "usable": usable, "point": None, "bootstrap": None, "posterior": None,
+           "lack_of_fit": {k: v["p"] for k, v in assessed.lof.items()}, "pure_error_sd": assessed.pure_error.sd}
+    if not usable:
+        return out
+    form = get_law(law)
     point = fit_point(runs, form, bootstrap=cfg.bootstrap, seed=seed)
-    out = {"runs": runs, "point": point.params, "bootstrap": point.bootstrap_params, "posterior": None}
+    out.update(point=point.params, bootstrap=point.bootstrap_params)
     if cfg.bayes:
         from pplaw_jax.law.bayes import Priors, SamplerConfig, fit_bayes
 
@@ -500,14 +515,16 @@ def fit_runs(obs: dict, groups, cfg: LoopConfig, seed: int) -> dict:
 def choose(world: World, fit: dict, cfg: LoopConfig, target_kind: str, support: SupportRegion):
     """``(target, fraction_at_boundary, refusal reason)`` for `target_kind` (point | posterior);
     a refusal has target None and its reason (the error's message for other refusals)."""
+    if not fit["usable"]:
+        return None, None, "lack of fit"
     draws, source = (fit["posterior"], "posterior") if target_kind == "posterior" else (fit["bootstrap"], "bootstrap")
     region = world.region(cfg.moments, world.deploy)
     try:
-        choice = choose_target(region, cfg.law, fit["point"], draws, world.deploy, support,
+        choice = choose_target(region, fit["law"], fit["point"], draws, world.deploy, support,
                                draws_source=source, max_boundary_fraction=cfg.max_boundary_fraction,
                                allow_boundary=cfg.allow_boundary)
-    except NoInteriorOptimum as e:
-        return None, e.details["interior"]["fraction_at_boundary"], "no interior optimum"
+    except Refusal as e:
+        return None, (e.details.get("interior") or {}).get("fraction_at_boundary"), e.details["refused"]
     except PplawError as e:
         return None, None, str(e)
     return choice.get(target_kind), choice.interior["fraction_at_boundary"], None
@@ -555,7 +572,7 @@ def score(world: World, truth: Truth, cfg: LoopConfig, fit: dict | None, target,
     distance = np.hypot(target.mu - best[mu_c], target.sigma - best[sigma_c]) / sd
     draws = fit["posterior"] if fit["posterior"] is not None else fit["bootstrap"]
     with np.errstate(over="ignore", invalid="ignore"):
-        pred = predict_loss(cfg.law, {k: v[:, None] for k, v in draws.items()}, st[mu_c][None],
+        pred = predict_loss(fit["law"], {k: v[:, None] for k, v in draws.items()}, st[mu_c][None],
                             st[sigma_c][None], np.array([[world.n_tokens[rows].sum()]]))[:, 0]
     pred = pred[np.isfinite(pred)]
     lo, hi = np.quantile(pred, [0.05, 0.95]) if pred.size else (np.nan, np.nan)
@@ -589,9 +606,10 @@ def outcome_rates(scores: list[dict]) -> dict:
 
 
 def has_value(record: dict, score_: dict) -> bool:
-    """Whether a replicate's truth offers value the loop should find: an interior optimum and
-    headroom of at least `HEADROOM_SD` noise sd."""
-    return bool(record.get("interior")) and score_["headroom"] >= HEADROOM_SD * record["noise"]
+    """Whether a replicate's truth offers value the loop should find: headroom of at least
+    `HEADROOM_SD` noise sd.  Its optimum is interior or on the edge of what the corpus can supply,
+    and both are answers the loop may give (an optimum beyond the runs is what it refuses)."""
+    return score_["headroom"] >= HEADROOM_SD * record["noise"]
 
 
 def _judge(x: dict, low: float | None = None, high: float | None = None) -> tuple[bool, str]:
@@ -661,7 +679,8 @@ def _select_and_score(world: World, truth: Truth, cfg: LoopConfig, fit: dict, ki
     support = SupportRegion(fit["runs"].mu, fit["runs"].sigma, cfg.trust_margin)
     target, frac, reason = choose(world, fit, cfg, kind, support)
     rows = None if target is None else realise(world, cfg, target.mu, target.sigma, seed)
-    return score(world, truth, cfg, fit, target, rows, random_log_l, best, frac, reason)
+    return {**score(world, truth, cfg, fit, target, rows, random_log_l, best, frac, reason),
+            "law_used": fit["law"], "law_usable": fit["usable"], "lack_of_fit_p": fit["lack_of_fit"]}
 
 
 def _truth_and_references(world: World, family: str, cfg: LoopConfig, seed: int, depth: float):
@@ -700,12 +719,16 @@ def run_sequential(world: World, family: str, cfg: LoopConfig, seed: int, initia
         trace.append(step)
         if r == rounds:
             break
+        if not fit["usable"] or not get_law(fit["law"]).uses_perplexity:
+            step["located"] = None  # no law to propose from: the loop stops here
+            break
         draws = fit["posterior"] if cfg.bayes else fit["bootstrap"]
         region = world.region(cfg.moments, world.deploy)
-        props, _ = propose(region, SupportRegion(fit["runs"].mu, fit["runs"].sigma, explore_margin), cfg.law,
+        props, _ = propose(region, SupportRegion(fit["runs"].mu, fit["runs"].sigma, explore_margin), fit["law"],
                            draws, world.deploy, per_round, seed=seed + 1000 * (r + 1))
+        noise = fit["pure_error_sd"] or cfg.noise  # as `pplaw propose`: the replicates' pure error
         rule = stopping(feasible_grid(region, SupportRegion(fit["runs"].mu, fit["runs"].sigma, cfg.trust_margin)),
-                        cfg.law, draws, world.deploy, cfg.noise, float(chunk_values(world.ppl, cfg.moments).std()),
+                        fit["law"], draws, world.deploy, noise, float(chunk_values(world.ppl, cfg.moments).std()),
                         fit["runs"].mu, fit["runs"].sigma)
         step["located"] = rule["located"]
         if stop and rule["located"]:

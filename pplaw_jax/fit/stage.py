@@ -39,12 +39,11 @@ from pplaw_jax.fit import plots
 from pplaw_jax.fit.fitdir import (DIAGNOSTICS_JSON, FIT_JSON, FORMAT_VERSION, POSTERIOR_NC, write_fit_json,
                                   write_posterior)
 from pplaw_jax.fit.runs_table import read_runs
-from pplaw_jax.law.choice import choose_law
+from pplaw_jax.law.choice import assess_laws, choose_law
 from pplaw_jax.law.collinearity import collinearity
 from pplaw_jax.law.forms import LAWS, get_law
 from pplaw_jax.law.optimum import FeasibleGrid, optimum_summary
-from pplaw_jax.law.lack_of_fit import lack_of_fit, pure_error
-from pplaw_jax.law.point import compare_heldout, describe_heldout, fit_point, heldout_error
+from pplaw_jax.law.point import compare_heldout, describe_heldout, fit_point
 from pplaw_jax.law.predictive import predictive
 from pplaw_jax.law.runs import Runs
 from pplaw_jax.law.support import SupportRegion
@@ -113,18 +112,9 @@ def fit_to_dir(runs_path, out_dir, opts: FitConfig, seed: int = 0) -> dict:
 
     # every candidate's point fit, lack-of-fit test and held-out error: what the law choice rests on
     t0 = time.perf_counter()
-    pe = pure_error(runs)
-    full, heldout, lof = {}, {}, {}
-    for name in candidates:
-        try:  # with a posterior, a few bootstrap refits start each law's NUTS chains
-            full[name] = fit_point(runs, LAWS[name], n_random=opts.starts,
-                                   bootstrap=sampler.chains if bayes_wanted else 0, seed=seed)
-            lof[name] = lack_of_fit(full[name].log_predict(runs.mu, runs.sigma, runs.tokens) - np.log(runs.loss),
-                                    len(LAWS[name].param_names), pe, LACK_OF_FIT_ALPHA)
-            heldout[name] = (heldout_error(runs, LAWS[name], folds=opts.folds, seed=seed, full=full[name])
-                             if len(candidates) > 1 else "one law: no comparison")
-        except PplawError as e:  # e.g. too few runs for the law, a fold too small: report it
-            heldout.setdefault(name, str(e))
+    assessed = assess_laws(runs, candidates, alpha=LACK_OF_FIT_ALPHA, n_random=opts.starts, folds=opts.folds,
+                           seed=seed, bootstrap=sampler.chains if bayes_wanted else 0)  # refits start NUTS chains
+    full, heldout, lof, pe = assessed.fits, assessed.heldout, assessed.lof, assessed.pure_error
     choice = _law_choice(opts.law, heldout, lof, runs, seed)
     law = choice["fitted"]
     form = get_law(law)

@@ -15,19 +15,58 @@ run groups left out, `point.heldout_error`):
    selection, so noise in the held-out error does not buy extra curvature.
 
 With no law left (every law rejected, or none could be validated) nothing is chosen, and
-selection refuses.  Pure: tables in, a JSON-ready record out.
+selection refuses.  `assess_laws` computes what the rule rests on (each law's point fit, its
+lack-of-fit test and its held-out error); `choose_law` applies the rule.  Pure: arrays in,
+JSON-ready records out; the fit stage and the known-truth simulator both use them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from pplaw_jax.law.forms import get_law
-from pplaw_jax.law.point import HeldOut, compare_heldout
+from dataclasses import dataclass
+
+from pplaw_jax.errors import PplawError
+from pplaw_jax.law.forms import LAWS, get_law
+from pplaw_jax.law.lack_of_fit import PureError, lack_of_fit, pure_error
+from pplaw_jax.law.point import HeldOut, PointFit, compare_heldout, fit_point, heldout_error
+from pplaw_jax.law.runs import Runs
 
 RULE = ("laws rejected by the lack-of-fit test (p < alpha) are excluded; among the rest, the law with the "
         "fewest parameters whose held-out RMSE of log-loss is not detectably above the best's (90% "
         "group-bootstrap interval of the difference not above 0), ties broken by RMSE")
+
+
+@dataclass
+class Assessment:
+    """What the law choice rests on, per candidate law: its point fit (``fits``), lack-of-fit test
+    (``lof``) and held-out error (``heldout``: a `HeldOut`, or a string saying why there is none),
+    with the runs' pure error."""
+
+    fits: dict[str, PointFit]
+    lof: dict[str, dict]
+    heldout: dict
+    pure_error: PureError
+
+
+def assess_laws(runs: Runs, laws=tuple(LAWS), *, alpha: float, n_random: int = 16, folds: int = 0,
+                seed: int = 0, bootstrap: int = 0) -> Assessment:
+    """Each law's point fit (`bootstrap` refits, e.g. to start NUTS chains), its lack-of-fit test
+    against the pure error of the replicated runs and, with more than one law, its held-out error
+    (whole run groups left out).  A law the runs cannot fit or validate is recorded with the reason."""
+    pe = pure_error(runs)
+    fits, lof, heldout = {}, {}, {}
+    for name in laws:
+        form = LAWS[name]
+        try:
+            fits[name] = fit_point(runs, form, n_random=n_random, bootstrap=bootstrap, seed=seed)
+            lof[name] = lack_of_fit(fits[name].log_predict(runs.mu, runs.sigma, runs.tokens) - np.log(runs.loss),
+                                    len(form.param_names), pe, alpha)
+            heldout[name] = (heldout_error(runs, form, folds=folds, seed=seed, full=fits[name])
+                             if len(laws) > 1 else "one law: no comparison")
+        except PplawError as e:  # e.g. too few runs for the law, a fold too small: report it
+            heldout.setdefault(name, str(e))
+    return Assessment(fits, lof, heldout, pe)
 
 
 def choose_law(heldout: dict, lof: dict, groups: np.ndarray, seed: int = 0) -> dict:
