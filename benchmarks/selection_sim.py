@@ -9,10 +9,12 @@ with a heavy right tail) or ``--landscape DIR`` (a `pplaw score` output); the ``
 runs on `junk_landscape` (same size, ``--junk-fraction`` of planted junk), the only landscape whose
 junk labels are known.  Law-fitting budgets: 1/160, 1/40 and 1/10 of the landscape's tokens (a
 16x span); deployment budget 1/40.  Each replicate draws a fresh truth of its family (random
-optimum location), a fresh design (seeded) and fresh noise, fits the paper's law (point fit with
-100 group-bootstrap refits; with ``--bayes`` also NUTS, 2 chains x 300 + 300) and selects at the
-deployment budget, refusing when the interior check fails.  Configurations are
-``grid:moments:selector[:law]``.
+optimum location), a fresh design (seeded) and fresh noise, chooses the law as `pplaw fit --law
+auto` does (lack-of-fit test against the replicates' pure error, held-out error; a law that fails
+is not used) and fits it (point fit with 100 group-bootstrap refits; with ``--bayes`` also NUTS, 2
+chains x 300 + 300), and selects at the deployment budget, refusing when the interior check fails.
+Configurations are ``grid:moments:selector[:law]`` (law default ``auto``; ``ppl`` is the paper's
+law alone, still refused when it fails its lack-of-fit test).
 
 Scoring (`pplaw_jax.simulate.score`): the used subset is the selection, or random when the loop
 refuses.  ``gain`` = log L(random) - log L(used) (0 for a refusal), ``headroom`` = log L(random) -
@@ -25,7 +27,7 @@ Prints, and writes to ``--out`` (Markdown), a table per target kind (point / pos
 family and configuration, n, the share of truths with an interior optimum, the mean headroom in
 noise sd, refusal / useful / harmful / safe rates with 95% Wilson intervals, the mean regret
 (refusals included, at their headroom), recovery and 90%-interval coverage where the loop
-selected; then the verdict against the targets (truths with an interior optimum and headroom >= 3
+selected; then the verdict against the targets (truths with headroom >= 3
 noise sd: useful >= 0.70 and harmful <= 0.05; the rest: harmful <= 0.05), judged on the point
 estimates with what the intervals say beside it.  Every replicate's record goes to the JSON next to
 the Markdown (same name, ``.json``); finished replicates also to ``.partial.jsonl``, so a killed run
@@ -59,7 +61,7 @@ def _parse_config(text: str, args):
 
     parts = text.split(":")
     grid, moments, selector = parts[:3]
-    law = parts[3] if len(parts) > 3 else "ppl"
+    law = parts[3] if len(parts) > 3 else "auto"
     return LoopConfig(grid=grid, moments=moments, selector=selector, law=law, noise=args.noise,
                       bayes=args.bayes, tol=args.tol)
 
@@ -194,7 +196,7 @@ def markdown_verdict(rows: list[dict]) -> str:
     lines = ["| family | grid | moments | selector | law | truths | n | useful | harmful | target | "
              "point estimate | 95% interval |", "|" + "---|" * 12]
     for r in rows:
-        for group, label in (("value", "interior, headroom >= 3 sd"), ("no_value", "the rest")):
+        for group, label in (("value", "headroom >= 3 sd"), ("no_value", "the rest")):
             g = r["verdict"][group]
             if not g["n"]:
                 continue
@@ -308,7 +310,8 @@ def report(args, records: list[dict], tables: dict, wall_s: float) -> str:
              "A refusal uses random: gain 0, regret = its headroom (left on the table). Outcomes: harmful = "
              "selected and gain < -tol, useful = selected and gain > tol, neutral = selected within tol; "
              "safe = 1 - harmful (a refusal is safe, never useful). Rates with 95% Wilson intervals. "
-             f"Targets: truths with an interior optimum and headroom >= {HEADROOM_SD:g} noise sd: useful >= "
+             f"Targets: truths with headroom >= {HEADROOM_SD:g} noise sd (optimum interior or on the edge of "
+             "the corpus, both valid answers): useful >= "
              f"{USEFUL_MIN:.2f} and harmful <= {HARMFUL_MAX:.2f}; the rest: harmful <= {HARMFUL_MAX:.2f} "
              "(verdict on the point estimates; 'interval' says whether the 95% intervals confirm it)."]
     if tables.get("sequential"):

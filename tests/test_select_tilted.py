@@ -80,21 +80,25 @@ def test_a_small_subset_redraws_the_noise_until_the_target_is_reached():
 def test_design_targets_fill_the_region_and_balance_the_budgets(land):
     x, n = land
     budgets = [int(n.sum() / 320), int(n.sum() / 80), int(n.sum() / 20)]
-    region = RankedLandscape(x, n, budgets[-1]).region
-    points, record = design_targets(region, budgets, 20, n_centre=2, seed=0)
+    regions = {b: RankedLandscape(x, n, b).region for b in budgets}
+    points, record = design_targets(regions, budgets, 20, n_centre=2, seed=0)
     space = [p for p in points if p.replicate == 0]
     assert len(space) == 18 and len({p.group for p in space}) == 18
     assert sorted(np.bincount([budgets.index(p.budget) for p in space])) == [6, 6, 6]
     mu, sigma = np.array([p.target_mu for p in space]), np.array([p.target_sigma for p in space])
-    assert region.contains(mu, sigma).all()
+    for p in space:  # every target is attainable at its own budget
+        assert regions[p.budget].contains(p.target_mu, p.target_sigma)
+    # the smallest budget's runs reach narrower subsets than the largest budget can supply
+    small = [p for p in space if p.budget == budgets[0]]
+    assert min(p.target_sigma / regions[budgets[-1]].sigma_bounds(np.array([p.target_mu]))[0][0] for p in small) < 1
     assert abs(np.corrcoef(np.log(mu), np.log(sigma))[0, 1]) <= 0.3 and record["corr_constraint_met"]
     centre = [p for p in points if p.replicate > 0]
     assert [p.replicate for p in centre] == [1, 2] and len({(p.target_mu, p.budget) for p in centre}) == 1
     # maximin: better spread than a typical random Latin hypercube draw of the same size
-    one, _ = design_targets(region, budgets, 20, n_centre=2, seed=0, candidates=1)
+    one, _ = design_targets(regions, budgets, 20, n_centre=2, seed=0, candidates=1)
     assert record["min_distance"] > _min_distance(one, budgets)
     with pytest.raises(PplawError, match="16x"):
-        design_targets(region, budgets[:2], 20)
+        design_targets(regions, budgets[:2], 20)
 
 
 def _min_distance(points, budgets):

@@ -10,7 +10,12 @@ its convergence checks.
 
 fit.json layout (all numbers plain JSON floats; NaN/inf written as null)::
 
-    law, law_form, param_names, parameterisation, method, seed, created, notes, plots
+    law (the law fitted in full), law_form, param_names, parameterisation, method, seed, created, notes, plots
+    law_choice: {mode: "auto"|"given", fitted, chosen, usable (false: select refuses), reason, and for auto
+                 rule, best_heldout, rejected, untested, eligible, not_worse_than_best, differences_to_best}
+    lack_of_fit: {pure_error: {sd_log_loss, df, ss, replicate_sets, replicated_runs, definition},
+                  laws: {LAW: {ss_residual, df_residual, residual_sd_log_loss, pure_error_sd_log_loss, alpha,
+                               F, df: [df_lof, df_pe], p, rejected (null: untestable), note}}, method}
     runs:  {file, n_runs, n_groups, mu|sigma|tokens|loss: [min, max]}
     point: {params: {name: float}, identified: {name: bool} (False: E ran to its bound),
             ci90: {name: [q05, q95] | null (unidentified)} ({} without bootstrap),
@@ -26,7 +31,7 @@ fit.json layout (all numbers plain JSON floats; NaN/inf written as null)::
             optimum: {box, tokens_ref, mu|sigma|loss_at_tokens_ref: {mean, sd, q05, q50, q95},
                       fraction_at_boundary, credible_region: {level, method, polygons: [[[mu, sigma], ...]]},
                       point: {mu, sigma}} | null}
-    comparison: null | (ppl law only; LAW = ppl|data|mu|nointer|quad, RIVAL = LAW other than ppl)
+    comparison: null | (--law auto or ppl; LAW = ppl|data|mu|nointer|quad|surface, RIVAL = LAW other than ppl)
         {heldout: {method, baseline: "ppl", best: LAW | null,
                    laws: {LAW: {folds, leave_one_group_out, n_scored, n_nonfinite, rmse_log_loss, mae_loss,
                                 max_abs_log_error, per_run_log_error: [per run, runs.csv order]} | {error}},
@@ -58,7 +63,7 @@ from pplaw_jax.paths import AnyPath, as_path, local_copy
 FIT_JSON = "fit.json"
 POSTERIOR_NC = "posterior.nc"
 DIAGNOSTICS_JSON = "diagnostics.json"  # instead of fit.json when the Bayesian fit did not converge
-FORMAT_VERSION = 2  # 2: moments, run points, support region, rival comparison
+FORMAT_VERSION = 3  # 2: moments, run points, support region, rival comparison; 3: lack of fit, law choice
 
 
 def write_posterior(fit_dir, idata) -> None:

@@ -5,10 +5,13 @@ VIFs of 24-70 on the committed cpu_tiny grid) and spend two thirds of the runs o
 counts, which cannot move the law's argmin.  A design instead spreads the runs over the region of
 ``(mu, sigma)`` the landscape can supply and over the token budgets at once:
 
-* Region: the `AttainableRegion` of the landscape at the *largest* budget (the smallest region),
+* Region: each run's target lies in the `AttainableRegion` of the landscape at *its own* budget,
   in the fit's coordinates ``log mu`` and ``log sigma``: ``mu`` log-spaced over its range and, at
   each ``mu``, ``sigma`` log-spaced between its least and most attainable value, both with an
-  inset (default 5% of each unit coordinate) so no target sits on the region's edge.
+  inset (default 5% of each unit coordinate) so no target sits on the region's edge.  A smaller
+  budget can draw a narrower band (a smaller ``sigma``) than a larger one, so the small runs reach
+  the edge of what the corpus can supply at the final budget, which lies between them: an optimum
+  there ("drop the tail") is then inside the runs' support, not beyond it.
 * Space filling: a maximin Latin hypercube over (``mu`` coordinate, ``sigma`` coordinate, budget
   level): among `candidates` random Latin hypercubes (budget levels assigned in equal shares), the
   one whose smallest pairwise distance in standardised ``(log mu, log sigma, log D)`` is largest,
@@ -71,10 +74,11 @@ def unit_to_region(region: AttainableRegion, u_mu, u_sigma, inset: float) -> tup
     return mu, np.exp(np.log(lo) + u_sigma * (np.log(hi) - np.log(lo)))
 
 
-def design_targets(region: AttainableRegion, budgets, n: int, n_centre: int = 3, seed: int = 0,
+def design_targets(regions: dict[int, AttainableRegion], budgets, n: int, n_centre: int = 3, seed: int = 0,
                    inset: float = 0.05, candidates: int = 2000) -> tuple[list[DesignPoint], dict]:
     """The design's points (space-filling first, then the centre replicates) and a record of how
-    they were chosen (criterion value, correlation of the targets)."""
+    they were chosen (criterion value, correlation of the targets); `regions` maps each budget to
+    the region its runs' targets come from."""
     budgets = sorted({int(b) for b in budgets})
     if n - n_centre < 2:
         raise PplawError(f"--n {n} with --centre {n_centre}: need at least 2 space-filling points")
@@ -88,16 +92,25 @@ def design_targets(region: AttainableRegion, budgets, n: int, n_centre: int = 3,
     m = n - n_centre
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xD351]))
     log_b = np.log(budgets)
-    # standardisation of the criterion's coordinates: the region's log ranges and the budgets' span
-    mu_c, sig_c = unit_to_region(region, *np.meshgrid(np.linspace(0, 1, 21), np.linspace(0, 1, 21)), inset)
-    span = np.array([np.ptp(np.log(mu_c)), np.ptp(np.log(sig_c)), np.ptp(log_b)])
+    # standardisation of the criterion's coordinates: the regions' log ranges and the budgets' span
+    grid = np.meshgrid(np.linspace(0, 1, 21), np.linspace(0, 1, 21))
+    corners = np.concatenate([np.stack(unit_to_region(regions[b], *grid, inset)).reshape(2, -1) for b in budgets], 1)
+    span = np.array([np.ptp(np.log(corners[0])), np.ptp(np.log(corners[1])), np.ptp(log_b)])
     span = np.where(span > 0, span, 1.0)
+
+    def targets(u_mu, u_sig, level):
+        mu, sigma = np.empty(u_mu.size), np.empty(u_mu.size)
+        for k, b in enumerate(budgets):
+            at = level == k
+            mu[at], sigma[at] = unit_to_region(regions[b], u_mu[at], u_sig[at], inset)
+        return mu, sigma
+
     best, best_key = None, None
     for _ in range(candidates):
         u_mu = (rng.permutation(m) + rng.random(m)) / m
         u_sig = (rng.permutation(m) + rng.random(m)) / m
         level = rng.permutation(np.resize(np.arange(len(budgets)), m))
-        mu, sigma = unit_to_region(region, u_mu, u_sig, inset)
+        mu, sigma = targets(u_mu, u_sig, level)
         pts = np.column_stack([np.log(mu), np.log(sigma), log_b[level]]) / span
         d = np.sqrt(((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1))
         min_d = float(d[np.triu_indices(m, 1)].min())
@@ -109,8 +122,8 @@ def design_targets(region: AttainableRegion, budgets, n: int, n_centre: int = 3,
     width = len(str(m - 1))
     points = [DesignPoint(f"p{i:0{width}d}_b{format_budget(budgets[level[i]])}", f"p{i:0{width}d}",
                           budgets[level[i]], 0, i, float(mu[i]), float(sigma[i])) for i in range(m)]
-    c_mu, c_sigma = unit_to_region(region, np.array([0.5]), np.array([0.5]), inset)
     mid = budgets[len(budgets) // 2]
+    c_mu, c_sigma = unit_to_region(regions[mid], np.array([0.5]), np.array([0.5]), inset)
     points += [DesignPoint(f"c{k}_b{format_budget(mid)}", "centre", mid, k, m + k - 1, float(c_mu[0]),
                            float(c_sigma[0])) for k in range(1, n_centre + 1)]
     record = {"criterion": "maximin distance in standardised (log mu, log sigma, log D)",
@@ -144,8 +157,8 @@ def build_design(values: np.ndarray, n_tokens: np.ndarray, budgets, n: int, n_ce
     if budgets[-1] >= total:
         raise PplawError(f"--budgets: the largest budget {budgets[-1]} is not below the landscape's "
                          f"{total} tokens; a design needs room to choose")
-    region = RankedLandscape(values, n_tokens, budgets[-1]).region
-    points, record = design_targets(region, budgets, n, n_centre, seed, inset, candidates)
+    regions = {b: RankedLandscape(values, n_tokens, b).region for b in budgets}
+    points, record = design_targets(regions, budgets, n, n_centre, seed, inset, candidates)
     spaces: dict = {}
     selections = [realise(selector, values, n_tokens, p, seed, spaces) for p in points]
     mu = np.array([s.mu for s in selections])
@@ -155,6 +168,6 @@ def build_design(values: np.ndarray, n_tokens: np.ndarray, budgets, n: int, n_ce
         "targets": record,
         "realised": collinearity(mu, sigma, tokens),
         "max_distance_to_target": float(max(s.info["distance"] for s in selections)),
-        "region_at_largest_budget": region.describe(),
+        "regions": {str(b): r.describe() for b, r in regions.items()},
     }
     return points, selections, diagnostics
