@@ -19,6 +19,7 @@ PATTERNS = [
     "grid/round*/proposals/propose.json", "grid/round*/proposals/manifest.csv", "grid/round*/runs/*/eval.json",
     "fit/fit.json", "fit/*.png", "fit/diagnostics.json",
     "select/*/seed*/summary.json", "select/*/seed*/refused.json", "base/pretrain/eval.json",
+    "data/*.manifest.json",
     "final/base/downstream.json", "final/*/seed*/eval.json", "final/*/seed*/downstream.json",
 ]
 
