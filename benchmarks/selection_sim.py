@@ -13,8 +13,9 @@ optimum location), a fresh design (seeded) and fresh noise, chooses the law as `
 auto` does (lack-of-fit test against the replicates' pure error, held-out error; a law that fails
 is not used) and fits it (point fit with 100 group-bootstrap refits; with ``--bayes`` also NUTS, 2
 chains x 300 + 300), and selects at the deployment budget, refusing when the interior check fails.
-Configurations are ``grid:moments:selector[:law]`` (law default ``auto``; ``ppl`` is the paper's
-law alone, still refused when it fails its lack-of-fit test).
+Configurations are ``grid:moments:selector[:law[:outlier_share]]`` (law default ``auto``; ``ppl``
+is the paper's law alone, still refused when it fails its lack-of-fit test; ``outlier_share`` as
+`pplaw fit --outlier-share`, default 0: the classical lack-of-fit test).
 
 Scoring (`pplaw_jax.simulate.score`): the used subset is the selection, or random when the loop
 refuses.  ``gain`` = log L(random) - log L(used) (0 for a refusal), ``headroom`` = log L(random) -
@@ -62,8 +63,9 @@ def _parse_config(text: str, args):
     parts = text.split(":")
     grid, moments, selector = parts[:3]
     law = parts[3] if len(parts) > 3 else "auto"
+    outlier_share = float(parts[4]) if len(parts) > 4 else 0.0
     return LoopConfig(grid=grid, moments=moments, selector=selector, law=law, noise=args.noise,
-                      bayes=args.bayes, tol=args.tol)
+                      bayes=args.bayes, tol=args.tol, outlier_share=outlier_share)
 
 
 _WORLDS: dict = {}
@@ -107,12 +109,12 @@ def _job(job):
             rec = {"sequential": run_sequential(world, family, cfg, seed, depth=depth),
                    "fixed": run_fixed(world, family, cfg, seed, depth=depth),
                    "family": family, "seed": seed, "grid": cfg.grid, "moments": cfg.moments,
-                   "selector": cfg.selector if cfg.grid == "design" else "bands", "law": cfg.law}
+                   "selector": cfg.selector if cfg.grid == "design" else "bands", "law": cfg.label}
         else:
             rec = run_replicate(_world(family), family, cfg, seed, depth)
     except Exception as e:  # a failed replicate is reported, not hidden
         rec = {"family": family, "seed": seed, "grid": cfg.grid, "moments": cfg.moments,
-               "selector": cfg.selector if cfg.grid == "design" else "bands", "law": cfg.law,
+               "selector": cfg.selector if cfg.grid == "design" else "bands", "law": cfg.label,
                "error": f"{type(e).__name__}: {e}"}
     rec["wall_s"] = time.perf_counter() - t0
     return rec
@@ -362,7 +364,7 @@ def main() -> None:
     records = [json.loads(line) for line in partial.read_text().splitlines()] if partial.exists() else []
     done = {_key(r["family"], r["moments"], r.get("grid", "design"), r["selector"], r["law"], r["seed"]) for r in records}
     jobs = [j for j in jobs if _key(j[0], j[1].moments, j[1].grid,
-                                     j[1].selector if j[1].grid == "design" else "bands", j[1].law, j[2]) not in done]
+                                     j[1].selector if j[1].grid == "design" else "bands", j[1].label, j[2]) not in done]
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")
     need_junk = any(j[0] == "junk" for j in jobs)

@@ -123,6 +123,9 @@ class FitConfig:
     starts: int = setting(16, lo=0, help="random starts added to the OLS grid starts")
     folds: int = setting(0, lo=0, help="held-out comparison: 0 leaves one run group out at a time; "
                                        "k >= 2: k folds of run groups")
+    outlier_share: float = setting(0.0, lo=0, hi=0.5, help="lack-of-fit test: at most this share of the runs (unreplicated, "
+                                   "beyond 5 pure-error sds) may be set aside as outliers, and are named "
+                                   "(0: the classical test)")
     trust_margin: float = setting(0.1, lo=0, help="the supported region: the runs' convex hull in scaled "
                                   "(log mu, log sigma) widened by this distance; the optimum is searched inside it")
     tokens_ref: Optional[float] = setting(None, lo=0, lo_open=True,

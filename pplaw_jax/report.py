@@ -235,7 +235,8 @@ def _law_choice_lines(fit: dict) -> list[str]:
 
     rows = [dict(law=k, residual_sd=num(v.get("residual_sd_log_loss")), F=num(v.get("F")),
                  df="—" if v.get("df") is None else f"{v['df'][0]}, {v['df'][1]}", p=num(v.get("p")),
-                 verdict="untestable" if v.get("rejected") is None else "rejected" if v["rejected"] else "not rejected")
+                 verdict="untestable" if v.get("rejected") is None else "rejected" if v["rejected"] else "not rejected",
+                 set_aside=", ".join(v.get("set_aside") or []) or "—")
             for k, v in (lof.get("laws") or {}).items()]
     sd = pe.get("sd_log_loss")
     lines = [f"**Lack of fit.** Pure error of log-loss from {pe.get('replicated_runs', 0)} replicated runs in "

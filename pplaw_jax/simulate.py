@@ -449,6 +449,12 @@ class LoopConfig:
     max_boundary_fraction: float = MAX_BOUNDARY_FRACTION
     allow_boundary: bool = False
     tol: float | None = None
+    outlier_share: float = 0.0  # `pplaw fit --outlier-share`: the trimmed lack-of-fit test
+
+    @property
+    def label(self) -> str:
+        """The law setting as tables show it: the law, and the trimmed lack-of-fit test if on."""
+        return self.law if not self.outlier_share else f"{self.law}:trim{self.outlier_share:g}"
 
     @property
     def tolerance(self) -> float:
@@ -488,7 +494,8 @@ def fit_runs(obs: dict, groups, cfg: LoopConfig, seed: int) -> dict:
     runs = runs_from_arrays(obs["stats"][mu_c], obs["stats"][sigma_c], obs["tokens"], obs["loss"],
                             group=list(groups), moments=cfg.moments)
     candidates = tuple(LAWS) if cfg.law == AUTO else (cfg.law,)
-    assessed = assess_laws(runs, candidates, alpha=LACK_OF_FIT_ALPHA, n_random=4, seed=seed)
+    assessed = assess_laws(runs, candidates, alpha=LACK_OF_FIT_ALPHA, n_random=4, seed=seed,
+                           outlier_share=cfg.outlier_share)
     if cfg.law == AUTO:
         choice = choose_law(assessed.heldout, assessed.lof, runs.groups, seed)
         law, usable = choice["chosen"], choice["chosen"] is not None
@@ -668,7 +675,7 @@ def run_replicate(world: World, family: str, cfg: LoopConfig, seed: int, depth: 
 def _header(family: str, seed: int, cfg: LoopConfig, truth: Truth, best: dict, random_log_l: float,
             depth: float) -> dict:
     return {"family": family, "seed": seed, "grid": cfg.grid, "moments": cfg.moments,
-            "selector": cfg.selector if cfg.grid == "design" else "bands", "law": cfg.law,
+            "selector": cfg.selector if cfg.grid == "design" else "bands", "law": cfg.label,
             "truth": truth.info, "interior": truth.info["interior"], "noise": cfg.noise, "tol": cfg.tolerance,
             "depth": depth, "random_log_l": random_log_l, "best_log_l": best["log_l"],
             "headroom": random_log_l - best["log_l"], "random_minus_best": random_log_l - best["log_l"]}

@@ -178,3 +178,32 @@ def test_an_optimum_on_the_edge_of_the_corpus_is_selected_and_one_beyond_the_run
     short = SupportRegion([5.0, 5.0, 20.0, 20.0], [6.0, 30.0, 6.0, 30.0], margin=0.1)
     with pytest.raises(NoInteriorOptimum, match="beyond the runs"):
         choose_target(region, "quad", params, draws, 10**6, short)
+
+
+def test_trimmed_lack_of_fit_sets_aside_a_named_outlier_and_nothing_else():
+    """A law that describes every run but one to the pure error: the classical test rejects it; the
+    trimmed test sets that run aside (named), accepts the law, and never touches replicated runs or
+    runs within 5 pure-error sds."""
+    rng = np.random.default_rng(4)
+    x = np.linspace(1.0, 3.0, 14)
+    group = list(range(14)) + [99] * 6
+    xs = np.concatenate([x, [2.0] * 6])
+    y = 0.3 * xs + 0.004 * rng.standard_normal(xs.size)
+    y[5] += 0.1  # one run far off the line
+    runs = runs_from_arrays(np.exp(xs), np.ones_like(xs), np.full(xs.size, 1e6), np.exp(y), group=group,
+                            run_id=[f"r{i}" for i in range(xs.size)])
+    X = np.column_stack([np.ones_like(xs), xs])
+    resid = X @ np.linalg.lstsq(X, y, rcond=None)[0] - y
+    pe = pure_error(runs)
+    assert lack_of_fit(resid, 2, pe, 0.05)["rejected"]
+    from pplaw_jax.law.lack_of_fit import replicated_mask
+
+    trimmed = lack_of_fit(resid, 2, pe, 0.05, max_outliers=1, replicated=replicated_mask(runs), run_ids=runs.run_ids)
+    assert trimmed["set_aside"] == ["r5"] and trimmed["rejected"] is False and "r5" in trimmed["note"]
+    assert trimmed["df_residual"] == xs.size - 1 - 2
+    # nothing beyond 5 pure-error sds: nothing is set aside, whatever the allowance
+    y[5] -= 0.1
+    resid = X @ np.linalg.lstsq(X, y, rcond=None)[0] - y
+    assert lack_of_fit(resid, 2, pure_error(runs_from_arrays(np.exp(xs), np.ones_like(xs), np.full(xs.size, 1e6),
+                                                             np.exp(y), group=group)), 0.05,
+                       max_outliers=3, replicated=replicated_mask(runs))["set_aside"] == []

@@ -113,7 +113,8 @@ def fit_to_dir(runs_path, out_dir, opts: FitConfig, seed: int = 0) -> dict:
     # every candidate's point fit, lack-of-fit test and held-out error: what the law choice rests on
     t0 = time.perf_counter()
     assessed = assess_laws(runs, candidates, alpha=LACK_OF_FIT_ALPHA, n_random=opts.starts, folds=opts.folds,
-                           seed=seed, bootstrap=sampler.chains if bayes_wanted else 0)  # refits start NUTS chains
+                           seed=seed, bootstrap=sampler.chains if bayes_wanted else 0,  # refits start NUTS chains
+                           outlier_share=opts.outlier_share)
     full, heldout, lof, pe = assessed.fits, assessed.heldout, assessed.lof, assessed.pure_error
     choice = _law_choice(opts.law, heldout, lof, runs, seed)
     law = choice["fitted"]

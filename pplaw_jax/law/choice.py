@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.law.forms import LAWS, get_law
-from pplaw_jax.law.lack_of_fit import PureError, lack_of_fit, pure_error
+from pplaw_jax.law.lack_of_fit import PureError, lack_of_fit, pure_error, replicated_mask
 from pplaw_jax.law.point import HeldOut, PointFit, compare_heldout, fit_point, heldout_error
 from pplaw_jax.law.runs import Runs
 
@@ -50,18 +50,21 @@ class Assessment:
 
 
 def assess_laws(runs: Runs, laws=tuple(LAWS), *, alpha: float, n_random: int = 16, folds: int = 0,
-                seed: int = 0, bootstrap: int = 0) -> Assessment:
+                seed: int = 0, bootstrap: int = 0, outlier_share: float = 0.0) -> Assessment:
     """Each law's point fit (`bootstrap` refits, e.g. to start NUTS chains), its lack-of-fit test
-    against the pure error of the replicated runs and, with more than one law, its held-out error
-    (whole run groups left out).  A law the runs cannot fit or validate is recorded with the reason."""
+    against the pure error of the replicated runs (trimmed of up to ``outlier_share`` of the runs as
+    outliers, `lack_of_fit`) and, with more than one law, its held-out error (whole run groups left
+    out).  A law the runs cannot fit or validate is recorded with the reason."""
     pe = pure_error(runs)
+    replicated = replicated_mask(runs)
+    max_outliers = int(np.floor(outlier_share * runs.n))
     fits, lof, heldout = {}, {}, {}
     for name in laws:
         form = LAWS[name]
         try:
             fits[name] = fit_point(runs, form, n_random=n_random, bootstrap=bootstrap, seed=seed)
             lof[name] = lack_of_fit(fits[name].log_predict(runs.mu, runs.sigma, runs.tokens) - np.log(runs.loss),
-                                    len(form.param_names), pe, alpha)
+                                    len(form.param_names), pe, alpha, max_outliers, replicated, runs.run_ids)
             heldout[name] = (heldout_error(runs, form, folds=folds, seed=seed, full=fits[name])
                              if len(laws) > 1 else "one law: no comparison")
         except PplawError as e:  # e.g. too few runs for the law, a fold too small: report it

@@ -20,6 +20,14 @@ slightly conservative towards rejection); the law's replicate predictions differ
 re-drawn subsets' moments and token counts differ), so ``SS_lof`` can come out below 0, read as 0.
 Without replicated runs (``df_pe = 0``) or with as many parameters as distinct runs
 (``df_lof <= 0``) the test cannot be made, and says so.
+
+Outliers (``max_outliers > 0``, `pplaw fit --outlier-share`): the point fit is robust (Huber), so
+one run far off the law (e.g. a junk-dominated subset that does not improve with more tokens) moves
+the fit little but can dominate ``SS_res`` and reject a law that describes every other run to the
+pure error.  The trimmed test sets aside up to `max_outliers` unreplicated runs whose residual
+exceeds `OUTLIER_PE` pure-error sds (worst first), tests the rest (``SS_res`` and ``df_res`` less
+theirs; the pure error is untouched) and names them: the law is then accepted for the runs it
+describes, and the report says which runs it does not.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from scipy import stats
 from pplaw_jax.law.runs import Runs
 
 SAME_BUDGET_RTOL = 0.05  # token counts within 5% are one budget (subsets fall short by < one chunk)
+OUTLIER_PE = 5.0  # a run may be set aside as an outlier only beyond this many pure-error sds
 
 
 def replicate_sets(runs: Runs) -> np.ndarray:
@@ -74,6 +83,12 @@ class PureError:
                               "around their own mean, on log-loss"}
 
 
+def replicated_mask(runs: Runs) -> np.ndarray:
+    """Whether each run belongs to a replicate set of two or more."""
+    sets = replicate_sets(runs)
+    return np.bincount(sets)[sets] > 1
+
+
 def pure_error(runs: Runs) -> PureError:
     """Pure error of ``log loss`` over `replicate_sets`."""
     y = np.log(runs.loss)
@@ -85,13 +100,25 @@ def pure_error(runs: Runs) -> PureError:
                      n_replicated_runs=int(np.sum(counts[counts > 1])))
 
 
-def lack_of_fit(log_residuals, n_params: int, pe: PureError, alpha: float) -> dict:
+def lack_of_fit(log_residuals, n_params: int, pe: PureError, alpha: float, max_outliers: int = 0,
+                replicated=None, run_ids=None) -> dict:
     """The F test of one law (its residuals ``log predicted - log observed`` on the runs) against
-    `pe`; ``rejected`` when ``p < alpha``, None when the test cannot be made."""
+    `pe`; ``rejected`` when ``p < alpha``, None when the test cannot be made.  With `max_outliers`,
+    the trimmed test of the module doc (`replicated`: a mask of the runs in replicate sets, never
+    set aside; `run_ids` name the runs set aside)."""
     r = np.asarray(log_residuals, dtype=float)
-    ss_res = float(np.sum(r**2))
-    df_res = int(r.size - n_params)
-    out = {"ss_residual": ss_res, "df_residual": df_res,
+    outliers = []
+    if max_outliers > 0 and pe.sd:
+        free = ~np.asarray(replicated if replicated is not None else np.zeros(r.size), dtype=bool)
+        order = np.argsort(-np.abs(r))
+        outliers = [int(i) for i in order if free[i] and abs(r[i]) > OUTLIER_PE * pe.sd][:max_outliers]
+    keep = np.ones(r.size, dtype=bool)
+    keep[outliers] = False
+    ss_res = float(np.sum(r[keep] ** 2))
+    df_res = int(keep.sum() - n_params)
+    names = [str(run_ids[i]) if run_ids is not None else str(i) for i in outliers]
+    out = {"ss_residual": ss_res, "df_residual": df_res, "set_aside": names,
+           "set_aside_residuals": [float(r[i]) for i in outliers], "max_outliers": int(max_outliers),
            "residual_sd_log_loss": float(np.sqrt(ss_res / df_res)) if df_res > 0 else None,
            "pure_error_sd_log_loss": pe.sd, "alpha": alpha, "F": None, "df": None, "p": None,
            "rejected": None}
@@ -104,9 +131,10 @@ def lack_of_fit(log_residuals, n_params: int, pe: PureError, alpha: float) -> di
     ss_lof = max(ss_res - pe.ss, 0.0)
     f = (ss_lof / df_lof) / (pe.ss / pe.df) if pe.ss > 0 else (np.inf if ss_lof > 0 else 0.0)
     p = float(stats.f.sf(f, df_lof, pe.df))
+    aside = f"; set aside as outliers: {', '.join(names)}" if names else ""
     return out | {"F": float(f), "df": [int(df_lof), int(pe.df)], "p": p, "rejected": bool(p < alpha),
                   "note": (f"rejected: the residual ({out['residual_sd_log_loss']:.4g}) is larger than the "
-                           f"replicates' noise ({pe.sd:.4g}) beyond chance (p = {p:.2g} < {alpha:g})"
+                           f"replicates' noise ({pe.sd:.4g}) beyond chance (p = {p:.2g} < {alpha:g}){aside}"
                            if p < alpha else
                            f"not rejected: residual {out['residual_sd_log_loss']:.4g} vs pure error "
-                           f"{pe.sd:.4g} (p = {p:.2g})")}
+                           f"{pe.sd:.4g} (p = {p:.2g}){aside}")}
