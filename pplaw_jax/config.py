@@ -283,6 +283,9 @@ class DataConfig:
     domain_max_docs: Optional[int] = setting(None, lo=1, help="score the first N domain documents")
     eval_max_docs: Optional[int] = setting(None, lo=1, help="evaluate on the first N documents of each set")
     eval_doc_chars: Optional[int] = setting(None, lo=1, help="cut each test document to its central N chars")
+    test_skip_docs: int = setting(0, lo=0, help="skip the first N documents of domain_test: a fresh verdict split "
+                                                "for a confirmation study whose method was revised after an earlier "
+                                                "study read the first ones")
     contaminate: ContaminateConfig = setting(factory=ContaminateConfig, help="planted junk (positive control)")
 
 

@@ -229,13 +229,18 @@ class Study:
                            "--max-docs", d.eval_max_docs or VALID_DOCS,
                            *(["--chars", d.eval_doc_chars] if d.eval_doc_chars else []), "--out", valid, *fields)
             self.data["domain_valid"] = valid
-        if d.eval_doc_chars:  # book-length test documents would make every evaluation slow
-            for key in given:
-                cut = data / f"{key}_cut{d.eval_doc_chars}.jsonl"
-                if not cut.exists():
-                    self.pplaw("data", "cut", "--data", self.data[key], "--chars", d.eval_doc_chars, "--out", cut,
-                               *(["--max-docs", d.eval_max_docs] if d.eval_max_docs else []), *fields)
-                self.data[key] = cut
+        for key in given:  # book-length test documents would make every evaluation slow
+            skip = d.test_skip_docs if key == "domain_test" else 0
+            if not (d.eval_doc_chars or skip):
+                continue
+            name = "_".join([key, *([f"cut{d.eval_doc_chars}"] if d.eval_doc_chars else []),
+                             *([f"skip{skip}"] if skip else [])])
+            cut = data / f"{name}.jsonl"
+            if not cut.exists():
+                self.pplaw("data", "cut", "--data", self.data[key], *(["--chars", d.eval_doc_chars] if d.eval_doc_chars else []),
+                           *(["--skip-docs", skip] if skip else []), "--out", cut,
+                           *(["--max-docs", d.eval_max_docs] if d.eval_max_docs else []), *fields)
+            self.data[key] = cut
         self.tasks = self._input(self.cfg.final.tasks)
         if self.tasks is None:
             self.tasks = data / "domain_cloze.jsonl"

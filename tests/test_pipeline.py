@@ -287,13 +287,17 @@ def test_validation_split_defaults_to_the_documents_after_the_scored_ones(tmp_pa
     pool = tmp_path / "pool.jsonl"
     pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
     test = tmp_path / "test.jsonl"
-    test.write_text("".join(json.dumps({"id": f"t{i}", "text": f"held out text {i} " * 30}) + "\n" for i in range(5)))
+    test.write_text("".join(json.dumps({"id": f"t{i}", "text": f"held out text {i} " * 30}) + "\n" for i in range(7)))
     cfg = write_config(tmp_path / "c.yaml", {**TOY, "out_dir": str(tmp_path / "s"), "base_model": str(pool),
                                              "data": {"domain_train": str(pool), "domain_test": str(test),
-                                                      "domain_max_docs": 20, "eval_max_docs": 7}})
+                                                      "domain_max_docs": 20, "eval_max_docs": 7,
+                                                      "test_skip_docs": 2}})
     assert main(["run", str(cfg), "--until", "data"]) == 0
     valid = [json.loads(line)["id"] for line in (tmp_path / "s" / "data" / "domain_valid.jsonl").open()]
     assert valid == [f"d{i}" for i in range(20, 27)]
+    # a confirmation study's fresh verdict split: the test documents after the first test_skip_docs
+    fresh = [json.loads(line)["id"] for line in (tmp_path / "s" / "data" / "domain_test_skip2.jsonl").open()]
+    assert fresh == [f"t{i}" for i in range(2, 7)]
     with pytest.raises(PplawError, match="data.domain_valid is required"):
         load = write_config(tmp_path / "d.yaml", {**TOY, "out_dir": str(tmp_path / "t"), "base_model": str(pool),
                                                   "data": {"domain_train": str(pool), "domain_test": str(test)}})
