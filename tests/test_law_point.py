@@ -31,32 +31,58 @@ def test_huber_gradient_matches_finite_differences():
 
 
 def test_a_bootstrap_whose_every_refit_fails_is_one_clear_error(monkeypatch):
-    """Every refit failing (here: forced after the main fit's own optimisations) used to surface as
-    numpy's bare `ValueError: need at least one array to stack`."""
-    from pplaw_jax.law import point
+    """Every refit failing (here: forced) used to surface as numpy's bare `ValueError: need at least
+    one array to stack`."""
+    from pplaw_jax.law import batch
 
     runs = as_runs(synthetic_runs(n=30, seed=3))
-    real, calls = point._best_of, []
+    real = batch.best_of_starts
 
-    def counted(*args):
-        calls.append(1)
-        return real(*args)
+    def fails(*args):
+        u, value = real(*args)
+        return u, np.full_like(value, np.inf)
 
-    monkeypatch.setattr(point, "_best_of", counted)
-    fit_point(runs, PPL, bootstrap=0, seed=0)
-    main_fit_calls = len(calls)
-
-    def fails_after_the_main_fit(*args):
-        res, n, m = counted(*args)
-        if len(calls) > main_fit_calls:
-            res = type(res)(res)
-            res.fun = np.inf
-        return res, n, m
-
-    calls.clear()
-    monkeypatch.setattr(point, "_best_of", fails_after_the_main_fit)
+    monkeypatch.setattr(batch, "best_of_starts", fails)
     with pytest.raises(PplawError, match="every one of the 3 bootstrap refits failed"):
         fit_point(runs, PPL, bootstrap=3, seed=0)
+
+
+def test_batched_refits_reach_the_optima_of_scipy_bfgs_refit_by_refit():
+    """The bootstrap's resamples and the held-out folds, refitted together by the batched
+    Levenberg-Marquardt solver, land where scipy's BFGS lands from the same starts on the same
+    concatenated resample (the looped reference, written out here): objectives equal to 1e-7
+    relative (or lower) and the public parameters to 1e-4 relative."""
+    from pplaw_jax.law import point
+
+    runs = as_runs(synthetic_runs(n=36, noise=0.01, seed=5))
+    runs = runs_from_arrays(runs.mu, runs.sigma, runs.tokens, runs.loss, group=np.arange(runs.n) // 3)
+    fit = fit_point(runs, PPL, bootstrap=20, seed=7)
+    z, y = fit.design.z(runs.mu, runs.sigma, runs.tokens), np.log(runs.loss)
+    rng = np.random.default_rng(7)
+    point.starting_points(z, runs.loss, 16, rng)  # the main fit's draws come first from the same stream
+    rows_of = [np.flatnonzero(runs.groups == g) for g in range(runs.n_groups)]
+    for b in range(20):
+        idx = np.concatenate([rows_of[g] for g in rng.integers(0, runs.n_groups, size=runs.n_groups)])
+        zb, yb, lb = z[idx], y[idx], runs.loss[idx]
+        starts = [fit.u] + [point.ols_start(zb, lb, f * lb.min()) for f in point.BOOT_E_FRACTIONS]
+        ref, _, _ = point._best_of(starts, zb, yb, fit.delta)
+        got = fit.bootstrap_u[b]
+        got_value = point.huber_objective(got, zb, yb, fit.delta)[0]
+        assert got_value <= ref.fun * (1 + 1e-7) + 1e-12
+        ref_p, got_p = fit.design.params(ref.x), fit.design.params(got)
+        for k in ref_p:
+            assert got_p[k] == pytest.approx(ref_p[k], rel=1e-4, abs=1e-8), (b, k)
+    # held-out folds: the batched refits against a looped BFGS refit of each fold
+    from pplaw_jax.law.point import heldout_error
+
+    ho = heldout_error(runs, PPL, full=fit)
+    for k in range(runs.n_groups):
+        train, test = runs.groups != k, runs.groups == k
+        zt, yt, lt = z[train], y[train], runs.loss[train]
+        starts = [fit.u] + [point.ols_start(zt, lt, f * lt.min()) for f in point.BOOT_E_FRACTIONS]
+        ref, _, _ = point._best_of(starts, zt, yt, fit.delta)
+        pred = np.logaddexp(ref.x[0], z[test] @ ref.x[1:]) - y[test]
+        np.testing.assert_allclose(ho.per_run_log_error[test], pred, rtol=1e-4, atol=1e-7)
 
 
 def test_point_fit_recovers_truth_with_bootstrap_intervals():

@@ -45,6 +45,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from pplaw_jax.errors import PplawError
+from pplaw_jax.law import batch
 from pplaw_jax.law.forms import LawForm, log_loss
 from pplaw_jax.law.runs import Runs
 
@@ -328,22 +329,21 @@ def fit_point(
 
 
 def _bootstrap(runs: Runs, z, y, u_best, n_boot, rng, delta):
+    """`n_boot` group resamples (drawn in order from `rng`), refitted together (`batch`): each from
+    the best fit and OLS starts at `BOOT_E_FRACTIONS` of the resample's smallest loss."""
     rows_of = [np.flatnonzero(runs.groups == g) for g in range(runs.n_groups)]
-    out, failed = [], 0
-    for _ in range(n_boot):
+    weights = np.zeros((n_boot, runs.n))
+    for b in range(n_boot):
         picked = rng.integers(0, runs.n_groups, size=runs.n_groups)
-        idx = np.concatenate([rows_of[g] for g in picked])
-        zb, yb, lb = z[idx], y[idx], runs.loss[idx]
-        starts = [u_best] + [ols_start(zb, lb, f * lb.min()) for f in BOOT_E_FRACTIONS]
-        res, _, _ = _best_of(starts, zb, yb, delta)
-        if np.isfinite(res.fun):
-            out.append(res.x)
-        else:
-            failed += 1
-    if not out:  # np.stack([]) would raise a bare ValueError
+        np.add.at(weights[b], np.concatenate([rows_of[g] for g in picked]), 1.0)
+    starts = np.concatenate([np.broadcast_to(u_best, (n_boot, 1, u_best.size)),
+                             batch.ols_starts(z, runs.loss, weights, BOOT_E_FRACTIONS)], axis=1)
+    u, value = batch.best_of_starts(starts, z, y, weights, delta)
+    ok = np.isfinite(value)
+    if not ok.any():  # np.stack([]) would raise a bare ValueError
         raise PplawError(f"{runs.source}: every one of the {n_boot} bootstrap refits failed; the runs do not "
                          f"constrain the law (use --bootstrap 0 for no intervals, or add runs)")
-    return np.stack(out), failed
+    return u[ok], int((~ok).sum())
 
 
 @dataclass
@@ -377,17 +377,25 @@ class HeldOut:
         }
 
 
-def _warm_refit(train: Runs, form: LawForm, full: PointFit) -> PointFit:
-    """`train` refitted with `full`'s Huber delta from the E-grid OLS starts and `full`'s params."""
-    design = Design.from_runs(form, train)
-    z, y = design.z(train.mu, train.sigma, train.tokens), np.log(train.loss)
-    starts = [design.u_from_params(full.params)] + [ols_start(z, train.loss, f * train.loss.min())
-                                                    for f in BOOT_E_FRACTIONS]
-    best, n_agree, _ = _best_of(starts, z, y, full.delta)
-    if not np.isfinite(best.fun):
-        raise PplawError(f"{train.source}: a held-out refit of law {form.name!r} failed from every start")
-    return PointFit(form, design, best.x, float(best.fun), len(starts), n_agree, str(best.message),
-                    robust_sd(_log_resid(best.x, z, y)), full.delta, None, {k: True for k in form.param_names})
+def _warm_refits(runs: Runs, form: LawForm, full: PointFit, fold: np.ndarray, n_folds: int) -> np.ndarray:
+    """Each fold's held-out log predictions from a refit on the other folds, all folds refitted
+    together (`batch`) with `full`'s Huber delta, from `full`'s parameters and OLS starts at
+    `BOOT_E_FRACTIONS` of the training runs' smallest loss."""
+    design = full.design
+    z, y = design.z(runs.mu, runs.sigma, runs.tokens), np.log(runs.loss)
+    train = (fold[None, :] != np.arange(n_folds)[:, None]).astype(float)  # [K, n]
+    for k in range(n_folds):
+        rank = np.linalg.matrix_rank(z[train[k] > 0])
+        if rank < form.n_coef:
+            raise PplawError(f"{runs.source}: fold {k}'s training runs do not identify law {form.name!r}: its "
+                             f"{form.n_coef} features have rank {rank} there")
+    starts = np.concatenate([np.broadcast_to(full.u, (n_folds, 1, full.u.size)),
+                             batch.ols_starts(z, runs.loss, train, BOOT_E_FRACTIONS)], axis=1)
+    u, value = batch.best_of_starts(starts, z, y, train, full.delta)
+    if not np.all(np.isfinite(value)):
+        raise PplawError(f"{runs.source}: a held-out refit of law {form.name!r} failed from every start")
+    pred = np.logaddexp(u[:, :1], u[:, 1:] @ z.T)  # [K, n]: every fold's fit at every run
+    return pred[fold, np.arange(runs.n)]
 
 
 def fold_of_runs(runs: Runs, folds: int, seed: int) -> np.ndarray:
@@ -430,23 +438,23 @@ def heldout_error(runs: Runs, form: LawForm, *, folds: int = 0, seed: int = 0, n
         raise PplawError(f"{runs.source}: held-out error needs at least 2 run groups")
     fold = fold_of_runs(runs, folds, seed)
     n_folds = int(fold.max()) + 1
-    err = np.full(runs.n, np.nan)
-    pred_loss = np.full(runs.n, np.nan)
     for k in range(n_folds):
-        test = fold == k
-        train = runs.take(np.flatnonzero(~test))
-        if train.n < len(form.param_names):
+        n_train = int(np.sum(fold != k))
+        if n_train < len(form.param_names):
             raise PplawError(
-                f"{runs.source}: fold {k} leaves {train.n} training runs, fewer than the "
+                f"{runs.source}: fold {k} leaves {n_train} training runs, fewer than the "
                 f"{len(form.param_names)} parameters of law {form.name!r}"
             )
-        if full is None:
-            fit = fit_point(train, form, n_random=n_random, bootstrap=0, seed=seed + k)
-        else:
-            fit = _warm_refit(train, form, full)
-        log_pred = fit.log_predict(runs.mu[test], runs.sigma[test], runs.tokens[test])
-        err[test] = log_pred - np.log(runs.loss[test])
-        pred_loss[test] = np.exp(log_pred)
+    if full is None:
+        log_pred = np.full(runs.n, np.nan)
+        for k in range(n_folds):
+            test = fold == k
+            fit = fit_point(runs.take(np.flatnonzero(~test)), form, n_random=n_random, bootstrap=0, seed=seed + k)
+            log_pred[test] = fit.log_predict(runs.mu[test], runs.sigma[test], runs.tokens[test])
+    else:
+        log_pred = _warm_refits(runs, form, full, fold, n_folds)
+    err = log_pred - np.log(runs.loss)
+    pred_loss = np.exp(log_pred)
     return HeldOut(
         law=form.name,
         folds=n_folds,
