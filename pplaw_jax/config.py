@@ -136,7 +136,8 @@ class FitConfig:
     warmup: int = setting(1000, lo=1, help="NUTS warmup steps per chain")
     samples: int = setting(1000, lo=4, help="NUTS samples per chain")
     likelihood: Literal["normal", "student"] = setting(
-        "normal", help="observation model on log-loss (student: robust to outlier runs)")
+        "student", help="observation model on log-loss: student (default: robust to outlier runs, like the "
+                        "Huber point fit) or normal")
     student_df: float = setting(4.0, lo=0, lo_open=True, help="Student-t degrees of freedom")
     target_accept: float = setting(0.9, lo=0, hi=1, lo_open=True, hi_open=True,
                                    help="NUTS target acceptance; raise it when the fit reports divergences")

@@ -321,6 +321,7 @@ def test_train_on_memory_resumes_from_the_url_on_another_machine(train_files, tm
     upload_tree(d / "base", "memory://b/base")
     for name in ("train.jsonl", "test.jsonl"):
         as_path(f"memory://b/{name}").write_bytes((d / name).read_bytes())
+    as_path("memory://b/valid.jsonl").write_bytes((d / "test.jsonl").read_bytes())  # mechanics only
     rows = [(f"d{i}", k, len(c) - 1, 10.0 + i) for i, t in enumerate(texts)
             for k, c in enumerate(chunk_token_ids(tokenizer.encode(t), 24, tokenizer.doc_start_id)) if (i + k) % 2 == 0]
     selection = pd.DataFrame(rows, columns=["doc_id", "chunk", "n_tokens", "ppl"])
@@ -374,7 +375,8 @@ def test_train_on_memory_resumes_from_the_url_on_another_machine(train_files, tm
 # ---------------------------------------------------------------------- pplaw run
 def _study_tree(train_files, out_dir):
     return {"name": "memory", "seed": 0, "out_dir": out_dir, "base_model": "memory://b/base",
-            "data": {"domain_train": "memory://b/train.jsonl", "domain_test": "memory://b/test.jsonl"},
+            "data": {"domain_train": "memory://b/train.jsonl", "domain_valid": "memory://b/valid.jsonl",
+                     "domain_test": "memory://b/test.jsonl"},
             "final": {"tasks": "memory://b/tasks.jsonl", "budget": "4e2", "methods": ["random"], "seeds": [0]},
             "landscape": {"seq_len": 24, "batch_size": 8}, "train": {"seq_len": 24, "batch_size": 8},
             "grid": {"design": {"budgets": ["1e2", "4e2", "1.6e3"], "n": 4, "centre": 1}, "rounds": 0},
@@ -386,6 +388,7 @@ def _upload_study_inputs(train_files):
     upload_tree(d / "base", "memory://b/base")
     for name in ("train.jsonl", "test.jsonl"):
         as_path(f"memory://b/{name}").write_bytes((d / name).read_bytes())
+    as_path("memory://b/valid.jsonl").write_bytes((d / "test.jsonl").read_bytes())  # mechanics only
     words = [t.split() for t in texts if len(t.split()) >= 10]  # whole words: a cut word may merge away
     tasks = [{"question": " ".join(w[:5]), "choices": [" ".join(w[5:10]), " ".join(words[i + 1][5:10])], "answer": 0}
              for i, w in enumerate(words[:6])]
