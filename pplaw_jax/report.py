@@ -358,10 +358,12 @@ def _selection_section(out: Path, aliases: dict) -> list[str]:
                          predictive_90=(f"[{post['pi'][0]:.4g}, {post['pi'][1]:.4g}]" if post.get("pi") else "—")))
     if not rows:
         return []
+    notes = [f"- `{p.parent.parent.name}`: {json.loads(p.read_text())['target_note']}."
+             for p in sorted((out / "select").glob("*/seed0/summary.json")) if json.loads(p.read_text()).get("target_note")]
     return ["## Selections at the final budget", "", "Every method's subset is re-drawn per seed (random with a new "
             "seed, tilted DOS with the seed); `mu`, `sigma` are means over seeds, the rest is seed 0's. A method "
             "shown as `(= other)` selected the same subsets as `other` and is reported with it.", "",
-            _table(pd.DataFrame(rows)), ""]
+            _table(pd.DataFrame(rows)), "", *notes, *([""] if notes else [])]
 
 
 HIGHER_IS_BETTER = {"acc", "acc_norm"}

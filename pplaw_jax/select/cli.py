@@ -139,6 +139,8 @@ def _run_select(args, cfg: SelectConfig) -> int:
     if fit is not None:
         summary.update(predicted_losses(fit, sel))
     write_selection(out, landscape, sel.indices, summary)
+    if extra.get("target_note"):
+        print(f"note: {extra['target_note']}")
     print(f"{method}: {sel.n_chunks} chunks, {sel.tokens} tokens (budget {budget}), "
           f"mu={sel.mu:.4g}, sigma={sel.sigma:.4g} ({moments}) -> {out}")
     return 0
@@ -203,6 +205,9 @@ def _dos(args, cfg: SelectConfig, landscape: Landscape, values, budget: int, fit
         target = choice.get(source)
         mu, sigma = target.mu, target.sigma
         extra["target_choice"] = choice.as_dict()
+        if (choice.interior.get("fraction_at_corpus_edge") or 0) > 0.5:
+            extra["target_note"] = ("the optimum lies on the edge of what this landscape can supply at the budget, "
+                                    "inside the runs' support: select as far as the corpus allows (e.g. drop a tail)")
     if selector == "tilted":
         sel = tilted_select(values, landscape.n_tokens, budget, mu, sigma, seed=args.seed)
     else:
