@@ -62,7 +62,8 @@ def _changed(cfg):
             values[f.name] = [x * 2 for x in v]
         elif isinstance(v, float) or f.name in ("tokens_ref", "max_boundary_fraction", "trust_margin"):
             values[f.name] = 0.5 if f.name in ("level", "target_accept", "min_lr_ratio", "max_boundary_fraction",
-                                              "stop_probability", "trust_margin") else (v or 1.0) * 2
+                                              "stop_probability", "trust_margin") else \
+                0.1 if f.name == "outlier_share" else (v or 1.0) * 2
         else:
             values[f.name] = (v or 1) * 2 + (2 if f.name == "seq_len" else 0)
     return type(cfg)(**values)

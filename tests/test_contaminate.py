@@ -323,8 +323,6 @@ def ten_docs(tmp_path):
     (8, 5, [8, 9]),
     (0, None, list(range(10))),
     (7, None, [7, 8, 9]),
-    (12, 2, []),
-    (2, 0, []),
 ])
 def test_cut_skip_docs(ten_docs, tmp_path, skip, max_docs, expected):
     out = tmp_path / "cut.jsonl"
@@ -335,6 +333,15 @@ def test_cut_skip_docs(ten_docs, tmp_path, skip, max_docs, expected):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [f"d{i}" for i in expected]
     assert [r["text"] for r in rows] == [f"document {i} " * 5 for i in expected]
+
+
+@pytest.mark.parametrize("skip,max_docs", [(12, 2), (2, 0)])
+def test_cut_that_would_write_no_document_is_refused(ten_docs, tmp_path, capsys, skip, max_docs):
+    """An empty validation split would make every law-fitting run's loss meaningless: refused."""
+    out = tmp_path / "cut.jsonl"
+    assert main(["data", "cut", "--data", str(ten_docs), "--chars", "1000", "--out", str(out), "--skip-docs",
+                 str(skip), "--max-docs", str(max_docs)]) == 2
+    assert "no documents to write" in capsys.readouterr().err and not out.exists()
 
 
 def test_cut_negative_skip_is_refused(ten_docs, tmp_path, capsys):
