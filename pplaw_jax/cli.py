@@ -1,6 +1,6 @@
-"""`pplaw` command-line entry point: one subcommand per pipeline stage.
+"""pplaw: choose continual pre-training data with a perplexity-aware data scaling law.
 
-Each stage module exposes `add_arguments(parser)` and `run(args) -> int`; they are imported lazily
+The command-line entry point, one subcommand per pipeline stage. Each stage module exposes `add_arguments(parser)` and `run(args) -> int`; they are imported lazily
 so that `pplaw fit --help` does not pay for loading the model code (no subcommand's `--help` imports
 JAX).
 """
@@ -45,6 +45,11 @@ COMMANDS = {
             "pplaw run experiments/configs/quickstart.yaml out_dir=runs/qs final.seeds=[0,1]"),
 }
 
+EXAMPLES = """examples:
+  pplaw run experiments/configs/quickstart.yaml out_dir=runs/quickstart   # a whole study, on CPU
+  pplaw score --model HuggingFaceTB/SmolLM2-135M --data corpus.jsonl --out land   # one stage
+  pplaw COMMAND --help                                                     # each command's flags"""
+
 COMPILING = {"score", "train", "eval", "fit"}  # subcommands that compile with XLA
 FILE_OUTPUTS = {"eval", "predict", "runs", "data cut", "data cloze", "data contaminate"}  # --out is a file, not a directory
 # Subcommands that lock their --out directory themselves, per host, once jax.distributed is up
@@ -54,7 +59,7 @@ SELF_LOCKING = {"score", "train", "run"}
 
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | None]:
     options = parser_options()
-    parser = options.pop("parser_class")(prog="pplaw", description=__doc__.splitlines()[0], **options)
+    parser = options.pop("parser_class")(prog="pplaw", description=__doc__.splitlines()[0], epilog=EXAMPLES, **options)
     parser.add_argument("--version", action="version", version=f"pplaw {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = next((a for a in argv if not a.startswith("-")), None)

@@ -42,7 +42,7 @@ Moments = Literal["ppl", "logppl"]
 Selector = Literal["tilted", "bands"]
 Law = Literal["auto", "ppl", "data", "mu", "nointer", "quad", "surface"]
 AUTO = "auto"  # fit.law: choose the law by lack of fit and held-out error (pplaw_jax.law.choice)
-MOMENTS_DEFAULT = "ppl"  # the paper's; the committed studies choose logppl (README: the two kinds)
+MOMENTS_DEFAULT = "logppl"  # chunk mean-NLL moments: what every committed study uses (README: the two kinds)
 SELECTOR_DEFAULT = "tilted"
 MAX_BOUNDARY_FRACTION = 0.2
 LACK_OF_FIT_ALPHA = 0.05  # a law whose lack-of-fit test has p below this is not used to select
@@ -116,7 +116,7 @@ class FitConfig:
                                   "left-out design points as well as the best), or one of ppl (the paper's), "
                                   "data, mu, nointer, quad, surface")
     moments: Moments = setting(MOMENTS_DEFAULT, help="mu and sigma of the runs: ppl = chunk-perplexity "
-                               "mean/std (the paper's), logppl = chunk mean-NLL mean/std")
+                               "mean/std (the paper's), logppl = chunk mean-NLL mean/std (better conditioned)")
     method: Literal["point", "bayes", "both"] = setting(
         "both", help="point: Huber fit + bootstrap; bayes: NUTS started at the point fit; both")
     bootstrap: int = setting(200, lo=0, help="group-bootstrap refits of the point fit (intervals, interior check)")
@@ -619,14 +619,15 @@ def config_to_dict(cfg: StudyConfig) -> dict:
 # ---------------------------------------------------------------------- flags
 def parser_options() -> dict:
     """Keyword arguments of every `pplaw` (sub)parser: simple-parsing's argparse subclass with
-    dashed flag names (``--seq-len``), defaults shown in the help, no config-file flag, and no
-    abbreviated flags (``--n`` of a subcommand must not be read as a prefix of the parent's
-    ``--no-...`` switches)."""
-    from simple_parsing import ArgumentParser, DashVariant
-    from simple_parsing.help_formatter import SimpleHelpFormatter
+    dashed flag names (``--seq-len``), the help of `cli_format` (metavars, each default once), no
+    config-file flag, and no abbreviated flags (``--n`` of a subcommand must not be read as a prefix
+    of the parent's ``--no-...`` switches)."""
+    from simple_parsing import DashVariant
 
-    return dict(parser_class=ArgumentParser, add_option_string_dash_variants=DashVariant.DASH,
-                add_config_path_arg=False, formatter_class=SimpleHelpFormatter, allow_abbrev=False)
+    from pplaw_jax.cli_format import HelpFormatter, Parser
+
+    return dict(parser_class=Parser, add_option_string_dash_variants=DashVariant.DASH,
+                add_config_path_arg=False, formatter_class=HelpFormatter, allow_abbrev=False)
 
 
 def add_settings(parser, cls, dest: str = "cfg") -> None:

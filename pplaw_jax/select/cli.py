@@ -64,18 +64,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     modes = parser.add_subparsers(dest="mode", metavar="{design,windows}")
     options = parser_options()
     options.pop("parser_class")
-    for name, cls, text in (
-        ("design", DesignConfig, "the space-filling 2-D design of law-fitting subsets"),
-        ("windows", WindowsConfig, "the paper's grid of perplexity-quantile windows x budgets"),
+    for name, cls, text, example in (
+        ("design", DesignConfig, "the space-filling 2-D design of law-fitting subsets",
+         "pplaw select design --landscape land --n 21 --budgets 1e4 4e4 1.6e5 --centre 3 --out grid"),
+        ("windows", WindowsConfig, "the paper's grid of perplexity-quantile windows x budgets",
+         "pplaw select windows --landscape land --budgets 1e5 3e5 1e6 --out grid"),
     ):
-        sub = modes.add_parser(name, help=text, description=text, **options)
+        sub = modes.add_parser(name, help=text, description=text, epilog=f"example:\n  {example}", **options)
         _inputs(sub, required=True)
         add_settings(sub, cls, dest=name)
 
 
 def _inputs(parser, required: bool) -> None:
-    parser.add_argument("--landscape", required=required, help="landscape directory from `pplaw score`")
-    parser.add_argument("--out", required=required, help="output directory")
+    unless = "" if required else " (required unless a mode, design or windows, is given)"
+    parser.add_argument("--landscape", required=required, help=f"landscape directory from `pplaw score`{unless}")
+    parser.add_argument("--out", required=required, help=f"output directory{unless}")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random draws")
 
 
