@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pplaw_jax.costs import cost_lines
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_text
 from pplaw_jax.fit.fitdir import FIT_JSON, load_fit
@@ -626,6 +627,7 @@ def write_report(out: str | Path, cfg) -> Path:
     lines += _optimum_section(out, fit, cfg)
     lines += _selection_section(out, aliases)
     lines += _final_section(out, fig_dir, cfg.final.primary)
+    lines += cost_lines(out)
     path = out / "report.md"
     write_text(path, "\n".join(lines) + "\n")
     get_logger("report").info(f"wrote {path}")

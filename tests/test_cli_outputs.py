@@ -13,7 +13,7 @@ from pplaw_jax.cli import main
 # the other arguments name inputs that do not exist: the --out check must come first
 COMMANDS = [
     ["score", "--model", "NOPE", "--data", "NOPE.jsonl"],
-    ["fit", "--runs", "NOPE.csv"],
+    ["fit", "--moments", "ppl", "--runs", "NOPE.csv"],
     ["select", "--landscape", "NOPE", "--tokens", "100", "--method", "random"],
     ["select", "design", "--landscape", "NOPE", "--n", "6", "--budgets", "1", "20"],
     ["propose", "--fit", "NOPE", "--landscape", "NOPE", "--n", "2", "--tokens", "100"],

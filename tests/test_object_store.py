@@ -123,7 +123,7 @@ def test_a_missing_backend_names_the_extra(scheme, package, extra, capsys, monke
                  "--out", f"{scheme}://bucket/sel"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"pip install 'pplaw_jax[{extra}]'" in err
-    assert main(["fit", "--runs", f"{scheme}://bucket/runs.csv", "--out", "local_never_written"]) == 2
+    assert main(["fit", "--moments", "ppl", "--runs", f"{scheme}://bucket/runs.csv", "--out", "local_never_written"]) == 2
     assert f"pplaw_jax[{extra}]" in capsys.readouterr().err
     assert not Path("local_never_written").exists()
 
@@ -248,8 +248,8 @@ def test_fit_predict_and_dos_from_a_fit_on_memory(landscapes, tmp_path, capsys):
     assert as_path("memory://b/runs.csv").read_bytes() == (tmp_path / "runs.csv").read_bytes()
     pd.testing.assert_frame_equal(read_runs_table("memory://b/runs.csv"), read_runs_table(tmp_path / "runs.csv"))
     flags = ["--method", "point", "--bootstrap", "8", "--no-compare"]
-    assert main(["fit", "--runs", "memory://b/runs.csv", "--out", "memory://b/fit", *flags]) == 0
-    assert main(["fit", "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "fit"), *flags]) == 0
+    assert main(["fit", "--moments", "ppl", "--runs", "memory://b/runs.csv", "--out", "memory://b/fit", *flags]) == 0
+    assert main(["fit", "--moments", "ppl", "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "fit"), *flags]) == 0
     ours, ref = load_fit("memory://b/fit"), load_fit(tmp_path / "fit")
     assert ours.point_params == ref.point_params
     assert ours.info["runs"]["sha256"] == ref.info["runs"]["sha256"] and ours.info["plots"] == ref.info["plots"]
