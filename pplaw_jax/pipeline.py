@@ -354,9 +354,15 @@ class Study:
         manifest = pd.read_csv(source(sel_dir / "manifest.csv"), dtype={"group": str})
         if manifest.empty:
             raise PplawError(f"no subsets in {sel_dir / 'manifest.csv'}")
+        started, trained = time.monotonic(), 0  # the estimate counts only runs trained in this session
         for i, r in enumerate(manifest.itertuples(), 1):
-            log.info(f"run {i}/{len(manifest)} of {sel_dir.relative_to(self.out)}: {r.name}")
+            elapsed = time.monotonic() - started
+            left = f", about {elapsed / trained * (len(manifest) - i + 1) / 60:.1f} min left" if trained else ""
+            log.info(f"run {i}/{len(manifest)} of {sel_dir.relative_to(self.out)}: {r.name} "
+                     f"({elapsed / 60:.1f} min elapsed{left})")
+            finished = (runs_dir / r.name / "eval.json").exists()
             self._train(sel_dir / r.name / "selection.parquet", runs_dir / r.name, self.cfg.seed + int(r.seed))
+            trained += not finished
 
     def _sequential_round(self, r: int, prev_csv: Path) -> None:
         """Round `r`: fit the runs so far, propose the next runs and, unless the optimum is located
