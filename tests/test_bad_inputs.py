@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -61,6 +62,7 @@ INPUTS = {  # name -> bytes, written once into {root}
     "points_header.csv": b"mu,sigma,tokens\n",
     "points_nonutf8.csv": b"mu,sigma,tokens\n" + NON_UTF8,
     "points_zero.csv": b"mu,sigma,tokens\n10,2,1e6\n10,0,1e6\n",
+    "tasks_good.jsonl": _jsonl(TASK),
     "tasks_empty.jsonl": b"",
     "tasks_malformed.jsonl": _jsonl(TASK, b"{not json"),
     "tasks_nonutf8.jsonl": _jsonl(TASK) + NON_UTF8,
@@ -128,6 +130,14 @@ CASES = [
          "fit.json"),
     Case("fit/out-is-a-file", ("fit", "--runs", "{root}/runs_good.csv", "--out", "{root}/a_file"),
          r"--out .*a_file: exists and is not a directory", None),
+    Case("fit/every-run-twice", ("fit", "--runs", "{root}/runs_twice.csv", "--out", "{out}"),
+         r"runs_twice\.csv: line 14 repeats line 2: a duplicated run", "fit.json"),
+    Case("fit/budgets-spanning-1.05x", ("fit", "--runs", "{root}/runs_narrow.csv", "--out", "{out}"),
+         r"runs_narrow\.csv: the runs' token counts span only 1\.0\d+x", "fit.json"),
+    Case("fit/as-many-runs-as-parameters", ("fit", "--runs", "{root}/runs_seven.csv", "--out", "{out}", "--law", "ppl"),
+         r"runs_seven\.csv: too few runs for law 'ppl': 7 < 2 x its 7 parameters = 14", "fit.json"),
+    Case("runs/the-same-run-twice", ("runs", "--run", "g1={root}/run_done", "--run", "g2={root}/run_done",
+                                      "--out", "{out}"), r"run_done is collected twice", None),
     # ------------------------------------------------------------------ select
     Case("select/missing-landscape", (*SELECT, "--landscape", "{root}/nope", "--out", "{out}"),
          r"nope: landscape directory not found", "summary.json"),
@@ -199,6 +209,13 @@ CASES = [
          r"--seq-len: 1 out of range \(must be >= 2\)", "eval.json"),
     Case("train/out-is-a-file", (*TRAIN, "--data", "{root}/good.jsonl", "--out", "{root}/a_file"),
          r"--out .*a_file: exists and is not a directory", None),
+    Case("train/nan-model", ("train", "--model", "{root}/model_nan", "--seq-len", "32", "--batch-size", "8",
+                             "--steps", "1", "--data", "{root}/good.jsonl", "--out", "{out}"),
+         r"loss on the first batch is nan, before any update: the model gives non-finite logits", "eval.json"),
+    Case("score/nan-model", ("score", "--model", "{root}/model_nan", "--seq-len", "32", "--data", "{root}/good.jsonl",
+                             "--out", "{out}"), r"scores document .* as nan .*non-finite logits", "summary.json"),
+    Case("eval/nan-model", ("eval", "--model", "{root}/model_nan", "--tasks", "{root}/tasks_good.jsonl",
+                            "--out", "{out}"), r"tasks_good\.jsonl:1: choice 0 has log-likelihood nan", None),
     # ------------------------------------------------------------------ eval
     Case("eval/missing-tasks", (*EVAL, "--tasks", "{root}/nope.jsonl", "--out", "{out}"), r"nope\.jsonl", None),
     Case("eval/empty-tasks", (*EVAL, "--tasks", "{root}/tasks_empty.jsonl", "--out", "{out}"),
@@ -248,7 +265,23 @@ def root(tmp_path_factory):
     for name, data in INPUTS.items():
         (root / name).write_bytes(data)
     save_tiny_llama(root / "model", seed=0)
-    write_runs_table(root / "runs_good.csv", synthetic_runs(n=12, seed=0).drop(columns="loss_true"))
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    shutil.copytree(root / "model", root / "model_nan")  # the same model with NaN weights
+    weights = load_file(root / "model" / "model.safetensors")
+    save_file({k: np.full_like(v, np.nan) if "norm" in k else v for k, v in weights.items()},
+              root / "model_nan" / "model.safetensors")
+    good = synthetic_runs(n=12, seed=0).drop(columns="loss_true")
+    write_runs_table(root / "runs_good.csv", good)
+    write_runs_table(root / "runs_twice.csv", pd.concat([good, good], ignore_index=True))
+    write_runs_table(root / "runs_narrow.csv", good.assign(tokens=np.linspace(1e6, 1.05e6, len(good)).round()))
+    write_runs_table(root / "runs_seven.csv", good.head(7))
+    (root / "run_done").mkdir()
+    (root / "run_done" / "eval.json").write_text(json.dumps(
+        {"domain_loss": 3.0, "tokens": 100, "trained_tokens": 100, "mu_ppl": 5.0, "sigma_ppl": 1.0,
+         "mu_logppl": 1.5, "sigma_logppl": 0.2}))
     table = synthetic_landscape(400, seed=0)
     write_landscape(root / "land", table, rows_per_part=200)
     write_landscape(root / "land_incomplete", table, rows_per_part=200, complete=False)
@@ -270,7 +303,6 @@ def root(tmp_path_factory):
         (root / name / "fit.json").write_bytes(data)
     for name in ("sel_nosummary", "sel_notparquet"):
         (root / name).mkdir()
-    import pandas as pd
 
     pd.DataFrame({"doc_id": ["a"], "chunk": [0], "n_tokens": [5], "ppl": [3.0]}).to_parquet(
         root / "sel_nosummary" / "selection.parquet")

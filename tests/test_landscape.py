@@ -139,6 +139,26 @@ def run_fake(out, docs, scorer, **kw):
     return score_corpus(iter(docs), **args)
 
 
+def test_non_finite_scores_and_ids_past_the_vocabulary_are_never_written(tmp_path):
+    """A model whose logits are NaN for some document, or a tokenizer whose ids run past the
+    model's vocabulary, stops the run with one error naming the document; no part is marked done."""
+    docs = [Document(f"doc{i}", "abcdefgh" * 3, "mem", i + 1) for i in range(6)]
+
+    def nan_in_the_first_batch(ids, mask):
+        nll, count = FakeScorer()(ids, mask)
+        nll = nll.astype(np.float64)
+        nll[1] = np.nan  # the second row of every batch: doc0's chunk 1 in the first one
+        return nll, count
+
+    with pytest.raises(PplawError, match=r"document 'doc0' chunk 1 as nan"):
+        run_fake(tmp_path / "nan", docs, nan_in_the_first_batch)
+    assert not list((tmp_path / "nan" / "parts").glob("*.done"))
+    with pytest.raises(PplawError, match=r"document 'doc0': token id 50 is outside the model's vocabulary of 40"):
+        run_fake(tmp_path / "vocab", docs, FakeScorer(), vocab_size=40)
+    assert not list((tmp_path / "vocab" / "parts").glob("*.done"))
+    run_fake(tmp_path / "fits", docs, FakeScorer(), vocab_size=51)  # every id below 51: scored
+
+
 def test_score_corpus_rows_parts_and_summary(tmp_path):
     docs = make_docs(23)
     scorer = FakeScorer()

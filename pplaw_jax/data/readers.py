@@ -5,7 +5,8 @@ A data spec is one of
     document) or ``.txt`` (the whole file is one document);
   * a directory: every supported file below it (recursively), sorted by relative path; other files
     (README, checksums, scripts) are ignored;
-  * a glob (``data/*.jsonl.gz``): the supported files that match, sorted;
+  * a glob (``data/*.jsonl.gz``): the supported files that match, sorted; a spec that names an
+    existing file or directory is that path, even when its name holds ``*?[`` (``c[1].jsonl``);
   * ``tfds:NAME[/CONFIG][:VERSION]:SPLIT``: a TFDS dataset prepared in ``array_record`` format,
     read through ``tfds.data_source`` (no TensorFlow needed) from ``$TFDS_DATA_DIR``; never
     downloads. Split slicing (``train[:10%]``) works as in TFDS.
@@ -171,7 +172,7 @@ def resolve_files(spec: str) -> tuple[Any, list[tuple[str, str]]]:
             fs, path = fsspec.core.url_to_fs(spec)
         except (ImportError, ValueError) as e:
             raise PplawError(f"cannot open data spec {spec!r}: {e}") from e
-    if any(c in path for c in "*?["):
+    if any(c in path for c in "*?[") and not fs.exists(path):  # a path that exists as named is literal
         root = _glob_root(path)
         # like a shell glob, a wildcard does not match names that start with a dot
         matches = [p for p in sorted(fs.glob(path)) if not fs.isdir(p) and not _is_hidden(p, root)]
