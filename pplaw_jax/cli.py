@@ -8,6 +8,7 @@ JAX).
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -80,6 +81,10 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | Non
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:  # `pplaw run CFG --until X key=v`: overrides may follow the flags
+        from pplaw_jax.pipeline import overrides_last
+
+        argv = overrides_last(argv)
     parser, module = build_parser(argv)
     try:
         args = parser.parse_args(argv)
@@ -116,6 +121,15 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except PplawError as e:
         print(f"pplaw {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # SIGINT: one line, the shell's code, and everything written so far resumable
+        print(f"pplaw {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        print(f"pplaw {args.command}: error: no space left on the device writing {e.filename or 'the output'}; "
+              "free space and run the same command again to resume", file=sys.stderr)
         return 2
 
 

@@ -144,6 +144,8 @@ def check_output_path(path: str | os.PathLike, kind: str) -> None:
             raise PplawError(f"--out {u}: is a directory; expected a file path")
         return
     p = Path(text)
+    if p.is_symlink() and not p.exists():
+        raise PplawError(f"--out {p}: a symbolic link to {os.readlink(p)}, which does not exist")
     if kind == "dir" and p.exists() and not p.is_dir():
         raise PplawError(f"--out {p}: exists and is not a directory")
     if kind == "file" and p.is_dir():

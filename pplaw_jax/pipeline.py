@@ -72,6 +72,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "unchanged (its outputs are moved to OUT/superseded/); repeatable")
 
 
+RUN_FLAGS_WITH_VALUE = ("--until", "--force")
+
+
+def overrides_last(argv: list[str]) -> list[str]:
+    """``run CFG [flags and KEY=VALUE overrides in any order]`` with the positionals (the config
+    and the overrides) first, so argparse reads overrides that follow a flag (``--until fit
+    fit.law=ppl``) as overrides."""
+    positionals, flags, rest = [], [], iter(argv[1:])
+    for word in rest:
+        if word in RUN_FLAGS_WITH_VALUE:
+            flags += [word, next(rest, "")]
+        elif word.startswith("-"):
+            flags.append(word)
+        else:
+            positionals.append(word)
+    return [argv[0], *positionals, *flags]
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     with output_lock(cfg.out_dir):  # one study process per out_dir

@@ -74,6 +74,8 @@ INPUTS = {  # name -> bytes, written once into {root}
 }
 
 SCORE = ("score", "--model", "{root}/model", "--seq-len", "32")
+SCRATCH_FIELDS = ("model_type=llama", "hidden_size=64", "intermediate_size=128", "num_hidden_layers=1",
+                  "num_attention_heads=2", "num_key_value_heads=1")
 TRAIN = ("train", "--model", "{root}/model", "--seq-len", "32", "--batch-size", "8", "--steps", "1")
 SELECT = ("select", "--tokens", "1000", "--method", "random")
 PROPOSE = ("propose", "--n", "2", "--tokens", "1000")
@@ -112,6 +114,17 @@ CASES = [
          r"mesh .*'data': 3.* needs 3 devices but 8 are available", "summary.json"),
     Case("score/out-below-a-file", (*SCORE, "--data", "{root}/good.jsonl", "--out", "{root}/a_file/x"),
          r"--out .*a_file/x: .*a_file is not a directory", None),
+    # ------------------------------------------------------------------ scratch
+    Case("scratch/vocab-the-corpus-cannot-reach", ("scratch", "--data", "{root}/good.jsonl", "--vocab-size", "50000",
+                                                   "--out", "{out}", *SCRATCH_FIELDS),
+         r"--vocab-size 50000: the corpus yields only \d+ tokens", "init_config.json"),
+    Case("scratch/hidden-not-divisible-by-heads", ("scratch", "--data", "{root}/good.jsonl", "--vocab-size", "300",
+                                                   "--out", "{out}", *SCRATCH_FIELDS, "hidden_size=100",
+                                                   "num_attention_heads=3"),
+         r"the KEY=VALUE fields: hidden_size 100 is not divisible by num_attention_heads 3", "init_config.json"),
+    Case("scratch/no-model-type", ("scratch", "--data", "{root}/good.jsonl", "--vocab-size", "300", "--out", "{out}",
+                                   "hidden_size=64"),
+         r"the KEY=VALUE fields: model_type None is not supported", "init_config.json"),
     # ------------------------------------------------------------------ fit
     Case("fit/missing-runs", ("fit", "--runs", "{root}/nope.csv", "--out", "{out}"), r"nope\.csv", "fit.json"),
     Case("fit/empty-runs", ("fit", "--runs", "{root}/runs_empty.csv", "--out", "{out}"),
@@ -130,6 +143,10 @@ CASES = [
          "fit.json"),
     Case("fit/out-is-a-file", ("fit", "--runs", "{root}/runs_good.csv", "--out", "{root}/a_file"),
          r"--out .*a_file: exists and is not a directory", None),
+    Case("fit/blank-group-cell", ("fit", "--runs", "{root}/runs_blank_group.csv", "--out", "{out}"),
+         r"runs_blank_group\.csv: line 4 \(run .*\): column 'group' is blank", "fit.json"),
+    Case("fit/out-is-a-dangling-link", ("fit", "--runs", "{root}/runs_good.csv", "--out", "{root}/dangling"),
+         r"--out .*dangling: a symbolic link to .*nowhere, which does not exist", None),
     Case("fit/every-run-twice", ("fit", "--runs", "{root}/runs_twice.csv", "--out", "{out}"),
          r"runs_twice\.csv: line 14 repeats line 2: a duplicated run", "fit.json"),
     Case("fit/budgets-spanning-1.05x", ("fit", "--runs", "{root}/runs_narrow.csv", "--out", "{out}"),
@@ -139,6 +156,9 @@ CASES = [
     Case("runs/the-same-run-twice", ("runs", "--run", "g1={root}/run_done", "--run", "g2={root}/run_done",
                                       "--out", "{out}"), r"run_done is collected twice", None),
     # ------------------------------------------------------------------ select
+    Case("select/design-budget-of-one-chunk", ("select", "design", "--landscape", "{root}/land", "--budgets", "100",
+                                                "1e4", "1e5", "--out", "{out}"),
+         r"--budgets: the smallest budget 100 holds about [0-9.]+ chunks", "design.json"),
     Case("select/missing-landscape", (*SELECT, "--landscape", "{root}/nope", "--out", "{out}"),
          r"nope: landscape directory not found", "summary.json"),
     Case("select/incomplete-landscape", (*SELECT, "--landscape", "{root}/land_incomplete", "--out", "{out}"),
@@ -278,6 +298,8 @@ def root(tmp_path_factory):
     write_runs_table(root / "runs_twice.csv", pd.concat([good, good], ignore_index=True))
     write_runs_table(root / "runs_narrow.csv", good.assign(tokens=np.linspace(1e6, 1.05e6, len(good)).round()))
     write_runs_table(root / "runs_seven.csv", good.head(7))
+    write_runs_table(root / "runs_blank_group.csv", good.assign(group=["g"] * 2 + [""] + ["g"] * (len(good) - 3)))
+    (root / "dangling").symlink_to(root / "nowhere")
     (root / "run_done").mkdir()
     (root / "run_done" / "eval.json").write_text(json.dumps(
         {"domain_loss": 3.0, "tokens": 100, "trained_tokens": 100, "mu_ppl": 5.0, "sigma_ppl": 1.0,
@@ -315,7 +337,7 @@ def root(tmp_path_factory):
 def test_bad_input_exits_2_with_one_line_and_no_complete_output(case, root, tmp_path, capsys):
     out = tmp_path / "out"
     argv = [a.format(root=root, out=out) for a in case.argv]
-    before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    before = {p: p.lstat().st_mtime_ns for p in root.rglob("*")}
     code = main(argv)
     captured = capsys.readouterr()
     err = [line for line in captured.err.splitlines() if line.strip() and not _progress(line)]
@@ -328,7 +350,7 @@ def test_bad_input_exits_2_with_one_line_and_no_complete_output(case, root, tmp_
         assert not out.exists()
     else:
         assert not (out / case.complete).exists()
-    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before  # inputs untouched
+    assert {p: p.lstat().st_mtime_ns for p in root.rglob("*")} == before  # inputs untouched
 
 
 def _progress(line: str) -> bool:
