@@ -512,3 +512,33 @@ def test_kill_9_then_resume_gives_the_uninterrupted_rows(tiny_llama, tmp_path):
     assert part0.stat().st_mtime_ns == stamp  # the part finished before the kill was not redone
     summary = json.loads((out / "summary.json").read_text())
     assert summary["documents"] == 9 and summary["parts"] == 3
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_completes_the_same_rows(tiny_llama, tmp_path, capsys, monkeypatch):
+    """A stand-in for a full file system: writing the second part fails with ENOSPC. The command
+    ends with one line and rc 2, the first part stays done, nothing of the second is marked done;
+    with space again, the same command finishes with exactly the rows of an uninterrupted run."""
+    import errno
+
+    from pplaw_jax.landscape import directory
+
+    model_dir, corpus = tiny_llama
+    args = ["--model", str(model_dir), "--data", str(corpus), "--seq-len", "24", "--docs-per-part", "5"]
+    assert run_cli(*args, "--out", str(tmp_path / "whole")) == 0
+    capsys.readouterr()
+    real, calls = directory.write_part, []
+
+    def full_after_one(out_dir, host, part, table, marker):
+        calls.append(part)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(out_dir))
+        return real(out_dir, host, part, table, marker)
+
+    monkeypatch.setattr(directory, "write_part", full_after_one)
+    assert run_cli(*args, "--out", str(tmp_path / "full")) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line or "Traceback" in line]
+    assert len(err) == 1 and "no space left on the device" in err[0], err
+    assert sorted(p.name for p in (tmp_path / "full" / "parts").glob("*.done")) == ["host000-part00000.done"]
+    monkeypatch.setattr(directory, "write_part", real)
+    assert run_cli(*args, "--out", str(tmp_path / "full")) == 0
+    pd.testing.assert_frame_equal(sorted_rows(read_parts(tmp_path / "full")), sorted_rows(read_parts(tmp_path / "whole")))

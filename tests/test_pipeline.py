@@ -135,7 +135,7 @@ def test_whole_study_end_to_end_and_cached_rerun(toy_study, capsys):
     assert round1["stopping"] == proposals["stopping"] and 1 <= proposals["n_proposed"] <= 2
     new = runs[runs["round"] == 1]
     assert len(new) == proposals["n_proposed"] + 1 and "random" in set(new.group)
-    assert (new.tokens <= 2000).all() and len(runs) == round1["n_runs"]
+    assert (new.subset_tokens <= 2000).all() and len(runs) == round1["n_runs"]
     fit = load_fit(out / "fit").info
     assert fit["runs"]["n_runs"] == len(runs) and fit["moments"] == "logppl"
     assert set(fit["comparison"]["heldout"]["laws"]) >= {"ppl", "data", "quad"}
