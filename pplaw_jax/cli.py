@@ -8,13 +8,14 @@ JAX).
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
 from pplaw_jax import __version__, logs
 from pplaw_jax.config import check_settings, parser_options
 from pplaw_jax.errors import PplawError
-from pplaw_jax.fileio import check_output_path, discard_temporaries, output_lock
+from pplaw_jax.fileio import check_not_over_inputs, check_output_path, discard_temporaries, output_lock
 
 # subcommand -> (module, one-line help, example)
 COMMANDS = {
@@ -55,6 +56,17 @@ FILE_OUTPUTS = {"eval", "predict", "runs", "data cut", "data cloze", "data conta
 # Subcommands that lock their --out directory themselves, per host, once jax.distributed is up
 # (`fileio.output_lock`); `run` locks its study directory. The others are locked here.
 SELF_LOCKING = {"score", "train", "run"}
+# Each subcommand's inputs (argparse dests), which its --out may not be, be inside or contain
+# (`fileio.check_not_over_inputs`); `select design`/`windows` and `data cut`... by their mode.
+INPUTS = {
+    "data cut": ("data",), "data cloze": ("data",), "data contaminate": ("data", "general"),
+    "scratch": ("data",), "score": ("model", "data"),
+    "runs": ("include", "manifest", "runs_dir", "run"), "fit": ("runs",), "predict": ("fit", "points"),
+    "select": ("landscape", "fit", "labels"), "select design": ("landscape",), "select windows": ("landscape",),
+    "propose": ("fit", "landscape"),
+    "train": ("model", "tokenizer", "data", "selection", "eval_data", "general_eval_data", "target_eval_data"),
+    "eval": ("model", "tasks", "lm_eval_include"),
+}
 
 
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | None]:
@@ -74,6 +86,10 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | Non
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:  # `pplaw run CFG --until X key=v`: overrides may follow the flags
+        from pplaw_jax.pipeline import overrides_last
+
+        argv = overrides_last(argv)
     parser, module = build_parser(argv)
     try:
         args = parser.parse_args(argv)
@@ -94,8 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = getattr(args, "out", None)
         file_out = args.command in FILE_OUTPUTS or f"{args.command} {getattr(args, 'mode', '')}" in FILE_OUTPUTS
-        if out is not None:  # an output that cannot be written fails first
+        if out is not None:  # an output that cannot be written, or would be written over an input, fails first
             check_output_path(out, "file" if file_out else "dir")
+            command = f"{args.command} {args.mode}" if getattr(args, "mode", None) else args.command
+            check_not_over_inputs(out, "--out", {f"--{d.replace('_', '-')}": getattr(args, d, None)
+                                                 for d in INPUTS.get(command, ())})
         if out is None or file_out or args.command in SELF_LOCKING:
             code = int(module.run(args) or 0)
         else:
@@ -107,6 +126,15 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except PplawError as e:
         print(f"pplaw {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # SIGINT: one line, the shell's code, and everything written so far resumable
+        print(f"pplaw {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        print(f"pplaw {args.command}: error: no space left on the device writing {e.filename or 'the output'}; "
+              "free space and run the same command again to resume", file=sys.stderr)
         return 2
 
 

@@ -123,6 +123,8 @@ class FitConfig:
     starts: int = setting(16, lo=0, help="random starts added to the OLS grid starts")
     folds: int = setting(0, lo=0, help="held-out comparison: 0 leaves one run group out at a time; "
                                        "k >= 2: k folds of run groups")
+    min_runs_per_param: float = setting(2.0, lo=1, help="a law is fitted only with at least this many runs per "
+                                        "parameter (fewer: the law is skipped by --law auto, refused when given)")
     outlier_share: float = setting(0.0, lo=0, hi=0.5, help="lack-of-fit test: at most this share of the runs (unreplicated, "
                                    "beyond 5 pure-error sds) may be set aside as outliers, and are named "
                                    "(0: the classical test)")
@@ -500,7 +502,8 @@ def _literal_values(hint):
     return None
 
 
-def _get(tree: dict, dotted: str):
+def get_dotted(tree: dict, dotted: str):
+    """The value at a dotted key of a nested dict (``fit.law``), None where any part is missing."""
     node = tree
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -565,7 +568,7 @@ def study_from_tree(tree: dict) -> StudyConfig:
     """A validated StudyConfig from a YAML tree: unknown and derived keys refused, derived keys
     filled, study-level consistency checked."""
     for key, source in DERIVED.items():
-        if _get(tree, key) is not None:
+        if get_dotted(tree, key) is not None:
             why = f"it is {source}" if source else "it is set per entry of final.methods"
             raise PplawError(f"config key {key} cannot be set in a study: {why}")
     cfg = build(StudyConfig, tree)
@@ -573,7 +576,7 @@ def study_from_tree(tree: dict) -> StudyConfig:
     cfg.grid.propose.selector = cfg.final.select.selector = cfg.grid.design.selector
     check(cfg, lambda name: name)
     for key in ("grid.metric", "final.primary"):
-        if _get(dataclasses.asdict(cfg), key) == "target_loss" and not cfg.data.target_eval:
+        if get_dotted(dataclasses.asdict(cfg), key) == "target_loss" and not cfg.data.target_eval:
             raise PplawError(f"config key {key}: target_loss needs data.target_eval")
     if cfg.fit.law == "data":
         raise PplawError("config key fit.law: a study needs auto or a perplexity-aware law "

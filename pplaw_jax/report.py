@@ -270,7 +270,9 @@ def _fit_section(fit: dict) -> list[str]:
                   "90% intervals over run groups):", "", _table(pd.DataFrame(prow)), ""]
     bayes = fit.get("bayes") or {}
     if bayes.get("summary"):
-        brow = [dict(param=k, **{c: v.get(c) for c in ("mean", "sd", "q05", "q95", "r_hat", "ess_bulk")})
+        ident = bayes.get("identified") or {}
+        brow = [dict(param=k, **{c: v.get(c) for c in ("mean", "sd", "q05", "q95", "r_hat", "ess_bulk")},
+                     identified="—" if k not in ident else "yes" if ident[k] else "no (posterior ~ prior)")
                 for k, v in bayes["summary"].items()]
         lines += [f"Bayesian fit (NumPyro NUTS; converged: {bayes.get('converged')}"
                   + (f"; problems: {'; '.join(bayes['problems'])}" if bayes.get("problems") else "") + "):", "",

@@ -96,6 +96,12 @@ def test_predict_cli_points_and_flags(fitted, tmp_path, capsys):
                  "--out", str(out)]) == 0
     pred = pd.read_csv(out)
     assert len(pred) == 2 and (pred.ci_hi > pred.ci_lo).all()
+    assert row.extrapolation != row.extrapolation  # inside the runs' support and token range: empty
+    # far outside what the runs covered: flagged, as a point in the support with a token count past theirs
+    far = pd.DataFrame({"mu": [500.0, 20.0], "sigma": [0.01, 8.0], "tokens": [1e8, 1e13]})
+    far.to_csv(tmp_path / "far.csv", index=False)
+    assert main(["predict", "--fit", str(root / "fit"), "--points", str(tmp_path / "far.csv"), "--out", str(out)]) == 0
+    assert pd.read_csv(out).extrapolation.tolist() == ["support", "tokens"]
     assert main(["predict", "--fit", str(root / "fit"), "--mu", "20", "--tokens", "1e8"]) == 2
     assert "--sigma" in capsys.readouterr().err
     for name, content, message in [("empty.csv", b"", "empty points file"),

@@ -380,7 +380,8 @@ def _study_tree(train_files, out_dir):
             "final": {"tasks": "memory://b/tasks.jsonl", "budget": "4e2", "methods": ["random"], "seeds": [0]},
             "landscape": {"seq_len": 24, "batch_size": 8}, "train": {"seq_len": 24, "batch_size": 8},
             "grid": {"design": {"budgets": ["1e2", "4e2", "1.6e3"], "n": 4, "centre": 1}, "rounds": 0},
-            "fit": {"moments": "logppl", "law": "mu", "method": "point", "bootstrap": 0, "starts": 4}}
+            "fit": {"moments": "logppl", "law": "mu", "method": "point", "bootstrap": 0, "starts": 4,
+                    "min_runs_per_param": 1}}
 
 
 def _upload_study_inputs(train_files):

@@ -10,7 +10,8 @@ A data spec is one of
     (``Dataset.save_to_disk``: ``state.json`` beside ``.arrow`` shards) is read as its shards in
     the order ``state.json`` lists; a ``DatasetDict`` directory is refused naming its splits (pass
     ``DIR/SPLIT``);
-  * a glob (``data/*.jsonl.gz``): the supported files that match, sorted;
+  * a glob (``data/*.jsonl.gz``): the supported files that match, sorted; a spec that names an
+    existing file or directory is that path, even when its name holds ``*?[`` (``c[1].jsonl``);
   * ``tfds:NAME[/CONFIG][:VERSION]:SPLIT``: a TFDS dataset prepared in ``array_record`` format,
     read through ``tfds.data_source`` (no TensorFlow needed) from ``$TFDS_DATA_DIR``; never
     downloads. Split slicing (``train[:10%]``) works as in TFDS;
@@ -187,7 +188,7 @@ def resolve_files(spec: str) -> tuple[Any, list[tuple[str, str]]]:
             fs, path = fsspec.core.url_to_fs(spec)
         except (ImportError, ValueError) as e:
             raise PplawError(f"cannot open data spec {spec!r}: {e}") from e
-    if any(c in path for c in "*?["):
+    if any(c in path for c in "*?[") and not fs.exists(path):  # a path that exists as named is literal
         root = _glob_root(path)
         # like a shell glob, a wildcard does not match names that start with a dot
         matches = [p for p in sorted(fs.glob(path)) if not fs.isdir(p) and not _is_hidden(p, root)]

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         lm = ShardedLM(loaded.model, mesh)
         with progress("eval", total=len(requests), unit="choice", disable=jax.process_index() != 0) as bar:
             logliks = score_requests(lm.nll, requests, cfg.batch_size, max_length, progress=bar.update)
-        results = {"model": loaded.source, "tasks": args.tasks if is_url(args.tasks) else os.path.abspath(args.tasks), **mc_metrics(tasks, logliks)}
+        results = {"model": loaded.source, "tasks": args.tasks if is_url(args.tasks) else os.path.abspath(args.tasks), **mc_metrics(tasks, logliks, args.tasks)}
         summary = {k: results[k] for k in keys}
     results["settings"] = dataclasses.asdict(cfg)  # what produced these numbers
     if jax.process_index() == 0:

@@ -256,6 +256,9 @@ def fit(
             tokens += int(st["n_tokens"])
             row = {"step": s, "tokens": tokens, "train_loss": float(st["train_loss"]), "lr": float(schedule(s - 1)),
                    "grad_norm": float(st["grad_norm"]), "tokens_per_s": rate}
+            if not math.isfinite(row["train_loss"]) and s == 1:  # computed with the loaded weights
+                raise PplawError(f"the model's loss on the first batch is {row['train_loss']}, before any update: "
+                                 "the model gives non-finite logits (check its weights and --dtype)")
             if not math.isfinite(row["train_loss"]):
                 raise PplawError(f"training diverged: loss is {row['train_loss']} at step {s} (lower --lr?)")
             row.update(evals.pop(s, {}))
