@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import json
 import sys
 
 from pplaw_jax import __version__, logs
@@ -51,7 +52,9 @@ EXAMPLES = """examples:
   pplaw score --model HuggingFaceTB/SmolLM2-135M --data corpus.jsonl --out land   # one stage
   pplaw COMMAND --help                                                     # each command's flags"""
 
-COMPILING = {"score", "train", "eval", "fit"}  # subcommands that compile with XLA
+COMPILING = {"score", "train", "eval", "fit"}
+# subcommands that print their own JSON summary line on success; the others get {"command", "out"}
+PRINTS_JSON = {"score", "train", "eval", "predict", "select", "propose"}  # subcommands that compile with XLA
 FILE_OUTPUTS = {"eval", "predict", "runs", "data cut", "data cloze", "data contaminate"}  # --out is a file, not a directory
 # Subcommands that lock their --out directory themselves, per host, once jax.distributed is up
 # (`fileio.output_lock`); `run` locks its study directory. The others are locked here.
@@ -123,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                 code = int(module.run(args) or 0)
         if code == 0 and out is not None and not file_out:
             _record_command(out, argv, args)
+        if code == 0 and args.command not in PRINTS_JSON:
+            name = " ".join(filter(None, (args.command, getattr(args, "mode", None))))
+            print(json.dumps({"command": name, "out": str(out or getattr(args, "study", None) or _study_dir(args))}))
         return code
     except PplawError as e:
         print(f"pplaw {args.command}: error: {e}", file=sys.stderr)
@@ -136,6 +142,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pplaw {args.command}: error: no space left on the device writing {e.filename or 'the output'}; "
               "free space and run the same command again to resume", file=sys.stderr)
         return 2
+
+
+def _study_dir(args) -> str:
+    """`pplaw run`'s study directory (its config's out_dir)."""
+    from pplaw_jax.config import load_config
+
+    return load_config(args.config, args.overrides).out_dir
 
 
 COMMAND_JSON = "command.json"  # in every output directory: the command that completed it

@@ -5,6 +5,7 @@ instead of `None` / type names, the choices of an enum, each default once, an ex
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import sys
@@ -51,3 +52,10 @@ def test_a_bad_choice_names_the_choices(capsys):
 def test_python_dash_m_runs_the_cli():
     proc = subprocess.run([sys.executable, "-m", "pplaw_jax", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("pplaw ")
+
+
+def test_a_command_without_its_own_summary_prints_one_json_line(tmp_path, capsys):
+    (tmp_path / "c.jsonl").write_text('{"id": "a", "text": "some words here"}\n')
+    assert main(["data", "cut", "--data", str(tmp_path / "c.jsonl"), "--out", str(tmp_path / "cut.jsonl")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and json.loads(lines[0]) == {"command": "data cut", "out": str(tmp_path / "cut.jsonl")}

@@ -156,9 +156,9 @@ def test_repeated_ids_are_refused_naming_both_lines(tmp_path):
 def test_bad_files(tmp_path):
     with pytest.raises(PplawError, match="no such file or directory"):
         iter_documents(str(tmp_path / "missing.jsonl"))
-    (tmp_path / "notes.csv").write_text("a,b\n")
+    (tmp_path / "notes.docx").write_text("a,b\n")
     with pytest.raises(PplawError, match="unsupported format"):
-        iter_documents(str(tmp_path / "notes.csv"))
+        iter_documents(str(tmp_path / "notes.docx"))
     with pytest.raises(PplawError, match="matches no files"):
         iter_documents(str(tmp_path / "*.jsonl"))
     (tmp_path / "empty").mkdir()

@@ -139,7 +139,7 @@ def _train(args: argparse.Namespace) -> int:
     if (record_dir / "eval.json").exists():
         # compared before declaring "nothing to do": a finished run answers only for its own arguments
         _check_run_identity(record_dir, {**train_key, **settings_key}, partial=True)
-        print(f"pplaw train: {record_dir} is complete (eval.json exists); nothing to do")
+        print(json.dumps({"out": str(record_dir), "note": "complete (eval.json exists); nothing to do"}))
         return 0
     mesh = make_mesh(cfg.mesh)
     dp = data_parallel_size(mesh)
