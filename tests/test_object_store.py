@@ -117,14 +117,15 @@ def test_localize_copies_once_and_again_when_the_object_changes(tmp_path):
 def test_a_missing_backend_names_the_extra(scheme, package, extra, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, package, None)  # `import gcsfs` fails, installed or not
     with pytest.raises(PplawError, match=rf"{scheme}:// paths need the {package} package; install it with "
-                                         rf"pip install 'pplaw_jax\[{extra}\]'"):
+                                         rf"pip install {package} \(or, in the pplaw_jax checkout, "
+                                         rf"pip install -e '\.\[{extra}\]'\)"):
         as_path(f"{scheme}://bucket/x")
     assert main(["select", "--landscape", f"{scheme}://bucket/land", "--tokens", "100",
                  "--out", f"{scheme}://bucket/sel"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and f"pip install 'pplaw_jax[{extra}]'" in err
+    assert len(err.splitlines()) == 1 and f"pip install -e '.[{extra}]'" in err
     assert main(["fit", "--moments", "ppl", "--runs", f"{scheme}://bucket/runs.csv", "--out", "local_never_written"]) == 2
-    assert f"pplaw_jax[{extra}]" in capsys.readouterr().err
+    assert f"'.[{extra}]'" in capsys.readouterr().err
     assert not Path("local_never_written").exists()
 
 

@@ -21,7 +21,7 @@ A data spec is one of
     one is given (files or folders named after the split, as in the hub's own convention).
 
 Paths with a protocol (``gs://...``, ``s3://...``, any fsspec URL) go through fsspec; GCS and S3
-need the optional extras ``pplaw_jax[gcs]`` (gcsfs) and ``pplaw_jax[s3]`` (s3fs), and a missing one
+need the optional extras ``gcs`` (gcsfs) and ``s3`` (s3fs), and a missing one
 is an error naming it (`pplaw_jax.paths.filesystem`).
 
 Order and host sharding: documents are numbered globally in reading order (files sorted, then line /

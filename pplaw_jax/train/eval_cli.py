@@ -13,7 +13,7 @@ from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_json
 from pplaw_jax.paths import as_path, is_url
 
-LM_EVAL_INSTALL = "pip install 'pplaw_jax[eval]'"
+LM_EVAL_INSTALL = "pip install 'lm_eval>=0.4.13,<0.5' (or, in the pplaw_jax checkout, pip install -e '.[eval]')"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
