@@ -26,6 +26,8 @@ COMMANDS = {
                 "pplaw scratch --data data/general_train.jsonl --vocab-size 2048 --out base hidden_size=128"),
     "score": ("pplaw_jax.landscape.cli", "score every chunk of a corpus with a frozen model",
               "pplaw score --model smollm2-135m-instruct --data corpus/train.jsonl --out land --seq-len 512"),
+    "landscape": ("pplaw_jax.landscape.export", "a landscape as per-document columns of its corpus",
+                  "pplaw landscape export --landscape land --data corpus/train.jsonl.gz --out land_export"),
     "runs": ("pplaw_jax.fit.runs_cli", "collect finished CPT runs into the runs table",
              "pplaw runs --manifest grid/selections --runs-dir grid/runs --out grid/runs.csv"),
     "fit": ("pplaw_jax.fit.cli", "fit the perplexity-aware (or data-only) scaling law to runs.csv",
@@ -54,7 +56,7 @@ EXAMPLES = """examples:
 
 COMPILING = {"score", "train", "eval", "fit"}
 # subcommands that print their own JSON summary line on success; the others get {"command", "out"}
-PRINTS_JSON = {"score", "train", "eval", "predict", "select", "propose"}  # subcommands that compile with XLA
+PRINTS_JSON = {"score", "landscape", "train", "eval", "predict", "select", "propose"}  # subcommands that compile with XLA
 FILE_OUTPUTS = {"eval", "predict", "runs", "data cut", "data cloze", "data contaminate"}  # --out is a file, not a directory
 # Subcommands that lock their --out directory themselves, per host, once jax.distributed is up
 # (`fileio.output_lock`); `run` locks its study directory. The others are locked here.
@@ -63,7 +65,7 @@ SELF_LOCKING = {"score", "train", "run"}
 # (`fileio.check_not_over_inputs`); `select design`/`windows` and `data cut`... by their mode.
 INPUTS = {
     "data cut": ("data",), "data cloze": ("data",), "data contaminate": ("data", "general"),
-    "scratch": ("data",), "score": ("model", "data"),
+    "scratch": ("data",), "score": ("model", "data"), "landscape export": ("landscape", "data"),
     "runs": ("include", "manifest", "runs_dir", "run"), "fit": ("runs",), "predict": ("fit", "points"),
     "select": ("landscape", "fit", "labels"), "select design": ("landscape",), "select windows": ("landscape",),
     "propose": ("fit", "landscape"),

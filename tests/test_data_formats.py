@@ -136,3 +136,37 @@ def test_a_study_runs_on_a_datasets_directory_and_a_hub_id(tmp_path, offline_hub
     assert summary["documents"] == 24
     questions = [json.loads(line)["question"] for line in (tmp_path / "study" / "data" / "domain_cloze.jsonl").open()]
     assert questions and {int(q.split()[0].lstrip("abcdefghijklmnopqrstuvwxyz")) for q in questions} <= set(range(30, 40))
+
+
+def test_landscape_export_as_document_columns(tmp_path, capsys):
+    """`pplaw landscape export`: one row per scored document, its ppl the exp of its mean token NLL
+    over the landscape's chunks, readable back as a corpus (Parquet) and as a datasets directory."""
+    import numpy as np
+    import pandas as pd
+
+    from pplaw_jax.landscape.directory import read_parts
+    from tiny_hf import WORDS, save_tiny_llama
+
+    rows = [{"id": f"d{i}", "text": " ".join(WORDS[(i + k) % len(WORDS)] for k in range(20 + 9 * i))} for i in range(6)]
+    rows.append({"id": "empty", "text": ""})  # no tokens: skipped by the scorer
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = save_tiny_llama(tmp_path / "model", seed=2)
+    assert main(["score", "--model", str(model), "--data", str(corpus), "--out", str(tmp_path / "land"),
+                 "--seq-len", "16"]) == 0
+    chunks = read_parts(tmp_path / "land")
+    capsys.readouterr()
+    for fmt in ("parquet", "hf"):
+        assert main(["landscape", "export", "--landscape", str(tmp_path / "land"), "--data", str(corpus),
+                     "--out", str(tmp_path / fmt), "--format", fmt]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert (printed["documents"], printed["left_out"]) == (6, 1)
+        spec = str(tmp_path / "parquet" / "landscape.parquet") if fmt == "parquet" else str(tmp_path / "hf" / "dataset")
+        docs = {d.doc_id: d.text for d in iter_documents(spec)}
+        assert docs == {r["id"]: r["text"] for r in rows[:6]}
+    table = pd.read_parquet(tmp_path / "parquet" / "landscape.parquet").set_index("id")
+    for doc_id, group in chunks.groupby("doc_id"):
+        assert table.loc[doc_id, "chunks"] == len(group) > 0
+        assert table.loc[doc_id, "ppl"] == pytest.approx(np.exp(group.sum_nll.sum() / group.n_tokens.sum()))
+        assert table.loc[doc_id, "chunk_ppl_max"] == pytest.approx(group.ppl.max())
+    assert len(set(chunks.groupby("doc_id").size())) > 1  # documents of several chunks: the join is tested

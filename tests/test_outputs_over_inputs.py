@@ -16,6 +16,7 @@ BASE = {
     "data contaminate": (["data", "contaminate", "--data", "{data}", "--general", "{general}"], {}),
     "scratch": (["scratch", "--data", "{data}", "--vocab-size", "300"], {}),
     "score": (["score", "--model", "{model}", "--data", "{data}"], {"model"}),
+    "landscape export": (["landscape", "export", "--landscape", "{landscape}", "--data", "{data}"], {"landscape"}),
     "runs": (["runs", "--include", "{include}", "--manifest", "{manifest}", "--runs-dir", "{runs_dir}",
               "--run", "g={run}"], {"manifest", "runs_dir", "run"}),
     "fit": (["fit", "--runs", "{runs}"], {}),
