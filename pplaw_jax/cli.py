@@ -1,6 +1,6 @@
-"""`pplaw` command-line entry point: one subcommand per pipeline stage.
+"""pplaw: choose continual pre-training data with a perplexity-aware data scaling law.
 
-Each stage module exposes `add_arguments(parser)` and `run(args) -> int`; they are imported lazily
+The command-line entry point, one subcommand per pipeline stage. Each stage module exposes `add_arguments(parser)` and `run(args) -> int`; they are imported lazily
 so that `pplaw fit --help` does not pay for loading the model code (no subcommand's `--help` imports
 JAX).
 """
@@ -8,13 +8,15 @@ JAX).
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import json
 import sys
 
 from pplaw_jax import __version__, logs
 from pplaw_jax.config import check_settings, parser_options
 from pplaw_jax.errors import PplawError
-from pplaw_jax.fileio import check_output_path, discard_temporaries, output_lock
+from pplaw_jax.fileio import check_not_over_inputs, check_output_path, discard_temporaries, output_lock
 
 # subcommand -> (module, one-line help, example)
 COMMANDS = {
@@ -24,6 +26,8 @@ COMMANDS = {
                 "pplaw scratch --data data/general_train.jsonl --vocab-size 2048 --out base hidden_size=128"),
     "score": ("pplaw_jax.landscape.cli", "score every chunk of a corpus with a frozen model",
               "pplaw score --model smollm2-135m-instruct --data corpus/train.jsonl --out land --seq-len 512"),
+    "landscape": ("pplaw_jax.landscape.export", "a landscape as per-document columns of its corpus",
+                  "pplaw landscape export --landscape land --data corpus/train.jsonl.gz --out land_export"),
     "runs": ("pplaw_jax.fit.runs_cli", "collect finished CPT runs into the runs table",
              "pplaw runs --manifest grid/selections --runs-dir grid/runs --out grid/runs.csv"),
     "fit": ("pplaw_jax.fit.cli", "fit the perplexity-aware (or data-only) scaling law to runs.csv",
@@ -45,16 +49,34 @@ COMMANDS = {
             "pplaw run experiments/configs/quickstart.yaml out_dir=runs/qs final.seeds=[0,1]"),
 }
 
-COMPILING = {"score", "train", "eval", "fit"}  # subcommands that compile with XLA
+EXAMPLES = """examples:
+  pplaw run experiments/configs/quickstart.yaml out_dir=runs/quickstart   # a whole study, on CPU
+  pplaw score --model HuggingFaceTB/SmolLM2-135M --data corpus.jsonl --out land   # one stage
+  pplaw COMMAND --help                                                     # each command's flags"""
+
+COMPILING = {"score", "train", "eval", "fit"}
+# subcommands that print their own JSON summary line on success; the others get {"command", "out"}
+PRINTS_JSON = {"score", "landscape", "train", "eval", "predict", "select", "propose"}  # subcommands that compile with XLA
 FILE_OUTPUTS = {"eval", "predict", "runs", "data cut", "data cloze", "data contaminate"}  # --out is a file, not a directory
 # Subcommands that lock their --out directory themselves, per host, once jax.distributed is up
 # (`fileio.output_lock`); `run` locks its study directory. The others are locked here.
 SELF_LOCKING = {"score", "train", "run"}
+# Each subcommand's inputs (argparse dests), which its --out may not be, be inside or contain
+# (`fileio.check_not_over_inputs`); `select design`/`windows` and `data cut`... by their mode.
+INPUTS = {
+    "data cut": ("data",), "data cloze": ("data",), "data contaminate": ("data", "general"),
+    "scratch": ("data",), "score": ("model", "data"), "landscape export": ("landscape", "data"),
+    "runs": ("include", "manifest", "runs_dir", "run"), "fit": ("runs",), "predict": ("fit", "points"),
+    "select": ("landscape", "fit", "labels"), "select design": ("landscape",), "select windows": ("landscape",),
+    "propose": ("fit", "landscape"),
+    "train": ("model", "tokenizer", "data", "selection", "eval_data", "general_eval_data", "target_eval_data"),
+    "eval": ("model", "tasks", "lm_eval_include"),
+}
 
 
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | None]:
     options = parser_options()
-    parser = options.pop("parser_class")(prog="pplaw", description=__doc__.splitlines()[0], **options)
+    parser = options.pop("parser_class")(prog="pplaw", description=__doc__.splitlines()[0], epilog=EXAMPLES, **options)
     parser.add_argument("--version", action="version", version=f"pplaw {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = next((a for a in argv if not a.startswith("-")), None)
@@ -69,6 +91,10 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | Non
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:  # `pplaw run CFG --until X key=v`: overrides may follow the flags
+        from pplaw_jax.pipeline import overrides_last
+
+        argv = overrides_last(argv)
     parser, module = build_parser(argv)
     try:
         args = parser.parse_args(argv)
@@ -89,8 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = getattr(args, "out", None)
         file_out = args.command in FILE_OUTPUTS or f"{args.command} {getattr(args, 'mode', '')}" in FILE_OUTPUTS
-        if out is not None:  # an output that cannot be written fails first
+        if out is not None:  # an output that cannot be written, or would be written over an input, fails first
             check_output_path(out, "file" if file_out else "dir")
+            command = f"{args.command} {args.mode}" if getattr(args, "mode", None) else args.command
+            check_not_over_inputs(out, "--out", {f"--{d.replace('_', '-')}": getattr(args, d, None)
+                                                 for d in INPUTS.get(command, ())})
         if out is None or file_out or args.command in SELF_LOCKING:
             code = int(module.run(args) or 0)
         else:
@@ -99,10 +128,29 @@ def main(argv: list[str] | None = None) -> int:
                 code = int(module.run(args) or 0)
         if code == 0 and out is not None and not file_out:
             _record_command(out, argv, args)
+        if code == 0 and args.command not in PRINTS_JSON:
+            name = " ".join(filter(None, (args.command, getattr(args, "mode", None))))
+            print(json.dumps({"command": name, "out": str(out or getattr(args, "study", None) or _study_dir(args))}))
         return code
     except PplawError as e:
         print(f"pplaw {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # SIGINT: one line, the shell's code, and everything written so far resumable
+        print(f"pplaw {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        print(f"pplaw {args.command}: error: no space left on the device writing {e.filename or 'the output'}; "
+              "free space and run the same command again to resume", file=sys.stderr)
+        return 2
+
+
+def _study_dir(args) -> str:
+    """`pplaw run`'s study directory (its config's out_dir)."""
+    from pplaw_jax.config import load_config
+
+    return load_config(args.config, args.overrides).out_dir
 
 
 COMMAND_JSON = "command.json"  # in every output directory: the command that completed it

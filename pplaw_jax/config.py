@@ -42,7 +42,7 @@ Moments = Literal["ppl", "logppl"]
 Selector = Literal["tilted", "bands"]
 Law = Literal["auto", "ppl", "data", "mu", "nointer", "quad", "surface"]
 AUTO = "auto"  # fit.law: choose the law by lack of fit and held-out error (pplaw_jax.law.choice)
-MOMENTS_DEFAULT = "ppl"  # the paper's; the committed studies choose logppl (README: the two kinds)
+MOMENTS_DEFAULT = "logppl"  # chunk mean-NLL moments: what every committed study uses (README: the two kinds)
 SELECTOR_DEFAULT = "tilted"
 MAX_BOUNDARY_FRACTION = 0.2
 LACK_OF_FIT_ALPHA = 0.05  # a law whose lack-of-fit test has p below this is not used to select
@@ -116,13 +116,15 @@ class FitConfig:
                                   "left-out design points as well as the best), or one of ppl (the paper's), "
                                   "data, mu, nointer, quad, surface")
     moments: Moments = setting(MOMENTS_DEFAULT, help="mu and sigma of the runs: ppl = chunk-perplexity "
-                               "mean/std (the paper's), logppl = chunk mean-NLL mean/std")
+                               "mean/std (the paper's), logppl = chunk mean-NLL mean/std (better conditioned)")
     method: Literal["point", "bayes", "both"] = setting(
         "both", help="point: Huber fit + bootstrap; bayes: NUTS started at the point fit; both")
     bootstrap: int = setting(200, lo=0, help="group-bootstrap refits of the point fit (intervals, interior check)")
     starts: int = setting(16, lo=0, help="random starts added to the OLS grid starts")
     folds: int = setting(0, lo=0, help="held-out comparison: 0 leaves one run group out at a time; "
                                        "k >= 2: k folds of run groups")
+    min_runs_per_param: float = setting(2.0, lo=1, help="a law is fitted only with at least this many runs per "
+                                        "parameter (fewer: the law is skipped by --law auto, refused when given)")
     outlier_share: float = setting(0.0, lo=0, hi=0.5, help="lack-of-fit test: at most this share of the runs (unreplicated, "
                                    "beyond 5 pure-error sds) may be set aside as outliers, and are named "
                                    "(0: the classical test)")
@@ -500,7 +502,8 @@ def _literal_values(hint):
     return None
 
 
-def _get(tree: dict, dotted: str):
+def get_dotted(tree: dict, dotted: str):
+    """The value at a dotted key of a nested dict (``fit.law``), None where any part is missing."""
     node = tree
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -565,7 +568,7 @@ def study_from_tree(tree: dict) -> StudyConfig:
     """A validated StudyConfig from a YAML tree: unknown and derived keys refused, derived keys
     filled, study-level consistency checked."""
     for key, source in DERIVED.items():
-        if _get(tree, key) is not None:
+        if get_dotted(tree, key) is not None:
             why = f"it is {source}" if source else "it is set per entry of final.methods"
             raise PplawError(f"config key {key} cannot be set in a study: {why}")
     cfg = build(StudyConfig, tree)
@@ -573,7 +576,7 @@ def study_from_tree(tree: dict) -> StudyConfig:
     cfg.grid.propose.selector = cfg.final.select.selector = cfg.grid.design.selector
     check(cfg, lambda name: name)
     for key in ("grid.metric", "final.primary"):
-        if _get(dataclasses.asdict(cfg), key) == "target_loss" and not cfg.data.target_eval:
+        if get_dotted(dataclasses.asdict(cfg), key) == "target_loss" and not cfg.data.target_eval:
             raise PplawError(f"config key {key}: target_loss needs data.target_eval")
     if cfg.fit.law == "data":
         raise PplawError("config key fit.law: a study needs auto or a perplexity-aware law "
@@ -619,14 +622,15 @@ def config_to_dict(cfg: StudyConfig) -> dict:
 # ---------------------------------------------------------------------- flags
 def parser_options() -> dict:
     """Keyword arguments of every `pplaw` (sub)parser: simple-parsing's argparse subclass with
-    dashed flag names (``--seq-len``), defaults shown in the help, no config-file flag, and no
-    abbreviated flags (``--n`` of a subcommand must not be read as a prefix of the parent's
-    ``--no-...`` switches)."""
-    from simple_parsing import ArgumentParser, DashVariant
-    from simple_parsing.help_formatter import SimpleHelpFormatter
+    dashed flag names (``--seq-len``), the help of `cli_format` (metavars, each default once), no
+    config-file flag, and no abbreviated flags (``--n`` of a subcommand must not be read as a prefix
+    of the parent's ``--no-...`` switches)."""
+    from simple_parsing import DashVariant
 
-    return dict(parser_class=ArgumentParser, add_option_string_dash_variants=DashVariant.DASH,
-                add_config_path_arg=False, formatter_class=SimpleHelpFormatter, allow_abbrev=False)
+    from pplaw_jax.cli_format import HelpFormatter, Parser
+
+    return dict(parser_class=Parser, add_option_string_dash_variants=DashVariant.DASH,
+                add_config_path_arg=False, formatter_class=HelpFormatter, allow_abbrev=False)
 
 
 def add_settings(parser, cls, dest: str = "cfg") -> None:

@@ -144,6 +144,8 @@ def check_output_path(path: str | os.PathLike, kind: str) -> None:
             raise PplawError(f"--out {u}: is a directory; expected a file path")
         return
     p = Path(text)
+    if p.is_symlink() and not p.exists():
+        raise PplawError(f"--out {p}: a symbolic link to {os.readlink(p)}, which does not exist")
     if kind == "dir" and p.exists() and not p.is_dir():
         raise PplawError(f"--out {p}: exists and is not a directory")
     if kind == "file" and p.is_dir():
@@ -155,6 +157,52 @@ def check_output_path(path: str | os.PathLike, kind: str) -> None:
         raise PplawError(f"--out {p}: {ancestor} is not a directory")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise PplawError(f"--out {p}: {ancestor} is not writable")
+
+
+def _comparable(spec: str) -> str | None:
+    """A path spec as one comparable string: local paths resolved (links followed, ``scratch:``
+    stripped, a glob cut to its fixed directory), URLs normalised; None for what names no path
+    (``tfds:`` specs)."""
+    spec = os.fspath(spec)
+    if spec.startswith("tfds:"):
+        return None
+    spec = spec.removeprefix("scratch:")
+    if is_url(spec):
+        return str(as_path(spec)).rstrip("/")
+    if any(c in spec for c in "*?[") and not os.path.exists(spec):
+        fixed = []
+        for part in spec.split(os.sep):
+            if any(c in part for c in "*?["):
+                break
+            fixed.append(part)
+        spec = os.sep.join(fixed) or "."
+    return os.path.realpath(spec)
+
+
+def check_not_over_inputs(out: str | os.PathLike, out_flag: str, inputs: dict[str, object]) -> None:
+    """Refuse, before anything is written, an output that is, is inside, or contains one of the
+    command's inputs (`inputs`: flag -> path or list of paths; None skipped): a command never
+    writes over what it reads.  PplawError naming both."""
+    o = _comparable(out)
+    if o is None:
+        return
+    for flag, value in inputs.items():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if item is None:
+                continue
+            i = _comparable(str(item).split("=", 1)[-1] if flag == "--run" else item)
+            if i is None:
+                continue
+            if o == i:
+                relation = "is"
+            elif o.startswith(i.rstrip("/") + "/"):
+                relation = "is inside"
+            elif i.startswith(o.rstrip("/") + "/"):
+                relation = "contains"
+            else:
+                continue
+            raise PplawError(f"{out_flag} {out} {relation} the input {flag} {item}: a command never writes "
+                             "over its inputs; choose another output")
 
 
 LOCK_PREFIX = ".pplaw-lock-host"

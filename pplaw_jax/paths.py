@@ -12,7 +12,7 @@ and pyarrow read through it), it is installed with transformers (huggingface_hub
 knows every URL scheme with a backend, including ``memory://``, the in-process filesystem the tests
 run every command on; ``epath`` knows only ``gs://``, ``s3://``, ``az://`` and ``hf://`` (itself
 through fsspec) and would be one more dependency. The backends for the clouds are optional extras
-(``pip install 'pplaw_jax[gcs]'`` for ``gcsfs``, ``'pplaw_jax[s3]'`` for ``s3fs``); a URL whose
+(``pip install -e '.[gcs]'`` for ``gcsfs``, ``-e '.[s3]'`` for ``s3fs``); a URL whose
 backend is missing fails with one line naming the extra.
 
 What an object store changes (see `pplaw_jax.fileio`):
@@ -85,7 +85,7 @@ def filesystem(url: str) -> tuple[Any, str]:
         if s in BACKENDS:
             package, extra = BACKENDS[s]
             raise PplawError(f"{url}: {s}:// paths need the {package} package; install it with "
-                             f"pip install 'pplaw_jax[{extra}]'") from None
+                             f"pip install {package} (or, in the pplaw_jax checkout, pip install -e '.[{extra}]')") from None
         raise PplawError(f"{url}: the fsspec backend for {s}:// is not installed ({e})") from None
     except ValueError as e:
         raise PplawError(f"{url}: unknown URL scheme {s!r} ({e})") from None

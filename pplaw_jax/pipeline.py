@@ -43,7 +43,7 @@ from pathlib import Path
 
 import yaml
 
-from pplaw_jax.config import SelectConfig, StudyConfig, config_to_dict, load_config, settings_argv
+from pplaw_jax.config import SelectConfig, StudyConfig, config_to_dict, get_dotted, load_config, settings_argv
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import discard_temporaries, output_lock, write_json, write_text
 from pplaw_jax.fit.fitdir import FIT_JSON
@@ -51,12 +51,13 @@ from pplaw_jax.fit.runs_table import read_runs_table
 from pplaw_jax.logs import get_logger
 from pplaw_jax.paths import append_text, as_path, cache_root, is_url, source, url_key
 from pplaw_jax.select.io import aliased_methods
-from pplaw_jax.stages import STAGES, stages_record, stage_keys, stale_stages, supersede
+from pplaw_jax.stages import FINGERPRINTED, STAGES, stages_record, stage_keys, stale_stages, supersede
 
 log = get_logger("run")
 COMPILATION_CACHE = ".jax_cache"  # under out_dir (hidden: not a study output)
 LOG_STAMP = "#"
 CORPORA = ("general_train", "general_test", "domain_train", "domain_valid", "domain_test", "target_eval")
+INPUTS_JSON = "inputs.json"  # the content fingerprints of the study's input files (stages.FINGERPRINTED)
 VALID_DOCS = 200  # documents of a derived validation split without data.eval_max_docs
 LM_EVAL_JSON = "lm_eval.json"  # a final model's lm-evaluation-harness results (final.lm_eval_tasks)  # commands.log: `pplaw ...  # <time>`, a shell comment, so the log runs as a script
 
@@ -69,6 +70,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="append", default=[], choices=tuple(STAGES), metavar="STAGE",
                         help="re-run this stage and everything downstream of it even if its inputs are "
                              "unchanged (its outputs are moved to OUT/superseded/); repeatable")
+
+
+RUN_FLAGS_WITH_VALUE = ("--until", "--force")
+
+
+def overrides_last(argv: list[str]) -> list[str]:
+    """``run CFG [flags and KEY=VALUE overrides in any order]`` with the positionals (the config
+    and the overrides) first, so argparse reads overrides that follow a flag (``--until fit
+    fit.law=ppl``) as overrides."""
+    positionals, flags, rest = [], [], iter(argv[1:])
+    for word in rest:
+        if word in RUN_FLAGS_WITH_VALUE:
+            flags += [word, next(rest, "")]
+        elif word.startswith("-"):
+            flags.append(word)
+        else:
+            positionals.append(word)
+    return [argv[0], *positionals, *flags]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -146,10 +165,11 @@ class Study:
 
     def _reconcile_config(self, force: set[str]) -> None:
         """Move aside the outputs this configuration cannot reuse (`pplaw_jax.stages`: a stage whose
-        inputs changed since the recorded config.yaml, or forced, and all downstream of it), then
-        record the configuration. The moves come first, so a kill in between repeats them."""
+        settings or input files changed since the recorded config.yaml and inputs.json, or forced,
+        and all downstream of it), then record the configuration and the inputs' fingerprints. The
+        moves come first, so a kill in between repeats them."""
         path = self.out / "config.yaml"
-        current = config_to_dict(self.cfg)
+        current = {**config_to_dict(self.cfg), "inputs": self._fingerprints()}
         previous = None
         if path.exists():
             try:
@@ -157,14 +177,41 @@ class Study:
             except PplawError as e:
                 raise PplawError(f"{path}: the study's recorded configuration no longer loads ({e}); "
                                  f"use a new out_dir") from None
+            recorded = self.out / INPUTS_JSON
+            # a study recorded before fingerprints were kept: unknown is not a difference
+            previous["inputs"] = json.loads(recorded.read_text()) if recorded.exists() else current["inputs"]
         old_keys = stage_keys(previous if previous is not None else current)
         for stage in stale_stages(previous, current, force):
             moved = supersede(self.out, stage, old_keys[stage])
             if moved is not None:
                 log.info(f"stage {stage}: inputs changed{' (forced)' if stage in force else ''}; "
                          f"previous outputs moved to {moved.relative_to(self.out)}")
-        write_text(path, yaml.safe_dump(current, sort_keys=True))
+        write_text(path, yaml.safe_dump({k: v for k, v in current.items() if k != "inputs"}, sort_keys=True))
+        write_json(self.out / INPUTS_JSON, current["inputs"])
         write_json(self.out / "stages.json", stages_record(current))
+
+    def _fingerprints(self) -> dict[str, str | None]:
+        """Content fingerprints of the input files the configuration names (`stages.FINGERPRINTED`),
+        as given (relative to where `pplaw run` started); None where nothing is named or the
+        content cannot be known (a TFDS spec, a stream, a model name that names no files)."""
+        from pplaw_jax.data.readers import corpus_fingerprint
+        from pplaw_jax.fileio import content_fingerprint
+        from pplaw_jax.models.loading import model_fingerprint
+        from pplaw_jax.paths import as_path
+
+        tree = config_to_dict(self.cfg)
+        out = {}
+        for key in FINGERPRINTED:
+            spec = get_dotted(tree, key)
+            if spec is None:
+                out[key] = None
+            elif key == "base_model":
+                out[key] = model_fingerprint(spec)
+            elif key == "final.lm_eval_include":
+                out[key] = content_fingerprint(sorted(p for p in as_path(spec).rglob("*") if p.is_file()))
+            else:
+                out[key] = corpus_fingerprint(spec) if key.startswith("data.") else content_fingerprint([spec])
+        return out
 
     def pplaw(self, *argv: str, allow_exit: tuple[int, ...] = ()) -> int:
         """Run one `pplaw` subcommand in-process, logging the equivalent shell command; an exit code
@@ -354,9 +401,15 @@ class Study:
         manifest = pd.read_csv(source(sel_dir / "manifest.csv"), dtype={"group": str})
         if manifest.empty:
             raise PplawError(f"no subsets in {sel_dir / 'manifest.csv'}")
+        started, trained = time.monotonic(), 0  # the estimate counts only runs trained in this session
         for i, r in enumerate(manifest.itertuples(), 1):
-            log.info(f"run {i}/{len(manifest)} of {sel_dir.relative_to(self.out)}: {r.name}")
+            elapsed = time.monotonic() - started
+            left = f", about {elapsed / trained * (len(manifest) - i + 1) / 60:.1f} min left" if trained else ""
+            log.info(f"run {i}/{len(manifest)} of {sel_dir.relative_to(self.out)}: {r.name} "
+                     f"({elapsed / 60:.1f} min elapsed{left})")
+            finished = (runs_dir / r.name / "eval.json").exists()
             self._train(sel_dir / r.name / "selection.parquet", runs_dir / r.name, self.cfg.seed + int(r.seed))
+            trained += not finished
 
     def _sequential_round(self, r: int, prev_csv: Path) -> None:
         """Round `r`: fit the runs so far, propose the next runs and, unless the optimum is located

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pplaw_jax.costs import cost_lines
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_text
 from pplaw_jax.fit.fitdir import FIT_JSON, load_fit
@@ -269,7 +270,9 @@ def _fit_section(fit: dict) -> list[str]:
                   "90% intervals over run groups):", "", _table(pd.DataFrame(prow)), ""]
     bayes = fit.get("bayes") or {}
     if bayes.get("summary"):
-        brow = [dict(param=k, **{c: v.get(c) for c in ("mean", "sd", "q05", "q95", "r_hat", "ess_bulk")})
+        ident = bayes.get("identified") or {}
+        brow = [dict(param=k, **{c: v.get(c) for c in ("mean", "sd", "q05", "q95", "r_hat", "ess_bulk")},
+                     identified="—" if k not in ident else "yes" if ident[k] else "no (posterior ~ prior)")
                 for k, v in bayes["summary"].items()]
         lines += [f"Bayesian fit (NumPyro NUTS; converged: {bayes.get('converged')}"
                   + (f"; problems: {'; '.join(bayes['problems'])}" if bayes.get("problems") else "") + "):", "",
@@ -626,6 +629,7 @@ def write_report(out: str | Path, cfg) -> Path:
     lines += _optimum_section(out, fit, cfg)
     lines += _selection_section(out, aliases)
     lines += _final_section(out, fig_dir, cfg.final.primary)
+    lines += cost_lines(out)
     path = out / "report.md"
     write_text(path, "\n".join(lines) + "\n")
     get_logger("report").info(f"wrote {path}")

@@ -70,7 +70,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pplaw_jax.config import AUTO, LACK_OF_FIT_ALPHA, MAX_BOUNDARY_FRACTION
+from pplaw_jax.config import AUTO, LACK_OF_FIT_ALPHA, MAX_BOUNDARY_FRACTION, FitConfig
 from pplaw_jax.errors import PplawError
 from pplaw_jax.law.choice import assess_laws, choose_law
 from pplaw_jax.law.forms import LAWS, get_law, predict_loss
@@ -495,7 +495,7 @@ def fit_runs(obs: dict, groups, cfg: LoopConfig, seed: int) -> dict:
                             group=list(groups), moments=cfg.moments)
     candidates = tuple(LAWS) if cfg.law == AUTO else (cfg.law,)
     assessed = assess_laws(runs, candidates, alpha=LACK_OF_FIT_ALPHA, n_random=4, seed=seed,
-                           outlier_share=cfg.outlier_share)
+                           outlier_share=cfg.outlier_share, min_runs_per_param=FitConfig.min_runs_per_param)
     if cfg.law == AUTO:
         choice = choose_law(assessed.heldout, assessed.lof, runs.groups, seed)
         law, usable = choice["chosen"], choice["chosen"] is not None

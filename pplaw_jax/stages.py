@@ -6,9 +6,16 @@ that reads it and everything downstream, and nothing else: a new `fit.bootstrap`
 select and final, never the landscape or the law-fitting grid (unless sequential rounds, which fit
 the law to choose their runs, are on). The report is rewritten on every run and has no key.
 
+Inputs by content: every input file the configuration names (`FINGERPRINTED`: the corpora and eval
+sets, the base model, the task files) enters the key of each stage that reads it through its
+content fingerprint (`fileio.content_fingerprint`: names, sizes, first and last MiB), given in the
+tree under ``inputs`` (`pipeline` computes them and records them in ``OUT/inputs.json``).  So a
+corpus with documents appended reruns its landscape and what follows, as a changed setting does;
+touching a file without changing it reruns nothing.
+
 When a stage's key changes, its output directory is moved to ``OUT/superseded/<stage>-<old key>``
 (nothing is deleted) and the stage runs again. The previous configuration is the study's
-``config.yaml``, so the keys of what is on disk are always recomputable.
+``config.yaml`` (with ``inputs.json``), so the keys of what is on disk are always recomputable.
 
 Pure functions of the configuration tree (`pplaw_jax.config.config_to_dict`); the file moves are in
 `supersede`.
@@ -20,6 +27,7 @@ import hashlib
 import json
 import os
 
+from pplaw_jax.config import get_dotted
 from pplaw_jax.paths import AnyPath, as_path, move
 
 _CORPUS_READ = ("data.builtin", "data.text_field", "data.id_field")
@@ -43,24 +51,26 @@ STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "final": (("final.tasks", "final.lm_eval_tasks", "final.lm_eval_include", "train", "eval", "seed", "data"),
               ("select", "base")),
 }
+# configuration keys that name input files: a stage reading one also reads its content fingerprint
+FINGERPRINTED = ("data.general_train", "data.general_test", "data.domain_train", "data.domain_valid",
+                 "data.domain_test", "data.target_eval", "base_model", "final.tasks", "final.lm_eval_include")
 # sequential rounds fit the law (fit settings) and train a random control at the final budget
 SEQUENTIAL_GRID_READS = ("fit", "final.budget")
 SUPERSEDED = "superseded"
 
 
-def _get(tree: dict, dotted: str):
-    node = tree
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
 def stage_inputs(tree: dict, stage: str) -> dict:
-    """The configuration values `stage` reads, by dotted key."""
+    """The configuration values `stage` reads, by dotted key, and the content fingerprints of the
+    input files among them (``content:<key>``, from ``tree["inputs"]``; absent when unknown)."""
     reads, _ = STAGES[stage]
-    if stage == "grid" and _get(tree, "grid.rounds"):
+    if stage == "grid" and get_dotted(tree, "grid.rounds"):
         reads = (*reads, *SEQUENTIAL_GRID_READS)
-    return {key: _get(tree, key) for key in reads}
+    out = {key: get_dotted(tree, key) for key in reads}
+    inputs = tree.get("inputs") or {}
+    for key in FINGERPRINTED:
+        if inputs.get(key) is not None and any(key == r or key.startswith(r + ".") for r in reads):
+            out[f"content:{key}"] = inputs[key]
+    return out
 
 
 def stage_keys(tree: dict) -> dict[str, str]:

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -61,6 +62,7 @@ INPUTS = {  # name -> bytes, written once into {root}
     "points_header.csv": b"mu,sigma,tokens\n",
     "points_nonutf8.csv": b"mu,sigma,tokens\n" + NON_UTF8,
     "points_zero.csv": b"mu,sigma,tokens\n10,2,1e6\n10,0,1e6\n",
+    "tasks_good.jsonl": _jsonl(TASK),
     "tasks_empty.jsonl": b"",
     "tasks_malformed.jsonl": _jsonl(TASK, b"{not json"),
     "tasks_nonutf8.jsonl": _jsonl(TASK) + NON_UTF8,
@@ -72,6 +74,8 @@ INPUTS = {  # name -> bytes, written once into {root}
 }
 
 SCORE = ("score", "--model", "{root}/model", "--seq-len", "32")
+SCRATCH_FIELDS = ("model_type=llama", "hidden_size=64", "intermediate_size=128", "num_hidden_layers=1",
+                  "num_attention_heads=2", "num_key_value_heads=1")
 TRAIN = ("train", "--model", "{root}/model", "--seq-len", "32", "--batch-size", "8", "--steps", "1")
 SELECT = ("select", "--tokens", "1000", "--method", "random")
 PROPOSE = ("propose", "--n", "2", "--tokens", "1000")
@@ -110,25 +114,51 @@ CASES = [
          r"mesh .*'data': 3.* needs 3 devices but 8 are available", "summary.json"),
     Case("score/out-below-a-file", (*SCORE, "--data", "{root}/good.jsonl", "--out", "{root}/a_file/x"),
          r"--out .*a_file/x: .*a_file is not a directory", None),
+    # ------------------------------------------------------------------ scratch
+    Case("scratch/vocab-the-corpus-cannot-reach", ("scratch", "--data", "{root}/good.jsonl", "--vocab-size", "50000",
+                                                   "--out", "{out}", *SCRATCH_FIELDS),
+         r"--vocab-size 50000: the corpus yields only \d+ tokens", "init_config.json"),
+    Case("scratch/hidden-not-divisible-by-heads", ("scratch", "--data", "{root}/good.jsonl", "--vocab-size", "300",
+                                                   "--out", "{out}", *SCRATCH_FIELDS, "hidden_size=100",
+                                                   "num_attention_heads=3"),
+         r"the KEY=VALUE fields: hidden_size 100 is not divisible by num_attention_heads 3", "init_config.json"),
+    Case("scratch/no-model-type", ("scratch", "--data", "{root}/good.jsonl", "--vocab-size", "300", "--out", "{out}",
+                                   "hidden_size=64"),
+         r"the KEY=VALUE fields: model_type None is not supported", "init_config.json"),
     # ------------------------------------------------------------------ fit
-    Case("fit/missing-runs", ("fit", "--runs", "{root}/nope.csv", "--out", "{out}"), r"nope\.csv", "fit.json"),
-    Case("fit/empty-runs", ("fit", "--runs", "{root}/runs_empty.csv", "--out", "{out}"),
+    Case("fit/missing-runs", ("fit", "--moments", "ppl", "--runs", "{root}/nope.csv", "--out", "{out}"), r"nope\.csv", "fit.json"),
+    Case("fit/empty-runs", ("fit", "--moments", "ppl", "--runs", "{root}/runs_empty.csv", "--out", "{out}"),
          r"runs_empty\.csv: ", "fit.json"),
-    Case("fit/header-only", ("fit", "--runs", "{root}/runs_header.csv", "--out", "{out}"),
+    Case("fit/header-only", ("fit", "--moments", "ppl", "--runs", "{root}/runs_header.csv", "--out", "{out}"),
          r"runs_header\.csv: no runs", "fit.json"),
-    Case("fit/non-utf8", ("fit", "--runs", "{root}/runs_nonutf8.csv", "--out", "{out}"),
+    Case("fit/non-utf8", ("fit", "--moments", "ppl", "--runs", "{root}/runs_nonutf8.csv", "--out", "{out}"),
          r"runs_nonutf8\.csv: ", "fit.json"),
-    Case("fit/text-in-a-number-column", ("fit", "--runs", "{root}/runs_text.csv", "--out", "{out}"),
+    Case("fit/text-in-a-number-column", ("fit", "--moments", "ppl", "--runs", "{root}/runs_text.csv", "--out", "{out}"),
          r"runs_text\.csv: line 3 .*'loss'", "fit.json"),
-    Case("fit/negative-tokens", ("fit", "--runs", "{root}/runs_negative.csv", "--out", "{out}"),
+    Case("fit/negative-tokens", ("fit", "--moments", "ppl", "--runs", "{root}/runs_negative.csv", "--out", "{out}"),
          r"runs_negative\.csv: line 3 .*'tokens'", "fit.json"),
-    Case("fit/missing-column", ("fit", "--runs", "{root}/runs_nocol.csv", "--out", "{out}"),
+    Case("fit/missing-column", ("fit", "--moments", "ppl", "--runs", "{root}/runs_nocol.csv", "--out", "{out}"),
          r"runs_nocol\.csv: missing column\(s\) sigma_ppl", "fit.json"),
-    Case("fit/runs-is-a-directory", ("fit", "--runs", "{root}", "--out", "{out}"), r"is a directory|not a file",
+    Case("fit/runs-is-a-directory", ("fit", "--moments", "ppl", "--runs", "{root}", "--out", "{out}"), r"is a directory|not a file",
          "fit.json"),
-    Case("fit/out-is-a-file", ("fit", "--runs", "{root}/runs_good.csv", "--out", "{root}/a_file"),
+    Case("fit/out-is-a-file", ("fit", "--moments", "ppl", "--runs", "{root}/runs_good.csv", "--out", "{root}/a_file"),
          r"--out .*a_file: exists and is not a directory", None),
+    Case("fit/blank-group-cell", ("fit", "--moments", "ppl", "--runs", "{root}/runs_blank_group.csv", "--out", "{out}"),
+         r"runs_blank_group\.csv: line 4 \(run .*\): column 'group' is blank", "fit.json"),
+    Case("fit/out-is-a-dangling-link", ("fit", "--moments", "ppl", "--runs", "{root}/runs_good.csv", "--out", "{root}/dangling"),
+         r"--out .*dangling: a symbolic link to .*nowhere, which does not exist", None),
+    Case("fit/every-run-twice", ("fit", "--moments", "ppl", "--runs", "{root}/runs_twice.csv", "--out", "{out}"),
+         r"runs_twice\.csv: line 14 repeats line 2: a duplicated run", "fit.json"),
+    Case("fit/budgets-spanning-1.05x", ("fit", "--moments", "ppl", "--runs", "{root}/runs_narrow.csv", "--out", "{out}"),
+         r"runs_narrow\.csv: the runs' token counts span only 1\.0\d+x", "fit.json"),
+    Case("fit/as-many-runs-as-parameters", ("fit", "--moments", "ppl", "--runs", "{root}/runs_seven.csv", "--out", "{out}", "--law", "ppl"),
+         r"runs_seven\.csv: too few runs for law 'ppl': 7 < 2 x its 7 parameters = 14", "fit.json"),
+    Case("runs/the-same-run-twice", ("runs", "--run", "g1={root}/run_done", "--run", "g2={root}/run_done",
+                                      "--out", "{out}"), r"run_done is collected twice", None),
     # ------------------------------------------------------------------ select
+    Case("select/design-budget-of-one-chunk", ("select", "design", "--landscape", "{root}/land", "--budgets", "100",
+                                                "1e4", "1e5", "--out", "{out}"),
+         r"--budgets: the smallest budget 100 holds about [0-9.]+ chunks", "design.json"),
     Case("select/missing-landscape", (*SELECT, "--landscape", "{root}/nope", "--out", "{out}"),
          r"nope: landscape directory not found", "summary.json"),
     Case("select/incomplete-landscape", (*SELECT, "--landscape", "{root}/land_incomplete", "--out", "{out}"),
@@ -199,6 +229,13 @@ CASES = [
          r"--seq-len: 1 out of range \(must be >= 2\)", "eval.json"),
     Case("train/out-is-a-file", (*TRAIN, "--data", "{root}/good.jsonl", "--out", "{root}/a_file"),
          r"--out .*a_file: exists and is not a directory", None),
+    Case("train/nan-model", ("train", "--model", "{root}/model_nan", "--seq-len", "32", "--batch-size", "8",
+                             "--steps", "1", "--data", "{root}/good.jsonl", "--out", "{out}"),
+         r"loss on the first batch is nan, before any update: the model gives non-finite logits", "eval.json"),
+    Case("score/nan-model", ("score", "--model", "{root}/model_nan", "--seq-len", "32", "--data", "{root}/good.jsonl",
+                             "--out", "{out}"), r"scores document .* as nan .*non-finite logits", "summary.json"),
+    Case("eval/nan-model", ("eval", "--model", "{root}/model_nan", "--tasks", "{root}/tasks_good.jsonl",
+                            "--out", "{out}"), r"tasks_good\.jsonl:1: choice 0 has log-likelihood nan", None),
     # ------------------------------------------------------------------ eval
     Case("eval/missing-tasks", (*EVAL, "--tasks", "{root}/nope.jsonl", "--out", "{out}"), r"nope\.jsonl", None),
     Case("eval/empty-tasks", (*EVAL, "--tasks", "{root}/tasks_empty.jsonl", "--out", "{out}"),
@@ -248,7 +285,25 @@ def root(tmp_path_factory):
     for name, data in INPUTS.items():
         (root / name).write_bytes(data)
     save_tiny_llama(root / "model", seed=0)
-    write_runs_table(root / "runs_good.csv", synthetic_runs(n=12, seed=0).drop(columns="loss_true"))
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    shutil.copytree(root / "model", root / "model_nan")  # the same model with NaN weights
+    weights = load_file(root / "model" / "model.safetensors")
+    save_file({k: np.full_like(v, np.nan) if "norm" in k else v for k, v in weights.items()},
+              root / "model_nan" / "model.safetensors")
+    good = synthetic_runs(n=12, seed=0).drop(columns="loss_true")
+    write_runs_table(root / "runs_good.csv", good)
+    write_runs_table(root / "runs_twice.csv", pd.concat([good, good], ignore_index=True))
+    write_runs_table(root / "runs_narrow.csv", good.assign(tokens=np.linspace(1e6, 1.05e6, len(good)).round()))
+    write_runs_table(root / "runs_seven.csv", good.head(7))
+    write_runs_table(root / "runs_blank_group.csv", good.assign(group=["g"] * 2 + [""] + ["g"] * (len(good) - 3)))
+    (root / "dangling").symlink_to(root / "nowhere")
+    (root / "run_done").mkdir()
+    (root / "run_done" / "eval.json").write_text(json.dumps(
+        {"domain_loss": 3.0, "tokens": 100, "trained_tokens": 100, "mu_ppl": 5.0, "sigma_ppl": 1.0,
+         "mu_logppl": 1.5, "sigma_logppl": 0.2}))
     table = synthetic_landscape(400, seed=0)
     write_landscape(root / "land", table, rows_per_part=200)
     write_landscape(root / "land_incomplete", table, rows_per_part=200, complete=False)
@@ -270,7 +325,6 @@ def root(tmp_path_factory):
         (root / name / "fit.json").write_bytes(data)
     for name in ("sel_nosummary", "sel_notparquet"):
         (root / name).mkdir()
-    import pandas as pd
 
     pd.DataFrame({"doc_id": ["a"], "chunk": [0], "n_tokens": [5], "ppl": [3.0]}).to_parquet(
         root / "sel_nosummary" / "selection.parquet")
@@ -283,7 +337,7 @@ def root(tmp_path_factory):
 def test_bad_input_exits_2_with_one_line_and_no_complete_output(case, root, tmp_path, capsys):
     out = tmp_path / "out"
     argv = [a.format(root=root, out=out) for a in case.argv]
-    before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    before = {p: p.lstat().st_mtime_ns for p in root.rglob("*")}
     code = main(argv)
     captured = capsys.readouterr()
     err = [line for line in captured.err.splitlines() if line.strip() and not _progress(line)]
@@ -296,7 +350,7 @@ def test_bad_input_exits_2_with_one_line_and_no_complete_output(case, root, tmp_
         assert not out.exists()
     else:
         assert not (out / case.complete).exists()
-    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before  # inputs untouched
+    assert {p: p.lstat().st_mtime_ns for p in root.rglob("*")} == before  # inputs untouched
 
 
 def _progress(line: str) -> bool:

@@ -13,7 +13,7 @@ from pplaw_jax.cli import main
 # the other arguments name inputs that do not exist: the --out check must come first
 COMMANDS = [
     ["score", "--model", "NOPE", "--data", "NOPE.jsonl"],
-    ["fit", "--runs", "NOPE.csv"],
+    ["fit", "--moments", "ppl", "--runs", "NOPE.csv"],
     ["select", "--landscape", "NOPE", "--tokens", "100", "--method", "random"],
     ["select", "design", "--landscape", "NOPE", "--n", "6", "--budgets", "1", "20"],
     ["propose", "--fit", "NOPE", "--landscape", "NOPE", "--n", "2", "--tokens", "100"],
@@ -174,3 +174,24 @@ def test_owned_temporaries_only(tmp_path):
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
         "parts/host001-part00000.parquet.zzzzzzzz.tmp", "run_args.json.abcdefgh.tmp"]
     assert not (tmp_path / ".hf.tmp-abcd_123").exists()
+
+
+def test_sigint_is_one_line_and_the_shells_code(monkeypatch, tmp_path, capsys):
+    """Ctrl-C during a command: no traceback, rc 130 (what a shell reports for SIGINT)."""
+    import pplaw_jax.fit.cli as fit_cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit_cli, "run", interrupted)
+    assert main(["fit", "--runs", str(tmp_path / "r.csv"), "--out", str(tmp_path / "f")]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "pplaw fit: interrupted; run the same command again to resume"
+
+
+def test_run_overrides_may_follow_its_flags():
+    from pplaw_jax.pipeline import overrides_last
+
+    assert overrides_last(["run", "c.yaml", "--until", "fit", "fit.law=ppl", "--force", "grid", "seed=1"]) == \
+        ["run", "c.yaml", "fit.law=ppl", "seed=1", "--until", "fit", "--force", "grid"]
+    assert overrides_last(["run", "c.yaml", "a=1", "--force=fit"]) == ["run", "c.yaml", "a=1", "--force=fit"]

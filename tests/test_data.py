@@ -94,6 +94,16 @@ def test_directory_and_glob_order(tmp_path):
     assert [d.text for d in iter_documents(str(tmp_path), max_docs=2)] == ["a1", "b1"]
 
 
+def test_a_path_that_exists_is_read_as_named_not_as_a_glob(tmp_path):
+    """`c[1].jsonl` names a file: it is read, not the `c1.jsonl` its glob would match (and it is
+    not 'no files' when only it exists)."""
+    write_jsonl(tmp_path / "c[1].jsonl", [{"text": "literal"}])
+    assert [d.text for d in iter_documents(str(tmp_path / "c[1].jsonl"))] == ["literal"]
+    write_jsonl(tmp_path / "c1.jsonl", [{"text": "glob match"}])
+    assert [d.text for d in iter_documents(str(tmp_path / "c[1].jsonl"))] == ["literal"]
+    assert [d.text for d in iter_documents(str(tmp_path / "c[0-9].jsonl"))] == ["glob match"]  # still a glob
+
+
 def test_host_sharding_partitions_documents(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"text": f"a{i}"} for i in range(7)])
     write_jsonl(tmp_path / "b.jsonl", [{"text": f"b{i}"} for i in range(4)])
@@ -146,9 +156,9 @@ def test_repeated_ids_are_refused_naming_both_lines(tmp_path):
 def test_bad_files(tmp_path):
     with pytest.raises(PplawError, match="no such file or directory"):
         iter_documents(str(tmp_path / "missing.jsonl"))
-    (tmp_path / "notes.csv").write_text("a,b\n")
+    (tmp_path / "notes.docx").write_text("a,b\n")
     with pytest.raises(PplawError, match="unsupported format"):
-        iter_documents(str(tmp_path / "notes.csv"))
+        iter_documents(str(tmp_path / "notes.docx"))
     with pytest.raises(PplawError, match="matches no files"):
         iter_documents(str(tmp_path / "*.jsonl"))
     (tmp_path / "empty").mkdir()

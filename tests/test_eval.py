@@ -161,3 +161,12 @@ def test_mc_metrics_length_normalisation():
     assert metrics["acc"] == 0.5 and metrics["acc_norm"] == 1.0
     assert [e["pred"] for e in metrics["examples"]] == [0, 0] and [e["pred_norm"] for e in metrics["examples"]] == [1, 0]
     assert not math.isnan(metrics["acc_ci95"][0])
+
+
+def test_a_non_finite_choice_is_an_error_not_a_coin_flip():
+    """NaN log-likelihoods (a model whose logits are NaN) used to give acc 0.5 with null logliks."""
+    from pplaw_jax.errors import PplawError
+
+    tasks = [Task("q", ("a", "bbbb"), 1, 1), Task("q", ("cc", "d"), 0, 7)]
+    with pytest.raises(PplawError, match=r"tasks.jsonl:7: choice 1 has log-likelihood nan \(and 0 more"):
+        mc_metrics(tasks, np.array([-2.0, -3.0, -1.0, np.nan]), "tasks.jsonl")

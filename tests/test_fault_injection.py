@@ -644,7 +644,7 @@ def test_select_design_survives_repeated_kill_9(inputs, tmp_path):
 
 def test_fit_survives_repeated_kill_9(inputs, tmp_path):
     out = tmp_path / "out"
-    cmd = Command("fit", pplaw_cmd("fit", "--runs", inputs / "runs.csv", "--out", out, "--method", "point",
+    cmd = Command("fit", pplaw_cmd("fit", "--moments", "ppl", "--runs", inputs / "runs.csv", "--out", out, "--method", "point",
                                    "--bootstrap", "40"),
                   out)
     check(kill_restart_chain(cmd, tmp_path))

@@ -346,7 +346,7 @@ def test_missing_lm_eval_names_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # `import lm_eval` raises ImportError
     assert main(["eval", "--model", "nowhere", "--lm-eval-tasks", "anything"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "pip install 'pplaw_jax[eval]'" in err and len(err.splitlines()) == 1
+    assert "pip install -e '.[eval]'" in err and len(err.splitlines()) == 1
     assert main(["eval", "--model", "nowhere", "--tasks", "t.jsonl", "--lm-eval-include", str(tmp_path)]) == 2
     assert "--lm-eval-include needs --lm-eval-tasks" in capsys.readouterr().err
 

@@ -139,6 +139,26 @@ def run_fake(out, docs, scorer, **kw):
     return score_corpus(iter(docs), **args)
 
 
+def test_non_finite_scores_and_ids_past_the_vocabulary_are_never_written(tmp_path):
+    """A model whose logits are NaN for some document, or a tokenizer whose ids run past the
+    model's vocabulary, stops the run with one error naming the document; no part is marked done."""
+    docs = [Document(f"doc{i}", "abcdefgh" * 3, "mem", i + 1) for i in range(6)]
+
+    def nan_in_the_first_batch(ids, mask):
+        nll, count = FakeScorer()(ids, mask)
+        nll = nll.astype(np.float64)
+        nll[1] = np.nan  # the second row of every batch: doc0's chunk 1 in the first one
+        return nll, count
+
+    with pytest.raises(PplawError, match=r"document 'doc0' chunk 1 as nan"):
+        run_fake(tmp_path / "nan", docs, nan_in_the_first_batch)
+    assert not list((tmp_path / "nan" / "parts").glob("*.done"))
+    with pytest.raises(PplawError, match=r"document 'doc0': token id 50 is outside the model's vocabulary of 40"):
+        run_fake(tmp_path / "vocab", docs, FakeScorer(), vocab_size=40)
+    assert not list((tmp_path / "vocab" / "parts").glob("*.done"))
+    run_fake(tmp_path / "fits", docs, FakeScorer(), vocab_size=51)  # every id below 51: scored
+
+
 def test_score_corpus_rows_parts_and_summary(tmp_path):
     docs = make_docs(23)
     scorer = FakeScorer()
@@ -492,3 +512,33 @@ def test_kill_9_then_resume_gives_the_uninterrupted_rows(tiny_llama, tmp_path):
     assert part0.stat().st_mtime_ns == stamp  # the part finished before the kill was not redone
     summary = json.loads((out / "summary.json").read_text())
     assert summary["documents"] == 9 and summary["parts"] == 3
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_completes_the_same_rows(tiny_llama, tmp_path, capsys, monkeypatch):
+    """A stand-in for a full file system: writing the second part fails with ENOSPC. The command
+    ends with one line and rc 2, the first part stays done, nothing of the second is marked done;
+    with space again, the same command finishes with exactly the rows of an uninterrupted run."""
+    import errno
+
+    from pplaw_jax.landscape import directory
+
+    model_dir, corpus = tiny_llama
+    args = ["--model", str(model_dir), "--data", str(corpus), "--seq-len", "24", "--docs-per-part", "5"]
+    assert run_cli(*args, "--out", str(tmp_path / "whole")) == 0
+    capsys.readouterr()
+    real, calls = directory.write_part, []
+
+    def full_after_one(out_dir, host, part, table, marker):
+        calls.append(part)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(out_dir))
+        return real(out_dir, host, part, table, marker)
+
+    monkeypatch.setattr(directory, "write_part", full_after_one)
+    assert run_cli(*args, "--out", str(tmp_path / "full")) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line or "Traceback" in line]
+    assert len(err) == 1 and "no space left on the device" in err[0], err
+    assert sorted(p.name for p in (tmp_path / "full" / "parts").glob("*.done")) == ["host000-part00000.done"]
+    monkeypatch.setattr(directory, "write_part", real)
+    assert run_cli(*args, "--out", str(tmp_path / "full")) == 0
+    pd.testing.assert_frame_equal(sorted_rows(read_parts(tmp_path / "full")), sorted_rows(read_parts(tmp_path / "whole")))

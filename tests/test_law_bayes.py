@@ -59,3 +59,21 @@ def test_posterior_intervals_are_calibrated():
     print(f"coverage of 90% intervals: credible (law) {ci:.3f}, predictive (new run) {pi:.3f}")
     assert 0.8 <= ci <= 0.97
     assert 0.85 <= pi <= 0.95
+
+
+def test_a_parameter_the_runs_do_not_move_is_reported_unidentified():
+    """E whose prior the data leave untouched (runs far above any floor, noise large) is not
+    'identified' just because it has a posterior; the exponents the runs pin down are."""
+    from pplaw_jax.law import LAWS, fit_bayes, fit_point
+    from pplaw_jax.law.bayes import Priors, SamplerConfig
+    from pplaw_jax.law.runs import runs_from_arrays
+    from pplaw_jax.law.synthetic import TRUE_DATA, synthetic_runs
+
+    frame = synthetic_runs("data", TRUE_DATA, n=30, noise=0.01, seed=2)
+    runs = runs_from_arrays(frame.mu_ppl, frame.sigma_ppl, frame.tokens, frame.loss)
+    point = fit_point(runs, LAWS["data"], bootstrap=4, seed=0)
+    fit = fit_bayes(runs, point, Priors(log_E_scale=0.001), SamplerConfig(chains=2, warmup=300, samples=300))
+    ident = fit.identified()
+    assert ident["E"] is False  # a prior this narrow is all the posterior knows
+    assert ident["beta"] is True and ident["B"] is True
+    assert fit.to_json()["identified"] == ident

@@ -24,7 +24,7 @@ def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("law")
     frame = synthetic_runs(n=40, noise=0.01, seed=11)
     write_runs_table(root / "runs.csv", frame.drop(columns="loss_true"))
-    rc = main(["fit", "--runs", str(root / "runs.csv"), "--out", str(root / "fit"), *NUTS_SMALL])
+    rc = main(["fit", "--moments", "ppl", "--runs", str(root / "runs.csv"), "--out", str(root / "fit"), *NUTS_SMALL])
     assert rc == 0
     return root, frame
 
@@ -96,6 +96,12 @@ def test_predict_cli_points_and_flags(fitted, tmp_path, capsys):
                  "--out", str(out)]) == 0
     pred = pd.read_csv(out)
     assert len(pred) == 2 and (pred.ci_hi > pred.ci_lo).all()
+    assert row.extrapolation != row.extrapolation  # inside the runs' support and token range: empty
+    # far outside what the runs covered: flagged, as a point in the support with a token count past theirs
+    far = pd.DataFrame({"mu": [500.0, 20.0], "sigma": [0.01, 8.0], "tokens": [1e8, 1e13]})
+    far.to_csv(tmp_path / "far.csv", index=False)
+    assert main(["predict", "--fit", str(root / "fit"), "--points", str(tmp_path / "far.csv"), "--out", str(out)]) == 0
+    assert pd.read_csv(out).extrapolation.tolist() == ["support", "tokens"]
     assert main(["predict", "--fit", str(root / "fit"), "--mu", "20", "--tokens", "1e8"]) == 2
     assert "--sigma" in capsys.readouterr().err
     for name, content, message in [("empty.csv", b"", "empty points file"),
@@ -112,7 +118,7 @@ def test_point_only_fit_and_bootstrap_intervals(tmp_path, capsys):
     out = tmp_path / "fit"
     out.mkdir()
     (out / "trace.png").write_bytes(b"stale")  # left by an earlier Bayesian fit
-    rc = main(["fit", "--runs", str(tmp_path / "runs.csv"), "--out", str(out), "--method", "point",
+    rc = main(["fit", "--moments", "ppl", "--runs", str(tmp_path / "runs.csv"), "--out", str(out), "--method", "point",
                "--bootstrap", "40", "--folds", "3"])
     assert rc == 0
     fit = load_fit(out)
@@ -132,12 +138,12 @@ def test_unconverged_fit_leaves_no_fit_json(tmp_path, capsys):
     out = tmp_path / "fit"
     out.mkdir()
     (out / "fit.json").write_text("{}")  # a stale fit must not survive a failed rerun
-    rc = main(["fit", "--runs", str(tmp_path / "runs.csv"), "--out", str(out), "--law", "data",
+    rc = main(["fit", "--moments", "ppl", "--runs", str(tmp_path / "runs.csv"), "--out", str(out), "--law", "data",
                "--chains", "2", "--warmup", "20", "--samples", "20", "--bootstrap", "0", "--no-plots"])
     assert rc == 1
     assert "did not converge" in capsys.readouterr().err
     assert not (out / "fit.json").exists() and (out / "diagnostics.json").exists()
-    rc = main(["fit", "--runs", str(tmp_path / "runs.csv"), "--out", str(out), "--law", "data",
+    rc = main(["fit", "--moments", "ppl", "--runs", str(tmp_path / "runs.csv"), "--out", str(out), "--law", "data",
                "--chains", "2", "--warmup", "20", "--samples", "20", "--bootstrap", "0", "--no-plots",
                "--allow-unconverged"])
     assert rc == 0
@@ -147,13 +153,13 @@ def test_unconverged_fit_leaves_no_fit_json(tmp_path, capsys):
 
 def test_bad_input_exits_2(tmp_path, capsys):
     (tmp_path / "runs.csv").write_text("mu_ppl,sigma_ppl,loss\n1,2,3\n")
-    assert main(["fit", "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "f")]) == 2
+    assert main(["fit", "--moments", "ppl", "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "f")]) == 2
     assert "missing column(s) tokens for law 'ppl' in ppl moments" in capsys.readouterr().err
     write_runs_table(tmp_path / "ok.csv", synthetic_runs(n=10, seed=1))
-    assert main(["fit", "--runs", str(tmp_path / "ok.csv"), "--out", str(tmp_path / "f"),
+    assert main(["fit", "--moments", "ppl", "--runs", str(tmp_path / "ok.csv"), "--out", str(tmp_path / "f"),
                  "--prior", "coef_scale=-1"]) == 2
     assert "scales must be > 0" in capsys.readouterr().err
-    assert main(["fit", "--runs", str(tmp_path / "ok.csv"), "--out", str(tmp_path / "f"),
+    assert main(["fit", "--moments", "ppl", "--runs", str(tmp_path / "ok.csv"), "--out", str(tmp_path / "f"),
                  "--trust-margin", "-1"]) == 2
     assert main(["predict", "--fit", str(tmp_path / "nowhere"), "--mu", "1", "--sigma", "1", "--tokens", "1"]) == 2
     assert "fit.json: not found" in capsys.readouterr().err

@@ -286,7 +286,7 @@ def test_comparison_block_with_unconverged_rivals(tmp_path, monkeypatch):
     frame = synthetic_runs(n=24, seed=14)
     frame["group"] = [f"w{i // 3}" for i in range(24)]
     write_runs_table(tmp_path / "runs.csv", frame)
-    rc = main(["fit", "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "fit"), "--method", "bayes",
+    rc = main(["fit", "--moments", "ppl", "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "fit"), "--method", "bayes",
                "--chains", "2", "--samples", "1000", "--no-plots", "--folds", "4"])
     assert rc == 0
     info = load_fit(tmp_path / "fit").info
@@ -341,7 +341,7 @@ def test_loo_sums_log_likelihood_over_groups():
 def test_fit_cli_with_a_rival_law(tmp_path, law):
     write_runs_table(tmp_path / "runs.csv", synthetic_runs(n=30, seed=15))
     plots = [] if law == "quad" else ["--no-plots"]
-    rc = main(["fit", "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "fit"), "--law", law,
+    rc = main(["fit", "--moments", "ppl", "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "fit"), "--law", law,
                "--method", "point", "--bootstrap", "10", *plots])
     assert rc == 0
     info = load_fit(tmp_path / "fit").info

@@ -117,14 +117,15 @@ def test_localize_copies_once_and_again_when_the_object_changes(tmp_path):
 def test_a_missing_backend_names_the_extra(scheme, package, extra, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, package, None)  # `import gcsfs` fails, installed or not
     with pytest.raises(PplawError, match=rf"{scheme}:// paths need the {package} package; install it with "
-                                         rf"pip install 'pplaw_jax\[{extra}\]'"):
+                                         rf"pip install {package} \(or, in the pplaw_jax checkout, "
+                                         rf"pip install -e '\.\[{extra}\]'\)"):
         as_path(f"{scheme}://bucket/x")
     assert main(["select", "--landscape", f"{scheme}://bucket/land", "--tokens", "100",
                  "--out", f"{scheme}://bucket/sel"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and f"pip install 'pplaw_jax[{extra}]'" in err
-    assert main(["fit", "--runs", f"{scheme}://bucket/runs.csv", "--out", "local_never_written"]) == 2
-    assert f"pplaw_jax[{extra}]" in capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and f"pip install -e '.[{extra}]'" in err
+    assert main(["fit", "--moments", "ppl", "--runs", f"{scheme}://bucket/runs.csv", "--out", "local_never_written"]) == 2
+    assert f"'.[{extra}]'" in capsys.readouterr().err
     assert not Path("local_never_written").exists()
 
 
@@ -248,8 +249,8 @@ def test_fit_predict_and_dos_from_a_fit_on_memory(landscapes, tmp_path, capsys):
     assert as_path("memory://b/runs.csv").read_bytes() == (tmp_path / "runs.csv").read_bytes()
     pd.testing.assert_frame_equal(read_runs_table("memory://b/runs.csv"), read_runs_table(tmp_path / "runs.csv"))
     flags = ["--method", "point", "--bootstrap", "8", "--no-compare"]
-    assert main(["fit", "--runs", "memory://b/runs.csv", "--out", "memory://b/fit", *flags]) == 0
-    assert main(["fit", "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "fit"), *flags]) == 0
+    assert main(["fit", "--moments", "ppl", "--runs", "memory://b/runs.csv", "--out", "memory://b/fit", *flags]) == 0
+    assert main(["fit", "--moments", "ppl", "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "fit"), *flags]) == 0
     ours, ref = load_fit("memory://b/fit"), load_fit(tmp_path / "fit")
     assert ours.point_params == ref.point_params
     assert ours.info["runs"]["sha256"] == ref.info["runs"]["sha256"] and ours.info["plots"] == ref.info["plots"]
@@ -380,7 +381,8 @@ def _study_tree(train_files, out_dir):
             "final": {"tasks": "memory://b/tasks.jsonl", "budget": "4e2", "methods": ["random"], "seeds": [0]},
             "landscape": {"seq_len": 24, "batch_size": 8}, "train": {"seq_len": 24, "batch_size": 8},
             "grid": {"design": {"budgets": ["1e2", "4e2", "1.6e3"], "n": 4, "centre": 1}, "rounds": 0},
-            "fit": {"moments": "logppl", "law": "mu", "method": "point", "bootstrap": 0, "starts": 4}}
+            "fit": {"moments": "logppl", "law": "mu", "method": "point", "bootstrap": 0, "starts": 4,
+                    "min_runs_per_param": 1}}
 
 
 def _upload_study_inputs(train_files):

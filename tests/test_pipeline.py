@@ -33,7 +33,7 @@ TOY = {
     # small fits: few random starts, 3 folds of groups for the rivals' held-out comparison
     # the paper's law, and DOS selects even where it would refuse: this toy is about the mechanics
     "fit": {"law": "ppl", "moments": "logppl", "method": "both", "bootstrap": 40, "starts": 4, "folds": 3,
-            "chains": 2, "warmup": 100, "samples": 100, "allow_unconverged": True},
+            "chains": 2, "warmup": 100, "samples": 100, "allow_unconverged": True, "min_runs_per_param": 1},
     "final": {"budget": "2e3", "methods": ["dos-posterior", "dos-point", "random"], "seeds": [0, 1],
               "select": {"allow_boundary": True, "allow_lack_of_fit": True}},
 }
@@ -121,10 +121,13 @@ def test_whole_study_end_to_end_and_cached_rerun(toy_study, capsys):
     assert runs[moments + ["tokens", "loss"]].notna().all().all()
     initial = runs[runs["round"] == 0]
     assert len(initial) == 10 and initial.group.nunique() == 9  # 8 space-filling points + 2 centre replicates
-    # each initial run's recorded moments and tokens are its selection's, as the law needs
+    # each initial run's recorded moments are its selection's; its D is what it trained (one epoch of the
+    # subset, its last batch filled up), the subset's size kept beside it
     manifest = pd.read_csv(out / "grid" / "selections" / "manifest.csv").set_index("name")
     for r in initial.itertuples():
-        assert r.tokens == manifest.loc[r.run_id, "tokens"]
+        assert r.subset_tokens == manifest.loc[r.run_id, "tokens"]
+        ev = json.loads((out / "grid" / "runs" / r.run_id / "eval.json").read_text())
+        assert r.tokens == ev["trained_tokens"] and r.subset_tokens <= r.tokens < r.subset_tokens + 8 * 64
         assert r.mu_logppl == pytest.approx(manifest.loc[r.run_id, "mu_logppl"])
     # one sequential round: a fit of the 10 runs, up to 2 proposals and a random control at the final budget
     round1 = json.loads((out / "grid" / "round1" / "round.json").read_text())
@@ -132,7 +135,7 @@ def test_whole_study_end_to_end_and_cached_rerun(toy_study, capsys):
     assert round1["stopping"] == proposals["stopping"] and 1 <= proposals["n_proposed"] <= 2
     new = runs[runs["round"] == 1]
     assert len(new) == proposals["n_proposed"] + 1 and "random" in set(new.group)
-    assert (new.tokens <= 2000).all() and len(runs) == round1["n_runs"]
+    assert (new.subset_tokens <= 2000).all() and len(runs) == round1["n_runs"]
     fit = load_fit(out / "fit").info
     assert fit["runs"]["n_runs"] == len(runs) and fit["moments"] == "logppl"
     assert set(fit["comparison"]["heldout"]["laws"]) >= {"ppl", "data", "quad"}

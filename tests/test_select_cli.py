@@ -140,7 +140,7 @@ def test_explicit_unattainable_target_warns(env, capsys):
     out = env["root"] / "dos_explicit"
     with pytest.warns(UserWarning, match="not attainable"):
         rc = main(["select", "--landscape", env["land"], "--tokens", "2e5", "--out", str(out),
-                   "--target-mu", "1.5", "--target-sigma", "0.1", "--selector", "bands"])
+                   "--target-mu", "1.5", "--target-sigma", "0.1", "--selector", "bands", "--moments", "ppl"])
     assert rc == 0
     _, s = check_selection(env, out, 200_000)
     assert not s["attainable"] and "not attainable" in s["warning"]
@@ -176,7 +176,7 @@ def test_windows_cli(env):
     total = int(env["table"]["n_tokens"].to_numpy().sum())
     with pytest.warns(UserWarning, match="skipped"):
         rc = main(["select", "windows", "--landscape", env["land"], "--out", str(out),
-                   "--budgets", "1e5", str(total // 6), "--windows", "0-0.2", "0.4-0.5", "0-1"])
+                   "--budgets", "1e5", str(total // 6), "--windows", "0-0.2", "0.4-0.5", "0-1", "--moments", "ppl"])
     assert rc == 0
     manifest = pd.read_csv(out / "manifest.csv")
     assert list(manifest.columns) == ["name", "group", "replicate", "seed", "budget", "tokens", "n_chunks",

@@ -60,3 +60,67 @@ def test_keys_are_stable_and_supersede_keeps_every_old_output(tmp_path):
     second = supersede(tmp_path, "fit", "abc")
     assert first.name == "fit-abc" and second.name == "fit-abc-2" and (first / "fit.json").read_text() == "old"
     assert not (tmp_path / "fit").exists() and supersede(tmp_path, "fit", "abc") is None
+
+
+def test_input_content_enters_the_keys_of_the_stages_that_read_it():
+    """A changed corpus (its fingerprint) re-runs exactly what a changed setting of it would."""
+    with_inputs = {**BASE, "inputs": {"data.domain_train": "aaaa", "data.domain_test": "bbbb", "base_model": None}}
+    pool = {**with_inputs, "inputs": {**with_inputs["inputs"], "data.domain_train": "cccc"}}
+    assert stale_stages(with_inputs, pool) == ["data", "landscape", "grid", "fit", "select", "final"]
+    test = {**with_inputs, "inputs": {**with_inputs["inputs"], "data.domain_test": "dddd"}}
+    assert stale_stages(with_inputs, test) == ["data", "final"]  # the grid never reads the test split
+    assert stale_stages(with_inputs, dict(with_inputs)) == []
+
+
+def test_an_edited_corpus_reruns_its_landscape_and_a_touched_one_nothing(tmp_path):
+    """`pplaw run --until landscape` twice around an edit of the domain corpus: documents appended,
+    the landscape (and the data stage) rerun; the file touched without a change, nothing reruns."""
+    import json
+    import os
+
+    import yaml
+
+    from pplaw_jax.cli import main
+    from tiny_hf import save_tiny_llama
+
+    save_tiny_llama(tmp_path / "model", seed=0)
+    words = "the patient was given a dose of the drug and the trial measured the response".split()
+    rows = [{"id": f"d{i}", "text": " ".join(words[(i + j) % len(words)] for j in range(70))} for i in range(12)]
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps(r) + "\n" for r in rows[:8]))
+    for name, part in (("valid.jsonl", rows[8:10]), ("test.jsonl", rows[8:12])):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in part))
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "out_dir": str(tmp_path / "study"), "base_model": str(tmp_path / "model"),
+        "data": {"domain_train": str(pool), "domain_valid": str(tmp_path / "valid.jsonl"),
+                 "domain_test": str(tmp_path / "test.jsonl")},
+        "landscape": {"seq_len": 32, "batch_size": 8}}))
+    log = tmp_path / "study" / "commands.log"
+
+    def scored():
+        return sum(" score " in f" {line} " for line in log.read_text().splitlines())
+
+    assert main(["run", str(cfg), "--until", "landscape"]) == 0 and scored() == 1
+    stat = os.stat(pool)
+    os.utime(pool, (stat.st_atime + 100, stat.st_mtime + 100))  # touched, not changed
+    assert main(["run", str(cfg), "--until", "landscape"]) == 0 and scored() == 1
+    with pool.open("a") as f:  # two documents appended
+        f.write("".join(json.dumps(r) + "\n" for r in rows[10:12]))
+    assert main(["run", str(cfg), "--until", "landscape"]) == 0 and scored() == 2
+    summary = json.loads((tmp_path / "study" / "landscape" / "summary.json").read_text())
+    assert summary["documents"] == 10
+    assert any(p.name.startswith("landscape-") for p in (tmp_path / "study" / "superseded").iterdir())
+
+
+@pytest.mark.parametrize("key", __import__("pplaw_jax.stages", fromlist=["FINGERPRINTED"]).FINGERPRINTED)
+def test_every_input_file_reruns_the_stages_that_read_it(key):
+    """For every input file a study names, a change of its content reruns exactly the stages that
+    read its setting (and what follows), as a change of the setting itself would."""
+    from pplaw_jax.stages import FINGERPRINTED
+
+    before = {**BASE, "inputs": {k: "old" for k in FINGERPRINTED}}
+    after = {**before, "inputs": {**before["inputs"], key: "new"}}
+    by_content = stale_stages(before, after)
+    by_setting = changed(f"{key}=elsewhere")
+    assert by_content and by_content == by_setting, key

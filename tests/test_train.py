@@ -28,6 +28,7 @@ from pplaw_jax.cli import main
 from pplaw_jax.data import chunk_token_ids
 from pplaw_jax.distributed import make_mesh
 from pplaw_jax.errors import PplawError
+from pplaw_jax.fileio import file_sha256
 from pplaw_jax.models import ModelConfig, init_model, load_model, save_hf_checkpoint, train_bpe_tokenizer
 from pplaw_jax.train.checkpoint import RunCheckpointer
 from pplaw_jax.train.dataset import TokenSequences, batch_indices, gather, pack_sequences
@@ -279,6 +280,12 @@ def test_cpt_on_selection_exports_an_hf_model(files, tmp_path, capsys):
     assert summary["tokens"] == sum(r[2] for r in rows) and summary["sequences"] == len(rows)
     assert summary["steps"] == -(-len(rows) // 4)  # default: one epoch
     assert summary["trained_tokens"] == summary["tokens"]
+    # TensorBoard's HParams dashboard gets the run's subset, budget and settings
+    from tb_events import tensorboard_hparams
+
+    hparams = tensorboard_hparams(out / "tensorboard")
+    assert hparams["mu_logppl"] == pytest.approx(np.log(ppl).mean()) and hparams["lr"] == pytest.approx(1e-2)
+    assert hparams["selection_sha256"] == file_sha256(sel / "selection.parquet") and hparams["steps"] == summary["steps"]
     # a finished run answers "nothing to do" only for its own arguments
     capsys.readouterr()
     assert main(args) == 0 and "nothing to do" in capsys.readouterr().out

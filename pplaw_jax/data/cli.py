@@ -33,14 +33,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options = parser_options()
     options.pop("parser_class")
     modes = parser.add_subparsers(dest="mode", metavar="{cpython-docs,cut,cloze,contaminate}", required=True)
-    docs = modes.add_parser("cpython-docs", help="the quickstart's corpora from this Python installation", **options)
+    def mode(name: str, text: str, example: str):
+        return modes.add_parser(name, help=text, description=text, epilog=f"example:\n  {example}", **options)
+
+    docs = mode("cpython-docs", "the quickstart's corpora from this Python installation", "pplaw data cpython-docs --out data")
     docs.add_argument("--out", required=True, help="directory for {general,domain}_{train,valid,test}.jsonl")
     docs.add_argument("--test-every", type=int, default=10, help="every K-th document goes to test, the one before it to valid")
-    cut = modes.add_parser("cut", help="a copy of a corpus with each document cut to its central characters",
-                           **options)
-    cloze = modes.add_parser("cloze", help="cloze tasks for `pplaw eval` from held-out text", **options)
-    contaminate = modes.add_parser(
-        "contaminate", help="a corpus with planted junk of known kinds and fraction (a positive control)", **options)
+    cut = mode("cut", "a copy of a corpus with each document cut to its central characters",
+               "pplaw data cut --data corpus/train.jsonl.gz --skip-docs 2000 --max-docs 120 --chars 20000 "
+               "--out valid.jsonl")
+    cloze = mode("cloze", "cloze tasks for `pplaw eval` from held-out text",
+                 "pplaw data cloze --data corpus/test.jsonl.gz --n 200 --out cloze.jsonl")
+    contaminate = mode("contaminate", "a corpus with planted junk of known kinds and fraction (a positive control)",
+                       "pplaw data contaminate --data corpus/train.jsonl.gz --general books.jsonl.gz "
+                       "--fraction 0.3 --out pool.jsonl")
     for sub in (cut, cloze, contaminate):
         sub.add_argument("--data", required=True, help="corpus (same spec as pplaw score)")
         sub.add_argument("--out", required=True, help="JSONL file to write")

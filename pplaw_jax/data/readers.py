@@ -1,17 +1,27 @@
 """Corpus readers: one deterministic stream of documents from files, directories, globs or TFDS.
 
 A data spec is one of
-  * a file: ``.jsonl``, ``.jsonl.gz`` (one JSON object per line), ``.parquet`` (one row per
-    document) or ``.txt`` (the whole file is one document);
+  * a file: ``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst`` (one JSON object per line), ``.json`` (one
+    array of objects), ``.csv`` (a header row, then one row per document), ``.parquet`` or
+    ``.arrow`` (an Arrow IPC stream, as Hugging Face ``datasets`` writes; one row per document) or
+    ``.txt`` (the whole file is one document);
   * a directory: every supported file below it (recursively), sorted by relative path; other files
-    (README, checksums, scripts) are ignored;
-  * a glob (``data/*.jsonl.gz``): the supported files that match, sorted;
+    (README, checksums, scripts) are ignored. A Hugging Face ``datasets`` directory
+    (``Dataset.save_to_disk``: ``state.json`` beside ``.arrow`` shards) is read as its shards in
+    the order ``state.json`` lists; a ``DatasetDict`` directory is refused naming its splits (pass
+    ``DIR/SPLIT``);
+  * a glob (``data/*.jsonl.gz``): the supported files that match, sorted; a spec that names an
+    existing file or directory is that path, even when its name holds ``*?[`` (``c[1].jsonl``);
   * ``tfds:NAME[/CONFIG][:VERSION]:SPLIT``: a TFDS dataset prepared in ``array_record`` format,
     read through ``tfds.data_source`` (no TensorFlow needed) from ``$TFDS_DATA_DIR``; never
-    downloads. Split slicing (``train[:10%]``) works as in TFDS.
+    downloads. Split slicing (``train[:10%]``) works as in TFDS;
+  * ``hf:ORG/NAME[@REVISION][:SPLIT]``: a Hugging Face hub dataset: its data files (the supported
+    formats above) from the hub cache (`huggingface_hub.snapshot_download`, ``repo_type="dataset"``;
+    offline when ``HF_HUB_OFFLINE`` is set or the hub cannot be reached), those of SPLIT only when
+    one is given (files or folders named after the split, as in the hub's own convention).
 
 Paths with a protocol (``gs://...``, ``s3://...``, any fsspec URL) go through fsspec; GCS and S3
-need the optional extras ``pplaw_jax[gcs]`` (gcsfs) and ``pplaw_jax[s3]`` (s3fs), and a missing one
+need the optional extras ``gcs`` (gcsfs) and ``s3`` (s3fs), and a missing one
 is an error naming it (`pplaw_jax.paths.filesystem`).
 
 Order and host sharding: documents are numbered globally in reading order (files sorted, then line /
@@ -27,7 +37,7 @@ are not documents (they are ignored, but line numbers still count them).
 A document's id is its ``id_field`` (a string or an integer) when present, else
 ``"{source}:{line}"`` where ``source`` is the file's path relative to the spec's root (the directory,
 the glob's fixed prefix, or the file's own directory) and ``line`` is the 1-based line (JSONL), row
-(Parquet) or record (TFDS) number. A ``.txt`` document's id is its ``source``.
+(Parquet, Arrow), record (JSON array, TFDS) or the CSV line a row starts on. A ``.txt`` document's id is its ``source``.
 
 Ids are unique or refused: selections and landscapes join on ``(doc_id, chunk)``, so a repeated id
 would silently train on another document's chunks.  The reader keeps a 64-bit digest of every id it
@@ -42,11 +52,14 @@ is not a string, bytes that are not UTF-8, an id that is neither string nor inte
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
+import io
 import json
 import os
 import posixpath
+import re
 import stat
 import zlib
 from collections.abc import Iterator
@@ -57,8 +70,10 @@ from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import content_fingerprint
 from pplaw_jax.paths import URLPath, filesystem, is_url
 
-SUPPORTED_SUFFIXES = (".jsonl.gz", ".jsonl", ".parquet", ".txt")
+SUPPORTED_SUFFIXES = (".jsonl.gz", ".jsonl.zst", ".jsonl", ".json", ".csv", ".parquet", ".arrow", ".txt")
 TFDS_PREFIX = "tfds:"
+HUB_PREFIX = "hf:"
+HUB_DATASET = re.compile(r"^hf:([A-Za-z0-9][\w.-]*/[\w.-]+)(?:@([\w./-]+))?(?::([\w.-]+))?$")
 _PARQUET_BATCH_ROWS = 1024
 _TFDS_READ_BATCH = 256
 
@@ -164,6 +179,8 @@ def resolve_files(spec: str) -> tuple[Any, list[tuple[str, str]]]:
     """Expand a file / directory / glob spec into (filesystem, [(path, relative_source), ...])."""
     import fsspec
 
+    if spec.startswith(HUB_PREFIX):
+        return _resolve_hub_dataset(spec)
     if is_url(spec):
         fs, path = filesystem(spec)  # a missing backend names the extra that installs it
     else:
@@ -171,7 +188,7 @@ def resolve_files(spec: str) -> tuple[Any, list[tuple[str, str]]]:
             fs, path = fsspec.core.url_to_fs(spec)
         except (ImportError, ValueError) as e:
             raise PplawError(f"cannot open data spec {spec!r}: {e}") from e
-    if any(c in path for c in "*?["):
+    if any(c in path for c in "*?[") and not fs.exists(path):  # a path that exists as named is literal
         root = _glob_root(path)
         # like a shell glob, a wildcard does not match names that start with a dot
         matches = [p for p in sorted(fs.glob(path)) if not fs.isdir(p) and not _is_hidden(p, root)]
@@ -182,7 +199,9 @@ def resolve_files(spec: str) -> tuple[Any, list[tuple[str, str]]]:
             raise PplawError(f"data glob {spec!r} matches no {'/'.join(SUPPORTED_SUFFIXES)} files")
     elif fs.isdir(path):
         root = path
-        files = sorted(p for p in fs.find(path) if _is_supported(p) and not _is_hidden(p, root))
+        files = _saved_dataset_files(fs, path, spec)
+        if files is None:
+            files = sorted(p for p in fs.find(path) if _is_supported(p) and not _is_hidden(p, root))
         if not files:
             raise PplawError(f"data directory {spec!r} contains no {'/'.join(SUPPORTED_SUFFIXES)} files")
     elif fs.exists(path):
@@ -193,6 +212,57 @@ def resolve_files(spec: str) -> tuple[Any, list[tuple[str, str]]]:
     else:
         raise PplawError(f"data spec {spec!r}: no such file or directory")
     return fs, [(p, posixpath.relpath(p, root) if root else p) for p in files]
+
+
+def _saved_dataset_files(fs: Any, path: str, spec: str) -> list[str] | None:
+    """The `.arrow` shards of a `datasets.Dataset.save_to_disk` directory in `state.json`'s order;
+    None for any other directory."""
+    if fs.exists(posixpath.join(path, "dataset_dict.json")):
+        splits = json.loads(fs.cat(posixpath.join(path, "dataset_dict.json"))).get("splits", [])
+        raise PplawError(f"data directory {spec!r} is a Hugging Face DatasetDict with splits {splits}; "
+                         f"name one, e.g. {posixpath.join(spec, splits[0] if splits else 'train')}")
+    state = posixpath.join(path, "state.json")
+    if not fs.exists(state):
+        return None
+    try:
+        shards = [entry["filename"] for entry in json.loads(fs.cat(state))["_data_files"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise PplawError(f"{state}: not a Hugging Face datasets state file ({type(e).__name__}: {e})") from None
+    if not shards:
+        raise PplawError(f"data directory {spec!r}: its state.json lists no .arrow shards")
+    return [posixpath.join(path, name) for name in shards]
+
+
+def _resolve_hub_dataset(spec: str) -> tuple[Any, list[tuple[str, str]]]:
+    """`hf:ORG/NAME[@REVISION][:SPLIT]` -> the supported data files of its hub-cache snapshot."""
+    import fsspec
+    from huggingface_hub import constants, snapshot_download
+
+    match = HUB_DATASET.match(spec)
+    if match is None:
+        raise PplawError(f"bad hub dataset spec {spec!r}: expected hf:ORG/NAME[@REVISION][:SPLIT]")
+    repo_id, revision, split = match.groups()
+    patterns = [f"*{suffix}" for suffix in SUPPORTED_SUFFIXES]
+    kwargs = dict(repo_id=repo_id, repo_type="dataset", revision=revision, allow_patterns=patterns)
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    try:
+        root = snapshot_download(**kwargs, local_files_only=offline)
+    except Exception as online_error:  # no network, unknown or gated repo: the cache alone
+        try:
+            root = snapshot_download(**kwargs, local_files_only=True)
+        except Exception:
+            raise PplawError(f"{spec}: dataset {repo_id!r} is not in the Hugging Face cache "
+                             f"{constants.HF_HUB_CACHE} and the hub gave {type(online_error).__name__}") from None
+    fs = fsspec.filesystem("file")
+    files = sorted(p for p in fs.find(root) if _is_supported(p) and not _is_hidden(p, root))
+    if split is not None:
+        # the hub's convention: a file or a folder whose name starts with the split's name
+        named = re.compile(rf"(^|/){re.escape(split)}([-._/0-9]|$)")
+        files = [p for p in files if named.search(posixpath.relpath(p, root))]
+    if not files:
+        raise PplawError(f"{spec}: the dataset's snapshot {root} has no {'/'.join(SUPPORTED_SUFFIXES)} files"
+                         + (f" for split {split!r}" if split else ""))
+    return fs, [(p, posixpath.relpath(p, root)) for p in files]
 
 
 def _glob_root(pattern: str) -> str:
@@ -223,10 +293,19 @@ def _read_file(fs: Any, path: str, source: str, text_field: str, id_field: str) 
     with handle:
         if path.endswith(".jsonl.gz"):
             yield from _read_jsonl(gzip.GzipFile(fileobj=handle, mode="rb"), source, text_field, id_field)
+        elif path.endswith(".jsonl.zst"):
+            import zstandard
+
+            yield from _read_jsonl(io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(handle)),
+                                   source, text_field, id_field)
         elif path.endswith(".jsonl"):
             yield from _read_jsonl(handle, source, text_field, id_field)
-        elif path.endswith(".parquet"):
-            yield from _read_parquet(handle, source, text_field, id_field)
+        elif path.endswith(".json"):
+            yield from _read_json_array(handle, source, text_field, id_field)
+        elif path.endswith(".csv"):
+            yield from _read_csv(handle, source, text_field, id_field)
+        elif path.endswith((".parquet", ".arrow")):
+            yield from _read_table(handle, source, text_field, id_field, arrow=path.endswith(".arrow"))
         else:
             yield _read_txt(handle, source)
 
@@ -236,7 +315,7 @@ def _read_jsonl(handle: IO[bytes], source: str, text_field: str, id_field: str) 
     while True:
         try:
             raw = handle.readline()
-        except (OSError, EOFError, zlib.error) as e:
+        except (OSError, EOFError, zlib.error, ValueError) as e:  # zstandard raises ZstdError (a ValueError)
             raise PplawError(f"{source}:{line_no + 1}: cannot read ({e})") from e
         if not raw:
             return
@@ -252,6 +331,47 @@ def _read_jsonl(handle: IO[bytes], source: str, text_field: str, id_field: str) 
         if not isinstance(record, dict):
             raise PplawError(f"{where}: expected a JSON object, got {type(record).__name__}")
         yield _make_document(record, where, source, line_no, text_field, id_field)
+
+
+def _read_json_array(handle: IO[bytes], source: str, text_field: str, id_field: str) -> Iterator[Document]:
+    """A `.json` file holding one array of objects (the whole file is parsed at once)."""
+    try:
+        records = json.loads(_decode(handle.read(), source))
+    except json.JSONDecodeError as e:
+        raise PplawError(f"{source}:{e.lineno}: malformed JSON ({e.msg.removesuffix(' at')}, column {e.colno})") from None
+    except OSError as e:
+        raise PplawError(f"{source}: cannot read ({e})") from e
+    if not isinstance(records, list):
+        raise PplawError(f"{source}: expected a JSON array of objects, got {type(records).__name__} "
+                         "(one object per line is .jsonl)")
+    for number, record in enumerate(records, 1):
+        where = f"{source}: record {number}"
+        if not isinstance(record, dict):
+            raise PplawError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        yield _make_document(record, where, source, number, text_field, id_field)
+
+
+def _read_csv(handle: IO[bytes], source: str, text_field: str, id_field: str) -> Iterator[Document]:
+    """A `.csv` file with a header row; a row's number is the line it starts on."""
+    csv.field_size_limit(2**31 - 1)  # a document is one field; the default limit is 128 KiB
+    text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+    reader = csv.DictReader(text)
+    start = 2
+    try:
+        if reader.fieldnames is not None and text_field not in reader.fieldnames:
+            raise PplawError(f"{source}:1: missing text column {text_field!r} (columns: {reader.fieldnames[:10]})")
+        for record in reader:
+            where = f"{source}:{start}"
+            if None in record:
+                raise PplawError(f"{where}: more fields than the header's {len(reader.fieldnames)}")
+            if record.get(id_field) == "":
+                record[id_field] = None
+            yield _make_document(record, where, source, start, text_field, id_field)
+            start = reader.line_num + 1
+    except UnicodeDecodeError as e:
+        raise PplawError(f"{source}:{reader.line_num + 1}: not valid UTF-8 ({e.reason})") from None
+    except csv.Error as e:
+        raise PplawError(f"{source}:{reader.line_num}: malformed CSV ({e})") from None
 
 
 def _make_document(
@@ -302,24 +422,31 @@ def _read_txt(handle: IO[bytes], source: str) -> Document:
     return Document(source, text, source, 1)
 
 
-def _read_parquet(handle: IO[bytes], source: str, text_field: str, id_field: str) -> Iterator[Document]:
+def _read_table(handle: IO[bytes], source: str, text_field: str, id_field: str, arrow: bool) -> Iterator[Document]:
+    """A Parquet file, or an Arrow IPC stream (`arrow`), in batches of rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    kind = "Arrow" if arrow else "Parquet"
     try:
-        pfile = pq.ParquetFile(handle)
+        if arrow:
+            stream = pa.ipc.open_stream(handle)
+            schema = stream.schema
+        else:
+            pfile = pq.ParquetFile(handle)
+            schema = pfile.schema_arrow
     except (OSError, pa.ArrowException) as e:
-        raise PplawError(f"{source}: cannot read Parquet ({e})") from e
-    schema = pfile.schema_arrow
+        raise PplawError(f"{source}: cannot read {kind} ({e})") from e
     if text_field not in schema.names:
         raise PplawError(f"{source}: missing text column {text_field!r} (columns: {schema.names[:10]})")
     text_type = schema.field(text_field).type
     if str(text_type) not in ("string", "large_string", "string_view"):
         raise PplawError(f"{source}: text column {text_field!r} has type {text_type}, not string")
     columns = [text_field] + ([id_field] if id_field in schema.names and id_field != text_field else [])
+    batches = stream if arrow else pfile.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns)
     row = 0
     try:
-        for batch in pfile.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns):
+        for batch in batches:
             texts = _column_pylist(batch.column(text_field), source, row)
             ids = _column_pylist(batch.column(id_field), source, row) if len(columns) == 2 else [None] * len(texts)
             for text, doc_id in zip(texts, ids):
@@ -330,7 +457,7 @@ def _read_parquet(handle: IO[bytes], source: str, text_field: str, id_field: str
                 _check_encodable(text, where)
                 yield Document(_doc_id(doc_id, where, source, row, id_field), text, source, row)
     except (OSError, pa.ArrowException) as e:
-        raise PplawError(f"{source}: cannot read Parquet after row {row} ({e})") from e
+        raise PplawError(f"{source}: cannot read {kind} after row {row} ({e})") from e
 
 
 def _column_pylist(column: Any, source: str, first_row: int) -> list[Any]:

@@ -5,7 +5,11 @@ Points come from ``--mu/--sigma/--tokens`` (one point; several values broadcast)
 CSV table to stdout (or ``--out FILE``): ``loss_point`` (robust point fit), ``loss_mean`` with
 ``ci_lo/ci_hi`` (credible interval of the law; bootstrap interval for a point-only fit) and, with a
 Bayesian fit, ``pi_lo/pi_hi`` (predictive interval of a new run's measured loss); the table is
-`predict_table`, the intervals `pplaw_jax.law.predictive`.
+`predict_table`, the intervals `pplaw_jax.law.predictive`.  ``extrapolation`` names what lies
+outside the runs that made the fit — ``support`` (outside their hull widened by the trust margin,
+in the fit's moments) and/or ``tokens`` (outside their range of token counts) — or is empty: there
+the law's intervals describe the law's uncertainty, not the error of extrapolating it, and are not
+widened to cover it.
 """
 
 from __future__ import annotations
@@ -50,6 +54,19 @@ def predict_table(fit: Fit, mu, sigma, tokens, level: float = 0.9, seed: int = 0
         table["pi_lo"], table["pi_hi"] = pred["pi_lo"], pred["pi_hi"]
     table["interval_source"] = source
     return table
+
+
+def extrapolation(fit: Fit, mu, sigma, tokens) -> list[str]:
+    """Per point: '' inside the fitted runs' support and token range, else what lies outside
+    (``support``, ``tokens``, or both joined by ``+``)."""
+    lo, hi = (fit.info.get("runs") or {}).get("tokens") or [0.0, np.inf]
+    outside_tokens = (np.asarray(tokens) < lo * (1 - 1e-9)) | (np.asarray(tokens) > hi * (1 + 1e-9))
+    if fit.law == "data":
+        outside_support = np.zeros_like(outside_tokens)
+    else:
+        outside_support = ~np.asarray(fit.support().contains(mu, sigma), dtype=bool)
+    return ["+".join(w for w, o in (("support", s), ("tokens", t)) if o)
+            for s, t in zip(np.broadcast_to(outside_support, np.shape(tokens)), outside_tokens)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,6 +128,8 @@ def run(args) -> int:
     fit = load_fit(args.fit)
     pts = _points(args, fit.law)
     table = predict_table(fit, pts["mu"], pts["sigma"], pts["tokens"], args.level, args.seed)
+    table["extrapolation"] = extrapolation(fit, table["mu"].to_numpy(), table["sigma"].to_numpy(),
+                                           table["tokens"].to_numpy())
     text = table.to_csv(index=False, float_format="%.6g")
     if args.out:
         write_text(as_path(args.out), text)

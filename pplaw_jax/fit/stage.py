@@ -50,6 +50,8 @@ from pplaw_jax.law.support import SupportRegion
 from pplaw_jax.logs import get_logger
 from pplaw_jax.paths import as_path
 
+MIN_TOKEN_SPAN = 4.0  # budgets spanning less do not identify a law's token exponent
+
 
 class NotConverged(PplawError):
     """The Bayesian fit failed its convergence checks; the message lists the problems (exit 1,
@@ -98,6 +100,10 @@ def fit_to_dir(runs_path, out_dir, opts: FitConfig, seed: int = 0) -> dict:
     runs = read_runs(runs_path, get_law("ppl" if auto else opts.law), opts.moments)
     priors = Priors.from_overrides(opts.prior)
     sampler = SamplerConfig.from_fit_config(opts, seed)
+    span = float(runs.tokens.max() / runs.tokens.min())
+    if span < MIN_TOKEN_SPAN:
+        raise PplawError(f"{runs.source}: the runs' token counts span only {span:.4g}x; every law's token exponent "
+                         f"needs budgets spanning at least {MIN_TOKEN_SPAN:g}x (largest / smallest) to be identified")
     tokens_ref = float(opts.tokens_ref or np.median(runs.tokens))
     if not (np.isfinite(tokens_ref) and tokens_ref > 0):
         raise PplawError(f"--tokens-ref {tokens_ref}: must be > 0")
@@ -114,7 +120,7 @@ def fit_to_dir(runs_path, out_dir, opts: FitConfig, seed: int = 0) -> dict:
     t0 = time.perf_counter()
     assessed = assess_laws(runs, candidates, alpha=LACK_OF_FIT_ALPHA, n_random=opts.starts, folds=opts.folds,
                            seed=seed, bootstrap=sampler.chains if bayes_wanted else 0,  # refits start NUTS chains
-                           outlier_share=opts.outlier_share)
+                           outlier_share=opts.outlier_share, min_runs_per_param=opts.min_runs_per_param)
     full, heldout, lof, pe = assessed.fits, assessed.heldout, assessed.lof, assessed.pure_error
     choice = _law_choice(opts.law, heldout, lof, runs, seed)
     law = choice["fitted"]
@@ -235,6 +241,8 @@ def _law_choice(law: str, heldout: dict, lof: dict, runs: Runs, seed: int) -> di
     """The law_choice block: the automatic choice (`law.choice`), or the given law with its own
     lack-of-fit verdict; ``fitted`` is the law fitted in full, ``usable`` whether it may select."""
     if law != AUTO:
+        if law not in lof:  # too few runs for it, or it could not be fitted
+            raise PplawError(f"{runs.source}: {heldout[law]}")
         rejected = (lof.get(law) or {}).get("rejected") is True
         return {"mode": "given", "fitted": law, "chosen": law, "usable": not rejected,
                 "reason": f"{law!r} was given (--law {law})"

@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
             start_id=loaded.tokenizer.doc_start_id,
             seq_len=cfg.seq_len,
             batch_size=batch_size,
+            vocab_size=loaded.config.vocab_size,
             run_args={
                 "model": _canonical(args.model),
                 "data": _canonical(args.data),

@@ -105,6 +105,7 @@ def score_corpus(
     docs_per_part: int = directory.DEFAULT_DOCS_PER_PART,
     summary_info: Mapping[str, Any] | None = None,
     progress: bool = True,
+    vocab_size: int | None = None,
 ) -> dict[str, Any] | None:
     """Score this host's `documents` into ``out_dir``, wait for all hosts, and on process 0 write
     the summary.
@@ -113,6 +114,9 @@ def score_corpus(
     `run_args` (JSON-serialisable: model, data, dtype, fields, max_docs, ...) identifies the run;
     seq_len, docs_per_part, process_count and start_id are added to it here. `summary_info` is
     copied into ``summary.json`` (mesh, batch size, ...). Returns the summary on process 0, else None.
+    A token id at or past `vocab_size` (a tokenizer that does not match the model), or a chunk whose
+    summed NLL is not finite (a broken model), stops the run naming the document and chunk: such a
+    row is never written as a score.
     """
     if docs_per_part < 1:
         raise PplawError(f"docs_per_part must be >= 1, got {docs_per_part}")
@@ -133,7 +137,7 @@ def score_corpus(
     started = time.perf_counter()
     try:
         with progress_display(f"score host {process_index}", unit="doc", disable=not progress) as bar:
-            scorer = _PartScorer(score_fn, encode_batch, start_id, seq_len, batch_size, bar)
+            scorer = _PartScorer(score_fn, encode_batch, start_id, seq_len, batch_size, bar, vocab_size)
             host = _score_host(documents, out_dir, scorer, process_index, docs_per_part, bar)
     except BaseException as e:  # tell the other hosts not to wait for this one, then fail as usual
         write_json(failure, {"error": f"{type(e).__name__}: {e}"}, sort_keys=True)
@@ -198,7 +202,9 @@ def _check_skipped_part(done: Path, marker: Mapping[str, Any], part_docs: Iterat
 class _PartScorer:
     """Tokenize, chunk, batch and score one part's documents; keeps one batch in flight."""
 
-    def __init__(self, score_fn: ScoreFn, encode_batch, start_id: int, seq_len: int, batch_size: int, bar: Any):
+    def __init__(self, score_fn: ScoreFn, encode_batch, start_id: int, seq_len: int, batch_size: int, bar: Any,
+                 vocab_size: int | None = None):
+        self.vocab_size = vocab_size
         self.score_fn = score_fn
         self.encode_batch = encode_batch
         self.start_id = start_id
@@ -220,12 +226,19 @@ class _PartScorer:
         docs = skipped = 0
         first = last = None
 
-        def collect(pending: tuple[np.ndarray, tuple[Any, Any]]) -> None:
-            expected, (nll, count) = pending
+        def collect(pending: tuple[np.ndarray, list, tuple[Any, Any]]) -> None:
+            expected, rows, (nll, count) = pending
             count = np.asarray(count)[: len(expected)]
             if not np.array_equal(count, expected):  # the mask contract is broken: never write such rows
                 raise RuntimeError(f"score_fn counted {count.tolist()} scored tokens, expected {expected.tolist()}")
-            sum_nll.append(np.asarray(nll, dtype=np.float64)[: len(expected)])
+            nll = np.asarray(nll, dtype=np.float64)[: len(expected)]
+            bad = np.flatnonzero(~np.isfinite(nll))
+            if bad.size:
+                doc_id, chunk = rows[bad[0]]
+                raise PplawError(f"the model scores document {doc_id!r} chunk {chunk} as {nll[bad[0]]} (and "
+                                 f"{bad.size - 1} more chunks of its batch): non-finite logits; nothing of this "
+                                 "part is written (check the model's weights and dtype)")
+            sum_nll.append(nll)
             self._advance(int(expected.sum()))
 
         def dispatch() -> None:
@@ -234,7 +247,7 @@ class _PartScorer:
             out = self.score_fn(ids, mask)  # asynchronous for jax: the device works while we go on
             if in_flight is not None:
                 collect(in_flight)
-            in_flight = (np.asarray([len(seq) - 1 for seq in seqs]), out)
+            in_flight = (np.asarray([len(seq) - 1 for seq in seqs]), list(zip(doc_ids[-len(seqs):], chunks[-len(seqs):])), out)
             seqs.clear()
 
         for doc, (ids, starts) in iter_tokenized(part_docs, self.encode_batch):
@@ -245,6 +258,11 @@ class _PartScorer:
             skipped += not doc_chunks
             if doc_chunks:
                 n_bytes += window_bytes(doc.text, starts, self.seq_len)
+            if self.vocab_size is not None and doc_chunks:
+                top = max(max(seq) for seq in doc_chunks)
+                if top >= self.vocab_size:
+                    raise PplawError(f"document {doc.doc_id!r}: token id {top} is outside the model's vocabulary of "
+                                     f"{self.vocab_size} (the tokenizer does not belong to this model)")
             for k, seq in enumerate(doc_chunks):
                 doc_ids.append(doc.doc_id)
                 chunks.append(k)

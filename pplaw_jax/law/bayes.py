@@ -119,6 +119,7 @@ class Priors:
 
 
 _FIT = FitConfig()  # the defaults of `pplaw fit`, written once in pplaw_jax.config
+PRIOR_SD_RATIO = 0.9  # a parameter whose posterior is this wide, relative to its prior, is not identified
 
 
 @dataclass(frozen=True)
@@ -233,11 +234,25 @@ class BayesFit:
             "problems": problems,
         }
 
+    def identified(self) -> dict[str, bool]:
+        """Whether the data moved each parameter: its posterior sd, in the sampler's coordinates
+        (log E, the standardised intercept and coefficients), is below `PRIOR_SD_RATIO` of its prior
+        sd.  A posterior as wide as the prior is the prior speaking, not the runs: not identified."""
+        flat = self.flat()
+        u = self.design.u_from_params({k: flat[k] for k in self.form.param_names})  # [S, 1 + k]
+        prior_sd = np.concatenate([[self.priors.log_E_scale, self.priors.intercept_scale],
+                                   self.priors.coef_scales(self.form)])
+        ratio = u.std(axis=0) / prior_sd
+        return {name: bool(r < PRIOR_SD_RATIO) for name, r in zip(self.form.param_names, ratio)}
+
     def to_json(self) -> dict:
         cfg = self.config
         out = self.diagnostics()
         out.update(
             {
+                "identified": self.identified(),
+                "identified_rule": f"posterior sd below {PRIOR_SD_RATIO:g} x the prior sd in the sampler's "
+                                   "coordinates (log E, standardised coefficients)",
                 "likelihood": cfg.likelihood,
                 "student_df": cfg.student_df if cfg.likelihood == "student" else None,
                 "priors": asdict(self.priors),

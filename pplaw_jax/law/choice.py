@@ -50,17 +50,24 @@ class Assessment:
 
 
 def assess_laws(runs: Runs, laws=tuple(LAWS), *, alpha: float, n_random: int = 16, folds: int = 0,
-                seed: int = 0, bootstrap: int = 0, outlier_share: float = 0.0) -> Assessment:
+                seed: int = 0, bootstrap: int = 0, outlier_share: float = 0.0,
+                min_runs_per_param: float = 1.0) -> Assessment:
     """Each law's point fit (`bootstrap` refits, e.g. to start NUTS chains), its lack-of-fit test
     against the pure error of the replicated runs (trimmed of up to ``outlier_share`` of the runs as
     outliers, `lack_of_fit`) and, with more than one law, its held-out error (whole run groups left
-    out).  A law the runs cannot fit or validate is recorded with the reason."""
+    out).  A law with fewer than ``min_runs_per_param`` runs per parameter, or that the runs cannot
+    fit or validate, is recorded with the reason."""
     pe = pure_error(runs)
     replicated = replicated_mask(runs)
     max_outliers = int(np.floor(outlier_share * runs.n))
     fits, lof, heldout = {}, {}, {}
     for name in laws:
         form = LAWS[name]
+        needed = int(np.ceil(min_runs_per_param * len(form.param_names)))
+        if runs.n < needed:
+            heldout[name] = (f"too few runs for law {name!r}: {runs.n} < {min_runs_per_param:g} x its "
+                             f"{len(form.param_names)} parameters = {needed}")
+            continue
         try:
             fits[name] = fit_point(runs, form, n_random=n_random, bootstrap=bootstrap, seed=seed)
             lof[name] = lack_of_fit(fits[name].log_predict(runs.mu, runs.sigma, runs.tokens) - np.log(runs.loss),

@@ -111,6 +111,11 @@ def runs_from_frame(frame: pd.DataFrame, source: str, required, moments: str) ->
             )
         values[col] = num
     if "group" in frame.columns:
+        blank = frame["group"].isna() | (frame["group"].astype(str).str.strip() == "")
+        if blank.any():
+            i = int(np.flatnonzero(blank.to_numpy())[0])
+            raise PplawError(f"{source}: line {i + 2} (run {run_ids[i]}): column 'group' is blank; every run needs "
+                             "its group (the runs left out together when validating), or no group column at all")
         _, groups = np.unique(frame["group"].astype(str).to_numpy(), return_inverse=True)
     elif "run_id" in frame.columns:
         _, groups = np.unique(np.asarray(run_ids), return_inverse=True)

@@ -109,6 +109,9 @@ class ModelConfig:
         rope_scaling = None if rope_type == "default" else {**rope, "rope_type": rope_type}
 
         num_heads = int(c["num_attention_heads"])
+        if not c.get("head_dim") and int(c["hidden_size"]) % num_heads:
+            raise PplawError(f"config.json: hidden_size {c['hidden_size']} is not divisible by num_attention_heads "
+                             f"{num_heads} (and no head_dim is given)")
         head_dim = c.get("head_dim") or int(c["hidden_size"]) // num_heads
         sliding = c.get("sliding_window") if model_type == "mistral" else None
         return cls(

@@ -22,6 +22,7 @@ every method also reports the law's predicted loss for its subset, in the fit's 
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 import pandas as pd
@@ -64,18 +65,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     modes = parser.add_subparsers(dest="mode", metavar="{design,windows}")
     options = parser_options()
     options.pop("parser_class")
-    for name, cls, text in (
-        ("design", DesignConfig, "the space-filling 2-D design of law-fitting subsets"),
-        ("windows", WindowsConfig, "the paper's grid of perplexity-quantile windows x budgets"),
+    for name, cls, text, example in (
+        ("design", DesignConfig, "the space-filling 2-D design of law-fitting subsets",
+         "pplaw select design --landscape land --n 21 --budgets 1e4 4e4 1.6e5 --centre 3 --out grid"),
+        ("windows", WindowsConfig, "the paper's grid of perplexity-quantile windows x budgets",
+         "pplaw select windows --landscape land --budgets 1e5 3e5 1e6 --out grid"),
     ):
-        sub = modes.add_parser(name, help=text, description=text, **options)
+        sub = modes.add_parser(name, help=text, description=text, epilog=f"example:\n  {example}", **options)
         _inputs(sub, required=True)
         add_settings(sub, cls, dest=name)
 
 
 def _inputs(parser, required: bool) -> None:
-    parser.add_argument("--landscape", required=required, help="landscape directory from `pplaw score`")
-    parser.add_argument("--out", required=required, help="output directory")
+    unless = "" if required else " (required unless a mode, design or windows, is given)"
+    parser.add_argument("--landscape", required=required, help=f"landscape directory from `pplaw score`{unless}")
+    parser.add_argument("--out", required=required, help=f"output directory{unless}")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random draws")
 
 
@@ -139,10 +143,9 @@ def _run_select(args, cfg: SelectConfig) -> int:
     if fit is not None:
         summary.update(predicted_losses(fit, sel))
     write_selection(out, landscape, sel.indices, summary)
-    if extra.get("target_note"):
-        print(f"note: {extra['target_note']}")
-    print(f"{method}: {sel.n_chunks} chunks, {sel.tokens} tokens (budget {budget}), "
-          f"mu={sel.mu:.4g}, sigma={sel.sigma:.4g} ({moments}) -> {out}")
+    print(json.dumps({"out": str(out), "method": method, "chunks": sel.n_chunks, "tokens": sel.tokens,
+                      "budget": budget, "mu": sel.mu, "sigma": sel.sigma, "moments": moments,
+                      "note": extra.get("target_note")}))
     return 0
 
 
@@ -318,9 +321,9 @@ def _run_design(args, cfg: DesignConfig) -> int:
         "n": cfg.n, "centre": centre, "budgets": list(budgets), "diagnostics": diagnostics,
         "subsets": [p.name for p in points]})
     real = diagnostics["realised"]
-    print(f"design: {len(points)} subsets ({selector}, {moments}); corr(log mu, log sigma) "
-          f"{real['corr_log_mu_log_sigma']:.3f}, max VIF (log mu, log sigma, log D) "
-          f"{max(real['vif_main'].values()):.2f} -> {out}")
+    print(json.dumps({"out": str(out), "subsets": len(points), "selector": selector, "moments": moments,
+                      "corr_log_mu_log_sigma": real["corr_log_mu_log_sigma"],
+                      "max_vif": max(real["vif_main"].values())}))
     return 0
 
 
@@ -351,5 +354,5 @@ def _run_windows(args, cfg: WindowsConfig) -> int:
         "landscape": str(landscape.path), "moments": moments, "seed": args.seed, "budgets": list(budgets),
         "windows": [list(w) for w in windows], "subsets": [s.name for s in subsets],
         "skipped": skipped, "warning": "; ".join(messages) or None})
-    print(f"windows: {len(subsets)} subsets written, {len(skipped)} skipped -> {out}")
+    print(json.dumps({"out": str(out), "subsets": len(subsets), "skipped": len(skipped)}))
     return 0

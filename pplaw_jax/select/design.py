@@ -42,6 +42,7 @@ from pplaw_jax.select.windows import format_budget
 
 SELECTORS = ("tilted", "bands")
 MIN_BUDGET_SPAN = 16.0
+MIN_DESIGN_CHUNKS = 3  # a subset of fewer chunks has no meaningful sigma
 MAX_ABS_CORR = 0.3
 
 
@@ -157,6 +158,11 @@ def build_design(values: np.ndarray, n_tokens: np.ndarray, budgets, n: int, n_ce
     if budgets[-1] >= total:
         raise PplawError(f"--budgets: the largest budget {budgets[-1]} is not below the landscape's "
                          f"{total} tokens; a design needs room to choose")
+    typical = float(np.median(n_tokens))
+    if budgets[0] < MIN_DESIGN_CHUNKS * typical:
+        raise PplawError(f"--budgets: the smallest budget {budgets[0]} holds about {budgets[0] / typical:.1f} chunks of "
+                         f"this landscape (median {typical:.0f} tokens); a subset's sigma needs at least "
+                         f"{MIN_DESIGN_CHUNKS} chunks: raise it to {int(np.ceil(MIN_DESIGN_CHUNKS * typical))} or more")
     regions = {b: RankedLandscape(values, n_tokens, b).region for b in budgets}
     points, record = design_targets(regions, budgets, n, n_centre, seed, inset, candidates)
     spaces: dict = {}

@@ -13,6 +13,7 @@ acquisition, the proposals' targets and the stopping rule (`propose.stopping`).
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         "acquisition": cfg.acquisition, "draws": source, "n_requested": cfg.n, "n_proposed": len(proposals),
         "budget": budget, "trust_margin": cfg.trust_margin, "merge_distance": MERGE, "seed": args.seed,
         "proposals": proposals, "subsets": [r["name"] for r in rows], "stopping": stop})
-    print(f"propose: {len(proposals)} runs ({cfg.acquisition}, {source} draws); optimum located: "
-          f"{stop['located']} (P(argmin within {cfg.radius} sd) = {stop['prob_within']:.2f}, max expected "
-          f"improvement {stop['max_expected_improvement_log']} vs noise sd {noise_sd:.2g}) -> {out}")
+    print(json.dumps({"out": str(out), "runs": len(proposals), "acquisition": cfg.acquisition, "draws": source,
+                      "located": stop["located"], "prob_within": stop["prob_within"],
+                      "max_expected_improvement_log": stop["max_expected_improvement_log"], "noise_sd": noise_sd}))
     return 0

@@ -139,7 +139,7 @@ def _train(args: argparse.Namespace) -> int:
     if (record_dir / "eval.json").exists():
         # compared before declaring "nothing to do": a finished run answers only for its own arguments
         _check_run_identity(record_dir, {**train_key, **settings_key}, partial=True)
-        print(f"pplaw train: {record_dir} is complete (eval.json exists); nothing to do")
+        print(json.dumps({"out": str(record_dir), "note": "complete (eval.json exists); nothing to do"}))
         return 0
     mesh = make_mesh(cfg.mesh)
     dp = data_parallel_size(mesh)
@@ -214,13 +214,17 @@ def _train(args: argparse.Namespace) -> int:
         keep=cfg.keep,
         log_every=cfg.log_every,
     )
+    subset = selection.stats() if selection else {"tokens": train.num_scored_tokens}
+    hparams = {**{k: subset.get(k) for k in ("mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl")},
+               "subset_tokens": subset["tokens"], "steps": num_steps, "seed": args.seed, "lr": cfg.lr,
+               "batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "schedule": cfg.schedule,
+               "selection_sha256": train_key["selection"]}
     result = fit(trainer, train, eval_sets, settings, run_dir, schedule,
-                 on_checkpoint=mirror.push_checkpoint if mirror else None)
+                 on_checkpoint=mirror.push_checkpoint if mirror else None, hparams=hparams)
     export_hf(trainer, config, tokenizer, run_dir / "hf")
     if mirror is not None:
         mirror.push_final()
 
-    subset = selection.stats() if selection else {"tokens": train.num_scored_tokens}
     summary = {
         "domain_loss": result.get("domain_loss"),
         "general_loss": result.get("general_loss"),

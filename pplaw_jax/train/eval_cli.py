@@ -13,7 +13,7 @@ from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_json
 from pplaw_jax.paths import as_path, is_url
 
-LM_EVAL_INSTALL = "pip install 'pplaw_jax[eval]'"
+LM_EVAL_INSTALL = "pip install 'lm_eval>=0.4.13,<0.5' (or, in the pplaw_jax checkout, pip install -e '.[eval]')"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         lm = ShardedLM(loaded.model, mesh)
         with progress("eval", total=len(requests), unit="choice", disable=jax.process_index() != 0) as bar:
             logliks = score_requests(lm.nll, requests, cfg.batch_size, max_length, progress=bar.update)
-        results = {"model": loaded.source, "tasks": args.tasks if is_url(args.tasks) else os.path.abspath(args.tasks), **mc_metrics(tasks, logliks)}
+        results = {"model": loaded.source, "tasks": args.tasks if is_url(args.tasks) else os.path.abspath(args.tasks), **mc_metrics(tasks, logliks, args.tasks)}
         summary = {k: results[k] for k in keys}
     results["settings"] = dataclasses.asdict(cfg)  # what produced these numbers
     if jax.process_index() == 0:

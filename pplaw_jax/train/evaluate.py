@@ -199,8 +199,18 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float,
     return (float(ci.low), float(ci.high))
 
 
-def mc_metrics(tasks: Sequence[Task], logliks: np.ndarray) -> dict:
-    """acc and acc_norm with 95% Wilson intervals, plus per-example predictions."""
+def mc_metrics(tasks: Sequence[Task], logliks: np.ndarray, source: str = "tasks") -> dict:
+    """acc and acc_norm with 95% Wilson intervals, plus per-example predictions.  A choice whose
+    log-likelihood is not finite (a broken model) is an error naming the task, never a coin flip."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(logliks, dtype=np.float64)))
+    if bad.size:
+        k = 0
+        for task in tasks:
+            if k <= bad[0] < k + len(task.choices):
+                raise PplawError(f"{source}:{task.line}: choice {bad[0] - k} has log-likelihood {logliks[bad[0]]} "
+                                 f"(and {bad.size - 1} more choices): the model's logits are not finite; no "
+                                 "accuracy is computed")
+            k += len(task.choices)
     examples, k = [], 0
     correct = correct_norm = 0
     for task in tasks:

@@ -210,6 +210,7 @@ def fit(
     run_dir: str | os.PathLike,
     schedule: Callable[[int], float],
     on_checkpoint: Callable[[int], None] | None = None,
+    hparams: dict | None = None,
 ) -> dict:
     """Train to `settings.num_steps`, resuming from `run_dir/checkpoints`; returns final figures.
 
@@ -218,7 +219,8 @@ def fit(
     `batch_indices(seed, s, ...)`, so the data order does not depend on where a run resumed.
     Returns {"steps", "trained_tokens", "wall_time_s", **final eval losses}.
     With `on_checkpoint`, each save is waited for and then `on_checkpoint(step)` is called (the
-    upload of a run whose ``--out`` is a URL, `pplaw_jax.train.remote`).
+    upload of a run whose ``--out`` is a URL, `pplaw_jax.train.remote`). `hparams` go to the
+    TensorBoard events (`metrics.TensorBoardLog`).
     """
     run_dir = Path(run_dir)
     is_main = jax.process_index() == 0
@@ -229,8 +231,8 @@ def fit(
         state, meta = checkpointer.restore(latest, trainer.abstract_state())
         trainer.load_state(state)
         step, tokens, wall_before = int(meta["step"]), int(meta["tokens"]), float(meta["wall_time_s"])
-    metrics = (MetricsLog(run_dir / "metrics.jsonl", keep_through_step=latest, tensorboard_dir=run_dir / "tensorboard")
-               if is_main else None)
+    metrics = (MetricsLog(run_dir / "metrics.jsonl", keep_through_step=latest, tensorboard_dir=run_dir / "tensorboard",
+                          hparams=hparams) if is_main else None)
     started = time.perf_counter()
 
     def place(s: int):
@@ -254,6 +256,9 @@ def fit(
             tokens += int(st["n_tokens"])
             row = {"step": s, "tokens": tokens, "train_loss": float(st["train_loss"]), "lr": float(schedule(s - 1)),
                    "grad_norm": float(st["grad_norm"]), "tokens_per_s": rate}
+            if not math.isfinite(row["train_loss"]) and s == 1:  # computed with the loaded weights
+                raise PplawError(f"the model's loss on the first batch is {row['train_loss']}, before any update: "
+                                 "the model gives non-finite logits (check its weights and --dtype)")
             if not math.isfinite(row["train_loss"]):
                 raise PplawError(f"training diverged: loss is {row['train_loss']} at step {s} (lower --lr?)")
             row.update(evals.pop(s, {}))

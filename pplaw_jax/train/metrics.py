@@ -50,12 +50,13 @@ class MetricsLog:
     """Append-only JSONL writer that first truncates the log to `keep_through_step` (None = empty)."""
 
     def __init__(self, path: str | os.PathLike, keep_through_step: int | None,
-                 tensorboard_dir: str | os.PathLike | None = None):
+                 tensorboard_dir: str | os.PathLike | None = None, hparams: dict | None = None):
         self.path = Path(path)
         kept = [] if keep_through_step is None else [r for r in read_metrics(self.path) if r["step"] <= keep_through_step]
         write_jsonl(self.path, kept)
         self._file = open(self.path, "a")
-        self._tb = None if tensorboard_dir is None else TensorBoardLog(tensorboard_dir, (keep_through_step or 0) + 1)
+        self._tb = (None if tensorboard_dir is None
+                    else TensorBoardLog(tensorboard_dir, (keep_through_step or 0) + 1, hparams))
 
     def write(self, row: dict) -> None:
         self._file.write(json.dumps({k: _json_value(v) for k, v in row.items()}) + "\n")
@@ -83,10 +84,12 @@ class TensorBoardLog:
     writes its own file, named ``events.out.tfevents.<time>.<host>.<session>`` so that files sort in
     the order they were written even within one second, and begins with a ``SessionLog.START`` at
     `purge_step`: TensorBoard then hides what earlier (killed) sessions logged from the replayed
-    steps on, and the curves show one trajectory, like metrics.jsonl.
+    steps on, and the curves show one trajectory, like metrics.jsonl. With `hparams` (the run's
+    subset moments, budget, seed, optimiser settings, selection digest), each session also writes
+    them for TensorBoard's HParams dashboard, against the evaluation losses.
     """
 
-    def __init__(self, directory: str | os.PathLike, purge_step: int):
+    def __init__(self, directory: str | os.PathLike, purge_step: int, hparams: dict | None = None):
         from tensorboardX.event_file_writer import EventsWriter
         from tensorboardX.proto.event_pb2 import Event, SessionLog
 
@@ -96,6 +99,13 @@ class TensorBoardLog:
         self._writer = EventsWriter(str(directory / "events"), filename_suffix=f".{session:04d}")
         self._writer.write_event(Event(wall_time=time.time(), step=purge_step,
                                        session_log=SessionLog(status=SessionLog.START)))
+        if hparams:
+            from tensorboardX.summary import hparams as hparams_summaries
+
+            values = {k: v for k, v in hparams.items() if isinstance(v, (int, float, str, bool))}
+            metrics = {tensorboard_tag(f"{name}_loss"): 0.0 for name in ("domain", "general", "target")}
+            for summary in hparams_summaries(values, metrics):
+                self._writer.write_event(Event(wall_time=time.time(), step=0, summary=summary))
         self._writer.flush()
 
     def write(self, row: dict) -> None:

@@ -50,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
     fields["vocab_size"] = args.vocab_size
     try:
         ModelConfig.from_hf(fields)  # a field the decoder cannot build fails now, not at train time
+    except PplawError as e:  # it names config.json: here the fields are the KEY=VALUE arguments
+        raise PplawError(f"the KEY=VALUE fields: {str(e).removeprefix('config.json: ')}") from None
     except (KeyError, TypeError, ValueError) as e:
-        raise PplawError(f"the scratch model's config does not describe a model: {e!r}") from None
+        raise PplawError(f"the KEY=VALUE fields do not describe a model: {e!r}") from None
     text = json.dumps(fields, indent=1)
     if (out / INIT_CONFIG).exists() and (out / TOKENIZER).exists():
         if (out / INIT_CONFIG).read_text() != text:
@@ -60,7 +62,11 @@ def run(args: argparse.Namespace) -> int:
     if is_url(out) and not (out / INIT_CONFIG).exists():
         rmtree(out / TOKENIZER)  # uploaded file by file, complete only once init_config.json is written
     if not (out / TOKENIZER).exists():
-        train_tokenizer(args.data, args.vocab_size, out / TOKENIZER, max_docs=args.max_docs,
-                        text_field=args.text_field, id_field=args.id_field)
+        tokenizer = train_tokenizer(args.data, args.vocab_size, out / TOKENIZER, max_docs=args.max_docs,
+                                    text_field=args.text_field, id_field=args.id_field)
+        if tokenizer.vocab_size < args.vocab_size:  # the model would carry embeddings no token reaches
+            rmtree(out / TOKENIZER)
+            raise PplawError(f"--vocab-size {args.vocab_size}: the corpus yields only {tokenizer.vocab_size} tokens "
+                             f"(byte-level BPE ran out of merges); lower --vocab-size or give more --max-docs")
     write_text(out / INIT_CONFIG, text)
     return 0
