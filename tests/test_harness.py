@@ -10,6 +10,7 @@ The shipped tasks in experiments/lm_eval_tasks run on files laid out like shared
 from __future__ import annotations
 
 import json
+import logging
 import math
 import subprocess
 import sys
@@ -234,7 +235,7 @@ def test_rolling_logliks_equal_pytorch(setup, lm_eval_run):
     assert rolling["bits_per_byte"] == pytest.approx(-ref.sum() / n_bytes / math.log(2), rel=1e-5)
 
 
-def test_registered_model_answers_requests_like_pytorch(setup):
+def test_registered_model_answers_requests_like_pytorch(setup, caplog):
     from lm_eval.api.instance import Instance
     from lm_eval.api.registry import get_model
 
@@ -252,7 +253,13 @@ def test_registered_model_answers_requests_like_pytorch(setup):
     pairs = [(context, greedy_text), (context, " fox jumps"), ("", "seven wizards"), ("a lazy dog ", "near"),
              ("x " * 60, " spring"), *letters]  # fmt: skip
     requests = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
-    got = lm.loglikelihood(requests)
+    logging.getLogger("pplaw").addHandler(caplog.handler)  # pplaw's loggers do not propagate once set up
+    try:
+        got = lm.loglikelihood(requests)
+    finally:
+        logging.getLogger("pplaw").removeHandler(caplog.handler)
+    # only the 60-word context is longer than MAX_LENGTH: one cut, and said so
+    assert f"1 of {len(pairs)} lm-eval requests were longer than max_length {MAX_LENGTH}" in caplog.text
     want = [ref.loglikelihood(*pair) for pair in pairs]
     assert want[0][1], "the greedy continuation should be greedy under the reference"
     np.testing.assert_allclose([g[0] for g in got], [w[0] for w in want], rtol=1e-4, atol=1e-4)

@@ -41,7 +41,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.logs import progress
+from pplaw_jax.logs import get_logger, progress
 from pplaw_jax.models.loading import LoadedModel
 from pplaw_jax.models.loss import next_token_nll
 from pplaw_jax.train.evaluate import Request, batched_apply, encode_pair, truncated_request, wilson_interval
@@ -209,13 +209,17 @@ class PplawLM(LM):
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         """(log P(continuation | context), whether greedy decoding gives the continuation) per request."""
         start = self.tokenizer.doc_start_id
-        built = []
+        built, cut = [], 0
         for request in requests:
             context, continuation = request.args
             context_ids, continuation_ids = encode_pair(self.tokenizer, context, continuation)
             if not continuation_ids:
                 raise PplawError(f"lm-eval request: continuation {continuation!r} encodes to no tokens")
+            cut += 1 + len(context_ids) + len(continuation_ids) > self.max_length
             built.append(truncated_request(start, context_ids, continuation_ids, self.max_length))
+        if cut:
+            get_logger("eval").warning(f"{cut} of {len(requests)} lm-eval requests were longer than max_length "
+                                       f"{self.max_length} and lost the start of their context (as lm-eval's HF model)")
         logliks, greedy = self._run(built, "loglikelihood", disable_tqdm)
         return [(float(ll), bool(g)) for ll, g in zip(logliks, greedy)]
 
