@@ -1,7 +1,8 @@
 """pplaw: choose continual pre-training data with a perplexity-aware data scaling law.
 
-The command-line entry point, one subcommand per pipeline stage. Each stage module exposes `add_arguments(parser)` and `run(args) -> int`; they are imported lazily
-so that `pplaw fit --help` does not pay for loading the model code (no subcommand's `--help` imports
+The command-line entry point, one subcommand per pipeline stage. Each stage module exposes
+`add_arguments(parser)` and `run(args) -> int` (and may expose `reorder_argv(argv)`, applied
+before parsing); they are imported lazily so that `pplaw fit --help` does not pay for loading the model code (no subcommand's `--help` imports
 JAX).
 """
 
@@ -91,11 +92,9 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | Non
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["run"]:  # `pplaw run CFG --until X key=v`: overrides may follow the flags
-        from pplaw_jax.pipeline import overrides_last
-
-        argv = overrides_last(argv)
     parser, module = build_parser(argv)
+    if hasattr(module, "reorder_argv"):  # `pplaw run CFG --until X key=v`: overrides may follow the flags
+        argv = module.reorder_argv(argv)
     try:
         args = parser.parse_args(argv)
         check_settings(args)  # ranges of the stage's config (argparse checked types and enums)

@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 RUN_FLAGS_WITH_VALUE = ("--until", "--force")
 
 
-def overrides_last(argv: list[str]) -> list[str]:
+def reorder_argv(argv: list[str]) -> list[str]:
     """``run CFG [flags and KEY=VALUE overrides in any order]`` with the positionals (the config
     and the overrides) first, so argparse reads overrides that follow a flag (``--until fit
     fit.law=ppl``) as overrides."""

@@ -190,8 +190,8 @@ def test_sigint_is_one_line_and_the_shells_code(monkeypatch, tmp_path, capsys):
 
 
 def test_run_overrides_may_follow_its_flags():
-    from pplaw_jax.pipeline import overrides_last
+    from pplaw_jax.pipeline import reorder_argv
 
-    assert overrides_last(["run", "c.yaml", "--until", "fit", "fit.law=ppl", "--force", "grid", "seed=1"]) == \
+    assert reorder_argv(["run", "c.yaml", "--until", "fit", "fit.law=ppl", "--force", "grid", "seed=1"]) == \
         ["run", "c.yaml", "fit.law=ppl", "seed=1", "--until", "fit", "--force", "grid"]
-    assert overrides_last(["run", "c.yaml", "a=1", "--force=fit"]) == ["run", "c.yaml", "a=1", "--force=fit"]
+    assert reorder_argv(["run", "c.yaml", "a=1", "--force=fit"]) == ["run", "c.yaml", "a=1", "--force=fit"]

@@ -10,7 +10,8 @@ from pplaw_jax.models.config import ModelConfig
 from pplaw_jax.models.gemma3 import Gemma3Config, Gemma3ForCausalLM
 from pplaw_jax.models.gguf import load_gguf
 from pplaw_jax.models.hf import load_hf_checkpoint, save_hf_checkpoint
-from pplaw_jax.models.llama import REMAT_POLICIES, LlamaForCausalLM, flat_params, init_model
+from pplaw_jax.models.layers import REMAT_POLICIES
+from pplaw_jax.models.llama import LlamaForCausalLM, flat_params, init_model
 from pplaw_jax.models.loading import LoadedModel, load_model
 from pplaw_jax.models.weights import model_from_params, place_model
 from pplaw_jax.models.tokenizer import Tokenizer, train_bpe_tokenizer

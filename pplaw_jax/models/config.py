@@ -129,8 +129,8 @@ class ModelConfig:
             tie_word_embeddings=bool(c.get("tie_word_embeddings", False)),
             attention_bias=True if model_type == "qwen2" else bool(c.get("attention_bias", False)),
             qk_norm=model_type == "qwen3",
-            bos_token_id=_first_id(c.get("bos_token_id")),
-            eos_token_id=_first_id(c.get("eos_token_id")),
+            bos_token_id=first_id(c.get("bos_token_id")),
+            eos_token_id=first_id(c.get("eos_token_id")),
             model_type=model_type,
             sliding_window=int(sliding) if sliding else None,
         )
@@ -202,7 +202,7 @@ class ModelConfig:
         return 3.0 * forward if training else forward
 
 
-def _first_id(value) -> int | None:
+def first_id(value) -> int | None:
     """config.json token ids may be an int, a list of ints (several EOS) or null."""
     if isinstance(value, (list, tuple)):
         return int(value[0]) if value else None

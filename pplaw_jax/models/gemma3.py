@@ -1,13 +1,13 @@
 """Gemma 3 text decoder (`gemma3_text`) in Flax NNX, beside the Llama-family one in `llama.py`.
 
 Gemma 3 differs from the Llama blocks in ways that do not fit `ModelConfig`'s switches, so it has
-its own config and modules; it shares `llama.py`'s RoPE tables, rotate-half RoPE, linear layers
+its own config and modules; it shares `layers.py`'s RoPE tables, rotate-half RoPE, linear layers
 (same parameter names, [in, out] kernels and logical axis names, so `distributed.LOGICAL_AXIS_RULES`
 places it and the HF name mapping covers it unchanged), remat policies and attention through
 `jax.nn.dot_product_attention`. Checkpoints load through `weights.place_model` like the Llama
 family's (straight into their shards with `mesh=`): `hf.py` reads its safetensors (the multimodal
 key prefixes removed by `gemma3_text_name`), `gguf.py` its GGUF tensors (names from
-`GGUF_LAYER_NAMES`, config from `gemma3_gguf_config`). Following HF `Gemma3ForCausalLM`
+`GGUF_LAYER_NAMES`, config from `gguf.gemma3_gguf_config`). Following HF `Gemma3ForCausalLM`
 (transformers 5), the reference the tests compare with:
 
 - layers alternate sliding-window (local) and full (global) attention (`layer_types`); each kind
@@ -41,14 +41,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.models.config import ModelConfig, _first_id
-from pplaw_jax.models.llama import (
+from pplaw_jax.models.config import ModelConfig, first_id
+from pplaw_jax.models.layers import (
     INIT_STD,
     MLP,
     REMAT_POLICIES,
-    _axes,
-    _linear,
     apply_rope,
+    linear,
+    logical_axes,
     remat_policy_name,
     rope_cos_sin,
 )
@@ -203,8 +203,8 @@ class Gemma3Config:
             max_position_embeddings=int(hf.max_position_embeddings),
             tie_word_embeddings=bool(hf.tie_word_embeddings),
             attention_bias=bool(hf.attention_bias),
-            bos_token_id=_first_id(hf.bos_token_id),
-            eos_token_id=_first_id(hf.eos_token_id),
+            bos_token_id=first_id(hf.bos_token_id),
+            eos_token_id=first_id(hf.eos_token_id),
         )
 
     def to_hf(self) -> dict:
@@ -246,7 +246,7 @@ class GemmaRMSNorm(nnx.Module):
     logical name of its dim (`norm` over the model width, `head_dim` for the per-head q/k norms)."""
 
     def __init__(self, dim: int, *, eps: float, dtype, param_dtype, axis: str = "norm"):
-        self.scale = nnx.Param(jnp.zeros((dim,), param_dtype), **_axes(axis))
+        self.scale = nnx.Param(jnp.zeros((dim,), param_dtype), **logical_axes(axis))
         self.eps = eps
         self.dtype = dtype
 
@@ -271,10 +271,10 @@ class Gemma3Attention(nnx.Module):
         c = config
         self.num_heads, self.num_kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, c.head_dim
         q, kv, bias = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.attention_bias
-        self.q_proj = _linear(c.hidden_size, q, bias, dtype, param_dtype, rngs, ("embed", "heads"))
-        self.k_proj = _linear(c.hidden_size, kv, bias, dtype, param_dtype, rngs, ("embed", "kv_heads"))
-        self.v_proj = _linear(c.hidden_size, kv, bias, dtype, param_dtype, rngs, ("embed", "kv_heads"))
-        self.o_proj = _linear(q, c.hidden_size, bias, dtype, param_dtype, rngs, ("heads", "embed"), bias_axis="embed_bias")
+        self.q_proj = linear(c.hidden_size, q, bias, dtype, param_dtype, rngs, ("embed", "heads"))
+        self.k_proj = linear(c.hidden_size, kv, bias, dtype, param_dtype, rngs, ("embed", "kv_heads"))
+        self.v_proj = linear(c.hidden_size, kv, bias, dtype, param_dtype, rngs, ("embed", "kv_heads"))
+        self.o_proj = linear(q, c.hidden_size, bias, dtype, param_dtype, rngs, ("heads", "embed"), bias_axis="embed_bias")
         norm = dict(eps=c.rms_norm_eps, dtype=dtype, param_dtype=param_dtype, axis="head_dim")
         self.q_norm = GemmaRMSNorm(c.head_dim, **norm)
         self.k_norm = GemmaRMSNorm(c.head_dim, **norm)
@@ -357,7 +357,7 @@ class Gemma3ForCausalLM(nnx.Module):
             param_dtype=param_dtype,
             embedding_init=nnx.initializers.normal(INIT_STD),
             rngs=rngs,
-            embedding_metadata=_axes("vocab", "embed"),
+            embedding_metadata=logical_axes("vocab", "embed"),
         )
         self.layers = nnx.List(
             [
@@ -371,7 +371,7 @@ class Gemma3ForCausalLM(nnx.Module):
         if config.tie_word_embeddings:
             self.lm_head = None
         else:
-            self.lm_head = _linear(config.hidden_size, config.vocab_size, False, dtype, param_dtype, rngs, ("embed", "vocab"))
+            self.lm_head = linear(config.hidden_size, config.vocab_size, False, dtype, param_dtype, rngs, ("embed", "vocab"))
 
     def __call__(self, input_ids: jax.Array) -> jax.Array:
         t = input_ids.shape[1]
@@ -438,65 +438,9 @@ GGUF_GLOBAL_NAMES = {
 }
 
 
-def gemma3_gguf_config(reader, path) -> Gemma3Config:
-    """A Gemma3Config from the metadata of a llama.cpp `gemma3` GGUF.
-
-    What the file does not record is set as llama.cpp sets it: every 6th layer global, local RoPE
-    base 10000, attention scale `head_dim ** -0.5` (`(hidden / heads) ** -0.5` for the 62-layer 27B).
-    llama.cpp reads no soft-capping for gemma3, and neither does this.
-    """
-    from pplaw_jax.models.gguf import _field
-
-    def need(key):
-        value = _field(reader, f"gemma3.{key}")
-        if value is None:
-            raise PplawError(f"{path}: GGUF metadata gemma3.{key} is missing")
-        return value
-
-    hidden, heads, layers = int(need("embedding_length")), int(need("attention.head_count")), int(need("block_count"))
-    head_dim = int(_field(reader, "gemma3.attention.key_length", hidden // heads))
-    names = {t.name for t in reader.tensors}
-    tokens = _field(reader, "tokenizer.ggml.tokens")
-    if tokens is not None:
-        vocab = len(tokens)
-    else:
-        vocab = next((int(t.shape[1]) for t in reader.tensors if t.name == "token_embd.weight"), None)
-        if vocab is None:
-            raise PplawError(f"{path}: GGUF has neither tokenizer.ggml.tokens nor token_embd.weight")
-    scaling_type = _field(reader, "gemma3.rope.scaling.type")
-    rope_scaling = None
-    if scaling_type and scaling_type != "none":
-        if scaling_type != "linear":
-            raise PplawError(f"{path}: GGUF rope scaling {scaling_type!r} is not supported for gemma3")
-        rope_scaling = {"rope_type": "linear", "factor": float(need("rope.scaling.factor"))}
-    bos = _field(reader, "tokenizer.ggml.bos_token_id")
-    eos = _field(reader, "tokenizer.ggml.eos_token_id")
-    return Gemma3Config(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=int(need("feed_forward_length")),
-        num_layers=layers,
-        num_heads=heads,
-        num_kv_heads=int(_field(reader, "gemma3.attention.head_count_kv", heads)),
-        head_dim=head_dim,
-        layer_types=tuple(FULL if (i + 1) % GGUF_SLIDING_PATTERN == 0 else SLIDING for i in range(layers)),
-        sliding_window=int(need("attention.sliding_window")),
-        rms_norm_eps=float(need("attention.layer_norm_rms_epsilon")),
-        rope_theta=float(_field(reader, "gemma3.rope.freq_base", 1_000_000.0)),
-        rope_scaling=rope_scaling,
-        rope_local_theta=GGUF_LOCAL_ROPE_THETA,
-        query_pre_attn_scalar=hidden // heads if layers == GGUF_27B_LAYERS else head_dim,
-        max_position_embeddings=int(_field(reader, "gemma3.context_length", 32768)),
-        tie_word_embeddings="output.weight" not in names,
-        bos_token_id=None if bos is None else int(bos),
-        eos_token_id=None if eos is None else int(eos),
-    )
-
-
 __all__ = [
     "GEMMA3_MODEL_TYPES",
     "Gemma3Config",
     "Gemma3ForCausalLM",
-    "gemma3_gguf_config",
     "gemma3_text_name",
 ]

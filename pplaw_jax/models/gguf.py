@@ -221,7 +221,7 @@ def load_gguf(
     path = Path(path)
     reader = _open(path)
     if _field(reader, "general.architecture") == "gemma3":
-        config = gemma3.gemma3_gguf_config(reader, path)
+        config = gemma3_gguf_config(reader, path)
     else:
         config = gguf_config(reader, path)
     model = place_model(
@@ -229,6 +229,59 @@ def load_gguf(
         source=str(path), **model_kwargs,
     )
     return config, model
+
+
+def gemma3_gguf_config(reader, path) -> Gemma3Config:
+    """A Gemma3Config from the metadata of a llama.cpp `gemma3` GGUF.
+
+    What the file does not record is set as llama.cpp sets it: every 6th layer global, local RoPE
+    base 10000, attention scale `head_dim ** -0.5` (`(hidden / heads) ** -0.5` for the 62-layer 27B).
+    llama.cpp reads no soft-capping for gemma3, and neither does this.
+    """
+    def need(key):
+        value = _field(reader, f"gemma3.{key}")
+        if value is None:
+            raise PplawError(f"{path}: GGUF metadata gemma3.{key} is missing")
+        return value
+
+    hidden, heads, layers = int(need("embedding_length")), int(need("attention.head_count")), int(need("block_count"))
+    head_dim = int(_field(reader, "gemma3.attention.key_length", hidden // heads))
+    names = {t.name for t in reader.tensors}
+    tokens = _field(reader, "tokenizer.ggml.tokens")
+    if tokens is not None:
+        vocab = len(tokens)
+    else:
+        vocab = next((int(t.shape[1]) for t in reader.tensors if t.name == "token_embd.weight"), None)
+        if vocab is None:
+            raise PplawError(f"{path}: GGUF has neither tokenizer.ggml.tokens nor token_embd.weight")
+    scaling_type = _field(reader, "gemma3.rope.scaling.type")
+    rope_scaling = None
+    if scaling_type and scaling_type != "none":
+        if scaling_type != "linear":
+            raise PplawError(f"{path}: GGUF rope scaling {scaling_type!r} is not supported for gemma3")
+        rope_scaling = {"rope_type": "linear", "factor": float(need("rope.scaling.factor"))}
+    bos = _field(reader, "tokenizer.ggml.bos_token_id")
+    eos = _field(reader, "tokenizer.ggml.eos_token_id")
+    return Gemma3Config(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=int(need("feed_forward_length")),
+        num_layers=layers,
+        num_heads=heads,
+        num_kv_heads=int(_field(reader, "gemma3.attention.head_count_kv", heads)),
+        head_dim=head_dim,
+        layer_types=tuple(gemma3.FULL if (i + 1) % gemma3.GGUF_SLIDING_PATTERN == 0 else gemma3.SLIDING for i in range(layers)),
+        sliding_window=int(need("attention.sliding_window")),
+        rms_norm_eps=float(need("attention.layer_norm_rms_epsilon")),
+        rope_theta=float(_field(reader, "gemma3.rope.freq_base", 1_000_000.0)),
+        rope_scaling=rope_scaling,
+        rope_local_theta=gemma3.GGUF_LOCAL_ROPE_THETA,
+        query_pre_attn_scalar=hidden // heads if layers == gemma3.GGUF_27B_LAYERS else head_dim,
+        max_position_embeddings=int(_field(reader, "gemma3.context_length", 32768)),
+        tie_word_embeddings="output.weight" not in names,
+        bos_token_id=None if bos is None else int(bos),
+        eos_token_id=None if eos is None else int(eos),
+    )
 
 
 def gguf_tokenizer_fields(reader) -> tuple[str, dict]:

@@ -32,7 +32,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.logs import get_logger, progress
-from pplaw_jax.models.llama import remat_policy_name
+from pplaw_jax.models.layers import remat_policy_name
 from pplaw_jax.models.loss import token_nll
 from pplaw_jax.models.sharded import ShardedLM, data_parallel_size, fetch
 from pplaw_jax.train.checkpoint import RunCheckpointer, abstract_like

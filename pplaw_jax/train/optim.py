@@ -27,7 +27,7 @@ from flax import nnx
 
 from pplaw_jax.distributed import logical_axes
 from pplaw_jax.errors import PplawError
-from pplaw_jax.models.llama import LAYERS
+from pplaw_jax.models.layers import LAYERS
 
 SCHEDULES = ("cosine", "linear", "constant")
 
