@@ -574,6 +574,13 @@ def study_from_tree(tree: dict) -> StudyConfig:
     cfg = build(StudyConfig, tree)
     cfg.grid.design.moments = cfg.grid.windows.moments = cfg.final.select.moments = cfg.fit.moments
     cfg.grid.propose.selector = cfg.final.select.selector = cfg.grid.design.selector
+    # one fact: a selection's (document, chunk) rows are chunks of the landscape's seq_len
+    if get_dotted(tree, "train.seq_len") is None:
+        cfg.train.seq_len = cfg.landscape.seq_len
+    elif cfg.train.seq_len != cfg.landscape.seq_len:
+        raise PplawError(f"config keys train.seq_len ({cfg.train.seq_len}) and landscape.seq_len "
+                         f"({cfg.landscape.seq_len}) differ: the selections' chunks exist only under the "
+                         "landscape's seq_len (set landscape.seq_len; train.seq_len follows it)")
     check(cfg, lambda name: name)
     for key in ("grid.metric", "final.primary"):
         if get_dotted(dataclasses.asdict(cfg), key) == "target_loss" and not cfg.data.target_eval:

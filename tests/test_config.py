@@ -79,7 +79,7 @@ def test_settings_argv_round_trips(argv, cls):
 
 def test_study_files_inherit_section_by_section(tmp_path):
     (tmp_path / "parent.yaml").write_text(yaml.safe_dump(
-        {"name": "parent", "train": {"lr": 1e-3, "seq_len": 256}, "fit": {"warmup": 300}}))
+        {"name": "parent", "train": {"lr": 1e-3}, "landscape": {"seq_len": 256}, "fit": {"warmup": 300}}))
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "child.yaml").write_text(yaml.safe_dump(
         {"base": "../parent.yaml", "name": "child", "train": {"lr": 2e-3}}))
@@ -92,6 +92,15 @@ def test_study_files_inherit_section_by_section(tmp_path):
     (tmp_path / "orphan.yaml").write_text("base: nowhere.yaml\n")
     with pytest.raises(PplawError, match="nowhere.yaml not found"):
         C.load_config(tmp_path / "orphan.yaml")
+
+
+def test_train_seq_len_is_the_landscapes():
+    """One fact, one key: train.seq_len follows landscape.seq_len, and a different value is refused
+    naming both keys (a selection's chunks exist only under the landscape's seq_len)."""
+    assert C.study_from_tree({"landscape": {"seq_len": 128}}).train.seq_len == 128
+    assert C.study_from_tree({"landscape": {"seq_len": 128}, "train": {"seq_len": 128}}).train.seq_len == 128
+    with pytest.raises(PplawError, match=r"config keys train.seq_len \(256\) and landscape.seq_len \(128\) differ"):
+        C.study_from_tree({"landscape": {"seq_len": 128}, "train": {"seq_len": 256}})
 
 
 def test_derived_keys_follow_their_source_and_the_record_reloads():

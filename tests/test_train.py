@@ -289,6 +289,15 @@ def test_cpt_on_selection_exports_an_hf_model(files, tmp_path, capsys):
     # a finished run answers "nothing to do" only for its own arguments
     capsys.readouterr()
     assert main(args) == 0 and "nothing to do" in capsys.readouterr().out
+    # a selection cut under another seq_len (its landscape's) is refused before any training
+    other = tmp_path / "sel_other"
+    other.mkdir()
+    (other / "selection.parquet").write_bytes((sel / "selection.parquet").read_bytes())
+    (other / "summary.json").write_text(json.dumps({"n_chunks": len(rows), "landscape_seq_len": 4 * SEQ_LEN}))
+    other_args = [a if a != str(sel) else str(other) for a in args]
+    other_args[other_args.index(str(out))] = str(tmp_path / "run_other")
+    assert main(other_args) == 2
+    assert f"cut by its landscape with seq_len {4 * SEQ_LEN}, this run has --seq-len {SEQ_LEN}" in capsys.readouterr().err
     assert main([*args, "--lr", "5e-3"]) == 2
     assert "holds a different run (lr: 0.01 -> 0.005)" in capsys.readouterr().err
 

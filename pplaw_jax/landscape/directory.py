@@ -197,6 +197,7 @@ class Landscape:
     table: pa.Table
     ppl: np.ndarray
     n_tokens: np.ndarray
+    chunking: dict  # {"seq_len", "start_id"} the chunks were cut with (run_args.json): a selection's rows exist only under them
 
     @property
     def size(self) -> int:
@@ -230,8 +231,10 @@ def read_landscape(landscape_dir) -> Landscape:
     if (table.num_rows, tokens) != (summary["chunks"], summary["tokens"]):
         raise PplawError(f"{root}: the parts hold {table.num_rows} chunks and {tokens} tokens, but "
                          f"summary.json records {summary['chunks']} and {summary['tokens']}")
+    run_args = read_json(root / RUN_ARGS) if (root / RUN_ARGS).exists() else {}
     return Landscape(path=root, table=table, ppl=table.column("ppl").to_numpy(),
-                     n_tokens=table.column("n_tokens").to_numpy())
+                     n_tokens=table.column("n_tokens").to_numpy(),
+                     chunking={k: run_args.get(k) for k in ("seq_len", "start_id")})
 
 
 def _read_summary(path: AnyPath) -> dict:

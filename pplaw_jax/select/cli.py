@@ -268,6 +268,8 @@ def summary_record(method: str, budget: int | None, sel: Selection, seed: int, l
               "target": None, "distance": None, "predicted_loss": None, "seed": seed,
               "landscape": str(landscape.path), "landscape_chunks": landscape.size,
               "landscape_tokens": int(landscape.n_tokens.sum()), "fit": fit,
+              # the chunking the (document, chunk) rows mean something under (checked by pplaw train)
+              "landscape_seq_len": landscape.chunking["seq_len"], "landscape_start_id": landscape.chunking["start_id"],
               # what the selection was made from: the landscape's summary and the fit's fit.json
               "landscape_digest": json_digest(landscape.path / SUMMARY_JSON, LANDSCAPE_TIMING),
               "fit_digest": _fit_digest(fit)}

@@ -65,9 +65,22 @@ class SelectedChunks:
     chunks: np.ndarray  # int64 [K]
     n_tokens: np.ndarray  # int64 [K]
     ppl: np.ndarray  # float64 [K]
+    chunking: dict  # the landscape's {"seq_len", "start_id"} (None where an older summary.json lacks them)
 
     def __len__(self) -> int:
         return len(self.chunks)
+
+    def check_chunking(self, seq_len: int, start_id: int) -> None:
+        """A selection's (document, chunk) rows name the same text only under its landscape's chunk
+        length and tokenizer: refuse a run whose `--seq-len` or document-start token differs."""
+        recorded = self.chunking.get("seq_len")
+        if recorded is not None and recorded != seq_len:
+            raise PplawError(f"{self.path}: the selection's chunks were cut by its landscape with seq_len {recorded}, "
+                             f"this run has --seq-len {seq_len} (landscape.seq_len and train.seq_len must be equal)")
+        recorded = self.chunking.get("start_id")
+        if recorded is not None and recorded != start_id:
+            raise PplawError(f"{self.path}: the landscape's tokenizer starts chunks with token id {recorded}, this "
+                             f"model's with {start_id}: another tokenizer, whose chunks are other text")
 
     def stats(self) -> dict:
         """The law's subset statistics: both kinds of moments (``mu_ppl, sigma_ppl, mu_logppl,
@@ -119,4 +132,5 @@ def read_selection(path: str | os.PathLike) -> SelectedChunks:
         chunks=df["chunk"].to_numpy(dtype=np.int64),
         n_tokens=df["n_tokens"].to_numpy(dtype=np.int64),
         ppl=df["ppl"].to_numpy(dtype=np.float64),
+        chunking={"seq_len": summary.get("landscape_seq_len"), "start_id": summary.get("landscape_start_id")},
     )

@@ -151,6 +151,8 @@ def _train(args: argparse.Namespace) -> int:
     loaded = load_for_training(args.model, tokenizer_dir=args.tokenizer, dtype=cfg.dtype, seed=args.seed,
                                remat=cfg.remat, mesh=mesh, scan_layers=cfg.scan_layers)  # into the shards
     config, tokenizer = loaded.config, loaded.tokenizer
+    if selection is not None:
+        selection.check_chunking(cfg.seq_len, tokenizer.doc_start_id)
     if cfg.seq_len > config.max_position_embeddings:
         raise PplawError(
             f"--seq-len {cfg.seq_len} exceeds the model's max_position_embeddings {config.max_position_embeddings} ({loaded.source})"
