@@ -292,6 +292,17 @@ class URLPath:
 AnyPath = Union[Path, URLPath]
 
 
+def canonical(spec: str | None) -> str | None:
+    """A spec as recorded in a run's identity: an absolute path for a local path or glob (a resume
+    from another directory still matches); URLs, ``tfds:`` / ``hf:`` specs and model names as given;
+    a ``scratch:`` model's path made absolute behind its prefix."""
+    if spec is None or "://" in spec or spec.startswith(("tfds:", "hf:")):
+        return spec
+    if spec.startswith("scratch:"):
+        return "scratch:" + os.path.abspath(spec[len("scratch:"):])
+    return os.path.abspath(spec) if os.path.exists(spec) or any(c in spec for c in "*?[") else spec
+
+
 def as_path(path: str | os.PathLike | URLPath) -> AnyPath:
     """`path` as a path object: a `URLPath` for a URL, else ``pathlib.Path(path)`` (``file://``
     URLs become local paths)."""

@@ -81,8 +81,9 @@ from pplaw_jax.moments import chunk_values, columns
 from pplaw_jax.select.baselines import select_baseline
 from pplaw_jax.select.design import build_design, unit_to_region
 from pplaw_jax.select.dos import RankedLandscape, dos_select
+from pplaw_jax.select.selectors import select_target
 from pplaw_jax.select.target import Refusal, choose_target
-from pplaw_jax.select.tilted import TiltedSampler, tilted_select
+from pplaw_jax.select.tilted import TiltedSampler
 from pplaw_jax.select.windows import select_windows
 
 FAMILIES = ("bowl", "bowl-log", "edge", "quad", "saddle", "tail", "gp", "curved-d", "junk")
@@ -542,9 +543,8 @@ def realise(world: World, cfg: LoopConfig, mu: float, sigma: float, seed: int) -
     values = chunk_values(world.ppl, cfg.moments)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if cfg.grid == "design" and cfg.selector == "tilted":
-            return tilted_select(values, world.n_tokens, world.deploy, mu, sigma, seed=seed).indices
-        return dos_select(RankedLandscape(values, world.n_tokens, world.deploy), mu, sigma).indices
+        selector = cfg.selector if cfg.grid == "design" else "bands"  # windows: the paper's bands
+        return select_target(selector, values, world.n_tokens, world.deploy, mu, sigma, seed=seed).indices
 
 
 def classify(refused: bool, gain: float, tol: float) -> str:

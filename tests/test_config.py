@@ -128,3 +128,14 @@ def test_flag_errors_name_the_flag(argv, message):
     args = build_parser(list(argv))[0].parse_args(list(argv))
     with pytest.raises(PplawError, match=message.replace("(", r"\(").replace(")", r"\)")):
         C.check_settings(args)
+
+
+def test_the_config_choices_are_the_registries():
+    """The YAML / flag choices of a selector and a law are the registries' keys, not a second list."""
+    import typing
+
+    from pplaw_jax.law.forms import LAWS
+    from pplaw_jax.select.selectors import SELECTORS
+
+    assert set(typing.get_args(C.Selector)) == set(SELECTORS)
+    assert set(typing.get_args(C.Law)) == set(LAWS) | {C.AUTO}

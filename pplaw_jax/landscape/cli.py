@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 from pplaw_jax.config import ScoreConfig, add_settings
 
@@ -37,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from pplaw_jax.fileio import discard_temporaries, output_lock
     from pplaw_jax.landscape.directory import HISTOGRAM, SUMMARY
     from pplaw_jax.landscape.score import make_score_fn, score_corpus
+    from pplaw_jax.paths import canonical
     from pplaw_jax.models.sharded import data_parallel_size
     from pplaw_jax.models import load_model
     from pplaw_jax.models.loading import model_fingerprint
@@ -82,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
             batch_size=batch_size,
             vocab_size=loaded.config.vocab_size,
             run_args={
-                "model": _canonical(args.model),
-                "data": _canonical(args.data),
+                "model": canonical(args.model),
+                "data": canonical(args.data),
                 # what the files hold, not only where they are: new weights at the same path are another run
                 "model_content": model_fingerprint(loaded.source),
                 "data_content": corpus_fingerprint(args.data),
@@ -107,11 +107,3 @@ def run(args: argparse.Namespace) -> int:
         keys = ("documents", "skipped", "chunks", "tokens", "corpus_ppl", "tokens_per_s")
         print(json.dumps({"out": args.out, **{k: summary[k] for k in keys}}))
     return 0
-
-
-def _canonical(spec: str) -> str:
-    """Absolute path for local paths and globs (so a resume from another cwd matches); URLs,
-    ``tfds:`` specs and model names as given."""
-    if "://" in spec or spec.startswith("tfds:"):
-        return spec
-    return os.path.abspath(spec) if os.path.exists(spec) or any(c in spec for c in "*?[") else spec

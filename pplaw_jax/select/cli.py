@@ -39,11 +39,11 @@ from pplaw_jax.paths import AnyPath, as_path
 from pplaw_jax.select.baselines import select_baseline
 from pplaw_jax.select.core import Selection, parse_budget, take_all_if_short
 from pplaw_jax.select.design import build_design
-from pplaw_jax.select.dos import RankedLandscape, dos_select
+from pplaw_jax.select.dos import RankedLandscape
 from pplaw_jax.landscape.directory import Landscape, read_landscape
+from pplaw_jax.select.selectors import select_target
 from pplaw_jax.select.io import SELECTION_PARQUET, SUMMARY_JSON, write_selection
 from pplaw_jax.select.target import Refusal, choose_target
-from pplaw_jax.select.tilted import tilted_select
 from pplaw_jax.select.windows import parse_window, select_windows
 
 REFUSED_JSON = "refused.json"
@@ -211,10 +211,8 @@ def _dos(args, cfg: SelectConfig, landscape: Landscape, values, budget: int, fit
         if (choice.interior.get("fraction_at_corpus_edge") or 0) > 0.5:
             extra["target_note"] = ("the optimum lies on the edge of what this landscape can supply at the budget, "
                                     "inside the runs' support: select as far as the corpus allows (e.g. drop a tail)")
-    if selector == "tilted":
-        sel = tilted_select(values, landscape.n_tokens, budget, mu, sigma, seed=args.seed)
-    else:
-        sel = dos_select(space, mu, sigma)
+    sel = select_target(selector, values, landscape.n_tokens, budget, mu, sigma, seed=args.seed,
+                        spaces={budget: space})
     extra.update(target={**sel.info["target"], "source": source}, attainable=sel.info["attainable"],
                  distance=sel.info["distance"], weights=sel.info["weights"],
                  tilt=sel.info.get("tilt"))

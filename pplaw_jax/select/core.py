@@ -96,3 +96,8 @@ def take_all_if_short(ppl: np.ndarray, n_tokens: np.ndarray, budget: int, method
         warn(messages, f"{method}: the landscape holds only {total} tokens, fewer than the budget "
                        f"{budget}; every chunk is selected")
     return make_selection(ppl, n_tokens, np.arange(ppl.size), budget, messages)
+
+
+def target_distance(sel: Selection, mu: float, sigma: float, weights) -> float:
+    """DOS's distance of a subset's moments to a target: sqrt(w_mu (mu - mu*)^2 + w_sigma (sigma - sigma*)^2)."""
+    return float(np.sqrt(weights[0] * (sel.mu - mu) ** 2 + weights[1] * (sel.sigma - sigma) ** 2))

@@ -36,11 +36,10 @@ import numpy as np
 from pplaw_jax.errors import PplawError
 from pplaw_jax.law.collinearity import collinearity
 from pplaw_jax.select.core import Selection
-from pplaw_jax.select.dos import AttainableRegion, RankedLandscape, dos_select
-from pplaw_jax.select.tilted import tilted_select
+from pplaw_jax.select.dos import AttainableRegion, RankedLandscape
+from pplaw_jax.select.selectors import SELECTORS, select_target
 from pplaw_jax.select.windows import format_budget
 
-SELECTORS = ("tilted", "bands")
 MIN_BUDGET_SPAN = 16.0
 MIN_DESIGN_CHUNKS = 3  # a subset of fewer chunks has no meaningful sigma
 MAX_ABS_CORR = 0.3
@@ -136,14 +135,8 @@ def design_targets(regions: dict[int, AttainableRegion], budgets, n: int, n_cent
 def realise(selector: str, values: np.ndarray, n_tokens: np.ndarray, point: DesignPoint,
             seed: int, spaces: dict) -> Selection:
     """The subset for one design point; `spaces` caches `RankedLandscape`s by budget (bands)."""
-    if selector == "tilted":
-        return tilted_select(values, n_tokens, point.budget, point.target_mu, point.target_sigma,
-                             seed=seed + point.seed)
-    if selector == "bands":
-        if point.budget not in spaces:
-            spaces[point.budget] = RankedLandscape(values, n_tokens, point.budget)
-        return dos_select(spaces[point.budget], point.target_mu, point.target_sigma)
-    raise PplawError(f"--selector {selector!r}: expected one of {', '.join(SELECTORS)}")
+    return select_target(selector, values, n_tokens, point.budget, point.target_mu, point.target_sigma,
+                         seed=seed + point.seed, spaces=spaces)
 
 
 def build_design(values: np.ndarray, n_tokens: np.ndarray, budgets, n: int, n_centre: int = 3,

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.select.core import Selection, make_selection, take_all_if_short, warn
+from pplaw_jax.select.core import Selection, target_distance, make_selection, take_all_if_short, warn
 
 # Grid of the (window -> extremes) path that seeds the pattern search: path positions x tokens.
 _PATH_STEPS = 65
@@ -340,7 +340,7 @@ def dos_select(space: RankedLandscape, target_mu: float, target_sigma: float,
     everything = take_all_if_short(space.ppl, space.n_tokens, space.budget, "dos", messages)
     if everything is not None:
         everything.info.update(info, attainable=False, attainable_target=None,
-                               distance=_distance(everything, target_mu, target_sigma, weights))
+                               distance=target_distance(everything, target_mu, target_sigma, weights))
         return everything
 
     region = space.region
@@ -362,12 +362,8 @@ def dos_select(space: RankedLandscape, target_mu: float, target_sigma: float,
     sel = make_selection(space.ppl, space.n_tokens, rows, space.budget, messages)
     sel.info.update(info, attainable=attainable,
                     attainable_target={"mu": near_mu, "sigma": near_sigma},
-                    distance=_distance(sel, target_mu, target_sigma, weights))
+                    distance=target_distance(sel, target_mu, target_sigma, weights))
     return sel
-
-
-def _distance(sel: Selection, mu: float, sigma: float, weights) -> float:
-    return float(np.sqrt(weights[0] * (sel.mu - mu) ** 2 + weights[1] * (sel.sigma - sigma) ** 2))
 
 
 def _fmt_bounds(region: AttainableRegion, mu: float) -> str:

@@ -24,13 +24,13 @@ from pplaw_jax.fit.fitdir import load_fit
 from pplaw_jax.law import get_law
 from pplaw_jax.select.cli import _manifest_row, _write_manifest, summary_record
 from pplaw_jax.select.core import parse_budget
-from pplaw_jax.select.dos import RankedLandscape, dos_select
+from pplaw_jax.select.dos import RankedLandscape
 from pplaw_jax.landscape.directory import read_landscape
 from pplaw_jax.paths import as_path
 from pplaw_jax.select.io import write_selection
 from pplaw_jax.select.propose import MERGE, propose, stopping
+from pplaw_jax.select.selectors import select_target
 from pplaw_jax.select.target import feasible_grid
-from pplaw_jax.select.tilted import tilted_select
 from pplaw_jax.select.windows import format_budget
 
 
@@ -91,10 +91,8 @@ def run(args: argparse.Namespace) -> int:
     width = len(str(len(proposals) - 1))
     for i, p in enumerate(proposals):
         name, seed = f"{args.prefix}{i:0{width}d}", args.seed + i
-        if selector == "tilted":
-            sel = tilted_select(values, landscape.n_tokens, budget, p["mu"], p["sigma"], seed=seed)
-        else:
-            sel = dos_select(space, p["mu"], p["sigma"])
+        sel = select_target(selector, values, landscape.n_tokens, budget, p["mu"], p["sigma"], seed=seed,
+                            spaces={budget: space})
         run_name = f"{name}_b{format_budget(budget)}"
         summary = summary_record("propose", budget, sel, seed, landscape, fit.moments, fit=args.fit,
                                  selector=selector, group=name, target={"mu": p["mu"], "sigma": p["sigma"]},

@@ -38,7 +38,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.select.core import Selection, fill_prefix, make_selection, take_all_if_short, warn
+from pplaw_jax.select.core import Selection, target_distance, fill_prefix, make_selection, take_all_if_short, warn
 from pplaw_jax.select.dos import default_weights
 
 _CORRECTIONS = 10  # fixed-point corrections of the smooth target
@@ -130,7 +130,7 @@ def tilted_select(values: np.ndarray, n_tokens: np.ndarray, budget: int, target_
     everything = take_all_if_short(values, n_tokens, budget, "tilted", messages)
     if everything is not None:
         everything.info.update(info, tilt=None, attainable=False,
-                               distance=_distance(everything, target_mu, target_sigma, weights))
+                               distance=target_distance(everything, target_mu, target_sigma, weights))
         return everything
 
     best = None
@@ -145,7 +145,7 @@ def tilted_select(values: np.ndarray, n_tokens: np.ndarray, budget: int, target_
     s, best_tilt, _, draw = best
     rows = s.rows(*best_tilt)
     sel = make_selection(values, n_tokens, rows, budget, messages)
-    distance = _distance(sel, target_mu, target_sigma, weights)
+    distance = target_distance(sel, target_mu, target_sigma, weights)
     reached = distance <= _UNREACHED
     if not reached:
         warn(messages, f"tilted: target (mu={target_mu:.4g}, sigma={target_sigma:.4g}) not reached "
@@ -200,7 +200,3 @@ def _pattern_search(s: TiltedSampler, tilt, dist, max_evals: int = 300):
         else:
             step = step / 2
     return x, best
-
-
-def _distance(sel: Selection, mu: float, sigma: float, weights) -> float:
-    return float(np.sqrt(weights[0] * (sel.mu - mu) ** 2 + weights[1] * (sel.sigma - sigma) ** 2))

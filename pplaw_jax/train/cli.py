@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from pplaw_jax.config import TrainConfig, add_settings
 from pplaw_jax.errors import PplawError
 from pplaw_jax.select.core import parse_budget
 from pplaw_jax.fileio import check_identity, discard_temporaries, file_sha256, output_lock, write_json
-from pplaw_jax.paths import as_path, is_url
+from pplaw_jax.paths import as_path, canonical, is_url
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,15 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id-field", default="id", help="document id field")
     parser.add_argument("--max-docs", type=int, default=None, help="read only the first N training documents")
     add_settings(parser, TrainConfig)
-
-
-def _canonical(spec: str | None) -> str | None:
-    """Absolute path for local paths (a restart from another directory still matches)."""
-    if spec is None or "://" in spec or spec.startswith("tfds:"):
-        return spec
-    if spec.startswith("scratch:"):
-        return "scratch:" + os.path.abspath(spec[len("scratch:") :])
-    return os.path.abspath(spec) if os.path.exists(spec) else spec
 
 
 def _check_args(args) -> None:
@@ -116,13 +106,13 @@ def _train(args: argparse.Namespace) -> int:
     _check_args(args)
     selection = read_selection(args.selection) if args.selection else None
     # what the files hold, not only where they are: new weights or data at the same path are another run
-    model_id = {"model": _canonical(args.model), "tokenizer": _canonical(args.tokenizer),
+    model_id = {"model": canonical(args.model), "tokenizer": canonical(args.tokenizer),
                 "model_content": model_fingerprint(args.model.removeprefix(SCRATCH_PREFIX)),
                 "tokenizer_content": model_fingerprint(args.tokenizer) if args.tokenizer else None}
     read = {"text_field": args.text_field, "id_field": args.id_field}
     train_key = dict(
         **model_id,
-        data=_canonical(args.data),
+        data=canonical(args.data),
         data_content=corpus_fingerprint(args.data),
         selection=file_sha256(selection.path) if selection else None,
         seq_len=cfg.seq_len,
@@ -180,7 +170,7 @@ def _train(args: argparse.Namespace) -> int:
     for name, spec in (("domain", args.eval_data), ("general", args.general_eval_data),
                        ("target", args.target_eval_data)):
         if spec is not None:
-            key = fingerprint(**model_id, data=_canonical(spec), data_content=corpus_fingerprint(spec),
+            key = fingerprint(**model_id, data=canonical(spec), data_content=corpus_fingerprint(spec),
                               seq_len=cfg.seq_len, max_docs=args.eval_max_docs, **read)
             eval_sets[name] = cached_sequences(
                 cache_dir,
@@ -240,7 +230,7 @@ def _train(args: argparse.Namespace) -> int:
         "wall_time_s": result["wall_time_s"],
         "model": model_id["model"],
         "data": train_key["data"],
-        "selection": _canonical(selection.path) if selection else None,
+        "selection": canonical(selection.path) if selection else None,
         "seed": args.seed,
         "lr": cfg.lr,
         "batch_size": cfg.batch_size,
