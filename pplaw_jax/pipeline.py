@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
 class Study:
     """Runs the stages of one study into `cfg.out_dir`."""
 
-    STAGES = ("data", "base", "landscape", "grid", "fit", "select", "final", "report")
+    # the keyed stages (stages.STAGES, in order), then the report, rewritten on every run
+    STAGES = (*STAGES, "report")
 
     def __init__(self, cfg: StudyConfig, force: set[str] = frozenset()):
         self.cfg = cfg

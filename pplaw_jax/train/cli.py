@@ -93,7 +93,7 @@ def _train(args: argparse.Namespace) -> int:
     from pplaw_jax.select.io import read_selection
     from pplaw_jax.train.dataset import build_sequences, cached_sequences, fingerprint
     from pplaw_jax.train.export import export_hf
-    from pplaw_jax.train.loop import LoopSettings, Trainer, check_memory, data_parallel_size, fit
+    from pplaw_jax.train.loop import LoopSettings, Trainer, check_memory, data_parallel_size, train_loop
     from pplaw_jax.train.optim import make_optimizer, make_schedule, total_steps, warmup_steps
     from pplaw_jax.train.scratch import SCRATCH_PREFIX, load_for_training
 
@@ -211,7 +211,7 @@ def _train(args: argparse.Namespace) -> int:
                "subset_tokens": subset["tokens"], "steps": num_steps, "seed": args.seed, "lr": cfg.lr,
                "batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "schedule": cfg.schedule,
                "selection_sha256": train_key["selection"]}
-    result = fit(trainer, train, eval_sets, settings, run_dir, schedule,
+    result = train_loop(trainer, train, eval_sets, settings, run_dir, schedule,
                  on_checkpoint=mirror.push_checkpoint if mirror else None, hparams=hparams)
     export_hf(trainer, config, tokenizer, run_dir / "hf")
     if mirror is not None:

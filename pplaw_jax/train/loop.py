@@ -9,7 +9,7 @@ moments follow `pplaw_jax.distributed`'s partition rules, batches are split by r
 own: `load_model(..., dtype="bfloat16")` computes in bfloat16 on float32 parameters, so gradients
 and the optimizer update are float32.
 
-Resumption: `fit` restores the newest orbax checkpoint (if any), rewrites `metrics.jsonl` to that
+Resumption: `train_loop` restores the newest orbax checkpoint (if any), rewrites `metrics.jsonl` to that
 step and replays the deterministic batch order from there, so a killed run, restarted with the
 same command, reproduces an uninterrupted run's losses step for step.
 """
@@ -202,7 +202,7 @@ def eval_losses(lm: ShardedLM, eval_sets: Mapping[str, TokenSequences], batch_si
     return {f"{name}_loss": mean_loss(lm, seqs, batch_size) for name, seqs in eval_sets.items()}
 
 
-def fit(
+def train_loop(
     trainer: Trainer,
     train: TokenSequences,
     eval_sets: Mapping[str, TokenSequences],
