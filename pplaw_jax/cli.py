@@ -12,6 +12,7 @@ import argparse
 import errno
 import importlib
 import json
+import os
 import sys
 
 from pplaw_jax import __version__, logs
@@ -92,6 +93,8 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | Non
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # pplaw runs its models in JAX: transformers' "PyTorch was not found" advice is noise here
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     parser, module = build_parser(argv)
     if hasattr(module, "reorder_argv"):  # `pplaw run CFG --until X key=v`: overrides may follow the flags
         argv = module.reorder_argv(argv)
