@@ -313,6 +313,9 @@ def _comparison(comp: dict) -> list[str]:
 
 def _optimum_section(out: Path, fit: dict, cfg) -> list[str]:
     support = fit.get("support") or {}
+    if not support:
+        return ["## Supported optimum", "", f"The law used (`{fit.get('law')}`) does not depend on (mu, sigma), "
+                "so there is no optimum to locate and no perplexity target to select.", ""]
     lines = ["## Supported optimum", "", f"The target may only go where the runs give support: their convex "
              f"hull in (log mu, log sigma), each scaled by the runs' range, widened by the trust margin "
              f"{support.get('margin')}. Within it, the interior-optimum check counts the posterior (or bootstrap) "
