@@ -42,6 +42,7 @@ from flax import nnx
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.models.config import ModelConfig, first_id
+from pplaw_jax.models.family import Family
 from pplaw_jax.models.layers import (
     INIT_STD,
     MLP,
@@ -436,6 +437,9 @@ GGUF_GLOBAL_NAMES = {
     "output_norm.weight": "norm.scale",
     "output.weight": "lm_head.kernel",
 }
+
+
+FAMILY = Family("gemma3", Gemma3Config, Gemma3ForCausalLM, GEMMA3_MODEL_TYPES, hf_tensor_name=gemma3_text_name)
 
 
 __all__ = [

@@ -23,8 +23,9 @@ from jax.sharding import Mesh
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import publish_modes, staging_dir
-from pplaw_jax.models.config import ARCHITECTURES, ModelConfig
-from pplaw_jax.models.gemma3 import GEMMA3_MODEL_TYPES, Gemma3Config, Gemma3ForCausalLM, gemma3_text_name
+from pplaw_jax.models.config import ModelConfig
+from pplaw_jax.models import registry
+from pplaw_jax.models.gemma3 import Gemma3Config, Gemma3ForCausalLM
 from pplaw_jax.models.llama import LlamaForCausalLM, flat_params
 from pplaw_jax.models.weights import TensorSource, Transposed, place_model
 
@@ -167,7 +168,8 @@ class SafetensorsSource:
 
 
 def read_hf_config(directory: str | os.PathLike) -> ModelConfig | Gemma3Config:
-    """The `ModelConfig` (Llama family) or `gemma3.Gemma3Config` of a checkpoint's config.json."""
+    """The config of a checkpoint's config.json, by the family that reads its `model_type`
+    (`models.registry`: `ModelConfig` for the Llama family, `gemma3.Gemma3Config`, ...)."""
     path = Path(directory) / "config.json"
     if not path.exists():
         raise PplawError(f"{directory}: not an HF checkpoint directory (no config.json)")
@@ -176,23 +178,21 @@ def read_hf_config(directory: str | os.PathLike) -> ModelConfig | Gemma3Config:
     except ValueError as e:
         raise PplawError(f"{path}: invalid JSON ({e})") from e
     model_type = raw.get("model_type") if isinstance(raw, dict) else None
-    if model_type in GEMMA3_MODEL_TYPES:
-        return Gemma3Config.from_hf(raw)
-    if model_type not in ARCHITECTURES:
-        supported = sorted([*ARCHITECTURES, *GEMMA3_MODEL_TYPES])
-        raise PplawError(f"{path}: model_type {model_type!r} is not supported (supported: {supported})")
-    return ModelConfig.from_hf(raw)
+    family = registry.by_model_type(model_type)
+    if family is None:
+        raise PplawError(f"{path}: model_type {model_type!r} is not supported (supported: {registry.model_types()})")
+    return family.config_class.from_hf(raw)
 
 
 def hf_sources(directory: Path, config: ModelConfig | Gemma3Config) -> dict[str, TensorSource]:
-    """The checkpoint's tensors as sources keyed by our parameter names (kernels transposed; a
-    Gemma 3 multimodal checkpoint's text decoder only, see `gemma3.gemma3_text_name`)."""
-    gemma = isinstance(config, Gemma3Config)
+    """The checkpoint's tensors as sources keyed by our parameter names (kernels transposed; only
+    the tensors the family's `hf_tensor_name` maps: a Gemma 3 multimodal checkpoint's text decoder)."""
+    tensor_name = registry.of_config(config).hf_tensor_name
     sources: dict[str, TensorSource] = {}
     for file in _safetensors_files(directory):
         opened = SafetensorsFile(file)
         for name in opened.entries:
-            text_name = gemma3_text_name(name) if gemma else name
+            text_name = tensor_name(name)
             mapped = None if text_name is None else hf_to_param_name(text_name)
             if mapped is None:
                 continue

@@ -28,7 +28,8 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from pplaw_jax.distributed import state_shardings
-from pplaw_jax.models.config import ModelConfig
+from pplaw_jax.models.config import ARCHITECTURES, ModelConfig
+from pplaw_jax.models.family import Family
 from pplaw_jax.models.layers import (
     INIT_STD,
     LAYERS,
@@ -228,3 +229,6 @@ def flat_params(model: LlamaForCausalLM) -> dict[str, jax.Array]:
         else:
             out[names[0]] = value
     return out
+
+
+FAMILY = Family("llama", ModelConfig, LlamaForCausalLM, tuple(ARCHITECTURES))

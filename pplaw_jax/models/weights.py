@@ -24,6 +24,7 @@ from jax.sharding import Mesh
 
 from pplaw_jax.distributed import state_shardings
 from pplaw_jax.errors import PplawError
+from pplaw_jax.models import registry
 from pplaw_jax.models.config import ModelConfig
 from pplaw_jax.models.gemma3 import Gemma3Config, Gemma3ForCausalLM
 from pplaw_jax.models.llama import LlamaForCausalLM, checkpoint_names, is_stacked
@@ -116,8 +117,8 @@ class Shifted:
 
 
 def decoder_class(config: ModelConfig | Gemma3Config) -> type:
-    """The NNX decoder built from `config`: `Gemma3ForCausalLM` for a `Gemma3Config`, else `LlamaForCausalLM`."""
-    return Gemma3ForCausalLM if isinstance(config, Gemma3Config) else LlamaForCausalLM
+    """The NNX decoder built from `config`: its family's (`models.registry`)."""
+    return registry.of_config(config).decoder_class
 
 
 def place(

@@ -1,0 +1,26 @@
+"""A model family: what reading one kind of HF checkpoint needs (registered in `models.registry`).
+
+A family's own module defines its config class (with ``from_hf(config.json dict)``), its NNX
+decoder and a `Family` naming them; `models.registry` lists the families. The loaders
+(`hf.read_hf_config`, `hf.hf_sources`, `weights.place_model`) ask the registry, never a family by
+name, so a new family is its module plus one registry entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+def same_name(name: str) -> str | None:
+    """Checkpoint tensor names are the decoder's HF-style names as they are."""
+    return name
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    config_class: type  # `config_class.from_hf(config.json dict)` -> the family's config
+    decoder_class: type  # the NNX decoder `weights.place_model` builds from that config
+    hf_model_types: tuple[str, ...]  # the config.json `model_type` values it reads
+    hf_tensor_name: Callable[[str], str | None] = same_name  # checkpoint name -> decoder's HF name; None: skip
