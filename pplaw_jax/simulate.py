@@ -76,7 +76,7 @@ from pplaw_jax.law.choice import assess_laws, choose_law
 from pplaw_jax.law.forms import LAWS, get_law, predict_loss
 from pplaw_jax.law.point import fit_point
 from pplaw_jax.law.runs import runs_from_arrays
-from pplaw_jax.law.support import DEFAULT_MARGIN, SupportRegion
+from pplaw_jax.law.region import DEFAULT_MARGIN, SupportRegion
 from pplaw_jax.moments import chunk_values, columns
 from pplaw_jax.select.baselines import select_baseline
 from pplaw_jax.select.design import build_design, unit_to_region

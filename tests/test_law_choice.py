@@ -11,7 +11,7 @@ from pplaw_jax.law.lack_of_fit import lack_of_fit, pure_error, replicate_sets
 from pplaw_jax.law.optimum import FeasibleGrid
 from pplaw_jax.law.point import fit_point, heldout_error
 from pplaw_jax.law.runs import runs_from_arrays
-from pplaw_jax.law.support import SupportRegion
+from pplaw_jax.law.region import SupportRegion
 from pplaw_jax.select.target import NoInteriorOptimum, choose_target
 
 

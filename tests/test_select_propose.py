@@ -8,7 +8,7 @@ import pytest
 
 from pplaw_jax.cli import main
 from pplaw_jax.law import predict_loss
-from pplaw_jax.law.support import SupportRegion
+from pplaw_jax.law.region import SupportRegion
 from pplaw_jax.select.dos import RankedLandscape
 from pplaw_jax.select.propose import propose, stopping
 from pplaw_jax.select.synthetic import synthetic_landscape, write_landscape

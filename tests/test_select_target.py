@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.law.support import SupportRegion
+from pplaw_jax.law.region import SupportRegion
 from pplaw_jax.select import NoInteriorOptimum, RankedLandscape, choose_target
 from pplaw_jax.select.synthetic import synthetic_landscape
 

@@ -141,10 +141,10 @@ class Fit:
         return bayes.get("likelihood", "normal"), bayes.get("student_df")
 
     def support(self, margin: float | None = None):
-        """The supported region of the fitted runs (`pplaw_jax.law.support.SupportRegion`), with
+        """The supported region of the fitted runs (`pplaw_jax.law.region.SupportRegion`), with
         the fit's trust margin unless `margin` is given; PplawError for a fit that records no run
         moments."""
-        from pplaw_jax.law.support import SupportRegion
+        from pplaw_jax.law.region import SupportRegion
 
         points = (self.info.get("runs") or {}).get("points")
         if not points:

@@ -99,7 +99,7 @@ def plot_prior_predictive(runs: Runs, draws: np.ndarray, path: Path, level: floa
 def plot_surface(law, params, runs: Runs, support, tokens_ref, path: Path, point_opt=None, post_opt=None,
                  region=None):
     """Predicted loss over ``(mu, sigma)`` at `tokens_ref` (log axes) around the supported region
-    (`law.support.SupportRegion`: its hull and the trust-margin boundary, dashed), with the runs, the
+    (`law.region.SupportRegion`: its hull and the trust-margin boundary, dashed), with the runs, the
     point optimum (star), posterior optimum draws (dots) and their credible region (polygons)."""
     plt = _plt()
     (mu_lo, mu_hi), (s_lo, s_hi) = support.bounds()

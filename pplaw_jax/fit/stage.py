@@ -4,7 +4,7 @@ Steps: validate runs -> every candidate law's point fit, lack-of-fit test agains
 of replicated runs (`law.lack_of_fit`) and held-out error (whole run groups left out) -> the law
 choice (`law.choice`; ``--law auto``, the default, or the given law with its own lack-of-fit
 verdict) -> the chosen law's robust point fit (+ bootstrap) -> optional NUTS fit -> optimum inside
-the supported region (the runs' hull widened by the trust margin, `law.support`) and its interior
+the supported region (the runs' hull widened by the trust margin, `law.region`) and its interior
 check -> model comparison -> plots -> posterior.nc -> fit.json (last; see `fitdir` for the protocol).
 The numerics are `pplaw_jax.law`; this module reads runs.csv (`runs_table`) and writes the fit
 directory (`fitdir`, `plots`).
@@ -46,7 +46,7 @@ from pplaw_jax.law.optimum import FeasibleGrid, optimum_summary
 from pplaw_jax.law.point import compare_heldout, describe_heldout, fit_point
 from pplaw_jax.law.predictive import predictive
 from pplaw_jax.law.runs import Runs
-from pplaw_jax.law.support import SupportRegion
+from pplaw_jax.law.region import SupportRegion
 from pplaw_jax.logs import get_logger
 from pplaw_jax.paths import as_path
 

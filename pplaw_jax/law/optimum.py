@@ -6,9 +6,9 @@ the minimiser of ``L`` is the minimiser of ``features @ theta`` whatever ``E`` i
 perplexity-aware law the ``log D`` term is additive, so the optimum does not depend on ``D`` at all
 (only the loss reached there does); ``tokens_ref`` is used for the reported loss.
 
-The feasible set is where a target may go: the runs' supported region (`support.SupportRegion`)
+The feasible set is where a target may go: the runs' supported region (`region.SupportRegion`)
 and, at selection time, also the ``(mu, sigma)`` the landscape can supply at the budget (the
-*attainable* region).  It is represented by `FeasibleGrid`: a log-spaced ``n x n`` grid over its
+*attainable* region, `region.AttainableRegion`).  It is represented by `FeasibleGrid`: a log-spaced ``n x n`` grid over its
 bounding box with a mask of the feasible cells.  A feasible cell has two kinds of edge, told apart
 by its four neighbours (evaluated one step beyond the box too):
 

@@ -22,7 +22,8 @@ everything) and warns with `SelectionWarning` when it cannot do what was asked.
 
 from pplaw_jax.select.baselines import BASELINES, select_baseline
 from pplaw_jax.select.core import Selection, SelectionWarning, parse_budget
-from pplaw_jax.select.dos import AttainableRegion, RankedLandscape, default_weights, dos_select
+from pplaw_jax.law.region import AttainableRegion
+from pplaw_jax.select.dos import RankedLandscape, default_weights, dos_select
 from pplaw_jax.select.io import write_selection
 from pplaw_jax.select.design import DesignPoint, build_design
 from pplaw_jax.select.target import NoInteriorOptimum, Refusal, Target, TargetChoice, choose_target

@@ -36,7 +36,8 @@ import numpy as np
 from pplaw_jax.errors import PplawError
 from pplaw_jax.law.collinearity import collinearity
 from pplaw_jax.select.core import Selection
-from pplaw_jax.select.dos import AttainableRegion, RankedLandscape
+from pplaw_jax.law.region import AttainableRegion
+from pplaw_jax.select.dos import RankedLandscape
 from pplaw_jax.select.selectors import SELECTORS, select_target
 from pplaw_jax.select.windows import format_budget
 

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pplaw_jax.errors import PplawError
+from pplaw_jax.law.region import AttainableRegion
 from pplaw_jax.select.core import Selection, target_distance, make_selection, take_all_if_short, warn
 
 # Grid of the (window -> extremes) path that seeds the pattern search: path positions x tokens.
@@ -163,71 +164,6 @@ class RankedLandscape:
 
 def _subset(m: Moments, mask: np.ndarray) -> Moments:
     return Moments(m.n[mask], m.mu[mask], m.sigma[mask], m.tokens[mask], m.feasible[mask])
-
-
-class AttainableRegion:
-    """The ``(mu, sigma)`` a subset of about ``budget`` tokens can have (see the module docstring).
-
-    Built from the window curve (least spread per mean) and the extremes curve (most spread);
-    both run from the lowest window to the highest window.
-    """
-
-    def __init__(self, window_mu, window_sigma, extremes_mu, extremes_sigma):
-        if len(window_mu) == 0 or len(extremes_mu) == 0:
-            raise PplawError("no subset satisfies the budget rule (budget below every chunk?)")
-        wi = np.argsort(window_mu, kind="stable")
-        xi = np.argsort(extremes_mu, kind="stable")
-        self.window_mu, self.window_sigma = np.asarray(window_mu)[wi], np.asarray(window_sigma)[wi]
-        self.extremes_mu = np.asarray(extremes_mu)[xi]
-        self.extremes_sigma = np.asarray(extremes_sigma)[xi]
-        self.mu_min = float(min(self.window_mu[0], self.extremes_mu[0]))
-        self.mu_max = float(max(self.window_mu[-1], self.extremes_mu[-1]))
-
-    def sigma_bounds(self, mu) -> tuple[np.ndarray, np.ndarray]:
-        """Least and most attainable ``sigma`` at each ``mu`` (interpolated along the curves)."""
-        lo = np.interp(mu, self.window_mu, self.window_sigma)
-        hi = np.interp(mu, self.extremes_mu, self.extremes_sigma)
-        return np.minimum(lo, hi), np.maximum(lo, hi)
-
-    def contains(self, mu, sigma, rtol: float = 1e-9) -> np.ndarray:
-        """Whether each ``(mu, sigma)`` is attainable (up to a relative tolerance `rtol`)."""
-        mu, sigma = np.asarray(mu, dtype=float), np.asarray(sigma, dtype=float)
-        lo, hi = self.sigma_bounds(mu)
-        scale = max(abs(self.mu_max), 1.0)
-        tol = rtol * scale
-        return ((mu >= self.mu_min - tol) & (mu <= self.mu_max + tol)
-                & (sigma >= lo - tol) & (sigma <= hi + tol))
-
-    def closest(self, mu: float, sigma: float, weights: tuple[float, float]) -> tuple[float, float]:
-        """The attainable point nearest to ``(mu, sigma)`` under the weighted distance: the point
-        itself when attainable, else the nearest point of the two boundary curves."""
-        if bool(self.contains(mu, sigma)):
-            return float(mu), float(sigma)
-        bmu = np.concatenate([self.window_mu, self.extremes_mu])
-        bsig = np.concatenate([self.window_sigma, self.extremes_sigma])
-        i = int(np.argmin(weights[0] * (bmu - mu) ** 2 + weights[1] * (bsig - sigma) ** 2))
-        return float(bmu[i]), float(bsig[i])
-
-    def grid(self, n_mu: int, n_sigma: int) -> tuple[np.ndarray, np.ndarray]:
-        """``n_mu * n_sigma`` attainable points: ``mu`` evenly spaced over its range and, at each,
-        ``sigma`` evenly spaced between its bounds (flattened, mu-major)."""
-        mu = np.linspace(self.mu_min, self.mu_max, n_mu)
-        return self.points(np.repeat(mu, n_sigma), np.tile(np.linspace(0.0, 1.0, n_sigma), n_mu))
-
-    def points(self, mu, frac) -> tuple[np.ndarray, np.ndarray]:
-        """Attainable points from ``mu`` (clipped to its range) and a fraction ``frac`` in [0, 1]
-        of the way from the least to the most attainable ``sigma``."""
-        mu = np.clip(np.asarray(mu, dtype=float), self.mu_min, self.mu_max)
-        lo, hi = self.sigma_bounds(mu)
-        return mu, lo + np.clip(frac, 0.0, 1.0) * (hi - lo)
-
-    def describe(self) -> dict:
-        """JSON-friendly summary: the mu range and the sigma range at a few mu."""
-        mu = np.linspace(self.mu_min, self.mu_max, 5)
-        lo, hi = self.sigma_bounds(mu)
-        return {"mu_min": self.mu_min, "mu_max": self.mu_max,
-                "sigma_bounds": [{"mu": float(m), "sigma_min": float(a), "sigma_max": float(b)}
-                                 for m, a, b in zip(mu, lo, hi)]}
 
 
 def _objective(m: Moments, mu: float, sigma: float, weights) -> np.ndarray:

@@ -36,7 +36,7 @@ from pplaw_jax.config import ProposeConfig
 from pplaw_jax.errors import PplawError
 from pplaw_jax.law import get_law
 from pplaw_jax.law.optimum import FeasibleGrid
-from pplaw_jax.law.support import SupportRegion
+from pplaw_jax.law.region import SupportRegion
 
 ACQUISITIONS = ("thompson", "uncertainty")
 MERGE = 0.05  # proposals closer than this (in the support's unit coordinates) are merged

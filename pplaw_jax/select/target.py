@@ -3,7 +3,7 @@ chosen only when the fit locates an interior optimum.
 
 Feasible set.  A target must be *attainable* (a subset of the budget's tokens can have it: the
 `AttainableRegion`) and *supported* (inside the fitted runs' convex hull in the fit's
-coordinates, widened by the trust margin: `law.support.SupportRegion`).  The per-axis box of the
+coordinates, widened by the trust margin: `law.region.SupportRegion`).  The per-axis box of the
 runs is not enough: its empty corners are where no run has been, and the committed cpu_tiny
 study selected there and lost to random.
 
@@ -40,8 +40,7 @@ from pplaw_jax.config import MAX_BOUNDARY_FRACTION
 from pplaw_jax.errors import PplawError
 from pplaw_jax.law import get_law, predict_loss
 from pplaw_jax.law.optimum import FeasibleGrid
-from pplaw_jax.law.support import SupportRegion
-from pplaw_jax.select.dos import AttainableRegion
+from pplaw_jax.law.region import AttainableRegion, SupportRegion
 
 _BLOCK = 1_000_000  # draws x candidates per predict_loss call (bounds its temporaries)
 

@@ -5,7 +5,7 @@ import pytest
 from matplotlib.path import Path as MplPath
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.law.support import SupportRegion, hull_distance
+from pplaw_jax.law.region import SupportRegion, hull_distance
 
 
 def brute_distance(poly, pts, n=4000):

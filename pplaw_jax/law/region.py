@@ -1,6 +1,15 @@
-"""Where the runs give support: their convex hull in the fit's coordinates, widened by a margin.
+"""Where a target may go: one home for the regions of ``(mu, sigma)`` (pure numerics).
 
-A law fitted on runs says little about ``(mu, sigma)`` where no run has been.  The per-axis box of
+* `SupportRegion`: where the runs give support, their convex hull in the fit's coordinates widened
+  by the trust margin (below);
+* `AttainableRegion`: what a landscape can supply at a budget (`select.dos.RankedLandscape.region`
+  builds it from the window and extremes curves: ``mu`` between the lowest and the highest window,
+  ``sigma`` between the two curves at that ``mu``).
+
+`law.optimum.FeasibleGrid` searches the intersection of the two (the support alone at fit time)
+for the law's argmin, telling the runs' edge from the corpus's.
+
+Support.  A law fitted on runs says little about ``(mu, sigma)`` where no run has been.  The per-axis box of
 the runs is not that region: in the committed cpu_tiny study the box's empty corner (largest mu,
 smallest sigma) held the selected target, where no run had mu > 470 with sigma < 130, and the
 selection lost to random.  The supported region is instead:
@@ -112,3 +121,68 @@ def hull_distance(hull: np.ndarray, pts: np.ndarray) -> np.ndarray:
         inside = np.all(ab[None, :, 0] * ap[..., 1] - ab[None, :, 1] * ap[..., 0] >= -1e-12, axis=1)
         d = np.where(inside, 0.0, d)
     return d.reshape(pts.shape[:-1])
+
+
+class AttainableRegion:
+    """The ``(mu, sigma)`` a subset of about ``budget`` tokens can have (see the module docstring).
+
+    Built from the window curve (least spread per mean) and the extremes curve (most spread);
+    both run from the lowest window to the highest window.
+    """
+
+    def __init__(self, window_mu, window_sigma, extremes_mu, extremes_sigma):
+        if len(window_mu) == 0 or len(extremes_mu) == 0:
+            raise PplawError("no subset satisfies the budget rule (budget below every chunk?)")
+        wi = np.argsort(window_mu, kind="stable")
+        xi = np.argsort(extremes_mu, kind="stable")
+        self.window_mu, self.window_sigma = np.asarray(window_mu)[wi], np.asarray(window_sigma)[wi]
+        self.extremes_mu = np.asarray(extremes_mu)[xi]
+        self.extremes_sigma = np.asarray(extremes_sigma)[xi]
+        self.mu_min = float(min(self.window_mu[0], self.extremes_mu[0]))
+        self.mu_max = float(max(self.window_mu[-1], self.extremes_mu[-1]))
+
+    def sigma_bounds(self, mu) -> tuple[np.ndarray, np.ndarray]:
+        """Least and most attainable ``sigma`` at each ``mu`` (interpolated along the curves)."""
+        lo = np.interp(mu, self.window_mu, self.window_sigma)
+        hi = np.interp(mu, self.extremes_mu, self.extremes_sigma)
+        return np.minimum(lo, hi), np.maximum(lo, hi)
+
+    def contains(self, mu, sigma, rtol: float = 1e-9) -> np.ndarray:
+        """Whether each ``(mu, sigma)`` is attainable (up to a relative tolerance `rtol`)."""
+        mu, sigma = np.asarray(mu, dtype=float), np.asarray(sigma, dtype=float)
+        lo, hi = self.sigma_bounds(mu)
+        scale = max(abs(self.mu_max), 1.0)
+        tol = rtol * scale
+        return ((mu >= self.mu_min - tol) & (mu <= self.mu_max + tol)
+                & (sigma >= lo - tol) & (sigma <= hi + tol))
+
+    def closest(self, mu: float, sigma: float, weights: tuple[float, float]) -> tuple[float, float]:
+        """The attainable point nearest to ``(mu, sigma)`` under the weighted distance: the point
+        itself when attainable, else the nearest point of the two boundary curves."""
+        if bool(self.contains(mu, sigma)):
+            return float(mu), float(sigma)
+        bmu = np.concatenate([self.window_mu, self.extremes_mu])
+        bsig = np.concatenate([self.window_sigma, self.extremes_sigma])
+        i = int(np.argmin(weights[0] * (bmu - mu) ** 2 + weights[1] * (bsig - sigma) ** 2))
+        return float(bmu[i]), float(bsig[i])
+
+    def grid(self, n_mu: int, n_sigma: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n_mu * n_sigma`` attainable points: ``mu`` evenly spaced over its range and, at each,
+        ``sigma`` evenly spaced between its bounds (flattened, mu-major)."""
+        mu = np.linspace(self.mu_min, self.mu_max, n_mu)
+        return self.points(np.repeat(mu, n_sigma), np.tile(np.linspace(0.0, 1.0, n_sigma), n_mu))
+
+    def points(self, mu, frac) -> tuple[np.ndarray, np.ndarray]:
+        """Attainable points from ``mu`` (clipped to its range) and a fraction ``frac`` in [0, 1]
+        of the way from the least to the most attainable ``sigma``."""
+        mu = np.clip(np.asarray(mu, dtype=float), self.mu_min, self.mu_max)
+        lo, hi = self.sigma_bounds(mu)
+        return mu, lo + np.clip(frac, 0.0, 1.0) * (hi - lo)
+
+    def describe(self) -> dict:
+        """JSON-friendly summary: the mu range and the sigma range at a few mu."""
+        mu = np.linspace(self.mu_min, self.mu_max, 5)
+        lo, hi = self.sigma_bounds(mu)
+        return {"mu_min": self.mu_min, "mu_max": self.mu_max,
+                "sigma_bounds": [{"mu": float(m), "sigma_min": float(a), "sigma_max": float(b)}
+                                 for m, a, b in zip(mu, lo, hi)]}
