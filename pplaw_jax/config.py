@@ -653,6 +653,25 @@ def check_settings(args: argparse.Namespace) -> None:
             check(value, lambda name: "--" + name.replace("_", "-"))
 
 
+def flags(**values) -> list:
+    """Keyword arguments as command-line flags, in order: ``runs_dir=x`` -> ``--runs-dir x``. None
+    is left out, a bool is ``--name`` / ``--no-name``, a list repeats the flag per item (an
+    ``append`` flag); values are kept as given (`pplaw run` turns paths into words)."""
+    argv: list = []
+    for name, value in values.items():
+        flag = "--" + name.replace("_", "-")
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, list):
+            for item in value:
+                argv += [flag, item]
+        else:
+            argv += [flag, value]
+    return argv
+
+
 def settings_argv(cfg) -> list[str]:
     """`cfg` as the flags `add_settings` parses, every field spelled out (None: left out, which
     is its default), so a logged command states all its settings."""

@@ -43,7 +43,8 @@ from pathlib import Path
 
 import yaml
 
-from pplaw_jax.config import SelectConfig, StudyConfig, config_to_dict, get_dotted, load_config, settings_argv
+from pplaw_jax.config import (SelectConfig, StudyConfig, config_to_dict, flags, get_dotted, load_config,
+                              settings_argv)
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import discard_temporaries, output_lock, write_json, write_text
 from pplaw_jax.fit.fitdir import FIT_JSON
@@ -248,12 +249,12 @@ class Study:
     def stage_data(self) -> None:
         d = self.cfg.data
         data = self.out / "data"
-        fields = ["--text-field", d.text_field, "--id-field", d.id_field]
+        fields = flags(text_field=d.text_field, id_field=d.id_field)
         if d.builtin == "cpython-docs":
             from pplaw_jax.data.cpython_docs import MANIFEST
 
             if not (data / MANIFEST).exists():
-                self.pplaw("data", "cpython-docs", "--out", data)
+                self.pplaw("data", "cpython-docs", *flags(out=data))
             self.data.update({key: data / f"{key}.jsonl" for key in
                               ("general_train", "general_test", "domain_train", "domain_valid", "domain_test")})
             fields = []  # written as {"id", "text"}
@@ -273,9 +274,9 @@ class Study:
                                  "is then the documents after them)")
             valid = data / "domain_valid.jsonl"
             if not valid.exists():
-                self.pplaw("data", "cut", "--data", clean_train, "--skip-docs", d.domain_max_docs,
-                           "--max-docs", d.eval_max_docs or VALID_DOCS,
-                           *(["--chars", d.eval_doc_chars] if d.eval_doc_chars else []), "--out", valid, *fields)
+                self.pplaw("data", "cut", *flags(data=clean_train, skip_docs=d.domain_max_docs,
+                                                 max_docs=d.eval_max_docs or VALID_DOCS,
+                                                 chars=d.eval_doc_chars or None, out=valid), *fields)
             self.data["domain_valid"] = valid
         for key in given:  # book-length test documents would make every evaluation slow
             skip = d.test_skip_docs if key == "domain_test" else 0
@@ -285,16 +286,16 @@ class Study:
                              *([f"skip{skip}"] if skip else [])])
             cut = data / f"{name}.jsonl"
             if not cut.exists():
-                self.pplaw("data", "cut", "--data", self.data[key], *(["--chars", d.eval_doc_chars] if d.eval_doc_chars else []),
-                           *(["--skip-docs", skip] if skip else []), "--out", cut,
-                           *(["--max-docs", d.eval_max_docs] if d.eval_max_docs else []), *fields)
+                self.pplaw("data", "cut", *flags(data=self.data[key], chars=d.eval_doc_chars or None,
+                                                 skip_docs=skip or None, out=cut,
+                                                 max_docs=d.eval_max_docs or None), *fields)
             self.data[key] = cut
         self.tasks = self._input(self.cfg.final.tasks)
         if self.tasks is None:
             self.tasks = data / "domain_cloze.jsonl"
             if not self.tasks.exists():
-                self.pplaw("data", "cloze", "--data", self.data["domain_test"], "--n", 200,
-                           "--seed", self.cfg.seed, "--out", self.tasks, *fields)
+                self.pplaw("data", "cloze", *flags(data=self.data["domain_test"], n=200, seed=self.cfg.seed,
+                                                   out=self.tasks), *fields)
 
     def _contaminate(self, data: Path, fields: list) -> Path:
         """The domain pool with planted junk (`pplaw data contaminate`): the first
@@ -302,11 +303,11 @@ class Study:
         d, c = self.cfg.data, self.cfg.data.contaminate
         out = data / f"domain_train_junk{100 * c.fraction:g}.jsonl"
         if not out.with_name(out.stem + ".manifest.json").exists():
-            general = ["--general", self.data["general_train"]] if "general" in c.kinds else []
-            self.pplaw("data", "contaminate", "--data", self.data["domain_train"], "--out", out,
-                       "--fraction", f"{c.fraction:g}", "--low-share", f"{c.low_share:g}", "--kinds", ",".join(c.kinds),
-                       "--seed", c.seed, *general, *(["--max-docs", d.domain_max_docs] if d.domain_max_docs else []),
-                       *fields)
+            self.pplaw("data", "contaminate", *flags(
+                data=self.data["domain_train"], out=out, fraction=f"{c.fraction:g}", low_share=f"{c.low_share:g}",
+                kinds=",".join(c.kinds), seed=c.seed,
+                general=self.data["general_train"] if "general" in c.kinds else None,
+                max_docs=d.domain_max_docs or None), *fields)
         return out
 
     def stage_base(self) -> None:
@@ -320,45 +321,39 @@ class Study:
         fields = dict(s.hf_config, max_position_embeddings=max(s.train.seq_len, self.cfg.landscape.seq_len,
                                                                 self.cfg.train.seq_len))
         if not (base / INIT_CONFIG).exists():
-            self.pplaw("scratch", "--data", self.data["general_train"], "--vocab-size", s.vocab_size, "--out", base,
-                       *(["--max-docs", s.tokenizer_max_docs] if s.tokenizer_max_docs else []),
-                       "--text-field", d.text_field, "--id-field", d.id_field,
+            self.pplaw("scratch", *flags(data=self.data["general_train"], vocab_size=s.vocab_size, out=base,
+                                         max_docs=s.tokenizer_max_docs or None, text_field=d.text_field,
+                                         id_field=d.id_field),
                        *(f"{k}={json.dumps(v)}" for k, v in fields.items()))
         run_dir = base / "pretrain"
         self.base = run_dir / "hf"
         if (run_dir / "eval.json").exists():
             return
         self.pplaw(
-            "train", "--model", f"scratch:{self._arg(base / INIT_CONFIG)}", "--tokenizer", base / TOKENIZER,
-            "--data", self.data["general_train"], "--out", run_dir, "--steps", s.steps, "--seed", self.cfg.seed,
-            *self._eval_args(None), "--text-field", d.text_field, "--id-field", d.id_field,
-            *(["--max-docs", s.max_docs] if s.max_docs else []), *settings_argv(s.train),
+            "train", *flags(model=f"scratch:{self._arg(base / INIT_CONFIG)}", tokenizer=base / TOKENIZER,
+                            data=self.data["general_train"], out=run_dir, steps=s.steps, seed=self.cfg.seed),
+            *self._eval_args(None), *flags(text_field=d.text_field, id_field=d.id_field, max_docs=s.max_docs or None),
+            *settings_argv(s.train),
         )
 
     def _eval_args(self, split: str | None) -> list[str]:
         """Evaluation sets of a run: the domain `split` (``domain_valid`` for law-fitting runs,
         ``domain_test`` for the final comparison, None for the base model), the general and the
         target sets."""
-        args = []
-        if split is not None:
-            args += ["--eval-data", self.data[split]]
-        if self.data["general_test"]:
-            args += ["--general-eval-data", self.data["general_test"]]
-        if self.data["target_eval"] and split is not None:
-            args += ["--target-eval-data", self.data["target_eval"]]
-        if self.cfg.data.eval_max_docs:
-            args += ["--eval-max-docs", self.cfg.data.eval_max_docs]
-        return args
+        return flags(eval_data=None if split is None else self.data[split],
+                     general_eval_data=self.data["general_test"] or None,
+                     target_eval_data=self.data["target_eval"] if self.data["target_eval"] and split is not None else None,
+                     eval_max_docs=self.cfg.data.eval_max_docs or None)
 
     def stage_landscape(self) -> None:
         self.landscape = self.out / "landscape"
         if (self.landscape / "summary.json").exists():
             return
-        argv = ["score", "--model", self.base, "--data", self.data["domain_train"], "--out", self.landscape,
-                "--text-field", self.cfg.data.text_field, "--id-field", self.cfg.data.id_field]
-        if self.cfg.data.domain_max_docs and self.labels is None:  # a contaminated pool is already cut
-            argv += ["--max-docs", self.cfg.data.domain_max_docs]
-        self.pplaw(*argv, *settings_argv(self.cfg.landscape))
+        cut = self.cfg.data.domain_max_docs and self.labels is None  # a contaminated pool is already cut
+        self.pplaw("score", *flags(model=self.base, data=self.data["domain_train"], out=self.landscape,
+                                   text_field=self.cfg.data.text_field, id_field=self.cfg.data.id_field,
+                                   max_docs=self.cfg.data.domain_max_docs if cut else None),
+                   *settings_argv(self.cfg.landscape))
 
     def _train(self, selection: Path, out: Path, seed: int, split: str = "domain_valid") -> None:
         """One CPT run, evaluated on the domain `split` (the validation split, but for the final
@@ -366,9 +361,9 @@ class Study:
         if (out / "eval.json").exists():
             return
         self.pplaw(
-            "train", "--model", self.base, "--data", self.data["domain_train"], "--selection", selection,
-            "--out", out, "--seed", seed, "--text-field", self.cfg.data.text_field,
-            "--id-field", self.cfg.data.id_field, *self._eval_args(split), *settings_argv(self.cfg.train),
+            "train", *flags(model=self.base, data=self.data["domain_train"], selection=selection, out=out, seed=seed,
+                            text_field=self.cfg.data.text_field, id_field=self.cfg.data.id_field),
+            *self._eval_args(split), *settings_argv(self.cfg.train),
         )
 
     def stage_grid(self) -> None:
@@ -379,13 +374,13 @@ class Study:
             return
         sel_dir = grid / "selections"
         if not (sel_dir / f"{g.kind}.json").exists():
-            self.pplaw("select", g.kind, "--landscape", self.landscape, "--out", sel_dir, "--seed", seed,
+            self.pplaw("select", g.kind, *flags(landscape=self.landscape, out=sel_dir, seed=seed),
                        *settings_argv(getattr(g, g.kind)))
         round_csv = grid / "round0" / "runs.csv"
         if not round_csv.exists():
             self._train_manifest(sel_dir, grid / "runs")
-            self.pplaw("runs", "--out", round_csv, "--metric", g.metric, "--round", 0, "--manifest", sel_dir,
-                       "--runs-dir", grid / "runs")
+            self.pplaw("runs", *flags(out=round_csv, metric=g.metric, round=0, manifest=sel_dir,
+                                      runs_dir=grid / "runs"))
         for r in range(1, g.rounds + 1):
             done = grid / f"round{r}" / "round.json"
             if not done.exists():
@@ -393,7 +388,7 @@ class Study:
             round_csv = grid / f"round{r}" / "runs.csv"
             if g.stop_early and json.loads(done.read_text())["located"]:
                 break
-        self.pplaw("runs", "--out", self.runs_csv, "--include", round_csv)
+        self.pplaw("runs", *flags(out=self.runs_csv, include=round_csv))
 
     def _train_manifest(self, sel_dir: Path, runs_dir: Path) -> None:
         """Train every subset of a manifest (design, windows or proposals) into ``runs_dir/<name>``."""
@@ -424,28 +419,28 @@ class Study:
         prop = rdir / "proposals"
         budget = f"{self.cfg.final.budget:g}"
         if not (prop / "propose.json").exists():
-            self.pplaw("propose", "--fit", fit_dir, "--landscape", self.landscape, "--tokens", budget,
-                       "--out", prop, "--prefix", f"r{r}q", "--seed", self.cfg.seed + 1000 * r,
+            self.pplaw("propose", *flags(fit=fit_dir, landscape=self.landscape, tokens=budget, out=prop,
+                                         prefix=f"r{r}q", seed=self.cfg.seed + 1000 * r),
                        *settings_argv(g.propose))
         stop = json.loads((prop / "propose.json").read_text())["stopping"]
-        collect = ["runs", "--out", rdir / "runs.csv", "--metric", g.metric, "--round", r, "--include", prev_csv]
+        collect = ["runs", *flags(out=rdir / "runs.csv", metric=g.metric, round=r, include=prev_csv)]
         if not (stop["located"] and g.stop_early):
             self._train_manifest(prop, rdir / "runs")
             control = rdir / "control"
             if not (control / "summary.json").exists():
-                self.pplaw("select", "--landscape", self.landscape, "--tokens", budget, "--out", control,
-                           "--seed", self.cfg.seed + 1000 * r,
+                self.pplaw("select", *flags(landscape=self.landscape, tokens=budget, out=control,
+                                            seed=self.cfg.seed + 1000 * r),
                            *settings_argv(SelectConfig(method="random", moments=f.moments)))
             self._train(control / "selection.parquet", rdir / "runs" / f"control{r}", self.cfg.seed + 1000 * r)
             # every random control is one design point (group `random`): replicates for the pure error
-            collect += ["--manifest", prop, "--runs-dir", rdir / "runs", "--run", f"random={self._arg(rdir / 'runs' / f'control{r}')}"]
+            collect += flags(manifest=prop, runs_dir=rdir / "runs", run=[f"random={self._arg(rdir / 'runs' / f'control{r}')}"])
         self.pplaw(*collect)
         n_runs = len(read_runs_table(rdir / "runs.csv"))
         write_text(rdir / "round.json", json.dumps({"round": r, "located": stop["located"], "stopping": stop,
                                                     "n_runs": n_runs}, indent=1))
 
     def _fit_argv(self, runs_csv: Path, out: Path, settings) -> list:
-        return ["fit", "--runs", runs_csv, "--out", out, "--seed", self.cfg.seed, *settings_argv(settings)]
+        return ["fit", *flags(runs=runs_csv, out=out, seed=self.cfg.seed), *settings_argv(settings)]
 
     def stage_fit(self) -> None:
         self.fit_dir = self.out / "fit"
@@ -476,15 +471,14 @@ class Study:
 
     def _select(self, method: str, seed: int, out: Path) -> None:
         fin = self.cfg.final
-        argv = ["select", "--landscape", self.landscape, "--tokens", f"{fin.budget:g}", "--out", out,
-                "--seed", seed]
+        argv = ["select", *flags(landscape=self.landscape, tokens=f"{fin.budget:g}", out=out, seed=seed)]
         if method.startswith("dos-"):
             settings = replace(fin.select, method="dos", target=method.split("-", 1)[1])
-            argv += ["--fit", self.fit_dir]
+            argv += flags(fit=self.fit_dir)
         else:  # a baseline takes none of DOS's settings
             settings = SelectConfig(method=method, moments=fin.select.moments)
             if method == "oracle":  # the planted labels, which no other method sees
-                argv += ["--labels", self.labels, "--id-field", self.cfg.data.id_field]
+                argv += flags(labels=self.labels, id_field=self.cfg.data.id_field)
         argv += settings_argv(settings)
         code = self.pplaw(*argv, allow_exit=(2,) if method.startswith("dos-") else ())
         if code == 2 and not (out / "refused.json").exists():
@@ -495,12 +489,12 @@ class Study:
         fin = self.cfg.final
         if not (run_dir / "downstream.json").exists():
             run_dir.mkdir(parents=True, exist_ok=True)
-            self.pplaw("eval", "--model", model, "--tasks", self.tasks, "--out", run_dir / "downstream.json",
+            self.pplaw("eval", *flags(model=model, tasks=self.tasks, out=run_dir / "downstream.json"),
                        *settings_argv(self.cfg.eval))
         if fin.lm_eval_tasks and not (run_dir / LM_EVAL_JSON).exists():
-            include = ["--lm-eval-include", self._input(fin.lm_eval_include)] if fin.lm_eval_include else []
-            self.pplaw("eval", "--model", model, "--lm-eval-tasks", fin.lm_eval_tasks, *include,
-                       "--out", run_dir / LM_EVAL_JSON, *settings_argv(self.cfg.eval))
+            self.pplaw("eval", *flags(model=model, lm_eval_tasks=fin.lm_eval_tasks,
+                                      lm_eval_include=self._input(fin.lm_eval_include), out=run_dir / LM_EVAL_JSON),
+                       *settings_argv(self.cfg.eval))
 
     def stage_final(self) -> None:
         self._downstream(self.base, self.out / "final" / "base")
