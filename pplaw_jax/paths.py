@@ -292,6 +292,28 @@ class URLPath:
 AnyPath = Union[Path, URLPath]
 
 
+def hub_snapshot(repo_id: str, revision: str | None, allow_patterns: list[str], repo_type: str = "model") -> Path:
+    """The local snapshot of a Hugging Face hub repository: from the cache alone when
+    `HF_HUB_OFFLINE` is set, else downloaded into the cache (only `allow_patterns`), falling back
+    to the cache when the hub cannot be reached. PplawError naming the repository, the cache
+    searched and why when neither has it."""
+    from huggingface_hub import constants, snapshot_download
+
+    kwargs = dict(repo_id=repo_id, revision=revision, allow_patterns=allow_patterns, repo_type=repo_type)
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    try:
+        return Path(snapshot_download(**kwargs, local_files_only=offline))
+    except Exception as first:  # no network, unknown or gated repository: the cache alone
+        why = "HF_HUB_OFFLINE is set" if offline else f"the hub gave {type(first).__name__}"
+        if not offline:
+            try:
+                return Path(snapshot_download(**kwargs, local_files_only=True))
+            except Exception:
+                pass
+        raise PplawError(f"{repo_type} {repo_id!r} is not in the Hugging Face cache {constants.HF_HUB_CACHE} "
+                         f"({why})") from None
+
+
 def canonical(spec: str | None) -> str | None:
     """A spec as recorded in a run's identity: an absolute path for a local path or glob (a resume
     from another directory still matches); URLs, ``tfds:`` / ``hf:`` specs and model names as given;

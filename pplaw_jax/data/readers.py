@@ -68,7 +68,7 @@ from typing import IO, Any
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import content_fingerprint
-from pplaw_jax.paths import URLPath, filesystem, is_url
+from pplaw_jax.paths import URLPath, filesystem, hub_snapshot, is_url
 
 SUPPORTED_SUFFIXES = (".jsonl.gz", ".jsonl.zst", ".jsonl", ".json", ".csv", ".parquet", ".arrow", ".txt")
 TFDS_PREFIX = "tfds:"
@@ -236,23 +236,16 @@ def _saved_dataset_files(fs: Any, path: str, spec: str) -> list[str] | None:
 def _resolve_hub_dataset(spec: str) -> tuple[Any, list[tuple[str, str]]]:
     """`hf:ORG/NAME[@REVISION][:SPLIT]` -> the supported data files of its hub-cache snapshot."""
     import fsspec
-    from huggingface_hub import constants, snapshot_download
 
     match = HUB_DATASET.match(spec)
     if match is None:
         raise PplawError(f"bad hub dataset spec {spec!r}: expected hf:ORG/NAME[@REVISION][:SPLIT]")
     repo_id, revision, split = match.groups()
     patterns = [f"*{suffix}" for suffix in SUPPORTED_SUFFIXES]
-    kwargs = dict(repo_id=repo_id, repo_type="dataset", revision=revision, allow_patterns=patterns)
-    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     try:
-        root = snapshot_download(**kwargs, local_files_only=offline)
-    except Exception as online_error:  # no network, unknown or gated repo: the cache alone
-        try:
-            root = snapshot_download(**kwargs, local_files_only=True)
-        except Exception:
-            raise PplawError(f"{spec}: dataset {repo_id!r} is not in the Hugging Face cache "
-                             f"{constants.HF_HUB_CACHE} and the hub gave {type(online_error).__name__}") from None
+        root = str(hub_snapshot(repo_id, revision, patterns, repo_type="dataset"))
+    except PplawError as e:
+        raise PplawError(f"{spec}: {e}") from None
     fs = fsspec.filesystem("file")
     files = sorted(p for p in fs.find(root) if _is_supported(p) and not _is_hidden(p, root))
     if split is not None:

