@@ -6,7 +6,8 @@ compilation is a large share of it, as in the short law-fitting runs of a study.
 is a separate process; cold (cache directory emptied first) and warm runs are alternated, and the
 best of ``--repeats`` is reported for each.
 
-    PYTHONPATH=. python benchmarks/compile_cache.py [--repeats 3] [--steps 5] [--out benchmarks/results/compile_cache.json]
+    PYTHONPATH=. python benchmarks/compile_cache.py [--repeats 3] [--steps 5] \
+        [--out benchmarks/results/compile_cache.json]
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="compile_cache_"))
     data = write_cpython_docs(work / "data")
     train_tokenizer(data["general_train"], scratch["vocab_size"], work / "tok", max_docs=200)
-    (work / "cfg.json").write_text(json.dumps({**scratch["hf_config"], "vocab_size": scratch["vocab_size"],
-                                               "max_position_embeddings": 512}))
+    (work / "cfg.json").write_text(
+        json.dumps({**scratch["hf_config"], "vocab_size": scratch["vocab_size"], "max_position_embeddings": 512})
+    )
     cache = work / "cache"
     times: dict[str, list[float]] = {"cold": [], "warm": []}
     for r in range(args.repeats):
@@ -49,9 +51,28 @@ def main() -> None:
             if kind == "cold":
                 shutil.rmtree(cache, ignore_errors=True)
             out = work / f"run_{kind}_{r}"
-            cmd = [sys.executable, "-m", "pplaw_jax.cli", "train", "--model", f"scratch:{work / 'cfg.json'}",
-                   "--tokenizer", str(work / "tok"), "--data", data["domain_train"], "--out", str(out),
-                   "--steps", str(args.steps), "--seq-len", "128", "--batch-size", "8", "--lr", "1e-3"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pplaw_jax.cli",
+                "train",
+                "--model",
+                f"scratch:{work / 'cfg.json'}",
+                "--tokenizer",
+                str(work / "tok"),
+                "--data",
+                data["domain_train"],
+                "--out",
+                str(out),
+                "--steps",
+                str(args.steps),
+                "--seq-len",
+                "128",
+                "--batch-size",
+                "8",
+                "--lr",
+                "1e-3",
+            ]
             env = {**os.environ, "PPLAW_COMPILATION_CACHE": str(cache)}
             t0 = time.perf_counter()
             subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

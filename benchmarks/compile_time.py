@@ -44,8 +44,14 @@ def measure(layers: int, scan: bool, remat: str) -> dict:
     t1 = time.perf_counter()
     lowered.compile()
     t2 = time.perf_counter()
-    return {"lower_s": t1 - t0, "compile_s": t2 - t1, "total_s": t2 - t0,
-            "backend": jax.default_backend(), "device": jax.devices()[0].device_kind, "jax": jax.__version__}
+    return {
+        "lower_s": t1 - t0,
+        "compile_s": t2 - t1,
+        "total_s": t2 - t0,
+        "backend": jax.default_backend(),
+        "device": jax.devices()[0].device_kind,
+        "jax": jax.__version__,
+    }
 
 
 def _cpu_model() -> str:
@@ -72,8 +78,11 @@ def main() -> None:
         print(json.dumps(measure(int(args.worker[0]), args.worker[1] == "1", args.remat)))
         return
 
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PPLAW_COMPILATION_CACHE",
-                                                            "JAX_COMPILATION_CACHE_DIR")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("XLA_FLAGS", "PPLAW_COMPILATION_CACHE", "JAX_COMPILATION_CACHE_DIR")
+    }
     rows = []
     for layers in args.layers:
         for scan in (False, True):
@@ -81,14 +90,25 @@ def main() -> None:
             for r in range(args.repeats):
                 out = subprocess.run(
                     [sys.executable, __file__, "--worker", str(layers), "1" if scan else "0", "--remat", args.remat],
-                    env=env, check=True, capture_output=True, text=True,
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
                 ).stdout
                 runs.append(json.loads(out.strip().splitlines()[-1]))
-                print(f"layers {layers} {'scanned' if scan else 'unrolled'} run {r}: {runs[-1]['total_s']:.2f} s",
-                      file=sys.stderr)
+                print(
+                    f"layers {layers} {'scanned' if scan else 'unrolled'} run {r}: {runs[-1]['total_s']:.2f} s",
+                    file=sys.stderr,
+                )
             best = min(runs, key=lambda m: m["total_s"])
-            rows.append({"layers": layers, "layout": "scanned" if scan else "unrolled", **best,
-                         "all_total_s": [m["total_s"] for m in runs]})
+            rows.append(
+                {
+                    "layers": layers,
+                    "layout": "scanned" if scan else "unrolled",
+                    **best,
+                    "all_total_s": [m["total_s"] for m in runs],
+                }
+            )
 
     first = rows[0]
     lines = [
@@ -102,7 +122,8 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f} (above the core count: the machine was shared with other jobs, so absolute "
         f"times are inflated and noisy); JAX {first['jax']} on {first['backend']} "
         f"({first['device']}). Model: width {WIDTH}, {HEADS} heads ({KV_HEADS} KV), MLP {MLP}, vocab {VOCAB}, "
-        f"remat {args.remat}; input {BATCH} x {SEQ} tokens. Each run is a fresh process; best of {args.repeats} by total.",
+        f"remat {args.remat}; input {BATCH} x {SEQ} tokens. "
+        f"Each run is a fresh process; best of {args.repeats} by total.",
         "*lower*: tracing to StableHLO (`jit(...).lower`); *compile*: XLA (`.compile()`).",
         "",
         "| layers | layout | lower (s) | compile (s) | total (s) | all runs, total (s) |",
@@ -110,8 +131,10 @@ def main() -> None:
     ]
     for row in rows:
         runs = ", ".join(f"{t:.2f}" for t in row["all_total_s"])
-        lines.append(f"| {row['layers']} | {row['layout']} | {row['lower_s']:.2f} | {row['compile_s']:.2f} | "
-                     f"{row['total_s']:.2f} | {runs} |")
+        lines.append(
+            f"| {row['layers']} | {row['layout']} | {row['lower_s']:.2f} | {row['compile_s']:.2f} | "
+            f"{row['total_s']:.2f} | {runs} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -125,7 +125,7 @@ def small_config(hf: dict) -> dict:
 
 
 def now_iso() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 # ============================================================================ child: measurements
@@ -264,7 +264,7 @@ def run_child(job: dict, results: str, deadline: float) -> int:
                 lengths = trainer.put(np.full(ids.shape[0], ids.shape[1], dtype=np.int32))
                 setup_s = time.perf_counter() - t0
 
-                def step():
+                def step(trainer=trainer, input_ids=input_ids, lengths=lengths):
                     stats = trainer.step(input_ids, lengths)
                     jax.block_until_ready((stats, trainer.params, trainer.opt_state))
 
@@ -292,7 +292,7 @@ def run_child(job: dict, results: str, deadline: float) -> int:
                     del model
                 score_fn, mask = state["score_fn"], np.ones_like(ids)
                 setup_s = time.perf_counter() - t0
-                timing = time_calls(lambda: jax.block_until_ready(score_fn(ids, mask)), repeats)
+                timing = time_calls(lambda f=score_fn, x=ids, m=mask: jax.block_until_ready(f(x, m)), repeats)
                 extra = {}
             else:
                 release("score_fn")
@@ -308,13 +308,25 @@ def run_child(job: dict, results: str, deadline: float) -> int:
             flops = cfg.flops_per_token(seq_len, training=mode == "train") * tokens
             last_first_call[mode] = timing["first_call_s"]
             mem = memory()
-            emit({**record, **extra, "status": "ok", "params": cfg.num_params(), "config": cfg.to_hf(),
-                  "setup_s": setup_s, **timing, "tokens_per_s": tokens / timing["best_s"],
-                  "model_flops_per_call": flops, "achieved_flops": flops / timing["best_s"], **mem,
-                  "peak_is_this_measurement": None if peak_before is None else mem["peak_bytes_in_use"] > peak_before})  # fmt: skip
+            emit(
+                {
+                    **record,
+                    **extra,
+                    "status": "ok",
+                    "params": cfg.num_params(),
+                    "config": cfg.to_hf(),
+                    "setup_s": setup_s,
+                    **timing,
+                    "tokens_per_s": tokens / timing["best_s"],
+                    "model_flops_per_call": flops,
+                    "achieved_flops": flops / timing["best_s"],
+                    **mem,
+                    "peak_is_this_measurement": None if peak_before is None else mem["peak_bytes_in_use"] > peak_before,
+                }
+            )
         except Exception as error:  # noqa: BLE001 - one failure must not stop the check
-            emit({**record, "status": "error", "oom": is_oom(error), "error": f"{type(error).__name__}: {str(error)[:1500]}",
-                  **memory()})  # fmt: skip
+            emit({**record, "status": "error", "oom": is_oom(error),
+                  "error": f"{type(error).__name__}: {str(error)[:1500]}", **memory()})  # fmt: skip
             release("score_fn")  # a failed train step has released its trainer already
     release("score_fn", "trainer")
     measure_peak("end")  # a second sample, so one busy moment does not set the peak
@@ -329,7 +341,7 @@ def _smollm2_installed() -> bool:
 
 # ============================================================================ parent: orchestration
 def parse_shapes(text: str) -> list[tuple[int, int]]:
-    """"4x2048,16x2048" -> [(4, 2048), (16, 2048)]."""
+    """ "4x2048,16x2048" -> [(4, 2048), (16, 2048)]."""
     shapes = []
     for part in filter(None, text.split(",")):
         batch, sep, seq_len = part.lower().partition("x")
@@ -410,8 +422,12 @@ class Report:
             "complete": complete,
             "small": self.small,
             "env": {k: v for k, v in env.items() if k not in ("job", "kind")},
-            "peak_flops": {"published": published, "published_table_tflops": dict(PUBLISHED_BF16_TFLOPS),
-                           "measured_matmul": measured, "matmul_runs": peaks},  # fmt: skip
+            "peak_flops": {
+                "published": published,
+                "published_table_tflops": dict(PUBLISHED_BF16_TFLOPS),
+                "measured_matmul": measured,
+                "matmul_runs": peaks,
+            },  # fmt: skip
             "jobs": [dict(j) for j in self.jobs],
             "results": rows,
             "targets": self.targets(rows),
@@ -456,7 +472,8 @@ def markdown(data: dict) -> str:
              f"jax {env.get('jax', '?')}, {data['dtype']}, small={data['small']}, complete={data['complete']}",
              f"peak TFLOP/s: published {tf(peak['published'])}, measured bf16 matmul {tf(peak['measured_matmul'])}",
              "",
-             "| model | attn | mode | BxT | tok/s | TFLOP/s | MFU (published) | MFU (measured) | compile s | peak GiB | note |",
+             "| model | attn | mode | BxT | tok/s | TFLOP/s | MFU (published) | MFU (measured) "
+             "| compile s | peak GiB | note |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in data["results"]:
         shape = f"{r['batch']}x{r['seq_len']}"
@@ -465,7 +482,8 @@ def markdown(data: dict) -> str:
             gib = gib if r.get("peak_is_this_measurement") in (True, None) else f"<= {gib}"
             note = "remat" if r.get("remat") else ""
             lines.append(f"| {r['model']} | {r['attention']} | {r['mode']} | {shape} | {r['tokens_per_s']:,.0f} | "
-                         f"{tf(r['achieved_flops'])} | {pct(r['mfu_published_peak'])} | {pct(r['mfu_measured_peak'])} | "
+                         f"{tf(r['achieved_flops'])} | {pct(r['mfu_published_peak'])} | "
+                         f"{pct(r['mfu_measured_peak'])} | "
                          f"{r['compile_s']:.1f} | {gib} | {note} |")  # fmt: skip
         else:
             why = r.get("reason") or r.get("error", "")[:80]
@@ -491,8 +509,8 @@ def run_parent(args: argparse.Namespace) -> int:
     report = Report(out, args.small, args.budget_s)
     report.results.unlink(missing_ok=True)
     log = open(out / "device_check.log", "ab")
-    child_env = {**os.environ, "XLA_PYTHON_CLIENT_MEM_FRACTION": os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92"),
-                 "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    mem_fraction = os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.92")
+    child_env = {**os.environ, "XLA_PYTHON_CLIENT_MEM_FRACTION": mem_fraction, "PYTHONUNBUFFERED": "1"}
 
     def on_signal(signum, frame):
         raise Stop(signal.Signals(signum).name)
@@ -520,7 +538,9 @@ def run_parent(args: argparse.Namespace) -> int:
                     report.write()
                 time.sleep(0.5)
             else:
-                job["finished"] = "exit 0" if proc.returncode == 0 else f"child exited {proc.returncode} (see device_check.log)"
+                job["finished"] = (
+                    "exit 0" if proc.returncode == 0 else f"child exited {proc.returncode} (see device_check.log)"
+                )
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -70,9 +70,7 @@ def main() -> None:
     _, res["nuts_10_steps_s"] = timed(lambda: fit_bayes(runs, point, Priors(), tiny))
     with tempfile.TemporaryDirectory() as tmp:
         write_runs_table(Path(tmp) / "runs.csv", frame)
-        _, res["pplaw_fit_stage_s"] = timed(
-            lambda: fit_to_dir(Path(tmp) / "runs.csv", Path(tmp) / "fit", FitConfig())
-        )
+        _, res["pplaw_fit_stage_s"] = timed(lambda: fit_to_dir(Path(tmp) / "runs.csv", Path(tmp) / "fit", FitConfig()))
     print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in res.items()}, indent=1))
 
 

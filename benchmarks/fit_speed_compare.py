@@ -49,8 +49,13 @@ def unique_run_ids(src: Path, dst: Path) -> Path:
 def timed_fit(tree: Path, runs: Path, out: Path, flags: list[str]) -> float:
     env = dict(os.environ, PYTHONPATH=str(tree), PPLAW_COMPILATION_CACHE="off")
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pplaw_jax.cli", "fit", "--runs", str(runs), "--out", str(out), *flags],
-                   env=env, check=True, capture_output=True, cwd=str(tree))
+    subprocess.run(
+        [sys.executable, "-m", "pplaw_jax.cli", "fit", "--runs", str(runs), "--out", str(out), *flags],
+        env=env,
+        check=True,
+        capture_output=True,
+        cwd=str(tree),
+    )
     return time.perf_counter() - t0
 
 
@@ -73,9 +78,14 @@ def main() -> None:
         fits = {name: json.loads((Path(tmp) / f"{name}0" / "fit.json").read_text()) for name in times}
     point = {name: fit.get("point", {}).get("params") for name, fit in fits.items()}
     result = {
-        "runs_table": os.path.relpath(Path(args.runs).resolve(), REPO) + " (random controls renamed control<round>)", "old": args.old, "flags": args.flags, "repeats": args.repeats,
-        "seconds": times, "best_s": {k: min(v) for k, v in times.items()},
-        "speedup_best": min(times["old"]) / min(times["new"]), "point_params": point,
+        "runs_table": os.path.relpath(Path(args.runs).resolve(), REPO) + " (random controls renamed control<round>)",
+        "old": args.old,
+        "flags": args.flags,
+        "repeats": args.repeats,
+        "seconds": times,
+        "best_s": {k: min(v) for k, v in times.items()},
+        "speedup_best": min(times["old"]) / min(times["new"]),
+        "point_params": point,
         "command": "PYTHONPATH=. python benchmarks/fit_speed_compare.py " + " ".join(sys.argv[1:]),
     }
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -47,13 +47,38 @@ SCHEDULES = {"cosine": {}, "constant": {"schedule": "constant"}, "cosine-low": {
 def train_argv(cfg, study: Path, pool: Path, valid: Path, selection: Path, out: Path, schedule: dict) -> list[str]:
     t = cfg.train
     lr = t.lr * schedule.get("lr_scale", 1.0)
-    return ["train", "--model", str(study / "base" / "pretrain" / "hf"), "--data", str(pool),
-            "--selection", str(selection), "--out", str(out), "--seed", "0", "--seq-len", str(t.seq_len),
-            "--batch-size", str(t.batch_size), "--lr", f"{lr:g}", "--warmup", f"{t.warmup:g}",
-            "--schedule", schedule.get("schedule", t.schedule), "--eval-every", "0",
-            "--eval-data", str(valid), "--text-field", cfg.data.text_field,
-            "--id-field", cfg.data.id_field, *(["--eval-max-docs", str(cfg.data.eval_max_docs)]
-                                               if cfg.data.eval_max_docs else [])]
+    return [
+        "train",
+        "--model",
+        str(study / "base" / "pretrain" / "hf"),
+        "--data",
+        str(pool),
+        "--selection",
+        str(selection),
+        "--out",
+        str(out),
+        "--seed",
+        "0",
+        "--seq-len",
+        str(t.seq_len),
+        "--batch-size",
+        str(t.batch_size),
+        "--lr",
+        f"{lr:g}",
+        "--warmup",
+        f"{t.warmup:g}",
+        "--schedule",
+        schedule.get("schedule", t.schedule),
+        "--eval-every",
+        "0",
+        "--eval-data",
+        str(valid),
+        "--text-field",
+        cfg.data.text_field,
+        "--id-field",
+        cfg.data.id_field,
+        *(["--eval-max-docs", str(cfg.data.eval_max_docs)] if cfg.data.eval_max_docs else []),
+    ]
 
 
 def run(study: Path, work: Path, budgets: list[float], moments: str) -> dict:
@@ -75,18 +100,43 @@ def run(study: Path, work: Path, budgets: list[float], moments: str) -> dict:
             continue  # the reduced-lr proxy is a small-run protocol: its largest runs are not needed
         sel = work / "select" / f"{subset}_b{budget:g}"
         if not (sel / "summary.json").exists():
-            assert main(["select", "--landscape", str(study / "landscape"), "--tokens", f"{budget:g}", "--out",
-                         str(sel), "--method", subset, "--seed", "0", "--moments", moments]) == 0
+            assert (
+                main(
+                    [
+                        "select",
+                        "--landscape",
+                        str(study / "landscape"),
+                        "--tokens",
+                        f"{budget:g}",
+                        "--out",
+                        str(sel),
+                        "--method",
+                        subset,
+                        "--seed",
+                        "0",
+                        "--moments",
+                        moments,
+                    ]
+                )
+                == 0
+            )
         out = work / "runs" / f"{name}_{subset}_b{budget:g}"
         if not (out / "eval.json").exists():
             t0 = time.perf_counter()
             assert main(train_argv(cfg, study, pool, valid, sel / "selection.parquet", out, SCHEDULES[name])) == 0
             walls[out.name] = time.perf_counter() - t0
-        losses.setdefault(name, {}).setdefault(f"{budget:g}", {})[subset] = \
-            json.loads((out / "eval.json").read_text())["domain_loss"]
-    return {"study": str(study), "config": config_to_dict(cfg)["train"], "budgets": budgets, "subsets": SUBSETS,
-            "schedules": {k: v or "the study's train settings" for k, v in SCHEDULES.items()},
-            "losses": losses, "wall_s": walls}
+        losses.setdefault(name, {}).setdefault(f"{budget:g}", {})[subset] = json.loads((out / "eval.json").read_text())[
+            "domain_loss"
+        ]
+    return {
+        "study": str(study),
+        "config": config_to_dict(cfg)["train"],
+        "budgets": budgets,
+        "subsets": SUBSETS,
+        "schedules": {k: v or "the study's train settings" for k, v in SCHEDULES.items()},
+        "losses": losses,
+        "wall_s": walls,
+    }
 
 
 def analyse(result: dict) -> dict:
@@ -102,29 +152,46 @@ def analyse(result: dict) -> dict:
             x = [by_budget[b][s] for s in SUBSETS]
             y = [ref[s] for s in SUBSETS]
             taus[b] = float(stats.kendalltau(x, y).statistic)
-        out[name] = {"mean_log_loss": dict(zip(have, mean_log)), "second_difference": curvature,
-                     "kendall_tau_vs_reference": taus,
-                     "rank_order": {b: sorted(SUBSETS, key=lambda s: by_budget[b][s]) for b in have}}
+        out[name] = {
+            "mean_log_loss": dict(zip(have, mean_log)),
+            "second_difference": curvature,
+            "kendall_tau_vs_reference": taus,
+            "rank_order": {b: sorted(SUBSETS, key=lambda s: by_budget[b][s]) for b in have},
+        }
     return out
 
 
 def write(result: dict, analysis: dict, out: Path, command: str) -> None:
     budgets = [f"{b:g}" for b in result["budgets"]]
-    lines = ["# Proxy-run protocol: the token axis and the ranking of subsets under three schedules", "",
-             f"Command: `{command}`", "", f"Study: `{result['study']}` (its base model, landscape and validation "
-             "split); subsets re-drawn per budget (seed 0); one run each; loss on the validation split.", "",
-             "| schedule | budget | " + " | ".join(SUBSETS) + " | ranking (best first) | Kendall tau vs reference |",
-             "|---|---|" + "---|" * len(SUBSETS) + "---|---|"]
+    lines = [
+        "# Proxy-run protocol: the token axis and the ranking of subsets under three schedules",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Study: `{result['study']}` (its base model, landscape and validation "
+        "split); subsets re-drawn per budget (seed 0); one run each; loss on the validation split.",
+        "",
+        "| schedule | budget | " + " | ".join(SUBSETS) + " | ranking (best first) | Kendall tau vs reference |",
+        "|---|---|" + "---|" * len(SUBSETS) + "---|---|",
+    ]
     for name, by_budget in result["losses"].items():
         for b in budgets:
             if b not in by_budget:
                 continue
             a = analysis[name]
-            lines.append(f"| {name} | {b} | " + " | ".join(f"{by_budget[b][s]:.4f}" for s in SUBSETS)
-                         + f" | {' < '.join(a['rank_order'][b])} | {a['kendall_tau_vs_reference'][b]:.2f} |")
-    lines += ["", "Token axis (mean log-loss over the four subsets; second difference in log D: negative = "
-              "the loss falls faster at larger D, which `E + B D^-a` cannot follow):", "",
-              "| schedule | " + " | ".join(budgets) + " | second difference |", "|---|" + "---|" * (len(budgets) + 1)]
+            lines.append(
+                f"| {name} | {b} | "
+                + " | ".join(f"{by_budget[b][s]:.4f}" for s in SUBSETS)
+                + f" | {' < '.join(a['rank_order'][b])} | {a['kendall_tau_vs_reference'][b]:.2f} |"
+            )
+    lines += [
+        "",
+        "Token axis (mean log-loss over the four subsets; second difference in log D: negative = "
+        "the loss falls faster at larger D, which `E + B D^-a` cannot follow):",
+        "",
+        "| schedule | " + " | ".join(budgets) + " | second difference |",
+        "|---|" + "---|" * (len(budgets) + 1),
+    ]
     for name, a in analysis.items():
         cells = [f"{a['mean_log_loss'][b]:.4f}" if b in a["mean_log_loss"] else "—" for b in budgets]
         sd = a["second_difference"]

@@ -66,8 +66,15 @@ def main() -> None:
             if proc.returncode != 0:
                 sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
             entries = len(list((out / ".jax_cache").iterdir())) if (out / ".jax_cache").exists() else 0
-            runs.append({"cache": cache, "repeat": r, "total_s": round(total, 1),
-                         "stages_s": stage_seconds(proc.stderr, total), "cache_entries": entries})
+            runs.append(
+                {
+                    "cache": cache,
+                    "repeat": r,
+                    "total_s": round(total, 1),
+                    "stages_s": stage_seconds(proc.stderr, total),
+                    "cache_entries": entries,
+                }
+            )
             print(f"cache {cache}, repeat {r}: {total:.1f} s, {entries} cache entries", file=sys.stderr)
             shutil.rmtree(out, ignore_errors=True)
     best = {c: min(x["total_s"] for x in runs if x["cache"] == c) for c in ("off", "on")}

@@ -71,7 +71,7 @@ def jax_worker(hf_dir: str, dtype: str, shapes, repeats: int) -> tuple[list[dict
         ids = token_ids(batch, seq_len, loaded.config.vocab_size)
         mask = np.ones_like(ids)
 
-        def run():
+        def run(ids=ids, mask=mask):
             return np.asarray(score_fn(ids, mask)[0])
 
         first, _ = best_time(run, 1)  # compiles
@@ -91,7 +91,7 @@ def torch_worker(hf_dir: str, dtype: str, shapes, repeats: int) -> tuple[list[di
     for batch, seq_len in shapes:
         ids = torch.from_numpy(token_ids(batch, seq_len, model.config.vocab_size).astype(np.int64))
 
-        def run():  # per-row summed NLL, log-softmax in float32: the twin of `sequence_nll`
+        def run(ids=ids):  # per-row summed NLL, log-softmax in float32: the twin of `sequence_nll`
             with torch.inference_mode():
                 logits = model(ids).logits[:, :-1].float()
                 nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
@@ -193,9 +193,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(rows, peaks, env) -> None:
-    print(f"\n{env['model']} on {env['cpu']} ({env['cpu_count']} CPUs); separate processes, {env['runs']} "
-          f"alternating rounds, best of {env['repeats']} calls per round; load average (1, 5, 15 min) "
-          f"{fmt_load(env['loadavg_at_start'])} at the start, {fmt_load(env['loadavg_at_end'])} at the end")  # fmt: skip
+    print(
+        f"\n{env['model']} on {env['cpu']} ({env['cpu_count']} CPUs); separate processes, {env['runs']} "
+        f"alternating rounds, best of {env['repeats']} calls per round; load average (1, 5, 15 min) "
+        f"{fmt_load(env['loadavg_at_start'])} at the start, {fmt_load(env['loadavg_at_end'])} at the end"
+    )
     for dtype, p in peaks.items():
         print(f"matmul peak {dtype}: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in p.items()))
     header = ("| dtype | BxT | JAX tok/s | PyTorch tok/s | JAX/PyTorch (best) | JAX/PyTorch per round | JAX MFU | "

@@ -21,14 +21,20 @@ from pathlib import Path
 import numpy as np
 
 from pplaw_jax.cli import main as pplaw_main
+from pplaw_jax.config import WindowsConfig
 from pplaw_jax.fit.fitdir import write_fit_json, write_posterior
 from pplaw_jax.landscape.directory import read_landscape
 from pplaw_jax.law.bayes import import_arviz
-from pplaw_jax.select import (RankedLandscape, choose_target, dos_select,
-                              select_baseline, select_windows, write_selection)
+from pplaw_jax.select import (
+    RankedLandscape,
+    choose_target,
+    dos_select,
+    select_baseline,
+    select_windows,
+    write_selection,
+)
 from pplaw_jax.select.synthetic import synthetic_landscape, write_landscape
 from pplaw_jax.select.windows import parse_window
-from pplaw_jax.config import WindowsConfig
 
 PARAMS = dict(E=1.8, Dc=50.0, alpha0=1.0, alpha1=-0.03, beta0=0.6, beta1=-0.01, alphaD=0.1)
 
@@ -57,8 +63,12 @@ def write_fit(fit_dir: Path, draws: dict[str, np.ndarray]) -> None:
     posterior = {k: v.reshape(1, -1) for k, v in draws.items()}
     posterior["noise"] = np.full((1, len(draws["E"])), 0.01)
     write_posterior(fit_dir, az.from_dict(posterior=posterior))
-    info = {"law": "ppl", "param_names": list(PARAMS), "point": {"params": PARAMS, "ci90": {}},
-            "bayes": {"summary": {}, "optimum": None}}
+    info = {
+        "law": "ppl",
+        "param_names": list(PARAMS),
+        "point": {"params": PARAMS, "ci90": {}},
+        "bayes": {"summary": {}, "optimum": None},
+    }
     write_fit_json(fit_dir, info)
 
 
@@ -74,7 +84,7 @@ def run(chunks: int, budget_frac: float, draws: int, repeats: int) -> None:
         budget = int(n_tokens.sum() * budget_frac)
 
         for method in ("random", "low", "high", "mid", "full"):
-            t, sel = best_of(repeats, lambda: select_baseline(method, ppl, n_tokens, budget, seed=0))
+            t, sel = best_of(repeats, lambda method=method: select_baseline(method, ppl, n_tokens, budget, seed=0))
             rows.append((f"baseline {method}", t, f"{sel.n_chunks} chunks"))
 
         def build_space():
@@ -84,8 +94,9 @@ def run(chunks: int, budget_frac: float, draws: int, repeats: int) -> None:
 
         t, space = best_of(repeats, build_space)
         region = space.region
-        rows.append(("DOS: sort + prefix sums + attainable region", t,
-                     f"mu in [{region.mu_min:.1f}, {region.mu_max:.1f}]"))
+        rows.append(
+            ("DOS: sort + prefix sums + attainable region", t, f"mu in [{region.mu_min:.1f}, {region.mu_max:.1f}]")
+        )
         mu, sigma = (float(v) for v in region.points(0.5 * (region.mu_min + region.mu_max), 0.3))
         t, sel = best_of(repeats, lambda: dos_select(space, mu, sigma))
         rows.append(("DOS: select for an explicit target", t, f"distance {sel.info['distance']:.1e}"))
@@ -93,8 +104,9 @@ def run(chunks: int, budget_frac: float, draws: int, repeats: int) -> None:
         rows.append(("DOS: point target", t, f"({choice.point.mu:.2f}, {choice.point.sigma:.2f})"))
         post_draws = posterior_draws(draws)
         t, choice = best_of(repeats, lambda: choose_target(region, "ppl", PARAMS, post_draws, budget))
-        rows.append((f"DOS: posterior target, {draws} draws", t,
-                     f"({choice.posterior.mu:.2f}, {choice.posterior.sigma:.2f})"))
+        rows.append(
+            (f"DOS: posterior target, {draws} draws", t, f"({choice.posterior.mu:.2f}, {choice.posterior.sigma:.2f})")
+        )
         target = choice.posterior
         t, sel = best_of(repeats, lambda: dos_select(space, target.mu, target.sigma))
         rows.append(("DOS: select for the posterior target", t, f"distance {sel.info['distance']:.1e}"))
@@ -108,15 +120,28 @@ def run(chunks: int, budget_frac: float, draws: int, repeats: int) -> None:
         rows.append(("write one selection (parquet + summary)", t, f"{sel.n_chunks} rows"))
 
         write_fit(tmp / "fit", post_draws)
-        argv = ["select", "--landscape", str(land_dir), "--tokens", str(budget), "--out",
-                str(tmp / "cli"), "--fit", str(tmp / "fit")]
+        argv = [
+            "select",
+            "--landscape",
+            str(land_dir),
+            "--tokens",
+            str(budget),
+            "--out",
+            str(tmp / "cli"),
+            "--fit",
+            str(tmp / "fit"),
+        ]
         t, rc = best_of(repeats, lambda: pplaw_main(argv))
         assert rc == 0
-        rows.append((f"CLI end to end: pplaw select --method dos --fit (posterior, {draws} draws)",
-                     t, f"budget {budget} tokens"))
+        rows.append(
+            (
+                f"CLI end to end: pplaw select --method dos --fit (posterior, {draws} draws)",
+                t,
+                f"budget {budget} tokens",
+            )
+        )
 
-    print(f"\n{chunks} chunks, {int(n_tokens.sum())} tokens, budget {budget} "
-          f"({budget_frac:.0%}), best of {repeats}\n")
+    print(f"\n{chunks} chunks, {int(n_tokens.sum())} tokens, budget {budget} ({budget_frac:.0%}), best of {repeats}\n")
     print("| step | seconds | note |\n|---|---|---|")
     for name, t, note in rows:
         print(f"| {name} | {t:.4f} | {note} |")

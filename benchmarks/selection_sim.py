@@ -51,8 +51,9 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_CONFIGS = "windows:ppl:bands,windows:logppl:bands,design:ppl:tilted,design:logppl:tilted," \
-                  "design:ppl:bands,design:logppl:bands"
+DEFAULT_CONFIGS = (
+    "windows:ppl:bands,windows:logppl:bands,design:ppl:tilted,design:logppl:tilted,design:ppl:bands,design:logppl:bands"
+)
 BUDGET_FRACTIONS = (1 / 160, 1 / 40, 1 / 10)
 N_CHUNKS = 6000
 
@@ -64,8 +65,16 @@ def _parse_config(text: str, args):
     grid, moments, selector = parts[:3]
     law = parts[3] if len(parts) > 3 else "auto"
     outlier_share = float(parts[4]) if len(parts) > 4 else 0.0
-    return LoopConfig(grid=grid, moments=moments, selector=selector, law=law, noise=args.noise,
-                      bayes=args.bayes, tol=args.tol, outlier_share=outlier_share)
+    return LoopConfig(
+        grid=grid,
+        moments=moments,
+        selector=selector,
+        law=law,
+        noise=args.noise,
+        bayes=args.bayes,
+        tol=args.tol,
+        outlier_share=outlier_share,
+    )
 
 
 _WORLDS: dict = {}
@@ -106,16 +115,28 @@ def _job(job):
     try:
         if mode == "sequential":
             world = _world(family)
-            rec = {"sequential": run_sequential(world, family, cfg, seed, depth=depth),
-                   "fixed": run_fixed(world, family, cfg, seed, depth=depth),
-                   "family": family, "seed": seed, "grid": cfg.grid, "moments": cfg.moments,
-                   "selector": cfg.selector if cfg.grid == "design" else "bands", "law": cfg.label}
+            rec = {
+                "sequential": run_sequential(world, family, cfg, seed, depth=depth),
+                "fixed": run_fixed(world, family, cfg, seed, depth=depth),
+                "family": family,
+                "seed": seed,
+                "grid": cfg.grid,
+                "moments": cfg.moments,
+                "selector": cfg.selector if cfg.grid == "design" else "bands",
+                "law": cfg.label,
+            }
         else:
             rec = run_replicate(_world(family), family, cfg, seed, depth)
     except Exception as e:  # a failed replicate is reported, not hidden
-        rec = {"family": family, "seed": seed, "grid": cfg.grid, "moments": cfg.moments,
-               "selector": cfg.selector if cfg.grid == "design" else "bands", "law": cfg.label,
-               "error": f"{type(e).__name__}: {e}"}
+        rec = {
+            "family": family,
+            "seed": seed,
+            "grid": cfg.grid,
+            "moments": cfg.moments,
+            "selector": cfg.selector if cfg.grid == "design" else "bands",
+            "law": cfg.label,
+            "error": f"{type(e).__name__}: {e}",
+        }
     rec["wall_s"] = time.perf_counter() - t0
     return rec
 
@@ -137,7 +158,9 @@ def summarise_cell(pairs: list[tuple[dict, dict]]) -> dict:
     noise = pairs[0][0]["noise"]
     interior = [r["interior"] for r, _ in pairs if r.get("interior") is not None]
     return {
-        "n": len(pairs), "noise": noise, "tol": scores[0]["tol"],
+        "n": len(pairs),
+        "noise": noise,
+        "tol": scores[0]["tol"],
         "interior": _mean(interior),
         "headroom_mean": _mean([s["headroom"] for s in scores]),
         "headroom_sd": _mean([s["headroom"] for s in scores]) / noise,
@@ -160,8 +183,10 @@ def summarise(records: list[dict], kind: str) -> list[dict]:
             continue
         key = (r["family"], r["grid"], r["moments"], r["selector"], r["law"])
         cells.setdefault(key, []).append((r, r[kind]))
-    out = [{"family": f, "grid": g, "moments": m, "selector": s, "law": law, "kind": kind, **summarise_cell(pairs)}
-           for (f, g, m, s, law), pairs in cells.items()]
+    out = [
+        {"family": f, "grid": g, "moments": m, "selector": s, "law": law, "kind": kind, **summarise_cell(pairs)}
+        for (f, g, m, s, law), pairs in cells.items()
+    ]
     return sorted(out, key=lambda r: (r["family"], r["grid"], r["moments"], r["selector"], r["law"]))
 
 
@@ -180,8 +205,10 @@ def _verdict_text(v: dict) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| family | grid | moments | selector | law | n | interior | headroom (noise sd) | refused | useful | "
-            "harmful | safe | regret, mean | recovered (selected) | 90% coverage (selected) | verdict |")
+    head = (
+        "| family | grid | moments | selector | law | n | interior | headroom (noise sd) | refused | useful | "
+        "harmful | safe | regret, mean | recovered (selected) | 90% coverage (selected) | verdict |"
+    )
     lines = [head, "|" + "---|" * 16]
     for r in rows:
         lines.append(
@@ -189,22 +216,28 @@ def markdown(rows: list[dict]) -> str:
             f"{r['interior']:.2f} | {r['headroom_sd']:.1f} | {_fmt_share(r['refusal'])} | {_fmt_share(r['useful'])} | "
             f"{_fmt_share(r['harmful'])} | {_fmt_share(r['safe'])} | {r['regret_mean']:.4f} | "
             f"{_fmt_sel(r['recovered_selected'])} | {_fmt_sel(r['coverage_selected'])} | "
-            f"{_verdict_text(r['verdict'])} |")
+            f"{_verdict_text(r['verdict'])} |"
+        )
     return "\n".join(lines)
 
 
 def markdown_verdict(rows: list[dict]) -> str:
     """The verdict split by truth group: with value (interior optimum, headroom >= 3 noise sd) or not."""
-    lines = ["| family | grid | moments | selector | law | truths | n | useful | harmful | target | "
-             "point estimate | 95% interval |", "|" + "---|" * 12]
+    lines = [
+        "| family | grid | moments | selector | law | truths | n | useful | harmful | target | "
+        "point estimate | 95% interval |",
+        "|" + "---|" * 12,
+    ]
     for r in rows:
         for group, label in (("value", "headroom >= 3 sd"), ("no_value", "the rest")):
             g = r["verdict"][group]
             if not g["n"]:
                 continue
-            lines.append(f"| {r['family']} | {r['grid']} | {r['moments']} | {r['selector']} | {r['law']} | {label} | "
-                         f"{g['n']} | {_fmt_share(g['useful'])} | {_fmt_share(g['harmful'])} | {g['targets']} | "
-                         f"{'met' if g['met'] else 'not met'} | {g['by_interval']} |")
+            lines.append(
+                f"| {r['family']} | {r['grid']} | {r['moments']} | {r['selector']} | {r['law']} | {label} | "
+                f"{g['n']} | {_fmt_share(g['useful'])} | {_fmt_share(g['harmful'])} | {g['targets']} | "
+                f"{'met' if g['met'] else 'not met'} | {g['by_interval']} |"
+            )
     return "\n".join(lines)
 
 
@@ -221,22 +254,37 @@ def summarise_sequential(records: list[dict]) -> list[dict]:
         for method in ("fixed", "sequential"):
             head = r[method]
             for step in head["trace"]:
-                cells.setdefault((r["family"], r.get("grid", "design"), r["moments"], r["selector"], r["law"],
-                                  method, step["runs"]), []).append((head, step))
+                cells.setdefault(
+                    (r["family"], r.get("grid", "design"), r["moments"], r["selector"], r["law"], method, step["runs"]),
+                    [],
+                ).append((head, step))
     out = []
     for (family, grid, moments, selector, law, method, runs), pairs in sorted(cells.items()):
         steps = [s for _, s in pairs]
         noise = pairs[0][0]["noise"]
         rates = outcome_rates(steps)
-        out.append({"family": family, "grid": grid, "moments": moments, "selector": selector, "law": law,
-                    "method": method, "runs": runs, "n": len(steps), "noise": noise,
-                    "headroom_sd": _mean([s["headroom"] for s in steps]) / noise,
-                    "recovered": share([s["recovered"] for s in steps]),
-                    "regret_mean": _mean([s["regret"] for s in steps]),
-                    "regret_median": float(np.median([s["regret"] for s in steps])),
-                    "regret_below_noise": share([s["regret"] < noise for s in steps]),
-                    "refused": rates["refusal"], "useful": rates["useful"], "harmful": rates["harmful"],
-                    "safe": rates["safe"]})
+        out.append(
+            {
+                "family": family,
+                "grid": grid,
+                "moments": moments,
+                "selector": selector,
+                "law": law,
+                "method": method,
+                "runs": runs,
+                "n": len(steps),
+                "noise": noise,
+                "headroom_sd": _mean([s["headroom"] for s in steps]) / noise,
+                "recovered": share([s["recovered"] for s in steps]),
+                "regret_mean": _mean([s["regret"] for s in steps]),
+                "regret_median": float(np.median([s["regret"] for s in steps])),
+                "regret_below_noise": share([s["regret"] < noise for s in steps]),
+                "refused": rates["refusal"],
+                "useful": rates["useful"],
+                "harmful": rates["harmful"],
+                "safe": rates["safe"],
+            }
+        )
     return out
 
 
@@ -254,38 +302,60 @@ def paired_sequential(records: list[dict], n_boot: int = 4000) -> list[dict]:
             if s["runs"] in fixed:
                 f = fixed[s["runs"]]
                 cells.setdefault((r["family"], r["moments"], r["selector"], r["law"], s["runs"]), []).append(
-                    (s["regret"] - f["regret"], float(s["regret"] < noise) - float(f["regret"] < noise)))
+                    (s["regret"] - f["regret"], float(s["regret"] < noise) - float(f["regret"] < noise))
+                )
     rng = np.random.default_rng(0)
     out = []
     for (family, moments, selector, law, runs), pairs in sorted(cells.items()):
         d = np.array(pairs)
         boot = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(axis=1)
         lo, hi = np.quantile(boot, [0.05, 0.95], axis=0)
-        out.append({"family": family, "moments": moments, "selector": selector, "law": law, "runs": runs,
-                    "n": len(d), "regret_diff": float(d[:, 0].mean()), "regret_diff_ci90": [float(lo[0]), float(hi[0])],
-                    "below_noise_diff": float(d[:, 1].mean()), "below_noise_diff_ci90": [float(lo[1]), float(hi[1])]})
+        out.append(
+            {
+                "family": family,
+                "moments": moments,
+                "selector": selector,
+                "law": law,
+                "runs": runs,
+                "n": len(d),
+                "regret_diff": float(d[:, 0].mean()),
+                "regret_diff_ci90": [float(lo[0]), float(hi[0])],
+                "below_noise_diff": float(d[:, 1].mean()),
+                "below_noise_diff_ci90": [float(lo[1]), float(hi[1])],
+            }
+        )
     return out
 
 
 def markdown_sequential(rows: list[dict], paired: list[dict]) -> str:
-    lines = ["| family | moments | selector | law | method | runs | n | headroom (noise sd) | recovered | "
-             "regret, mean | regret < noise sd | refused | useful | harmful | safe |", "|" + "---|" * 15]
+    lines = [
+        "| family | moments | selector | law | method | runs | n | headroom (noise sd) | recovered | "
+        "regret, mean | regret < noise sd | refused | useful | harmful | safe |",
+        "|" + "---|" * 15,
+    ]
     for r in rows:
-        lines.append(f"| {r['family']} | {r['moments']} | {r['selector']} | {r['law']} | {r['method']} | {r['runs']} | "
-                     f"{r['n']} | {r['headroom_sd']:.1f} | {_fmt_share(r['recovered'])} | {r['regret_mean']:.4f} | "
-                     f"{_fmt_share(r['regret_below_noise'])} | {_fmt_share(r['refused'])} | "
-                     f"{_fmt_share(r['useful'])} | {_fmt_share(r['harmful'])} | {_fmt_share(r['safe'])} |")
-    lines += ["", "Sequential minus fixed at equal runs, paired by replicate (regret of a refusal = its headroom; "
-              "90% bootstrap intervals):", "",
-              "| family | moments | selector | law | runs | n | regret difference | "
-              "regret < noise: difference in share |",
-              "|" + "---|" * 8]
+        lines.append(
+            f"| {r['family']} | {r['moments']} | {r['selector']} | {r['law']} | {r['method']} | {r['runs']} | "
+            f"{r['n']} | {r['headroom_sd']:.1f} | {_fmt_share(r['recovered'])} | {r['regret_mean']:.4f} | "
+            f"{_fmt_share(r['regret_below_noise'])} | {_fmt_share(r['refused'])} | "
+            f"{_fmt_share(r['useful'])} | {_fmt_share(r['harmful'])} | {_fmt_share(r['safe'])} |"
+        )
+    lines += [
+        "",
+        "Sequential minus fixed at equal runs, paired by replicate (regret of a refusal = its headroom; "
+        "90% bootstrap intervals):",
+        "",
+        "| family | moments | selector | law | runs | n | regret difference | regret < noise: difference in share |",
+        "|" + "---|" * 8,
+    ]
     for r in paired:
         lo, hi = r["regret_diff_ci90"]
         blo, bhi = r["below_noise_diff_ci90"]
-        lines.append(f"| {r['family']} | {r['moments']} | {r['selector']} | {r['law']} | {r['runs']} | {r['n']} | "
-                     f"{r['regret_diff']:+.4f} [{lo:+.4f}, {hi:+.4f}] | "
-                     f"{r['below_noise_diff']:+.2f} [{blo:+.2f}, {bhi:+.2f}] |")
+        lines.append(
+            f"| {r['family']} | {r['moments']} | {r['selector']} | {r['law']} | {r['runs']} | {r['n']} | "
+            f"{r['regret_diff']:+.4f} [{lo:+.4f}, {hi:+.4f}] | "
+            f"{r['below_noise_diff']:+.2f} [{blo:+.2f}, {bhi:+.2f}] |"
+        )
     return "\n".join(lines)
 
 
@@ -301,29 +371,48 @@ def report(args, records: list[dict], tables: dict, wall_s: float) -> str:
     from pplaw_jax.simulate import HARMFUL_MAX, HEADROOM_SD, USEFUL_MIN
 
     tol = args.noise if args.tol is None else args.tol
-    parts = [f"# `benchmarks/selection_sim.py`{' --sequential' if args.sequential else ''}: the selection loop "
-             "against known truths", "",
-             "Command:", "", "    PYTHONPATH=. python " + " ".join(sys.argv), "",
-             f"Noise sd {args.noise} on log-loss; outcome threshold tol {tol}; depth {args.depth}; "
-             f"landscape {args.landscape or f'heavy_tailed_landscape({N_CHUNKS}, seed={args.seed})'} "
-             f"(family junk: junk_landscape({N_CHUNKS}, fraction={args.junk_fraction}, seed={args.seed})); "
-             f"budgets {', '.join(f'1/{round(1 / f)}' for f in BUDGET_FRACTIONS)} of the landscape's tokens, "
-             f"deployment 1/40; {len(records)} replicate records; {wall_s:.0f} s.", "",
-             "A refusal uses random: gain 0, regret = its headroom (left on the table). Outcomes: harmful = "
-             "selected and gain < -tol, useful = selected and gain > tol, neutral = selected within tol; "
-             "safe = 1 - harmful (a refusal is safe, never useful). Rates with 95% Wilson intervals. "
-             f"Targets: truths with headroom >= {HEADROOM_SD:g} noise sd (optimum interior or on the edge of "
-             "the corpus, both valid answers): useful >= "
-             f"{USEFUL_MIN:.2f} and harmful <= {HARMFUL_MAX:.2f}; the rest: harmful <= {HARMFUL_MAX:.2f} "
-             "(verdict on the point estimates; 'interval' says whether the 95% intervals confirm it)."]
+    parts = [
+        f"# `benchmarks/selection_sim.py`{' --sequential' if args.sequential else ''}: the selection loop "
+        "against known truths",
+        "",
+        "Command:",
+        "",
+        "    PYTHONPATH=. python " + " ".join(sys.argv),
+        "",
+        f"Noise sd {args.noise} on log-loss; outcome threshold tol {tol}; depth {args.depth}; "
+        f"landscape {args.landscape or f'heavy_tailed_landscape({N_CHUNKS}, seed={args.seed})'} "
+        f"(family junk: junk_landscape({N_CHUNKS}, fraction={args.junk_fraction}, seed={args.seed})); "
+        f"budgets {', '.join(f'1/{round(1 / f)}' for f in BUDGET_FRACTIONS)} of the landscape's tokens, "
+        f"deployment 1/40; {len(records)} replicate records; {wall_s:.0f} s.",
+        "",
+        "A refusal uses random: gain 0, regret = its headroom (left on the table). Outcomes: harmful = "
+        "selected and gain < -tol, useful = selected and gain > tol, neutral = selected within tol; "
+        "safe = 1 - harmful (a refusal is safe, never useful). Rates with 95% Wilson intervals. "
+        f"Targets: truths with headroom >= {HEADROOM_SD:g} noise sd (optimum interior or on the edge of "
+        "the corpus, both valid answers): useful >= "
+        f"{USEFUL_MIN:.2f} and harmful <= {HARMFUL_MAX:.2f}; the rest: harmful <= {HARMFUL_MAX:.2f} "
+        "(verdict on the point estimates; 'interval' says whether the 95% intervals confirm it).",
+    ]
     if tables.get("sequential"):
-        parts += ["", f"### fixed designs vs the sequential loop (noise sd {args.noise}, depth {args.depth})", "",
-                  markdown_sequential(tables["sequential"], tables["sequential_paired"])]
+        parts += [
+            "",
+            f"### fixed designs vs the sequential loop (noise sd {args.noise}, depth {args.depth})",
+            "",
+            markdown_sequential(tables["sequential"], tables["sequential_paired"]),
+        ]
     for kind in ("point", "posterior"):
         rows = tables.get(kind)
         if rows:
-            parts += ["", f"### target: {kind} (noise sd {args.noise}, tol {tol}, depth {args.depth})", "",
-                      markdown(rows), "", f"Verdict by truth group ({kind} target):", "", markdown_verdict(rows)]
+            parts += [
+                "",
+                f"### target: {kind} (noise sd {args.noise}, tol {tol}, depth {args.depth})",
+                "",
+                markdown(rows),
+                "",
+                f"Verdict by truth group ({kind} target):",
+                "",
+                markdown_verdict(rows),
+            ]
     errors = [r for r in records if "error" in r]
     if errors:
         parts += ["", f"{len(errors)} replicates failed, e.g. {errors[0]['error']}"]
@@ -339,18 +428,29 @@ def main() -> None:
     p.add_argument("--configs", default=DEFAULT_CONFIGS)
     p.add_argument("--bayes", action="store_true", help="also fit NUTS and score the posterior target")
     p.add_argument("--noise", type=float, default=0.005, help="sd of the simulated noise on log-loss")
-    p.add_argument("--tol", type=float, default=None,
-                   help="threshold of useful / harmful on the true log-loss gain (default: --noise)")
-    p.add_argument("--depth", type=float, default=0.02,
-                   help="scale of the truths: the median pool subset sits this far above the best in "
-                        "log-loss (junk: a random subset does)")
+    p.add_argument(
+        "--tol",
+        type=float,
+        default=None,
+        help="threshold of useful / harmful on the true log-loss gain (default: --noise)",
+    )
+    p.add_argument(
+        "--depth",
+        type=float,
+        default=0.02,
+        help="scale of the truths: the median pool subset sits this far above the best in "
+        "log-loss (junk: a random subset does)",
+    )
     p.add_argument("--junk-fraction", type=float, default=0.3, help="planted junk share of the junk landscape")
     p.add_argument("--landscape", help="a landscape directory instead of the synthetic one")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic landscapes")
     p.add_argument("--sequential", action="store_true", help="fixed designs vs the sequential loop")
-    p.add_argument("--out", default="benchmarks/results/selection_sim.md",
-                   help="Markdown report; the JSON of every record goes next to it (.json)")
+    p.add_argument(
+        "--out",
+        default="benchmarks/results/selection_sim.md",
+        help="Markdown report; the JSON of every record goes next to it (.json)",
+    )
     args = p.parse_args()
     families = args.families.split(",")
     unknown = [f for f in families if f not in FAMILIES]
@@ -362,17 +462,29 @@ def main() -> None:
     md_path, json_path, partial = _paths(args.out)
     md_path.parent.mkdir(parents=True, exist_ok=True)
     records = [json.loads(line) for line in partial.read_text().splitlines()] if partial.exists() else []
-    done = {_key(r["family"], r["moments"], r.get("grid", "design"), r["selector"], r["law"], r["seed"]) for r in records}
-    jobs = [j for j in jobs if _key(j[0], j[1].moments, j[1].grid,
-                                     j[1].selector if j[1].grid == "design" else "bands", j[1].label, j[2]) not in done]
+    done = {
+        _key(r["family"], r["moments"], r.get("grid", "design"), r["selector"], r["law"], r["seed"]) for r in records
+    }
+    jobs = [
+        j
+        for j in jobs
+        if _key(j[0], j[1].moments, j[1].grid, j[1].selector if j[1].grid == "design" else "bands", j[1].label, j[2])
+        not in done
+    ]
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")
     need_junk = any(j[0] == "junk" for j in jobs)
     need_main = any(j[0] != "junk" for j in jobs)
     # fresh workers every few replicates: each NUTS fit compiles new programs that JAX keeps cached
-    with ctx.Pool(args.workers, initializer=_init, maxtasksperchild=4,
-                  initargs=(args.landscape, BUDGET_FRACTIONS, args.seed, need_main, need_junk,
-                            args.junk_fraction)) as pool, open(partial, "a") as sink:
+    with (
+        ctx.Pool(
+            args.workers,
+            initializer=_init,
+            maxtasksperchild=4,
+            initargs=(args.landscape, BUDGET_FRACTIONS, args.seed, need_main, need_junk, args.junk_fraction),
+        ) as pool,
+        open(partial, "a") as sink,
+    ):
         for i, rec in enumerate(pool.imap_unordered(_job, jobs), 1):
             records.append(rec)
             sink.write(json.dumps(rec, default=str) + "\n")
@@ -383,8 +495,9 @@ def main() -> None:
     tables["sequential"] = summarise_sequential(records)
     tables["sequential_paired"] = paired_sequential(records)
     wall = time.perf_counter() - t0
-    json_path.write_text(json.dumps({"args": vars(args), "wall_s": wall, "tables": tables, "records": records},
-                                    indent=1, default=str))
+    json_path.write_text(
+        json.dumps({"args": vars(args), "wall_s": wall, "tables": tables, "records": records}, indent=1, default=str)
+    )
     text = report(args, records, tables, wall)
     md_path.write_text(text)
     print("\n" + text)

@@ -22,7 +22,9 @@ from pathlib import Path
 FRAMEWORKS = ("jax", "torch")
 
 
-def run_alternating(script: str, args: list[str], frameworks: list[str], runs: int, work: Path) -> dict[str, list[dict]]:
+def run_alternating(
+    script: str, args: list[str], frameworks: list[str], runs: int, work: Path
+) -> dict[str, list[dict]]:
     """Run `python SCRIPT --worker F --worker-out FILE ARGS` for F in `frameworks`, `runs` rounds,
     alternating; returns {framework: [each run's JSON, in order]}. A failed worker stops the
     benchmark with its output."""
@@ -106,9 +108,14 @@ def framework_info(framework: str) -> dict:
     if framework == "torch":
         import torch
 
-        return {**info, "version": torch.__version__, "torch_num_threads": torch.get_num_threads(),
-                "torch_interop_threads": torch.get_num_interop_threads(),
-                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}  # fmt: skip
+        return {
+            **info,
+            "version": torch.__version__,
+            "torch_num_threads": torch.get_num_threads(),
+            "torch_interop_threads": torch.get_num_interop_threads(),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+        }
     import jax
 
     return {**info, "version": jax.__version__, "jax_devices": [str(d) for d in jax.local_devices()],
@@ -120,5 +127,5 @@ def fmt_load(load: list[float] | None) -> str:
 
 
 def spread(values: list[float]) -> str:
-    """"min–max" of a list, for the table (the run-to-run noise on a shared machine)."""
+    """ "min–max" of a list, for the table (the run-to-run noise on a shared machine)."""
     return f"{min(values):.2f}–{max(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"

@@ -94,8 +94,11 @@ def jax_stepper(hf_dir: str, dtype: str, batch: int, seq_len: int):
     from pplaw_jax.train.optim import make_optimizer
 
     config, model = load_hf_checkpoint(hf_dir, dtype=jnp.dtype(dtype), param_dtype=jnp.float32)
-    trainer = Trainer(model, make_mesh("data=-1,fsdp=1,tensor=1"),
-                      make_optimizer(lambda _: LR, weight_decay=WD, b1=BETAS[0], b2=BETAS[1], clip_norm=CLIP))  # fmt: skip
+    trainer = Trainer(
+        model,
+        make_mesh("data=-1,fsdp=1,tensor=1"),
+        make_optimizer(lambda _: LR, weight_decay=WD, b1=BETAS[0], b2=BETAS[1], clip_norm=CLIP),
+    )
     ids = token_ids(batch, seq_len, config.vocab_size)
     lengths = np.full(batch, seq_len, dtype=np.int32)
 
@@ -173,8 +176,16 @@ def main(argv: list[str] | None = None) -> int:
 
     names = args.models.split(",")
     frameworks = ["jax"] if args.no_torch else list(FRAMEWORKS)
-    env = {**machine(), "batch": args.batch_size, "seq_len": args.seq_len, "dtype": args.dtype,
-           "timed_steps": args.steps, "runs": args.runs, "matmul_size": args.matmul_size, "frameworks": frameworks}  # fmt: skip
+    env = {
+        **machine(),
+        "batch": args.batch_size,
+        "seq_len": args.seq_len,
+        "dtype": args.dtype,
+        "timed_steps": args.steps,
+        "runs": args.runs,
+        "matmul_size": args.matmul_size,
+        "frameworks": frameworks,
+    }
     print(json.dumps(env), file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="train_throughput_") as work:
         hf_dirs = [os.path.join(work, f"hf{i}") for i in range(len(names))]

@@ -37,11 +37,15 @@ def main() -> None:
             for metric in ("domain_loss", "general_loss"):
                 diff = [ev[k][metric] - ref[k][metric] for k in seeds]
                 m, lo, hi = t_interval(diff)
-                print(f"{arm} {metric}: n={len(seeds)} mean {np.mean([ev[k][metric] for k in seeds]):.4f}; "
-                      f"minus {method} {m:+.4f} [{lo:+.4f}, {hi:+.4f}] (95% t, paired by seed); "
-                      f"MDE {mde(float(np.std(diff, ddof=1)), len(seeds)):.4f}")
-        print(f"  subsets: mu_logppl {np.mean([e['mu_logppl'] for e in ev.values()]):.3f}, "
-              f"sigma_logppl {np.mean([e['sigma_logppl'] for e in ev.values()]):.3f}")
+                print(
+                    f"{arm} {metric}: n={len(seeds)} mean {np.mean([ev[k][metric] for k in seeds]):.4f}; "
+                    f"minus {method} {m:+.4f} [{lo:+.4f}, {hi:+.4f}] (95% t, paired by seed); "
+                    f"MDE {mde(float(np.std(diff, ddof=1)), len(seeds)):.4f}"
+                )
+        print(
+            f"  subsets: mu_logppl {np.mean([e['mu_logppl'] for e in ev.values()]):.3f}, "
+            f"sigma_logppl {np.mean([e['sigma_logppl'] for e in ev.values()]):.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -15,9 +15,13 @@ def main(dirs: list[str]) -> None:
     print("|---|---|---|---|---|")
     for d in dirs:
         c = study_costs(Path(d))
-        wall, share = ((f"{c['wall_s'] / 60:.1f} min", f"{100 * c['train_loop_s'] / c['wall_s']:.0f}%")
-                       if c["wall_s"] else ("not logged", "-"))
+        wall, share = (
+            (f"{c['wall_s'] / 60:.1f} min", f"{100 * c['train_loop_s'] / c['wall_s']:.0f}%")
+            if c["wall_s"]
+            else ("not logged", "-")
+        )
         print(f"| `{Path(d).name}` | {c['runs']} | {c['tokens']:,} | {wall} | {share} |")
+
 
 if __name__ == "__main__":
     main(sys.argv[1:])

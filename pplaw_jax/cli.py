@@ -2,8 +2,8 @@
 
 The command-line entry point, one subcommand per pipeline stage. Each stage module exposes
 `add_arguments(parser)` and `run(args) -> int` (and may expose `reorder_argv(argv)`, applied
-before parsing); they are imported lazily so that `pplaw fit --help` does not pay for loading the model code (no subcommand's `--help` imports
-JAX).
+before parsing); they are imported lazily so that `pplaw fit --help` does not pay for loading the
+model code (no subcommand's `--help` imports JAX).
 """
 
 from __future__ import annotations
@@ -22,33 +22,72 @@ from pplaw_jax.fileio import check_not_over_inputs, check_output_path, discard_t
 
 # subcommand -> (module, one-line help, example)
 COMMANDS = {
-    "data": ("pplaw_jax.data.cli", "build corpus files: cpython-docs, cut, cloze, contaminate",
-             "pplaw data cpython-docs --out data   (also: pplaw data cut ..., pplaw data cloze ...)"),
-    "scratch": ("pplaw_jax.train.scratch_cli", "a tokenizer and config for a model trained from scratch",
-                "pplaw scratch --data data/general_train.jsonl --vocab-size 2048 --out base hidden_size=128"),
-    "score": ("pplaw_jax.landscape.cli", "score every chunk of a corpus with a frozen model",
-              "pplaw score --model smollm2-135m-instruct --data corpus/train.jsonl --out land --seq-len 512"),
-    "landscape": ("pplaw_jax.landscape.export", "a landscape as per-document columns of its corpus",
-                  "pplaw landscape export --landscape land --data corpus/train.jsonl.gz --out land_export"),
-    "runs": ("pplaw_jax.fit.runs_cli", "collect finished CPT runs into the runs table",
-             "pplaw runs --manifest grid/selections --runs-dir grid/runs --out grid/runs.csv"),
-    "fit": ("pplaw_jax.fit.cli", "fit the perplexity-aware (or data-only) scaling law to runs.csv",
-            "pplaw fit --runs grid/runs.csv --out fit --moments logppl"),
-    "predict": ("pplaw_jax.fit.predict_cli", "predict loss at (mu, sigma, tokens) from a fit",
-                "pplaw predict --fit fit --mu 3.1 --sigma 0.6 --tokens 1e6"),
-    "select": ("pplaw_jax.select.cli", "choose a training subset of a landscape under a token budget",
-               "pplaw select --landscape land --fit fit --tokens 1e6 --out sel   "
-               "(also: pplaw select design ..., pplaw select windows ...)"),
-    "propose": ("pplaw_jax.select.propose_cli", "propose the next law-fitting runs from a fit (sequential design)",
-                "pplaw propose --fit fit --landscape land --n 3 --tokens 1e5 --out round1"),
-    "train": ("pplaw_jax.train.cli", "continual pre-training on a selection, with evaluation",
-              "pplaw train --model base/hf --data corpus/train.jsonl --selection sel --tokens 1e6 --out run"),
-    "eval": ("pplaw_jax.train.eval_cli", "multiple-choice downstream evaluation",
-             "pplaw eval --model run/hf --tasks tasks.jsonl --out eval.json"),
-    "report": ("pplaw_jax.report", "write report.md (tables, figures, verdicts with intervals) of a study",
-               "pplaw report runs/quickstart"),
-    "run": ("pplaw_jax.pipeline", "run the whole study from a YAML config",
-            "pplaw run experiments/configs/quickstart.yaml out_dir=runs/qs final.seeds=[0,1]"),
+    "data": (
+        "pplaw_jax.data.cli",
+        "build corpus files: cpython-docs, cut, cloze, contaminate",
+        "pplaw data cpython-docs --out data   (also: pplaw data cut ..., pplaw data cloze ...)",
+    ),
+    "scratch": (
+        "pplaw_jax.train.scratch_cli",
+        "a tokenizer and config for a model trained from scratch",
+        "pplaw scratch --data data/general_train.jsonl --vocab-size 2048 --out base hidden_size=128",
+    ),
+    "score": (
+        "pplaw_jax.landscape.cli",
+        "score every chunk of a corpus with a frozen model",
+        "pplaw score --model smollm2-135m-instruct --data corpus/train.jsonl --out land --seq-len 512",
+    ),
+    "landscape": (
+        "pplaw_jax.landscape.export",
+        "a landscape as per-document columns of its corpus",
+        "pplaw landscape export --landscape land --data corpus/train.jsonl.gz --out land_export",
+    ),
+    "runs": (
+        "pplaw_jax.fit.runs_cli",
+        "collect finished CPT runs into the runs table",
+        "pplaw runs --manifest grid/selections --runs-dir grid/runs --out grid/runs.csv",
+    ),
+    "fit": (
+        "pplaw_jax.fit.cli",
+        "fit the perplexity-aware (or data-only) scaling law to runs.csv",
+        "pplaw fit --runs grid/runs.csv --out fit --moments logppl",
+    ),
+    "predict": (
+        "pplaw_jax.fit.predict_cli",
+        "predict loss at (mu, sigma, tokens) from a fit",
+        "pplaw predict --fit fit --mu 3.1 --sigma 0.6 --tokens 1e6",
+    ),
+    "select": (
+        "pplaw_jax.select.cli",
+        "choose a training subset of a landscape under a token budget",
+        "pplaw select --landscape land --fit fit --tokens 1e6 --out sel   "
+        "(also: pplaw select design ..., pplaw select windows ...)",
+    ),
+    "propose": (
+        "pplaw_jax.select.propose_cli",
+        "propose the next law-fitting runs from a fit (sequential design)",
+        "pplaw propose --fit fit --landscape land --n 3 --tokens 1e5 --out round1",
+    ),
+    "train": (
+        "pplaw_jax.train.cli",
+        "continual pre-training on a selection, with evaluation",
+        "pplaw train --model base/hf --data corpus/train.jsonl --selection sel --tokens 1e6 --out run",
+    ),
+    "eval": (
+        "pplaw_jax.train.eval_cli",
+        "multiple-choice downstream evaluation",
+        "pplaw eval --model run/hf --tasks tasks.jsonl --out eval.json",
+    ),
+    "report": (
+        "pplaw_jax.report",
+        "write report.md (tables, figures, verdicts with intervals) of a study",
+        "pplaw report runs/quickstart",
+    ),
+    "run": (
+        "pplaw_jax.pipeline",
+        "run the whole study from a YAML config",
+        "pplaw run experiments/configs/quickstart.yaml out_dir=runs/qs final.seeds=[0,1]",
+    ),
 }
 
 EXAMPLES = """examples:
@@ -58,18 +97,41 @@ EXAMPLES = """examples:
 
 COMPILING = {"score", "train", "eval", "fit"}
 # subcommands that print their own JSON summary line on success; the others get {"command", "out"}
-PRINTS_JSON = {"score", "landscape", "train", "eval", "predict", "select", "propose"}  # subcommands that compile with XLA
-FILE_OUTPUTS = {"eval", "predict", "runs", "data cut", "data cloze", "data contaminate"}  # --out is a file, not a directory
+PRINTS_JSON = {
+    "score",
+    "landscape",
+    "train",
+    "eval",
+    "predict",
+    "select",
+    "propose",
+}  # subcommands that compile with XLA
+FILE_OUTPUTS = {
+    "eval",
+    "predict",
+    "runs",
+    "data cut",
+    "data cloze",
+    "data contaminate",
+}  # --out is a file, not a directory
 # Subcommands that lock their --out directory themselves, per host, once jax.distributed is up
 # (`fileio.output_lock`); `run` locks its study directory. The others are locked here.
 SELF_LOCKING = {"score", "train", "run"}
 # Each subcommand's inputs (argparse dests), which its --out may not be, be inside or contain
 # (`fileio.check_not_over_inputs`); `select design`/`windows` and `data cut`... by their mode.
 INPUTS = {
-    "data cut": ("data",), "data cloze": ("data",), "data contaminate": ("data", "general"),
-    "scratch": ("data",), "score": ("model", "data"), "landscape export": ("landscape", "data"),
-    "runs": ("include", "manifest", "runs_dir", "run"), "fit": ("runs",), "predict": ("fit", "points"),
-    "select": ("landscape", "fit", "labels"), "select design": ("landscape",), "select windows": ("landscape",),
+    "data cut": ("data",),
+    "data cloze": ("data",),
+    "data contaminate": ("data", "general"),
+    "scratch": ("data",),
+    "score": ("model", "data"),
+    "landscape export": ("landscape", "data"),
+    "runs": ("include", "manifest", "runs_dir", "run"),
+    "fit": ("runs",),
+    "predict": ("fit", "points"),
+    "select": ("landscape", "fit", "labels"),
+    "select design": ("landscape",),
+    "select windows": ("landscape",),
     "propose": ("fit", "landscape"),
     "train": ("model", "tokenizer", "data", "selection", "eval_data", "general_eval_data", "target_eval_data"),
     "eval": ("model", "tasks", "lm_eval_include"),
@@ -120,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         if out is not None:  # an output that cannot be written, or would be written over an input, fails first
             check_output_path(out, "file" if file_out else "dir")
             command = f"{args.command} {args.mode}" if getattr(args, "mode", None) else args.command
-            check_not_over_inputs(out, "--out", {f"--{d.replace('_', '-')}": getattr(args, d, None)
-                                                 for d in INPUTS.get(command, ())})
+            check_not_over_inputs(
+                out, "--out", {f"--{d.replace('_', '-')}": getattr(args, d, None) for d in INPUTS.get(command, ())}
+            )
         if out is None or file_out or args.command in SELF_LOCKING:
             code = int(module.run(args) or 0)
         else:
@@ -143,8 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise
-        print(f"pplaw {args.command}: error: no space left on the device writing {e.filename or 'the output'}; "
-              "free space and run the same command again to resume", file=sys.stderr)
+        print(
+            f"pplaw {args.command}: error: no space left on the device writing {e.filename or 'the output'}; "
+            "free space and run the same command again to resume",
+            file=sys.stderr,
+        )
         return 2
 
 
@@ -169,8 +235,11 @@ def _record_command(out: str, argv: list[str], args) -> None:
     from pplaw_jax.fileio import write_json
     from pplaw_jax.paths import as_path
 
-    settings = {k: dataclasses.asdict(v) for k, v in vars(args).items()
-                if dataclasses.is_dataclass(v) and not isinstance(v, type)}
+    settings = {
+        k: dataclasses.asdict(v)
+        for k, v in vars(args).items()
+        if dataclasses.is_dataclass(v) and not isinstance(v, type)
+    }
     mode = getattr(args, "mode", None)
     if mode in settings:  # `select design`: its own settings, not those of the parent `select`
         settings = {mode: settings[mode]}

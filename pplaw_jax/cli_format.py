@@ -90,8 +90,12 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = (action.help or "").replace(TEMPORARY_TOKEN, "")
         default = action.default
-        if ("default" in text.lower() or action.required or default in (None, argparse.SUPPRESS, [], ())
-                or isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
+        if (
+            "default" in text.lower()
+            or action.required
+            or default in (None, argparse.SUPPRESS, [], ())
+            or isinstance(action, (argparse._HelpAction, argparse._VersionAction))
+        ):
             return text
         if isinstance(action, BooleanOptionalAction):
             shown = action.option_strings[0 if default else 1]

@@ -29,7 +29,7 @@ import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import yaml
 
@@ -49,8 +49,17 @@ LACK_OF_FIT_ALPHA = 0.05  # a law whose lack-of-fit test has p below this is not
 BUDGETS_DEFAULT = (1e4, 4e4, 1.6e5)  # a design's budgets: spanning 16x
 
 
-def setting(default=dataclasses.MISSING, *, help: str, factory=None, lo=None, hi=None,
-            lo_open: bool = False, hi_open: bool = False, **argparse_kwargs):
+def setting(
+    default=dataclasses.MISSING,
+    *,
+    help: str,
+    factory=None,
+    lo=None,
+    hi=None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    **argparse_kwargs,
+):
     """A config field: its help text, its allowed range (``[lo, hi]``, either end open; a list is
     checked item by item) and any extra argparse arguments of its flag."""
     from simple_parsing import field
@@ -70,13 +79,19 @@ class ScoreConfig:
     """`pplaw score`: how the frozen model scores the corpus."""
 
     seq_len: int = setting(1024, help="tokens per chunk, start token included", lo=2)
-    batch_size: Optional[int] = setting(
-        None, lo=1, help="chunks per step over all hosts; a multiple of the data x fsdp mesh size "
-                         "(default: 8 per host, rounded up to one)")
+    batch_size: int | None = setting(
+        None,
+        lo=1,
+        help="chunks per step over all hosts; a multiple of the data x fsdp mesh size "
+        "(default: 8 per host, rounded up to one)",
+    )
     dtype: Dtype = setting("float32", help="compute dtype")
-    mesh: str = setting(DEFAULT_MESH, help="device mesh over all hosts' devices (axes data, fsdp, "
-                                           "tensor); each host scores its own documents on its "
-                                           "share of the data axis")
+    mesh: str = setting(
+        DEFAULT_MESH,
+        help="device mesh over all hosts' devices (axes data, fsdp, "
+        "tensor); each host scores its own documents on its "
+        "share of the data axis",
+    )
     docs_per_part: int = setting(1000, lo=1, help="documents per resumable output part")
     scan_layers: bool = switch(False, help="stack the decoder layers under nnx.scan (compile time flat in depth)")
 
@@ -96,15 +111,23 @@ class TrainConfig:
     dtype: Dtype = setting("float32", help="compute dtype (weights and optimizer state stay float32)")
     mesh: str = setting(DEFAULT_MESH, help="device mesh over all hosts' devices (axes data, fsdp, tensor)")
     remat: Literal["none", "full", "dots_saveable"] = setting(
-        "none", help="what a layer keeps for the backward pass: everything (none), its input only (full), "
-                     "its matmul outputs (dots_saveable)")
-    scan_layers: bool = switch(False, help="stack the decoder layers under nnx.scan (compile time flat in "
-                                           "depth; checkpoints are layout-specific)")
+        "none",
+        help="what a layer keeps for the backward pass: everything (none), its input only (full), "
+        "its matmul outputs (dots_saveable)",
+    )
+    scan_layers: bool = switch(
+        False,
+        help="stack the decoder layers under nnx.scan (compile time flat in depth; checkpoints are layout-specific)",
+    )
     eval_every: int = setting(0, lo=0, help="evaluate every K steps (0: only at the end)")
-    eval_batch_size: Optional[int] = setting(None, lo=1, help="sequences per eval batch (default --batch-size)")
+    eval_batch_size: int | None = setting(None, lo=1, help="sequences per eval batch (default --batch-size)")
     save_every: int = setting(100, lo=1, help="checkpoint every K steps (and at the end)")
-    log_every: int = setting(10, lo=1, help="fetch the step metrics to the host every K steps (one device "
-                                            "sync; every step still gets its metrics.jsonl row)")
+    log_every: int = setting(
+        10,
+        lo=1,
+        help="fetch the step metrics to the host every K steps (one device "
+        "sync; every step still gets its metrics.jsonl row)",
+    )
     keep: int = setting(2, lo=1, help="checkpoints to keep")
 
 
@@ -112,47 +135,86 @@ class TrainConfig:
 class FitConfig:
     """`pplaw fit`: the law, its moments, the point and Bayesian fits and their checks."""
 
-    law: Law = setting(AUTO, help="law: auto (the simplest law that passes the lack-of-fit test and predicts "
-                                  "left-out design points as well as the best), or one of ppl (the paper's), "
-                                  "data, mu, nointer, quad, surface")
-    moments: Moments = setting(MOMENTS_DEFAULT, help="mu and sigma of the runs: ppl = chunk-perplexity "
-                               "mean/std (the paper's), logppl = chunk mean-NLL mean/std (better conditioned)")
+    law: Law = setting(
+        AUTO,
+        help="law: auto (the simplest law that passes the lack-of-fit test and predicts "
+        "left-out design points as well as the best), or one of ppl (the paper's), "
+        "data, mu, nointer, quad, surface",
+    )
+    moments: Moments = setting(
+        MOMENTS_DEFAULT,
+        help="mu and sigma of the runs: ppl = chunk-perplexity "
+        "mean/std (the paper's), logppl = chunk mean-NLL mean/std (better conditioned)",
+    )
     method: Literal["point", "bayes", "both"] = setting(
-        "both", help="point: Huber fit + bootstrap; bayes: NUTS started at the point fit; both")
+        "both", help="point: Huber fit + bootstrap; bayes: NUTS started at the point fit; both"
+    )
     bootstrap: int = setting(200, lo=0, help="group-bootstrap refits of the point fit (intervals, interior check)")
     starts: int = setting(16, lo=0, help="random starts added to the OLS grid starts")
-    folds: int = setting(0, lo=0, help="held-out comparison: 0 leaves one run group out at a time; "
-                                       "k >= 2: k folds of run groups")
-    min_runs_per_param: float = setting(2.0, lo=1, help="a law is fitted only with at least this many runs per "
-                                        "parameter (fewer: the law is skipped by --law auto, refused when given)")
-    outlier_share: float = setting(0.0, lo=0, hi=0.5, help="lack-of-fit test: at most this share of the runs (unreplicated, "
-                                   "beyond 5 pure-error sds) may be set aside as outliers, and are named "
-                                   "(0: the classical test)")
-    trust_margin: float = setting(0.1, lo=0, help="the supported region: the runs' convex hull in scaled "
-                                  "(log mu, log sigma) widened by this distance; the optimum is searched inside it")
-    tokens_ref: Optional[float] = setting(None, lo=0, lo_open=True,
-                                          help="D at which the surface and optimum loss are shown "
-                                               "(default: median tokens of the runs)")
+    folds: int = setting(
+        0, lo=0, help="held-out comparison: 0 leaves one run group out at a time; k >= 2: k folds of run groups"
+    )
+    min_runs_per_param: float = setting(
+        2.0,
+        lo=1,
+        help="a law is fitted only with at least this many runs per "
+        "parameter (fewer: the law is skipped by --law auto, refused when given)",
+    )
+    outlier_share: float = setting(
+        0.0,
+        lo=0,
+        hi=0.5,
+        help="lack-of-fit test: at most this share of the runs (unreplicated, "
+        "beyond 5 pure-error sds) may be set aside as outliers, and are named "
+        "(0: the classical test)",
+    )
+    trust_margin: float = setting(
+        0.1,
+        lo=0,
+        help="the supported region: the runs' convex hull in scaled "
+        "(log mu, log sigma) widened by this distance; the optimum is searched inside it",
+    )
+    tokens_ref: float | None = setting(
+        None,
+        lo=0,
+        lo_open=True,
+        help="D at which the surface and optimum loss are shown (default: median tokens of the runs)",
+    )
     level: float = setting(0.9, lo=0, hi=1, lo_open=True, hi_open=True, help="credible level of intervals")
     chains: int = setting(4, lo=2, help="NUTS chains")
     warmup: int = setting(1000, lo=1, help="NUTS warmup steps per chain")
     samples: int = setting(1000, lo=4, help="NUTS samples per chain")
     likelihood: Literal["normal", "student"] = setting(
-        "student", help="observation model on log-loss: student (default: robust to outlier runs, like the "
-                        "Huber point fit) or normal")
+        "student",
+        help="observation model on log-loss: student (default: robust to outlier runs, like the "
+        "Huber point fit) or normal",
+    )
     student_df: float = setting(4.0, lo=0, lo_open=True, help="Student-t degrees of freedom")
-    target_accept: float = setting(0.9, lo=0, hi=1, lo_open=True, hi_open=True,
-                                   help="NUTS target acceptance; raise it when the fit reports divergences")
-    prior: list[str] = setting(factory=list, action="append", nargs=None, type=str, metavar="NAME=VALUE",
-                               help="override a prior constant (log_E_loc, log_E_scale, intercept_loc, "
-                                    "intercept_scale, coef_scale, interaction_scale, noise_scale); repeatable")
+    target_accept: float = setting(
+        0.9,
+        lo=0,
+        hi=1,
+        lo_open=True,
+        hi_open=True,
+        help="NUTS target acceptance; raise it when the fit reports divergences",
+    )
+    prior: list[str] = setting(
+        factory=list,
+        action="append",
+        nargs=None,
+        type=str,
+        metavar="NAME=VALUE",
+        help="override a prior constant (log_E_loc, log_E_scale, intercept_loc, "
+        "intercept_scale, coef_scale, interaction_scale, noise_scale); repeatable",
+    )
     max_rhat: float = setting(1.01, lo=1, help="convergence: max r_hat")
     min_ess: float = setting(100.0, lo=0, help="convergence: min bulk ESS per chain")
     max_divergences: int = setting(0, lo=0, help="convergence: max divergent transitions")
     allow_unconverged: bool = switch(False, help="keep a Bayesian fit that fails the convergence checks")
     plots: bool = switch(True, help="write the PNG figures")
-    compare: bool = switch(True, help="validate against the rival laws (off for the intermediate fits "
-                                      "of a sequential design)")
+    compare: bool = switch(
+        True, help="validate against the rival laws (off for the intermediate fits of a sequential design)"
+    )
 
 
 @dataclass
@@ -160,26 +222,43 @@ class SelectConfig:
     """`pplaw select`: one selection at a token budget."""
 
     method: Literal["dos", "random", "low", "high", "mid", "band", "oracle", "full"] = setting(
-        "dos", help="selection method (band: random within the middle 80%% of chunk perplexity, the peers' "
-                    "filter; oracle: random among documents labelled clean, needs --labels)")
-    moments: Optional[Moments] = setting(None, help=f"mu and sigma of a subset (default: the fit's with "
-                                                    f"--fit, else {MOMENTS_DEFAULT})")
-    selector: Optional[Selector] = setting(None, help="how a (mu, sigma) target becomes a subset: tilted "
-                                                      "(perplexity-tilted random sampling) or bands (two "
-                                                      f"bands of ppl-sorted chunks refined by swaps); "
-                                                      f"default {SELECTOR_DEFAULT}")
-    target: Optional[Literal["posterior", "point"]] = setting(
-        None, help="DOS target from the fit: least posterior expected loss (default when posterior.nc "
-                   "exists) or least point-estimate loss")
-    allow_boundary: bool = switch(False, help="select even when the fit's optimum sits on the edge of the "
-                                              "supported region (default: refuse with exit 2)")
-    allow_lack_of_fit: bool = switch(False, help="select with a law that failed its lack-of-fit test (default: "
-                                                 "refuse with exit 2)")
-    max_boundary_fraction: Optional[float] = setting(
-        None, lo=0, hi=1, help=f"the interior check refuses when more than this share of posterior (or "
-                               f"bootstrap) draws have their argmin on the edge (default {MAX_BOUNDARY_FRACTION})")
-    trust_margin: Optional[float] = setting(None, lo=0, help="widen the runs' hull by this distance instead "
-                                                             "of the fit's margin")
+        "dos",
+        help="selection method (band: random within the middle 80%% of chunk perplexity, the peers' "
+        "filter; oracle: random among documents labelled clean, needs --labels)",
+    )
+    moments: Moments | None = setting(
+        None, help=f"mu and sigma of a subset (default: the fit's with --fit, else {MOMENTS_DEFAULT})"
+    )
+    selector: Selector | None = setting(
+        None,
+        help="how a (mu, sigma) target becomes a subset: tilted "
+        "(perplexity-tilted random sampling) or bands (two "
+        f"bands of ppl-sorted chunks refined by swaps); "
+        f"default {SELECTOR_DEFAULT}",
+    )
+    target: Literal["posterior", "point"] | None = setting(
+        None,
+        help="DOS target from the fit: least posterior expected loss (default when posterior.nc "
+        "exists) or least point-estimate loss",
+    )
+    allow_boundary: bool = switch(
+        False,
+        help="select even when the fit's optimum sits on the edge of the "
+        "supported region (default: refuse with exit 2)",
+    )
+    allow_lack_of_fit: bool = switch(
+        False, help="select with a law that failed its lack-of-fit test (default: refuse with exit 2)"
+    )
+    max_boundary_fraction: float | None = setting(
+        None,
+        lo=0,
+        hi=1,
+        help=f"the interior check refuses when more than this share of posterior (or "
+        f"bootstrap) draws have their argmin on the edge (default {MAX_BOUNDARY_FRACTION})",
+    )
+    trust_margin: float | None = setting(
+        None, lo=0, help="widen the runs' hull by this distance instead of the fit's margin"
+    )
 
 
 @dataclass
@@ -188,8 +267,9 @@ class DesignConfig:
 
     n: int = setting(24, lo=2, help="number of runs, centre replicates included")
     centre: int = setting(3, lo=0, help="replicated runs at the region's centre")
-    budgets: list[float] = setting(factory=lambda: list(BUDGETS_DEFAULT), lo=0, lo_open=True,
-                                   help="token budgets, spanning at least 16x")
+    budgets: list[float] = setting(
+        factory=lambda: list(BUDGETS_DEFAULT), lo=0, lo_open=True, help="token budgets, spanning at least 16x"
+    )
     selector: Selector = setting(SELECTOR_DEFAULT, help="how each design target becomes a subset")
     moments: Moments = setting(MOMENTS_DEFAULT, help="the (mu, sigma) the design spreads over")
 
@@ -200,9 +280,22 @@ class WindowsConfig:
 
     budgets: list[float] = setting(factory=lambda: [1e5, 3e5, 1e6], lo=0, lo_open=True, help="token budgets")
     windows: list[str] = setting(
-        factory=lambda: ["0-0.2", "0.2-0.4", "0.4-0.6", "0.6-0.8", "0.8-1", "0-0.5", "0.25-0.75",
-                         "0.5-1", "0-0.8", "0.2-1", "0-1"],
-        metavar="LO-HI", help="ppl quantile windows, e.g. 0-0.2 0.2-0.4")
+        factory=lambda: [
+            "0-0.2",
+            "0.2-0.4",
+            "0.4-0.6",
+            "0.6-0.8",
+            "0.8-1",
+            "0-0.5",
+            "0.25-0.75",
+            "0.5-1",
+            "0-0.8",
+            "0.2-1",
+            "0-1",
+        ],
+        metavar="LO-HI",
+        help="ppl quantile windows, e.g. 0-0.2 0.2-0.4",
+    )
     moments: Moments = setting(MOMENTS_DEFAULT, help="the moments the manifest reports as mu, sigma")
 
 
@@ -212,13 +305,16 @@ class ProposeConfig:
 
     n: int = setting(4, lo=1, help="number of runs to propose (duplicates merged)")
     acquisition: Literal["thompson", "uncertainty"] = setting(
-        "thompson", help="thompson: argmins of random posterior draws (locate the optimum); "
-                         "uncertainty: largest predictive sd (a better global fit)")
+        "thompson",
+        help="thompson: argmins of random posterior draws (locate the optimum); "
+        "uncertainty: largest predictive sd (a better global fit)",
+    )
     trust_margin: float = setting(0.25, lo=0, help="exploration margin around the runs' hull")
     selector: Selector = setting(SELECTOR_DEFAULT, help="how each proposal becomes a subset")
     radius: float = setting(0.25, lo=0, lo_open=True, help="stopping rule: distance in landscape sd")
-    stop_probability: float = setting(0.9, lo=0, hi=1, lo_open=True,
-                                      help="stopping rule: probability of the argmin within --radius")
+    stop_probability: float = setting(
+        0.9, lo=0, hi=1, lo_open=True, help="stopping rule: probability of the argmin within --radius"
+    )
 
 
 @dataclass
@@ -226,9 +322,8 @@ class EvalConfig:
     """`pplaw eval`: multiple-choice scoring."""
 
     batch_size: int = setting(8, lo=1, help="sequences per forward pass")
-    max_examples: Optional[int] = setting(None, lo=1, help="evaluate the first N tasks (per lm-eval task) only")
-    max_length: Optional[int] = setting(None, lo=2, help="longest sequence (default: the model's context, "
-                                                         "at most 2048)")
+    max_examples: int | None = setting(None, lo=1, help="evaluate the first N tasks (per lm-eval task) only")
+    max_length: int | None = setting(None, lo=2, help="longest sequence (default: the model's context, at most 2048)")
     dtype: Dtype = setting("float32", help="compute dtype")
     mesh: str = setting(DEFAULT_MESH, help="device mesh (axes data, fsdp, tensor)")
 
@@ -240,8 +335,8 @@ class ScratchConfig:
 
     hf_config: dict = setting(factory=dict, help="HF config.json fields (LlamaConfig)")
     vocab_size: int = setting(2048, lo=2, help="BPE tokenizer trained on the general corpus")
-    tokenizer_max_docs: Optional[int] = setting(None, lo=1, help="train the tokenizer on the first N documents")
-    max_docs: Optional[int] = setting(None, lo=1, help="pretrain on the first N general documents")
+    tokenizer_max_docs: int | None = setting(None, lo=1, help="train the tokenizer on the first N documents")
+    max_docs: int | None = setting(None, lo=1, help="pretrain on the first N general documents")
     steps: int = setting(300, lo=1, help="pretraining steps")
     train: TrainConfig = setting(factory=TrainConfig, help="the pretraining run's settings")
 
@@ -252,12 +347,14 @@ class ContaminateConfig:
     positive control of data selection (``fraction: 0`` is the negative control, the same corpus
     clean, with the labels)."""
 
-    fraction: Optional[float] = setting(None, lo=0, hi=1, hi_open=True,
-                                        help="junk share of the pool's documents (None: no contamination)")
+    fraction: float | None = setting(
+        None, lo=0, hi=1, hi_open=True, help="junk share of the pool's documents (None: no contamination)"
+    )
     low_share: float = setting(0.5, lo=0, hi=1, help="share of the junk that is low-perplexity")
     kinds: list[Literal["general", "boilerplate", "garbled", "shuffled", "table"]] = setting(
         factory=lambda: ["general", "boilerplate", "garbled", "shuffled", "table"],
-        help="junk kinds: low general, boilerplate; high garbled, shuffled, table")
+        help="junk kinds: low general, boilerplate; high garbled, shuffled, table",
+    )
     seed: int = setting(0, help="seed of the junk and of the documents' order")
 
 
@@ -273,22 +370,29 @@ class DataConfig:
     (disjoint from every subset), `eval_max_docs` of them (default 200).
     """
 
-    builtin: Optional[Literal["cpython-docs"]] = setting(None, help="a corpus written here")
-    general_train: Optional[str] = setting(None, help="general corpus (scratch pretraining, tokenizer)")
-    general_test: Optional[str] = setting(None, help="general test corpus (forgetting)")
-    domain_train: Optional[str] = setting(None, help="the domain pool the landscape scores")
-    domain_valid: Optional[str] = setting(None, help="domain validation corpus: the law-fitting runs' loss "
-                                                     "(default: documents after domain_max_docs of domain_train)")
-    domain_test: Optional[str] = setting(None, help="domain test corpus: read only by the final comparison")
-    target_eval: Optional[str] = setting(None, help="an evaluation corpus outside the training pool")
+    builtin: Literal["cpython-docs"] | None = setting(None, help="a corpus written here")
+    general_train: str | None = setting(None, help="general corpus (scratch pretraining, tokenizer)")
+    general_test: str | None = setting(None, help="general test corpus (forgetting)")
+    domain_train: str | None = setting(None, help="the domain pool the landscape scores")
+    domain_valid: str | None = setting(
+        None,
+        help="domain validation corpus: the law-fitting runs' loss "
+        "(default: documents after domain_max_docs of domain_train)",
+    )
+    domain_test: str | None = setting(None, help="domain test corpus: read only by the final comparison")
+    target_eval: str | None = setting(None, help="an evaluation corpus outside the training pool")
     text_field: str = setting("text", help="JSON field / Parquet column with the text")
     id_field: str = setting("id", help="document id field")
-    domain_max_docs: Optional[int] = setting(None, lo=1, help="score the first N domain documents")
-    eval_max_docs: Optional[int] = setting(None, lo=1, help="evaluate on the first N documents of each set")
-    eval_doc_chars: Optional[int] = setting(None, lo=1, help="cut each test document to its central N chars")
-    test_skip_docs: int = setting(0, lo=0, help="skip the first N documents of domain_test: a fresh verdict split "
-                                                "for a confirmation study whose method was revised after an earlier "
-                                                "study read the first ones")
+    domain_max_docs: int | None = setting(None, lo=1, help="score the first N domain documents")
+    eval_max_docs: int | None = setting(None, lo=1, help="evaluate on the first N documents of each set")
+    eval_doc_chars: int | None = setting(None, lo=1, help="cut each test document to its central N chars")
+    test_skip_docs: int = setting(
+        0,
+        lo=0,
+        help="skip the first N documents of domain_test: a fresh verdict split "
+        "for a confirmation study whose method was revised after an earlier "
+        "study read the first ones",
+    )
     contaminate: ContaminateConfig = setting(factory=ContaminateConfig, help="planted junk (positive control)")
 
 
@@ -328,21 +432,29 @@ class FinalConfig:
     """
 
     budget: float = setting(5e4, lo=0, lo_open=True, help="token budget of every selection")
-    methods: list[Literal[METHODS]] = setting(factory=lambda: ["dos-posterior", "dos-point", "random", "low",
-                                                               "high", "full"], help="selection methods")
+    methods: list[Literal[METHODS]] = setting(
+        factory=lambda: ["dos-posterior", "dos-point", "random", "low", "high", "full"], help="selection methods"
+    )
     seeds: list[int] = setting(factory=lambda: [0, 1, 2, 3, 4], help="one re-drawn subset and run per seed")
     primary: Literal["domain_loss", "general_loss", "target_loss", "acc_norm", "acc"] = setting(
-        "domain_loss", help="the metric the comparison is judged on")
-    mde: Optional[float] = setting(None, lo=0, lo_open=True,
-                                   help="pre-registered minimum detectable effect on the primary metric (the "
-                                        "controls' verdicts: P1 needs oracle - random <= -3 x mde)")
+        "domain_loss", help="the metric the comparison is judged on"
+    )
+    mde: float | None = setting(
+        None,
+        lo=0,
+        lo_open=True,
+        help="pre-registered minimum detectable effect on the primary metric (the "
+        "controls' verdicts: P1 needs oracle - random <= -3 x mde)",
+    )
     recover: float = setting(0.5, lo=0, hi=1, help="pre-registered share of the oracle's gain DOS must recover (P2)")
-    tasks: Optional[str] = setting(None, help="multiple-choice JSONL for downstream accuracy "
-                                              "(default: cloze tasks from the domain test split)")
-    lm_eval_tasks: Optional[str] = setting(None, help="lm-evaluation-harness tasks (NAME[,NAME]) every final "
-                                                      "model is also evaluated on (needs the eval extra)")
-    lm_eval_include: Optional[str] = setting(None, help="directory of lm-eval task YAMLs "
-                                                        "(e.g. experiments/lm_eval_tasks)")
+    tasks: str | None = setting(
+        None, help="multiple-choice JSONL for downstream accuracy (default: cloze tasks from the domain test split)"
+    )
+    lm_eval_tasks: str | None = setting(
+        None,
+        help="lm-evaluation-harness tasks (NAME[,NAME]) every final model is also evaluated on (needs the eval extra)",
+    )
+    lm_eval_include: str | None = setting(None, help="directory of lm-eval task YAMLs (e.g. experiments/lm_eval_tasks)")
     select: SelectConfig = setting(factory=SelectConfig, help="the selections' settings")
 
 
@@ -353,7 +465,7 @@ class StudyConfig:
     name: str = setting("study", help="study name (the report's title)")
     out_dir: str = setting("runs/study", help="study directory")
     seed: int = setting(0, help="seed of every stage (offset per run)")
-    base_model: Optional[str] = setting(None, help="checkpoint dir, .gguf, or a known name; None = scratch")
+    base_model: str | None = setting(None, help="checkpoint dir, .gguf, or a known name; None = scratch")
     scratch: ScratchConfig = setting(factory=ScratchConfig, help="the scratch base model")
     data: DataConfig = setting(factory=DataConfig, help="corpora")
     landscape: ScoreConfig = setting(factory=ScoreConfig, help="pplaw score of the domain pool")
@@ -376,14 +488,20 @@ DERIVED = {
 }
 # Keys of earlier study files, and where they live now.
 RENAMED = {
-    "grid.n": "grid.design.n", "grid.centre": "grid.design.centre", "grid.budgets": "grid.design.budgets",
-    "grid.selector": "grid.design.selector", "grid.per_round": "grid.propose.n",
-    "grid.acquisition": "grid.propose.acquisition", "grid.explore_margin": "grid.propose.trust_margin",
+    "grid.n": "grid.design.n",
+    "grid.centre": "grid.design.centre",
+    "grid.budgets": "grid.design.budgets",
+    "grid.selector": "grid.design.selector",
+    "grid.per_round": "grid.propose.n",
+    "grid.acquisition": "grid.propose.acquisition",
+    "grid.explore_margin": "grid.propose.trust_margin",
     "grid.stop_probability": "grid.propose.stop_probability",
     "final.allow_boundary": "final.select.allow_boundary",
     "final.max_boundary_fraction": "final.select.max_boundary_fraction",
-    "scratch.seq_len": "scratch.train.seq_len", "scratch.batch_size": "scratch.train.batch_size",
-    "scratch.lr": "scratch.train.lr", "scratch.warmup": "scratch.train.warmup",
+    "scratch.seq_len": "scratch.train.seq_len",
+    "scratch.batch_size": "scratch.train.batch_size",
+    "scratch.lr": "scratch.train.lr",
+    "scratch.warmup": "scratch.train.warmup",
 }
 
 
@@ -480,13 +598,21 @@ def check(cfg, name_of, recurse: bool = True) -> None:
             lo, hi, lo_open, hi_open = f.metadata.get("range", (None, None, False, False))
             if lo is None and hi is None:
                 continue
-            ok = (isinstance(v, (int, float)) and math.isfinite(v)
-                  and (lo is None or (v > lo if lo_open else v >= lo))
-                  and (hi is None or (v < hi if hi_open else v <= hi)))
+            ok = (
+                isinstance(v, (int, float))
+                and math.isfinite(v)
+                and (lo is None or (v > lo if lo_open else v >= lo))
+                and (hi is None or (v < hi if hi_open else v <= hi))
+            )
             if not ok:
-                span = " and ".join(s for s in (
-                    None if lo is None else f"{'>' if lo_open else '>='} {lo:g}",
-                    None if hi is None else f"{'<' if hi_open else '<='} {hi:g}") if s)
+                span = " and ".join(
+                    s
+                    for s in (
+                        None if lo is None else f"{'>' if lo_open else '>='} {lo:g}",
+                        None if hi is None else f"{'<' if hi_open else '<='} {hi:g}",
+                    )
+                    if s
+                )
                 raise PplawError(f"{_label(name_of(f.name))}: {v!r} out of range (must be {span})")
 
 
@@ -578,19 +704,24 @@ def study_from_tree(tree: dict) -> StudyConfig:
     if get_dotted(tree, "train.seq_len") is None:
         cfg.train.seq_len = cfg.landscape.seq_len
     elif cfg.train.seq_len != cfg.landscape.seq_len:
-        raise PplawError(f"config keys train.seq_len ({cfg.train.seq_len}) and landscape.seq_len "
-                         f"({cfg.landscape.seq_len}) differ: the selections' chunks exist only under the "
-                         "landscape's seq_len (set landscape.seq_len; train.seq_len follows it)")
+        raise PplawError(
+            f"config keys train.seq_len ({cfg.train.seq_len}) and landscape.seq_len "
+            f"({cfg.landscape.seq_len}) differ: the selections' chunks exist only under the "
+            "landscape's seq_len (set landscape.seq_len; train.seq_len follows it)"
+        )
     check(cfg, lambda name: name)
     for key in ("grid.metric", "final.primary"):
         if get_dotted(dataclasses.asdict(cfg), key) == "target_loss" and not cfg.data.target_eval:
             raise PplawError(f"config key {key}: target_loss needs data.target_eval")
     if cfg.fit.law == "data":
-        raise PplawError("config key fit.law: a study needs auto or a perplexity-aware law "
-                         "(ppl, nointer, mu, quad, surface)")
+        raise PplawError(
+            "config key fit.law: a study needs auto or a perplexity-aware law (ppl, nointer, mu, quad, surface)"
+        )
     if "oracle" in cfg.final.methods and cfg.data.contaminate.fraction is None:
-        raise PplawError("config key final.methods: 'oracle' needs the planted labels of data.contaminate "
-                         "(set data.contaminate.fraction)")
+        raise PplawError(
+            "config key final.methods: 'oracle' needs the planted labels of data.contaminate "
+            "(set data.contaminate.fraction)"
+        )
     for w in cfg.grid.windows.windows:
         _check_window(w, "config key grid.windows.windows")
     return cfg
@@ -636,8 +767,13 @@ def parser_options() -> dict:
 
     from pplaw_jax.cli_format import HelpFormatter, Parser
 
-    return dict(parser_class=Parser, add_option_string_dash_variants=DashVariant.DASH,
-                add_config_path_arg=False, formatter_class=HelpFormatter, allow_abbrev=False)
+    return dict(
+        parser_class=Parser,
+        add_option_string_dash_variants=DashVariant.DASH,
+        add_config_path_arg=False,
+        formatter_class=HelpFormatter,
+        allow_abbrev=False,
+    )
 
 
 def add_settings(parser, cls, dest: str = "cfg") -> None:

@@ -19,8 +19,12 @@ from pplaw_jax.paths import as_path
 from pplaw_jax.stages import STAGES
 
 LOG_STAMP = "  # "  # commands.log: `pplaw ...  # 2026-12-06 12:58:27`
-RUN_GLOBS = ("base/pretrain/eval.json", "grid/runs/*/eval.json", "grid/round*/runs/*/eval.json",
-             "final/*/seed*/eval.json")
+RUN_GLOBS = (
+    "base/pretrain/eval.json",
+    "grid/runs/*/eval.json",
+    "grid/round*/runs/*/eval.json",
+    "final/*/seed*/eval.json",
+)
 
 
 def read_commands_log(path: Path) -> list[tuple[datetime, list[str]]]:
@@ -70,10 +74,18 @@ def cost_lines(out) -> list[str]:
         return []
     wall = costs["wall_s"]
     rows = [f"| {stage} | {minutes(s)} | {100 * s / wall:.0f}% |" for stage, s in costs["stages"].items()]
-    return ["## Time and cost", "",
-            f"{minutes(wall)} of wall time from the first command to the report (from `commands.log`); "
-            f"{costs['runs']} training runs (base pretraining, law-fitting and final CPT) trained {costs['tokens']:,} tokens in {minutes(costs['train_loop_s'])} "
-            f"inside their training loops (compilation, steps, evaluations): "
-            f"{100 * costs['train_loop_s'] / wall:.0f}% of the study. The rest is process start-up, model "
-            "loading, scoring, fitting, selection and downstream evaluation.", "",
-            "| stage | wall | share |", "|---|---|---|", *rows, ""]
+    return [
+        "## Time and cost",
+        "",
+        f"{minutes(wall)} of wall time from the first command to the report (from `commands.log`); "
+        f"{costs['runs']} training runs (base pretraining, law-fitting and final CPT) trained "
+        f"{costs['tokens']:,} tokens in {minutes(costs['train_loop_s'])} "
+        f"inside their training loops (compilation, steps, evaluations): "
+        f"{100 * costs['train_loop_s'] / wall:.0f}% of the study. The rest is process start-up, model "
+        "loading, scoring, fitting, selection and downstream evaluation.",
+        "",
+        "| stage | wall | share |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ]

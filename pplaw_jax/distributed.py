@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
 from flax import nnx
 from jax.experimental import mesh_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from pplaw_jax.config import DEFAULT_MESH
 from pplaw_jax.errors import PplawError
@@ -85,7 +86,7 @@ def configure_compilation_cache(default: str | os.PathLike | None = None) -> str
 
 
 def parse_mesh_spec(spec: str) -> dict[str, int]:
-    """"data=-1,fsdp=1,tensor=1" -> {"data": -1, "fsdp": 1, "tensor": 1}; omitted axes are 1."""
+    """ "data=-1,fsdp=1,tensor=1" -> {"data": -1, "fsdp": 1, "tensor": 1}; omitted axes are 1."""
     sizes = {axis: 1 for axis in MESH_AXES}
     seen = set()
     for part in (p.strip() for p in spec.split(",")):
@@ -134,8 +135,10 @@ def make_mesh(spec: str | Mapping[str, int] = DEFAULT_MESH, devices: Sequence | 
     except (ValueError, NotImplementedError, AssertionError) as e:
         # e.g. a subset of a slice, or a shape the topology cannot tile: correct, maybe slower
         if devices[0].platform != "cpu":
-            log.warning(f"mesh {sizes}: no topology-aware device order ({e}); using the devices in "
-                        f"listed order, which may put a mesh axis across slow links")
+            log.warning(
+                f"mesh {sizes}: no topology-aware device order ({e}); using the devices in "
+                f"listed order, which may put a mesh axis across slow links"
+            )
         grid = np.asarray(devices, dtype=object).reshape(shape)
     return Mesh(grid, MESH_AXES)  # Auto axis types: GSPMD propagates shardings through the model
 
@@ -154,9 +157,11 @@ def make_host_mesh(spec: str = DEFAULT_MESH) -> Mesh:
     if sizes["data"] == -1 and total % fixed == 0:
         sizes["data"] = total // fixed
     if sizes["data"] % hosts or sizes["fsdp"] * sizes["tensor"] > local:
-        raise PplawError(f"mesh {spec!r} cannot be split into {hosts} per-host meshes of {local} devices "
-                         f"(the data axis must be a multiple of the host count, fsdp x tensor at most "
-                         f"one host's devices)")
+        raise PplawError(
+            f"mesh {spec!r} cannot be split into {hosts} per-host meshes of {local} devices "
+            f"(the data axis must be a multiple of the host count, fsdp x tensor at most "
+            f"one host's devices)"
+        )
     per_host = dict(sizes, data=sizes["data"] // hosts) if sizes["data"] != -1 else sizes
     return make_mesh(per_host, devices=jax.local_devices())
 
@@ -198,7 +203,9 @@ def logical_partition_spec(
         if name is not None and name not in table:
             raise PplawError(f"logical axis {name!r} has no rule (known: {sorted(table)})")
         axis = None if name is None else table[name]
-        if axis in spec or (mesh is not None and axis is not None and (mesh.shape[axis] == 1 or dim % mesh.shape[axis])):
+        if axis in spec or (
+            mesh is not None and axis is not None and (mesh.shape[axis] == 1 or dim % mesh.shape[axis])
+        ):
             axis = None
         spec.append(axis)
     while spec and spec[-1] is None:
@@ -235,8 +242,8 @@ def state_shardings(state, mesh: Mesh):
 def model_shardings(model: nnx.Module, mesh: Mesh):
     """The sharding pytree of `nnx.state(model)` (same structure), for jit in/out shardings:
 
-        graphdef, state = nnx.split(model)
-        fn = jax.jit(forward, in_shardings=(model_shardings(model, mesh), batch_sharding(mesh)))
+    graphdef, state = nnx.split(model)
+    fn = jax.jit(forward, in_shardings=(model_shardings(model, mesh), batch_sharding(mesh)))
     """
     return state_shardings(nnx.state(model), mesh)
 

@@ -110,9 +110,11 @@ def discard_temporaries(directory: str | os.PathLike, owned: Iterable[str] | Non
         candidates = sorted(root.rglob("*"), reverse=True)  # deepest first
     else:
         names = set(owned)
-        candidates = [p for p in root.iterdir()
-                      if (p.name.rsplit(".", 2)[0] if _TEMP_NAME.match(p.name) else p.name[1:].split(".tmp-")[0])
-                      in names]
+        candidates = [
+            p
+            for p in root.iterdir()
+            if (p.name.rsplit(".", 2)[0] if _TEMP_NAME.match(p.name) else p.name[1:].split(".tmp-")[0]) in names
+        ]
     for path in candidates:
         if path.is_dir() and _STAGING_NAME.match(path.name):
             shutil.rmtree(path, ignore_errors=True)
@@ -201,8 +203,10 @@ def check_not_over_inputs(out: str | os.PathLike, out_flag: str, inputs: dict[st
                 relation = "contains"
             else:
                 continue
-            raise PplawError(f"{out_flag} {out} {relation} the input {flag} {item}: a command never writes "
-                             "over its inputs; choose another output")
+            raise PplawError(
+                f"{out_flag} {out} {relation} the input {flag} {item}: a command never writes "
+                "over its inputs; choose another output"
+            )
 
 
 LOCK_PREFIX = ".pplaw-lock-host"
@@ -239,8 +243,10 @@ def output_lock(out_dir: str | os.PathLike, host: int = 0) -> Iterator[Path]:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise PplawError(f"{root}: another pplaw process (pid {holder}) is writing this directory; "
-                             f"wait for it or use another --out") from None
+            raise PplawError(
+                f"{root}: another pplaw process (pid {holder}) is writing this directory; "
+                f"wait for it or use another --out"
+            ) from None
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(path))
         except FileNotFoundError:
@@ -263,8 +269,9 @@ def output_lock(out_dir: str | os.PathLike, host: int = 0) -> Iterator[Path]:
 FINGERPRINT_EDGE = 1 << 20  # bytes read from each end of a file
 
 
-def check_identity(path: str | os.PathLike, identity: dict, refusal: str, *, partial: bool = False,
-                   sort_keys: bool = False) -> None:
+def check_identity(
+    path: str | os.PathLike, identity: dict, refusal: str, *, partial: bool = False, sort_keys: bool = False
+) -> None:
     """Record what defines an output (`identity`, JSON at `path`), or refuse one that holds another's:
     the one "is this the same run?" check of every resumable command (`pplaw score`, `pplaw train`).
 
@@ -278,9 +285,10 @@ def check_identity(path: str | os.PathLike, identity: dict, refusal: str, *, par
         old = json.loads(path.read_text())
         keys = set(identity) & set(old) if partial else set(old) | set(identity)
         changes = "; ".join(
-            f"{k}: {old.get(k)!r} -> {identity.get(k)!r}" for k in sorted(keys)
-            if old.get(k) != identity.get(k)
-            and not (k.endswith("_content") and None in (old.get(k), identity.get(k))))
+            f"{k}: {old.get(k)!r} -> {identity.get(k)!r}"
+            for k in sorted(keys)
+            if old.get(k) != identity.get(k) and not (k.endswith("_content") and None in (old.get(k), identity.get(k)))
+        )
         if changes:
             raise PplawError(refusal.format(changes=changes))
     elif not partial:

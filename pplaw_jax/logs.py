@@ -67,8 +67,7 @@ def setup(level: str | None = None) -> None:
 class ProgressLog:
     """tqdm's interface (update, set_postfix, close, context manager) as periodic log lines."""
 
-    def __init__(self, desc: str, total: int | None, unit: str, initial: int, logger: logging.Logger,
-                 every_s: float):
+    def __init__(self, desc: str, total: int | None, unit: str, initial: int, logger: logging.Logger, every_s: float):
         self.desc, self.total, self.unit, self.n = desc, total, unit, initial
         self.logger, self.every_s = logger, every_s
         self.start = self.last = time.perf_counter()
@@ -87,8 +86,10 @@ class ProgressLog:
         self.last = time.perf_counter()
         done = f"{self.n}/{self.total}" if self.total is not None else str(self.n)
         rate = (self.n - self.initial) / max(self.last - self.start, 1e-9)
-        self.logger.info(f"{self.desc}: {done} {self.unit} ({rate:.3g} {self.unit}/s)"
-                         + (f", {self.postfix}" if self.postfix else ""))
+        self.logger.info(
+            f"{self.desc}: {done} {self.unit} ({rate:.3g} {self.unit}/s)"
+            + (f", {self.postfix}" if self.postfix else "")
+        )
 
     def close(self) -> None:
         if not self.closed:
@@ -121,8 +122,15 @@ class _Disabled:
         pass
 
 
-def progress(desc: str, *, total: int | None = None, unit: str = "it", initial: int = 0, disable: bool = False,
-             logger: logging.Logger | None = None):
+def progress(
+    desc: str,
+    *,
+    total: int | None = None,
+    unit: str = "it",
+    initial: int = 0,
+    disable: bool = False,
+    logger: logging.Logger | None = None,
+):
     """A progress display for a loop: tqdm on a terminal, `ProgressLog` lines otherwise."""
     if disable:
         return _Disabled()

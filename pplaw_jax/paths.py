@@ -46,7 +46,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
-from typing import Any, Union
+from typing import Any
 
 from pplaw_jax.errors import PplawError
 
@@ -84,8 +84,10 @@ def filesystem(url: str) -> tuple[Any, str]:
     except ImportError as e:
         if s in BACKENDS:
             package, extra = BACKENDS[s]
-            raise PplawError(f"{url}: {s}:// paths need the {package} package; install it with "
-                             f"pip install {package} (or, in the pplaw_jax checkout, pip install -e '.[{extra}]')") from None
+            raise PplawError(
+                f"{url}: {s}:// paths need the {package} package; install it with "
+                f"pip install {package} (or, in the pplaw_jax checkout, pip install -e '.[{extra}]')"
+            ) from None
         raise PplawError(f"{url}: the fsspec backend for {s}:// is not installed ({e})") from None
     except ValueError as e:
         raise PplawError(f"{url}: unknown URL scheme {s!r} ({e})") from None
@@ -137,10 +139,10 @@ class URLPath:
     def __hash__(self) -> int:
         return hash(self._url)
 
-    def __lt__(self, other: "URLPath") -> bool:
+    def __lt__(self, other: URLPath) -> bool:
         return self._url < str(other)
 
-    def __truediv__(self, other) -> "URLPath":
+    def __truediv__(self, other) -> URLPath:
         other = os.fspath(other) if isinstance(other, os.PathLike) else str(other)
         if is_url(other):
             return URLPath(other)
@@ -149,7 +151,7 @@ class URLPath:
             return self
         return URLPath(f"{self._url}/{other}", self._fs, f"{self._path.rstrip('/')}/{other}")
 
-    def joinpath(self, *parts) -> "URLPath":
+    def joinpath(self, *parts) -> URLPath:
         out = self
         for part in parts:
             out = out / part
@@ -157,7 +159,7 @@ class URLPath:
 
     @property
     def name(self) -> str:
-        return self._url[_URL.match(self._url).end():].rstrip("/").rsplit("/", 1)[-1]
+        return self._url[_URL.match(self._url).end() :].rstrip("/").rsplit("/", 1)[-1]
 
     @property
     def suffix(self) -> str:
@@ -172,16 +174,16 @@ class URLPath:
         return PurePosixPath(self.name).stem
 
     @property
-    def parent(self) -> "URLPath":
-        head = self._url[_URL.match(self._url).end():]
+    def parent(self) -> URLPath:
+        head = self._url[_URL.match(self._url).end() :]
         if "/" not in head:
             return self
         return URLPath(self._url.rsplit("/", 1)[0], self._fs, self._path.rsplit("/", 1)[0] or "/")
 
-    def with_name(self, name: str) -> "URLPath":
+    def with_name(self, name: str) -> URLPath:
         return self.parent / name
 
-    def with_suffix(self, suffix: str) -> "URLPath":
+    def with_suffix(self, suffix: str) -> URLPath:
         return self.with_name(str(PurePosixPath(self.name).with_suffix(suffix)))
 
     def relative_to(self, other) -> PurePosixPath:
@@ -203,7 +205,7 @@ class URLPath:
     def is_absolute(self) -> bool:
         return True
 
-    def resolve(self, strict: bool = False) -> "URLPath":
+    def resolve(self, strict: bool = False) -> URLPath:
         return self
 
     absolute = expanduser = resolve
@@ -225,20 +227,20 @@ class URLPath:
             raise FileNotFoundError(f"no such object: {self._url}") from None
         return SimpleNamespace(st_size=int(info.get("size") or 0))
 
-    def _child(self, fs_path: str) -> "URLPath":
+    def _child(self, fs_path: str) -> URLPath:
         base = self._path.rstrip("/")
         if fs_path.startswith(base + "/"):
-            return URLPath(self._url + fs_path[len(base):], self._fs, fs_path)
+            return URLPath(self._url + fs_path[len(base) :], self._fs, fs_path)
         return URLPath(self._fs.unstrip_protocol(fs_path), self._fs, fs_path)
 
-    def glob(self, pattern: str) -> Iterator["URLPath"]:
+    def glob(self, pattern: str) -> Iterator[URLPath]:
         found = self._fs.glob(f"{self._path.rstrip('/')}/{pattern}")
         return iter([self._child(p) for p in sorted(found) if p.rstrip("/") != self._path.rstrip("/")])
 
-    def rglob(self, pattern: str) -> Iterator["URLPath"]:
+    def rglob(self, pattern: str) -> Iterator[URLPath]:
         return self.glob(f"**/{pattern}")
 
-    def iterdir(self) -> Iterator["URLPath"]:
+    def iterdir(self) -> Iterator[URLPath]:
         if not self.is_dir():
             raise (NotADirectoryError if self.exists() else FileNotFoundError)(str(self))
         found = self._fs.ls(self._path, detail=False)
@@ -289,7 +291,7 @@ class URLPath:
             raise FileExistsError(f"{self._url}: an object of that name exists")
 
 
-AnyPath = Union[Path, URLPath]
+AnyPath = Path | URLPath
 
 
 def hub_snapshot(repo_id: str, revision: str | None, allow_patterns: list[str], repo_type: str = "model") -> Path:
@@ -310,8 +312,9 @@ def hub_snapshot(repo_id: str, revision: str | None, allow_patterns: list[str], 
                 return Path(snapshot_download(**kwargs, local_files_only=True))
             except Exception:
                 pass
-        raise PplawError(f"{repo_type} {repo_id!r} is not in the Hugging Face cache {constants.HF_HUB_CACHE} "
-                         f"({why})") from None
+        raise PplawError(
+            f"{repo_type} {repo_id!r} is not in the Hugging Face cache {constants.HF_HUB_CACHE} ({why})"
+        ) from None
 
 
 def canonical(spec: str | None) -> str | None:
@@ -321,7 +324,7 @@ def canonical(spec: str | None) -> str | None:
     if spec is None or "://" in spec or spec.startswith(("tfds:", "hf:")):
         return spec
     if spec.startswith("scratch:"):
-        return "scratch:" + os.path.abspath(spec[len("scratch:"):])
+        return "scratch:" + os.path.abspath(spec[len("scratch:") :])
     return os.path.abspath(spec) if os.path.exists(spec) or any(c in spec for c in "*?[") else spec
 
 
@@ -333,7 +336,7 @@ def as_path(path: str | os.PathLike | URLPath) -> AnyPath:
     text = os.fspath(path)
     s = scheme(text)
     if s == "file":
-        return Path(text[len("file://"):])
+        return Path(text[len("file://") :])
     return URLPath(text) if s is not None else Path(text)
 
 

@@ -43,8 +43,7 @@ from pathlib import Path
 
 import yaml
 
-from pplaw_jax.config import (SelectConfig, StudyConfig, config_to_dict, flags, get_dotted, load_config,
-                              settings_argv)
+from pplaw_jax.config import SelectConfig, StudyConfig, config_to_dict, flags, get_dotted, load_config, settings_argv
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import discard_temporaries, output_lock, write_json, write_text
 from pplaw_jax.fit.fitdir import FIT_JSON
@@ -52,7 +51,7 @@ from pplaw_jax.fit.runs_table import read_runs_table
 from pplaw_jax.logs import get_logger
 from pplaw_jax.paths import append_text, as_path, cache_root, is_url, source, url_key
 from pplaw_jax.select.io import aliased_methods
-from pplaw_jax.stages import FINGERPRINTED, STAGES, stages_record, stage_keys, stale_stages, supersede
+from pplaw_jax.stages import FINGERPRINTED, STAGES, stage_keys, stages_record, stale_stages, supersede
 
 log = get_logger("run")
 COMPILATION_CACHE = ".jax_cache"  # under out_dir (hidden: not a study output)
@@ -60,17 +59,28 @@ LOG_STAMP = "#"
 CORPORA = ("general_train", "general_test", "domain_train", "domain_valid", "domain_test", "target_eval")
 INPUTS_JSON = "inputs.json"  # the content fingerprints of the study's input files (stages.FINGERPRINTED)
 VALID_DOCS = 200  # documents of a derived validation split without data.eval_max_docs
-LM_EVAL_JSON = "lm_eval.json"  # a final model's lm-evaluation-harness results (final.lm_eval_tasks)  # commands.log: `pplaw ...  # <time>`, a shell comment, so the log runs as a script
+LM_EVAL_JSON = "lm_eval.json"  # a final model's lm-evaluation-harness results (final.lm_eval_tasks)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="study YAML (see experiments/configs/)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. final.seeds=[0,1]")
-    parser.add_argument("--until", default=None, choices=Study.STAGES, metavar="STAGE",
-                        help="stop after this stage (data, base, landscape, grid, fit, select, final, report)")
-    parser.add_argument("--force", action="append", default=[], choices=tuple(STAGES), metavar="STAGE",
-                        help="re-run this stage and everything downstream of it even if its inputs are "
-                             "unchanged (its outputs are moved to OUT/superseded/); repeatable")
+    parser.add_argument(
+        "--until",
+        default=None,
+        choices=Study.STAGES,
+        metavar="STAGE",
+        help="stop after this stage (data, base, landscape, grid, fit, select, final, report)",
+    )
+    parser.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        choices=tuple(STAGES),
+        metavar="STAGE",
+        help="re-run this stage and everything downstream of it even if its inputs are "
+        "unchanged (its outputs are moved to OUT/superseded/); repeatable",
+    )
 
 
 RUN_FLAGS_WITH_VALUE = ("--until", "--force")
@@ -98,8 +108,11 @@ def run(args: argparse.Namespace) -> int:
 
         # every stage runs in this process: one cache, kept with the study, so a rerun reuses it too
         # (a study on an object store keeps it in the local cache: JAX writes it as local files)
-        configure_compilation_cache(cache_root() / "jax" / url_key(cfg.out_dir) if is_url(cfg.out_dir)
-                                    else Path(cfg.out_dir).resolve() / COMPILATION_CACHE)
+        configure_compilation_cache(
+            cache_root() / "jax" / url_key(cfg.out_dir)
+            if is_url(cfg.out_dir)
+            else Path(cfg.out_dir).resolve() / COMPILATION_CACHE
+        )
         Study(cfg, force=set(args.force)).run(stop_after=args.until)
     return 0
 
@@ -180,8 +193,9 @@ class Study:
             try:
                 previous = config_to_dict(load_config(path))
             except PplawError as e:
-                raise PplawError(f"{path}: the study's recorded configuration no longer loads ({e}); "
-                                 f"use a new out_dir") from None
+                raise PplawError(
+                    f"{path}: the study's recorded configuration no longer loads ({e}); use a new out_dir"
+                ) from None
             recorded = self.out / INPUTS_JSON
             # a study recorded before fingerprints were kept: unknown is not a difference
             previous["inputs"] = json.loads(recorded.read_text()) if recorded.exists() else current["inputs"]
@@ -191,8 +205,10 @@ class Study:
         for stage in stale_stages(previous, current, force):
             moved = supersede(self.out, stage, old_keys[stage])
             if moved is not None:
-                log.info(f"stage {stage}: inputs changed{' (forced)' if stage in force else ''}; "
-                         f"previous outputs moved to {moved.relative_to(self.out)}")
+                log.info(
+                    f"stage {stage}: inputs changed{' (forced)' if stage in force else ''}; "
+                    f"previous outputs moved to {moved.relative_to(self.out)}"
+                )
         write_text(path, yaml.safe_dump({k: v for k, v in current.items() if k != "inputs"}, sort_keys=True))
         write_json(self.out / INPUTS_JSON, current["inputs"])
         write_json(self.out / "stages.json", stages_record(current))
@@ -263,8 +279,12 @@ class Study:
 
             if not (data / MANIFEST).exists():
                 self.pplaw("data", "cpython-docs", *flags(out=data))
-            self.data.update({key: data / f"{key}.jsonl" for key in
-                              ("general_train", "general_test", "domain_train", "domain_valid", "domain_test")})
+            self.data.update(
+                {
+                    key: data / f"{key}.jsonl"
+                    for key in ("general_train", "general_test", "domain_train", "domain_valid", "domain_test")
+                }
+            )
             fields = []  # written as {"id", "text"}
         missing = [k for k in ("domain_train", "domain_test") if not self.data[k]]
         if missing:
@@ -277,33 +297,58 @@ class Study:
         given = [k for k in ("domain_valid", "domain_test", "general_test", "target_eval") if self.data[k]]
         if not self.data["domain_valid"]:  # the documents after the scored ones: disjoint from every subset
             if not d.domain_max_docs:
-                raise PplawError("config data.domain_valid is required unless data.domain_max_docs leaves "
-                                 "documents of data.domain_train out of the landscape (the validation split "
-                                 "is then the documents after them)")
+                raise PplawError(
+                    "config data.domain_valid is required unless data.domain_max_docs leaves "
+                    "documents of data.domain_train out of the landscape (the validation split "
+                    "is then the documents after them)"
+                )
             valid = data / "domain_valid.jsonl"
             if not valid.exists():
-                self.pplaw("data", "cut", *flags(data=clean_train, skip_docs=d.domain_max_docs,
-                                                 max_docs=d.eval_max_docs or VALID_DOCS,
-                                                 chars=d.eval_doc_chars or None, out=valid), *fields)
+                self.pplaw(
+                    "data",
+                    "cut",
+                    *flags(
+                        data=clean_train,
+                        skip_docs=d.domain_max_docs,
+                        max_docs=d.eval_max_docs or VALID_DOCS,
+                        chars=d.eval_doc_chars or None,
+                        out=valid,
+                    ),
+                    *fields,
+                )
             self.data["domain_valid"] = valid
         for key in given:  # book-length test documents would make every evaluation slow
             skip = d.test_skip_docs if key == "domain_test" else 0
             if not (d.eval_doc_chars or skip):
                 continue
-            name = "_".join([key, *([f"cut{d.eval_doc_chars}"] if d.eval_doc_chars else []),
-                             *([f"skip{skip}"] if skip else [])])
+            name = "_".join(
+                [key, *([f"cut{d.eval_doc_chars}"] if d.eval_doc_chars else []), *([f"skip{skip}"] if skip else [])]
+            )
             cut = data / f"{name}.jsonl"
             if not cut.exists():
-                self.pplaw("data", "cut", *flags(data=self.data[key], chars=d.eval_doc_chars or None,
-                                                 skip_docs=skip or None, out=cut,
-                                                 max_docs=d.eval_max_docs or None), *fields)
+                self.pplaw(
+                    "data",
+                    "cut",
+                    *flags(
+                        data=self.data[key],
+                        chars=d.eval_doc_chars or None,
+                        skip_docs=skip or None,
+                        out=cut,
+                        max_docs=d.eval_max_docs or None,
+                    ),
+                    *fields,
+                )
             self.data[key] = cut
         self.tasks = self._input(self.cfg.final.tasks)
         if self.tasks is None:
             self.tasks = data / "domain_cloze.jsonl"
             if not self.tasks.exists():
-                self.pplaw("data", "cloze", *flags(data=self.data["domain_test"], n=200, seed=self.cfg.seed,
-                                                   out=self.tasks), *fields)
+                self.pplaw(
+                    "data",
+                    "cloze",
+                    *flags(data=self.data["domain_test"], n=200, seed=self.cfg.seed, out=self.tasks),
+                    *fields,
+                )
 
     def _contaminate(self, data: Path, fields: list) -> Path:
         """The domain pool with planted junk (`pplaw data contaminate`): the first
@@ -311,11 +356,21 @@ class Study:
         d, c = self.cfg.data, self.cfg.data.contaminate
         out = data / f"domain_train_junk{100 * c.fraction:g}.jsonl"
         if not out.with_name(out.stem + ".manifest.json").exists():
-            self.pplaw("data", "contaminate", *flags(
-                data=self.data["domain_train"], out=out, fraction=f"{c.fraction:g}", low_share=f"{c.low_share:g}",
-                kinds=",".join(c.kinds), seed=c.seed,
-                general=self.data["general_train"] if "general" in c.kinds else None,
-                max_docs=d.domain_max_docs or None), *fields)
+            self.pplaw(
+                "data",
+                "contaminate",
+                *flags(
+                    data=self.data["domain_train"],
+                    out=out,
+                    fraction=f"{c.fraction:g}",
+                    low_share=f"{c.low_share:g}",
+                    kinds=",".join(c.kinds),
+                    seed=c.seed,
+                    general=self.data["general_train"] if "general" in c.kinds else None,
+                    max_docs=d.domain_max_docs or None,
+                ),
+                *fields,
+            )
         return out
 
     def stage_base(self) -> None:
@@ -328,21 +383,39 @@ class Study:
 
         s, d = self.cfg.scratch, self.cfg.data
         base = self.out / "base"
-        fields = dict(s.hf_config, max_position_embeddings=max(s.train.seq_len, self.cfg.landscape.seq_len,
-                                                                self.cfg.train.seq_len))
+        fields = dict(
+            s.hf_config,
+            max_position_embeddings=max(s.train.seq_len, self.cfg.landscape.seq_len, self.cfg.train.seq_len),
+        )
         if not (base / INIT_CONFIG).exists():
-            self.pplaw("scratch", *flags(data=self.data["general_train"], vocab_size=s.vocab_size, out=base,
-                                         max_docs=s.tokenizer_max_docs or None, text_field=d.text_field,
-                                         id_field=d.id_field),
-                       *(f"{k}={json.dumps(v)}" for k, v in fields.items()))
+            self.pplaw(
+                "scratch",
+                *flags(
+                    data=self.data["general_train"],
+                    vocab_size=s.vocab_size,
+                    out=base,
+                    max_docs=s.tokenizer_max_docs or None,
+                    text_field=d.text_field,
+                    id_field=d.id_field,
+                ),
+                *(f"{k}={json.dumps(v)}" for k, v in fields.items()),
+            )
         run_dir = base / "pretrain"
         self.base = run_dir / "hf"
         if (run_dir / "eval.json").exists():
             return
         self.pplaw(
-            "train", *flags(model=f"scratch:{self._arg(base / INIT_CONFIG)}", tokenizer=base / TOKENIZER,
-                            data=self.data["general_train"], out=run_dir, steps=s.steps, seed=self.cfg.seed),
-            *self._eval_args(None), *flags(text_field=d.text_field, id_field=d.id_field, max_docs=s.max_docs or None),
+            "train",
+            *flags(
+                model=f"scratch:{self._arg(base / INIT_CONFIG)}",
+                tokenizer=base / TOKENIZER,
+                data=self.data["general_train"],
+                out=run_dir,
+                steps=s.steps,
+                seed=self.cfg.seed,
+            ),
+            *self._eval_args(None),
+            *flags(text_field=d.text_field, id_field=d.id_field, max_docs=s.max_docs or None),
             *settings_argv(s.train),
         )
 
@@ -350,20 +423,30 @@ class Study:
         """Evaluation sets of a run: the domain `split` (``domain_valid`` for law-fitting runs,
         ``domain_test`` for the final comparison, None for the base model), the general and the
         target sets."""
-        return flags(eval_data=None if split is None else self.data[split],
-                     general_eval_data=self.data["general_test"] or None,
-                     target_eval_data=self.data["target_eval"] if self.data["target_eval"] and split is not None else None,
-                     eval_max_docs=self.cfg.data.eval_max_docs or None)
+        return flags(
+            eval_data=None if split is None else self.data[split],
+            general_eval_data=self.data["general_test"] or None,
+            target_eval_data=self.data["target_eval"] if self.data["target_eval"] and split is not None else None,
+            eval_max_docs=self.cfg.data.eval_max_docs or None,
+        )
 
     def stage_landscape(self) -> None:
         self.landscape = self.out / "landscape"
         if (self.landscape / "summary.json").exists():
             return
         cut = self.cfg.data.domain_max_docs and self.labels is None  # a contaminated pool is already cut
-        self.pplaw("score", *flags(model=self.base, data=self.data["domain_train"], out=self.landscape,
-                                   text_field=self.cfg.data.text_field, id_field=self.cfg.data.id_field,
-                                   max_docs=self.cfg.data.domain_max_docs if cut else None),
-                   *settings_argv(self.cfg.landscape))
+        self.pplaw(
+            "score",
+            *flags(
+                model=self.base,
+                data=self.data["domain_train"],
+                out=self.landscape,
+                text_field=self.cfg.data.text_field,
+                id_field=self.cfg.data.id_field,
+                max_docs=self.cfg.data.domain_max_docs if cut else None,
+            ),
+            *settings_argv(self.cfg.landscape),
+        )
 
     def _train(self, selection: Path, out: Path, seed: int, split: str = "domain_valid") -> None:
         """One CPT run, evaluated on the domain `split` (the validation split, but for the final
@@ -371,9 +454,18 @@ class Study:
         if (out / "eval.json").exists():
             return
         self.pplaw(
-            "train", *flags(model=self.base, data=self.data["domain_train"], selection=selection, out=out, seed=seed,
-                            text_field=self.cfg.data.text_field, id_field=self.cfg.data.id_field),
-            *self._eval_args(split), *settings_argv(self.cfg.train),
+            "train",
+            *flags(
+                model=self.base,
+                data=self.data["domain_train"],
+                selection=selection,
+                out=out,
+                seed=seed,
+                text_field=self.cfg.data.text_field,
+                id_field=self.cfg.data.id_field,
+            ),
+            *self._eval_args(split),
+            *settings_argv(self.cfg.train),
         )
 
     def stage_grid(self) -> None:
@@ -384,13 +476,18 @@ class Study:
             return
         sel_dir = grid / "selections"
         if not (sel_dir / f"{g.kind}.json").exists():
-            self.pplaw("select", g.kind, *flags(landscape=self.landscape, out=sel_dir, seed=seed),
-                       *settings_argv(getattr(g, g.kind)))
+            self.pplaw(
+                "select",
+                g.kind,
+                *flags(landscape=self.landscape, out=sel_dir, seed=seed),
+                *settings_argv(getattr(g, g.kind)),
+            )
         round_csv = grid / "round0" / "runs.csv"
         if not round_csv.exists():
             self._train_manifest(sel_dir, grid / "runs")
-            self.pplaw("runs", *flags(out=round_csv, metric=g.metric, round=0, manifest=sel_dir,
-                                      runs_dir=grid / "runs"))
+            self.pplaw(
+                "runs", *flags(out=round_csv, metric=g.metric, round=0, manifest=sel_dir, runs_dir=grid / "runs")
+            )
         for r in range(1, g.rounds + 1):
             done = grid / f"round{r}" / "round.json"
             if not done.exists():
@@ -411,8 +508,10 @@ class Study:
         for i, r in enumerate(manifest.itertuples(), 1):
             elapsed = time.monotonic() - started
             left = f", about {elapsed / trained * (len(manifest) - i + 1) / 60:.1f} min left" if trained else ""
-            log.info(f"run {i}/{len(manifest)} of {sel_dir.relative_to(self.out)}: {r.name} "
-                     f"({elapsed / 60:.1f} min elapsed{left})")
+            log.info(
+                f"run {i}/{len(manifest)} of {sel_dir.relative_to(self.out)}: {r.name} "
+                f"({elapsed / 60:.1f} min elapsed{left})"
+            )
             finished = (runs_dir / r.name / "eval.json").exists()
             self._train(sel_dir / r.name / "selection.parquet", runs_dir / r.name, self.cfg.seed + int(r.seed))
             trained += not finished
@@ -429,25 +528,40 @@ class Study:
         prop = rdir / "proposals"
         budget = f"{self.cfg.final.budget:g}"
         if not (prop / "propose.json").exists():
-            self.pplaw("propose", *flags(fit=fit_dir, landscape=self.landscape, tokens=budget, out=prop,
-                                         prefix=f"r{r}q", seed=self.cfg.seed + 1000 * r),
-                       *settings_argv(g.propose))
+            self.pplaw(
+                "propose",
+                *flags(
+                    fit=fit_dir,
+                    landscape=self.landscape,
+                    tokens=budget,
+                    out=prop,
+                    prefix=f"r{r}q",
+                    seed=self.cfg.seed + 1000 * r,
+                ),
+                *settings_argv(g.propose),
+            )
         stop = json.loads((prop / "propose.json").read_text())["stopping"]
         collect = ["runs", *flags(out=rdir / "runs.csv", metric=g.metric, round=r, include=prev_csv)]
         if not (stop["located"] and g.stop_early):
             self._train_manifest(prop, rdir / "runs")
             control = rdir / "control"
             if not (control / "summary.json").exists():
-                self.pplaw("select", *flags(landscape=self.landscape, tokens=budget, out=control,
-                                            seed=self.cfg.seed + 1000 * r),
-                           *settings_argv(SelectConfig(method="random", moments=f.moments)))
+                self.pplaw(
+                    "select",
+                    *flags(landscape=self.landscape, tokens=budget, out=control, seed=self.cfg.seed + 1000 * r),
+                    *settings_argv(SelectConfig(method="random", moments=f.moments)),
+                )
             self._train(control / "selection.parquet", rdir / "runs" / f"control{r}", self.cfg.seed + 1000 * r)
             # every random control is one design point (group `random`): replicates for the pure error
-            collect += flags(manifest=prop, runs_dir=rdir / "runs", run=[f"random={self._arg(rdir / 'runs' / f'control{r}')}"])
+            collect += flags(
+                manifest=prop, runs_dir=rdir / "runs", run=[f"random={self._arg(rdir / 'runs' / f'control{r}')}"]
+            )
         self.pplaw(*collect)
         n_runs = len(read_runs_table(rdir / "runs.csv"))
-        write_text(rdir / "round.json", json.dumps({"round": r, "located": stop["located"], "stopping": stop,
-                                                    "n_runs": n_runs}, indent=1))
+        write_text(
+            rdir / "round.json",
+            json.dumps({"round": r, "located": stop["located"], "stopping": stop, "n_runs": n_runs}, indent=1),
+        )
 
     def _fit_argv(self, runs_csv: Path, out: Path, settings) -> list:
         return ["fit", *flags(runs=runs_csv, out=out, seed=self.cfg.seed), *settings_argv(settings)]
@@ -499,12 +613,22 @@ class Study:
         fin = self.cfg.final
         if not (run_dir / "downstream.json").exists():
             run_dir.mkdir(parents=True, exist_ok=True)
-            self.pplaw("eval", *flags(model=model, tasks=self.tasks, out=run_dir / "downstream.json"),
-                       *settings_argv(self.cfg.eval))
+            self.pplaw(
+                "eval",
+                *flags(model=model, tasks=self.tasks, out=run_dir / "downstream.json"),
+                *settings_argv(self.cfg.eval),
+            )
         if fin.lm_eval_tasks and not (run_dir / LM_EVAL_JSON).exists():
-            self.pplaw("eval", *flags(model=model, lm_eval_tasks=fin.lm_eval_tasks,
-                                      lm_eval_include=self._input(fin.lm_eval_include), out=run_dir / LM_EVAL_JSON),
-                       *settings_argv(self.cfg.eval))
+            self.pplaw(
+                "eval",
+                *flags(
+                    model=model,
+                    lm_eval_tasks=fin.lm_eval_tasks,
+                    lm_eval_include=self._input(fin.lm_eval_include),
+                    out=run_dir / LM_EVAL_JSON,
+                ),
+                *settings_argv(self.cfg.eval),
+            )
 
     def stage_final(self) -> None:
         self._downstream(self.base, self.out / "final" / "base")
@@ -512,8 +636,12 @@ class Study:
         for method, dirs in self.selections.items():
             for seed, sel in dirs.items():
                 run_dir = self.out / "final" / method / f"seed{seed}"
-                done = sum(1 for m in self.selections for k in self.selections[m]
-                           if (self.out / "final" / m / f"seed{k}" / "eval.json").exists())
+                done = sum(
+                    1
+                    for m in self.selections
+                    for k in self.selections[m]
+                    if (self.out / "final" / m / f"seed{k}" / "eval.json").exists()
+                )
                 log.info(f"final run {method} seed {seed} ({done} of {total} runs finished)")
                 self._train(sel / "selection.parquet", run_dir, seed, split="domain_test")
                 self._downstream(run_dir / "hf", run_dir)

@@ -75,8 +75,8 @@ from pplaw_jax.errors import PplawError
 from pplaw_jax.law.choice import assess_laws, choose_law
 from pplaw_jax.law.forms import LAWS, get_law, predict_loss
 from pplaw_jax.law.point import fit_point
-from pplaw_jax.law.runs import runs_from_arrays
 from pplaw_jax.law.region import DEFAULT_MARGIN, SupportRegion
+from pplaw_jax.law.runs import runs_from_arrays
 from pplaw_jax.moments import chunk_values, columns
 from pplaw_jax.select.baselines import select_baseline
 from pplaw_jax.select.design import build_design, unit_to_region
@@ -89,10 +89,27 @@ from pplaw_jax.select.windows import select_windows
 FAMILIES = ("bowl", "bowl-log", "edge", "quad", "saddle", "tail", "gp", "curved-d", "junk")
 # True / False: every truth of the family has / lacks an interior optimum; None: per drawn truth
 # (``truth.info["interior"]``)
-INTERIOR = {"bowl": True, "bowl-log": True, "edge": False, "quad": True, "saddle": False, "tail": True,
-            "gp": None, "curved-d": True, "junk": None}
-WINDOWS = ((0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0), (0.1, 0.9), (0.0, 0.5), (0.5, 1.0),
-           (0.0, 1.0))  # the committed cpu_tiny grid's windows
+INTERIOR = {
+    "bowl": True,
+    "bowl-log": True,
+    "edge": False,
+    "quad": True,
+    "saddle": False,
+    "tail": True,
+    "gp": None,
+    "curved-d": True,
+    "junk": None,
+}
+WINDOWS = (
+    (0.0, 0.25),
+    (0.25, 0.5),
+    (0.5, 0.75),
+    (0.75, 1.0),
+    (0.1, 0.9),
+    (0.0, 0.5),
+    (0.5, 1.0),
+    (0.0, 1.0),
+)  # the committed cpu_tiny grid's windows
 RECOVERY_SD = 0.25
 N_RANDOM = 5
 EDGE_MARGIN = 0.05  # an argmin closer than this (share of the region's width) to its edge is not interior
@@ -132,8 +149,9 @@ def heavy_tailed_landscape(n_chunks: int = 6000, seed: int = 0) -> tuple[np.ndar
     return np.exp(log_ppl), rng.integers(64, 256, n_chunks)
 
 
-def junk_landscape(n_chunks: int = 6000, fraction: float = 0.3,
-                   seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def junk_landscape(
+    n_chunks: int = 6000, fraction: float = 0.3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Chunk ppl, scored tokens and a per-chunk junk label (bool) for a corpus with planted junk.
 
     Log ppl is a mixture: clean text ``N(2.8, 0.45)`` (share ``1 - fraction``), a low-perplexity
@@ -185,9 +203,13 @@ class World:
     @classmethod
     def build(cls, ppl, n_tokens, budgets, deploy=None, junk=None) -> World:
         budgets = tuple(sorted(int(b) for b in budgets))
-        world = cls(np.asarray(ppl, float), np.asarray(n_tokens, np.int64), budgets,
-                    int(deploy or budgets[len(budgets) // 2]),
-                    junk=None if junk is None else np.asarray(junk, bool))
+        world = cls(
+            np.asarray(ppl, float),
+            np.asarray(n_tokens, np.int64),
+            budgets,
+            int(deploy or budgets[len(budgets) // 2]),
+            junk=None if junk is None else np.asarray(junk, bool),
+        )
         if world.junk is not None and world.junk.shape != world.ppl.shape:
             raise PplawError(f"junk labels: {world.junk.size} for {world.ppl.size} chunks")
         subsets = []
@@ -212,8 +234,7 @@ class World:
         """`subset_stats` of subsets given by landscape rows (one array or a list of arrays),
         with ``junk_share`` where the landscape has junk labels."""
         rows = [rows] if isinstance(rows, np.ndarray) else list(rows)
-        return subset_stats([self.ppl[r] for r in rows],
-                            None if self.junk is None else [self.junk[r] for r in rows])
+        return subset_stats([self.ppl[r] for r in rows], None if self.junk is None else [self.junk[r] for r in rows])
 
     def region(self, kind: str, budget: int):
         key = (kind, int(budget))
@@ -285,8 +306,9 @@ def _cholesky(k: np.ndarray) -> np.ndarray:
                 raise
 
 
-def gp_surface(x_range, y_range, rng: np.random.Generator, length: float = GP_LENGTH, n: int = GP_GRID,
-               pad: float = 0.25):
+def gp_surface(
+    x_range, y_range, rng: np.random.Generator, length: float = GP_LENGTH, n: int = GP_GRID, pad: float = 0.25
+):
     """A draw of a zero-mean, unit-variance Gaussian process with a squared-exponential kernel
     (length scale `length` times each axis's range) over ``x_range x y_range`` widened by `pad`
     of the range on each side: sampled on an ``n x n`` grid (the kernel is separable, so the
@@ -307,8 +329,13 @@ def gp_surface(x_range, y_range, rng: np.random.Generator, length: float = GP_LE
 
     def f(x, y):
         x, y = np.broadcast_arrays(np.atleast_1d(np.asarray(x, float)), np.atleast_1d(np.asarray(y, float)))
-        pts = np.stack([np.clip(np.nan_to_num(x, nan=axes[0][0]), axes[0][0], axes[0][-1]),
-                        np.clip(np.nan_to_num(y, nan=axes[1][0]), axes[1][0], axes[1][-1])], axis=-1)
+        pts = np.stack(
+            [
+                np.clip(np.nan_to_num(x, nan=axes[0][0]), axes[0][0], axes[0][-1]),
+                np.clip(np.nan_to_num(y, nan=axes[1][0]), axes[1][0], axes[1][-1]),
+            ],
+            axis=-1,
+        )
         return interp(pts)
 
     return f
@@ -325,8 +352,11 @@ def argmin_interior(world: World, pool_log_l: np.ndarray, kind: str, margin: flo
     u_mu = (mu - region.mu_min) / max(region.mu_max - region.mu_min, 1e-300)
     lo, hi = (float(v) for v in region.sigma_bounds(mu))
     u_sigma = (sigma - lo) / (hi - lo) if hi > lo else 0.0
-    return {"interior": bool(min(u_mu, 1 - u_mu, u_sigma, 1 - u_sigma) > margin),
-            "argmin_unit": [float(u_mu), float(u_sigma)], "argmin": {"mu": mu, "sigma": sigma}}
+    return {
+        "interior": bool(min(u_mu, 1 - u_mu, u_sigma, 1 - u_sigma) > margin),
+        "argmin_unit": [float(u_mu), float(u_sigma)],
+        "argmin": {"mu": mu, "sigma": sigma},
+    }
 
 
 def make_truth(family: str, world: World, rng: np.random.Generator, depth: float = 0.02) -> Truth:
@@ -366,8 +396,14 @@ def make_truth(family: str, world: World, rng: np.random.Generator, depth: float
             sign = -1.0 if family == "saddle" else 1.0
             info.update(centre={"mu": m_s, "sigma": s_s})
             if family == "curved-d":
-                info.update(curve={"c0": CURVED_D[0], "c1": CURVED_D[1], "c2": CURVED_D[2],
-                                   "loss_at_quarter_d0_d0_4d0": list(CURVED_D_LOSS)})
+                info.update(
+                    curve={
+                        "c0": CURVED_D[0],
+                        "c1": CURVED_D[1],
+                        "c2": CURVED_D[2],
+                        "loss_at_quarter_d0_d0_4d0": list(CURVED_D_LOSS),
+                    }
+                )
 
             def shape(st, m_s=m_s, s_s=s_s, sx=sx, sy=sy, sign=sign):
                 x, y = (np.log(st[mu_c]) - np.log(m_s)) / sx, (np.log(st[sigma_c]) - np.log(s_s)) / sy
@@ -398,6 +434,7 @@ def make_truth(family: str, world: World, rng: np.random.Generator, depth: float
 
             def shape(st, q_star=q_star, sq=sq):
                 return ((st["q90_logppl"] - q_star) / sq) ** 2
+
         break
     else:
         raise PplawError(f"could not place a {family} optimum on this landscape")
@@ -411,6 +448,7 @@ def make_truth(family: str, world: World, rng: np.random.Generator, depth: float
         def spread(k):
             return float(truth.compose(k * ref, d0) - truth.compose(0.0, d0))
     else:
+
         def spread(k):
             log_l = truth.compose(k * base, d0)
             return float(np.median(log_l - log_l.min()))
@@ -469,12 +507,16 @@ def initial_subsets(world: World, cfg: LoopConfig, seed: int) -> tuple[list[np.n
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             subsets, _, _ = select_windows(values, world.n_tokens, WINDOWS, world.budgets, seed)
-        return ([s.selection.indices for s in subsets], [s.budget for s in subsets],
-                [s.name.rsplit("_b", 1)[0] for s in subsets])
+        return (
+            [s.selection.indices for s in subsets],
+            [s.budget for s in subsets],
+            [s.name.rsplit("_b", 1)[0] for s in subsets],
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        points, sels, _ = build_design(values, world.n_tokens, world.budgets, cfg.n_runs, cfg.n_centre,
-                                       cfg.selector, seed, candidates=500)
+        points, sels, _ = build_design(
+            values, world.n_tokens, world.budgets, cfg.n_runs, cfg.n_centre, cfg.selector, seed, candidates=500
+        )
     return [s.indices for s in sels], [p.budget for p in points], [p.group for p in points]
 
 
@@ -492,18 +534,34 @@ def fit_runs(obs: dict, groups, cfg: LoopConfig, seed: int) -> dict:
     posterior, in the fit's moments.  ``usable`` is False when the law failed its lack-of-fit test
     (or none could be chosen): the selection then refuses."""
     mu_c, sigma_c = columns(cfg.moments)
-    runs = runs_from_arrays(obs["stats"][mu_c], obs["stats"][sigma_c], obs["tokens"], obs["loss"],
-                            group=list(groups), moments=cfg.moments)
+    runs = runs_from_arrays(
+        obs["stats"][mu_c], obs["stats"][sigma_c], obs["tokens"], obs["loss"], group=list(groups), moments=cfg.moments
+    )
     candidates = tuple(LAWS) if cfg.law == AUTO else (cfg.law,)
-    assessed = assess_laws(runs, candidates, alpha=LACK_OF_FIT_ALPHA, n_random=4, seed=seed,
-                           outlier_share=cfg.outlier_share, min_runs_per_param=FitConfig.min_runs_per_param)
+    assessed = assess_laws(
+        runs,
+        candidates,
+        alpha=LACK_OF_FIT_ALPHA,
+        n_random=4,
+        seed=seed,
+        outlier_share=cfg.outlier_share,
+        min_runs_per_param=FitConfig.min_runs_per_param,
+    )
     if cfg.law == AUTO:
         choice = choose_law(assessed.heldout, assessed.lof, runs.groups, seed)
         law, usable = choice["chosen"], choice["chosen"] is not None
     else:
         law, usable = cfg.law, (assessed.lof.get(cfg.law) or {}).get("rejected") is not True
-    out = {"runs": runs, "law": law, "usable": usable, "point": None, "bootstrap": None, "posterior": None,
-           "lack_of_fit": {k: v["p"] for k, v in assessed.lof.items()}, "pure_error_sd": assessed.pure_error.sd}
+    out = {
+        "runs": runs,
+        "law": law,
+        "usable": usable,
+        "point": None,
+        "bootstrap": None,
+        "posterior": None,
+        "lack_of_fit": {k: v["p"] for k, v in assessed.lof.items()},
+        "pure_error_sd": assessed.pure_error.sd,
+    }
     if not usable:
         return out
     form = get_law(law)
@@ -512,8 +570,9 @@ def fit_runs(obs: dict, groups, cfg: LoopConfig, seed: int) -> dict:
     if cfg.bayes:
         from pplaw_jax.law.bayes import Priors, SamplerConfig, fit_bayes
 
-        bayes = fit_bayes(runs, point, Priors(), SamplerConfig(chains=cfg.chains, warmup=cfg.warmup,
-                                                               samples=cfg.samples, seed=seed))
+        bayes = fit_bayes(
+            runs, point, Priors(), SamplerConfig(chains=cfg.chains, warmup=cfg.warmup, samples=cfg.samples, seed=seed)
+        )
         flat = bayes.flat()
         out["posterior"] = {k: flat[k] for k in form.param_names}
         out["converged"] = bayes.diagnostics()["converged"]
@@ -528,9 +587,17 @@ def choose(world: World, fit: dict, cfg: LoopConfig, target_kind: str, support: 
     draws, source = (fit["posterior"], "posterior") if target_kind == "posterior" else (fit["bootstrap"], "bootstrap")
     region = world.region(cfg.moments, world.deploy)
     try:
-        choice = choose_target(region, fit["law"], fit["point"], draws, world.deploy, support,
-                               draws_source=source, max_boundary_fraction=cfg.max_boundary_fraction,
-                               allow_boundary=cfg.allow_boundary)
+        choice = choose_target(
+            region,
+            fit["law"],
+            fit["point"],
+            draws,
+            world.deploy,
+            support,
+            draws_source=source,
+            max_boundary_fraction=cfg.max_boundary_fraction,
+            allow_boundary=cfg.allow_boundary,
+        )
     except Refusal as e:
         return None, (e.details.get("interior") or {}).get("fraction_at_boundary"), e.details["refused"]
     except PplawError as e:
@@ -557,20 +624,38 @@ def classify(refused: bool, gain: float, tol: float) -> str:
     return "useful" if gain > tol else "neutral"
 
 
-def score(world: World, truth: Truth, cfg: LoopConfig, fit: dict | None, target, rows, random_log_l: float,
-          best: dict, fraction_at_boundary, refusal_reason: str | None = None) -> dict:
+def score(
+    world: World,
+    truth: Truth,
+    cfg: LoopConfig,
+    fit: dict | None,
+    target,
+    rows,
+    random_log_l: float,
+    best: dict,
+    fraction_at_boundary,
+    refusal_reason: str | None = None,
+) -> dict:
     """The metrics of one selection (or refusal) against the truth (see the module docstring).
 
     The used subset is the selection, or random for a refusal: a refusal gains 0 over random and
     its regret is the whole headroom (``left_on_table``), never 0."""
     tol = cfg.tolerance
     headroom = float(random_log_l - best["log_l"])
-    out = {"refused": target is None, "fraction_at_boundary": fraction_at_boundary, "tol": tol,
-           "headroom": headroom}
+    out = {"refused": target is None, "fraction_at_boundary": fraction_at_boundary, "tol": tol, "headroom": headroom}
     if target is None:
-        out.update(outcome="refused", refusal_reason=refusal_reason, gain=0.0, regret=headroom,
-                   left_on_table=headroom, log_l=float(random_log_l), target=None, recovered=False,
-                   covered=None, distance_sd=None)
+        out.update(
+            outcome="refused",
+            refusal_reason=refusal_reason,
+            gain=0.0,
+            regret=headroom,
+            left_on_table=headroom,
+            log_l=float(random_log_l),
+            target=None,
+            recovered=False,
+            covered=None,
+            distance_sd=None,
+        )
         return out
     mu_c, sigma_c = columns(cfg.moments)
     sd = float(chunk_values(world.ppl, cfg.moments).std())
@@ -579,16 +664,29 @@ def score(world: World, truth: Truth, cfg: LoopConfig, fit: dict | None, target,
     distance = np.hypot(target.mu - best[mu_c], target.sigma - best[sigma_c]) / sd
     draws = fit["posterior"] if fit["posterior"] is not None else fit["bootstrap"]
     with np.errstate(over="ignore", invalid="ignore"):
-        pred = predict_loss(fit["law"], {k: v[:, None] for k, v in draws.items()}, st[mu_c][None],
-                            st[sigma_c][None], np.array([[world.n_tokens[rows].sum()]]))[:, 0]
+        pred = predict_loss(
+            fit["law"],
+            {k: v[:, None] for k, v in draws.items()},
+            st[mu_c][None],
+            st[sigma_c][None],
+            np.array([[world.n_tokens[rows].sum()]]),
+        )[:, 0]
     pred = pred[np.isfinite(pred)]
     lo, hi = np.quantile(pred, [0.05, 0.95]) if pred.size else (np.nan, np.nan)
     true_l = float(np.exp(truth.log_loss(st, world.n_tokens[rows].sum())[0]))
     gain = float(random_log_l - log_l)
-    out.update(outcome=classify(False, gain, tol), refusal_reason=None, gain=gain, regret=float(log_l - best["log_l"]),
-               left_on_table=None, log_l=log_l, target={"mu": float(target.mu), "sigma": float(target.sigma)},
-               recovered=bool(distance <= RECOVERY_SD), distance_sd=float(distance),
-               covered=bool(lo <= true_l <= hi))
+    out.update(
+        outcome=classify(False, gain, tol),
+        refusal_reason=None,
+        gain=gain,
+        regret=float(log_l - best["log_l"]),
+        left_on_table=None,
+        log_l=log_l,
+        target={"mu": float(target.mu), "sigma": float(target.sigma)},
+        recovered=bool(distance <= RECOVERY_SD),
+        distance_sd=float(distance),
+        covered=bool(lo <= true_l <= hi),
+    )
     return out
 
 
@@ -605,9 +703,10 @@ def share(flags) -> dict:
 def outcome_rates(scores: list[dict]) -> dict:
     """Refusal, useful, neutral, harmful and safe (= 1 - harmful; a refusal is safe, never useful)
     rates of a set of scored replicates, each a `share` with its 95% Wilson interval."""
-    out = {name: share([s["outcome"] == o for s in scores])
-           for name, o in (("refusal", "refused"), ("useful", "useful"), ("neutral", "neutral"),
-                           ("harmful", "harmful"))}
+    out = {
+        name: share([s["outcome"] == o for s in scores])
+        for name, o in (("refusal", "refused"), ("useful", "useful"), ("neutral", "neutral"), ("harmful", "harmful"))
+    }
     out["safe"] = share([s["outcome"] != "harmful" for s in scores])
     return out
 
@@ -635,8 +734,10 @@ def verdict(pairs: list[tuple[dict, dict]]) -> dict:
     truth has value, useful >= `USEFUL_MIN` and harmful <= `HARMFUL_MAX`; elsewhere harmful <=
     `HARMFUL_MAX`.  ``met`` is judged on the point estimates; ``by_interval`` says whether the 95%
     Wilson intervals confirm it (``met``), refute it (``not met``) or cannot tell (``undecided``)."""
-    groups = {"value": [s for r, s in pairs if has_value(r, s)],
-              "no_value": [s for r, s in pairs if not has_value(r, s)]}
+    groups = {
+        "value": [s for r, s in pairs if has_value(r, s)],
+        "no_value": [s for r, s in pairs if not has_value(r, s)],
+    }
     out, met_all, intervals = {}, True, []
     for name, scores in groups.items():
         rates = outcome_rates(scores)
@@ -646,16 +747,25 @@ def verdict(pairs: list[tuple[dict, dict]]) -> dict:
         met = all(c[0] for c in checks) if scores else True
         by = [c[1] for c in checks]
         by_interval = "not met" if "not met" in by else "undecided" if "undecided" in by else "met"
-        out[name] = {"n": len(scores), "useful": rates["useful"], "harmful": rates["harmful"],
-                     "targets": (f"useful >= {USEFUL_MIN:.2f}, harmful <= {HARMFUL_MAX:.2f}" if name == "value"
-                                 else f"harmful <= {HARMFUL_MAX:.2f}"),
-                     "met": met, "by_interval": by_interval if scores else "undecided"}
+        out[name] = {
+            "n": len(scores),
+            "useful": rates["useful"],
+            "harmful": rates["harmful"],
+            "targets": (
+                f"useful >= {USEFUL_MIN:.2f}, harmful <= {HARMFUL_MAX:.2f}"
+                if name == "value"
+                else f"harmful <= {HARMFUL_MAX:.2f}"
+            ),
+            "met": met,
+            "by_interval": by_interval if scores else "undecided",
+        }
         met_all &= met
         if scores:
             intervals.append(out[name]["by_interval"])
     out["met"] = met_all
-    out["by_interval"] = ("not met" if "not met" in intervals else
-                          "undecided" if "undecided" in intervals or not intervals else "met")
+    out["by_interval"] = (
+        "not met" if "not met" in intervals else "undecided" if "undecided" in intervals or not intervals else "met"
+    )
     return out
 
 
@@ -665,29 +775,50 @@ def run_replicate(world: World, family: str, cfg: LoopConfig, seed: int, depth: 
     rows, budgets, groups = initial_subsets(world, cfg, seed)
     obs = observe(world, truth, rows, budgets, rng, cfg.noise)
     fit = fit_runs(obs, groups, cfg, seed)
-    result = {**_header(family, seed, cfg, truth, best, random_log_l, depth), "n_runs": len(rows),
-              "converged": fit.get("converged")}
+    result = {
+        **_header(family, seed, cfg, truth, best, random_log_l, depth),
+        "n_runs": len(rows),
+        "converged": fit.get("converged"),
+    }
     for kind in ("point", "posterior") if cfg.bayes else ("point",):
         result[kind] = _select_and_score(world, truth, cfg, fit, kind, seed, random_log_l, best)
     return result
 
 
-def _header(family: str, seed: int, cfg: LoopConfig, truth: Truth, best: dict, random_log_l: float,
-            depth: float) -> dict:
-    return {"family": family, "seed": seed, "grid": cfg.grid, "moments": cfg.moments,
-            "selector": cfg.selector if cfg.grid == "design" else "bands", "law": cfg.label,
-            "truth": truth.info, "interior": truth.info["interior"], "noise": cfg.noise, "tol": cfg.tolerance,
-            "depth": depth, "random_log_l": random_log_l, "best_log_l": best["log_l"],
-            "headroom": random_log_l - best["log_l"], "random_minus_best": random_log_l - best["log_l"]}
+def _header(
+    family: str, seed: int, cfg: LoopConfig, truth: Truth, best: dict, random_log_l: float, depth: float
+) -> dict:
+    return {
+        "family": family,
+        "seed": seed,
+        "grid": cfg.grid,
+        "moments": cfg.moments,
+        "selector": cfg.selector if cfg.grid == "design" else "bands",
+        "law": cfg.label,
+        "truth": truth.info,
+        "interior": truth.info["interior"],
+        "noise": cfg.noise,
+        "tol": cfg.tolerance,
+        "depth": depth,
+        "random_log_l": random_log_l,
+        "best_log_l": best["log_l"],
+        "headroom": random_log_l - best["log_l"],
+        "random_minus_best": random_log_l - best["log_l"],
+    }
 
 
-def _select_and_score(world: World, truth: Truth, cfg: LoopConfig, fit: dict, kind: str, seed: int,
-                      random_log_l: float, best: dict) -> dict:
+def _select_and_score(
+    world: World, truth: Truth, cfg: LoopConfig, fit: dict, kind: str, seed: int, random_log_l: float, best: dict
+) -> dict:
     support = SupportRegion(fit["runs"].mu, fit["runs"].sigma, cfg.trust_margin)
     target, frac, reason = choose(world, fit, cfg, kind, support)
     rows = None if target is None else realise(world, cfg, target.mu, target.sigma, seed)
-    return {**score(world, truth, cfg, fit, target, rows, random_log_l, best, frac, reason),
-            "law_used": fit["law"], "law_usable": fit["usable"], "lack_of_fit_p": fit["lack_of_fit"]}
+    return {
+        **score(world, truth, cfg, fit, target, rows, random_log_l, best, frac, reason),
+        "law_used": fit["law"],
+        "law_usable": fit["usable"],
+        "lack_of_fit_p": fit["lack_of_fit"],
+    }
 
 
 def _truth_and_references(world: World, family: str, cfg: LoopConfig, seed: int, depth: float):
@@ -697,15 +828,25 @@ def _truth_and_references(world: World, family: str, cfg: LoopConfig, seed: int,
     i = int(np.argmin(pool_log_l))
     best = {k: float(v[i]) for k, v in world.pool.items()} | {"log_l": float(pool_log_l[i])}
     values = chunk_values(world.ppl, cfg.moments)
-    rand = [select_baseline("random", values, world.n_tokens, world.deploy, seed * 100 + k).indices
-            for k in range(N_RANDOM)]
+    rand = [
+        select_baseline("random", values, world.n_tokens, world.deploy, seed * 100 + k).indices for k in range(N_RANDOM)
+    ]
     random_log_l = float(np.mean(truth.log_loss(world.stats(rand), world.deploy)))
     return rng, truth, best, random_log_l
 
 
-def run_sequential(world: World, family: str, cfg: LoopConfig, seed: int, initial: int = 12,
-                   rounds: int = 3, per_round: int = 4, depth: float = 0.02,
-                   explore_margin: float = 0.25, stop: bool = False) -> dict:
+def run_sequential(
+    world: World,
+    family: str,
+    cfg: LoopConfig,
+    seed: int,
+    initial: int = 12,
+    rounds: int = 3,
+    per_round: int = 4,
+    depth: float = 0.02,
+    explore_margin: float = 0.25,
+    stop: bool = False,
+) -> dict:
     """The sequential loop: an `initial`-run design, then `rounds` of Thompson-sampling proposals
     (`per_round` runs at the deployment budget, inside the runs' hull widened by `explore_margin`),
     refitting after each.  The selection is scored after every fit, with the number of runs spent
@@ -722,7 +863,11 @@ def run_sequential(world: World, family: str, cfg: LoopConfig, seed: int, initia
     trace = []
     for r in range(rounds + 1):
         fit = fit_runs(obs, groups, cfg, seed + r)
-        step = {"round": r, "runs": len(groups), **_select_and_score(world, truth, cfg, fit, kind, seed, random_log_l, best)}
+        step = {
+            "round": r,
+            "runs": len(groups),
+            **_select_and_score(world, truth, cfg, fit, kind, seed, random_log_l, best),
+        }
         trace.append(step)
         if r == rounds:
             break
@@ -731,27 +876,44 @@ def run_sequential(world: World, family: str, cfg: LoopConfig, seed: int, initia
             break
         draws = fit["posterior"] if cfg.bayes else fit["bootstrap"]
         region = world.region(cfg.moments, world.deploy)
-        props, _ = propose(region, SupportRegion(fit["runs"].mu, fit["runs"].sigma, explore_margin), fit["law"],
-                           draws, world.deploy, per_round, seed=seed + 1000 * (r + 1))
+        props, _ = propose(
+            region,
+            SupportRegion(fit["runs"].mu, fit["runs"].sigma, explore_margin),
+            fit["law"],
+            draws,
+            world.deploy,
+            per_round,
+            seed=seed + 1000 * (r + 1),
+        )
         noise = fit["pure_error_sd"] or cfg.noise  # as `pplaw propose`: the replicates' pure error
-        rule = stopping(feasible_grid(region, SupportRegion(fit["runs"].mu, fit["runs"].sigma, cfg.trust_margin)),
-                        fit["law"], draws, world.deploy, noise, float(chunk_values(world.ppl, cfg.moments).std()),
-                        fit["runs"].mu, fit["runs"].sigma)
+        rule = stopping(
+            feasible_grid(region, SupportRegion(fit["runs"].mu, fit["runs"].sigma, cfg.trust_margin)),
+            fit["law"],
+            draws,
+            world.deploy,
+            noise,
+            float(chunk_values(world.ppl, cfg.moments).std()),
+            fit["runs"].mu,
+            fit["runs"].sigma,
+        )
         step["located"] = rule["located"]
         if stop and rule["located"]:
             break
         new_rows = [realise(world, cfg, p["mu"], p["sigma"], seed + 1000 * (r + 1) + i) for i, p in enumerate(props)]
         new = observe(world, truth, new_rows, [world.deploy] * len(new_rows), rng, cfg.noise)
-        obs = {"stats": {k: np.concatenate([obs["stats"][k], new["stats"][k]]) for k in obs["stats"]},
-               "tokens": np.concatenate([obs["tokens"], new["tokens"]]),
-               "loss": np.concatenate([obs["loss"], new["loss"]]),
-               "budgets": np.concatenate([obs["budgets"], new["budgets"]])}
+        obs = {
+            "stats": {k: np.concatenate([obs["stats"][k], new["stats"][k]]) for k in obs["stats"]},
+            "tokens": np.concatenate([obs["tokens"], new["tokens"]]),
+            "loss": np.concatenate([obs["loss"], new["loss"]]),
+            "budgets": np.concatenate([obs["budgets"], new["budgets"]]),
+        }
         groups = list(groups) + [f"r{r + 1}q{i}" for i in range(len(new_rows))]
     return {**_header(family, seed, cfg, truth, best, random_log_l, depth), "kind": kind, "trace": trace}
 
 
-def run_fixed(world: World, family: str, cfg: LoopConfig, seed: int, sizes=(12, 16, 20, 24),
-              depth: float = 0.02) -> dict:
+def run_fixed(
+    world: World, family: str, cfg: LoopConfig, seed: int, sizes=(12, 16, 20, 24), depth: float = 0.02
+) -> dict:
     """Fixed designs of each size in `sizes` (each its own maximin design, same truth and seed),
     scored like `run_sequential`'s steps."""
     rng, truth, best, random_log_l = _truth_and_references(world, family, cfg, seed, depth)

@@ -33,27 +33,62 @@ from pplaw_jax.paths import AnyPath, as_path, move
 _CORPUS_READ = ("data.builtin", "data.text_field", "data.id_field")
 # the law-fitting runs' evaluation sets: the validation split (given, or cut from the documents after
 # the scored ones) and the general and target sets; never the domain test split
-_VALID_SETS = ("data.domain_valid", "data.domain_max_docs", "data.general_test", "data.target_eval",
-               "data.eval_doc_chars", "data.eval_max_docs")
+_VALID_SETS = (
+    "data.domain_valid",
+    "data.domain_max_docs",
+    "data.general_test",
+    "data.target_eval",
+    "data.eval_doc_chars",
+    "data.eval_max_docs",
+)
 
 # stage -> (configuration values it reads, stages whose outputs it reads); in pipeline order
 STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "data": (("data", "final.tasks", "seed"), ()),
-    "base": (("base_model", "scratch", "seed", "data.general_train", *_CORPUS_READ, "landscape.seq_len",
-              "train.seq_len"), ()),
-    "landscape": (("landscape", "data.domain_train", "data.domain_max_docs", "data.contaminate", *_CORPUS_READ),
-                  ("base",)),
-    "grid": (("grid", "train", "seed", "fit.moments", "data.domain_train", "data.contaminate", *_CORPUS_READ,
-              *_VALID_SETS), ("landscape",)),
+    "base": (
+        ("base_model", "scratch", "seed", "data.general_train", *_CORPUS_READ, "landscape.seq_len", "train.seq_len"),
+        (),
+    ),
+    "landscape": (
+        ("landscape", "data.domain_train", "data.domain_max_docs", "data.contaminate", *_CORPUS_READ),
+        ("base",),
+    ),
+    "grid": (
+        ("grid", "train", "seed", "fit.moments", "data.domain_train", "data.contaminate", *_CORPUS_READ, *_VALID_SETS),
+        ("landscape",),
+    ),
     "fit": (("fit", "seed"), ("grid",)),
-    "select": (("final.budget", "final.methods", "final.seeds", "final.select", "grid.design.selector",
-                "fit.moments", "seed", "data.contaminate", "data.id_field"), ("fit", "landscape")),
-    "final": (("final.tasks", "final.lm_eval_tasks", "final.lm_eval_include", "train", "eval", "seed", "data"),
-              ("select", "base")),
+    "select": (
+        (
+            "final.budget",
+            "final.methods",
+            "final.seeds",
+            "final.select",
+            "grid.design.selector",
+            "fit.moments",
+            "seed",
+            "data.contaminate",
+            "data.id_field",
+        ),
+        ("fit", "landscape"),
+    ),
+    "final": (
+        ("final.tasks", "final.lm_eval_tasks", "final.lm_eval_include", "train", "eval", "seed", "data"),
+        ("select", "base"),
+    ),
 }
 # configuration keys that name input files: a stage reading one also reads its content fingerprint
-FINGERPRINTED = ("data.general_train", "data.general_test", "data.domain_train", "data.domain_valid",
-                 "data.domain_test", "data.target_eval", "base_model", "final.tasks", "final.lm_eval_include")
+FINGERPRINTED = (
+    "data.general_train",
+    "data.general_test",
+    "data.domain_train",
+    "data.domain_valid",
+    "data.domain_test",
+    "data.target_eval",
+    "base_model",
+    "final.tasks",
+    "final.lm_eval_include",
+)
 # sequential rounds fit the law (fit settings) and train a random control at the final budget
 SEQUENTIAL_GRID_READS = ("fit", "final.budget")
 SUPERSEDED = "superseded"
@@ -125,5 +160,6 @@ def supersede(out_dir: str | os.PathLike, stage: str, key: str) -> AnyPath | Non
 def stages_record(tree: dict) -> dict:
     """What `pplaw run` writes to ``OUT/stages.json``: each stage's key and the values it read."""
     keys = stage_keys(tree)
-    return {"stages": {s: {"key": keys[s], "config": stage_inputs(tree, s), "upstream": list(STAGES[s][1])}
-                       for s in STAGES}}
+    return {
+        "stages": {s: {"key": keys[s], "config": stage_inputs(tree, s), "upstream": list(STAGES[s][1])} for s in STAGES}
+    }

@@ -19,7 +19,7 @@ def tensorboard_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
         data, pos = path.read_bytes(), 0
         while pos + 12 <= len(data):
             (length,) = struct.unpack_from("<Q", data, pos)
-            event = Event.FromString(data[pos + 12: pos + 12 + length])
+            event = Event.FromString(data[pos + 12 : pos + 12 + length])
             pos += 12 + length + 4
             if event.HasField("session_log") and event.session_log.status == SessionLog.START:
                 for points in series.values():
@@ -42,11 +42,13 @@ def tensorboard_hparams(log_dir: Path) -> dict:
     data, pos = path.read_bytes(), 0
     while pos + 12 <= len(data):
         (length,) = struct.unpack_from("<Q", data, pos)
-        event = Event.FromString(data[pos + 12: pos + 12 + length])
+        event = Event.FromString(data[pos + 12 : pos + 12 + length])
         pos += 12 + length + 4
         for value in event.summary.value:
             if value.tag == "_hparams_/session_start_info":
                 info = HParamsPluginData.FromString(value.metadata.plugin_data.content)
-                return {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
-                        for k, v in info.session_start_info.hparams.items()}
+                return {
+                    k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
+                    for k, v in info.session_start_info.hparams.items()
+                }
     return {}

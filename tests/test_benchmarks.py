@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tiny_hf import save_tiny_llama
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,8 +46,11 @@ def tiny_model(tmp_path_factory):
 
 
 def test_score_throughput_separate_processes(tiny_model, tmp_path):
-    data = run_benchmark("score_throughput.py", ["--model", str(tiny_model), "--shapes", "2x32,4x32", "--runs", "2",
-                                                 "--repeats", "2", "--matmul-size", "256"], tmp_path / "s.json")  # fmt: skip
+    data = run_benchmark(
+        "score_throughput.py",
+        ["--model", str(tiny_model), "--shapes", "2x32,4x32", "--runs", "2", "--repeats", "2", "--matmul-size", "256"],
+        tmp_path / "s.json",
+    )
     check_separate_alternating(data["env"], runs=2)
     assert [(r["batch"], r["seq_len"]) for r in data["rows"]] == [(2, 32), (4, 32)]
     for row in data["rows"]:

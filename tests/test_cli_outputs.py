@@ -45,8 +45,16 @@ def test_a_directory_where_an_output_file_goes_is_refused_first(tmp_path, capsys
     assert list(tmp_path.iterdir()) == []
 
 
-LOCKING = [*COMMANDS, ["run", "experiments/configs/quickstart.yaml", "data.builtin=null",
-                       "data.domain_train=NOPE.jsonl", "data.domain_test=NOPE.jsonl"]]
+LOCKING = [
+    *COMMANDS,
+    [
+        "run",
+        "experiments/configs/quickstart.yaml",
+        "data.builtin=null",
+        "data.domain_train=NOPE.jsonl",
+        "data.domain_test=NOPE.jsonl",
+    ],
+]
 
 
 def _out_args(argv, out):
@@ -64,10 +72,15 @@ def test_a_second_writer_of_an_output_directory_is_refused(tmp_path, capsys):
 
     out = tmp_path / "out"
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from pplaw_jax.fileio import output_lock\n"
-         f"with output_lock({str(out)!r}):\n    print('locked', flush=True); time.sleep(600)"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pplaw_jax.fileio import output_lock\n"
+            f"with output_lock({str(out)!r}):\n    print('locked', flush=True); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         for argv in LOCKING:
@@ -111,7 +124,9 @@ def test_every_help_ends_with_an_example_and_loads_without_jax():
         "        main([name, '--help'])\n"
         "    print(name, 'jax' in sys.modules, buf.getvalue().strip().splitlines()[-1].strip().split()[:2])\n"
     )
-    lines = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
+    lines = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     assert lines == [f"{name} False ['pplaw', '{name}']" for name in COMMANDS]
     version = subprocess.run([sys.executable, "-m", "pplaw_jax.cli", "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.strip().startswith("pplaw 0.")
@@ -123,8 +138,20 @@ def test_every_output_directory_records_the_command_and_its_resolved_settings(tm
     from pplaw_jax.select.synthetic import synthetic_landscape, write_landscape
 
     land = write_landscape(tmp_path / "land", synthetic_landscape(400, seed=0), rows_per_part=200)
-    argv = ["select", "design", "--landscape", str(land), "--out", str(tmp_path / "d"), "--n", "6",
-            "--budgets", "1e4", "4e4", "1.6e5"]
+    argv = [
+        "select",
+        "design",
+        "--landscape",
+        str(land),
+        "--out",
+        str(tmp_path / "d"),
+        "--n",
+        "6",
+        "--budgets",
+        "1e4",
+        "4e4",
+        "1.6e5",
+    ]
     assert main(argv) == 0
     record = json.loads((tmp_path / "d" / "command.json").read_text())
     assert record["argv"] == ["pplaw", *argv]
@@ -134,7 +161,9 @@ def test_every_output_directory_records_the_command_and_its_resolved_settings(tm
 
 def test_train_tokens_accepts_scientific_notation(tmp_path, capsys):
     """`--tokens 1e6` works in every subcommand (train took only integers); a bad value is one line."""
-    assert main(["train", "--model", "NOPE", "--data", "NOPE.jsonl", "--tokens", "2.5", "--out", str(tmp_path / "r")]) == 2
+    assert (
+        main(["train", "--model", "NOPE", "--data", "NOPE.jsonl", "--tokens", "2.5", "--out", str(tmp_path / "r")]) == 2
+    )
     assert "--tokens: the token budget must be a whole number of tokens, got '2.5'" in capsys.readouterr().err
     from pplaw_jax.cli import build_parser
 
@@ -156,8 +185,13 @@ def test_a_rerun_removes_what_a_killed_writer_left(tmp_path, capsys):
     for mine in ("keep.tmp", "notes.v2.tmp"):  # a user's files, not temporaries of ours
         (out / mine).write_text("keep")
     assert main(["select", "--landscape", str(land), "--tokens", "1000", "--method", "random", "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["command.json", "keep.tmp", "notes.v2.tmp", "selection.parquet",
-                                                     "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "command.json",
+        "keep.tmp",
+        "notes.v2.tmp",
+        "selection.parquet",
+        "summary.json",
+    ]
 
 
 def test_owned_temporaries_only(tmp_path):
@@ -165,14 +199,20 @@ def test_owned_temporaries_only(tmp_path):
     their process alone writes: another host's in-flight `run_args.json.<random>.tmp` must stay."""
     from pplaw_jax.fileio import discard_temporaries
 
-    for name in ("summary.json.k3j9x2ab.tmp", "histogram.png.q1w2e3r4.tmp", "run_args.json.abcdefgh.tmp",
-                 "parts/host001-part00000.parquet.zzzzzzzz.tmp"):
+    for name in (
+        "summary.json.k3j9x2ab.tmp",
+        "histogram.png.q1w2e3r4.tmp",
+        "run_args.json.abcdefgh.tmp",
+        "parts/host001-part00000.parquet.zzzzzzzz.tmp",
+    ):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text("partial")
     (tmp_path / ".hf.tmp-abcd_123").mkdir()
     discard_temporaries(tmp_path, owned=("summary.json", "histogram.png", "hf"))
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
-        "parts/host001-part00000.parquet.zzzzzzzz.tmp", "run_args.json.abcdefgh.tmp"]
+        "parts/host001-part00000.parquet.zzzzzzzz.tmp",
+        "run_args.json.abcdefgh.tmp",
+    ]
     assert not (tmp_path / ".hf.tmp-abcd_123").exists()
 
 
@@ -192,6 +232,14 @@ def test_sigint_is_one_line_and_the_shells_code(monkeypatch, tmp_path, capsys):
 def test_run_overrides_may_follow_its_flags():
     from pplaw_jax.pipeline import reorder_argv
 
-    assert reorder_argv(["run", "c.yaml", "--until", "fit", "fit.law=ppl", "--force", "grid", "seed=1"]) == \
-        ["run", "c.yaml", "fit.law=ppl", "seed=1", "--until", "fit", "--force", "grid"]
+    assert reorder_argv(["run", "c.yaml", "--until", "fit", "fit.law=ppl", "--force", "grid", "seed=1"]) == [
+        "run",
+        "c.yaml",
+        "fit.law=ppl",
+        "seed=1",
+        "--until",
+        "fit",
+        "--force",
+        "grid",
+    ]
     assert reorder_argv(["run", "c.yaml", "a=1", "--force=fit"]) == ["run", "c.yaml", "a=1", "--force=fit"]

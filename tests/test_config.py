@@ -36,9 +36,16 @@ def test_flags_and_study_share_one_default(argv, cls):
     """No flag given: exactly the class's defaults, which are also the study's section defaults."""
     assert settings_of(argv, cls) == cls()
     study = C.StudyConfig()
-    sections = {C.ScoreConfig: study.landscape, C.TrainConfig: study.train, C.FitConfig: study.fit,
-                C.DesignConfig: study.grid.design, C.WindowsConfig: study.grid.windows,
-                C.ProposeConfig: study.grid.propose, C.SelectConfig: study.final.select, C.EvalConfig: study.eval}
+    sections = {
+        C.ScoreConfig: study.landscape,
+        C.TrainConfig: study.train,
+        C.FitConfig: study.fit,
+        C.DesignConfig: study.grid.design,
+        C.WindowsConfig: study.grid.windows,
+        C.ProposeConfig: study.grid.propose,
+        C.SelectConfig: study.final.select,
+        C.EvalConfig: study.eval,
+    }
     assert sections[cls] == cls()
 
 
@@ -61,9 +68,21 @@ def _changed(cfg):
         elif isinstance(v, list):
             values[f.name] = [x * 2 for x in v]
         elif isinstance(v, float) or f.name in ("tokens_ref", "max_boundary_fraction", "trust_margin"):
-            values[f.name] = 0.5 if f.name in ("level", "target_accept", "min_lr_ratio", "max_boundary_fraction",
-                                              "stop_probability", "trust_margin") else \
-                0.1 if f.name == "outlier_share" else (v or 1.0) * 2
+            values[f.name] = (
+                0.5
+                if f.name
+                in (
+                    "level",
+                    "target_accept",
+                    "min_lr_ratio",
+                    "max_boundary_fraction",
+                    "stop_probability",
+                    "trust_margin",
+                )
+                else 0.1
+                if f.name == "outlier_share"
+                else (v or 1.0) * 2
+            )
         else:
             values[f.name] = (v or 1) * 2 + (2 if f.name == "seq_len" else 0)
     return type(cfg)(**values)
@@ -78,11 +97,13 @@ def test_settings_argv_round_trips(argv, cls):
 
 
 def test_study_files_inherit_section_by_section(tmp_path):
-    (tmp_path / "parent.yaml").write_text(yaml.safe_dump(
-        {"name": "parent", "train": {"lr": 1e-3}, "landscape": {"seq_len": 256}, "fit": {"warmup": 300}}))
+    (tmp_path / "parent.yaml").write_text(
+        yaml.safe_dump({"name": "parent", "train": {"lr": 1e-3}, "landscape": {"seq_len": 256}, "fit": {"warmup": 300}})
+    )
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "child.yaml").write_text(yaml.safe_dump(
-        {"base": "../parent.yaml", "name": "child", "train": {"lr": 2e-3}}))
+    (tmp_path / "sub" / "child.yaml").write_text(
+        yaml.safe_dump({"base": "../parent.yaml", "name": "child", "train": {"lr": 2e-3}})
+    )
     cfg = C.load_config(tmp_path / "sub" / "child.yaml", ["fit.samples=50"])
     assert (cfg.name, cfg.train.lr, cfg.train.seq_len, cfg.fit.warmup, cfg.fit.samples) == ("child", 2e-3, 256, 300, 50)
     assert cfg.train.batch_size == C.TrainConfig().batch_size
@@ -118,12 +139,20 @@ def test_committed_study_configs_load():
         assert cfg.name == path.stem
 
 
-@pytest.mark.parametrize("argv, message", [
-    (("fit", "--runs", "r", "--out", "o", "--level", "1"), "--level: 1.0 out of range (must be > 0 and < 1)"),
-    (("train", "--model", "m", "--data", "d", "--out", "o", "--keep", "0"), "--keep: 0 out of range (must be >= 1)"),
-    (("select", "design", "--landscape", "l", "--out", "o", "--budgets", "1e4", "-5"),
-     "--budgets: -5.0 out of range (must be > 0)"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (("fit", "--runs", "r", "--out", "o", "--level", "1"), "--level: 1.0 out of range (must be > 0 and < 1)"),
+        (
+            ("train", "--model", "m", "--data", "d", "--out", "o", "--keep", "0"),
+            "--keep: 0 out of range (must be >= 1)",
+        ),
+        (
+            ("select", "design", "--landscape", "l", "--out", "o", "--budgets", "1e4", "-5"),
+            "--budgets: -5.0 out of range (must be > 0)",
+        ),
+    ],
+)
 def test_flag_errors_name_the_flag(argv, message):
     args = build_parser(list(argv))[0].parse_args(list(argv))
     with pytest.raises(PplawError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -86,18 +86,30 @@ def _expected_counts(n_clean, fraction, low_share, kinds):
     return n_junk, n_low, counts
 
 
-@pytest.mark.parametrize("fraction,low_share,kinds", [
-    (0.3, 0.5, "general,boilerplate,garbled,shuffled,table"),
-    (0.5, 0.25, "table,garbled"),
-    (0.2, 1.0, "shuffled,general"),
-    (0.1, 0.7, "boilerplate"),
-    (0.6, 0.0, "boilerplate,shuffled"),
-    (0.0, 0.5, "general,boilerplate,garbled,shuffled,table"),
-])
+@pytest.mark.parametrize(
+    "fraction,low_share,kinds",
+    [
+        (0.3, 0.5, "general,boilerplate,garbled,shuffled,table"),
+        (0.5, 0.25, "table,garbled"),
+        (0.2, 1.0, "shuffled,general"),
+        (0.1, 0.7, "boilerplate"),
+        (0.6, 0.0, "boilerplate,shuffled"),
+        (0.0, 0.5, "general,boilerplate,garbled,shuffled,table"),
+    ],
+)
 def test_counts_and_fractions_follow_the_recipe(corpora, tmp_path, fraction, low_share, kinds):
     clean_path, general_path, clean, _ = corpora
-    rows, manifest = _run(clean_path, general_path if "general" in kinds else None, tmp_path / "out.jsonl",
-                          "--fraction", str(fraction), "--low-share", str(low_share), "--kinds", kinds)
+    rows, manifest = _run(
+        clean_path,
+        general_path if "general" in kinds else None,
+        tmp_path / "out.jsonl",
+        "--fraction",
+        str(fraction),
+        "--low-share",
+        str(low_share),
+        "--kinds",
+        kinds,
+    )
     requested = kinds.split(",")
     n_junk, n_low, expected = _expected_counts(len(clean), fraction, low_share, requested)
     labels = Counter(r["junk"] for r in rows)
@@ -232,8 +244,7 @@ def test_manifest_is_written_last_with_hashes(corpora, tmp_path, monkeypatch):
     assert manifest["output"]["rows"] == len(out.read_text().splitlines())
     data_files = manifest["sources"]["data"]["files"]
     assert data_files == [{"path": "clean.jsonl", "sha256": hashlib.sha256(clean_path.read_bytes()).hexdigest()}]
-    assert manifest["sources"]["general"]["files"][0]["sha256"] == \
-        hashlib.sha256(general_path.read_bytes()).hexdigest()
+    assert manifest["sources"]["general"]["files"][0]["sha256"] == hashlib.sha256(general_path.read_bytes()).hexdigest()
     assert manifest["recipe"]["data"] == str(clean_path) and manifest["recipe"]["general"] == str(general_path)
 
 
@@ -248,8 +259,18 @@ def test_a_failed_rewrite_leaves_no_marker(corpora, tmp_path, monkeypatch, capsy
         raise fileio.PplawError(f"{path}: disk full")
 
     monkeypatch.setattr(fileio, "write_jsonl", failing)
-    argv = ["data", "contaminate", "--data", str(clean_path), "--out", str(out), "--general", str(general_path),
-            "--seed", "1"]
+    argv = [
+        "data",
+        "contaminate",
+        "--data",
+        str(clean_path),
+        "--out",
+        str(out),
+        "--general",
+        str(general_path),
+        "--seed",
+        "1",
+    ]
     assert main(argv) == 2
     assert not manifest.exists()  # the old marker no longer vouches for a file that was being rewritten
 
@@ -268,19 +289,22 @@ def _bad(tmp_path, corpora, extra, message, capsys, data=None):
     assert not (tmp_path / "bad" / "out.jsonl").exists()
 
 
-@pytest.mark.parametrize("extra,message", [
-    (["--fraction", "1.0", "--kinds", "table"], r"--fraction"),
-    (["--fraction", "-0.1", "--kinds", "table"], r"--fraction"),
-    (["--fraction", "nan", "--kinds", "table"], r"--fraction"),
-    (["--low-share", "1.5", "--kinds", "table"], r"--low-share"),
-    (["--low-share", "-0.5", "--kinds", "table"], r"--low-share"),
-    (["--kinds", "garbled,spam"], r"--kinds.*'spam'"),
-    (["--kinds", ","], r"--kinds"),
-    (["--kinds", "general,table"], r"--general"),
-    ([], r"--general"),  # the default kinds include general
-    (["--kinds", "table", "--max-docs", "0"], r"--max-docs"),
-    (["--kinds", "table", "--seed", "-1"], r"--seed"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--fraction", "1.0", "--kinds", "table"], r"--fraction"),
+        (["--fraction", "-0.1", "--kinds", "table"], r"--fraction"),
+        (["--fraction", "nan", "--kinds", "table"], r"--fraction"),
+        (["--low-share", "1.5", "--kinds", "table"], r"--low-share"),
+        (["--low-share", "-0.5", "--kinds", "table"], r"--low-share"),
+        (["--kinds", "garbled,spam"], r"--kinds.*'spam'"),
+        (["--kinds", ","], r"--kinds"),
+        (["--kinds", "general,table"], r"--general"),
+        ([], r"--general"),  # the default kinds include general
+        (["--kinds", "table", "--max-docs", "0"], r"--max-docs"),
+        (["--kinds", "table", "--seed", "-1"], r"--seed"),
+    ],
+)
 def test_bad_settings_exit_2_naming_the_flag(corpora, tmp_path, capsys, extra, message):
     _bad(tmp_path, corpora, extra, message, capsys)
 
@@ -292,22 +316,34 @@ def test_bad_corpora_exit_2(corpora, tmp_path, capsys):
     _bad(tmp_path, corpora, ["--kinds", "table"], r"--data .*empty\.jsonl.*no documents", capsys, data=empty)
     blank = _write(tmp_path / "blank.jsonl", [{"id": "x", "text": "  \n"}])
     _bad(tmp_path, corpora, ["--kinds", "table"], r"--data", capsys, data=blank)
-    colliding = _write(tmp_path / "colliding.jsonl", [{"id": "junk-table-0", "text": "a clean text"}] * 1
-                       + [{"id": f"d{i}", "text": "more clean text"} for i in range(5)])
+    colliding = _write(
+        tmp_path / "colliding.jsonl",
+        [{"id": "junk-table-0", "text": "a clean text"}] * 1
+        + [{"id": f"d{i}", "text": "more clean text"} for i in range(5)],
+    )
     _bad(tmp_path, corpora, ["--kinds", "table"], r"junk-table-0", capsys, data=colliding)
     # --out is the input, spelled another way: refused, the input untouched
     same = str(tmp_path / "bad" / ".." / clean_path.name)
     (tmp_path / "bad").mkdir()
     _bad(tmp_path, corpora, ["--kinds", "table", "--out", same], r"--out .*--data", capsys)
-    _bad(tmp_path, corpora, ["--kinds", "table", "--out", str(tmp_path / "bad" / "out.txt")], r"--out .*\.jsonl",
-         capsys)
+    _bad(
+        tmp_path, corpora, ["--kinds", "table", "--out", str(tmp_path / "bad" / "out.txt")], r"--out .*\.jsonl", capsys
+    )
 
 
 def test_general_corpus_is_never_overwritten(corpora, tmp_path, capsys):
     clean_path, general_path, _, _ = corpora
     before = general_path.read_bytes()
-    argv = ["data", "contaminate", "--data", str(clean_path), "--general", str(general_path), "--out",
-            str(general_path)]
+    argv = [
+        "data",
+        "contaminate",
+        "--data",
+        str(clean_path),
+        "--general",
+        str(general_path),
+        "--out",
+        str(general_path),
+    ]
     assert main(argv) == 2
     assert "--general" in capsys.readouterr().err
     assert general_path.read_bytes() == before
@@ -318,12 +354,15 @@ def ten_docs(tmp_path):
     return _write(tmp_path / "ten.jsonl", [{"id": f"d{i}", "text": f"document {i} " * 5} for i in range(10)])
 
 
-@pytest.mark.parametrize("skip,max_docs,expected", [
-    (3, 4, [3, 4, 5, 6]),
-    (8, 5, [8, 9]),
-    (0, None, list(range(10))),
-    (7, None, [7, 8, 9]),
-])
+@pytest.mark.parametrize(
+    "skip,max_docs,expected",
+    [
+        (3, 4, [3, 4, 5, 6]),
+        (8, 5, [8, 9]),
+        (0, None, list(range(10))),
+        (7, None, [7, 8, 9]),
+    ],
+)
 def test_cut_skip_docs(ten_docs, tmp_path, skip, max_docs, expected):
     out = tmp_path / "cut.jsonl"
     argv = ["data", "cut", "--data", str(ten_docs), "--chars", "1000", "--out", str(out), "--skip-docs", str(skip)]
@@ -339,13 +378,29 @@ def test_cut_skip_docs(ten_docs, tmp_path, skip, max_docs, expected):
 def test_cut_that_would_write_no_document_is_refused(ten_docs, tmp_path, capsys, skip, max_docs):
     """An empty validation split would make every law-fitting run's loss meaningless: refused."""
     out = tmp_path / "cut.jsonl"
-    assert main(["data", "cut", "--data", str(ten_docs), "--chars", "1000", "--out", str(out), "--skip-docs",
-                 str(skip), "--max-docs", str(max_docs)]) == 2
+    assert (
+        main(
+            [
+                "data",
+                "cut",
+                "--data",
+                str(ten_docs),
+                "--chars",
+                "1000",
+                "--out",
+                str(out),
+                "--skip-docs",
+                str(skip),
+                "--max-docs",
+                str(max_docs),
+            ]
+        )
+        == 2
+    )
     assert "no documents to write" in capsys.readouterr().err and not out.exists()
 
 
 def test_cut_negative_skip_is_refused(ten_docs, tmp_path, capsys):
     out = tmp_path / "cut.jsonl"
-    assert main(["data", "cut", "--data", str(ten_docs), "--chars", "10", "--out", str(out),
-                 "--skip-docs", "-1"]) == 2
+    assert main(["data", "cut", "--data", str(ten_docs), "--chars", "10", "--out", str(out), "--skip-docs", "-1"]) == 2
     assert "--skip-docs" in capsys.readouterr().err and not out.exists()

@@ -225,7 +225,12 @@ def test_tfds_data_source_without_tensorflow(tmp_path, monkeypatch):
     again = [d.doc_id for d in iter_documents("tfds:tiny_corpus:train", id_field="doc")]
     assert again == [d.doc_id for d in docs]
     shards = [
-        [d.doc_id for d in iter_documents("tfds:tiny_corpus:train", id_field="doc", process_index=h, process_count=2, max_docs=7)]
+        [
+            d.doc_id
+            for d in iter_documents(
+                "tfds:tiny_corpus:train", id_field="doc", process_index=h, process_count=2, max_docs=7
+            )
+        ]
         for h in range(2)
     ]
     assert shards == [again[0:7:2], again[1:7:2]]

@@ -91,13 +91,16 @@ def test_hub_dataset_split_from_the_cache(offline_hub):
         list(iter_documents("hf:acme/tiny:dev"))
 
 
-@pytest.mark.parametrize("name,content,message", [
-    ("bad.json", '{"id": "a", "text": "x"}', r"bad\.json: expected a JSON array of objects, got dict"),
-    ("bad.json", '[{"id": "a", "text": "x"}, 3]', r"bad\.json: record 2: expected a JSON object, got int"),
-    ("bad.json", '[{"id": "a",\n "text": }]', r"bad\.json:2: malformed JSON"),
-    ("bad.csv", "id,body\na,x\n", r"bad\.csv:1: missing text column 'text'"),
-    ("bad.csv", 'id,text\na,"x"\nb,y,extra\n', r"bad\.csv:3: more fields than the header's 2"),
-])
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("bad.json", '{"id": "a", "text": "x"}', r"bad\.json: expected a JSON array of objects, got dict"),
+        ("bad.json", '[{"id": "a", "text": "x"}, 3]', r"bad\.json: record 2: expected a JSON object, got int"),
+        ("bad.json", '[{"id": "a",\n "text": }]', r"bad\.json:2: malformed JSON"),
+        ("bad.csv", "id,body\na,x\n", r"bad\.csv:1: missing text column 'text'"),
+        ("bad.csv", 'id,text\na,"x"\nb,y,extra\n', r"bad\.csv:3: more fields than the header's 2"),
+    ],
+)
 def test_bad_files_name_the_place(tmp_path, name, content, message):
     (tmp_path / name).write_text(content)
     with pytest.raises(PplawError, match=message):
@@ -105,8 +108,9 @@ def test_bad_files_name_the_place(tmp_path, name, content, message):
 
 
 def test_a_dataset_dict_names_its_splits(tmp_path):
-    datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS[:2]),
-                          "test": datasets.Dataset.from_list(ROWS[2:])}).save_to_disk(str(tmp_path / "dd"))
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(ROWS[:2]), "test": datasets.Dataset.from_list(ROWS[2:])}
+    ).save_to_disk(str(tmp_path / "dd"))
     with pytest.raises(PplawError, match=r"DatasetDict with splits \['train', 'test'\]; name one, e.g. .*dd/train"):
         list(iter_documents(str(tmp_path / "dd")))
     assert [d.doc_id for d in iter_documents(str(tmp_path / "dd" / "test"))] == ["c", "d", "e"]
@@ -116,26 +120,38 @@ def test_a_study_runs_on_a_datasets_directory_and_a_hub_id(tmp_path, offline_hub
     """`pplaw run` through the landscape with the domain pool a `save_to_disk` directory and the
     test split a hub dataset from the cache."""
     import yaml
-
     from tiny_hf import WORDS, save_tiny_llama
 
     words = " ".join(WORDS).split()
     # each word carries its document's number, so a cloze question says which split it came from
-    rows = [{"id": f"d{i}", "text": " ".join(f"{words[(i * 7 + k) % len(words)]}{i}" for k in range(40 + i))}
-            for i in range(40)]
+    rows = [
+        {"id": f"d{i}", "text": " ".join(f"{words[(i * 7 + k) % len(words)]}{i}" for k in range(40 + i))}
+        for i in range(40)
+    ]
     datasets.Dataset.from_list(rows[:30]).save_to_disk(str(tmp_path / "pool"))
     hub_cache(offline_hub, "acme/tiny-med", {"test": rows[30:]})
     model = save_tiny_llama(tmp_path / "model", seed=1)
-    config = {"name": "formats", "out_dir": str(tmp_path / "study"), "base_model": str(model),
-              "data": {"domain_train": str(tmp_path / "pool"), "domain_test": "hf:acme/tiny-med:test",
-                       "domain_max_docs": 24, "eval_max_docs": 6},
-              "landscape": {"seq_len": 32, "batch_size": 8}, "train": {"seq_len": 32}}
+    config = {
+        "name": "formats",
+        "out_dir": str(tmp_path / "study"),
+        "base_model": str(model),
+        "data": {
+            "domain_train": str(tmp_path / "pool"),
+            "domain_test": "hf:acme/tiny-med:test",
+            "domain_max_docs": 24,
+            "eval_max_docs": 6,
+        },
+        "landscape": {"seq_len": 32, "batch_size": 8},
+        "train": {"seq_len": 32},
+    }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     assert main(["run", str(tmp_path / "c.yaml"), "--until", "landscape"]) == 0
     summary = json.loads((tmp_path / "study" / "landscape" / "summary.json").read_text())
     assert summary["documents"] == 24
     questions = [json.loads(line)["question"] for line in (tmp_path / "study" / "data" / "domain_cloze.jsonl").open()]
-    assert questions and {int(q.split()[0].lstrip("abcdefghijklmnopqrstuvwxyz")) for q in questions} <= set(range(30, 40))
+    assert questions and {int(q.split()[0].lstrip("abcdefghijklmnopqrstuvwxyz")) for q in questions} <= set(
+        range(30, 40)
+    )
 
 
 def test_landscape_export_as_document_columns(tmp_path, capsys):
@@ -143,22 +159,41 @@ def test_landscape_export_as_document_columns(tmp_path, capsys):
     over the landscape's chunks, readable back as a corpus (Parquet) and as a datasets directory."""
     import numpy as np
     import pandas as pd
+    from tiny_hf import WORDS, save_tiny_llama
 
     from pplaw_jax.landscape.directory import read_parts
-    from tiny_hf import WORDS, save_tiny_llama
 
     rows = [{"id": f"d{i}", "text": " ".join(WORDS[(i + k) % len(WORDS)] for k in range(20 + 9 * i))} for i in range(6)]
     rows.append({"id": "empty", "text": ""})  # no tokens: skipped by the scorer
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
     model = save_tiny_llama(tmp_path / "model", seed=2)
-    assert main(["score", "--model", str(model), "--data", str(corpus), "--out", str(tmp_path / "land"),
-                 "--seq-len", "16"]) == 0
+    assert (
+        main(
+            ["score", "--model", str(model), "--data", str(corpus), "--out", str(tmp_path / "land"), "--seq-len", "16"]
+        )
+        == 0
+    )
     chunks = read_parts(tmp_path / "land")
     capsys.readouterr()
     for fmt in ("parquet", "hf"):
-        assert main(["landscape", "export", "--landscape", str(tmp_path / "land"), "--data", str(corpus),
-                     "--out", str(tmp_path / fmt), "--format", fmt]) == 0
+        assert (
+            main(
+                [
+                    "landscape",
+                    "export",
+                    "--landscape",
+                    str(tmp_path / "land"),
+                    "--data",
+                    str(corpus),
+                    "--out",
+                    str(tmp_path / fmt),
+                    "--format",
+                    fmt,
+                ]
+            )
+            == 0
+        )
         printed = json.loads(capsys.readouterr().out)
         assert (printed["documents"], printed["left_out"]) == (6, 1)
         spec = str(tmp_path / "parquet" / "landscape.parquet") if fmt == "parquet" else str(tmp_path / "hf" / "dataset")

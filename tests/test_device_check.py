@@ -99,7 +99,9 @@ def test_shapes_and_job_plan():
     tpu = dc.plan_jobs({"platform": "tpu"}, False, everything)
     assert "qwen2.5-0.5b/cudnn" not in [j["id"] for j in tpu]  # cuDNN only on NVIDIA GPUs
     small = dc.plan_jobs({"platform": "gpu"}, True, ["smollm2-135m"], [(2, 32)])
-    assert [(j["id"], j["measurements"]) for j in small] == [("smollm2-135m/xla", [["forward", 2, 32], ["train", 2, 32]])]
+    assert [(j["id"], j["measurements"]) for j in small] == [
+        ("smollm2-135m/xla", [["forward", 2, 32], ["train", 2, 32]])
+    ]
 
 
 def test_report_marks_unreported_work_and_targets(tmp_path):

@@ -14,8 +14,8 @@ from jax.sharding import PartitionSpec as P
 from pplaw_jax import distributed
 from pplaw_jax.distributed import (
     batch_sharding,
-    make_mesh,
     logical_partition_spec,
+    make_mesh,
     model_shardings,
     parse_mesh_spec,
     shard_model,
@@ -86,7 +86,9 @@ def test_model_parameters_are_placed_by_their_logical_axes():
         params = nnx.state(model, nnx.Param)
         for path, var in nnx.to_flat_state(params):
             assert len(distributed.logical_axes(var)) == var.ndim, path
-        shardings = {".".join(map(str, p)): v.get_value().spec for p, v in nnx.to_flat_state(state_shardings(params, mesh))}
+        shardings = {
+            ".".join(map(str, p)): v.get_value().spec for p, v in nnx.to_flat_state(state_shardings(params, mesh))
+        }
         layer = "layers." if scan else "layers.1."
         lead = (None,) if scan else ()
         assert shardings[layer + "self_attn.q_proj.kernel"] == P(*lead, "fsdp", "tensor")
@@ -140,8 +142,15 @@ def test_initialize_distributed(monkeypatch):
     monkeypatch.setattr(distributed.jax.distributed, "initialize", lambda **kw: calls.append(kw))
     monkeypatch.setattr(distributed.jax.distributed, "is_initialized", lambda: False)
     monkeypatch.setattr(distributed, "_initialized", False)
-    for var in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_NTASKS",
-                "SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES", "CLOUD_TPU_TASK_HOSTNAMES"):
+    for var in (
+        "JAX_COORDINATOR_ADDRESS",
+        "JAX_NUM_PROCESSES",
+        "JAX_PROCESS_ID",
+        "SLURM_NTASKS",
+        "SLURM_JOB_ID",
+        "TPU_WORKER_HOSTNAMES",
+        "CLOUD_TPU_TASK_HOSTNAMES",
+    ):
         monkeypatch.delenv(var, raising=False)
 
     distributed.initialize_distributed()  # single process: nothing
@@ -184,8 +193,9 @@ def test_compilation_cache_directory_from_the_environment(tmp_path):
         env = {k: v for k, v in os.environ.items() if k != "PPLAW_COMPILATION_CACHE"}
         if value is not None:
             env["PPLAW_COMPILATION_CACHE"] = value
-        return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     assert run(str(tmp_path / "env")) == str(tmp_path / "env")
     assert any(p.name.startswith("jit_") for p in (tmp_path / "env").iterdir())

@@ -13,12 +13,17 @@ import transformers
 from pplaw_jax.cli import main
 from pplaw_jax.errors import PplawError
 from pplaw_jax.models import train_bpe_tokenizer
-from pplaw_jax.train.evaluate import encode_pair, mc_metrics, read_tasks, wilson_interval, Task
+from pplaw_jax.train.evaluate import Task, encode_pair, mc_metrics, read_tasks, wilson_interval
 
 CORPUS = ["the cat sat on the mat", "a dog ran in the park", "paris is the capital of france", "café naïve"] * 10
 TASKS = [
     {"question": "The cat sat on the", "choices": [" mat", " park", " capital of france"], "answer": 0},
-    {"context": "Geography.", "question": "Question: capital of france?\nAnswer:", "choices": [" paris", " a dog"], "answer": 0},
+    {
+        "context": "Geography.",
+        "question": "Question: capital of france?\nAnswer:",
+        "choices": [" paris", " a dog"],
+        "answer": 0,
+    },
     {"question": "a dog ran in the ", "choices": ["park", "mat", "café naïve"], "answer": 0},  # trailing space moves
     {"question": "x" * 150, "choices": [" the cat", " sat"], "answer": 1},  # longer than --max-length: cut left
 ]
@@ -159,7 +164,10 @@ def test_mc_metrics_length_normalisation():
     # Task 1: raw prefers "a" (-2 > -3); per byte "bbbb" wins (-0.75 > -2). Task 2: both pick "cc".
     metrics = mc_metrics(tasks, np.array([-2.0, -3.0, -1.0, -4.0]))
     assert metrics["acc"] == 0.5 and metrics["acc_norm"] == 1.0
-    assert [e["pred"] for e in metrics["examples"]] == [0, 0] and [e["pred_norm"] for e in metrics["examples"]] == [1, 0]
+    assert [e["pred"] for e in metrics["examples"]] == [0, 0] and [e["pred_norm"] for e in metrics["examples"]] == [
+        1,
+        0,
+    ]
     assert not math.isnan(metrics["acc_ci95"][0])
 
 

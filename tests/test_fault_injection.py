@@ -71,9 +71,9 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -93,8 +93,16 @@ STARTUP_SHARE = 0.3  # share of resumable-command kills aimed at start-up
 POLL_S = 0.05
 
 # JSON fields that differ between two uninterrupted runs (timings, timestamps): presence only
-VOLATILE_KEYS = {"wall_time_s", "run_seconds", "tokens_per_s", "seconds", "wall_s", "created",
-                 "init_timestamp_nsecs", "commit_timestamp_nsecs"}
+VOLATILE_KEYS = {
+    "wall_time_s",
+    "run_seconds",
+    "tokens_per_s",
+    "seconds",
+    "wall_s",
+    "created",
+    "init_timestamp_nsecs",
+    "commit_timestamp_nsecs",
+}
 TOLERANCE = "exact (no float tolerance); timing fields* presence only"
 CKPT_NOTE = "; orbax checkpoints by restored arrays, exact; TensorBoard by the series it shows, exact"
 LOG_NOTE = "; commands.log without timestamps, re-issued commands collapsed"
@@ -103,14 +111,16 @@ LOG_NOTE = "; commands.log without timestamps, re-issued commands collapsed"
 # ------------------------------------------------------------------------------------ environment
 def child_env() -> dict[str, str]:
     env = {**os.environ}
-    env.update({
-        "PYTHONPATH": os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=1",  # one CPU device, as the CLI would see
-        "JAX_PLATFORMS": "cpu",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=1",  # one CPU device, as the CLI would see
+            "JAX_PLATFORMS": "cpu",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
@@ -396,8 +406,11 @@ def run_reference(cmd: Command, log: Path) -> tuple[float, float, list[tuple[flo
         proc = subprocess.Popen(cmd.argv, stdout=f, stderr=subprocess.STDOUT, env=child_env(), start_new_session=True)
         while proc.poll() is None:
             now = time.monotonic() - t0
-            if first_output is None and cmd.out.exists() and any(
-                    not p.name.startswith(".pplaw-lock") for p in cmd.out.iterdir()):
+            if (
+                first_output is None
+                and cmd.out.exists()
+                and any(not p.name.startswith(".pplaw-lock") for p in cmd.out.iterdir())
+            ):
                 first_output = now
             if cmd.progress is not None:
                 timeline.append((now, cmd.progress(cmd.out)))
@@ -412,8 +425,9 @@ def run_reference(cmd: Command, log: Path) -> tuple[float, float, list[tuple[flo
 class KillSchedule:
     """Seeded kill delays (see the module docstring)."""
 
-    def __init__(self, rng: np.random.Generator, wall: float, first_output: float,
-                 timeline: list[tuple[float, int]] | None):
+    def __init__(
+        self, rng: np.random.Generator, wall: float, first_output: float, timeline: list[tuple[float, int]] | None
+    ):
         self.rng, self.wall = rng, wall
         self.timeline = timeline
         if timeline:
@@ -473,8 +487,9 @@ def kill_restart_chain(cmd: Command, tmp: Path, kills: int = KILLS) -> Outcome:
             if i:
                 outcome.restarts += 1
             t0 = time.monotonic()
-            proc = subprocess.Popen(cmd.argv, stdout=f, stderr=subprocess.STDOUT, env=child_env(),
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                cmd.argv, stdout=f, stderr=subprocess.STDOUT, env=child_env(), start_new_session=True
+            )
             try:
                 rc = proc.wait(timeout=d)
             except subprocess.TimeoutExpired:
@@ -489,8 +504,9 @@ def kill_restart_chain(cmd: Command, tmp: Path, kills: int = KILLS) -> Outcome:
             outcome.not_landed.append(f"attempt {i + 1}: exited {rc} after {ran:.2f} s, before its kill at {d:.2f} s")
             if rc != 0:
                 f.flush()
-                outcome.problems.append(f"restart {i + 1} (after {outcome.landed} landed kills) exited {rc}: "
-                                        f"{log.read_text()[-800:]}")
+                outcome.problems.append(
+                    f"restart {i + 1} (after {outcome.landed} landed kills) exited {rc}: {log.read_text()[-800:]}"
+                )
             else:
                 schedule.cap = ran if schedule.cap is None else min(schedule.cap, ran)
         f.write(b"\n### final restart, to completion\n")
@@ -514,13 +530,15 @@ def kill_restart_chain(cmd: Command, tmp: Path, kills: int = KILLS) -> Outcome:
 def check(outcome: Outcome) -> None:
     assert not outcome.problems, f"{outcome.command}: " + "\n".join(outcome.problems[:40])
     assert outcome.landed > 0.5 * outcome.attempted, (  # the schedule's own sanity: most kills must land
-        f"only {outcome.landed} of {outcome.attempted} kills landed: {outcome.not_landed}")
+        f"only {outcome.landed} of {outcome.attempted} kills landed: {outcome.not_landed}"
+    )
 
 
 # ------------------------------------------------------------------------------------ report
 def pytest_command_line(config) -> str:
-    env = " ".join(f"{k}={os.environ[k]}" for k in ("PPLAW_FAULT_KILLS", "PPLAW_FAULT_SEED", "PYTHONPATH")
-                   if k in os.environ)
+    env = " ".join(
+        f"{k}={os.environ[k]}" for k in ("PPLAW_FAULT_KILLS", "PPLAW_FAULT_SEED", "PYTHONPATH") if k in os.environ
+    )
     exe = "pytest" if Path(sys.argv[0]).name == "pytest" else "python -m pytest"
     args = shlex.join(config.invocation_params.args)
     return " ".join(x for x in (env, exe, args) if x)
@@ -551,24 +569,32 @@ def write_report(config) -> None:
         o = OUTCOMES.get(name)
         if o is None:
             continue
-        lines.append(f"| `pplaw {name}` | {o.attempted} | {o.landed} ({o.landed_startup} / "
-                     f"{o.landed - o.landed_startup}) | {o.restarts} | {'yes' if o.identical else 'no'} | "
-                     f"{o.tolerance} | {o.ref_wall_s:.1f} | {o.chain_wall_s:.1f} |")
-    lines += ["", "*Early*: before the reference run's first unit of progress (score: a done part; train: a "
-              "metrics row; run: a logged subcommand) or, for the commands that redo everything on a restart "
-              "(select, select design, fit), before its first output file; *late*: after it. "
-              "*Timing fields: JSON keys " + ", ".join(f"`{k}`" for k in sorted(VOLATILE_KEYS)) +
-              " (in `metrics.jsonl` line by line), which differ between two uninterrupted runs; only their "
-              "presence is compared. Every other byte or value is compared exactly."]
+        lines.append(
+            f"| `pplaw {name}` | {o.attempted} | {o.landed} ({o.landed_startup} / "
+            f"{o.landed - o.landed_startup}) | {o.restarts} | {'yes' if o.identical else 'no'} | "
+            f"{o.tolerance} | {o.ref_wall_s:.1f} | {o.chain_wall_s:.1f} |"
+        )
+    lines += [
+        "",
+        "*Early*: before the reference run's first unit of progress (score: a done part; train: a "
+        "metrics row; run: a logged subcommand) or, for the commands that redo everything on a restart "
+        "(select, select design, fit), before its first output file; *late*: after it. "
+        "*Timing fields: JSON keys "
+        + ", ".join(f"`{k}`" for k in sorted(VOLATILE_KEYS))
+        + " (in `metrics.jsonl` line by line), which differ between two uninterrupted runs; only their "
+        "presence is compared. Every other byte or value is compared exactly.",
+    ]
     lines += ["", "Kill delays of the landed kills (seconds after the restart began) and anything else noted:", ""]
     for name in ORDER:
         o = OUTCOMES.get(name)
         if o is None:
             continue
         d = np.asarray(o.delays) if o.delays else np.zeros(1)
-        lines.append(f"- `pplaw {name}`: reference time to first progress/output {o.startup_s:.1f} s; delays "
-                     f"min {d.min():.2f}, median {np.median(d):.2f}, max {d.max():.2f} s"
-                     + (f"; not landed: {'; '.join(o.not_landed)}" if o.not_landed else ""))
+        lines.append(
+            f"- `pplaw {name}`: reference time to first progress/output {o.startup_s:.1f} s; delays "
+            f"min {d.min():.2f}, median {np.median(d):.2f}, max {d.max():.2f} s"
+            + (f"; not landed: {'; '.join(o.not_landed)}" if o.not_landed else "")
+        )
         for p in o.problems[:10]:
             lines.append(f"  - PROBLEM: {p.splitlines()[0]}")
     missing = [n for n in ORDER if n not in OUTCOMES]
@@ -610,43 +636,133 @@ def inputs(tmp_path_factory):
 # ------------------------------------------------------------------------------------ tests
 def test_score_survives_repeated_kill_9(inputs, tmp_path):
     out = tmp_path / "out"
-    cmd = Command("score", pplaw_cmd("score", "--model", inputs / "model", "--data", inputs / "corpus.jsonl",
-                                     "--out", out, "--seq-len", "24", "--batch-size", "8", "--docs-per-part", "8"),
-                  out, progress=count_done_parts)
+    cmd = Command(
+        "score",
+        pplaw_cmd(
+            "score",
+            "--model",
+            inputs / "model",
+            "--data",
+            inputs / "corpus.jsonl",
+            "--out",
+            out,
+            "--seq-len",
+            "24",
+            "--batch-size",
+            "8",
+            "--docs-per-part",
+            "8",
+        ),
+        out,
+        progress=count_done_parts,
+    )
     check(kill_restart_chain(cmd, tmp_path))
 
 
 def test_train_survives_repeated_kill_9(inputs, tmp_path):
     out = tmp_path / "out"
-    cmd = Command("train", pplaw_cmd("train", "--model", inputs / "model", "--data", inputs / "corpus.jsonl",
-                                     "--out", out, "--seq-len", "24", "--batch-size", "8", "--lr", "3e-3",
-                                     "--steps", "30", "--save-every", "3", "--eval-data", inputs / "test.jsonl",
-                                     "--eval-every", "10"),
-                  out, progress=count_metric_rows, tolerance=TOLERANCE + CKPT_NOTE)
+    cmd = Command(
+        "train",
+        pplaw_cmd(
+            "train",
+            "--model",
+            inputs / "model",
+            "--data",
+            inputs / "corpus.jsonl",
+            "--out",
+            out,
+            "--seq-len",
+            "24",
+            "--batch-size",
+            "8",
+            "--lr",
+            "3e-3",
+            "--steps",
+            "30",
+            "--save-every",
+            "3",
+            "--eval-data",
+            inputs / "test.jsonl",
+            "--eval-every",
+            "10",
+        ),
+        out,
+        progress=count_metric_rows,
+        tolerance=TOLERANCE + CKPT_NOTE,
+    )
     check(kill_restart_chain(cmd, tmp_path))
 
 
 def test_select_dos_survives_repeated_kill_9(inputs, tmp_path):
     out = tmp_path / "out"
-    cmd = Command("select", pplaw_cmd("select", "--landscape", inputs / "landscape", "--tokens", "3e5", "--out", out,
-                                      "--method", "dos", "--target-mu", "25", "--target-sigma", "6", "--seed", "3"),
-                  out)
+    cmd = Command(
+        "select",
+        pplaw_cmd(
+            "select",
+            "--landscape",
+            inputs / "landscape",
+            "--tokens",
+            "3e5",
+            "--out",
+            out,
+            "--method",
+            "dos",
+            "--target-mu",
+            "25",
+            "--target-sigma",
+            "6",
+            "--seed",
+            "3",
+        ),
+        out,
+    )
     check(kill_restart_chain(cmd, tmp_path))
 
 
 def test_select_design_survives_repeated_kill_9(inputs, tmp_path):
     out = tmp_path / "out"
-    cmd = Command("select design", pplaw_cmd("select", "design", "--landscape", inputs / "landscape", "--out", out,
-                                             "--n", "6", "--budgets", "2e4", "1e5", "4e5", "--centre", "2"),
-                  out)
+    cmd = Command(
+        "select design",
+        pplaw_cmd(
+            "select",
+            "design",
+            "--landscape",
+            inputs / "landscape",
+            "--out",
+            out,
+            "--n",
+            "6",
+            "--budgets",
+            "2e4",
+            "1e5",
+            "4e5",
+            "--centre",
+            "2",
+        ),
+        out,
+    )
     check(kill_restart_chain(cmd, tmp_path))
 
 
 def test_fit_survives_repeated_kill_9(inputs, tmp_path):
     out = tmp_path / "out"
-    cmd = Command("fit", pplaw_cmd("fit", "--moments", "ppl", "--runs", inputs / "runs.csv", "--out", out, "--method", "point",
-                                   "--bootstrap", "40"),
-                  out)
+    cmd = Command(
+        "fit",
+        pplaw_cmd(
+            "fit",
+            "--moments",
+            "ppl",
+            "--runs",
+            inputs / "runs.csv",
+            "--out",
+            out,
+            "--method",
+            "point",
+            "--bootstrap",
+            "40",
+        ),
+        out,
+    )
     check(kill_restart_chain(cmd, tmp_path))
 
 
@@ -656,9 +772,14 @@ def test_run_study_survives_repeated_kill_9(tmp_path):
     from test_pipeline import TOY, write_config
 
     out = tmp_path / "out"
-    tree = {**TOY, "out_dir": str(out), "fit": {**TOY["fit"], "method": "point"},
-            "final": {**TOY["final"], "methods": ["random"], "seeds": [0]}}
+    tree = {
+        **TOY,
+        "out_dir": str(out),
+        "fit": {**TOY["fit"], "method": "point"},
+        "final": {**TOY["final"], "methods": ["random"], "seeds": [0]},
+    }
     config = write_config(tmp_path / "toy.yaml", tree)
-    cmd = Command("run", pplaw_cmd("run", config), out, progress=count_commands,
-                  tolerance=TOLERANCE + CKPT_NOTE + LOG_NOTE)
+    cmd = Command(
+        "run", pplaw_cmd("run", config), out, progress=count_commands, tolerance=TOLERANCE + CKPT_NOTE + LOG_NOTE
+    )
     check(kill_restart_chain(cmd, tmp_path))

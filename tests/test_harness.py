@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_hf import save_tiny_llama
 
 from pplaw_jax.cli import main
 from pplaw_jax.train.evaluate import wilson_interval
-
-from tiny_hf import save_tiny_llama
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "experiments" / "lm_eval_tasks"
@@ -67,7 +66,9 @@ def _task_yamls(d: Path, data: Path) -> Path:
         'doc_to_choice: ["yes", "no", "maybe"]\ndoc_to_target: answer\n' + metrics
     )
     (tasks / "tiny_mmlu.yaml").write_text(
-        "task: tiny_mmlu\n" + source + f"    dev: {data / 'mmlu_dev.jsonl'}\n    validation: {data / 'mmlu_val.jsonl'}\n"
+        "task: tiny_mmlu\n"
+        + source
+        + f"    dev: {data / 'mmlu_dev.jsonl'}\n    validation: {data / 'mmlu_val.jsonl'}\n"
         "output_type: multiple_choice\nvalidation_split: validation\nfewshot_split: dev\n"
         "fewshot_config:\n  sampler: first_n\n"
         'doc_to_text: "{{text}}\\nAnswer:"\ndoc_to_choice: "{{choices}}"\n'
@@ -299,8 +300,21 @@ def test_shipped_medical_tasks_match_pplaw_eval(setup, monkeypatch):
     _jsonl(data / "mmlu_medical" / "val.jsonl", val)
     monkeypatch.setenv("PPLAW_EVAL_DATA", str(data))
     out = setup["dir"] / "shipped.json"
-    argv = ["eval", "--model", str(setup["model"]), "--lm-eval-tasks", "pubmedqa_pqal,mmlu_medical",
-            "--lm-eval-include", str(SHIPPED), "--out", str(out), "--batch-size", "8", "--max-length", str(MAX_LENGTH)]  # fmt: skip
+    argv = [
+        "eval",
+        "--model",
+        str(setup["model"]),
+        "--lm-eval-tasks",
+        "pubmedqa_pqal,mmlu_medical",
+        "--lm-eval-include",
+        str(SHIPPED),
+        "--out",
+        str(out),
+        "--batch-size",
+        "8",
+        "--max-length",
+        str(MAX_LENGTH),
+    ]
     assert main(argv) == 0
     results = json.loads(out.read_text())
 
@@ -359,8 +373,11 @@ def test_missing_lm_eval_names_the_extra(tmp_path, monkeypatch, capsys):
 
 
 def test_eval_help_does_not_import_lm_eval():
-    code = ("import sys\nfrom pplaw_jax.cli import main\ntry:\n    main(['eval', '--help'])\nexcept SystemExit:\n    pass\n"
-            "assert 'lm_eval' not in sys.modules and 'jax' not in sys.modules\n")  # fmt: skip
+    code = (
+        "import sys\nfrom pplaw_jax.cli import main\n"
+        "try:\n    main(['eval', '--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'lm_eval' not in sys.modules and 'jax' not in sys.modules\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert "--lm-eval-tasks" in done.stdout

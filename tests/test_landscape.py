@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from tiny_hf import WORDS, save_tiny_llama
 
 from pplaw_jax.cli import main
-from tiny_hf import WORDS, save_tiny_llama
 from pplaw_jax.data import Document, iter_documents
 from pplaw_jax.errors import PplawError
 from pplaw_jax.landscape.directory import PART_SCHEMA, iter_done_parts, read_parts
@@ -38,7 +38,11 @@ def sorted_rows(df: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------------------- the scoring loss
 def reference_nll(logits: np.ndarray, ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     logits = logits.astype(np.float64)
-    logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+    logp = (
+        logits
+        - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
+        - logits.max(-1, keepdims=True)
+    )
     sums, counts = [], []
     for b in range(ids.shape[0]):
         n = int(mask[b].sum())
@@ -210,9 +214,7 @@ def test_resume_after_crash_is_exact_and_skips_done_parts(tmp_path):
     assert not resumed.duplicated(KEY).any()
     assert {p: (p.stat().st_mtime_ns, p.with_suffix(".done").stat().st_mtime_ns) for p in stamps} == stamps
     # only the batches of unfinished parts were scored again
-    batches = [
-        math.ceil(len(expected_rows(docs[5 * k : 5 * k + 5], 8)) / 4) for k in range(len(done), 5)
-    ]
+    batches = [math.ceil(len(expected_rows(docs[5 * k : 5 * k + 5], 8)) / 4) for k in range(len(done), 5)]
     assert scorer.calls == sum(batches)
     assert not list((out / "parts").glob("*.tmp"))
 
@@ -349,8 +351,23 @@ def test_chunk_bytes_partition_each_document_with_a_real_tokenizer(tiny_llama):
 def test_cli_matches_pytorch(tiny_llama, torch_rows, tmp_path, capsys):
     model_dir, corpus = tiny_llama
     out = tmp_path / "land"
-    assert run_cli("--model", str(model_dir), "--data", str(corpus), "--out", str(out), "--seq-len", "24",
-                   "--docs-per-part", "4", "--mesh", "data=8") == 0
+    assert (
+        run_cli(
+            "--model",
+            str(model_dir),
+            "--data",
+            str(corpus),
+            "--out",
+            str(out),
+            "--seq-len",
+            "24",
+            "--docs-per-part",
+            "4",
+            "--mesh",
+            "data=8",
+        )
+        == 0
+    )
     got = sorted_rows(read_parts(out))
     assert got[KEY + ["n_tokens"]].equals(torch_rows[KEY + ["n_tokens"]])
     np.testing.assert_allclose(got.sum_nll, torch_rows.sum_nll, rtol=1e-4)
@@ -408,17 +425,36 @@ def test_bad_input_exits_nonzero_without_summary(tiny_llama, tmp_path, capsys):
     (tmp_path / "weights.bin").write_bytes(b"\0" * 16)
     assert run_cli("--model", str(tmp_path / "weights.bin"), "--data", str(corpus), "--out", str(tmp_path / "o2")) == 2
     assert "not a model" in capsys.readouterr().err
-    assert run_cli("--model", str(model_dir), "--data", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o3")) == 2
+    assert (
+        run_cli("--model", str(model_dir), "--data", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o3")) == 2
+    )
     assert "no such file or directory" in capsys.readouterr().err
-    assert run_cli("--model", str(model_dir), "--data", str(corpus), "--out", str(tmp_path / "o4"),
-                   "--batch-size", "6", "--mesh", "data=4,fsdp=2") == 2
+    assert (
+        run_cli(
+            "--model",
+            str(model_dir),
+            "--data",
+            str(corpus),
+            "--out",
+            str(tmp_path / "o4"),
+            "--batch-size",
+            "6",
+            "--mesh",
+            "data=4,fsdp=2",
+        )
+        == 2
+    )
     assert "not a multiple of the data x fsdp mesh size 8" in capsys.readouterr().err
-    assert run_cli("--model", str(model_dir), "--data", str(corpus), "--out", str(tmp_path / "o5"),
-                   "--batch-size", "0") == 2  # not silently the default
+    assert (
+        run_cli("--model", str(model_dir), "--data", str(corpus), "--out", str(tmp_path / "o5"), "--batch-size", "0")
+        == 2
+    )  # not silently the default
     assert "--batch-size: 0 out of range (must be >= 1)" in capsys.readouterr().err
     empty = tmp_path / "empty.jsonl"
     empty.write_text('{"id": "e", "text": ""}\n{"id": "f", "text": ""}\n')
-    assert run_cli("--model", str(model_dir), "--data", str(empty), "--out", str(tmp_path / "o6"), "--seq-len", "24") == 2
+    assert (
+        run_cli("--model", str(model_dir), "--data", str(empty), "--out", str(tmp_path / "o6"), "--seq-len", "24") == 2
+    )
     assert "empty.jsonl: no scorable text (2 documents" in capsys.readouterr().err
     for o in ("o2", "o3", "o4", "o5", "o6"):
         assert not (tmp_path / o / "summary.json").exists()
@@ -467,8 +503,12 @@ def test_kill_9_then_resume_gives_the_uninterrupted_rows(tiny_llama, tmp_path):
     out = tmp_path / "out"
     log = open(tmp_path / "killed.log", "wb")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "pplaw_jax.cli", "score", *args, "--data", str(data), "--out", str(out)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pplaw_jax.cli", "score", *args, "--data", str(data), "--out", str(out)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     release = threading.Event()
 
     def feed():
@@ -507,8 +547,9 @@ def test_kill_9_then_resume_gives_the_uninterrupted_rows(tiny_llama, tmp_path):
     data.unlink()
     data.write_text("".join(lines))
     assert run_cli(*args, "--data", str(data), "--out", str(out)) == 0
-    pd.testing.assert_frame_equal(sorted_rows(read_parts(out)), sorted_rows(read_parts(tmp_path / "ref")),
-                                  check_exact=True)
+    pd.testing.assert_frame_equal(
+        sorted_rows(read_parts(out)), sorted_rows(read_parts(tmp_path / "ref")), check_exact=True
+    )
     assert part0.stat().st_mtime_ns == stamp  # the part finished before the kill was not redone
     summary = json.loads((out / "summary.json").read_text())
     assert summary["documents"] == 9 and summary["parts"] == 3
@@ -541,4 +582,6 @@ def test_a_full_disk_is_one_line_and_the_rerun_completes_the_same_rows(tiny_llam
     assert sorted(p.name for p in (tmp_path / "full" / "parts").glob("*.done")) == ["host000-part00000.done"]
     monkeypatch.setattr(directory, "write_part", real)
     assert run_cli(*args, "--out", str(tmp_path / "full")) == 0
-    pd.testing.assert_frame_equal(sorted_rows(read_parts(tmp_path / "full")), sorted_rows(read_parts(tmp_path / "whole")))
+    pd.testing.assert_frame_equal(
+        sorted_rows(read_parts(tmp_path / "full")), sorted_rows(read_parts(tmp_path / "whole"))
+    )

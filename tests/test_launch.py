@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from tiny_hf import WORDS, save_tiny_llama
 
 from pplaw_jax.cli import main
 from pplaw_jax.landscape.directory import iter_done_parts, read_parts
-from tiny_hf import WORDS, save_tiny_llama
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch"
@@ -214,7 +214,9 @@ def tpu_pod(tmp_path):
         inherited = {k: v for k, v in os.environ.items() if k not in TPU_ENV}  # settings only from `env`
         full_env = {**inherited, "PATH": f"{fake_bin}:{os.environ['PATH']}", "FAKE_GCLOUD_LOG": str(log),
                     "TMPDIR": str(tmp_path), **env}  # fmt: skip
-        result = subprocess.run(["bash", str(LAUNCH / "tpu_pod.sh"), *args], env=full_env, capture_output=True, text=True)
+        result = subprocess.run(
+            ["bash", str(LAUNCH / "tpu_pod.sh"), *args], env=full_env, capture_output=True, text=True
+        )
         return result, log.read_text().splitlines()
 
     return run

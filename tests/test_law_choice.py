@@ -10,8 +10,8 @@ from pplaw_jax.law.choice import choose_law
 from pplaw_jax.law.lack_of_fit import lack_of_fit, pure_error, replicate_sets
 from pplaw_jax.law.optimum import FeasibleGrid
 from pplaw_jax.law.point import fit_point, heldout_error
-from pplaw_jax.law.runs import runs_from_arrays
 from pplaw_jax.law.region import SupportRegion
+from pplaw_jax.law.runs import runs_from_arrays
 from pplaw_jax.select.target import NoInteriorOptimum, choose_target
 
 
@@ -22,8 +22,9 @@ def test_lack_of_fit_equals_the_classical_nested_anova():
     rng = np.random.default_rng(0)
     x = np.repeat(np.linspace(1.0, 3.0, 6), 3)  # 6 distinct points, 3 replicates each
     y = 0.4 * (x - 2.0) ** 2 + 0.05 * rng.standard_normal(x.size)
-    runs = runs_from_arrays(np.exp(x), np.ones_like(x), np.full(x.size, 1e6), np.exp(y),
-                            group=np.repeat(np.arange(6), 3))
+    runs = runs_from_arrays(
+        np.exp(x), np.ones_like(x), np.full(x.size, 1e6), np.exp(y), group=np.repeat(np.arange(6), 3)
+    )
     X = np.column_stack([np.ones_like(x), x])
     resid = X @ np.linalg.lstsq(X, y, rcond=None)[0] - y
     cells = np.repeat(np.arange(6), 3)
@@ -45,15 +46,27 @@ def test_lack_of_fit_equals_the_classical_nested_anova():
 
 
 def test_replicates_are_one_group_at_one_budget():
-    runs = runs_from_arrays([5.0] * 6, [2.0] * 6, [1e4, 1.02e4, 4e4, 1e4, 3.99e4, 4e4], [3.0] * 6,
-                            group=["a", "a", "a", "b", "b", "c"])
+    runs = runs_from_arrays(
+        [5.0] * 6, [2.0] * 6, [1e4, 1.02e4, 4e4, 1e4, 3.99e4, 4e4], [3.0] * 6, group=["a", "a", "a", "b", "b", "c"]
+    )
     sets = replicate_sets(runs)
     assert sets[0] == sets[1] != sets[2] and len(set(sets[3:])) == 3 and sets[0] not in sets[3:]
 
 
-SURFACE = {"E": 0.05, "A": 1.0, "c_mu": -8.0, "c_mu2": 2.2, "c_sigma": -0.05, "c_sigma2": 0.0, "c_musigma": 0.0,
-           "alphaD": -0.25, "gammaD": -0.016}  # cpu_tiny-like: a bowl in mu near 6, loss falling faster with D
-SURFACE["A"] = float(np.exp(1.5 - (-8.0 * np.log(6) + 2.2 * np.log(6) ** 2 + 0.25 * np.log(8e4) - 0.016 * np.log(8e4) ** 2)))
+SURFACE = {
+    "E": 0.05,
+    "A": 1.0,
+    "c_mu": -8.0,
+    "c_mu2": 2.2,
+    "c_sigma": -0.05,
+    "c_sigma2": 0.0,
+    "c_musigma": 0.0,
+    "alphaD": -0.25,
+    "gammaD": -0.016,
+}  # cpu_tiny-like: a bowl in mu near 6, loss falling faster with D
+SURFACE["A"] = float(
+    np.exp(1.5 - (-8.0 * np.log(6) + 2.2 * np.log(6) ** 2 + 0.25 * np.log(8e4) - 0.016 * np.log(8e4) ** 2))
+)
 
 
 def _design(law, params, noise, seed, n_points=14, replicates=4, budgets=(2e4, 8e4, 3.2e5)):
@@ -86,9 +99,15 @@ def test_surface_law_is_the_formula_it_states():
     mu, sigma, d = np.array([5.5, 6.3]), np.array([0.1, 0.5]), np.array([2e4, 3e5])
     lm, ls, ld = np.log(mu), np.log(sigma), np.log(d)
     p = SURFACE
-    literal = p["E"] + p["A"] * np.exp(p["c_mu"] * lm + p["c_sigma"] * ls + p["c_mu2"] * lm**2
-                                       + p["c_sigma2"] * ls**2 + p["c_musigma"] * lm * ls
-                                       - p["alphaD"] * ld + p["gammaD"] * ld**2)
+    literal = p["E"] + p["A"] * np.exp(
+        p["c_mu"] * lm
+        + p["c_sigma"] * ls
+        + p["c_mu2"] * lm**2
+        + p["c_sigma2"] * ls**2
+        + p["c_musigma"] * lm * ls
+        - p["alphaD"] * ld
+        + p["gammaD"] * ld**2
+    )
     assert predict_loss("surface", p, mu, sigma, d) == pytest.approx(literal, rel=1e-12)
 
 
@@ -134,11 +153,16 @@ def test_grid_tells_the_edge_of_the_runs_from_the_edge_of_the_corpus():
     def attainable(mu, sigma):
         return sigma <= 5.0
 
-    grid = FeasibleGrid((10 * np.exp(-0.6), 10 * np.exp(0.6)), (5 * np.exp(-0.6), 5 * np.exp(0.6)),
-                        supported, attainable, n=61)
+    grid = FeasibleGrid(
+        (10 * np.exp(-0.6), 10 * np.exp(0.6)), (5 * np.exp(-0.6), 5 * np.exp(0.6)), supported, attainable, n=61
+    )
     m, s = grid.mu, grid.sigma
     step = grid.log_step[1]
-    near_cut = grid.mask & (np.log(s) > np.log(5.0) - step) & (np.hypot(np.log(m) - np.log(10), np.log(s) - np.log(5)) < 0.5 - 2 * step)
+    near_cut = (
+        grid.mask
+        & (np.log(s) > np.log(5.0) - step)
+        & (np.hypot(np.log(m) - np.log(10), np.log(s) - np.log(5)) < 0.5 - 2 * step)
+    )
     assert near_cut.any() and grid.corpus_edge[near_cut].all() and not grid.boundary[near_cut].any()
     rim = grid.mask & (np.hypot(np.log(m) - np.log(10), np.log(s) - np.log(5)) > 0.5 - 0.5 * step) & (s < 4.0)
     assert rim.any() and grid.boundary[rim].all()
@@ -164,8 +188,16 @@ def test_an_optimum_on_the_edge_of_the_corpus_is_selected_and_one_beyond_the_run
     """A bowl in mu at 10; loss falls as sigma falls (tighter subsets are better) down to what the
     corpus can supply (sigma >= 2). Runs that reach that edge support selecting there; runs that
     stop at sigma 6 do not (the optimum lies beyond them)."""
-    params = {"E": 1.5, "A": 1.0, "c_mu": -2 * np.log(10.0), "c_sigma": 0.6, "c_mu2": 1.0, "c_sigma2": 0.0,
-              "c_musigma": 0.0, "alphaD": 0.3}
+    params = {
+        "E": 1.5,
+        "A": 1.0,
+        "c_mu": -2 * np.log(10.0),
+        "c_sigma": 0.6,
+        "c_mu2": 1.0,
+        "c_sigma2": 0.0,
+        "c_musigma": 0.0,
+        "alphaD": 0.3,
+    }
     rng = np.random.default_rng(0)
     draws = {k: np.full(200, v) for k, v in params.items()}
     draws["c_sigma"] = params["c_sigma"] + rng.normal(0, 0.05, 200)
@@ -190,8 +222,14 @@ def test_trimmed_lack_of_fit_sets_aside_a_named_outlier_and_nothing_else():
     xs = np.concatenate([x, [2.0] * 6])
     y = 0.3 * xs + 0.004 * rng.standard_normal(xs.size)
     y[5] += 0.1  # one run far off the line
-    runs = runs_from_arrays(np.exp(xs), np.ones_like(xs), np.full(xs.size, 1e6), np.exp(y), group=group,
-                            run_id=[f"r{i}" for i in range(xs.size)])
+    runs = runs_from_arrays(
+        np.exp(xs),
+        np.ones_like(xs),
+        np.full(xs.size, 1e6),
+        np.exp(y),
+        group=group,
+        run_id=[f"r{i}" for i in range(xs.size)],
+    )
     X = np.column_stack([np.ones_like(xs), xs])
     resid = X @ np.linalg.lstsq(X, y, rcond=None)[0] - y
     pe = pure_error(runs)
@@ -204,6 +242,14 @@ def test_trimmed_lack_of_fit_sets_aside_a_named_outlier_and_nothing_else():
     # nothing beyond 5 pure-error sds: nothing is set aside, whatever the allowance
     y[5] -= 0.1
     resid = X @ np.linalg.lstsq(X, y, rcond=None)[0] - y
-    assert lack_of_fit(resid, 2, pure_error(runs_from_arrays(np.exp(xs), np.ones_like(xs), np.full(xs.size, 1e6),
-                                                             np.exp(y), group=group)), 0.05,
-                       max_outliers=3, replicated=replicated_mask(runs))["set_aside"] == []
+    assert (
+        lack_of_fit(
+            resid,
+            2,
+            pure_error(runs_from_arrays(np.exp(xs), np.ones_like(xs), np.full(xs.size, 1e6), np.exp(y), group=group)),
+            0.05,
+            max_outliers=3,
+            replicated=replicated_mask(runs),
+        )["set_aside"]
+        == []
+    )

@@ -92,8 +92,7 @@ def test_predict_cli_points_and_flags(fitted, tmp_path, capsys):
     pts = pd.DataFrame({"mu": [10.0, 30.0], "sigma": [3.0, 20.0], "tokens": [1e7, 1e9]})
     pts.to_csv(tmp_path / "pts.csv", index=False)
     out = tmp_path / "pred.csv"
-    assert main(["predict", "--fit", str(root / "fit"), "--points", str(tmp_path / "pts.csv"),
-                 "--out", str(out)]) == 0
+    assert main(["predict", "--fit", str(root / "fit"), "--points", str(tmp_path / "pts.csv"), "--out", str(out)]) == 0
     pred = pd.read_csv(out)
     assert len(pred) == 2 and (pred.ci_hi > pred.ci_lo).all()
     assert row.extrapolation != row.extrapolation  # inside the runs' support and token range: empty
@@ -104,9 +103,11 @@ def test_predict_cli_points_and_flags(fitted, tmp_path, capsys):
     assert pd.read_csv(out).extrapolation.tolist() == ["support", "tokens"]
     assert main(["predict", "--fit", str(root / "fit"), "--mu", "20", "--tokens", "1e8"]) == 2
     assert "--sigma" in capsys.readouterr().err
-    for name, content, message in [("empty.csv", b"", "empty points file"),
-                                   ("header.csv", b"mu,sigma,tokens\n", "no points"),
-                                   ("latin1.csv", b"mu,sigma,tokens\n1,2,caf\xe9\n", "not a readable UTF-8 CSV")]:
+    for name, content, message in [
+        ("empty.csv", b"", "empty points file"),
+        ("header.csv", b"mu,sigma,tokens\n", "no points"),
+        ("latin1.csv", b"mu,sigma,tokens\n1,2,caf\xe9\n", "not a readable UTF-8 CSV"),
+    ]:
         (tmp_path / name).write_bytes(content)
         assert main(["predict", "--fit", str(root / "fit"), "--points", str(tmp_path / name)]) == 2
         err = capsys.readouterr().err
@@ -118,8 +119,23 @@ def test_point_only_fit_and_bootstrap_intervals(tmp_path, capsys):
     out = tmp_path / "fit"
     out.mkdir()
     (out / "trace.png").write_bytes(b"stale")  # left by an earlier Bayesian fit
-    rc = main(["fit", "--moments", "ppl", "--runs", str(tmp_path / "runs.csv"), "--out", str(out), "--method", "point",
-               "--bootstrap", "40", "--folds", "3"])
+    rc = main(
+        [
+            "fit",
+            "--moments",
+            "ppl",
+            "--runs",
+            str(tmp_path / "runs.csv"),
+            "--out",
+            str(out),
+            "--method",
+            "point",
+            "--bootstrap",
+            "40",
+            "--folds",
+            "3",
+        ]
+    )
     assert rc == 0
     fit = load_fit(out)
     assert fit.posterior_draws() is None and fit.info["bayes"] is None and not (out / "posterior.nc").exists()
@@ -138,14 +154,54 @@ def test_unconverged_fit_leaves_no_fit_json(tmp_path, capsys):
     out = tmp_path / "fit"
     out.mkdir()
     (out / "fit.json").write_text("{}")  # a stale fit must not survive a failed rerun
-    rc = main(["fit", "--moments", "ppl", "--runs", str(tmp_path / "runs.csv"), "--out", str(out), "--law", "data",
-               "--chains", "2", "--warmup", "20", "--samples", "20", "--bootstrap", "0", "--no-plots"])
+    rc = main(
+        [
+            "fit",
+            "--moments",
+            "ppl",
+            "--runs",
+            str(tmp_path / "runs.csv"),
+            "--out",
+            str(out),
+            "--law",
+            "data",
+            "--chains",
+            "2",
+            "--warmup",
+            "20",
+            "--samples",
+            "20",
+            "--bootstrap",
+            "0",
+            "--no-plots",
+        ]
+    )
     assert rc == 1
     assert "did not converge" in capsys.readouterr().err
     assert not (out / "fit.json").exists() and (out / "diagnostics.json").exists()
-    rc = main(["fit", "--moments", "ppl", "--runs", str(tmp_path / "runs.csv"), "--out", str(out), "--law", "data",
-               "--chains", "2", "--warmup", "20", "--samples", "20", "--bootstrap", "0", "--no-plots",
-               "--allow-unconverged"])
+    rc = main(
+        [
+            "fit",
+            "--moments",
+            "ppl",
+            "--runs",
+            str(tmp_path / "runs.csv"),
+            "--out",
+            str(out),
+            "--law",
+            "data",
+            "--chains",
+            "2",
+            "--warmup",
+            "20",
+            "--samples",
+            "20",
+            "--bootstrap",
+            "0",
+            "--no-plots",
+            "--allow-unconverged",
+        ]
+    )
     assert rc == 0
     bayes = load_fit(out).info["bayes"]
     assert not bayes["converged"] and bayes["problems"] and not (out / "diagnostics.json").exists()
@@ -156,11 +212,39 @@ def test_bad_input_exits_2(tmp_path, capsys):
     assert main(["fit", "--moments", "ppl", "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "f")]) == 2
     assert "missing column(s) tokens for law 'ppl' in ppl moments" in capsys.readouterr().err
     write_runs_table(tmp_path / "ok.csv", synthetic_runs(n=10, seed=1))
-    assert main(["fit", "--moments", "ppl", "--runs", str(tmp_path / "ok.csv"), "--out", str(tmp_path / "f"),
-                 "--prior", "coef_scale=-1"]) == 2
+    assert (
+        main(
+            [
+                "fit",
+                "--moments",
+                "ppl",
+                "--runs",
+                str(tmp_path / "ok.csv"),
+                "--out",
+                str(tmp_path / "f"),
+                "--prior",
+                "coef_scale=-1",
+            ]
+        )
+        == 2
+    )
     assert "scales must be > 0" in capsys.readouterr().err
-    assert main(["fit", "--moments", "ppl", "--runs", str(tmp_path / "ok.csv"), "--out", str(tmp_path / "f"),
-                 "--trust-margin", "-1"]) == 2
+    assert (
+        main(
+            [
+                "fit",
+                "--moments",
+                "ppl",
+                "--runs",
+                str(tmp_path / "ok.csv"),
+                "--out",
+                str(tmp_path / "f"),
+                "--trust-margin",
+                "-1",
+            ]
+        )
+        == 2
+    )
     assert main(["predict", "--fit", str(tmp_path / "nowhere"), "--mu", "1", "--sigma", "1", "--tokens", "1"]) == 2
     assert "fit.json: not found" in capsys.readouterr().err
     assert not (tmp_path / "f" / "fit.json").exists()

@@ -28,8 +28,9 @@ def literal_ppl(p, mu, sigma, d):
 def test_predict_loss_matches_literal_formula_and_broadcasts():
     rng = np.random.default_rng(0)
     mu, sigma, d = rng.uniform(3, 80, 50), rng.uniform(1, 50, 50), 10 ** rng.uniform(5, 10, 50)
-    np.testing.assert_allclose(predict_loss("ppl", TRUE_PPL, mu, sigma, d), literal_ppl(TRUE_PPL, mu, sigma, d),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        predict_loss("ppl", TRUE_PPL, mu, sigma, d), literal_ppl(TRUE_PPL, mu, sigma, d), rtol=1e-12
+    )
     data = {"E": 1.2, "B": 300.0, "beta": 0.28}
     np.testing.assert_allclose(predict_loss("data", data, None, None, d), 1.2 + 300.0 / d**0.28, rtol=1e-12)
     # S draws x N points through numpy broadcasting
@@ -53,8 +54,11 @@ def test_parameter_maps_round_trip():
     for name, form in LAWS.items():
         runs = runs_from_arrays(*(synthetic_runs(n=20)[c] for c in ("mu_ppl", "sigma_ppl", "tokens", "loss")))
         design = Design.from_runs(form, runs)
-        params = TRUE_PPL if name == "ppl" else {
-            "E": 1.1, form.scale_name: 50.0, **{n: -0.2 + 0.15 * i for i, n in enumerate(form.exponent_names)}}
+        params = (
+            TRUE_PPL
+            if name == "ppl"
+            else {"E": 1.1, form.scale_name: 50.0, **{n: -0.2 + 0.15 * i for i, n in enumerate(form.exponent_names)}}
+        )
         back = design.params(design.u_from_params(params))
         assert set(back) == set(form.param_names)
         for k in params:
@@ -124,8 +128,10 @@ def test_credible_region_holds_the_stated_mass():
 def test_law_is_numerics_only():
     """Every module of `pplaw_jax.law` imports without the fit stage (files, plots, commands) or
     matplotlib: dependencies point from `pplaw_jax.fit` to `pplaw_jax.law`, never back."""
-    code = ("import importlib, pkgutil, sys; import pplaw_jax.law as law\n"
-            "for m in pkgutil.iter_modules(law.__path__): importlib.import_module('pplaw_jax.law.' + m.name)\n"
-            "print(sorted(k for k in sys.modules if k.startswith(('pplaw_jax.fit', 'matplotlib'))))")
+    code = (
+        "import importlib, pkgutil, sys; import pplaw_jax.law as law\n"
+        "for m in pkgutil.iter_modules(law.__path__): importlib.import_module('pplaw_jax.law.' + m.name)\n"
+        "print(sorted(k for k in sys.modules if k.startswith(('pplaw_jax.fit', 'matplotlib'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -25,8 +25,10 @@ def test_huber_gradient_matches_finite_differences():
     u = design.u_from_params(TRUE_PPL) + 0.003 * np.random.default_rng(0).standard_normal(PPL.n_coef + 1)
     _, grad = huber_objective(u, z, y, 1e-3)
     eps = 1e-7
-    fd = [(huber_objective(u + eps * e, z, y, 1e-3)[0] - huber_objective(u - eps * e, z, y, 1e-3)[0]) / (2 * eps)
-          for e in np.eye(len(u))]
+    fd = [
+        (huber_objective(u + eps * e, z, y, 1e-3)[0] - huber_objective(u - eps * e, z, y, 1e-3)[0]) / (2 * eps)
+        for e in np.eye(len(u))
+    ]
     np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-6)
 
 

@@ -41,8 +41,14 @@ def test_the_empty_corner_of_the_box_is_not_supported():
     # the margin is a distance in coordinates scaled by the runs' log ranges: runs on the corners
     # of a square in log space have unit coordinates equal to their logs
     square = SupportRegion(np.exp([0.0, 1.0, 0.0, 1.0, 0.5]), np.exp([0.0, 0.0, 1.0, 1.0, 0.5]), margin=0.1)
-    for (u, v), expected in (((1.05, 0.5), True), ((1.15, 0.5), False), ((1.05, 1.05), True),
-                             ((1.08, 1.08), False), ((-0.09, 0.2), True), ((0.5, -0.11), False)):
+    for (u, v), expected in (
+        ((1.05, 0.5), True),
+        ((1.15, 0.5), False),
+        ((1.05, 1.05), True),
+        ((1.08, 1.08), False),
+        ((-0.09, 0.2), True),
+        ((0.5, -0.11), False),
+    ):
         assert bool(square.contains(np.exp(u), np.exp(v))) == expected, (u, v)
 
 

@@ -27,8 +27,7 @@ def literal(law, p, mu, sigma, d):
     if law == "nointer":
         return p["E"] + p["Dc"] / (mu ** p["alpha0"] * sigma ** p["beta0"] * d ** p["alphaD"])
     assert law == "quad"
-    surface = (p["c_mu"] * lm + p["c_sigma"] * ls + p["c_mu2"] * lm**2 + p["c_sigma2"] * ls**2
-               + p["c_musigma"] * lm * ls)
+    surface = p["c_mu"] * lm + p["c_sigma"] * ls + p["c_mu2"] * lm**2 + p["c_sigma2"] * ls**2 + p["c_musigma"] * lm * ls
     return p["E"] + p["A"] * np.exp(surface) / d ** p["alphaD"]
 
 
@@ -202,8 +201,9 @@ def test_unidentified_E_has_no_interval():
     assert js["identified"]["beta"] and lo < hi and fit.params["beta"] == pytest.approx(0.25, abs=0.005)
     # a law with a real floor: E identified, with an interval of positive width around it
     frame = synthetic_runs(law="data", n=40, noise=0.003, seed=8)
-    fit = fit_point(runs_from_arrays(frame.mu_ppl, frame.sigma_ppl, frame.tokens, frame.loss), LAWS["data"],
-                    bootstrap=30)
+    fit = fit_point(
+        runs_from_arrays(frame.mu_ppl, frame.sigma_ppl, frame.tokens, frame.loss), LAWS["data"], bootstrap=30
+    )
     lo, hi = fit.ci90["E"]
     assert fit.identified["E"] and lo < 1.8 < hi and hi > lo and fit.ci90_zero_width == []
     # refits that never moved (the old failure: every refit started and stayed at the best fit)
@@ -213,17 +213,37 @@ def test_unidentified_E_has_no_interval():
 
 def test_huber_delta_follows_the_noise():
     noise = 0.02
-    fit = fit_point(runs_from_arrays(*(synthetic_runs(law="data", n=200, noise=noise, seed=9)[c]
-                                       for c in ("mu_ppl", "sigma_ppl", "tokens", "loss"))),
-                    LAWS["data"], bootstrap=0)
+    fit = fit_point(
+        runs_from_arrays(
+            *(
+                synthetic_runs(law="data", n=200, noise=noise, seed=9)[c]
+                for c in ("mu_ppl", "sigma_ppl", "tokens", "loss")
+            )
+        ),
+        LAWS["data"],
+        bootstrap=0,
+    )
     assert fit.delta == pytest.approx(1.345 * noise, rel=0.2)
     assert fit.to_json()["huber_delta"] == fit.delta == pytest.approx(1.345 * fit.first_pass_sd)
-    assert fit_point(runs_from_arrays(*(synthetic_runs(law="data", n=20, noise=1e-9, seed=9)[c]
-                                        for c in ("mu_ppl", "sigma_ppl", "tokens", "loss"))),
-                     LAWS["data"], bootstrap=0).delta == 1e-4  # the floor
-    given = fit_point(runs_from_arrays(*(synthetic_runs(n=30, seed=9)[c]
-                                         for c in ("mu_ppl", "sigma_ppl", "tokens", "loss"))),
-                      LAWS["ppl"], bootstrap=0, delta=0.003)
+    assert (
+        fit_point(
+            runs_from_arrays(
+                *(
+                    synthetic_runs(law="data", n=20, noise=1e-9, seed=9)[c]
+                    for c in ("mu_ppl", "sigma_ppl", "tokens", "loss")
+                )
+            ),
+            LAWS["data"],
+            bootstrap=0,
+        ).delta
+        == 1e-4
+    )  # the floor
+    given = fit_point(
+        runs_from_arrays(*(synthetic_runs(n=30, seed=9)[c] for c in ("mu_ppl", "sigma_ppl", "tokens", "loss"))),
+        LAWS["ppl"],
+        bootstrap=0,
+        delta=0.003,
+    )
     assert given.delta == 0.003 and given.to_json()["huber_delta_rule"]["rule"] == "given"
 
 
@@ -238,13 +258,17 @@ def test_shrinkage_prior_and_prior_predictive(tmp_path):
     assert Priors.from_overrides(["interaction_scale=0.2"]).interaction_scale == 0.2
     frame = synthetic_runs(n=20, seed=4)
     runs = runs_from_arrays(frame.mu_ppl, frame.sigma_ppl, frame.tokens, frame.loss)
-    for law, scales in (("ppl", [2.5, 0.5, 2.5, 0.5, 2.5]), ("quad", [2.5, 2.5, 0.5, 0.5, 0.5, 2.5]),
-                        ("nointer", [2.5] * 3)):
+    for law, scales in (
+        ("ppl", [2.5, 0.5, 2.5, 0.5, 2.5]),
+        ("quad", [2.5, 2.5, 0.5, 0.5, 0.5, 2.5]),
+        ("nointer", [2.5] * 3),
+    ):
         design = Design.from_runs(LAWS[law], runs)
         priors = Priors().resolved(runs)
         z = jnp.asarray(design.z(runs.mu, runs.sigma, runs.tokens))
         tr = handlers.trace(handlers.seed(numpyro_model, 0)).get_trace(
-            z, None, priors, jnp.asarray(priors.coef_scales(LAWS[law])), "normal", 4.0)
+            z, None, priors, jnp.asarray(priors.coef_scales(LAWS[law])), "normal", 4.0
+        )
         np.testing.assert_allclose(np.asarray(tr["c"]["fn"].base_dist.scale), scales)
     # prior predictive of ppl against a plain numpy draw from the documented priors
     design = Design.from_runs(LAWS["ppl"], runs)
@@ -257,8 +281,9 @@ def test_shrinkage_prior_and_prior_predictive(tmp_path):
     log_e = rng.normal(p.log_E_loc, p.log_E_scale, s)
     c0 = rng.normal(p.intercept_loc, p.intercept_scale, s)
     c = rng.normal(0, 1, (s, 5)) * np.array([2.5, 0.5, 2.5, 0.5, 2.5])
-    ref = np.logaddexp(log_e[:, None], c0[:, None] + c @ z[:, 1:].T) + np.abs(rng.normal(0, 0.1, s))[:, None] * \
-        rng.standard_normal((s, 20))
+    ref = np.logaddexp(log_e[:, None], c0[:, None] + c @ z[:, 1:].T) + np.abs(rng.normal(0, 0.1, s))[
+        :, None
+    ] * rng.standard_normal((s, 20))
     for q in (0.05, 0.5, 0.95):
         np.testing.assert_allclose(np.quantile(draws, q, axis=0), np.quantile(ref, q, axis=0), atol=0.35)
     plot_prior_predictive(runs, draws, tmp_path / "prior_predictive.png")
@@ -275,8 +300,7 @@ def fake_fit_bayes(runs, point, priors, config):
     flat = {k: v.reshape(-1) for k, v in draws.items()}
     log_lik = pointwise_log_lik(point.form, flat, runs, "normal", 4.0).reshape(c, s, -1)
     stats = {"diverging": np.full((c, s), point.form.name != "ppl")}
-    return BayesFit(point.form, point.design, priors.resolved(runs), config, draws, stats, log_lik, runs, 0.0,
-                    "fake")
+    return BayesFit(point.form, point.design, priors.resolved(runs), config, draws, stats, log_lik, runs, 0.0, "fake")
 
 
 def test_comparison_block_with_unconverged_rivals(tmp_path, monkeypatch):
@@ -286,8 +310,26 @@ def test_comparison_block_with_unconverged_rivals(tmp_path, monkeypatch):
     frame = synthetic_runs(n=24, seed=14)
     frame["group"] = [f"w{i // 3}" for i in range(24)]
     write_runs_table(tmp_path / "runs.csv", frame)
-    rc = main(["fit", "--moments", "ppl", "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "fit"), "--method", "bayes",
-               "--chains", "2", "--samples", "1000", "--no-plots", "--folds", "4"])
+    rc = main(
+        [
+            "fit",
+            "--moments",
+            "ppl",
+            "--runs",
+            str(tmp_path / "runs.csv"),
+            "--out",
+            str(tmp_path / "fit"),
+            "--method",
+            "bayes",
+            "--chains",
+            "2",
+            "--samples",
+            "1000",
+            "--no-plots",
+            "--folds",
+            "4",
+        ]
+    )
     assert rc == 0
     info = load_fit(tmp_path / "fit").info
     comp = info["comparison"]
@@ -341,8 +383,24 @@ def test_loo_sums_log_likelihood_over_groups():
 def test_fit_cli_with_a_rival_law(tmp_path, law):
     write_runs_table(tmp_path / "runs.csv", synthetic_runs(n=30, seed=15))
     plots = [] if law == "quad" else ["--no-plots"]
-    rc = main(["fit", "--moments", "ppl", "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "fit"), "--law", law,
-               "--method", "point", "--bootstrap", "10", *plots])
+    rc = main(
+        [
+            "fit",
+            "--moments",
+            "ppl",
+            "--runs",
+            str(tmp_path / "runs.csv"),
+            "--out",
+            str(tmp_path / "fit"),
+            "--law",
+            law,
+            "--method",
+            "point",
+            "--bootstrap",
+            "10",
+            *plots,
+        ]
+    )
     assert rc == 0
     info = load_fit(tmp_path / "fit").info
     assert info["law"] == law and info["param_names"] == list(LAWS[law].param_names)

@@ -26,8 +26,11 @@ def test_progress_is_log_lines_when_stderr_is_not_a_terminal(monkeypatch, capsys
         bar.update(2)
         bar.update(3)
     lines = capsys.readouterr().err.strip().splitlines()
-    assert [line.split(": ", 1)[1].split(" (")[0] for line in lines] == ["score host 0: 2 doc", "score host 0: 5 doc",
-                                                                          "score host 0: 5 doc"]
+    assert [line.split(": ", 1)[1].split(" (")[0] for line in lines] == [
+        "score host 0: 2 doc",
+        "score host 0: 5 doc",
+        "score host 0: 5 doc",
+    ]
     with logs.progress("eval", total=3, disable=True) as bar:
         bar.update(3)
     assert capsys.readouterr().err == ""

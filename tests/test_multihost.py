@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from tiny_hf import WORDS, save_tiny_llama
 
 from pplaw_jax.cli import main
-from tiny_hf import WORDS, save_tiny_llama
 from pplaw_jax.landscape.directory import iter_done_parts, read_json, read_parts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,8 +74,18 @@ def launch_hosts(args: list[str], logs: Path) -> list[tuple[subprocess.Popen, Pa
         }
         log = logs / f"host{h}.log"
         with open(log, "wb") as f:
-            procs.append((subprocess.Popen([sys.executable, "-m", "pplaw_jax.cli", "score", *args],
-                                           stdout=f, stderr=subprocess.STDOUT, env=env, cwd=str(logs)), log))
+            procs.append(
+                (
+                    subprocess.Popen(
+                        [sys.executable, "-m", "pplaw_jax.cli", "score", *args],
+                        stdout=f,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                        cwd=str(logs),
+                    ),
+                    log,
+                )
+            )
     return procs
 
 
@@ -148,7 +158,6 @@ def test_two_process_score_splits_the_corpus_exactly(tiny_setup, tmp_path):
     assert summary["parts"] == len(done)
 
 
-
 LOAD_WORKER = r"""
 import json, sys
 import numpy as np
@@ -201,15 +210,29 @@ def test_two_hosts_each_read_only_their_shards_of_a_checkpoint(tiny_setup, tmp_p
     port = free_port()
     procs = []
     for h in range(N_HOSTS):
-        env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
-               "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES_PER_HOST}",
-               "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": str(N_HOSTS),
-               "JAX_PROCESS_ID": str(h)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES_PER_HOST}",
+            "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+            "JAX_NUM_PROCESSES": str(N_HOSTS),
+            "JAX_PROCESS_ID": str(h),
+        }
         log = tmp_path / f"load{h}.log"
         with open(log, "wb") as f:
-            procs.append((subprocess.Popen(
-                [sys.executable, "-c", LOAD_WORKER, str(model_dir), json.dumps(ids), "1" if scan else "0"],
-                stdout=f, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path)), log))
+            procs.append(
+                (
+                    subprocess.Popen(
+                        [sys.executable, "-c", LOAD_WORKER, str(model_dir), json.dumps(ids), "1" if scan else "0"],
+                        stdout=f,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                        cwd=str(tmp_path),
+                    ),
+                    log,
+                )
+            )
     wait_all(procs)
     results = [json.loads(log.read_text().strip().splitlines()[-1]) for _, log in procs]
 
@@ -217,7 +240,10 @@ def test_two_hosts_each_read_only_their_shards_of_a_checkpoint(tiny_setup, tmp_p
     with torch.no_grad():
         expected = ref(torch.tensor(ids)).logits.numpy()
     for h, r in enumerate(results):
-        print(f"host {h}: read {r['read_bytes']} B of the checkpoint's {r['total_bytes']} B (its share {r['share_bytes']} B)")
+        print(
+            f"host {h}: read {r['read_bytes']} B of the checkpoint's {r['total_bytes']} B "
+            f"(its share {r['share_bytes']} B)"
+        )
         assert r["process_count"] == N_HOSTS
         assert r["read_bytes"] == r["share_bytes"] < 0.6 * r["total_bytes"]
         np.testing.assert_allclose(np.asarray(r["logits"]), expected, atol=1e-4, rtol=0)

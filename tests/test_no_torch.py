@@ -17,9 +17,9 @@ import sys
 
 import numpy as np
 import pytest
+from tiny_hf import WORDS, save_tiny_llama, write_gguf
 
 from pplaw_jax.landscape.directory import read_parts
-from tiny_hf import WORDS, save_tiny_llama, write_gguf
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -53,8 +53,9 @@ def models(tmp_path_factory):
     (repo / "refs" / "main").write_text(commit)
     rng = np.random.default_rng(0)
     corpus = root / "corpus.jsonl"
-    corpus.write_text("".join(
-        json.dumps({"id": f"d{i}", "text": " ".join(rng.choice(WORDS, 30 + 5 * i))}) + "\n" for i in range(6)))
+    corpus.write_text(
+        "".join(json.dumps({"id": f"d{i}", "text": " ".join(rng.choice(WORDS, 30 + 5 * i))}) + "\n" for i in range(6))
+    )
     return model_dir, root / "tiny.gguf", root / "hf_home", corpus
 
 
@@ -80,8 +81,13 @@ def test_every_model_spec_scores_without_torch(models, tmp_path):
     model_dir, gguf_path, hf_home, corpus = models
     specs = {"dir": str(model_dir), "gguf": str(gguf_path), "hub": "acme/tiny-llama", "hub_rev": "acme/tiny-llama@main"}
     env = dict(os.environ, HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(hf_home / "hub"))
-    proc = subprocess.run([sys.executable, "-c", SCORE_WITHOUT_TORCH, json.dumps(specs), str(corpus), str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCORE_WITHOUT_TORCH, json.dumps(specs), str(corpus), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     frames = {name: read_parts(tmp_path / name) for name in specs}
     ref = frames["dir"].sort_values(["doc_id", "chunk"]).reset_index(drop=True)
@@ -95,8 +101,23 @@ def test_every_model_spec_scores_without_torch(models, tmp_path):
 def test_an_uncached_hub_id_is_one_line_naming_the_cache(models, tmp_path):
     _, _, hf_home, corpus = models
     env = dict(os.environ, HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(hf_home / "hub"))
-    proc = subprocess.run([sys.executable, "-m", "pplaw_jax", "score", "--model", "acme/not-there", "--data",
-                           str(corpus), "--out", str(tmp_path / "o")], env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pplaw_jax",
+            "score",
+            "--model",
+            "acme/not-there",
+            "--data",
+            str(corpus),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "acme/not-there" in lines[0] and str(hf_home / "hub") in lines[0], proc.stderr

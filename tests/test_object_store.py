@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
 from pplaw_jax.cli import main
@@ -50,7 +49,10 @@ def test_path_layer_local_is_pathlib_and_urls_behave_like_it(tmp_path):
     p = root / "parts" / "host000-part00001.done"
     assert (p.name, p.stem, p.suffix) == ("host000-part00001.done", "host000-part00001", ".done")
     assert str(p.with_suffix(".parquet")) == "memory://bucket/study/parts/host000-part00001.parquet"
-    assert str(p.parent) == "memory://bucket/study/parts" and p.relative_to(root).as_posix() == "parts/host000-part00001.done"
+    assert (
+        str(p.parent) == "memory://bucket/study/parts"
+        and p.relative_to(root).as_posix() == "parts/host000-part00001.done"
+    )
     assert not root.exists() and not p.exists()
     root.mkdir(parents=True, exist_ok=True)  # no directories on an object store: nothing to make
     p.write_text("{}")
@@ -116,15 +118,22 @@ def test_localize_copies_once_and_again_when_the_object_changes(tmp_path):
 @pytest.mark.parametrize("scheme, package, extra", [("gs", "gcsfs", "gcs"), ("s3", "s3fs", "s3")])
 def test_a_missing_backend_names_the_extra(scheme, package, extra, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, package, None)  # `import gcsfs` fails, installed or not
-    with pytest.raises(PplawError, match=rf"{scheme}:// paths need the {package} package; install it with "
-                                         rf"pip install {package} \(or, in the pplaw_jax checkout, "
-                                         rf"pip install -e '\.\[{extra}\]'\)"):
+    with pytest.raises(
+        PplawError,
+        match=rf"{scheme}:// paths need the {package} package; install it with "
+        rf"pip install {package} \(or, in the pplaw_jax checkout, "
+        rf"pip install -e '\.\[{extra}\]'\)",
+    ):
         as_path(f"{scheme}://bucket/x")
-    assert main(["select", "--landscape", f"{scheme}://bucket/land", "--tokens", "100",
-                 "--out", f"{scheme}://bucket/sel"]) == 2
+    assert (
+        main(["select", "--landscape", f"{scheme}://bucket/land", "--tokens", "100", "--out", f"{scheme}://bucket/sel"])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"pip install -e '.[{extra}]'" in err
-    assert main(["fit", "--moments", "ppl", "--runs", f"{scheme}://bucket/runs.csv", "--out", "local_never_written"]) == 2
+    assert (
+        main(["fit", "--moments", "ppl", "--runs", f"{scheme}://bucket/runs.csv", "--out", "local_never_written"]) == 2
+    )
     assert f"'.[{extra}]'" in capsys.readouterr().err
     assert not Path("local_never_written").exists()
 
@@ -138,8 +147,10 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("objstore")
     save_tiny_llama(root / "model", seed=0)
     rng = np.random.default_rng(0)
-    docs = [{"id": f"t{i:02d}", "text": " ".join(rng.choice(WORDS, size=n))}
-            for i, n in enumerate([3, 60, 17, 150, 1, 45, 90, 33, 8, 120, 0, 40])]
+    docs = [
+        {"id": f"t{i:02d}", "text": " ".join(rng.choice(WORDS, size=n))}
+        for i, n in enumerate([3, 60, 17, 150, 1, 45, 90, 33, 8, 120, 0, 40])
+    ]
     (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
     return root
 
@@ -157,11 +168,33 @@ def test_score_on_memory_gives_the_local_rows_and_resumes_after_a_kill(tiny, tmp
     upload_tree(tiny / "model", "memory://b/model")
     as_path("memory://b/corpus.jsonl").write_bytes((tiny / "corpus.jsonl").read_bytes())
     flags = ["--seq-len", "24", "--docs-per-part", "3"]
-    assert main(["score", "--model", str(tiny / "model"), "--data", str(tiny / "corpus.jsonl"),
-                 "--out", str(tmp_path / "land"), *flags]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--model",
+                str(tiny / "model"),
+                "--data",
+                str(tiny / "corpus.jsonl"),
+                "--out",
+                str(tmp_path / "land"),
+                *flags,
+            ]
+        )
+        == 0
+    )
     local = _rows(tmp_path / "land")
 
-    remote = ["score", "--model", "memory://b/model", "--data", "memory://b/corpus.jsonl", "--out", "memory://b/land", *flags]
+    remote = [
+        "score",
+        "--model",
+        "memory://b/model",
+        "--data",
+        "memory://b/corpus.jsonl",
+        "--out",
+        "memory://b/land",
+        *flags,
+    ]
     write_part = directory.write_part
 
     def killed_at_part_2(out_dir, host, part, table, marker):
@@ -179,7 +212,9 @@ def test_score_on_memory_gives_the_local_rows_and_resumes_after_a_kill(tiny, tmp
     as_path("memory://b/land/parts/host000-part00001.done").unlink()
     assert main(remote) == 0
     pd.testing.assert_frame_equal(_rows("memory://b/land"), local)
-    summaries = [json.loads(as_path(p).read_text()) for p in ("memory://b/land/summary.json", tmp_path / "land" / "summary.json")]
+    summaries = [
+        json.loads(as_path(p).read_text()) for p in ("memory://b/land/summary.json", tmp_path / "land" / "summary.json")
+    ]
     for key in ("documents", "chunks", "tokens", "parts", "ppl", "logppl", "bits_per_byte"):
         assert summaries[0][key] == summaries[1][key], key
     run_args = json.loads(as_path("memory://b/land/run_args.json").read_text())
@@ -207,11 +242,22 @@ def test_select_and_design_on_memory_match_local(landscapes, tmp_path):
     from pplaw_jax.select.io import read_selection
 
     table, land = landscapes
-    for args in (["--method", "random", "--seed", "3"], ["--method", "dos", "--target-mu", "22", "--target-sigma", "9"]):
+    for args in (
+        ["--method", "random", "--seed", "3"],
+        ["--method", "dos", "--target-mu", "22", "--target-sigma", "9"],
+    ):
         assert main(["select", "--landscape", str(land), "--tokens", "1e5", "--out", str(tmp_path / "sel"), *args]) == 0
-        assert main(["select", "--landscape", "memory://b/land", "--tokens", "1e5", "--out", "memory://b/sel", *args]) == 0
-        assert as_path("memory://b/sel/selection.parquet").read_bytes() == (tmp_path / "sel" / "selection.parquet").read_bytes()
-        ours, ref = (json.loads(as_path(p).read_text()) for p in ("memory://b/sel/summary.json", tmp_path / "sel" / "summary.json"))
+        assert (
+            main(["select", "--landscape", "memory://b/land", "--tokens", "1e5", "--out", "memory://b/sel", *args]) == 0
+        )
+        assert (
+            as_path("memory://b/sel/selection.parquet").read_bytes()
+            == (tmp_path / "sel" / "selection.parquet").read_bytes()
+        )
+        ours, ref = (
+            json.loads(as_path(p).read_text())
+            for p in ("memory://b/sel/summary.json", tmp_path / "sel" / "summary.json")
+        )
         assert ours.pop("landscape") == "memory://b/land" and ref.pop("landscape") == str(land)
         assert ours == ref
     assert len(read_selection("memory://b/sel")) == ours["n_chunks"]
@@ -225,8 +271,10 @@ def test_select_and_design_on_memory_match_local(landscapes, tmp_path):
     pd.testing.assert_frame_equal(manifest, pd.read_csv(tmp_path / "design" / "manifest.csv"))
     assert as_path("memory://b/design/design.json").is_file()
     for name in manifest.name:
-        assert (as_path(f"memory://b/design/{name}/selection.parquet").read_bytes()
-                == (tmp_path / "design" / name / "selection.parquet").read_bytes())
+        assert (
+            as_path(f"memory://b/design/{name}/selection.parquet").read_bytes()
+            == (tmp_path / "design" / name / "selection.parquet").read_bytes()
+        )
     # a selection without its summary.json (written last) is never trained on
     as_path(f"memory://b/design/{manifest.name[0]}/summary.json").unlink()
     with pytest.raises(PplawError, match="no summary.json beside it"):
@@ -249,12 +297,31 @@ def test_fit_predict_and_dos_from_a_fit_on_memory(landscapes, tmp_path, capsys):
     pd.testing.assert_frame_equal(read_runs_table("memory://b/runs.csv"), read_runs_table(tmp_path / "runs.csv"))
     flags = ["--method", "point", "--bootstrap", "8", "--no-compare"]
     assert main(["fit", "--moments", "ppl", "--runs", "memory://b/runs.csv", "--out", "memory://b/fit", *flags]) == 0
-    assert main(["fit", "--moments", "ppl", "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "fit"), *flags]) == 0
+    assert (
+        main(["fit", "--moments", "ppl", "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "fit"), *flags])
+        == 0
+    )
     ours, ref = load_fit("memory://b/fit"), load_fit(tmp_path / "fit")
     assert ours.point_params == ref.point_params
     assert ours.info["runs"]["sha256"] == ref.info["runs"]["sha256"] and ours.info["plots"] == ref.info["plots"]
-    assert main(["predict", "--fit", "memory://b/fit", "--mu", "20", "--sigma", "8", "--tokens", "1e6",
-                 "--out", "memory://b/pred.csv"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--fit",
+                "memory://b/fit",
+                "--mu",
+                "20",
+                "--sigma",
+                "8",
+                "--tokens",
+                "1e6",
+                "--out",
+                "memory://b/pred.csv",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["predict", "--fit", str(tmp_path / "fit"), "--mu", "20", "--sigma", "8", "--tokens", "1e6"]) == 0
     assert as_path("memory://b/pred.csv").read_text() == capsys.readouterr().out
@@ -267,28 +334,73 @@ def test_fit_predict_and_dos_from_a_fit_on_memory(landscapes, tmp_path, capsys):
     posterior = {k: v.reshape(2, -1) for k, v in draws.items()}
     posterior["noise"] = np.full_like(posterior["E"], 0.01)
     wide = [[m, s] for m in (1.0, 1e3) for s in (0.01, 1e3)] + [[30.0, 3.0]]
-    info = {"law": "ppl", "param_names": list(point), "moments": "ppl",
-            "point": {"params": point, "ci90": {}}, "bayes": {"summary": {}, "optimum": None},
-            "runs": {"n_runs": len(wide), "points": wide}, "support": {"margin": 0.1}}
+    info = {
+        "law": "ppl",
+        "param_names": list(point),
+        "moments": "ppl",
+        "point": {"params": point, "ci90": {}},
+        "bayes": {"summary": {}, "optimum": None},
+        "runs": {"n_runs": len(wide), "points": wide},
+        "support": {"margin": 0.1},
+    }
     for where in (as_path("memory://b/fit_bayes"), tmp_path / "fit_bayes"):
         where.mkdir(parents=True, exist_ok=True)
         write_posterior(where, import_arviz().from_dict(posterior=posterior))
         write_fit_json(where, info)
     _, land = landscapes
-    assert main(["select", "--landscape", "memory://b/land", "--fit", "memory://b/fit_bayes", "--tokens", "1e5",
-                 "--out", "memory://b/dos"]) == 0
-    assert main(["select", "--landscape", str(land), "--fit", str(tmp_path / "fit_bayes"), "--tokens", "1e5",
-                 "--out", str(tmp_path / "dos")]) == 0
-    assert as_path("memory://b/dos/selection.parquet").read_bytes() == (tmp_path / "dos" / "selection.parquet").read_bytes()
+    assert (
+        main(
+            [
+                "select",
+                "--landscape",
+                "memory://b/land",
+                "--fit",
+                "memory://b/fit_bayes",
+                "--tokens",
+                "1e5",
+                "--out",
+                "memory://b/dos",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "select",
+                "--landscape",
+                str(land),
+                "--fit",
+                str(tmp_path / "fit_bayes"),
+                "--tokens",
+                "1e5",
+                "--out",
+                str(tmp_path / "dos"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        as_path("memory://b/dos/selection.parquet").read_bytes()
+        == (tmp_path / "dos" / "selection.parquet").read_bytes()
+    )
     summary = json.loads(as_path("memory://b/dos/summary.json").read_text())
     assert summary["target"]["source"] == "posterior" and summary["fit"] == "memory://b/fit_bayes"
     assert summary["fit_digest"] == json.loads((tmp_path / "dos" / "summary.json").read_text())["fit_digest"]
 
 
 # ---------------------------------------------------------------------- pplaw train
-TRAIN_CONFIG = {"model_type": "llama", "vocab_size": 320, "hidden_size": 32, "intermediate_size": 64,
-                "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-                "max_position_embeddings": 64, "tie_word_embeddings": False}
+TRAIN_CONFIG = {
+    "model_type": "llama",
+    "vocab_size": 320,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 64,
+    "tie_word_embeddings": False,
+}
 TRAIN_WORDS = "the of and to in a is that for it as was with be by on not he this are or his from at which".split()
 
 
@@ -301,7 +413,9 @@ def train_files(tmp_path_factory):
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(TRAIN_WORDS, size=int(rng.integers(4, 80)))) for _ in range(36)]
     (d / "train.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
-    (d / "test.jsonl").write_text("".join(json.dumps({"id": f"e{i}", "text": t}) + "\n" for i, t in enumerate(texts[:5])))
+    (d / "test.jsonl").write_text(
+        "".join(json.dumps({"id": f"e{i}", "text": t}) + "\n" for i, t in enumerate(texts[:5]))
+    )
     tokenizer = train_bpe_tokenizer(texts, 300)
     config = ModelConfig.from_hf(TRAIN_CONFIG)
     save_hf_checkpoint(init_model(config, seed=1), config, tokenizer, d / "base")
@@ -322,21 +436,66 @@ def test_train_on_memory_resumes_from_the_url_on_another_machine(train_files, tm
     for name in ("train.jsonl", "test.jsonl"):
         as_path(f"memory://b/{name}").write_bytes((d / name).read_bytes())
     as_path("memory://b/valid.jsonl").write_bytes((d / "test.jsonl").read_bytes())  # mechanics only
-    rows = [(f"d{i}", k, len(c) - 1, 10.0 + i) for i, t in enumerate(texts)
-            for k, c in enumerate(chunk_token_ids(tokenizer.encode(t), 24, tokenizer.doc_start_id)) if (i + k) % 2 == 0]
+    rows = [
+        (f"d{i}", k, len(c) - 1, 10.0 + i)
+        for i, t in enumerate(texts)
+        for k, c in enumerate(chunk_token_ids(tokenizer.encode(t), 24, tokenizer.doc_start_id))
+        if (i + k) % 2 == 0
+    ]
     selection = pd.DataFrame(rows, columns=["doc_id", "chunk", "n_tokens", "ppl"])
     for sel in (tmp_path / "sel", as_path("memory://b/sel")):
         sel.mkdir(parents=True, exist_ok=True)
         atomic_write(sel / "selection.parquet", lambda tmp: selection.to_parquet(tmp))
         write_json(sel / "summary.json", {"n_chunks": len(rows)})
 
-    flags = ["--seq-len", "24", "--batch-size", "8", "--lr", "3e-3", "--steps", "6", "--save-every", "2",
-             "--eval-every", "4"]
-    assert main(["train", "--model", str(d / "base"), "--data", str(d / "train.jsonl"), "--selection", str(tmp_path / "sel"),
-                 "--eval-data", str(d / "test.jsonl"), "--out", str(tmp_path / "ref"), *flags]) == 0
+    flags = [
+        "--seq-len",
+        "24",
+        "--batch-size",
+        "8",
+        "--lr",
+        "3e-3",
+        "--steps",
+        "6",
+        "--save-every",
+        "2",
+        "--eval-every",
+        "4",
+    ]
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                str(d / "base"),
+                "--data",
+                str(d / "train.jsonl"),
+                "--selection",
+                str(tmp_path / "sel"),
+                "--eval-data",
+                str(d / "test.jsonl"),
+                "--out",
+                str(tmp_path / "ref"),
+                *flags,
+            ]
+        )
+        == 0
+    )
     ref = read_metrics(tmp_path / "ref" / "metrics.jsonl")
-    remote = ["train", "--model", "memory://b/base", "--data", "memory://b/train.jsonl", "--selection", "memory://b/sel",
-              "--eval-data", "memory://b/test.jsonl", "--out", "memory://b/run", *flags]
+    remote = [
+        "train",
+        "--model",
+        "memory://b/base",
+        "--data",
+        "memory://b/train.jsonl",
+        "--selection",
+        "memory://b/sel",
+        "--eval-data",
+        "memory://b/test.jsonl",
+        "--out",
+        "memory://b/run",
+        *flags,
+    ]
 
     step = loop.Trainer.step
     calls = {"n": 0}
@@ -360,27 +519,46 @@ def test_train_on_memory_resumes_from_the_url_on_another_machine(train_files, tm
     for a, b in zip(rows_, ref):
         for key in ("tokens", "train_loss", "lr", "grad_norm", "domain_loss"):
             assert a.get(key) == b.get(key), (a["step"], key)
-    ours, theirs = (json.loads(as_path(p).read_text()) for p in ("memory://b/run/eval.json", tmp_path / "ref" / "eval.json"))
+    ours, theirs = (
+        json.loads(as_path(p).read_text()) for p in ("memory://b/run/eval.json", tmp_path / "ref" / "eval.json")
+    )
     for key in ("domain_loss", "mu_ppl", "sigma_ppl", "tokens", "sequences", "steps", "trained_tokens"):
         assert ours[key] == theirs[key], key
     assert json.loads(as_path("memory://b/run/checkpoints.json").read_text()) == {"steps": [4, 6]}
     assert sorted(p.name for p in as_path("memory://b/run/checkpoints").iterdir() if p.is_dir()) == ["4", "6"]
     assert not any((cache_root() / "runs").rglob("*.ocdbt"))  # the working copy is gone once complete
-    assert (as_path("memory://b/run/hf/model.safetensors").read_bytes()
-            == (tmp_path / "ref" / "hf" / "model.safetensors").read_bytes())
+    assert (
+        as_path("memory://b/run/hf/model.safetensors").read_bytes()
+        == (tmp_path / "ref" / "hf" / "model.safetensors").read_bytes()
+    )
     assert main(remote) == 0  # complete: nothing to do
 
 
 # ---------------------------------------------------------------------- pplaw run
 def _study_tree(train_files, out_dir):
-    return {"name": "memory", "seed": 0, "out_dir": out_dir, "base_model": "memory://b/base",
-            "data": {"domain_train": "memory://b/train.jsonl", "domain_valid": "memory://b/valid.jsonl",
-                     "domain_test": "memory://b/test.jsonl"},
-            "final": {"tasks": "memory://b/tasks.jsonl", "budget": "4e2", "methods": ["random"], "seeds": [0]},
-            "landscape": {"seq_len": 24, "batch_size": 8}, "train": {"seq_len": 24, "batch_size": 8},
-            "grid": {"design": {"budgets": ["1e2", "4e2", "1.6e3"], "n": 4, "centre": 1}, "rounds": 0},
-            "fit": {"moments": "logppl", "law": "mu", "method": "point", "bootstrap": 0, "starts": 4,
-                    "min_runs_per_param": 1}}
+    return {
+        "name": "memory",
+        "seed": 0,
+        "out_dir": out_dir,
+        "base_model": "memory://b/base",
+        "data": {
+            "domain_train": "memory://b/train.jsonl",
+            "domain_valid": "memory://b/valid.jsonl",
+            "domain_test": "memory://b/test.jsonl",
+        },
+        "final": {"tasks": "memory://b/tasks.jsonl", "budget": "4e2", "methods": ["random"], "seeds": [0]},
+        "landscape": {"seq_len": 24, "batch_size": 8},
+        "train": {"seq_len": 24, "batch_size": 8},
+        "grid": {"design": {"budgets": ["1e2", "4e2", "1.6e3"], "n": 4, "centre": 1}, "rounds": 0},
+        "fit": {
+            "moments": "logppl",
+            "law": "mu",
+            "method": "point",
+            "bootstrap": 0,
+            "starts": 4,
+            "min_runs_per_param": 1,
+        },
+    }
 
 
 def _upload_study_inputs(train_files):
@@ -390,8 +568,10 @@ def _upload_study_inputs(train_files):
         as_path(f"memory://b/{name}").write_bytes((d / name).read_bytes())
     as_path("memory://b/valid.jsonl").write_bytes((d / "test.jsonl").read_bytes())  # mechanics only
     words = [t.split() for t in texts if len(t.split()) >= 10]  # whole words: a cut word may merge away
-    tasks = [{"question": " ".join(w[:5]), "choices": [" ".join(w[5:10]), " ".join(words[i + 1][5:10])], "answer": 0}
-             for i, w in enumerate(words[:6])]
+    tasks = [
+        {"question": " ".join(w[:5]), "choices": [" ".join(w[5:10]), " ".join(words[i + 1][5:10])], "answer": 0}
+        for i, w in enumerate(words[:6])
+    ]
     as_path("memory://b/tasks.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tasks))
 
 
@@ -406,8 +586,9 @@ def test_run_a_study_on_memory_until_the_landscape_and_force_it(train_files, tmp
     config.write_text(yaml.safe_dump(_study_tree(train_files, "memory://b/study")))
     assert main(["run", str(config), "--until", "landscape"]) == 0
     log = as_path("memory://b/study/commands.log").read_text().splitlines()
-    assert len(log) == 1 and log[0].startswith("pplaw score --model memory://b/base --data memory://b/train.jsonl "
-                                               "--out memory://b/study/landscape ")
+    assert len(log) == 1 and log[0].startswith(
+        "pplaw score --model memory://b/base --data memory://b/train.jsonl --out memory://b/study/landscape "
+    )
     for done in ("landscape/summary.json", "config.yaml", "stages.json"):
         assert as_path(f"memory://b/study/{done}").is_file(), done
     rows = _rows("memory://b/study/landscape")
@@ -435,8 +616,14 @@ def test_run_a_study_on_memory_until_the_fit(train_files, tmp_path):
     log = as_path("memory://b/study/commands.log").read_text().splitlines()
     assert [line.split()[1] for line in log] == ["score", "select", *["train"] * 4, "runs", "runs", "fit"]
     assert all("--out memory://b/study/" in line for line in log)
-    for done in ("landscape/summary.json", "grid/selections/design.json", "grid/runs.csv", "fit/fit.json",
-                 "config.yaml", "stages.json"):
+    for done in (
+        "landscape/summary.json",
+        "grid/selections/design.json",
+        "grid/runs.csv",
+        "fit/fit.json",
+        "config.yaml",
+        "stages.json",
+    ):
         assert as_path(f"memory://b/study/{done}").is_file(), done
     runs = pd.read_csv("memory://b/study/grid/runs.csv")
     assert len(runs) == 4 and runs.loss.notna().all()

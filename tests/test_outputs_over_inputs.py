@@ -17,34 +17,78 @@ BASE = {
     "scratch": (["scratch", "--data", "{data}", "--vocab-size", "300"], {}),
     "score": (["score", "--model", "{model}", "--data", "{data}"], {"model"}),
     "landscape export": (["landscape", "export", "--landscape", "{landscape}", "--data", "{data}"], {"landscape"}),
-    "runs": (["runs", "--include", "{include}", "--manifest", "{manifest}", "--runs-dir", "{runs_dir}",
-              "--run", "g={run}"], {"manifest", "runs_dir", "run"}),
+    "runs": (
+        ["runs", "--include", "{include}", "--manifest", "{manifest}", "--runs-dir", "{runs_dir}", "--run", "g={run}"],
+        {"manifest", "runs_dir", "run"},
+    ),
     "fit": (["fit", "--runs", "{runs}"], {}),
     "predict": (["predict", "--fit", "{fit}", "--points", "{points}"], {"fit"}),
-    "select": (["select", "--landscape", "{landscape}", "--fit", "{fit}", "--tokens", "100",
-                "--method", "oracle", "--labels", "{labels}"], {"landscape", "fit"}),
+    "select": (
+        [
+            "select",
+            "--landscape",
+            "{landscape}",
+            "--fit",
+            "{fit}",
+            "--tokens",
+            "100",
+            "--method",
+            "oracle",
+            "--labels",
+            "{labels}",
+        ],
+        {"landscape", "fit"},
+    ),
     "select design": (["select", "design", "--landscape", "{landscape}"], {"landscape"}),
     "select windows": (["select", "windows", "--landscape", "{landscape}"], {"landscape"}),
-    "propose": (["propose", "--fit", "{fit}", "--landscape", "{landscape}", "--n", "2", "--tokens", "100"],
-                {"fit", "landscape"}),
-    "train": (["train", "--model", "{model}", "--tokenizer", "{tokenizer}", "--data", "{data}", "--selection",
-               "{selection}", "--eval-data", "{eval_data}", "--general-eval-data", "{general_eval_data}",
-               "--target-eval-data", "{target_eval_data}", "--steps", "1"], {"model", "tokenizer"}),
-    "eval": (["eval", "--model", "{model}", "--tasks", "{tasks}", "--lm-eval-include", "{lm_eval_include}"],
-             {"model", "lm_eval_include"}),
+    "propose": (
+        ["propose", "--fit", "{fit}", "--landscape", "{landscape}", "--n", "2", "--tokens", "100"],
+        {"fit", "landscape"},
+    ),
+    "train": (
+        [
+            "train",
+            "--model",
+            "{model}",
+            "--tokenizer",
+            "{tokenizer}",
+            "--data",
+            "{data}",
+            "--selection",
+            "{selection}",
+            "--eval-data",
+            "{eval_data}",
+            "--general-eval-data",
+            "{general_eval_data}",
+            "--target-eval-data",
+            "{target_eval_data}",
+            "--steps",
+            "1",
+        ],
+        {"model", "tokenizer"},
+    ),
+    "eval": (
+        ["eval", "--model", "{model}", "--tasks", "{tasks}", "--lm-eval-include", "{lm_eval_include}"],
+        {"model", "lm_eval_include"},
+    ),
 }
 FILE_OUT = {"data cut", "data cloze", "data contaminate", "runs", "predict", "eval"}
-CASES = [(command, dest, how) for command, dests in INPUTS.items() for dest in dests
-         for how in ("is", "inside", "contains")
-         # a file output cannot contain anything, and nothing can be inside a file input
-         if not (how == "contains" and command in FILE_OUT) and not (how == "inside" and dest not in BASE[command][1])]
+CASES = [
+    (command, dest, how)
+    for command, dests in INPUTS.items()
+    for dest in dests
+    for how in ("is", "inside", "contains")
+    # a file output cannot contain anything, and nothing can be inside a file input
+    if not (how == "contains" and command in FILE_OUT) and not (how == "inside" and dest not in BASE[command][1])
+]
 
 
 def test_every_subcommand_with_an_output_declares_its_inputs():
     assert set(BASE) == set(INPUTS)
     for command, (argv, _) in BASE.items():
-        named = {a.strip("{}") for a in argv if a.startswith("{")} | {a.split("=")[1].strip("{}")
-                                                                       for a in argv if "={" in a}
+        named = {a.strip("{}") for a in argv if a.startswith("{")} | {
+            a.split("=")[1].strip("{}") for a in argv if "={" in a
+        }
         assert named == set(INPUTS[command]), command
 
 
@@ -63,8 +107,11 @@ def test_an_output_over_an_input_is_refused(tmp_path, capsys, command, dest, how
             p.write_text('{"id": "a", "text": "input"}\n')
         paths[d] = p
     target = paths[dest]
-    out = {"is": target, "inside": target / "out.jsonl" if command in FILE_OUT else target / "out",
-           "contains": target.parent}[how]
+    out = {
+        "is": target,
+        "inside": target / "out.jsonl" if command in FILE_OUT else target / "out",
+        "contains": target.parent,
+    }[how]
     before = {p: hashlib.sha256((p / "kept.txt" if p.is_dir() else p).read_bytes()).hexdigest() for p in paths.values()}
     args = [a.format(**{k: str(v) for k, v in paths.items()}) for a in argv] + ["--out", str(out)]
     assert main(args) == 2
@@ -76,4 +123,3 @@ def test_an_output_over_an_input_is_refused(tmp_path, capsys, command, dest, how
     assert after == before
     if how == "inside":
         assert not out.exists()
-

@@ -19,23 +19,54 @@ TOY = {
     "seed": 0,
     "data": {"builtin": "cpython-docs", "domain_max_docs": 40, "eval_max_docs": 6},
     "scratch": {
-        "hf_config": {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 32,
-                      "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                      "num_key_value_heads": 1, "tie_word_embeddings": True, "bos_token_id": 0,
-                      "eos_token_id": 0},
-        "vocab_size": 300, "tokenizer_max_docs": 30, "max_docs": 30, "steps": 12,
+        "hf_config": {
+            "model_type": "llama",
+            "architectures": ["LlamaForCausalLM"],
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "tie_word_embeddings": True,
+            "bos_token_id": 0,
+            "eos_token_id": 0,
+        },
+        "vocab_size": 300,
+        "tokenizer_max_docs": 30,
+        "max_docs": 30,
+        "steps": 12,
         "train": {"seq_len": 64, "batch_size": 8},
     },
     "landscape": {"seq_len": 64, "batch_size": 16},
     "train": {"seq_len": 64, "batch_size": 8},
-    "grid": {"kind": "design", "design": {"budgets": ["5e2", "2e3", "8e3"], "n": 10, "centre": 2},
-             "rounds": 1, "propose": {"n": 2}, "stop_early": False},
+    "grid": {
+        "kind": "design",
+        "design": {"budgets": ["5e2", "2e3", "8e3"], "n": 10, "centre": 2},
+        "rounds": 1,
+        "propose": {"n": 2},
+        "stop_early": False,
+    },
     # small fits: few random starts, 3 folds of groups for the rivals' held-out comparison
     # the paper's law, and DOS selects even where it would refuse: this toy is about the mechanics
-    "fit": {"law": "ppl", "moments": "logppl", "method": "both", "bootstrap": 40, "starts": 4, "folds": 3,
-            "chains": 2, "warmup": 100, "samples": 100, "allow_unconverged": True, "min_runs_per_param": 1},
-    "final": {"budget": "2e3", "methods": ["dos-posterior", "dos-point", "random"], "seeds": [0, 1],
-              "select": {"allow_boundary": True, "allow_lack_of_fit": True}},
+    "fit": {
+        "law": "ppl",
+        "moments": "logppl",
+        "method": "both",
+        "bootstrap": 40,
+        "starts": 4,
+        "folds": 3,
+        "chains": 2,
+        "warmup": 100,
+        "samples": 100,
+        "allow_unconverged": True,
+        "min_runs_per_param": 1,
+    },
+    "final": {
+        "budget": "2e3",
+        "methods": ["dos-posterior", "dos-point", "random"],
+        "seeds": [0, 1],
+        "select": {"allow_boundary": True, "allow_lack_of_fit": True},
+    },
 }
 
 
@@ -52,22 +83,25 @@ def test_config_overrides_and_number_coercion(tmp_path):
     assert cfg.scratch.hf_config["hidden_size"] == 32
 
 
-@pytest.mark.parametrize("override, message", [
-    ("grid.budget=[1]", "unknown config key grid.budget"),
-    ("grid.n=3", "unknown config key grid.n (now grid.design.n)"),
-    ("grid.design.moments=logppl", "grid.design.moments cannot be set in a study: it is fit.moments"),
-    ("final.budget=lots", "config key final.budget"),
-    ("seed", "not of the form key=value"),
-    ("grid.kind=grid", "grid.kind: 'grid' is not one of design, windows"),
-    ("fit.moments=log", "fit.moments: 'log' is not one of ppl, logppl"),
-    ("final.methods=[random,bogus]", "final.methods: 'bogus' is not one of dos-posterior"),
-    ("train.lr=-1", "train.lr: -1.0 out of range (must be > 0)"),
-    ("final.budget=0", "final.budget: 0.0 out of range (must be > 0)"),
-    ("grid.windows.windows=[0.5-0.2]", "grid.windows.windows: '0.5-0.2' needs 0 <= lo < hi <= 1"),
-    ("train.seq_len=1.7", "train.seq_len: 1.7 is not a valid int"),
-    ("grid.stop_early=maybe", "grid.stop_early: 'maybe' is not true or false"),
-    ("fit.target_accept=1.5", "fit.target_accept: 1.5 out of range (must be > 0 and < 1)"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("grid.budget=[1]", "unknown config key grid.budget"),
+        ("grid.n=3", "unknown config key grid.n (now grid.design.n)"),
+        ("grid.design.moments=logppl", "grid.design.moments cannot be set in a study: it is fit.moments"),
+        ("final.budget=lots", "config key final.budget"),
+        ("seed", "not of the form key=value"),
+        ("grid.kind=grid", "grid.kind: 'grid' is not one of design, windows"),
+        ("fit.moments=log", "fit.moments: 'log' is not one of ppl, logppl"),
+        ("final.methods=[random,bogus]", "final.methods: 'bogus' is not one of dos-posterior"),
+        ("train.lr=-1", "train.lr: -1.0 out of range (must be > 0)"),
+        ("final.budget=0", "final.budget: 0.0 out of range (must be > 0)"),
+        ("grid.windows.windows=[0.5-0.2]", "grid.windows.windows: '0.5-0.2' needs 0 <= lo < hi <= 1"),
+        ("train.seq_len=1.7", "train.seq_len: 1.7 is not a valid int"),
+        ("grid.stop_early=maybe", "grid.stop_early: 'maybe' is not true or false"),
+        ("fit.target_accept=1.5", "fit.target_accept: 1.5 out of range (must be > 0 and < 1)"),
+    ],
+)
 def test_config_errors_name_the_key(tmp_path, override, message):
     cfg_path = write_config(tmp_path / "c.yaml", TOY)
     with pytest.raises(PplawError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -82,10 +116,13 @@ def test_commands_log_replays_the_study(tmp_path):
     import shlex
 
     out = tmp_path / "study"
-    tree = {**TOY, "out_dir": str(out),
-            # the 4-parameter mu-only law needs fewer runs than the paper's 7: a cheaper study to replay
-            "grid": {**TOY["grid"], "rounds": 0, "design": {**TOY["grid"]["design"], "n": 5, "centre": 1}},
-            "fit": {**TOY["fit"], "law": "mu", "method": "point", "bootstrap": 20}}
+    tree = {
+        **TOY,
+        "out_dir": str(out),
+        # the 4-parameter mu-only law needs fewer runs than the paper's 7: a cheaper study to replay
+        "grid": {**TOY["grid"], "rounds": 0, "design": {**TOY["grid"]["design"], "n": 5, "centre": 1}},
+        "fit": {**TOY["fit"], "law": "mu", "method": "point", "bootstrap": 20},
+    }
     assert main(["run", str(write_config(tmp_path / "toy.yaml", tree)), "--until", "fit"]) == 0
     log = (out / "commands.log").read_text()
     assert str(tmp_path) not in log and "/tmp" not in log
@@ -187,8 +224,10 @@ def test_whole_study_end_to_end_and_cached_rerun(toy_study, capsys):
     assert main(["run", str(cfg_path), "final.primary=general_loss", "--force", "select", "--until", "select"]) == 0
     new = (out / "commands.log").read_text().splitlines()[n_commands:]
     assert new and all(" select " in c for c in new), new
-    assert sorted(p.name for p in (out / "superseded").iterdir()) == [f"final-{keys['final']['key']}",
-                                                                      f"select-{keys['select']['key']}"]
+    assert sorted(p.name for p in (out / "superseded").iterdir()) == [
+        f"final-{keys['final']['key']}",
+        f"select-{keys['select']['key']}",
+    ]
     assert (out / "select" / "random" / "seed0" / "selection.parquet").read_bytes() == rand[0]  # same inputs
     assert (out / "landscape" / "summary.json").stat().st_mtime_ns == landscape_summary
 
@@ -201,12 +240,19 @@ def test_a_refused_selection_is_reported_and_not_trained(toy_study, tmp_path, ca
     done = toy_study[1]
     for part in ("data", "base", "landscape", "grid/selections", "grid/runs"):
         shutil.copytree(done / part, out / part)
-    tree = {**TOY, "out_dir": str(out),
-            "grid": {**TOY["grid"], "rounds": 0},
-            "fit": {**TOY["fit"], "method": "point"},
-            # any draw at the edge refuses: the toy fit has its argmin on the edge
-            "final": {**TOY["final"], "methods": ["dos-point", "random"], "seeds": [0],
-                      "select": {"allow_boundary": False, "allow_lack_of_fit": True, "max_boundary_fraction": 0.0}}}
+    tree = {
+        **TOY,
+        "out_dir": str(out),
+        "grid": {**TOY["grid"], "rounds": 0},
+        "fit": {**TOY["fit"], "method": "point"},
+        # any draw at the edge refuses: the toy fit has its argmin on the edge
+        "final": {
+            **TOY["final"],
+            "methods": ["dos-point", "random"],
+            "seeds": [0],
+            "select": {"allow_boundary": False, "allow_lack_of_fit": True, "max_boundary_fraction": 0.0},
+        },
+    }
     cfg_path = write_config(tmp_path / "toy.yaml", tree)
     assert main(["run", str(cfg_path)]) == 0, capsys.readouterr().err
     refused = json.loads((out / "select" / "dos-point" / "seed0" / "refused.json").read_text())
@@ -229,14 +275,21 @@ def test_kill_9_inside_a_round_resumes_to_the_uninterrupted_runs(tmp_path):
     import sys
     import time
 
-    tree = {**TOY, "fit": {**TOY["fit"], "method": "point"}, "final": {**TOY["final"], "methods": ["random"],
-                                                                      "seeds": [0]}}
+    tree = {
+        **TOY,
+        "fit": {**TOY["fit"], "method": "point"},
+        "final": {**TOY["final"], "methods": ["random"], "seeds": [0]},
+    }
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
 
     def start(out):
         cfg = write_config(tmp_path / f"{out.name}.yaml", {**tree, "out_dir": str(out)})
-        return subprocess.Popen([sys.executable, "-m", "pplaw_jax.cli", "run", str(cfg), "--until", "grid"],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [sys.executable, "-m", "pplaw_jax.cli", "run", str(cfg), "--until", "grid"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     killed = tmp_path / "killed"
     proc = start(killed)
@@ -259,8 +312,9 @@ def test_kill_9_inside_a_round_resumes_to_the_uninterrupted_runs(tmp_path):
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-@pytest.mark.skipif(not (SHARED / "clinicaltrials_gov" / "train.jsonl.gz").exists(),
-                    reason="needs ../shared/data (the real corpora)")
+@pytest.mark.skipif(
+    not (SHARED / "clinicaltrials_gov" / "train.jsonl.gz").exists(), reason="needs ../shared/data (the real corpora)"
+)
 def test_gpu_control_config_dry_run_on_cpu(tmp_path):
     """gpu_control_junk.yaml, waiting for a GPU: its configuration loads and its data stage runs on
     CPU (the contaminated pool, its labels and the cut evaluation sets), with the validation and
@@ -272,8 +326,10 @@ def test_gpu_control_config_dry_run_on_cpu(tmp_path):
         cfg = load_config("experiments/configs/gpu_control_junk.yaml", [f"out_dir={tmp_path / 'gpu'}"])
         assert cfg.train.dtype == cfg.landscape.dtype == "bfloat16" and cfg.base_model == "smollm2-135m-instruct"
         assert cfg.final.methods == ["dos-posterior", "random", "oracle", "band"] and cfg.final.mde is not None
-        assert main(["run", "experiments/configs/gpu_control_junk.yaml", f"out_dir={tmp_path / 'gpu'}",
-                     "--until", "data"]) == 0
+        assert (
+            main(["run", "experiments/configs/gpu_control_junk.yaml", f"out_dir={tmp_path / 'gpu'}", "--until", "data"])
+            == 0
+        )
     data = tmp_path / "gpu" / "data"
     manifest = json.loads((data / "domain_train_junk30.manifest.json").read_text())
     assert manifest["documents"]["clean"] == 1500 and abs(manifest["junk_fraction_documents"] - 0.3) < 0.01
@@ -291,10 +347,21 @@ def test_validation_split_defaults_to_the_documents_after_the_scored_ones(tmp_pa
     pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
     test = tmp_path / "test.jsonl"
     test.write_text("".join(json.dumps({"id": f"t{i}", "text": f"held out text {i} " * 30}) + "\n" for i in range(7)))
-    cfg = write_config(tmp_path / "c.yaml", {**TOY, "out_dir": str(tmp_path / "s"), "base_model": str(pool),
-                                             "data": {"domain_train": str(pool), "domain_test": str(test),
-                                                      "domain_max_docs": 20, "eval_max_docs": 7,
-                                                      "test_skip_docs": 2}})
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        {
+            **TOY,
+            "out_dir": str(tmp_path / "s"),
+            "base_model": str(pool),
+            "data": {
+                "domain_train": str(pool),
+                "domain_test": str(test),
+                "domain_max_docs": 20,
+                "eval_max_docs": 7,
+                "test_skip_docs": 2,
+            },
+        },
+    )
     assert main(["run", str(cfg), "--until", "data"]) == 0
     valid = [json.loads(line)["id"] for line in (tmp_path / "s" / "data" / "domain_valid.jsonl").open()]
     assert valid == [f"d{i}" for i in range(20, 27)]
@@ -302,8 +369,15 @@ def test_validation_split_defaults_to_the_documents_after_the_scored_ones(tmp_pa
     fresh = [json.loads(line)["id"] for line in (tmp_path / "s" / "data" / "domain_test_skip2.jsonl").open()]
     assert fresh == [f"t{i}" for i in range(2, 7)]
     with pytest.raises(PplawError, match="data.domain_valid is required"):
-        load = write_config(tmp_path / "d.yaml", {**TOY, "out_dir": str(tmp_path / "t"), "base_model": str(pool),
-                                                  "data": {"domain_train": str(pool), "domain_test": str(test)}})
+        load = write_config(
+            tmp_path / "d.yaml",
+            {
+                **TOY,
+                "out_dir": str(tmp_path / "t"),
+                "base_model": str(pool),
+                "data": {"domain_train": str(pool), "domain_test": str(test)},
+            },
+        )
         from pplaw_jax.pipeline import Study
 
         Study(load_config(load)).run(stop_after="data")
@@ -318,14 +392,21 @@ def test_data_stage_runs_without_the_base_models_package(tmp_path, monkeypatch, 
     from pplaw_jax.models.loading import SMOLLM2_PACKAGE
 
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == SMOLLM2_PACKAGE else find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == SMOLLM2_PACKAGE else find_spec(name, *a)
+    )
     rows = [{"id": f"d{i}", "text": " ".join(f"word{(i * 7 + j) % 50}" for j in range(80))} for i in range(30)]
     pool = tmp_path / "pool.jsonl"
     pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = write_config(tmp_path / "c.yaml", {**TOY, "out_dir": str(tmp_path / "s"), "base_model": "smollm2-135m-instruct",
-                                             "data": {"domain_train": str(pool), "domain_test": str(pool),
-                                                      "domain_max_docs": 20, "eval_max_docs": 7}})
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        {
+            **TOY,
+            "out_dir": str(tmp_path / "s"),
+            "base_model": "smollm2-135m-instruct",
+            "data": {"domain_train": str(pool), "domain_test": str(pool), "domain_max_docs": 20, "eval_max_docs": 7},
+        },
+    )
     assert main(["run", str(cfg), "--until", "data"]) == 0
     assert (tmp_path / "s" / "data" / "domain_valid.jsonl").exists()
     capsys.readouterr()

@@ -14,8 +14,11 @@ def final(**means):
     every method (what pairing by seed removes) plus a little noise of its own."""
     rng = np.random.default_rng(0)
     shift = rng.normal(0, 0.05, len(SEEDS))
-    rows = [dict(method=m, seed=s, domain_loss=mean + shift[s] + rng.normal(0, 0.002))
-            for m, mean in means.items() for s in SEEDS]
+    rows = [
+        dict(method=m, seed=s, domain_loss=mean + shift[s] + rng.normal(0, 0.002))
+        for m, mean in means.items()
+        for s in SEEDS
+    ]
     return pd.DataFrame(rows)
 
 
@@ -47,8 +50,11 @@ def test_junk_that_does_not_matter_fails_p1():
 
 def test_negative_control():
     assert "P3 (negative control: no false claim) holds" in verdicts(
-        final(random=4.66, band=4.66, **{"dos-posterior": 4.661}), fraction=0.0)
+        final(random=4.66, band=4.66, **{"dos-posterior": 4.661}), fraction=0.0
+    )
     assert "P3 (negative control: no false claim) fails" in verdicts(
-        final(random=4.66, band=4.66, **{"dos-posterior": 4.60}), fraction=0.0)
+        final(random=4.66, band=4.66, **{"dos-posterior": 4.60}), fraction=0.0
+    )
     assert "P3 (negative control: no false claim) holds" in verdicts(
-        final(random=4.66, band=4.66), fraction=0.0, refused={"dos-posterior"})
+        final(random=4.66, band=4.66), fraction=0.0, refused={"dos-posterior"}
+    )

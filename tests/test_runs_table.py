@@ -12,9 +12,19 @@ def test_the_runs_table_records_what_was_trained(tmp_path):
 
     run = tmp_path / "two_epochs"
     run.mkdir()
-    (run / "eval.json").write_text(json.dumps({"domain_loss": 3.0, "tokens": 5843, "trained_tokens": 11686,
-                                               "mu_ppl": 5.0, "sigma_ppl": 1.0, "mu_logppl": 1.5,
-                                               "sigma_logppl": 0.2}))
+    (run / "eval.json").write_text(
+        json.dumps(
+            {
+                "domain_loss": 3.0,
+                "tokens": 5843,
+                "trained_tokens": 11686,
+                "mu_ppl": 5.0,
+                "sigma_ppl": 1.0,
+                "mu_logppl": 1.5,
+                "sigma_logppl": 0.2,
+            }
+        )
+    )
     assert main(["runs", "--run", f"g1={run}", "--out", str(tmp_path / "runs.csv")]) == 0
     row = pd.read_csv(tmp_path / "runs.csv").iloc[0]
     assert (row["tokens"], row["subset_tokens"], row["run_id"], row["group"]) == (11686, 5843, "two_epochs", "g1")

@@ -70,8 +70,9 @@ def test_region_contains_random_subsets_and_not_impossible_points(big):
     assert lo < 0.1 * big.ppl.std() and hi > big.ppl.std()
 
 
-@pytest.mark.parametrize("mu_frac,sigma_frac", [(0.1, 0.5), (0.3, 0.05), (0.5, 0.5), (0.5, 0.95),
-                                                 (0.8, 0.2), (0.95, 0.6)])
+@pytest.mark.parametrize(
+    "mu_frac,sigma_frac", [(0.1, 0.5), (0.3, 0.05), (0.5, 0.5), (0.5, 0.95), (0.8, 0.2), (0.95, 0.6)]
+)
 def test_attainable_target_is_reached(big, mu_frac, sigma_frac):
     region = big.region
     mu = region.mu_min + mu_frac * (region.mu_max - region.mu_min)

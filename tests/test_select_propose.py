@@ -98,8 +98,28 @@ def test_propose_cli(tmp_path):
     points = [[m, s] for m in (10.0, 40.0) for s in (2.0, 20.0)] + [[20.0, 8.0]]
     fit = write_fit(tmp_path / "fit", spread_draws(), points=points)
     out = tmp_path / "prop"
-    assert main(["propose", "--fit", str(fit), "--landscape", str(land), "--n", "3", "--tokens", "3e5",
-                 "--out", str(out), "--prefix", "r1q", "--seed", "7"]) == 0
+    assert (
+        main(
+            [
+                "propose",
+                "--fit",
+                str(fit),
+                "--landscape",
+                str(land),
+                "--n",
+                "3",
+                "--tokens",
+                "3e5",
+                "--out",
+                str(out),
+                "--prefix",
+                "r1q",
+                "--seed",
+                "7",
+            ]
+        )
+        == 0
+    )
     meta = json.loads((out / "propose.json").read_text())
     manifest = pd.read_csv(out / "manifest.csv")
     assert meta["n_proposed"] == len(manifest) == 3 and meta["draws"] == "posterior"
@@ -110,5 +130,7 @@ def test_propose_cli(tmp_path):
         assert summary["tokens"] <= 300_000 and summary["acquisition"] == "thompson"
         assert abs(summary["mu"] - row.target_mu) / table["ppl"].to_numpy().std() < 0.05
     assert set(meta["stopping"]) >= {"prob_within", "max_expected_improvement_log", "noise_sd_log", "located"}
-    assert main(["propose", "--fit", str(fit), "--landscape", str(land), "--n", "0", "--tokens", "3e5",
-                 "--out", str(out)]) == 2
+    assert (
+        main(["propose", "--fit", str(fit), "--landscape", str(land), "--n", "0", "--tokens", "3e5", "--out", str(out)])
+        == 2
+    )

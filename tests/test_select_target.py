@@ -14,9 +14,11 @@ POINT = dict(E=1.8, Dc=35.7375, alpha0=0.246355, alpha1=-0.01, beta0=0.319659, b
 
 
 def law(p, mu, sigma, d):
-    """The paper's law (README: L = E + Dc / (mu^(a0+a1 sigma) sigma^(b0+b1 mu) D^aD)), written independently of pplaw_jax.law."""
-    return p["E"] + p["Dc"] / (mu ** (p["alpha0"] + p["alpha1"] * sigma)
-                               * sigma ** (p["beta0"] + p["beta1"] * mu) * d ** p["alphaD"])
+    """The paper's law (README: L = E + Dc / (mu^(a0+a1 sigma) sigma^(b0+b1 mu) D^aD)), written
+    independently of pplaw_jax.law."""
+    return p["E"] + p["Dc"] / (
+        mu ** (p["alpha0"] + p["alpha1"] * sigma) * sigma ** (p["beta0"] + p["beta1"] * mu) * d ** p["alphaD"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +67,10 @@ def test_point_target_minimises_point_loss(space, wide):
 def test_posterior_target_minimises_expected_loss(space, wide, draws):
     choice = choose_target(space.region, "ppl", POINT, draws, space.budget, wide)
     mu, sigma = reference_grid(space.region, wide, 100)
-    expected = np.mean([law({k: v[s] for k, v in draws.items()}, mu, sigma, space.budget)
-                        for s in range(300)], axis=0)
+    expected = np.mean([law({k: v[s] for k, v in draws.items()}, mu, sigma, space.budget) for s in range(300)], axis=0)
     post, point = choice.posterior, choice.point
     assert post.expected_loss <= expected.min() + 1e-9
-    own = np.mean([law({k: v[s] for k, v in draws.items()}, post.mu, post.sigma, space.budget)
-                   for s in range(300)])
+    own = np.mean([law({k: v[s] for k, v in draws.items()}, post.mu, post.sigma, space.budget) for s in range(300)])
     assert post.expected_loss == pytest.approx(own, rel=1e-10)
     # the point target is a different place and costs expected loss
     assert abs(post.mu - point.mu) + abs(post.sigma - point.sigma) > 0.1
@@ -101,12 +101,14 @@ def test_target_stays_in_the_support_and_a_boundary_optimum_is_refused(space, dr
     mu, sigma = reference_grid(space.region, runs)
     assert choice.point.point_loss <= law(POINT, mu, sigma, space.budget).min() + 1e-9
     # bootstrap draws drive the check the same way, without a posterior target
-    boot = choose_target(space.region, "ppl", POINT, draws, space.budget, runs, draws_source="bootstrap",
-                         allow_boundary=True)
+    boot = choose_target(
+        space.region, "ppl", POINT, draws, space.budget, runs, draws_source="bootstrap", allow_boundary=True
+    )
     assert boot.posterior is None and boot.interior["source"] == "bootstrap"
     # a threshold above the observed share lets it through
-    assert choose_target(space.region, "ppl", POINT, draws, space.budget, runs,
-                         max_boundary_fraction=1.0).point.at_boundary
+    assert choose_target(
+        space.region, "ppl", POINT, draws, space.budget, runs, max_boundary_fraction=1.0
+    ).point.at_boundary
 
 
 def test_disjoint_support_and_data_law_are_refused(space, wide):

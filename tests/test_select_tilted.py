@@ -102,8 +102,9 @@ def test_design_targets_fill_the_region_and_balance_the_budgets(land):
 
 
 def _min_distance(points, budgets):
-    pts = np.array([[np.log(p.target_mu), np.log(p.target_sigma), np.log(p.budget)]
-                    for p in points if p.replicate == 0])
+    pts = np.array(
+        [[np.log(p.target_mu), np.log(p.target_sigma), np.log(p.budget)] for p in points if p.replicate == 0]
+    )
     pts = pts / np.where(np.ptp(pts, axis=0) > 0, np.ptp(pts, axis=0), 1)
     d = np.sqrt(((pts[:, None] - pts[None]) ** 2).sum(-1))
     return d[np.triu_indices(len(pts), 1)].min()

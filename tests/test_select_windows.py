@@ -53,8 +53,10 @@ def test_windows_subsets(land):
     mus = [by_name[subset_name(lo, hi, budgets[1])].selection.mu for lo, hi in windows]
     assert mus == sorted(mus)
     # a narrow window at the top spreads more than one in the middle (log-normal tail)
-    assert by_name[subset_name(0.9, 1.0, budgets[0])].selection.sigma > \
-        by_name[subset_name(0.4, 0.6, budgets[0])].selection.sigma
+    assert (
+        by_name[subset_name(0.9, 1.0, budgets[0])].selection.sigma
+        > by_name[subset_name(0.4, 0.6, budgets[0])].selection.sigma
+    )
 
 
 def test_windows_are_seeded_per_window(land):

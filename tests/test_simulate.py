@@ -8,9 +8,25 @@ import warnings
 import numpy as np
 import pytest
 
-from pplaw_jax.simulate import (CURVED_D_LOSS, EDGE_MARGIN, FAMILIES, INTERIOR, OUTCOMES, LoopConfig, World,
-                                _truth_and_references, classify, heavy_tailed_landscape, junk_landscape,
-                                make_truth, outcome_rates, run_replicate, score, subset_stats, verdict)
+from pplaw_jax.simulate import (
+    CURVED_D_LOSS,
+    EDGE_MARGIN,
+    FAMILIES,
+    INTERIOR,
+    OUTCOMES,
+    LoopConfig,
+    World,
+    _truth_and_references,
+    classify,
+    heavy_tailed_landscape,
+    junk_landscape,
+    make_truth,
+    outcome_rates,
+    run_replicate,
+    score,
+    subset_stats,
+    verdict,
+)
 
 NOISE = 0.005
 
@@ -54,15 +70,17 @@ def test_truths_have_the_stated_shape(world):
     a0, a1, b0, b1 = truth.info["coef"]
     opt = truth.info["optimum"]
     # the paper's law, written out, has its least value over the pool at the stated optimum
-    pool_h = -(a0 + a1 * world.pool["sigma_logppl"]) * np.log(world.pool["mu_logppl"]) \
-        - (b0 + b1 * world.pool["mu_logppl"]) * np.log(world.pool["sigma_logppl"])
+    pool_h = -(a0 + a1 * world.pool["sigma_logppl"]) * np.log(world.pool["mu_logppl"]) - (
+        b0 + b1 * world.pool["mu_logppl"]
+    ) * np.log(world.pool["sigma_logppl"])
     h_opt = -(a0 + a1 * opt["sigma"]) * np.log(opt["mu"]) - (b0 + b1 * opt["mu"]) * np.log(opt["sigma"])
     assert pool_h.min() >= h_opt - 1e-9
     # it is the paper's law in logppl moments: log(L - E) = log Dc + k h(mu, sigma) - alphaD log D,
     # with h = -(a0 + a1 sigma) log mu - (b0 + b1 mu) log sigma
     stats = {k: v[:20] for k, v in world.pool.items()}
-    h = -(a0 + a1 * stats["sigma_logppl"]) * np.log(stats["mu_logppl"]) \
-        - (b0 + b1 * stats["mu_logppl"]) * np.log(stats["sigma_logppl"])
+    h = -(a0 + a1 * stats["sigma_logppl"]) * np.log(stats["mu_logppl"]) - (b0 + b1 * stats["mu_logppl"]) * np.log(
+        stats["sigma_logppl"]
+    )
     for d in (1e5, 3e5):
         log_excess = np.log(np.exp(truth.log_loss(stats, d)) - truth.E)
         log_dc = log_excess - truth.info["scale"] * h + truth.alphaD * np.log(d)
@@ -109,8 +127,7 @@ def test_gp_truths_are_smooth_seeded_and_interior_only_sometimes(world):
     assert np.array_equal(a.g(world.pool), b.g(world.pool))
     # smooth: a 0.1% step in mu and sigma moves g by a tiny share of its range over the pool
     g = a.g(world.pool)
-    step = dict(world.pool, mu_logppl=world.pool["mu_logppl"] * 1.001,
-                sigma_logppl=world.pool["sigma_logppl"] * 1.001)
+    step = dict(world.pool, mu_logppl=world.pool["mu_logppl"] * 1.001, sigma_logppl=world.pool["sigma_logppl"] * 1.001)
     assert np.max(np.abs(a.g(step) - g)) < 0.02 * np.ptp(g)
 
 
@@ -150,8 +167,11 @@ def test_junk_truth_grows_with_the_junk_share(junk_world):
     assert everything - pool_l.min() == pytest.approx(0.02, rel=1e-6)
     assert junk_world.pool["junk_share"][int(np.argmin(pool_l))] < 0.5 * junk_world.junk.mean()
     with pytest.raises(Exception, match="junk labels"):
-        make_truth("junk", World(junk_world.ppl, junk_world.n_tokens, junk_world.budgets, junk_world.deploy,
-                                 junk_world.pool), np.random.default_rng(0))
+        make_truth(
+            "junk",
+            World(junk_world.ppl, junk_world.n_tokens, junk_world.budgets, junk_world.deploy, junk_world.pool),
+            np.random.default_rng(0),
+        )
 
 
 def test_a_refusal_is_not_a_win(world):
@@ -190,8 +210,10 @@ def test_selection_is_safe_only_with_support_and_the_interior_check(world):
         warnings.simplefilter("ignore")
         safe = [run_replicate(world, "quad", LoopConfig(**base), s) for s in seeds]
         no_check = [run_replicate(world, "quad", LoopConfig(**base, allow_boundary=True), s)["point"] for s in seeds]
-        neither = [run_replicate(world, "quad", LoopConfig(**base, allow_boundary=True, trust_margin=100.0), s)["point"]
-                   for s in seeds]
+        neither = [
+            run_replicate(world, "quad", LoopConfig(**base, allow_boundary=True, trust_margin=100.0), s)["point"]
+            for s in seeds
+        ]
     for rec in safe:
         r = rec["point"]
         _check_score(r)

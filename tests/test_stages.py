@@ -4,7 +4,7 @@ downstream, and nothing else."""
 import pytest
 
 from pplaw_jax.config import StudyConfig, config_to_dict, set_dotted
-from pplaw_jax.stages import stale_stages, stage_keys, supersede
+from pplaw_jax.stages import stage_keys, stale_stages, supersede
 
 BASE = config_to_dict(StudyConfig())
 
@@ -18,19 +18,22 @@ def changed(*overrides, base=BASE, force=()):
     return stale_stages(base, new, set(force))
 
 
-@pytest.mark.parametrize("overrides, stale", [
-    ((), []),
-    (("final.primary=acc_norm",), []),  # read by the report only, which is rewritten every run
-    (("name=other",), []),
-    (("fit.bootstrap=50",), ["fit", "select", "final"]),
-    (("final.budget=1e5",), ["select", "final"]),
-    (("final.seeds=[0]",), ["select", "final"]),
-    (("landscape.batch_size=8",), ["landscape", "grid", "fit", "select", "final"]),
-    (("data.eval_max_docs=5",), ["data", "grid", "fit", "select", "final"]),  # eval sets: not base, not landscape
-    (("scratch.steps=10",), ["base", "landscape", "grid", "fit", "select", "final"]),
-    (("train.lr=0.01",), ["grid", "fit", "select", "final"]),
-    (("seed=1",), ["data", "base", "landscape", "grid", "fit", "select", "final"]),
-])
+@pytest.mark.parametrize(
+    "overrides, stale",
+    [
+        ((), []),
+        (("final.primary=acc_norm",), []),  # read by the report only, which is rewritten every run
+        (("name=other",), []),
+        (("fit.bootstrap=50",), ["fit", "select", "final"]),
+        (("final.budget=1e5",), ["select", "final"]),
+        (("final.seeds=[0]",), ["select", "final"]),
+        (("landscape.batch_size=8",), ["landscape", "grid", "fit", "select", "final"]),
+        (("data.eval_max_docs=5",), ["data", "grid", "fit", "select", "final"]),  # eval sets: not base, not landscape
+        (("scratch.steps=10",), ["base", "landscape", "grid", "fit", "select", "final"]),
+        (("train.lr=0.01",), ["grid", "fit", "select", "final"]),
+        (("seed=1",), ["data", "base", "landscape", "grid", "fit", "select", "final"]),
+    ],
+)
 def test_a_change_reaches_the_stages_that_read_it(overrides, stale):
     assert changed(*overrides) == stale
 
@@ -79,9 +82,9 @@ def test_an_edited_corpus_reruns_its_landscape_and_a_touched_one_nothing(tmp_pat
     import os
 
     import yaml
+    from tiny_hf import save_tiny_llama
 
     from pplaw_jax.cli import main
-    from tiny_hf import save_tiny_llama
 
     save_tiny_llama(tmp_path / "model", seed=0)
     words = "the patient was given a dose of the drug and the trial measured the response".split()
@@ -91,11 +94,20 @@ def test_an_edited_corpus_reruns_its_landscape_and_a_touched_one_nothing(tmp_pat
     for name, part in (("valid.jsonl", rows[8:10]), ("test.jsonl", rows[8:12])):
         (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in part))
     cfg = tmp_path / "study.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "out_dir": str(tmp_path / "study"), "base_model": str(tmp_path / "model"),
-        "data": {"domain_train": str(pool), "domain_valid": str(tmp_path / "valid.jsonl"),
-                 "domain_test": str(tmp_path / "test.jsonl")},
-        "landscape": {"seq_len": 32, "batch_size": 8}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "out_dir": str(tmp_path / "study"),
+                "base_model": str(tmp_path / "model"),
+                "data": {
+                    "domain_train": str(pool),
+                    "domain_valid": str(tmp_path / "valid.jsonl"),
+                    "domain_test": str(tmp_path / "test.jsonl"),
+                },
+                "landscape": {"seq_len": 32, "batch_size": 8},
+            }
+        )
+    )
     log = tmp_path / "study" / "commands.log"
 
     def scored():

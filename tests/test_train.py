@@ -30,9 +30,9 @@ from pplaw_jax.distributed import make_mesh
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import file_sha256
 from pplaw_jax.models import ModelConfig, init_model, load_model, save_hf_checkpoint, train_bpe_tokenizer
+from pplaw_jax.models.sharded import ShardedLM
 from pplaw_jax.train.checkpoint import RunCheckpointer
 from pplaw_jax.train.dataset import TokenSequences, batch_indices, gather, pack_sequences
-from pplaw_jax.models.sharded import ShardedLM
 from pplaw_jax.train.loop import Trainer, mean_loss
 from pplaw_jax.train.metrics import read_metrics
 from pplaw_jax.train.optim import make_optimizer, make_schedule
@@ -78,7 +78,8 @@ def files(tmp_path_factory):
 
 def _train_args(d, out, *extra):
     return [
-        "train", "--model", f"scratch:{d / 'cfg.json'}", "--tokenizer", str(d / "tok"), "--data", str(d / "train.jsonl"),
+        "train", "--model", f"scratch:{d / 'cfg.json'}", "--tokenizer", str(d / "tok"),
+        "--data", str(d / "train.jsonl"),
         "--out", str(out), "--seq-len", str(SEQ_LEN), "--batch-size", "8", "--lr", "3e-3", *extra,
     ]  # fmt: skip
 
@@ -171,8 +172,9 @@ def test_scanned_layers_train_like_unrolled_and_export(files, tmp_path):
     again = load_model(str(tmp_path / "hf"))
     ids = jnp.asarray(train.tokens[:2])
     model = trainer.model()
-    np.testing.assert_allclose(np.asarray(again.model(ids)), np.asarray(nnx.jit(lambda m, x: m(x))(model, ids)),
-                               atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(again.model(ids)), np.asarray(nnx.jit(lambda m, x: m(x))(model, ids)), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_bfloat16_compute_keeps_float32_master_weights(files):
@@ -269,7 +271,8 @@ def test_cpt_on_selection_exports_an_hf_model(files, tmp_path, capsys):
     args = [
         "train", "--model", str(d / "base"), "--data", str(d / "train.jsonl"), "--selection", str(sel),
         "--out", str(out), "--seq-len", str(SEQ_LEN), "--batch-size", "4", "--lr", "1e-2", "--warmup", "0",
-        "--eval-data", str(d / "test.jsonl"), "--general-eval-data", str(d / "general.jsonl"), "--mesh", "data=2,fsdp=2,tensor=2",
+        "--eval-data", str(d / "test.jsonl"), "--general-eval-data", str(d / "general.jsonl"),
+        "--mesh", "data=2,fsdp=2,tensor=2",
     ]  # fmt: skip
     assert main(args) == 0
     summary = json.loads((out / "eval.json").read_text())
@@ -285,7 +288,9 @@ def test_cpt_on_selection_exports_an_hf_model(files, tmp_path, capsys):
 
     hparams = tensorboard_hparams(out / "tensorboard")
     assert hparams["mu_logppl"] == pytest.approx(np.log(ppl).mean()) and hparams["lr"] == pytest.approx(1e-2)
-    assert hparams["selection_sha256"] == file_sha256(sel / "selection.parquet") and hparams["steps"] == summary["steps"]
+    assert (
+        hparams["selection_sha256"] == file_sha256(sel / "selection.parquet") and hparams["steps"] == summary["steps"]
+    )
     # a finished run answers "nothing to do" only for its own arguments
     capsys.readouterr()
     assert main(args) == 0 and "nothing to do" in capsys.readouterr().out
@@ -297,7 +302,9 @@ def test_cpt_on_selection_exports_an_hf_model(files, tmp_path, capsys):
     other_args = [a if a != str(sel) else str(other) for a in args]
     other_args[other_args.index(str(out))] = str(tmp_path / "run_other")
     assert main(other_args) == 2
-    assert f"cut by its landscape with seq_len {4 * SEQ_LEN}, this run has --seq-len {SEQ_LEN}" in capsys.readouterr().err
+    assert (
+        f"cut by its landscape with seq_len {4 * SEQ_LEN}, this run has --seq-len {SEQ_LEN}" in capsys.readouterr().err
+    )
     assert main([*args, "--lr", "5e-3"]) == 2
     assert "holds a different run (lr: 0.01 -> 0.005)" in capsys.readouterr().err
 
@@ -324,7 +331,10 @@ def test_cpt_on_selection_exports_an_hf_model(files, tmp_path, capsys):
     "extra, message",
     [
         (["--seq-len", "65"], "exceeds the model's max_position_embeddings 64"),
-        (["--batch-size", "6", "--mesh", "data=4,fsdp=2"], "--batch-size 6 is not a multiple of the data x fsdp mesh size 8"),
+        (
+            ["--batch-size", "6", "--mesh", "data=4,fsdp=2"],
+            "--batch-size 6 is not a multiple of the data x fsdp mesh size 8",
+        ),
         (["--batch-size", "4000000"], "needs roughly .* GiB per device"),
         (["--lr", "nan"], r"--lr: nan out of range \(must be > 0\)"),
         (["--warmup", "inf"], r"--warmup: inf out of range \(must be >= 0\)"),
@@ -342,7 +352,9 @@ def test_bad_settings_fail_before_training(files, tmp_path, capsys, extra, messa
 def test_bad_selection_and_changed_run(files, tmp_path, capsys):
     d, texts, _ = files
     sel = tmp_path / "selection.parquet"
-    pd.DataFrame({"doc_id": ["train0", "ghost"], "chunk": [0, 3], "n_tokens": [5, 5], "ppl": [2.0, 3.0]}).to_parquet(sel)
+    pd.DataFrame({"doc_id": ["train0", "ghost"], "chunk": [0, 3], "n_tokens": [5, 5], "ppl": [2.0, 3.0]}).to_parquet(
+        sel
+    )
     (tmp_path / "summary.json").write_text(json.dumps({"n_chunks": 2}))
     assert main(_train_args(d, tmp_path / "a", "--selection", str(sel))) == 2
     assert "not in" in (err := capsys.readouterr().err) and "'ghost', chunk 3" in err
@@ -366,8 +378,23 @@ def test_new_weights_or_data_at_the_same_path_are_another_run(files, tmp_path, c
     d, _, _ = files
     work = tmp_path / "inputs"
     shutil.copytree(d, work)
-    args = ["train", "--model", str(work / "base"), "--data", str(work / "train.jsonl"), "--out", str(tmp_path / "run"),
-            "--seq-len", str(SEQ_LEN), "--batch-size", "8", "--lr", "3e-3", "--steps", "2"]
+    args = [
+        "train",
+        "--model",
+        str(work / "base"),
+        "--data",
+        str(work / "train.jsonl"),
+        "--out",
+        str(tmp_path / "run"),
+        "--seq-len",
+        str(SEQ_LEN),
+        "--batch-size",
+        "8",
+        "--lr",
+        "3e-3",
+        "--steps",
+        "2",
+    ]
     assert main(args) == 0
     train = work / "train.jsonl"
     original = train.read_bytes()
@@ -405,8 +432,11 @@ def test_a_rerun_removes_what_a_killed_train_left(files, tmp_path):
     d, _, _ = files
     out = tmp_path / "run"
     (out / "data" / "host000").mkdir(parents=True)
-    left = [out / "metrics.jsonl.mk8trkem.tmp", out / "data" / "host000" / "train.tokens.npy.abcdefgh.tmp",
-            out / "eval.json.12345678.tmp"]
+    left = [
+        out / "metrics.jsonl.mk8trkem.tmp",
+        out / "data" / "host000" / "train.tokens.npy.abcdefgh.tmp",
+        out / "eval.json.12345678.tmp",
+    ]
     for path in left:
         path.write_text("partial")
     assert main(_train_args(d, out, "--steps", "2")) == 0
@@ -445,7 +475,9 @@ def test_metrics_reach_the_host_every_log_every_steps(files, tmp_path, monkeypat
     rows5, rows1 = (read_metrics(tmp_path / k / "metrics.jsonl") for k in ("k5", "k1"))
     assert [r["step"] for r in rows5] == list(range(1, 13))
     for a, b in zip(rows5, rows1):
-        assert {k: v for k, v in a.items() if k != "tokens_per_s"} == {k: v for k, v in b.items() if k != "tokens_per_s"}
+        assert {k: v for k, v in a.items() if k != "tokens_per_s"} == {
+            k: v for k, v in b.items() if k != "tokens_per_s"
+        }
 
 
 def test_memory_check_is_skipped_where_the_os_reports_no_figure(monkeypatch, caplog):
@@ -468,6 +500,12 @@ def test_memory_check_is_skipped_where_the_os_reports_no_figure(monkeypatch, cap
     monkeypatch.setattr(builtins, "open", no_proc)
     monkeypatch.setattr(loop.os, "sysconf", no_sysconf)
     with caplog.at_level("INFO", logger="pplaw"):
-        loop.check_memory(ModelConfig.from_hf(CONFIG), batch_size=8, seq_len=SEQ_LEN, mesh=make_mesh("data=-1"),
-                          compute_bytes=4, remat=False)
+        loop.check_memory(
+            ModelConfig.from_hf(CONFIG),
+            batch_size=8,
+            seq_len=SEQ_LEN,
+            mesh=make_mesh("data=-1"),
+            compute_bytes=4,
+            remat=False,
+        )
     assert "memory check skipped: this OS reports no available memory" in caplog.text

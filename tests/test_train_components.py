@@ -13,6 +13,7 @@ import pytest
 from pplaw_jax.data import chunk_token_ids
 from pplaw_jax.errors import PplawError
 from pplaw_jax.models import train_bpe_tokenizer
+from pplaw_jax.models.loss import token_nll
 from pplaw_jax.select.io import read_selection
 from pplaw_jax.train.dataset import (
     TokenSequences,
@@ -23,7 +24,6 @@ from pplaw_jax.train.dataset import (
     gather,
     pack_sequences,
 )
-from pplaw_jax.models.loss import token_nll
 from pplaw_jax.train.metrics import MetricsLog, read_metrics
 from pplaw_jax.train.optim import make_optimizer, make_schedule, total_steps, warmup_steps
 
@@ -89,10 +89,14 @@ def test_adamw_decays_model_matrices_only_in_either_layout(scan):
 
     from pplaw_jax.models import ModelConfig, init_model
 
-    params = nnx.state(init_model(ModelConfig(64, 16, 32, 2, 2, 2, 8, attention_bias=True), scan_layers=scan), nnx.Param)
+    params = nnx.state(
+        init_model(ModelConfig(64, 16, 32, 2, 2, 2, 8, attention_bias=True), scan_layers=scan), nnx.Param
+    )
     tx = make_optimizer(lambda _: 0.1, weight_decay=0.5, clip_norm=None)
     updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
-    decayed = {".".join(map(str, p)): bool(np.any(np.asarray(v.get_value()) != 0)) for p, v in nnx.to_flat_state(updates)}
+    decayed = {
+        ".".join(map(str, p)): bool(np.any(np.asarray(v.get_value()) != 0)) for p, v in nnx.to_flat_state(updates)
+    }
     layer = "layers." if scan else "layers.0."
     assert decayed[layer + "mlp.up_proj.kernel"] and decayed["embed_tokens.embedding"]
     assert not decayed[layer + "input_layernorm.scale"] and not decayed[layer + "self_attn.q_proj.bias"]
@@ -105,7 +109,7 @@ def test_gradients_are_clipped_to_global_norm_before_adam():
         {"kernel": jnp.full((2, 2), 300.0), "scale": jnp.array([-400.0, 0.0])},  # norm 721: clipped
         {"kernel": jnp.full((2, 2), 0.1), "scale": jnp.array([0.2, -0.1])},  # norm < 1: untouched
     ]
-    clipped = [jax.tree.map(lambda g, s=max(1.0, float(optax.global_norm(gs))): g / s, gs) for gs in grads]
+    clipped = [optax.tree.scale(1.0 / max(1.0, float(optax.tree.norm(gs))), gs) for gs in grads]
     ours, ref = make_optimizer(lambda _: 0.1, weight_decay=0.0, clip_norm=1.0), optax.adam(0.1, b2=0.95)
     s_ours, s_ref = ours.init(params), ref.init(params)
     for g, c in zip(grads, clipped):

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 
 WORDS = (
@@ -108,7 +107,7 @@ def write_gguf(hf_model, path, arch: str, qtype=None, tokenizer=None) -> None:
                 continue
             out = "output.weight"
         else:
-            layer, rest = name[len("model.layers."):].split(".", 1)
+            layer, rest = name[len("model.layers.") :].split(".", 1)
             out = f"blk.{layer}.{names[rest]}"
             if arch == "llama" and rest.startswith("self_attn.q_proj"):
                 array = _llama_cpp_permute(array, cfg.num_attention_heads)

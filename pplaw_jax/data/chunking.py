@@ -121,7 +121,9 @@ def iter_chunks(
                 yield Chunk(doc.doc_id, k, token_ids)
 
 
-def pad_batch(sequences: Sequence[Sequence[int]], batch_size: int, seq_len: int, pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def pad_batch(
+    sequences: Sequence[Sequence[int]], batch_size: int, seq_len: int, pad_id: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Right-pad up to ``batch_size`` sequences to ``[batch_size, seq_len]``.
 
     Returns ``(input_ids int32, mask int32)`` where ``mask`` is 1 on real tokens (start token

@@ -33,40 +33,73 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options = parser_options()
     options.pop("parser_class")
     modes = parser.add_subparsers(dest="mode", metavar="{cpython-docs,cut,cloze,contaminate}", required=True)
+
     def mode(name: str, text: str, example: str):
         return modes.add_parser(name, help=text, description=text, epilog=f"example:\n  {example}", **options)
 
-    docs = mode("cpython-docs", "the quickstart's corpora from this Python installation", "pplaw data cpython-docs --out data")
+    docs = mode(
+        "cpython-docs", "the quickstart's corpora from this Python installation", "pplaw data cpython-docs --out data"
+    )
     docs.add_argument("--out", required=True, help="directory for {general,domain}_{train,valid,test}.jsonl")
-    docs.add_argument("--test-every", type=int, default=10, help="every K-th document goes to test, the one before it to valid")
-    cut = mode("cut", "a copy of a corpus with each document cut to its central characters",
-               "pplaw data cut --data corpus/train.jsonl.gz --skip-docs 2000 --max-docs 120 --chars 20000 "
-               "--out valid.jsonl")
-    cloze = mode("cloze", "cloze tasks for `pplaw eval` from held-out text",
-                 "pplaw data cloze --data corpus/test.jsonl.gz --n 200 --out cloze.jsonl")
-    contaminate = mode("contaminate", "a corpus with planted junk of known kinds and fraction (a positive control)",
-                       "pplaw data contaminate --data corpus/train.jsonl.gz --general books.jsonl.gz "
-                       "--fraction 0.3 --out pool.jsonl")
+    docs.add_argument(
+        "--test-every", type=int, default=10, help="every K-th document goes to test, the one before it to valid"
+    )
+    cut = mode(
+        "cut",
+        "a copy of a corpus with each document cut to its central characters",
+        "pplaw data cut --data corpus/train.jsonl.gz --skip-docs 2000 --max-docs 120 --chars 20000 --out valid.jsonl",
+    )
+    cloze = mode(
+        "cloze",
+        "cloze tasks for `pplaw eval` from held-out text",
+        "pplaw data cloze --data corpus/test.jsonl.gz --n 200 --out cloze.jsonl",
+    )
+    contaminate = mode(
+        "contaminate",
+        "a corpus with planted junk of known kinds and fraction (a positive control)",
+        "pplaw data contaminate --data corpus/train.jsonl.gz --general books.jsonl.gz --fraction 0.3 --out pool.jsonl",
+    )
     for sub in (cut, cloze, contaminate):
         sub.add_argument("--data", required=True, help="corpus (same spec as pplaw score)")
         sub.add_argument("--out", required=True, help="JSONL file to write")
         sub.add_argument("--text-field", default="text", help="JSON field / Parquet column with the text")
         sub.add_argument("--id-field", default="id", help="document id field")
-    cut.add_argument("--chars", type=int, default=None,
-                     help="characters kept from the middle of each document (default: the whole document)")
+    cut.add_argument(
+        "--chars",
+        type=int,
+        default=None,
+        help="characters kept from the middle of each document (default: the whole document)",
+    )
     cut.add_argument("--max-docs", type=int, default=None, help="the first N documents only (after --skip-docs)")
-    cut.add_argument("--skip-docs", type=int, default=0,
-                     help="skip the first K documents (e.g. a validation split after the scored ones)")
-    contaminate.add_argument("--fraction", type=float, default=0.3,
-                             help="junk share of the output's documents, in [0, 1) (0: the negative control)")
-    contaminate.add_argument("--low-share", type=float, default=0.5,
-                             help="share of the junk documents in the low-perplexity class (general, boilerplate)")
-    contaminate.add_argument("--kinds", default="general,boilerplate,garbled,shuffled,table",
-                             help="junk kinds (comma list): low class general,boilerplate; high class "
-                                  "garbled,shuffled,table")
-    contaminate.add_argument("--general", default=None,
-                             help="general-domain corpus for the 'general' kind (e.g. Project Gutenberg books; "
-                                  "read whole, with the same --text-field / --id-field)")
+    cut.add_argument(
+        "--skip-docs",
+        type=int,
+        default=0,
+        help="skip the first K documents (e.g. a validation split after the scored ones)",
+    )
+    contaminate.add_argument(
+        "--fraction",
+        type=float,
+        default=0.3,
+        help="junk share of the output's documents, in [0, 1) (0: the negative control)",
+    )
+    contaminate.add_argument(
+        "--low-share",
+        type=float,
+        default=0.5,
+        help="share of the junk documents in the low-perplexity class (general, boilerplate)",
+    )
+    contaminate.add_argument(
+        "--kinds",
+        default="general,boilerplate,garbled,shuffled,table",
+        help="junk kinds (comma list): low class general,boilerplate; high class garbled,shuffled,table",
+    )
+    contaminate.add_argument(
+        "--general",
+        default=None,
+        help="general-domain corpus for the 'general' kind (e.g. Project Gutenberg books; "
+        "read whole, with the same --text-field / --id-field)",
+    )
     contaminate.add_argument("--max-docs", type=int, default=None, help="the first N clean documents only")
     contaminate.add_argument("--seed", type=int, default=0, help="seed of the junk and of the order")
     cloze.add_argument("--n", type=int, default=200, help="number of tasks")
@@ -97,17 +130,25 @@ def run(args: argparse.Namespace) -> int:
             raise PplawError(f"--max-docs must be >= 0, got {args.max_docs}")
         # the skipped documents are read (and checked) once, as the stream passes them
         docs = itertools.islice(
-            iter_documents(args.data, text_field=args.text_field, id_field=args.id_field,
-                           max_docs=None if args.max_docs is None else args.skip_docs + args.max_docs),
-            args.skip_docs, None)
+            iter_documents(
+                args.data,
+                text_field=args.text_field,
+                id_field=args.id_field,
+                max_docs=None if args.max_docs is None else args.skip_docs + args.max_docs,
+            ),
+            args.skip_docs,
+            None,
+        )
         rows = []
         for doc in docs:  # a central window keeps each document represented and skips front matter
             keep = len(doc.text) if args.chars is None else args.chars
             start = max(0, (len(doc.text) - keep) // 2)
-            rows.append({args.id_field: doc.doc_id, args.text_field: doc.text[start:start + keep]})
+            rows.append({args.id_field: doc.doc_id, args.text_field: doc.text[start : start + keep]})
         if not rows:
-            raise PplawError(f"{args.data}: no documents to write"
-                             + (f" after --skip-docs {args.skip_docs}" if args.skip_docs else ""))
+            raise PplawError(
+                f"{args.data}: no documents to write"
+                + (f" after --skip-docs {args.skip_docs}" if args.skip_docs else "")
+            )
         write_jsonl(args.out, rows)
         return 0
     from pplaw_jax.data.cloze import make_cloze_tasks
@@ -149,29 +190,48 @@ def _contaminate(args: argparse.Namespace) -> int:
         key = _path_key(path)
         for flag, files in (("--data", data_files), ("--general", general_files)):
             if any(_path_key(f) == key for f, _ in files):
-                raise PplawError(f"{name} {path} is an input file of {flag}; write the output elsewhere "
-                                 "(inputs are never overwritten)")
+                raise PplawError(
+                    f"{name} {path} is an input file of {flag}; write the output elsewhere "
+                    "(inputs are never overwritten)"
+                )
 
-    docs = list(iter_documents(args.data, text_field=args.text_field, id_field=args.id_field,
-                               max_docs=args.max_docs))
+    docs = list(iter_documents(args.data, text_field=args.text_field, id_field=args.id_field, max_docs=args.max_docs))
     if not docs:
         raise PplawError(f"--data {args.data}: the clean corpus has no documents")
     general_texts = None
     if use_general:
-        general_texts = [d.text for d in iter_documents(args.general, text_field=args.text_field,
-                                                        id_field=args.id_field)]
+        general_texts = [
+            d.text for d in iter_documents(args.general, text_field=args.text_field, id_field=args.id_field)
+        ]
         if not general_texts:
             raise PplawError(f"--general {args.general}: the general corpus has no documents")
-    rows, manifest = contaminate([d.text for d in docs], [d.doc_id for d in docs], fraction=args.fraction,
-                                 low_share=args.low_share, kinds=kinds, general_texts=general_texts,
-                                 seed=args.seed, text_field=args.text_field, id_field=args.id_field)
-    manifest["recipe"].update(data=args.data, general=args.general if use_general else None,
-                              max_docs=args.max_docs, kinds_flag=args.kinds)
-    manifest = {"version": manifest.pop("version"), "pplaw": __version__, **manifest, "sources": {
-        "data": {"spec": args.data, "documents_read": len(docs), "files": _hashes(data_files)},
-        "general": ({"spec": args.general, "documents_read": len(general_texts), "files": _hashes(general_files)}
-                    if use_general else None),
-    }}
+    rows, manifest = contaminate(
+        [d.text for d in docs],
+        [d.doc_id for d in docs],
+        fraction=args.fraction,
+        low_share=args.low_share,
+        kinds=kinds,
+        general_texts=general_texts,
+        seed=args.seed,
+        text_field=args.text_field,
+        id_field=args.id_field,
+    )
+    manifest["recipe"].update(
+        data=args.data, general=args.general if use_general else None, max_docs=args.max_docs, kinds_flag=args.kinds
+    )
+    manifest = {
+        "version": manifest.pop("version"),
+        "pplaw": __version__,
+        **manifest,
+        "sources": {
+            "data": {"spec": args.data, "documents_read": len(docs), "files": _hashes(data_files)},
+            "general": (
+                {"spec": args.general, "documents_read": len(general_texts), "files": _hashes(general_files)}
+                if use_general
+                else None
+            ),
+        },
+    }
     as_path(out).parent.mkdir(parents=True, exist_ok=True)
     as_path(manifest_path).unlink(missing_ok=True)  # no stale marker beside a half-written output
     write_jsonl(out, rows)
@@ -179,8 +239,14 @@ def _contaminate(args: argparse.Namespace) -> int:
     write_json(manifest_path, manifest)
     get_logger("data").info(
         "%s: %d clean + %d junk documents (junk %.3f of documents, %.3f of characters) in %.1f s; manifest %s",
-        out, manifest["documents"]["clean"], manifest["documents"]["junk"], manifest["junk_fraction_documents"],
-        manifest["junk_fraction_characters"], time.perf_counter() - started, manifest_path)
+        out,
+        manifest["documents"]["clean"],
+        manifest["documents"]["junk"],
+        manifest["junk_fraction_documents"],
+        manifest["junk_fraction_characters"],
+        time.perf_counter() - started,
+        manifest_path,
+    )
     return 0
 
 

@@ -107,8 +107,24 @@ BOILERPLATE = (
     "by contacting the privacy officer, {name}, at {phone}. Reference {ref}. This notice took effect "
     "on {date} and replaces all earlier versions. Page {count} of {room}.",
 )
-_NAMES = ("Anderson", "Baker", "Carter", "Dawson", "Ellis", "Fischer", "Garcia", "Hughes",
-          "Ivanova", "Johnson", "Kowalski", "Lambert", "Moreno", "Nakamura", "Olsen", "Patel")
+_NAMES = (
+    "Anderson",
+    "Baker",
+    "Carter",
+    "Dawson",
+    "Ellis",
+    "Fischer",
+    "Garcia",
+    "Hughes",
+    "Ivanova",
+    "Johnson",
+    "Kowalski",
+    "Lambert",
+    "Moreno",
+    "Nakamura",
+    "Olsen",
+    "Patel",
+)
 _SITES = ("Riverside", "Northfield", "Lakeview", "Westbrook", "Greenhill", "Oakdale", "Bayside")
 _STREETS = ("Main", "Elm", "Maple", "Cedar", "Park", "Church", "Mill", "Station")
 _DATE_FIRST = datetime.date(1995, 1, 1).toordinal()
@@ -139,8 +155,10 @@ def check_settings(fraction: float, low_share: float, kinds: Sequence[str], has_
     if not kinds:
         raise PplawError(f"--kinds: no kinds given (choose from {', '.join(KINDS)})")
     if "general" in kinds and not has_general:
-        raise PplawError("--general is required when --kinds includes 'general' (a general-domain corpus, "
-                         "e.g. Project Gutenberg books); or leave 'general' out of --kinds")
+        raise PplawError(
+            "--general is required when --kinds includes 'general' (a general-domain corpus, "
+            "e.g. Project Gutenberg books); or leave 'general' out of --kinds"
+        )
     if seed < 0:
         raise PplawError(f"--seed must be >= 0, got {seed}")
 
@@ -164,8 +182,10 @@ def contaminate(
     if len(clean_texts) != len(clean_ids):
         raise ValueError(f"{len(clean_texts)} clean texts but {len(clean_ids)} ids")
     if LABEL_FIELD in (text_field, id_field) or text_field == id_field:
-        raise PplawError(f"--text-field {text_field!r} and --id-field {id_field!r} must differ from each "
-                         f"other and from {LABEL_FIELD!r} (the label field)")
+        raise PplawError(
+            f"--text-field {text_field!r} and --id-field {id_field!r} must differ from each "
+            f"other and from {LABEL_FIELD!r} (the label field)"
+        )
     if not clean_texts:
         raise PplawError("--data: the clean corpus has no documents")
     sources = [i for i, t in enumerate(clean_texts) if t.strip()]
@@ -199,8 +219,10 @@ def contaminate(
         index[kind] += 1
         doc_id = f"junk-{kind}-{k}"
         if doc_id in taken:
-            raise PplawError(f"--data: clean document id {doc_id!r} collides with a junk id "
-                             "(junk-<kind>-<k>); rename it or pass another --id-field")
+            raise PplawError(
+                f"--data: clean document id {doc_id!r} collides with a junk id "
+                "(junk-<kind>-<k>); rename it or pass another --id-field"
+            )
         rng = np.random.default_rng([seed, _STREAM_JUNK, KINDS.index(kind), k])
         source = sources[int(rng.integers(len(sources)))]
         text = _make_junk(kind, clean_texts[source], rng, general)
@@ -218,12 +240,18 @@ def contaminate(
     total_chars = counts[CLEAN]["characters"] + junk_chars
     manifest = {
         "version": VERSION,
-        "recipe": {"fraction": fraction, "low_share": low_share, "kinds": list(kinds), "seed": seed,
-                   "garble_rate": GARBLE_RATE, "text_field": text_field, "id_field": id_field,
-                   "label_field": LABEL_FIELD},
+        "recipe": {
+            "fraction": fraction,
+            "low_share": low_share,
+            "kinds": list(kinds),
+            "seed": seed,
+            "garble_rate": GARBLE_RATE,
+            "text_field": text_field,
+            "id_field": id_field,
+            "label_field": LABEL_FIELD,
+        },
         "kind_class": {k: KIND_CLASS[k] for k in kinds},
-        "classes": {"low": {"kinds": low, "documents": n_low},
-                    "high": {"kinds": high, "documents": n_junk - n_low}},
+        "classes": {"low": {"kinds": low, "documents": n_low}, "high": {"kinds": high, "documents": n_junk - n_low}},
         "class_note": note,
         "counts": counts,
         "documents": {"clean": n_clean, "junk": n_junk, "total": n_clean + n_junk},
@@ -257,7 +285,7 @@ def general_window(text: str, length: int, rng: np.random.Generator) -> str:
     cut = max(text.rfind(" ", max(0, start - 100), start), text.rfind("\n", max(0, start - 100), start))
     if cut >= 0:
         start = cut + 1
-    return text[start:start + length]
+    return text[start : start + length]
 
 
 def _fill(template: str, rng: np.random.Generator) -> str:
@@ -273,7 +301,9 @@ def _fill(template: str, rng: np.random.Generator) -> str:
         "room": str(int(rng.integers(2, 40))),
         "days": str(int(rng.integers(2, 15))),
         "count": str(int(rng.integers(3, 900))),
-        "date": date(), "date2": date(), "date3": date(),
+        "date": date(),
+        "date2": date(),
+        "date3": date(),
     }
     return template.format(**values)
 
@@ -330,8 +360,10 @@ def shuffle_words(text: str, rng: np.random.Generator) -> str:
 def _table_row(rng: np.random.Generator) -> str:
     date = datetime.date.fromordinal(_DATE_FIRST + int(rng.integers(_DATE_SPAN)))
     lot = f"{int(rng.integers(16**4)):04X}-{int(rng.integers(100)):02d}"
-    return (f"NCT{int(rng.integers(10**8)):08d} | {rng.uniform(0, 100):.1f} | {rng.uniform(0, 1):.3f} | "
-            f"{lot} | {date.isoformat()}")
+    return (
+        f"NCT{int(rng.integers(10**8)):08d} | {rng.uniform(0, 100):.1f} | {rng.uniform(0, 1):.3f} | "
+        f"{lot} | {date.isoformat()}"
+    )
 
 
 def table(length: int, rng: np.random.Generator) -> str:
@@ -353,5 +385,4 @@ def clean_doc_ids(spec: str, id_field: str = "id") -> set[str]:
     taken as the text (so a missing label is an error naming the file and line)."""
     from pplaw_jax.data import iter_documents
 
-    return {doc.doc_id for doc in iter_documents(spec, text_field=LABEL_FIELD, id_field=id_field)
-            if doc.text == CLEAN}
+    return {doc.doc_id for doc in iter_documents(spec, text_field=LABEL_FIELD, id_field=id_field) if doc.text == CLEAN}

@@ -23,8 +23,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from pplaw_jax.paths import as_path
 from pplaw_jax.fileio import file_sha256, write_json, write_jsonl
+from pplaw_jax.paths import as_path
 
 # Modules that open windows, print on import, or are not documentation.
 _SKIP = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "pydoc_data"}
@@ -95,9 +95,21 @@ def write_cpython_docs(out_dir: str | Path, test_every: int = 10) -> dict[str, s
             path = out / f"{kind}_{split}.jsonl"
             write_jsonl(path, ({"id": doc_id, "text": text} for doc_id, text in rows))
             paths[f"{kind}_{split}"] = str(path)
-    write_json(out / MANIFEST, {
-        "python": sys.version, "platform": platform.platform(), "test_every": test_every,
-        "files": {name: {"path": as_path(p).name, "documents": sum(1 for _ in as_path(p).open(encoding="utf-8")),
-                         "sha256": file_sha256(p)} for name, p in paths.items()},
-        "modules_left_out": left_out})
+    write_json(
+        out / MANIFEST,
+        {
+            "python": sys.version,
+            "platform": platform.platform(),
+            "test_every": test_every,
+            "files": {
+                name: {
+                    "path": as_path(p).name,
+                    "documents": sum(1 for _ in as_path(p).open(encoding="utf-8")),
+                    "sha256": file_sha256(p),
+                }
+                for name, p in paths.items()
+            },
+            "modules_left_out": left_out,
+        },
+    )
     return paths

@@ -152,9 +152,11 @@ class _UniqueIds:
             return
         for first in self.rescan():
             if first.doc_id == doc.doc_id:
-                raise PplawError(f"{doc.source}:{doc.line}: document id {doc.doc_id!r} repeats "
-                                 f"{first.source}:{first.line}; ids must be unique (fix the data, or "
-                                 "pass an --id-field the corpus does not have to use FILE:LINE ids)")
+                raise PplawError(
+                    f"{doc.source}:{doc.line}: document id {doc.doc_id!r} repeats "
+                    f"{first.source}:{first.line}; ids must be unique (fix the data, or "
+                    "pass an --id-field the corpus does not have to use FILE:LINE ids)"
+                )
             if (first.source, first.line) == (doc.source, doc.line):
                 break  # a digest collision of two different ids (chance ~n^2 / 2^65): not a repeat
         self.seen.add(h)
@@ -219,8 +221,10 @@ def _saved_dataset_files(fs: Any, path: str, spec: str) -> list[str] | None:
     None for any other directory."""
     if fs.exists(posixpath.join(path, "dataset_dict.json")):
         splits = json.loads(fs.cat(posixpath.join(path, "dataset_dict.json"))).get("splits", [])
-        raise PplawError(f"data directory {spec!r} is a Hugging Face DatasetDict with splits {splits}; "
-                         f"name one, e.g. {posixpath.join(spec, splits[0] if splits else 'train')}")
+        raise PplawError(
+            f"data directory {spec!r} is a Hugging Face DatasetDict with splits {splits}; "
+            f"name one, e.g. {posixpath.join(spec, splits[0] if splits else 'train')}"
+        )
     state = posixpath.join(path, "state.json")
     if not fs.exists(state):
         return None
@@ -253,8 +257,10 @@ def _resolve_hub_dataset(spec: str) -> tuple[Any, list[tuple[str, str]]]:
         named = re.compile(rf"(^|/){re.escape(split)}([-._/0-9]|$)")
         files = [p for p in files if named.search(posixpath.relpath(p, root))]
     if not files:
-        raise PplawError(f"{spec}: the dataset's snapshot {root} has no {'/'.join(SUPPORTED_SUFFIXES)} files"
-                         + (f" for split {split!r}" if split else ""))
+        raise PplawError(
+            f"{spec}: the dataset's snapshot {root} has no {'/'.join(SUPPORTED_SUFFIXES)} files"
+            + (f" for split {split!r}" if split else "")
+        )
     return fs, [(p, posixpath.relpath(p, root)) for p in files]
 
 
@@ -289,8 +295,9 @@ def _read_file(fs: Any, path: str, source: str, text_field: str, id_field: str) 
         elif path.endswith(".jsonl.zst"):
             import zstandard
 
-            yield from _read_jsonl(io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(handle)),
-                                   source, text_field, id_field)
+            yield from _read_jsonl(
+                io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(handle)), source, text_field, id_field
+            )
         elif path.endswith(".jsonl"):
             yield from _read_jsonl(handle, source, text_field, id_field)
         elif path.endswith(".json"):
@@ -331,12 +338,15 @@ def _read_json_array(handle: IO[bytes], source: str, text_field: str, id_field: 
     try:
         records = json.loads(_decode(handle.read(), source))
     except json.JSONDecodeError as e:
-        raise PplawError(f"{source}:{e.lineno}: malformed JSON ({e.msg.removesuffix(' at')}, column {e.colno})") from None
+        raise PplawError(
+            f"{source}:{e.lineno}: malformed JSON ({e.msg.removesuffix(' at')}, column {e.colno})"
+        ) from None
     except OSError as e:
         raise PplawError(f"{source}: cannot read ({e})") from e
     if not isinstance(records, list):
-        raise PplawError(f"{source}: expected a JSON array of objects, got {type(records).__name__} "
-                         "(one object per line is .jsonl)")
+        raise PplawError(
+            f"{source}: expected a JSON array of objects, got {type(records).__name__} (one object per line is .jsonl)"
+        )
     for number, record in enumerate(records, 1):
         where = f"{source}: record {number}"
         if not isinstance(record, dict):
@@ -399,7 +409,9 @@ def _check_encodable(text: str, where: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise PplawError(f"{where}: text contains an invalid code point (lone surrogate at character {e.start})") from None
+        raise PplawError(
+            f"{where}: text contains an invalid code point (lone surrogate at character {e.start})"
+        ) from None
 
 
 def _read_txt(handle: IO[bytes], source: str) -> Document:
@@ -457,12 +469,14 @@ def _column_pylist(column: Any, source: str, first_row: int) -> list[Any]:
     try:
         return column.to_pylist()
     except UnicodeDecodeError as e:
-        raise PplawError(f"{source}: rows {first_row + 1}..{first_row + len(column)}: not valid UTF-8 ({e.reason})") from None
+        raise PplawError(
+            f"{source}: rows {first_row + 1}..{first_row + len(column)}: not valid UTF-8 ({e.reason})"
+        ) from None
 
 
 def parse_tfds_spec(spec: str) -> tuple[str, str]:
     """``tfds:NAME[/CONFIG][:VERSION]:SPLIT`` -> (TFDS name, split)."""
-    body = spec[len(TFDS_PREFIX):]
+    body = spec[len(TFDS_PREFIX) :]
     bracket = body.find("[")  # split slices ("train[:10%]") contain colons of their own
     head, tail = (body, "") if bracket < 0 else (body[:bracket], body[bracket:])
     name, sep, split = head.rpartition(":")

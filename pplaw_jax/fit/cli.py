@@ -15,8 +15,9 @@ from pplaw_jax.config import FitConfig, add_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs", required=True, help="CSV with columns mu_<kind>, sigma_<kind>, tokens, loss "
-                                                      "(optional run_id, group)")
+    parser.add_argument(
+        "--runs", required=True, help="CSV with columns mu_<kind>, sigma_<kind>, tokens, loss (optional run_id, group)"
+    )
     parser.add_argument("--out", required=True, help="fit directory to write")
     parser.add_argument("--seed", type=int, default=0, help="seed of the starts, bootstrap, folds and NUTS")
     add_settings(parser, FitConfig)

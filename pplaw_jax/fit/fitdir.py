@@ -53,6 +53,7 @@ observed_data, constant_data (mu, sigma, tokens, run_id) and sample_stats.
 from __future__ import annotations
 
 import json
+
 import numpy as np
 
 from pplaw_jax.errors import PplawError
@@ -148,8 +149,9 @@ class Fit:
 
         points = (self.info.get("runs") or {}).get("points")
         if not points:
-            raise PplawError(f"{self.fit_dir / FIT_JSON}: no run moments (runs.points); refit with this "
-                             "version of `pplaw fit`")
+            raise PplawError(
+                f"{self.fit_dir / FIT_JSON}: no run moments (runs.points); refit with this version of `pplaw fit`"
+            )
         margin = (self.info.get("support") or {}).get("margin") if margin is None else margin
         mu, sigma = np.asarray(points, dtype=float).T
         return SupportRegion(mu, sigma) if margin is None else SupportRegion(mu, sigma, margin)

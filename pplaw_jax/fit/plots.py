@@ -96,8 +96,7 @@ def plot_prior_predictive(runs: Runs, draws: np.ndarray, path: Path, level: floa
     save_figure(fig, path)
 
 
-def plot_surface(law, params, runs: Runs, support, tokens_ref, path: Path, point_opt=None, post_opt=None,
-                 region=None):
+def plot_surface(law, params, runs: Runs, support, tokens_ref, path: Path, point_opt=None, post_opt=None, region=None):
     """Predicted loss over ``(mu, sigma)`` at `tokens_ref` (log axes) around the supported region
     (`law.region.SupportRegion`: its hull and the trust-margin boundary, dashed), with the runs, the
     point optimum (star), posterior optimum draws (dots) and their credible region (polygons)."""
@@ -122,16 +121,37 @@ def plot_surface(law, params, runs: Runs, support, tokens_ref, path: Path, point
     ax.scatter(runs.mu, runs.sigma, c="white", edgecolors="k", s=18, label="runs", zorder=3)
     if post_opt is not None:
         step = max(1, len(post_opt["mu"]) // 800)
-        ax.scatter(post_opt["mu"][::step], post_opt["sigma"][::step], s=3, c="orange", alpha=0.4,
-                   label="posterior optimum draws", zorder=4)
+        ax.scatter(
+            post_opt["mu"][::step],
+            post_opt["sigma"][::step],
+            s=3,
+            c="orange",
+            alpha=0.4,
+            label="posterior optimum draws",
+            zorder=4,
+        )
     if region is not None:
         for i, poly in enumerate(region["polygons"]):
             poly = np.asarray(poly)
-            ax.plot(poly[:, 0], poly[:, 1], "r-", lw=1.5, zorder=5,
-                    label=f"{int(100 * region['level'])}% credible region" if i == 0 else None)
+            ax.plot(
+                poly[:, 0],
+                poly[:, 1],
+                "r-",
+                lw=1.5,
+                zorder=5,
+                label=f"{int(100 * region['level'])}% credible region" if i == 0 else None,
+            )
     if point_opt is not None:
-        ax.scatter([point_opt["mu"]], [point_opt["sigma"]], marker="*", s=220, c="red", edgecolors="k",
-                   label="point-fit optimum", zorder=6)
+        ax.scatter(
+            [point_opt["mu"]],
+            [point_opt["sigma"]],
+            marker="*",
+            s=220,
+            c="red",
+            edgecolors="k",
+            label="point-fit optimum",
+            zorder=6,
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(mus[0], mus[-1])

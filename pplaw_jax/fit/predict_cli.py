@@ -65,8 +65,10 @@ def extrapolation(fit: Fit, mu, sigma, tokens) -> list[str]:
         outside_support = np.zeros_like(outside_tokens)
     else:
         outside_support = ~np.asarray(fit.support().contains(mu, sigma), dtype=bool)
-    return ["+".join(w for w, o in (("support", s), ("tokens", t)) if o)
-            for s, t in zip(np.broadcast_to(outside_support, np.shape(tokens)), outside_tokens)]
+    return [
+        "+".join(w for w, o in (("support", s), ("tokens", t)) if o)
+        for s, t in zip(np.broadcast_to(outside_support, np.shape(tokens)), outside_tokens)
+    ]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,16 +106,19 @@ def _points(args, law: str):
         missing = [f"--{c}" for c in needed if getattr(args, c) is None]
         if missing:
             raise PplawError(f"give {', '.join(missing)} (or --points CSV)")
-        cols = {c: (np.asarray(getattr(args, c)) if getattr(args, c) is not None else None)
-                for c in ("mu", "sigma", "tokens")}
+        cols = {
+            c: (np.asarray(getattr(args, c)) if getattr(args, c) is not None else None)
+            for c in ("mu", "sigma", "tokens")
+        }
         where = "command line"
     for c in needed:
         v = pd.to_numeric(pd.Series(cols[c]), errors="coerce").to_numpy(dtype=float)
         bad = ~np.isfinite(v) | (v <= 0)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise PplawError(f"{where}: {c} value {np.asarray(cols[c])[i].item()!r} (point {i}) "
-                             "must be a finite number > 0")
+            raise PplawError(
+                f"{where}: {c} value {np.asarray(cols[c])[i].item()!r} (point {i}) must be a finite number > 0"
+            )
         cols[c] = v
     try:
         np.broadcast_shapes(*(np.shape(v) for v in cols.values() if v is not None))
@@ -128,8 +133,9 @@ def run(args) -> int:
     fit = load_fit(args.fit)
     pts = _points(args, fit.law)
     table = predict_table(fit, pts["mu"], pts["sigma"], pts["tokens"], args.level, args.seed)
-    table["extrapolation"] = extrapolation(fit, table["mu"].to_numpy(), table["sigma"].to_numpy(),
-                                           table["tokens"].to_numpy())
+    table["extrapolation"] = extrapolation(
+        fit, table["mu"].to_numpy(), table["sigma"].to_numpy(), table["tokens"].to_numpy()
+    )
     text = table.to_csv(index=False, float_format="%.6g")
     if args.out:
         write_text(as_path(args.out), text)

@@ -15,15 +15,21 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="runs table to write (CSV)")
-    parser.add_argument("--metric", choices=("domain_loss", "target_loss"), default="domain_loss",
-                        help="the eval.json figure that becomes the law's loss")
+    parser.add_argument(
+        "--metric",
+        choices=("domain_loss", "target_loss"),
+        default="domain_loss",
+        help="the eval.json figure that becomes the law's loss",
+    )
     parser.add_argument("--include", default=None, help="an earlier runs table whose rows come first")
     parser.add_argument("--round", type=int, default=0, help="the round number recorded in new rows")
-    parser.add_argument("--manifest", default=None, help="a selection directory with manifest.csv "
-                                                         "(select design/windows, propose)")
+    parser.add_argument(
+        "--manifest", default=None, help="a selection directory with manifest.csv (select design/windows, propose)"
+    )
     parser.add_argument("--runs-dir", default=None, help="where the manifest's runs are (RUNS/<name>/eval.json)")
-    parser.add_argument("--run", action="append", default=[], metavar="GROUP=RUN_DIR",
-                        help="one more run, its own group; repeatable")
+    parser.add_argument(
+        "--run", action="append", default=[], metavar="GROUP=RUN_DIR", help="one more run, its own group; repeatable"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
         if not sep or not group or not path:
             raise PplawError(f"--run {item!r} is not of the form GROUP=RUN_DIR")
         extra.append((group, path))
-    table = collect_runs(args.metric, args.round, include=args.include, manifest=args.manifest,
-                         runs_dir=args.runs_dir, extra=extra)
+    table = collect_runs(
+        args.metric, args.round, include=args.include, manifest=args.manifest, runs_dir=args.runs_dir, extra=extra
+    )
     if table.empty:
         raise PplawError("no runs to collect (give --include, --manifest or --run)")
     write_runs_table(args.out, table)

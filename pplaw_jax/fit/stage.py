@@ -36,8 +36,14 @@ from pplaw_jax.config import AUTO, LACK_OF_FIT_ALPHA, FitConfig
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import file_sha256, write_json
 from pplaw_jax.fit import plots
-from pplaw_jax.fit.fitdir import (DIAGNOSTICS_JSON, FIT_JSON, FORMAT_VERSION, POSTERIOR_NC, write_fit_json,
-                                  write_posterior)
+from pplaw_jax.fit.fitdir import (
+    DIAGNOSTICS_JSON,
+    FIT_JSON,
+    FORMAT_VERSION,
+    POSTERIOR_NC,
+    write_fit_json,
+    write_posterior,
+)
 from pplaw_jax.fit.runs_table import read_runs
 from pplaw_jax.law.choice import assess_laws, choose_law
 from pplaw_jax.law.collinearity import collinearity
@@ -45,8 +51,8 @@ from pplaw_jax.law.forms import LAWS, get_law
 from pplaw_jax.law.optimum import FeasibleGrid, optimum_summary
 from pplaw_jax.law.point import compare_heldout, describe_heldout, fit_point
 from pplaw_jax.law.predictive import predictive
-from pplaw_jax.law.runs import Runs
 from pplaw_jax.law.region import SupportRegion
+from pplaw_jax.law.runs import Runs
 from pplaw_jax.logs import get_logger
 from pplaw_jax.paths import as_path
 
@@ -79,14 +85,20 @@ def _point_optimum(form, point, grid: FeasibleGrid, tokens_ref: float) -> dict:
     of argmins on the region's edge."""
     log_e, theta = form.from_params(point.params)
     opt = grid.argmin_draws(form, np.array([log_e]), theta[None], tokens_ref)
-    out = {"tokens_ref": float(tokens_ref), "mu": float(opt["mu"][0]), "sigma": float(opt["sigma"][0]),
-           "loss_at_tokens_ref": float(opt["loss"][0]), "at_boundary": bool(opt["at_boundary"][0]),
-           "bootstrap_fraction_at_boundary": None}
+    out = {
+        "tokens_ref": float(tokens_ref),
+        "mu": float(opt["mu"][0]),
+        "sigma": float(opt["sigma"][0]),
+        "loss_at_tokens_ref": float(opt["loss"][0]),
+        "at_boundary": bool(opt["at_boundary"][0]),
+        "bootstrap_fraction_at_boundary": None,
+    }
     boot = point.bootstrap_params
     if boot is not None:
         log_e, theta = form.from_params(boot)
         out["bootstrap_fraction_at_boundary"] = float(
-            np.mean(grid.argmin_draws(form, log_e, theta, tokens_ref)["at_boundary"]))
+            np.mean(grid.argmin_draws(form, log_e, theta, tokens_ref)["at_boundary"])
+        )
     return out
 
 
@@ -102,8 +114,10 @@ def fit_to_dir(runs_path, out_dir, opts: FitConfig, seed: int = 0) -> dict:
     sampler = SamplerConfig.from_fit_config(opts, seed)
     span = float(runs.tokens.max() / runs.tokens.min())
     if span < MIN_TOKEN_SPAN:
-        raise PplawError(f"{runs.source}: the runs' token counts span only {span:.4g}x; every law's token exponent "
-                         f"needs budgets spanning at least {MIN_TOKEN_SPAN:g}x (largest / smallest) to be identified")
+        raise PplawError(
+            f"{runs.source}: the runs' token counts span only {span:.4g}x; every law's token exponent "
+            f"needs budgets spanning at least {MIN_TOKEN_SPAN:g}x (largest / smallest) to be identified"
+        )
     tokens_ref = float(opts.tokens_ref or np.median(runs.tokens))
     if not (np.isfinite(tokens_ref) and tokens_ref > 0):
         raise PplawError(f"--tokens-ref {tokens_ref}: must be > 0")
@@ -113,20 +127,32 @@ def fit_to_dir(runs_path, out_dir, opts: FitConfig, seed: int = 0) -> dict:
     for stale in (DIAGNOSTICS_JSON, POSTERIOR_NC, *plots.PLOT_FILES):
         (out / stale).unlink(missing_ok=True)
     bayes_wanted = opts.method in ("bayes", "both")
-    say(f"{runs.n} runs ({runs.n_groups} groups) from {runs.source}; law {opts.law}"
-        + ("" if auto else f": {get_law(opts.law).description}"))
+    say(
+        f"{runs.n} runs ({runs.n_groups} groups) from {runs.source}; law {opts.law}"
+        + ("" if auto else f": {get_law(opts.law).description}")
+    )
 
     # every candidate's point fit, lack-of-fit test and held-out error: what the law choice rests on
     t0 = time.perf_counter()
-    assessed = assess_laws(runs, candidates, alpha=LACK_OF_FIT_ALPHA, n_random=opts.starts, folds=opts.folds,
-                           seed=seed, bootstrap=sampler.chains if bayes_wanted else 0,  # refits start NUTS chains
-                           outlier_share=opts.outlier_share, min_runs_per_param=opts.min_runs_per_param)
+    assessed = assess_laws(
+        runs,
+        candidates,
+        alpha=LACK_OF_FIT_ALPHA,
+        n_random=opts.starts,
+        folds=opts.folds,
+        seed=seed,
+        bootstrap=sampler.chains if bayes_wanted else 0,  # refits start NUTS chains
+        outlier_share=opts.outlier_share,
+        min_runs_per_param=opts.min_runs_per_param,
+    )
     full, heldout, lof, pe = assessed.fits, assessed.heldout, assessed.lof, assessed.pure_error
     choice = _law_choice(opts.law, heldout, lof, runs, seed)
     law = choice["fitted"]
     form = get_law(law)
-    say(f"lack of fit (pure error sd {pe.sd if pe.sd is None else round(pe.sd, 5)}, df {pe.df}): "
-        + ", ".join(f"{k} p={v['p'] if v['p'] is None else round(v['p'], 4)}" for k, v in lof.items()))
+    say(
+        f"lack of fit (pure error sd {pe.sd if pe.sd is None else round(pe.sd, 5)}, df {pe.df}): "
+        + ", ".join(f"{k} p={v['p'] if v['p'] is None else round(v['p'], 4)}" for k, v in lof.items())
+    )
     say(f"law choice: {choice['reason']} ({time.perf_counter() - t0:.1f}s)")
 
     support, grid = _feasible(runs, opts) if form.uses_perplexity else (None, None)
@@ -144,9 +170,12 @@ def fit_to_dir(runs_path, out_dir, opts: FitConfig, seed: int = 0) -> dict:
         "law": form.name,
         "law_form": form.description,
         "law_choice": choice,
-        "lack_of_fit": {"pure_error": pe.to_json(), "laws": lof,
-                        "method": "F test of each law's point-fit residuals on log-loss against the pure "
-                                  "error of replicated runs (law.lack_of_fit)"},
+        "lack_of_fit": {
+            "pure_error": pe.to_json(),
+            "laws": lof,
+            "method": "F test of each law's point-fit residuals on log-loss against the pure "
+            "error of replicated runs (law.lack_of_fit)",
+        },
         "moments": opts.moments,
         "param_names": list(form.param_names),
         "parameterisation": {
@@ -173,19 +202,22 @@ def fit_to_dir(runs_path, out_dir, opts: FitConfig, seed: int = 0) -> dict:
         "comparison": None,
         "seed": seed,
         "options": {  # the resolved settings this directory was produced with
-            **asdict(opts), "seed": seed, "priors": asdict(priors), "sampler": asdict(sampler),
+            **asdict(opts),
+            "seed": seed,
+            "priors": asdict(priors),
+            "sampler": asdict(sampler),
         },
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "notes": {
             "huber_delta": "on log-loss residuals: 1.345 x robust sd of a first pass with delta 1e-3 (see "
-                           "point.huber_delta_rule)",
+            "point.huber_delta_rule)",
             "ci90": "5%/95% percentiles of bootstrap refits over run groups (empty without a bootstrap); null "
-                    "for a parameter that is not identified (point.identified, point.ci90_notes)",
+            "for a parameter that is not identified (point.identified, point.ci90_notes)",
             "optimum": "argmin of predicted loss inside the supported region (support); independent of D "
-                       "for this law; fraction_at_boundary = share of posterior (or bootstrap) draws whose "
-                       "argmin lies on the region's edge (no interior optimum when large)",
+            "for this law; fraction_at_boundary = share of posterior (or bootstrap) draws whose "
+            "argmin lies on the region's edge (no interior optimum when large)",
             "law_choice": "law is the law fitted here; law_choice.usable is false when it failed the "
-                          "lack-of-fit test (or nothing could be chosen): `pplaw select` then refuses",
+            "lack-of-fit test (or nothing could be chosen): `pplaw select` then refuses",
         },
     }
 
@@ -196,8 +228,10 @@ def fit_to_dir(runs_path, out_dir, opts: FitConfig, seed: int = 0) -> dict:
         say(f"NUTS: {sampler.chains} chains x ({sampler.warmup} warmup + {sampler.samples} samples)")
         bayes = fit_bayes(runs, point, priors, sampler)
         bjson = bayes.to_json()
-        say(f"NUTS done in {bayes.wall_s:.1f}s ({bayes.chain_method}); max r_hat {bjson['max_r_hat']:.4f}, "
-             f"min ESS {bjson['min_ess_bulk']:.0f}, divergences {bjson['divergences']}")
+        say(
+            f"NUTS done in {bayes.wall_s:.1f}s ({bayes.chain_method}); max r_hat {bjson['max_r_hat']:.4f}, "
+            f"min ESS {bjson['min_ess_bulk']:.0f}, divergences {bjson['divergences']}"
+        )
         idata = bayes.to_idata()
         names = list(form.param_names) + ["noise"]
         if not bjson["converged"]:
@@ -244,16 +278,23 @@ def _law_choice(law: str, heldout: dict, lof: dict, runs: Runs, seed: int) -> di
         if law not in lof:  # too few runs for it, or it could not be fitted
             raise PplawError(f"{runs.source}: {heldout[law]}")
         rejected = (lof.get(law) or {}).get("rejected") is True
-        return {"mode": "given", "fitted": law, "chosen": law, "usable": not rejected,
-                "reason": f"{law!r} was given (--law {law})"
-                          + ("; it fails the lack-of-fit test, so it is not used to select" if rejected else "")}
+        return {
+            "mode": "given",
+            "fitted": law,
+            "chosen": law,
+            "usable": not rejected,
+            "reason": f"{law!r} was given (--law {law})"
+            + ("; it fails the lack-of-fit test, so it is not used to select" if rejected else ""),
+        }
     choice = choose_law(heldout, lof, runs.groups, seed)
     fitted = choice["chosen"]
     if fitted is None:  # nothing usable: fit the law that predicts held-out groups best, for the record
         rmse = {k: r.rmse_log for k, r in heldout.items() if not isinstance(r, str)}
         if not rmse:
-            raise PplawError(f"{runs.source}: no law could be fitted and validated on these runs: "
-                             + "; ".join(f"{k}: {r}" for k, r in heldout.items()))
+            raise PplawError(
+                f"{runs.source}: no law could be fitted and validated on these runs: "
+                + "; ".join(f"{k}: {r}" for k, r in heldout.items())
+            )
         fitted = min(rmse, key=rmse.get)
     return {"mode": AUTO, "fitted": fitted, "usable": choice["chosen"] is not None, **choice}
 
@@ -265,16 +306,22 @@ def _compare(runs, law, bayes, full, heldout, priors, sampler, seed, opts, say) 
 
     t0 = time.perf_counter()
     comparison = compare_heldout(heldout, runs.groups, "ppl", seed=seed)
-    comparison["method"] = (describe_heldout(runs, opts.folds, seed=seed) + "; differences: rival's held-out "
-                            "RMSE of log-loss minus ppl's (negative: the rival predicts left-out groups better), 90% "
-                            f"interval from {comparison['bootstrap']['n']} resamples of the groups with replacement, "
-                            "both RMSEs recomputed on the resampled held-out errors; verdict 'better'/'worse' only "
-                            "when the interval excludes 0, else 'no detectable difference'")
+    comparison["method"] = (
+        describe_heldout(runs, opts.folds, seed=seed) + "; differences: rival's held-out "
+        "RMSE of log-loss minus ppl's (negative: the rival predicts left-out groups better), 90% "
+        f"interval from {comparison['bootstrap']['n']} resamples of the groups with replacement, "
+        "both RMSEs recomputed on the resampled held-out errors; verdict 'better'/'worse' only "
+        "when the interval excludes 0, else 'no detectable difference'"
+    )
     comp = {"heldout": comparison, "loo": None, "wall_s": {"heldout": time.perf_counter() - t0}}
-    say("held-out rmse(log loss): " + ", ".join(
-        f"{k} {v.get('rmse_log_loss', v.get('error'))}" for k, v in comparison["laws"].items()))
-    say("rival vs ppl: " + ", ".join(f"{k} {v.get('verdict', v.get('error'))}"
-                                     for k, v in comparison["differences"].items()))
+    say(
+        "held-out rmse(log loss): "
+        + ", ".join(f"{k} {v.get('rmse_log_loss', v.get('error'))}" for k, v in comparison["laws"].items())
+    )
+    say(
+        "rival vs ppl: "
+        + ", ".join(f"{k} {v.get('verdict', v.get('error'))}" for k, v in comparison["differences"].items())
+    )
     if bayes is None:
         return comp
 
@@ -304,7 +351,9 @@ def _compare(runs, law, bayes, full, heldout, priors, sampler, seed, opts, say) 
             "wall_s": fits[name].wall_s,
         }
         if not diag["converged"]:
-            say(f"warning: rival {name!r}'s NUTS fit (comparison only) did not converge: " + "; ".join(diag["problems"]))
+            say(
+                f"warning: rival {name!r}'s NUTS fit (comparison only) did not converge: " + "; ".join(diag["problems"])
+            )
     comp["wall_s"]["nuts_rivals"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -326,8 +375,11 @@ def _disagreement(loo: dict, heldout: dict) -> str:
     bad = {k: v["pareto_k"]["bad"] + v["pareto_k"]["very_bad"] for k, v in loo["laws"].items() if "pareto_k" in v}
     caveat = ""
     if any(bad.values()):
-        caveat = (" PSIS-LOO is unreliable for some groups (Pareto k above good_k: "
-                  + ", ".join(f"{k} {n}" for k, n in bad.items() if n) + ").")
+        caveat = (
+            " PSIS-LOO is unreliable for some groups (Pareto k above good_k: "
+            + ", ".join(f"{k} {n}" for k, n in bad.items() if n)
+            + ")."
+        )
     ranked = sorted((v["rank"], k) for k, v in loo["laws"].items() if "rank" in v)
     margin = ""
     if len(ranked) > 1:
@@ -349,8 +401,9 @@ def _plots(out, form, runs, point, bayes, idata, support, tokens_ref, info, opt,
         flat = bayes.flat()
         draws = {k: flat[k] for k in form.param_names}
         likelihood, df = bayes.config.likelihood, bayes.config.student_df
-        pred = predictive(form.name, draws, flat["noise"], likelihood, df, runs.mu, runs.sigma, runs.tokens,
-                          opts.level, seed)
+        pred = predictive(
+            form.name, draws, flat["noise"], likelihood, df, runs.mu, runs.sigma, runs.tokens, opts.level, seed
+        )
         label = f"posterior mean, {int(100 * opts.level)}% predictive interval"
         plots.plot_trace(idata, names, out / "trace.png")
         plots.plot_pair(idata, list(form.param_names), out / "pair.png")
@@ -368,12 +421,25 @@ def _plots(out, form, runs, point, bayes, idata, support, tokens_ref, info, opt,
             p = point.predict(runs.mu, runs.sigma, runs.tokens)
             pred, label = {"mean": p, "ci_lo": p, "ci_hi": p}, "point fit"
     plots.plot_pred_vs_obs(runs, pred, out / "pred_vs_obs.png", label)
-    plots.plot_loss_vs_tokens(form.name, point.params, runs, out / "loss_vs_tokens.png", draws=draws,
-                              uses_perplexity=form.uses_perplexity, level=opts.level)
+    plots.plot_loss_vs_tokens(
+        form.name,
+        point.params,
+        runs,
+        out / "loss_vs_tokens.png",
+        draws=draws,
+        uses_perplexity=form.uses_perplexity,
+        level=opts.level,
+    )
     if support is not None:
         bopt = (info["bayes"] or {}).get("optimum")
         plots.plot_surface(
-            form.name, point.params, runs, support, tokens_ref,
-            out / "surface.png", point_opt=info["point"]["optimum"], post_opt=opt,
+            form.name,
+            point.params,
+            runs,
+            support,
+            tokens_ref,
+            out / "surface.png",
+            point_opt=info["point"]["optimum"],
+            post_opt=opt,
             region=bopt["credible_region"] if bopt else None,
         )

@@ -13,7 +13,9 @@ DEFAULT_BATCH_ROWS = 8  # chunks per step and host when --batch-size is not give
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="HF checkpoint directory, .gguf file, or smollm2-135m-instruct")
     parser.add_argument(
-        "--data", required=True, help="file, directory or glob of .jsonl/.jsonl.gz/.parquet/.txt, or tfds:NAME[/CONFIG]:SPLIT"
+        "--data",
+        required=True,
+        help="file, directory or glob of .jsonl/.jsonl.gz/.parquet/.txt, or tfds:NAME[/CONFIG]:SPLIT",
     )
     parser.add_argument("--out", required=True, help="landscape directory (resumed if it holds the same run)")
     parser.add_argument("--text-field", default="text", help="JSON field / Parquet column / TFDS feature with the text")
@@ -36,10 +38,10 @@ def run(args: argparse.Namespace) -> int:
     from pplaw_jax.fileio import discard_temporaries, output_lock
     from pplaw_jax.landscape.directory import HISTOGRAM, SUMMARY
     from pplaw_jax.landscape.score import make_score_fn, score_corpus
-    from pplaw_jax.paths import canonical
-    from pplaw_jax.models.sharded import data_parallel_size
     from pplaw_jax.models import load_model
     from pplaw_jax.models.loading import model_fingerprint
+    from pplaw_jax.models.sharded import data_parallel_size
+    from pplaw_jax.paths import canonical
 
     cfg: ScoreConfig = args.cfg
     process_index, process_count = jax.process_index(), jax.process_count()
@@ -62,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
         if cfg.batch_size is None:
             batch_size = -(-DEFAULT_BATCH_ROWS // dp) * dp
         elif cfg.batch_size % (dp * process_count):
-            raise PplawError(f"--batch-size {cfg.batch_size} is not a multiple of the data x fsdp mesh size "
-                             f"{dp * process_count} ({cfg.mesh} over {process_count} host(s))")
+            raise PplawError(
+                f"--batch-size {cfg.batch_size} is not a multiple of the data x fsdp mesh size "
+                f"{dp * process_count} ({cfg.mesh} over {process_count} host(s))"
+            )
         else:
             batch_size = cfg.batch_size // process_count
         loaded = load_model(args.model, dtype=cfg.dtype, mesh=mesh, scan_layers=cfg.scan_layers)  # into the shards

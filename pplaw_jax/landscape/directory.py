@@ -35,9 +35,9 @@ import pyarrow.parquet as pq
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import TMP_SUFFIX, write_bytes, write_json
-from pplaw_jax.paths import AnyPath, as_path, read_parquet_table
 from pplaw_jax.landscape.stats import bits_per_byte, plot_log_ppl_histogram, ppl_stats
 from pplaw_jax.moments import chunk_values
+from pplaw_jax.paths import AnyPath, as_path, read_parquet_table
 
 PART_SCHEMA = pa.schema(
     [
@@ -50,8 +50,9 @@ PART_SCHEMA = pa.schema(
     ]
 )
 # what a downstream stage reads of each chunk (and a selection's rows are): `read_landscape`'s table
-CHUNK_SCHEMA = pa.schema([("doc_id", pa.string()), ("chunk", pa.int64()), ("n_tokens", pa.int64()),
-                          ("ppl", pa.float64())])
+CHUNK_SCHEMA = pa.schema(
+    [("doc_id", pa.string()), ("chunk", pa.int64()), ("n_tokens", pa.int64()), ("ppl", pa.float64())]
+)
 DEFAULT_DOCS_PER_PART = 1000  # documents per part: the unit of resumption
 RUN_ARGS = "run_args.json"
 SUMMARY = "summary.json"
@@ -82,15 +83,22 @@ def read_json(path: AnyPath) -> Any:
         raise PplawError(f"{path}: cannot read ({e})") from e
 
 
-def part_table(doc_ids: list[str], chunks: np.ndarray, n_tokens: np.ndarray, sum_nll: np.ndarray,
-               n_bytes: np.ndarray) -> pa.Table:
+def part_table(
+    doc_ids: list[str], chunks: np.ndarray, n_tokens: np.ndarray, sum_nll: np.ndarray, n_bytes: np.ndarray
+) -> pa.Table:
     """The rows of one part in the landscape schema; ``ppl = exp(sum_nll / n_tokens)``."""
     n_tokens = np.asarray(n_tokens, dtype=np.int64)
     sum_nll = np.asarray(sum_nll, dtype=np.float64)
     ppl = np.exp(sum_nll / np.maximum(n_tokens, 1))
     return pa.Table.from_arrays(
-        [pa.array(doc_ids, pa.string()), pa.array(np.asarray(chunks, np.int64)), pa.array(n_tokens),
-         pa.array(sum_nll), pa.array(ppl), pa.array(np.asarray(n_bytes, np.int64))],
+        [
+            pa.array(doc_ids, pa.string()),
+            pa.array(np.asarray(chunks, np.int64)),
+            pa.array(n_tokens),
+            pa.array(sum_nll),
+            pa.array(ppl),
+            pa.array(np.asarray(n_bytes, np.int64)),
+        ],
         schema=PART_SCHEMA,
     )
 
@@ -151,9 +159,7 @@ def write_summary(out_dir: str | os.PathLike, process_count: int, info: Mapping[
         marker = read_json(host_marker(out_dir, h))
         found = [p for host, p, _ in done if host == h]
         if found != list(range(marker["parts"])):
-            raise PplawError(
-                f"{out_dir}: host {h} reports {marker['parts']} parts but the completed parts are {found}"
-            )
+            raise PplawError(f"{out_dir}: host {h} reports {marker['parts']} parts but the completed parts are {found}")
         hosts.append(marker)
     if any(host["rows"] for host in hosts):
         table = read_parts(out_dir, columns=["n_tokens", "sum_nll", "ppl", "n_bytes"])
@@ -162,8 +168,10 @@ def write_summary(out_dir: str | os.PathLike, process_count: int, info: Mapping[
         ppl = sum_nll = n_tokens = n_bytes = np.zeros(0)
     if ppl.size == 0:  # empty is not complete: no summary, so nothing downstream reads it as a landscape
         n_docs = sum(host["docs"] for host in hosts)
-        raise PplawError(f"{info.get('data', out_dir)}: no scorable text ({n_docs} documents, none with a "
-                         "token to score); nothing was written as a landscape")
+        raise PplawError(
+            f"{info.get('data', out_dir)}: no scorable text ({n_docs} documents, none with a "
+            "token to score); nothing was written as a landscape"
+        )
     wall = max(host["seconds"] for host in hosts)
     tokens = sum(host["tokens"] for host in hosts)
     summary = {
@@ -197,7 +205,8 @@ class Landscape:
     table: pa.Table
     ppl: np.ndarray
     n_tokens: np.ndarray
-    chunking: dict  # {"seq_len", "start_id"} the chunks were cut with (run_args.json): a selection's rows exist only under them
+    # {"seq_len", "start_id"} the chunks were cut with (run_args.json): a selection's rows exist only under them
+    chunking: dict
 
     @property
     def size(self) -> int:
@@ -214,27 +223,36 @@ def read_landscape(landscape_dir) -> Landscape:
     if not root.is_dir():
         raise PplawError(f"{root}: landscape directory not found")
     if not (root / SUMMARY).exists():
-        raise PplawError(f"{root}: landscape incomplete (no summary.json; is `pplaw score` still "
-                         f"running or was it interrupted?)")
+        raise PplawError(
+            f"{root}: landscape incomplete (no summary.json; is `pplaw score` still running or was it interrupted?)"
+        )
     markers = sorted((root / PARTS).glob("host*-part*.done"))
     if not markers:
         raise PplawError(f"{root / PARTS}: landscape has no completed parts (*.done markers)")
     summary = _read_summary(root / SUMMARY)
     if len(markers) != summary["parts"]:
-        raise PplawError(f"{root / PARTS}: {len(markers)} completed parts, but summary.json records "
-                         f"{summary['parts']} (a part or its .done marker is missing)")
+        raise PplawError(
+            f"{root / PARTS}: {len(markers)} completed parts, but summary.json records "
+            f"{summary['parts']} (a part or its .done marker is missing)"
+        )
     tables = [_read_part(marker) for marker in markers]
     table = pa.concat_tables(tables).combine_chunks()
     if table.num_rows == 0:
         raise PplawError(f"{root}: landscape has no chunks")
     tokens = int(pa.compute.sum(table.column("n_tokens")).as_py())
     if (table.num_rows, tokens) != (summary["chunks"], summary["tokens"]):
-        raise PplawError(f"{root}: the parts hold {table.num_rows} chunks and {tokens} tokens, but "
-                         f"summary.json records {summary['chunks']} and {summary['tokens']}")
+        raise PplawError(
+            f"{root}: the parts hold {table.num_rows} chunks and {tokens} tokens, but "
+            f"summary.json records {summary['chunks']} and {summary['tokens']}"
+        )
     run_args = read_json(root / RUN_ARGS) if (root / RUN_ARGS).exists() else {}
-    return Landscape(path=root, table=table, ppl=table.column("ppl").to_numpy(),
-                     n_tokens=table.column("n_tokens").to_numpy(),
-                     chunking={k: run_args.get(k) for k in ("seq_len", "start_id")})
+    return Landscape(
+        path=root,
+        table=table,
+        ppl=table.column("ppl").to_numpy(),
+        n_tokens=table.column("n_tokens").to_numpy(),
+        chunking={k: run_args.get(k) for k in ("seq_len", "start_id")},
+    )
 
 
 def _read_summary(path: AnyPath) -> dict:
@@ -243,8 +261,11 @@ def _read_summary(path: AnyPath) -> dict:
         summary = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PplawError(f"{path}: cannot read ({e})") from None
-    bad = [k for k in ("parts", "chunks", "tokens") if not isinstance(summary, dict)
-           or not isinstance(summary.get(k), int) or isinstance(summary.get(k), bool)]
+    bad = [
+        k
+        for k in ("parts", "chunks", "tokens")
+        if not isinstance(summary, dict) or not isinstance(summary.get(k), int) or isinstance(summary.get(k), bool)
+    ]
     if bad:
         raise PplawError(f"{path}: field {bad[0]!r} missing or not an integer (is this a landscape summary?)")
     return summary
@@ -257,16 +278,16 @@ def _read_part(marker: AnyPath) -> pa.Table:
     try:
         expected_rows = int(json.loads(marker.read_text())["rows"])
     except (ValueError, KeyError, TypeError) as e:
-        raise PplawError(f"{marker}: not a valid completion marker "
-                         f"(need JSON with 'rows'): {e}") from None
+        raise PplawError(f"{marker}: not a valid completion marker (need JSON with 'rows'): {e}") from None
     try:
         table = read_parquet_table(path)
     except (pa.ArrowException, OSError) as e:
         raise PplawError(f"{path}: cannot read Parquet: {e}") from None
     missing = [c for c in CHUNK_SCHEMA.names if c not in table.column_names]
     if missing:
-        raise PplawError(f"{path}: column(s) {', '.join(missing)} missing "
-                         f"(a landscape part needs {', '.join(CHUNK_SCHEMA.names)})")
+        raise PplawError(
+            f"{path}: column(s) {', '.join(missing)} missing (a landscape part needs {', '.join(CHUNK_SCHEMA.names)})"
+        )
     if table.num_rows != expected_rows:
         raise PplawError(f"{path}: {table.num_rows} rows, but {marker.name} records {expected_rows}")
     try:
@@ -278,6 +299,8 @@ def _read_part(marker: AnyPath) -> pa.Table:
     bad = np.flatnonzero((n_tokens < 1) | ~np.isfinite(ppl) | (ppl <= 0))
     if bad.size:
         r = int(bad[0])
-        raise PplawError(f"{path}: row {r}: n_tokens must be >= 1 and ppl finite and > 0 "
-                         f"(got n_tokens={n_tokens[r]}, ppl={ppl[r]}); {bad.size} bad row(s)")
+        raise PplawError(
+            f"{path}: row {r}: n_tokens must be >= 1 and ppl finite and > 0 "
+            f"(got n_tokens={n_tokens[r]}, ppl={ppl[r]}); {bad.size} bad row(s)"
+        )
     return table

@@ -30,13 +30,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.pop("parser_class")
     modes = parser.add_subparsers(dest="mode", metavar="{export}", required=True)
     text = "the landscape as per-document columns of the corpus (Parquet or a datasets directory)"
-    export = modes.add_parser("export", help=text, description=text, **options, epilog=(
-        "example:\n  pplaw landscape export --landscape land --data corpus/train.jsonl.gz --format hf --out land_export"))
+    export = modes.add_parser(
+        "export",
+        help=text,
+        description=text,
+        **options,
+        epilog=(
+            "example:\n  pplaw landscape export --landscape land --data corpus/train.jsonl.gz --format hf "
+            "--out land_export"
+        ),
+    )
     export.add_argument("--landscape", required=True, help="landscape directory from `pplaw score`")
     export.add_argument("--data", required=True, help="the corpus it scored (same spec as pplaw score)")
     export.add_argument("--out", required=True, help="directory for landscape.parquet or dataset/")
-    export.add_argument("--format", choices=("parquet", "hf"), default="parquet",
-                        help="parquet: OUT/landscape.parquet; hf: a datasets directory OUT/dataset")
+    export.add_argument(
+        "--format",
+        choices=("parquet", "hf"),
+        default="parquet",
+        help="parquet: OUT/landscape.parquet; hf: a datasets directory OUT/dataset",
+    )
     export.add_argument("--text-field", default="text", help="JSON field / column with the text")
     export.add_argument("--id-field", default="id", help="document id field (default id; else FILE:LINE)")
 
@@ -44,9 +56,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def document_scores(chunks: pd.DataFrame) -> pd.DataFrame:
     """Per-document figures of landscape rows (doc_id, n_tokens, sum_nll, ppl, n_bytes), indexed by doc_id."""
     grouped = chunks.groupby("doc_id", sort=False)
-    out = pd.DataFrame({"chunks": grouped.size(), "n_tokens": grouped["n_tokens"].sum(),
-                        "sum_nll": grouped["sum_nll"].sum(), "n_bytes": grouped["n_bytes"].sum(),
-                        "chunk_ppl_max": grouped["ppl"].max()})
+    out = pd.DataFrame(
+        {
+            "chunks": grouped.size(),
+            "n_tokens": grouped["n_tokens"].sum(),
+            "sum_nll": grouped["sum_nll"].sum(),
+            "n_bytes": grouped["n_bytes"].sum(),
+            "chunk_ppl_max": grouped["ppl"].max(),
+        }
+    )
     out["logppl"] = out["sum_nll"] / out["n_tokens"]
     out["ppl"] = np.exp(out["logppl"])
     out["bits_per_byte"] = out["sum_nll"] / math.log(2) / out["n_bytes"].where(out["n_bytes"] > 0)
@@ -69,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             left_out += 1
     if len(rows) != len(scores):
-        raise PplawError(f"{args.data}: {len(scores) - len(rows)} of the landscape's {len(scores)} documents "
-                         f"are not in this corpus (is it the corpus {args.landscape} scored?)")
+        raise PplawError(
+            f"{args.data}: {len(scores) - len(rows)} of the landscape's {len(scores)} documents "
+            f"are not in this corpus (is it the corpus {args.landscape} scored?)"
+        )
     table = pd.DataFrame(rows, columns=[args.id_field, args.text_field])
     table = table.join(scores[COLUMNS], on=args.id_field)
     out = as_path(args.out)
@@ -90,6 +110,5 @@ def run(args: argparse.Namespace) -> int:
         datasets.Dataset.from_pandas(table, preserve_index=False).save_to_disk(str(partial))
         shutil.rmtree(target, ignore_errors=True)
         partial.rename(target)
-    print(json.dumps({"out": str(target), "documents": len(table), "left_out": left_out,
-                      "format": args.format}))
+    print(json.dumps({"out": str(target), "documents": len(table), "left_out": left_out, "format": args.format}))
     return 0

@@ -85,9 +85,13 @@ def check_run_args(out_dir: str | os.PathLike, run_args: Mapping[str, Any]) -> N
     path = as_path(out_dir) / directory.RUN_ARGS
     if not path.exists():
         (as_path(out_dir) / directory.PARTS).mkdir(parents=True, exist_ok=True)
-    check_identity(path, dict(run_args), f"{out_dir} holds a landscape scored with different arguments "
-                   "({changes}); rerun with the same arguments to resume it, or choose another --out",
-                   sort_keys=True)
+    check_identity(
+        path,
+        dict(run_args),
+        f"{out_dir} holds a landscape scored with different arguments "
+        "({changes}); rerun with the same arguments to resume it, or choose another --out",
+        sort_keys=True,
+    )
 
 
 def score_corpus(
@@ -155,7 +159,7 @@ def score_corpus(
 def _score_host(
     documents: Iterable[Document],
     out_dir: str | os.PathLike,
-    scorer: "_PartScorer",
+    scorer: _PartScorer,
     host: int,
     docs_per_part: int,
     bar: Any,
@@ -202,8 +206,16 @@ def _check_skipped_part(done: Path, marker: Mapping[str, Any], part_docs: Iterat
 class _PartScorer:
     """Tokenize, chunk, batch and score one part's documents; keeps one batch in flight."""
 
-    def __init__(self, score_fn: ScoreFn, encode_batch, start_id: int, seq_len: int, batch_size: int, bar: Any,
-                 vocab_size: int | None = None):
+    def __init__(
+        self,
+        score_fn: ScoreFn,
+        encode_batch,
+        start_id: int,
+        seq_len: int,
+        batch_size: int,
+        bar: Any,
+        vocab_size: int | None = None,
+    ):
         self.vocab_size = vocab_size
         self.score_fn = score_fn
         self.encode_batch = encode_batch
@@ -235,9 +247,11 @@ class _PartScorer:
             bad = np.flatnonzero(~np.isfinite(nll))
             if bad.size:
                 doc_id, chunk = rows[bad[0]]
-                raise PplawError(f"the model scores document {doc_id!r} chunk {chunk} as {nll[bad[0]]} (and "
-                                 f"{bad.size - 1} more chunks of its batch): non-finite logits; nothing of this "
-                                 "part is written (check the model's weights and dtype)")
+                raise PplawError(
+                    f"the model scores document {doc_id!r} chunk {chunk} as {nll[bad[0]]} (and "
+                    f"{bad.size - 1} more chunks of its batch): non-finite logits; nothing of this "
+                    "part is written (check the model's weights and dtype)"
+                )
             sum_nll.append(nll)
             self._advance(int(expected.sum()))
 
@@ -247,7 +261,11 @@ class _PartScorer:
             out = self.score_fn(ids, mask)  # asynchronous for jax: the device works while we go on
             if in_flight is not None:
                 collect(in_flight)
-            in_flight = (np.asarray([len(seq) - 1 for seq in seqs]), list(zip(doc_ids[-len(seqs):], chunks[-len(seqs):])), out)
+            in_flight = (
+                np.asarray([len(seq) - 1 for seq in seqs]),
+                list(zip(doc_ids[-len(seqs) :], chunks[-len(seqs) :])),
+                out,
+            )
             seqs.clear()
 
         for doc, (ids, starts) in iter_tokenized(part_docs, self.encode_batch):
@@ -261,8 +279,10 @@ class _PartScorer:
             if self.vocab_size is not None and doc_chunks:
                 top = max(max(seq) for seq in doc_chunks)
                 if top >= self.vocab_size:
-                    raise PplawError(f"document {doc.doc_id!r}: token id {top} is outside the model's vocabulary of "
-                                     f"{self.vocab_size} (the tokenizer does not belong to this model)")
+                    raise PplawError(
+                        f"document {doc.doc_id!r}: token id {top} is outside the model's vocabulary of "
+                        f"{self.vocab_size} (the tokenizer does not belong to this model)"
+                    )
             for k, seq in enumerate(doc_chunks):
                 doc_ids.append(doc.doc_id)
                 chunks.append(k)

@@ -24,10 +24,15 @@ def bits_per_byte(sum_nll: np.ndarray, n_bytes: np.ndarray) -> dict[str, Any]:
         return {"bytes": int(n_bytes.sum()), "bits_per_byte": None, "chunk_bits_per_byte": None}
     per_chunk = np.sort(sum_nll[n_bytes > 0] / np.log(2) / n_bytes[n_bytes > 0])  # sorted: row order free
     qs = np.percentile(per_chunk, QUANTILES)
-    return {"bytes": int(n_bytes.sum()),
-            "bits_per_byte": float(np.sum(np.sort(sum_nll)) / np.log(2) / n_bytes.sum()),
-            "chunk_bits_per_byte": {"mean": float(per_chunk.mean()), "std": float(per_chunk.std(ddof=0)),
-                                    "quantiles": {f"q{q:02d}": float(v) for q, v in zip(QUANTILES, qs)}}}
+    return {
+        "bytes": int(n_bytes.sum()),
+        "bits_per_byte": float(np.sum(np.sort(sum_nll)) / np.log(2) / n_bytes.sum()),
+        "chunk_bits_per_byte": {
+            "mean": float(per_chunk.mean()),
+            "std": float(per_chunk.std(ddof=0)),
+            "quantiles": {f"q{q:02d}": float(v) for q, v in zip(QUANTILES, qs)},
+        },
+    }
 
 
 def ppl_stats(ppl: np.ndarray, sum_nll: np.ndarray, n_tokens: np.ndarray) -> dict[str, Any]:

@@ -96,8 +96,9 @@ class Priors:
 
     def coef_scales(self, form: LawForm) -> np.ndarray:
         """Prior sd of each standardised exponent of `form`, in feature order."""
-        return np.array([self.interaction_scale if n in form.shrunk_exponents else self.coef_scale
-                         for n in form.exponent_names])
+        return np.array(
+            [self.interaction_scale if n in form.shrunk_exponents else self.coef_scale for n in form.exponent_names]
+        )
 
     @classmethod
     def from_overrides(cls, items: list[str]) -> Priors:
@@ -138,10 +139,19 @@ class SamplerConfig:
     max_divergences: int = _FIT.max_divergences
 
     @classmethod
-    def from_fit_config(cls, cfg: FitConfig, seed: int) -> "SamplerConfig":
-        return cls(chains=cfg.chains, warmup=cfg.warmup, samples=cfg.samples, seed=seed,
-                   likelihood=cfg.likelihood, student_df=cfg.student_df, target_accept=cfg.target_accept,
-                   max_rhat=cfg.max_rhat, min_ess_per_chain=cfg.min_ess, max_divergences=cfg.max_divergences)
+    def from_fit_config(cls, cfg: FitConfig, seed: int) -> SamplerConfig:
+        return cls(
+            chains=cfg.chains,
+            warmup=cfg.warmup,
+            samples=cfg.samples,
+            seed=seed,
+            likelihood=cfg.likelihood,
+            student_df=cfg.student_df,
+            target_accept=cfg.target_accept,
+            max_rhat=cfg.max_rhat,
+            min_ess_per_chain=cfg.min_ess,
+            max_divergences=cfg.max_divergences,
+        )
 
 
 def numpyro_model(z, y, priors: Priors, coef_scales, likelihood: str, student_df: float):
@@ -229,7 +239,11 @@ class BayesFit:
             "divergences": n_div,
             "max_r_hat": max_rhat,
             "min_ess_bulk": min_ess,
-            "thresholds": {"max_r_hat": cfg.max_rhat, "min_ess_bulk": ess_floor, "max_divergences": cfg.max_divergences},
+            "thresholds": {
+                "max_r_hat": cfg.max_rhat,
+                "min_ess_bulk": ess_floor,
+                "max_divergences": cfg.max_divergences,
+            },
             "converged": not problems,
             "problems": problems,
         }
@@ -240,8 +254,9 @@ class BayesFit:
         sd.  A posterior as wide as the prior is the prior speaking, not the runs: not identified."""
         flat = self.flat()
         u = self.design.u_from_params({k: flat[k] for k in self.form.param_names})  # [S, 1 + k]
-        prior_sd = np.concatenate([[self.priors.log_E_scale, self.priors.intercept_scale],
-                                   self.priors.coef_scales(self.form)])
+        prior_sd = np.concatenate(
+            [[self.priors.log_E_scale, self.priors.intercept_scale], self.priors.coef_scales(self.form)]
+        )
         ratio = u.std(axis=0) / prior_sd
         return {name: bool(r < PRIOR_SD_RATIO) for name, r in zip(self.form.param_names, ratio)}
 
@@ -252,7 +267,7 @@ class BayesFit:
             {
                 "identified": self.identified(),
                 "identified_rule": f"posterior sd below {PRIOR_SD_RATIO:g} x the prior sd in the sampler's "
-                                   "coordinates (log E, standardised coefficients)",
+                "coordinates (log E, standardised coefficients)",
                 "likelihood": cfg.likelihood,
                 "student_df": cfg.student_df if cfg.likelihood == "student" else None,
                 "priors": asdict(self.priors),
@@ -366,8 +381,15 @@ def fit_bayes(runs: Runs, point: PointFit, priors: Priors, config: SamplerConfig
     )
 
 
-def prior_predictive(runs: Runs, design: Design, priors: Priors, likelihood: str, student_df: float,
-                     num_samples: int = 1000, seed: int = 0) -> np.ndarray:
+def prior_predictive(
+    runs: Runs,
+    design: Design,
+    priors: Priors,
+    likelihood: str,
+    student_df: float,
+    num_samples: int = 1000,
+    seed: int = 0,
+) -> np.ndarray:
     """Log-losses ``[num_samples, n]`` of the runs drawn from the priors alone (no observations)."""
     import jax
     import jax.numpy as jnp

@@ -22,9 +22,9 @@ JSON-ready records out; the fit stage and the known-truth simulator both use the
 
 from __future__ import annotations
 
-import numpy as np
-
 from dataclasses import dataclass
+
+import numpy as np
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.law.forms import LAWS, get_law
@@ -32,9 +32,11 @@ from pplaw_jax.law.lack_of_fit import PureError, lack_of_fit, pure_error, replic
 from pplaw_jax.law.point import HeldOut, PointFit, compare_heldout, fit_point, heldout_error
 from pplaw_jax.law.runs import Runs
 
-RULE = ("laws rejected by the lack-of-fit test (p < alpha) are excluded; among the rest, the law with the "
-        "fewest parameters whose held-out RMSE of log-loss is not detectably above the best's (90% "
-        "group-bootstrap interval of the difference not above 0), ties broken by RMSE")
+RULE = (
+    "laws rejected by the lack-of-fit test (p < alpha) are excluded; among the rest, the law with the "
+    "fewest parameters whose held-out RMSE of log-loss is not detectably above the best's (90% "
+    "group-bootstrap interval of the difference not above 0), ties broken by RMSE"
+)
 
 
 @dataclass
@@ -49,9 +51,18 @@ class Assessment:
     pure_error: PureError
 
 
-def assess_laws(runs: Runs, laws=tuple(LAWS), *, alpha: float, n_random: int = 16, folds: int = 0,
-                seed: int = 0, bootstrap: int = 0, outlier_share: float = 0.0,
-                min_runs_per_param: float = 1.0) -> Assessment:
+def assess_laws(
+    runs: Runs,
+    laws=tuple(LAWS),
+    *,
+    alpha: float,
+    n_random: int = 16,
+    folds: int = 0,
+    seed: int = 0,
+    bootstrap: int = 0,
+    outlier_share: float = 0.0,
+    min_runs_per_param: float = 1.0,
+) -> Assessment:
     """Each law's point fit (`bootstrap` refits, e.g. to start NUTS chains), its lack-of-fit test
     against the pure error of the replicated runs (trimmed of up to ``outlier_share`` of the runs as
     outliers, `lack_of_fit`) and, with more than one law, its held-out error (whole run groups left
@@ -65,15 +76,27 @@ def assess_laws(runs: Runs, laws=tuple(LAWS), *, alpha: float, n_random: int = 1
         form = LAWS[name]
         needed = int(np.ceil(min_runs_per_param * len(form.param_names)))
         if runs.n < needed:
-            heldout[name] = (f"too few runs for law {name!r}: {runs.n} < {min_runs_per_param:g} x its "
-                             f"{len(form.param_names)} parameters = {needed}")
+            heldout[name] = (
+                f"too few runs for law {name!r}: {runs.n} < {min_runs_per_param:g} x its "
+                f"{len(form.param_names)} parameters = {needed}"
+            )
             continue
         try:
             fits[name] = fit_point(runs, form, n_random=n_random, bootstrap=bootstrap, seed=seed)
-            lof[name] = lack_of_fit(fits[name].log_predict(runs.mu, runs.sigma, runs.tokens) - np.log(runs.loss),
-                                    len(form.param_names), pe, alpha, max_outliers, replicated, runs.run_ids)
-            heldout[name] = (heldout_error(runs, form, folds=folds, seed=seed, full=fits[name])
-                             if len(laws) > 1 else "one law: no comparison")
+            lof[name] = lack_of_fit(
+                fits[name].log_predict(runs.mu, runs.sigma, runs.tokens) - np.log(runs.loss),
+                len(form.param_names),
+                pe,
+                alpha,
+                max_outliers,
+                replicated,
+                runs.run_ids,
+            )
+            heldout[name] = (
+                heldout_error(runs, form, folds=folds, seed=seed, full=fits[name])
+                if len(laws) > 1
+                else "one law: no comparison"
+            )
         except PplawError as e:  # e.g. too few runs for the law, a fold too small: report it
             heldout.setdefault(name, str(e))
     return Assessment(fits, lof, heldout, pe)
@@ -83,25 +106,46 @@ def choose_law(heldout: dict, lof: dict, groups: np.ndarray, seed: int = 0) -> d
     """`heldout`: law -> `HeldOut` or a string (why it has none); `lof`: law -> `lack_of_fit`
     record.  Returns ``{rule, chosen, reason, best_heldout, rejected, untested, eligible,
     not_worse_than_best, differences_to_best}``."""
-    scored = {k: r for k, r in heldout.items()
-              if isinstance(r, HeldOut) and r.n_scored == r.per_run_log_error.size}
+    scored = {k: r for k, r in heldout.items() if isinstance(r, HeldOut) and r.n_scored == r.per_run_log_error.size}
     rejected = sorted(k for k in scored if (lof.get(k) or {}).get("rejected") is True)
     untested = sorted(k for k in scored if (lof.get(k) or {}).get("rejected") is None)
     eligible = {k: r for k, r in scored.items() if k not in rejected}
-    out = {"rule": RULE, "chosen": None, "best_heldout": None, "rejected": rejected, "untested": untested,
-           "eligible": sorted(eligible), "not_worse_than_best": [], "differences_to_best": {}}
+    out = {
+        "rule": RULE,
+        "chosen": None,
+        "best_heldout": None,
+        "rejected": rejected,
+        "untested": untested,
+        "eligible": sorted(eligible),
+        "not_worse_than_best": [],
+        "differences_to_best": {},
+    }
     if not eligible:
-        why = ("every law with a held-out error fails the lack-of-fit test" if scored
-               else "no law could be validated on held-out groups")
+        why = (
+            "every law with a held-out error fails the lack-of-fit test"
+            if scored
+            else "no law could be validated on held-out groups"
+        )
         return out | {"reason": f"no law chosen: {why}; no law is used to select"}
     best = min(eligible, key=lambda k: eligible[k].rmse_log)
     diffs = compare_heldout(eligible, groups, baseline=best, seed=seed)["differences"] if len(eligible) > 1 else {}
     keep = [best] + [k for k, d in diffs.items() if d.get("verdict") in ("no detectable difference", "better")]
     chosen = min(keep, key=lambda k: (len(get_law(k).param_names), eligible[k].rmse_log))
-    reason = (f"{chosen!r}: " + ("the best held-out RMSE" if chosen == best else
-                                 f"the fewest parameters among the laws not detectably worse than the best "
-                                 f"({best!r}) on held-out groups")
-              + (f"; rejected by the lack-of-fit test: {', '.join(rejected)}" if rejected else "")
-              + (f"; lack of fit untestable for: {', '.join(untested)}" if untested else ""))
-    return out | {"chosen": chosen, "best_heldout": best, "not_worse_than_best": sorted(keep),
-                  "differences_to_best": diffs, "reason": reason}
+    reason = (
+        f"{chosen!r}: "
+        + (
+            "the best held-out RMSE"
+            if chosen == best
+            else f"the fewest parameters among the laws not detectably worse than the best "
+            f"({best!r}) on held-out groups"
+        )
+        + (f"; rejected by the lack-of-fit test: {', '.join(rejected)}" if rejected else "")
+        + (f"; lack of fit untestable for: {', '.join(untested)}" if untested else "")
+    )
+    return out | {
+        "chosen": chosen,
+        "best_heldout": best,
+        "not_worse_than_best": sorted(keep),
+        "differences_to_best": diffs,
+        "reason": reason,
+    }

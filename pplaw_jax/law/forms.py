@@ -185,7 +185,7 @@ LAWS: dict[str, LawForm] = {
         features=_quad_features,
         uses_perplexity=True,
         description="E + A * exp(c_mu*lm + c_sigma*ls + c_mu2*lm^2 + c_sigma2*ls^2 + c_musigma*lm*ls) / D^alphaD "
-                    "with lm = log mu, ls = log sigma",
+        "with lm = log mu, ls = log sigma",
         shrunk_exponents=("c_mu2", "c_sigma2", "c_musigma"),
     ),
     "surface": LawForm(
@@ -195,7 +195,7 @@ LAWS: dict[str, LawForm] = {
         features=_surface_features,
         uses_perplexity=True,
         description="E + A * exp(c_mu*lm + c_sigma*ls + c_mu2*lm^2 + c_sigma2*ls^2 + c_musigma*lm*ls "
-                    "- alphaD*ld + gammaD*ld^2) with lm, ls, ld = log mu, log sigma, log D",
+        "- alphaD*ld + gammaD*ld^2) with lm, ls, ld = log mu, log sigma, log D",
         shrunk_exponents=("c_mu2", "c_sigma2", "c_musigma"),  # gammaD is the token axis's own shape
     ),
 }

@@ -76,11 +76,16 @@ class PureError:
         return float(np.sqrt(self.ss / self.df)) if self.df > 0 else None
 
     def to_json(self) -> dict:
-        return {"sd_log_loss": self.sd, "df": self.df, "ss": self.ss, "replicate_sets": self.n_sets,
-                "replicated_runs": self.n_replicated_runs,
-                "definition": "runs of one group at one budget (token counts within "
-                              f"{100 * SAME_BUDGET_RTOL:g}%) are replicates; pure error = their spread "
-                              "around their own mean, on log-loss"}
+        return {
+            "sd_log_loss": self.sd,
+            "df": self.df,
+            "ss": self.ss,
+            "replicate_sets": self.n_sets,
+            "replicated_runs": self.n_replicated_runs,
+            "definition": "runs of one group at one budget (token counts within "
+            f"{100 * SAME_BUDGET_RTOL:g}%) are replicates; pure error = their spread "
+            "around their own mean, on log-loss",
+        }
 
 
 def replicated_mask(runs: Runs) -> np.ndarray:
@@ -96,12 +101,17 @@ def pure_error(runs: Runs) -> PureError:
     counts = np.bincount(sets)
     means = np.bincount(sets, weights=y) / counts
     ss = float(np.sum((y - means[sets]) ** 2))
-    return PureError(ss=ss, df=int(np.sum(counts - 1)), n_sets=int(np.sum(counts > 1)),
-                     n_replicated_runs=int(np.sum(counts[counts > 1])))
+    return PureError(
+        ss=ss,
+        df=int(np.sum(counts - 1)),
+        n_sets=int(np.sum(counts > 1)),
+        n_replicated_runs=int(np.sum(counts[counts > 1])),
+    )
 
 
-def lack_of_fit(log_residuals, n_params: int, pe: PureError, alpha: float, max_outliers: int = 0,
-                replicated=None, run_ids=None) -> dict:
+def lack_of_fit(
+    log_residuals, n_params: int, pe: PureError, alpha: float, max_outliers: int = 0, replicated=None, run_ids=None
+) -> dict:
     """The F test of one law (its residuals ``log predicted - log observed`` on the runs) against
     `pe`; ``rejected`` when ``p < alpha``, None when the test cannot be made.  With `max_outliers`,
     the trimmed test of the module doc (`replicated`: a mask of the runs in replicate sets, never
@@ -117,24 +127,42 @@ def lack_of_fit(log_residuals, n_params: int, pe: PureError, alpha: float, max_o
     ss_res = float(np.sum(r[keep] ** 2))
     df_res = int(keep.sum() - n_params)
     names = [str(run_ids[i]) if run_ids is not None else str(i) for i in outliers]
-    out = {"ss_residual": ss_res, "df_residual": df_res, "set_aside": names,
-           "set_aside_residuals": [float(r[i]) for i in outliers], "max_outliers": int(max_outliers),
-           "residual_sd_log_loss": float(np.sqrt(ss_res / df_res)) if df_res > 0 else None,
-           "pure_error_sd_log_loss": pe.sd, "alpha": alpha, "F": None, "df": None, "p": None,
-           "rejected": None}
+    out = {
+        "ss_residual": ss_res,
+        "df_residual": df_res,
+        "set_aside": names,
+        "set_aside_residuals": [float(r[i]) for i in outliers],
+        "max_outliers": int(max_outliers),
+        "residual_sd_log_loss": float(np.sqrt(ss_res / df_res)) if df_res > 0 else None,
+        "pure_error_sd_log_loss": pe.sd,
+        "alpha": alpha,
+        "F": None,
+        "df": None,
+        "p": None,
+        "rejected": None,
+    }
     df_lof = df_res - pe.df
     if pe.df == 0:
         return out | {"note": "untestable: no replicated runs (same group and budget) to measure the pure error"}
     if df_lof <= 0:
-        return out | {"note": f"untestable: {n_params} parameters leave no degrees of freedom for lack of "
-                              f"fit beyond the {pe.df} of pure error"}
+        return out | {
+            "note": f"untestable: {n_params} parameters leave no degrees of freedom for lack of "
+            f"fit beyond the {pe.df} of pure error"
+        }
     ss_lof = max(ss_res - pe.ss, 0.0)
     f = (ss_lof / df_lof) / (pe.ss / pe.df) if pe.ss > 0 else (np.inf if ss_lof > 0 else 0.0)
     p = float(stats.f.sf(f, df_lof, pe.df))
     aside = f"; set aside as outliers: {', '.join(names)}" if names else ""
-    return out | {"F": float(f), "df": [int(df_lof), int(pe.df)], "p": p, "rejected": bool(p < alpha),
-                  "note": (f"rejected: the residual ({out['residual_sd_log_loss']:.4g}) is larger than the "
-                           f"replicates' noise ({pe.sd:.4g}) beyond chance (p = {p:.2g} < {alpha:g}){aside}"
-                           if p < alpha else
-                           f"not rejected: residual {out['residual_sd_log_loss']:.4g} vs pure error "
-                           f"{pe.sd:.4g} (p = {p:.2g}){aside}")}
+    return out | {
+        "F": float(f),
+        "df": [int(df_lof), int(pe.df)],
+        "p": p,
+        "rejected": bool(p < alpha),
+        "note": (
+            f"rejected: the residual ({out['residual_sd_log_loss']:.4g}) is larger than the "
+            f"replicates' noise ({pe.sd:.4g}) beyond chance (p = {p:.2g} < {alpha:g}){aside}"
+            if p < alpha
+            else f"not rejected: residual {out['residual_sd_log_loss']:.4g} vs pure error "
+            f"{pe.sd:.4g} (p = {p:.2g}){aside}"
+        ),
+    }

@@ -8,7 +8,8 @@ perplexity-aware law the ``log D`` term is additive, so the optimum does not dep
 
 The feasible set is where a target may go: the runs' supported region (`region.SupportRegion`)
 and, at selection time, also the ``(mu, sigma)`` the landscape can supply at the budget (the
-*attainable* region, `region.AttainableRegion`).  It is represented by `FeasibleGrid`: a log-spaced ``n x n`` grid over its
+*attainable* region, `region.AttainableRegion`).  It is represented by `FeasibleGrid`: a log-spaced
+``n x n`` grid over its
 bounding box with a mask of the feasible cells.  A feasible cell has two kinds of edge, told apart
 by its four neighbours (evaluated one step beyond the box too):
 
@@ -44,12 +45,12 @@ class FeasibleGrid:
     """A log-spaced grid over ``mu_range x sigma_range``, the mask of the feasible cells
     (`supported` and, if given, `attainable`) and their two kinds of edge (module doc)."""
 
-    def __init__(self, mu_range, sigma_range, supported: Callable, attainable: Callable | None = None,
-                 n: int = GRID):
+    def __init__(self, mu_range, sigma_range, supported: Callable, attainable: Callable | None = None, n: int = GRID):
         (mu_lo, mu_hi), (s_lo, s_hi) = mu_range, sigma_range
         if not (0 < mu_lo < mu_hi and 0 < s_lo < s_hi):
-            raise PplawError(f"feasible set is empty or degenerate: mu in {list(mu_range)}, "
-                             f"sigma in {list(sigma_range)}")
+            raise PplawError(
+                f"feasible set is empty or degenerate: mu in {list(mu_range)}, sigma in {list(sigma_range)}"
+            )
         self.log_step = (np.log(mu_hi / mu_lo) / (n - 1), np.log(s_hi / s_lo) / (n - 1))
         self.feasible_fn = supported if attainable is None else (lambda m, s: supported(m, s) & attainable(m, s))
         self.mus, self.sigmas = np.geomspace(mu_lo, mu_hi, n), np.geomspace(s_lo, s_hi, n)
@@ -58,16 +59,25 @@ class FeasibleGrid:
         pad_s = np.exp(np.log(s_lo) + self.log_step[1] * np.arange(-1, n + 1))
         mg, sg = np.meshgrid(pad_mu, pad_s, indexing="ij")
         sup = np.asarray(supported(mg.ravel(), sg.ravel()), dtype=bool).reshape(n + 2, n + 2)
-        att = (np.ones_like(sup) if attainable is None else
-               np.asarray(attainable(mg.ravel(), sg.ravel()), dtype=bool).reshape(n + 2, n + 2))
+        att = (
+            np.ones_like(sup)
+            if attainable is None
+            else np.asarray(attainable(mg.ravel(), sg.ravel()), dtype=bool).reshape(n + 2, n + 2)
+        )
         feas = sup & att
         mask = feas[1:-1, 1:-1]
         if not mask.any():
-            raise PplawError("the feasible set holds no point of the search grid (the supported "
-                             "region and the attainable region do not overlap)")
+            raise PplawError(
+                "the feasible set holds no point of the search grid (the supported "
+                "region and the attainable region do not overlap)"
+            )
         beyond_runs = att & ~sup  # the corpus has it, the runs do not reach it
-        neighbours = ((slice(None, -2), slice(1, -1)), (slice(2, None), slice(1, -1)),
-                      (slice(1, -1), slice(None, -2)), (slice(1, -1), slice(2, None)))
+        neighbours = (
+            (slice(None, -2), slice(1, -1)),
+            (slice(2, None), slice(1, -1)),
+            (slice(1, -1), slice(None, -2)),
+            (slice(1, -1), slice(2, None)),
+        )
         runs_edge = np.zeros_like(mask)
         any_infeasible = np.zeros_like(mask)
         for nb in neighbours:
@@ -90,14 +100,18 @@ class FeasibleGrid:
         best_ex = np.empty(len(theta))
         for lo in range(0, len(theta), CHUNK):
             with np.errstate(over="ignore", invalid="ignore"):
-                ex = theta[lo:lo + CHUNK] @ feats.T
+                ex = theta[lo : lo + CHUNK] @ feats.T
             ex = np.where(np.isfinite(ex), ex, np.inf)
             i = np.argmin(ex, axis=1)
-            best[lo:lo + CHUNK] = cells[i]
-            best_ex[lo:lo + CHUNK] = ex[np.arange(len(i)), i]
-        return {"mu": self.mu[best], "sigma": self.sigma[best],
-                "loss": np.exp(np.logaddexp(log_e, best_ex)), "at_boundary": self.boundary[best],
-                "at_corpus_edge": self.corpus_edge[best]}
+            best[lo : lo + CHUNK] = cells[i]
+            best_ex[lo : lo + CHUNK] = ex[np.arange(len(i)), i]
+        return {
+            "mu": self.mu[best],
+            "sigma": self.sigma[best],
+            "loss": np.exp(np.logaddexp(log_e, best_ex)),
+            "at_boundary": self.boundary[best],
+            "at_corpus_edge": self.corpus_edge[best],
+        }
 
     def minimise(self, loss: Callable) -> tuple[float, float, float, bool]:
         """``(mu, sigma, loss, at_boundary)`` of the least `loss(mu, sigma)` over the feasible set:

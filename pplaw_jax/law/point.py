@@ -225,9 +225,11 @@ class PointFit:
         notes = {}
         for k, ok in self.identified.items():
             if not ok:
-                notes[k] = (f"unidentified: the fit ran {k} to its lower bound (below {E_BOUND_FRACTION:g} x the "
-                            "smallest observed loss, log E -> -inf); the data prefer no irreducible loss, so "
-                            "no interval is given")
+                notes[k] = (
+                    f"unidentified: the fit ran {k} to its lower bound (below {E_BOUND_FRACTION:g} x the "
+                    "smallest observed loss, log E -> -inf); the data prefer no irreducible loss, so "
+                    "no interval is given"
+                )
         for k in self.ci90_zero_width:
             notes[k] = "zero-width bootstrap interval: every refit returned the same value; not a real interval"
         return notes
@@ -320,8 +322,17 @@ def fit_point(
     identified = {k: True for k in form.param_names}
     identified["E"] = bool(np.exp(best.x[0]) >= E_BOUND_FRACTION * runs.loss.min())
     fit = PointFit(
-        form, design, best.x, float(best.fun), len(starts), n_agree, str(best.message),
-        robust_sd(_log_resid(best.x, z, y)), delta, first_sd, identified,
+        form,
+        design,
+        best.x,
+        float(best.fun),
+        len(starts),
+        n_agree,
+        str(best.message),
+        robust_sd(_log_resid(best.x, z, y)),
+        delta,
+        first_sd,
+        identified,
     )
     if bootstrap > 0:
         fit.bootstrap_u, fit.bootstrap_failed = _bootstrap(runs, z, y, best.x, bootstrap, rng, delta)
@@ -336,13 +347,17 @@ def _bootstrap(runs: Runs, z, y, u_best, n_boot, rng, delta):
     for b in range(n_boot):
         picked = rng.integers(0, runs.n_groups, size=runs.n_groups)
         np.add.at(weights[b], np.concatenate([rows_of[g] for g in picked]), 1.0)
-    starts = np.concatenate([np.broadcast_to(u_best, (n_boot, 1, u_best.size)),
-                             batch.ols_starts(z, runs.loss, weights, BOOT_E_FRACTIONS)], axis=1)
+    starts = np.concatenate(
+        [np.broadcast_to(u_best, (n_boot, 1, u_best.size)), batch.ols_starts(z, runs.loss, weights, BOOT_E_FRACTIONS)],
+        axis=1,
+    )
     u, value = batch.best_of_starts(starts, z, y, weights, delta)
     ok = np.isfinite(value)
     if not ok.any():  # np.stack([]) would raise a bare ValueError
-        raise PplawError(f"{runs.source}: every one of the {n_boot} bootstrap refits failed; the runs do not "
-                         f"constrain the law (use --bootstrap 0 for no intervals, or add runs)")
+        raise PplawError(
+            f"{runs.source}: every one of the {n_boot} bootstrap refits failed; the runs do not "
+            f"constrain the law (use --bootstrap 0 for no intervals, or add runs)"
+        )
     return u[ok], int((~ok).sum())
 
 
@@ -387,10 +402,14 @@ def _warm_refits(runs: Runs, form: LawForm, full: PointFit, fold: np.ndarray, n_
     for k in range(n_folds):
         rank = np.linalg.matrix_rank(z[train[k] > 0])
         if rank < form.n_coef:
-            raise PplawError(f"{runs.source}: fold {k}'s training runs do not identify law {form.name!r}: its "
-                             f"{form.n_coef} features have rank {rank} there")
-    starts = np.concatenate([np.broadcast_to(full.u, (n_folds, 1, full.u.size)),
-                             batch.ols_starts(z, runs.loss, train, BOOT_E_FRACTIONS)], axis=1)
+            raise PplawError(
+                f"{runs.source}: fold {k}'s training runs do not identify law {form.name!r}: its "
+                f"{form.n_coef} features have rank {rank} there"
+            )
+    starts = np.concatenate(
+        [np.broadcast_to(full.u, (n_folds, 1, full.u.size)), batch.ols_starts(z, runs.loss, train, BOOT_E_FRACTIONS)],
+        axis=1,
+    )
     u, value = batch.best_of_starts(starts, z, y, train, full.delta)
     if not np.all(np.isfinite(value)):
         raise PplawError(f"{runs.source}: a held-out refit of law {form.name!r} failed from every start")
@@ -409,20 +428,27 @@ def fold_of_runs(runs: Runs, folds: int, seed: int) -> np.ndarray:
 
 def describe_heldout(runs: Runs, folds: int, seed: int) -> str:
     """How `heldout_error` groups and leaves out the runs, for fit.json's method string."""
-    grouping = (f"the {runs.n} runs form {runs.n_groups} groups: rows sharing runs.csv's `group` value (without "
-                "that column, its `run_id`; without both, one row each), i.e. every budget and replicate of one "
-                "design point or perplexity window")
+    grouping = (
+        f"the {runs.n} runs form {runs.n_groups} groups: rows sharing runs.csv's `group` value (without "
+        "that column, its `run_id`; without both, one row each), i.e. every budget and replicate of one "
+        "design point or perplexity window"
+    )
     if folds == 0 or folds >= runs.n_groups:
         how = "leave-one-group-out: each group in turn is the test set, predicted by a fit on all other groups"
     else:
-        how = (f"{folds}-fold over groups: groups dealt at random (seed {seed}) into {folds} folds, each fold in "
-               "turn predicted by a fit on the other folds")
-    return (f"{how}; {grouping}; fits: each law's Huber point fit (same delta rule as the main fit); per-run "
-            "error = log predicted - log observed loss, every run predicted once")
+        how = (
+            f"{folds}-fold over groups: groups dealt at random (seed {seed}) into {folds} folds, each fold in "
+            "turn predicted by a fit on the other folds"
+        )
+    return (
+        f"{how}; {grouping}; fits: each law's Huber point fit (same delta rule as the main fit); per-run "
+        "error = log predicted - log observed loss, every run predicted once"
+    )
 
 
-def heldout_error(runs: Runs, form: LawForm, *, folds: int = 0, seed: int = 0, n_random: int = 4,
-                  full: PointFit | None = None) -> HeldOut:
+def heldout_error(
+    runs: Runs, form: LawForm, *, folds: int = 0, seed: int = 0, n_random: int = 4, full: PointFit | None = None
+) -> HeldOut:
     """Fit on all but one fold of run groups, predict the left-out fold; every run is predicted
     once.  ``folds=0`` (default) is leave-one-group-out; ``folds=k`` is k-fold over groups.
 
@@ -467,8 +493,9 @@ def heldout_error(runs: Runs, form: LawForm, *, folds: int = 0, seed: int = 0, n
     )
 
 
-def compare_heldout(results: dict, groups: np.ndarray, baseline: str = "ppl", *, n_boot: int = 2000,
-                    seed: int = 0) -> dict:
+def compare_heldout(
+    results: dict, groups: np.ndarray, baseline: str = "ppl", *, n_boot: int = 2000, seed: int = 0
+) -> dict:
     """Each law's held-out RMSE against `baseline`'s, with a group-bootstrap interval.
 
     `results` maps a law to its `HeldOut` or to a string saying why it could not be scored.  For

@@ -76,9 +76,13 @@ class SupportRegion:
 
     def to_json(self) -> dict:
         mu, sigma = self.from_unit(self.hull)
-        return {"coordinates": "u = (log mu - lo[0]) / span[0], v = (log sigma - lo[1]) / span[1]",
-                "lo": self.lo.tolist(), "span": self.span.tolist(), "margin": self.margin,
-                "hull": [[float(m), float(s)] for m, s in zip(mu, sigma)]}
+        return {
+            "coordinates": "u = (log mu - lo[0]) / span[0], v = (log sigma - lo[1]) / span[1]",
+            "lo": self.lo.tolist(),
+            "span": self.span.tolist(),
+            "margin": self.margin,
+            "hull": [[float(m), float(s)] for m, s in zip(mu, sigma)],
+        }
 
 
 def _hull(points: np.ndarray) -> np.ndarray:
@@ -153,8 +157,7 @@ class AttainableRegion:
         lo, hi = self.sigma_bounds(mu)
         scale = max(abs(self.mu_max), 1.0)
         tol = rtol * scale
-        return ((mu >= self.mu_min - tol) & (mu <= self.mu_max + tol)
-                & (sigma >= lo - tol) & (sigma <= hi + tol))
+        return (mu >= self.mu_min - tol) & (mu <= self.mu_max + tol) & (sigma >= lo - tol) & (sigma <= hi + tol)
 
     def closest(self, mu: float, sigma: float, weights: tuple[float, float]) -> tuple[float, float]:
         """The attainable point nearest to ``(mu, sigma)`` under the weighted distance: the point
@@ -183,6 +186,10 @@ class AttainableRegion:
         """JSON-friendly summary: the mu range and the sigma range at a few mu."""
         mu = np.linspace(self.mu_min, self.mu_max, 5)
         lo, hi = self.sigma_bounds(mu)
-        return {"mu_min": self.mu_min, "mu_max": self.mu_max,
-                "sigma_bounds": [{"mu": float(m), "sigma_min": float(a), "sigma_max": float(b)}
-                                 for m, a, b in zip(mu, lo, hi)]}
+        return {
+            "mu_min": self.mu_min,
+            "mu_max": self.mu_max,
+            "sigma_bounds": [
+                {"mu": float(m), "sigma_min": float(a), "sigma_max": float(b)} for m, a, b in zip(mu, lo, hi)
+            ],
+        }

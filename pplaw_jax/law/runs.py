@@ -62,8 +62,9 @@ class Runs:
         )
 
 
-def runs_from_arrays(mu, sigma, tokens, loss, run_id=None, group=None, source: str = "<arrays>",
-                     moments: str = "ppl") -> Runs:
+def runs_from_arrays(
+    mu, sigma, tokens, loss, run_id=None, group=None, source: str = "<arrays>", moments: str = "ppl"
+) -> Runs:
     """Build `Runs` from arrays with the same validation as the runs table's reader (used by
     tests, benchmarks and the simulator)."""
     frame = pd.DataFrame({"mu": mu, "sigma": sigma, "tokens": tokens, "loss": loss})
@@ -114,14 +115,22 @@ def runs_from_frame(frame: pd.DataFrame, source: str, required, moments: str) ->
         blank = frame["group"].isna() | (frame["group"].astype(str).str.strip() == "")
         if blank.any():
             i = int(np.flatnonzero(blank.to_numpy())[0])
-            raise PplawError(f"{source}: line {i + 2} (run {run_ids[i]}): column 'group' is blank; every run needs "
-                             "its group (the runs left out together when validating), or no group column at all")
+            raise PplawError(
+                f"{source}: line {i + 2} (run {run_ids[i]}): column 'group' is blank; every run needs "
+                "its group (the runs left out together when validating), or no group column at all"
+            )
         _, groups = np.unique(frame["group"].astype(str).to_numpy(), return_inverse=True)
     elif "run_id" in frame.columns:
         _, groups = np.unique(np.asarray(run_ids), return_inverse=True)
     else:
         groups = np.arange(len(frame))
     return Runs(
-        values["mu"], values["sigma"], values["tokens"], values["loss"], groups.reshape(-1), run_ids, source,
+        values["mu"],
+        values["sigma"],
+        values["tokens"],
+        values["loss"],
+        groups.reshape(-1),
+        run_ids,
+        source,
         moments,
     )

@@ -45,17 +45,20 @@ TRUE_PPL = ppl_params_with_optimum()
 TRUE_DATA = {"E": 1.8, "B": 400.0, "beta": 0.3}
 
 
-def sample_inputs(n: int, rng: np.random.Generator, mu_range=(5.0, 60.0), sigma_range=(1.5, 40.0),
-                  tokens_range=(1e6, 1e9)):
+def sample_inputs(
+    n: int, rng: np.random.Generator, mu_range=(5.0, 60.0), sigma_range=(1.5, 40.0), tokens_range=(1e6, 1e9)
+):
     """``n`` points log-uniform in each of mu, sigma, tokens (independently)."""
+
     def logu(r):
         return np.exp(rng.uniform(np.log(r[0]), np.log(r[1]), n))
 
     return logu(mu_range), logu(sigma_range), logu(tokens_range)
 
 
-def synthetic_runs(law: str = "ppl", params=None, n: int = 48, noise: float = 0.01, seed: int = 0,
-                   **ranges) -> pd.DataFrame:
+def synthetic_runs(
+    law: str = "ppl", params=None, n: int = 48, noise: float = 0.01, seed: int = 0, **ranges
+) -> pd.DataFrame:
     """A runs table (``run_id, mu_ppl, sigma_ppl, tokens, loss``, plus the noise-free ``loss_true``;
     write it with `pplaw_jax.fit.runs_table.write_runs_table`):
     ``loss = L(mu, sigma, D) * exp(noise * N(0, 1))``, i.e. Gaussian noise on log-loss.  The
@@ -66,5 +69,13 @@ def synthetic_runs(law: str = "ppl", params=None, n: int = 48, noise: float = 0.
     true = predict_loss(law, params, mu, sigma, tokens)
     loss = true * np.exp(noise * rng.standard_normal(n))
     mu_col, sigma_col = columns("ppl")
-    return pd.DataFrame({"run_id": [f"r{i:03d}" for i in range(n)], mu_col: mu, sigma_col: sigma, "tokens": tokens,
-                         "loss": loss, "loss_true": true})
+    return pd.DataFrame(
+        {
+            "run_id": [f"r{i:03d}" for i in range(n)],
+            mu_col: mu,
+            sigma_col: sigma,
+            "tokens": tokens,
+            "loss": loss,
+            "loss_true": true,
+        }
+    )

@@ -1,9 +1,9 @@
 """The Llama-family and Gemma 3 decoders (Flax NNX), their configurations, checkpoint loaders and tokenizer.
 
-    from pplaw_jax.models import load_model
-    loaded = load_model("path/to/hf_dir" | "model.gguf" | "smollm2-135m-instruct", dtype="bfloat16")
-    logits = loaded.model(input_ids)            # int32[B, T] -> [B, T, vocab]
-    sharded = load_model(spec, mesh=make_mesh("fsdp=-1"), scan_layers=True, remat="dots_saveable")
+from pplaw_jax.models import load_model
+loaded = load_model("path/to/hf_dir" | "model.gguf" | "smollm2-135m-instruct", dtype="bfloat16")
+logits = loaded.model(input_ids)            # int32[B, T] -> [B, T, vocab]
+sharded = load_model(spec, mesh=make_mesh("fsdp=-1"), scan_layers=True, remat="dots_saveable")
 """
 
 from pplaw_jax.models.config import ModelConfig
@@ -13,8 +13,8 @@ from pplaw_jax.models.hf import load_hf_checkpoint, save_hf_checkpoint
 from pplaw_jax.models.layers import REMAT_POLICIES
 from pplaw_jax.models.llama import LlamaForCausalLM, flat_params, init_model
 from pplaw_jax.models.loading import LoadedModel, load_model
-from pplaw_jax.models.weights import model_from_params, place_model
 from pplaw_jax.models.tokenizer import Tokenizer, train_bpe_tokenizer
+from pplaw_jax.models.weights import model_from_params, place_model
 
 __all__ = [
     "Gemma3Config",

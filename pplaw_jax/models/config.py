@@ -9,8 +9,9 @@ sliding window). Both the transformers-5 RoPE layout (`rope_parameters`) and the
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from pplaw_jax.errors import PplawError
 
@@ -55,13 +56,10 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.model_type not in ARCHITECTURES:
-            raise PplawError(
-                f"model_type {self.model_type!r} is not supported (supported: {sorted(ARCHITECTURES)})"
-            )
+            raise PplawError(f"model_type {self.model_type!r} is not supported (supported: {sorted(ARCHITECTURES)})")
         if self.num_heads % self.num_kv_heads:
             raise PplawError(
-                f"num_attention_heads={self.num_heads} is not a multiple of "
-                f"num_key_value_heads={self.num_kv_heads}"
+                f"num_attention_heads={self.num_heads} is not a multiple of num_key_value_heads={self.num_kv_heads}"
             )
         if self.rope_scaling is not None:
             rope_type = self.rope_scaling.get("rope_type", self.rope_scaling.get("type"))
@@ -79,7 +77,7 @@ class ModelConfig:
 
     # ------------------------------------------------------------------ HF config.json
     @classmethod
-    def from_hf(cls, config: Mapping[str, Any]) -> "ModelConfig":
+    def from_hf(cls, config: Mapping[str, Any]) -> ModelConfig:
         """Build from an HF `config.json` dict; PplawError naming the field for unsupported settings."""
         c = dict(config)
         model_type = c.get("model_type")
@@ -110,8 +108,10 @@ class ModelConfig:
 
         num_heads = int(c["num_attention_heads"])
         if not c.get("head_dim") and int(c["hidden_size"]) % num_heads:
-            raise PplawError(f"config.json: hidden_size {c['hidden_size']} is not divisible by num_attention_heads "
-                             f"{num_heads} (and no head_dim is given)")
+            raise PplawError(
+                f"config.json: hidden_size {c['hidden_size']} is not divisible by num_attention_heads "
+                f"{num_heads} (and no head_dim is given)"
+            )
         head_dim = c.get("head_dim") or int(c["hidden_size"]) // num_heads
         sliding = c.get("sliding_window") if model_type == "mistral" else None
         return cls(

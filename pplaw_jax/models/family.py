@@ -8,8 +8,8 @@ name, so a new family is its module plus one registry entry.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 def same_name(name: str) -> str | None:

@@ -33,8 +33,9 @@ one traced layer cannot run them all.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -114,13 +115,15 @@ class Gemma3Config:
             )
         if len(self.layer_types) != self.num_layers or set(self.layer_types) - {SLIDING, FULL}:
             raise PplawError(
-                f"layer_types must list {self.num_layers} entries of {SLIDING!r} / {FULL!r}, got {list(self.layer_types)}"
+                f"layer_types must list {self.num_layers} entries of {SLIDING!r} / {FULL!r}, "
+                f"got {list(self.layer_types)}"
             )
         if self.sliding_window < 1:
             raise PplawError(f"sliding_window must be >= 1, got {self.sliding_window}")
         if self.rope_scaling is not None and self.rope_scaling.get("rope_type") not in _ROPE_TYPES:
             raise PplawError(
-                f"Gemma 3 rope_scaling type {self.rope_scaling.get('rope_type')!r} is not supported (supported: {_ROPE_TYPES})"
+                f"Gemma 3 rope_scaling type {self.rope_scaling.get('rope_type')!r} is not supported "
+                f"(supported: {_ROPE_TYPES})"
             )
 
     __hash__ = ModelConfig.__hash__  # hashes the rope_scaling dict by its items
@@ -145,7 +148,7 @@ class Gemma3Config:
 
     # ------------------------------------------------------------------ HF config.json
     @classmethod
-    def from_hf(cls, config: Mapping[str, Any]) -> "Gemma3Config":
+    def from_hf(cls, config: Mapping[str, Any]) -> Gemma3Config:
         """Build from an HF `config.json` dict of model_type `gemma3_text`, or `gemma3` (multimodal:
         its `text_config` is used; the vision tower is not loaded).
 
@@ -184,7 +187,9 @@ class Gemma3Config:
         full_type = full.pop("rope_type", "default")
         full_theta = float(full.pop("rope_theta"))
         if full_type not in _ROPE_TYPES:
-            raise PplawError(f"config.json: rope type {full_type!r} is not supported for Gemma 3 (supported: {_ROPE_TYPES})")
+            raise PplawError(
+                f"config.json: rope type {full_type!r} is not supported for Gemma 3 (supported: {_ROPE_TYPES})"
+            )
         return cls(
             vocab_size=int(hf.vocab_size),
             hidden_size=int(hf.hidden_size),
@@ -275,7 +280,9 @@ class Gemma3Attention(nnx.Module):
         self.q_proj = linear(c.hidden_size, q, bias, dtype, param_dtype, rngs, ("embed", "heads"))
         self.k_proj = linear(c.hidden_size, kv, bias, dtype, param_dtype, rngs, ("embed", "kv_heads"))
         self.v_proj = linear(c.hidden_size, kv, bias, dtype, param_dtype, rngs, ("embed", "kv_heads"))
-        self.o_proj = linear(q, c.hidden_size, bias, dtype, param_dtype, rngs, ("heads", "embed"), bias_axis="embed_bias")
+        self.o_proj = linear(
+            q, c.hidden_size, bias, dtype, param_dtype, rngs, ("heads", "embed"), bias_axis="embed_bias"
+        )
         norm = dict(eps=c.rms_norm_eps, dtype=dtype, param_dtype=param_dtype, axis="head_dim")
         self.q_norm = GemmaRMSNorm(c.head_dim, **norm)
         self.k_norm = GemmaRMSNorm(c.head_dim, **norm)
@@ -304,7 +311,12 @@ class Gemma3DecoderLayer(nnx.Module):
         self.layer_type = layer_type
         self.input_layernorm = GemmaRMSNorm(h, **norm)
         self.self_attn = Gemma3Attention(
-            config, layer_type == SLIDING, dtype=dtype, param_dtype=param_dtype, attention_impl=attention_impl, rngs=rngs
+            config,
+            layer_type == SLIDING,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            attention_impl=attention_impl,
+            rngs=rngs,
         )
         self.post_attention_layernorm = GemmaRMSNorm(h, **norm)
         self.pre_feedforward_layernorm = GemmaRMSNorm(h, **norm)
@@ -372,7 +384,9 @@ class Gemma3ForCausalLM(nnx.Module):
         if config.tie_word_embeddings:
             self.lm_head = None
         else:
-            self.lm_head = linear(config.hidden_size, config.vocab_size, False, dtype, param_dtype, rngs, ("embed", "vocab"))
+            self.lm_head = linear(
+                config.hidden_size, config.vocab_size, False, dtype, param_dtype, rngs, ("embed", "vocab")
+            )
 
     def __call__(self, input_ids: jax.Array) -> jax.Array:
         t = input_ids.shape[1]
@@ -409,7 +423,7 @@ def gemma3_text_name(name: str) -> str | None:
         return None
     for prefix in _LANGUAGE_PREFIXES:
         if name.startswith(prefix):
-            name = "model." + name[len(prefix):]
+            name = "model." + name[len(prefix) :]
     if name == "language_model.lm_head.weight":
         name = "lm_head.weight"
     return name

@@ -91,7 +91,9 @@ def gguf_config(reader, path: Path) -> ModelConfig:
     """A ModelConfig from GGUF metadata (`{arch}.block_count`, `.attention.head_count`, ...)."""
     arch = _field(reader, "general.architecture")
     if arch not in _ARCHS:
-        raise PplawError(f"{path}: GGUF architecture {arch!r} is not supported (supported: {sorted([*_ARCHS, 'gemma3'])})")
+        raise PplawError(
+            f"{path}: GGUF architecture {arch!r} is not supported (supported: {sorted([*_ARCHS, 'gemma3'])})"
+        )
     names = {t.name for t in reader.tensors}
     if "rope_freqs.weight" in names:
         raise PplawError(f"{path}: GGUF per-frequency RoPE factors (rope_freqs, Llama 3.1 style) are not supported")
@@ -225,8 +227,13 @@ def load_gguf(
     else:
         config = gguf_config(reader, path)
     model = place_model(
-        config, gguf_sources(reader, path, config), dtype=dtype, param_dtype=param_dtype, mesh=mesh,
-        source=str(path), **model_kwargs,
+        config,
+        gguf_sources(reader, path, config),
+        dtype=dtype,
+        param_dtype=param_dtype,
+        mesh=mesh,
+        source=str(path),
+        **model_kwargs,
     )
     return config, model
 
@@ -238,6 +245,7 @@ def gemma3_gguf_config(reader, path) -> Gemma3Config:
     base 10000, attention scale `head_dim ** -0.5` (`(hidden / heads) ** -0.5` for the 62-layer 27B).
     llama.cpp reads no soft-capping for gemma3, and neither does this.
     """
+
     def need(key):
         value = _field(reader, f"gemma3.{key}")
         if value is None:
@@ -270,7 +278,9 @@ def gemma3_gguf_config(reader, path) -> Gemma3Config:
         num_heads=heads,
         num_kv_heads=int(_field(reader, "gemma3.attention.head_count_kv", heads)),
         head_dim=head_dim,
-        layer_types=tuple(gemma3.FULL if (i + 1) % gemma3.GGUF_SLIDING_PATTERN == 0 else gemma3.SLIDING for i in range(layers)),
+        layer_types=tuple(
+            gemma3.FULL if (i + 1) % gemma3.GGUF_SLIDING_PATTERN == 0 else gemma3.SLIDING for i in range(layers)
+        ),
         sliding_window=int(need("attention.sliding_window")),
         rms_norm_eps=float(need("attention.layer_norm_rms_epsilon")),
         rope_theta=float(_field(reader, "gemma3.rope.freq_base", 1_000_000.0)),

@@ -23,8 +23,8 @@ from jax.sharding import Mesh
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import publish_modes, staging_dir
-from pplaw_jax.models.config import ModelConfig
 from pplaw_jax.models import registry
+from pplaw_jax.models.config import ModelConfig
 from pplaw_jax.models.gemma3 import Gemma3Config, Gemma3ForCausalLM
 from pplaw_jax.models.llama import LlamaForCausalLM, flat_params
 from pplaw_jax.models.weights import TensorSource, Transposed, place_model
@@ -37,7 +37,7 @@ def hf_to_param_name(name: str) -> tuple[str, bool] | None:
     """Map an HF tensor name to (our dotted param path, transpose?); None for tensors we ignore."""
     if name.endswith("rotary_emb.inv_freq"):
         return None
-    base = name[len("model."):] if name.startswith("model.") else name
+    base = name[len("model.") :] if name.startswith("model.") else name
     module, _, kind = base.rpartition(".")
     if kind == "bias":
         return f"{module}.bias", False
@@ -70,8 +70,23 @@ _DTYPES = {
     "F16": np.dtype("<f2"),
     "BF16": np.dtype(ml_dtypes.bfloat16),
 }
-_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-             "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}  # every safetensors dtype
+_ITEMSIZE = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}  # every safetensors dtype
 _MAX_HEADER = 100 * 2**20  # the safetensors format's own limit on the JSON header
 
 
@@ -131,7 +146,9 @@ class SafetensorsFile:
             if dtype not in _ITEMSIZE:
                 raise PplawError(f"{path}: tensor {name}: unknown dtype {dtype!r}")
             if not 0 <= begin <= end <= data_len:
-                raise PplawError(f"{path}: tensor {name}: data offsets {[begin, end]} lie outside the file (truncated?)")
+                raise PplawError(
+                    f"{path}: tensor {name}: data offsets {[begin, end]} lie outside the file (truncated?)"
+                )
             if end - begin != _ITEMSIZE[dtype] * int(np.prod(shape, dtype=np.int64)):
                 raise PplawError(f"{path}: tensor {name}: {end - begin} bytes do not hold {dtype}{list(shape)}")
             self.entries[name] = (dtype, shape, begin, end)
@@ -205,7 +222,12 @@ def hf_sources(directory: Path, config: ModelConfig | Gemma3Config) -> dict[str,
 
 
 def load_hf_checkpoint(
-    directory: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32, mesh: Mesh | None = None, **model_kwargs
+    directory: str | os.PathLike,
+    *,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    mesh: Mesh | None = None,
+    **model_kwargs,
 ) -> tuple[ModelConfig | Gemma3Config, LlamaForCausalLM | Gemma3ForCausalLM]:
     """Read an HF checkpoint directory into (config, model); weights cast to `param_dtype` and
     placed straight into their shards on `mesh` (None: the default device); see `weights.place_model`.
@@ -215,15 +237,23 @@ def load_hf_checkpoint(
     directory = Path(directory)
     config = read_hf_config(directory)
     model = place_model(
-        config, hf_sources(directory, config), dtype=dtype, param_dtype=param_dtype, mesh=mesh,
-        source=str(directory), **model_kwargs,
+        config,
+        hf_sources(directory, config),
+        dtype=dtype,
+        param_dtype=param_dtype,
+        mesh=mesh,
+        source=str(directory),
+        **model_kwargs,
     )
     return config, model
 
 
 # ---------------------------------------------------------------------- writing
 def save_hf_checkpoint(
-    model: LlamaForCausalLM | Gemma3ForCausalLM, config: ModelConfig | Gemma3Config, tokenizer, out_dir: str | os.PathLike
+    model: LlamaForCausalLM | Gemma3ForCausalLM,
+    config: ModelConfig | Gemma3Config,
+    tokenizer,
+    out_dir: str | os.PathLike,
 ) -> None:
     """Write `config.json`, `model.safetensors` and tokenizer files that transformers loads.
 
@@ -236,7 +266,9 @@ def save_hf_checkpoint(
     from safetensors.numpy import save_file
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and not (out_dir.is_dir() and ((out_dir / "config.json").exists() or not any(out_dir.iterdir()))):
+    if out_dir.exists() and not (
+        out_dir.is_dir() and ((out_dir / "config.json").exists() or not any(out_dir.iterdir()))
+    ):
         raise PplawError(f"{out_dir}: exists and is not an HF checkpoint directory; refusing to overwrite")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tensors = {}

@@ -105,7 +105,14 @@ class RMSNorm(nnx.Module):
 
 
 def linear(
-    n_in: int, n_out: int, bias: bool, dtype, param_dtype, rngs: nnx.Rngs, axes: tuple[str, str], bias_axis: str | None = None
+    n_in: int,
+    n_out: int,
+    bias: bool,
+    dtype,
+    param_dtype,
+    rngs: nnx.Rngs,
+    axes: tuple[str, str],
+    bias_axis: str | None = None,
 ) -> nnx.Linear:
     """An [in, out] projection whose dims are named `axes`; its bias is named `bias_axis` (default: `out`'s)."""
     return nnx.Linear(

@@ -21,7 +21,6 @@ with depth). `flat_params` names parameters the unrolled way in both, which is w
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -42,6 +41,7 @@ from pplaw_jax.models.layers import (
     remat_policy_name,
     rope_cos_sin,
 )
+
 
 class Attention(nnx.Module):
     """Multi-head attention with grouped KV heads, optional qkv bias and per-head q/k RMSNorm."""
@@ -141,7 +141,11 @@ class LlamaForCausalLM(nnx.Module):
 
         if self.scan_layers:
             stacked = nnx.vmap(
-                layer, in_axes=0, out_axes=0, axis_size=config.num_layers, transform_metadata={nnx.PARTITION_NAME: LAYERS}
+                layer,
+                in_axes=0,
+                out_axes=0,
+                axis_size=config.num_layers,
+                transform_metadata={nnx.PARTITION_NAME: LAYERS},
             )
             self.layers = nnx.split_rngs(splits=config.num_layers)(stacked)(rngs)
         else:
@@ -150,7 +154,9 @@ class LlamaForCausalLM(nnx.Module):
         if config.tie_word_embeddings:
             self.lm_head = None
         else:
-            self.lm_head = linear(config.hidden_size, config.vocab_size, False, dtype, param_dtype, rngs, ("embed", "vocab"))
+            self.lm_head = linear(
+                config.hidden_size, config.vocab_size, False, dtype, param_dtype, rngs, ("embed", "vocab")
+            )
 
     def __call__(self, input_ids: jax.Array) -> jax.Array:
         t = input_ids.shape[1]
@@ -194,7 +200,9 @@ def init_model(
     """
 
     def build() -> LlamaForCausalLM:
-        return LlamaForCausalLM(config, dtype=jnp.dtype(dtype), param_dtype=jnp.float32, rngs=nnx.Rngs(params=seed), **kwargs)
+        return LlamaForCausalLM(
+            config, dtype=jnp.dtype(dtype), param_dtype=jnp.float32, rngs=nnx.Rngs(params=seed), **kwargs
+        )
 
     if mesh is None:
         return build()

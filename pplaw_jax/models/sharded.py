@@ -11,7 +11,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from pplaw_jax.distributed import batch_sharding, state_shardings
 from pplaw_jax.errors import PplawError

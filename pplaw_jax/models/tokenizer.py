@@ -8,8 +8,8 @@ one (batch-parallel, and no transformers max-length warnings on long documents).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from pplaw_jax.errors import PplawError
 
@@ -56,8 +56,9 @@ class Tokenizer:
         tokens: where each token came from, which byte counts per chunk need (`data.chunking`)."""
         texts = list(texts)
         if self._backend is not None:
-            return [(e.ids, [a for a, _ in e.offsets])
-                    for e in self._backend.encode_batch(texts, add_special_tokens=False)]
+            return [
+                (e.ids, [a for a, _ in e.offsets]) for e in self._backend.encode_batch(texts, add_special_tokens=False)
+            ]
         if not getattr(self._hf, "is_fast", False):
             raise PplawError("byte counts per chunk need a fast tokenizer (character offsets); this one is not")
         out = []
@@ -116,7 +117,7 @@ class Tokenizer:
         self.to_transformers().save_pretrained(str(directory))
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "Tokenizer":
+    def load(cls, directory: str | os.PathLike) -> Tokenizer:
         """Load the tokenizer files of an HF checkpoint directory (offline)."""
         directory = Path(directory)
         names = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -129,8 +130,10 @@ class Tokenizer:
         except Exception as e:  # transformers raises many types for unreadable tokenizer files
             config = directory / "tokenizer_config.json"
             if config.exists() and '"auto_map"' in config.read_text(errors="replace"):
-                raise PplawError(f"{config}: names custom tokenizer code (auto_map), which pplaw never runs "
-                                 "(trust_remote_code=False); use a checkpoint with a standard tokenizer class") from e
+                raise PplawError(
+                    f"{config}: names custom tokenizer code (auto_map), which pplaw never runs "
+                    "(trust_remote_code=False); use a checkpoint with a standard tokenizer class"
+                ) from e
             raise PplawError(f"{directory}: cannot load the tokenizer: {' '.join(str(e).split())}") from e
 
 

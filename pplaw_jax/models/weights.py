@@ -13,8 +13,9 @@ The decoder built is the one of the config's family (`decoder_class`: Llama fami
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
@@ -165,7 +166,9 @@ def place_model(
     """
     param_dtype = jnp.dtype(param_dtype)
     cls = decoder_class(config)
-    abstract = nnx.eval_shape(lambda: cls(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0), **model_kwargs))
+    abstract = nnx.eval_shape(
+        lambda: cls(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0), **model_kwargs)
+    )
     graphdef, state = nnx.split(abstract)
     scanned = abstract.scan_layers
     flat = list(nnx.to_flat_state(state))
@@ -184,7 +187,9 @@ def place_model(
     missing = sorted(set(expected) - set(sources))
     unexpected = sorted(set(sources) - set(expected))
     if missing or unexpected:
-        raise PplawError(f"{source}: weights do not match the config (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise PplawError(
+            f"{source}: weights do not match the config (missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
     for name, shape in expected.items():
         if tuple(sources[name].shape) != shape:
             raise PplawError(
@@ -215,6 +220,4 @@ def model_from_params(
 ) -> LlamaForCausalLM | Gemma3ForCausalLM:
     """`place_model` from in-memory arrays keyed by checkpoint name, in the model's layout."""
     sources = {name: ArraySource(name, np.asarray(array)) for name, array in params.items()}
-    return place_model(
-        config, sources, dtype=dtype, param_dtype=param_dtype, mesh=mesh, source=source, **model_kwargs
-    )
+    return place_model(config, sources, dtype=dtype, param_dtype=param_dtype, mesh=mesh, source=source, **model_kwargs)

@@ -20,20 +20,36 @@ Every method keeps the budget rule (tokens <= budget, shortfall below one chunk;
 everything) and warns with `SelectionWarning` when it cannot do what was asked.
 """
 
+from pplaw_jax.law.region import AttainableRegion
 from pplaw_jax.select.baselines import BASELINES, select_baseline
 from pplaw_jax.select.core import Selection, SelectionWarning, parse_budget
-from pplaw_jax.law.region import AttainableRegion
+from pplaw_jax.select.design import DesignPoint, build_design
 from pplaw_jax.select.dos import RankedLandscape, default_weights, dos_select
 from pplaw_jax.select.io import write_selection
-from pplaw_jax.select.design import DesignPoint, build_design
 from pplaw_jax.select.target import NoInteriorOptimum, Refusal, Target, TargetChoice, choose_target
 from pplaw_jax.select.tilted import tilted_select
 from pplaw_jax.select.windows import WindowSubset, select_windows, subset_name
 
 __all__ = [
-    "AttainableRegion", "BASELINES", "DesignPoint",
-    "NoInteriorOptimum", "RankedLandscape", "Refusal", "Selection", "SelectionWarning", "Target", "TargetChoice",
-    "WindowSubset", "build_design", "choose_target", "default_weights", "dos_select", "parse_budget",
-    "select_baseline", "select_windows", "subset_name", "tilted_select",
+    "AttainableRegion",
+    "BASELINES",
+    "DesignPoint",
+    "NoInteriorOptimum",
+    "RankedLandscape",
+    "Refusal",
+    "Selection",
+    "SelectionWarning",
+    "Target",
+    "TargetChoice",
+    "WindowSubset",
+    "build_design",
+    "choose_target",
+    "default_weights",
+    "dos_select",
+    "parse_budget",
+    "select_baseline",
+    "select_windows",
+    "subset_name",
+    "tilted_select",
     "write_selection",
 ]

@@ -44,8 +44,14 @@ def baseline_order(method: str, ppl: np.ndarray, seed: int = 0) -> np.ndarray:
     raise PplawError(f"unknown baseline {method!r}; choose one of {', '.join(BASELINES)}")
 
 
-def select_baseline(method: str, ppl: np.ndarray, n_tokens: np.ndarray, budget: int | None,
-                    seed: int = 0, allowed: np.ndarray | None = None) -> Selection:
+def select_baseline(
+    method: str,
+    ppl: np.ndarray,
+    n_tokens: np.ndarray,
+    budget: int | None,
+    seed: int = 0,
+    allowed: np.ndarray | None = None,
+) -> Selection:
     """The `method` baseline's subset of a landscape (``ppl``, ``n_tokens`` per chunk).
 
     `budget` may be None only for ``full``.  Landscapes smaller than the budget give every chunk
@@ -58,8 +64,10 @@ def select_baseline(method: str, ppl: np.ndarray, n_tokens: np.ndarray, budget: 
             raise PplawError("method 'oracle' needs the clean documents (--labels: a contaminated corpus)")
         allowed = np.asarray(allowed, dtype=bool)
         if budget is None or int(n_tokens[allowed].sum()) < budget:
-            raise PplawError(f"method 'oracle': the clean chunks hold {int(n_tokens[allowed].sum())} tokens, "
-                             f"fewer than the budget {budget}")
+            raise PplawError(
+                f"method 'oracle': the clean chunks hold {int(n_tokens[allowed].sum())} tokens, "
+                f"fewer than the budget {budget}"
+            )
         clean = np.flatnonzero(allowed)
         order = clean[np.random.default_rng(seed).permutation(clean.size)]
         return make_selection(ppl, n_tokens, fill_prefix(order, n_tokens, budget), budget, messages)
@@ -76,6 +84,9 @@ def select_baseline(method: str, ppl: np.ndarray, n_tokens: np.ndarray, budget: 
         lo, hi = np.quantile(ppl, BAND)
         outside = int(np.sum((ppl[indices] < lo) | (ppl[indices] > hi)))
         if outside:
-            warn(messages, f"band: the middle {100 * (BAND[1] - BAND[0]):.0f}% of the chunks holds fewer tokens "
-                           f"than the budget {budget}; {outside} chunks come from outside it")
+            warn(
+                messages,
+                f"band: the middle {100 * (BAND[1] - BAND[0]):.0f}% of the chunks holds fewer tokens "
+                f"than the budget {budget}; {outside} chunks come from outside it",
+            )
     return make_selection(ppl, n_tokens, indices, budget, messages)

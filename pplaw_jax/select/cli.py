@@ -27,11 +27,20 @@ import json
 import numpy as np
 import pandas as pd
 
-from pplaw_jax.config import (MAX_BOUNDARY_FRACTION, MOMENTS_DEFAULT, SELECTOR_DEFAULT, DesignConfig,
-                              SelectConfig, WindowsConfig, add_settings, parser_options)
+from pplaw_jax.config import (
+    MAX_BOUNDARY_FRACTION,
+    MOMENTS_DEFAULT,
+    SELECTOR_DEFAULT,
+    DesignConfig,
+    SelectConfig,
+    WindowsConfig,
+    add_settings,
+    parser_options,
+)
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import atomic_write, json_digest, write_json
 from pplaw_jax.fit.fitdir import FIT_JSON, load_fit
+from pplaw_jax.landscape.directory import Landscape, read_landscape
 from pplaw_jax.law import predict_loss
 from pplaw_jax.law.predictive import predictive
 from pplaw_jax.moments import check_moments, subset_moments
@@ -40,15 +49,25 @@ from pplaw_jax.select.baselines import select_baseline
 from pplaw_jax.select.core import Selection, parse_budget, take_all_if_short
 from pplaw_jax.select.design import build_design
 from pplaw_jax.select.dos import RankedLandscape
-from pplaw_jax.landscape.directory import Landscape, read_landscape
-from pplaw_jax.select.selectors import select_target
 from pplaw_jax.select.io import SELECTION_PARQUET, SUMMARY_JSON, write_selection
+from pplaw_jax.select.selectors import select_target
 from pplaw_jax.select.target import Refusal, choose_target
 from pplaw_jax.select.windows import parse_window, select_windows
 
 REFUSED_JSON = "refused.json"
-MANIFEST_COLUMNS = ["name", "group", "replicate", "seed", "budget", "tokens", "n_chunks",
-                    "mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl"]
+MANIFEST_COLUMNS = [
+    "name",
+    "group",
+    "replicate",
+    "seed",
+    "budget",
+    "tokens",
+    "n_chunks",
+    "mu_ppl",
+    "sigma_ppl",
+    "mu_logppl",
+    "sigma_logppl",
+]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,18 +77,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     one.add_argument("--fit", help="fit directory from `pplaw fit` (DOS target, predicted loss)")
     one.add_argument("--target-mu", type=float, help="explicit DOS target mu")
     one.add_argument("--target-sigma", type=float, help="explicit DOS target sigma")
-    one.add_argument("--labels", help="--method oracle: a corpus from `pplaw data contaminate` whose "
-                                      "documents labelled clean the oracle samples from")
+    one.add_argument(
+        "--labels",
+        help="--method oracle: a corpus from `pplaw data contaminate` whose "
+        "documents labelled clean the oracle samples from",
+    )
     one.add_argument("--id-field", default="id", help="--labels: the document id field")
     add_settings(parser, SelectConfig)
     modes = parser.add_subparsers(dest="mode", metavar="{design,windows}")
     options = parser_options()
     options.pop("parser_class")
     for name, cls, text, example in (
-        ("design", DesignConfig, "the space-filling 2-D design of law-fitting subsets",
-         "pplaw select design --landscape land --n 21 --budgets 1e4 4e4 1.6e5 --centre 3 --out grid"),
-        ("windows", WindowsConfig, "the paper's grid of perplexity-quantile windows x budgets",
-         "pplaw select windows --landscape land --budgets 1e5 3e5 1e6 --out grid"),
+        (
+            "design",
+            DesignConfig,
+            "the space-filling 2-D design of law-fitting subsets",
+            "pplaw select design --landscape land --n 21 --budgets 1e4 4e4 1.6e5 --centre 3 --out grid",
+        ),
+        (
+            "windows",
+            WindowsConfig,
+            "the paper's grid of perplexity-quantile windows x budgets",
+            "pplaw select windows --landscape land --budgets 1e5 3e5 1e6 --out grid",
+        ),
     ):
         sub = modes.add_parser(name, help=text, description=text, epilog=f"example:\n  {example}", **options)
         _inputs(sub, required=True)
@@ -113,11 +143,28 @@ def _run_select(args, cfg: SelectConfig) -> int:
         raise PplawError("give both --target-mu and --target-sigma, or neither")
     explicit = None if explicit[0] is None else explicit
     if method != "dos":
-        _reject(cfg, args, ["--target", "--target-mu", "--target-sigma", "--selector", "--allow-boundary",
-                            "--allow-lack-of-fit", "--max-boundary-fraction", "--trust-margin"], f"--method {method}")
+        _reject(
+            cfg,
+            args,
+            [
+                "--target",
+                "--target-mu",
+                "--target-sigma",
+                "--selector",
+                "--allow-boundary",
+                "--allow-lack-of-fit",
+                "--max-boundary-fraction",
+                "--trust-margin",
+            ],
+            f"--method {method}",
+        )
     if explicit is not None:
-        _reject(cfg, args, ["--target", "--allow-boundary", "--allow-lack-of-fit", "--max-boundary-fraction",
-                            "--trust-margin"], "an explicit --target-mu/--target-sigma")
+        _reject(
+            cfg,
+            args,
+            ["--target", "--allow-boundary", "--allow-lack-of-fit", "--max-boundary-fraction", "--trust-margin"],
+            "an explicit --target-mu/--target-sigma",
+        )
     if method == "dos" and explicit is None and args.fit is None:
         raise PplawError("--method dos needs --fit FITDIR or --target-mu M --target-sigma S")
 
@@ -134,8 +181,17 @@ def _run_select(args, cfg: SelectConfig) -> int:
         try:
             sel, extra = _dos(args, cfg, landscape, values, budget, fit, explicit)
         except Refusal as e:
-            write_json(out / REFUSED_JSON, {"method": "dos", "budget": budget, "moments": moments,
-                                            "fit": args.fit, "message": str(e), **e.details})
+            write_json(
+                out / REFUSED_JSON,
+                {
+                    "method": "dos",
+                    "budget": budget,
+                    "moments": moments,
+                    "fit": args.fit,
+                    "message": str(e),
+                    **e.details,
+                },
+            )
             raise
     else:
         sel = select_baseline(method, values, landscape.n_tokens, budget, args.seed, _allowed(args, landscape))
@@ -143,9 +199,21 @@ def _run_select(args, cfg: SelectConfig) -> int:
     if fit is not None:
         summary.update(predicted_losses(fit, sel))
     write_selection(out, landscape, sel.indices, summary)
-    print(json.dumps({"out": str(out), "method": method, "chunks": sel.n_chunks, "tokens": sel.tokens,
-                      "budget": budget, "mu": sel.mu, "sigma": sel.sigma, "moments": moments,
-                      "note": extra.get("target_note")}))
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "method": method,
+                "chunks": sel.n_chunks,
+                "tokens": sel.tokens,
+                "budget": budget,
+                "mu": sel.mu,
+                "sigma": sel.sigma,
+                "moments": moments,
+                "note": extra.get("target_note"),
+            }
+        )
+    )
     return 0
 
 
@@ -160,11 +228,14 @@ def _allowed(args, landscape: Landscape):
     from pplaw_jax.data.contaminate import clean_doc_ids
 
     clean = clean_doc_ids(args.labels, args.id_field)
-    allowed = np.isin(landscape.table.column("doc_id").to_numpy(zero_copy_only=False).astype(str),
-                      np.array(sorted(clean), dtype=str))
+    allowed = np.isin(
+        landscape.table.column("doc_id").to_numpy(zero_copy_only=False).astype(str), np.array(sorted(clean), dtype=str)
+    )
     if not allowed.any():
-        raise PplawError(f"--labels {args.labels}: no document of the landscape is labelled clean there "
-                         "(is it the corpus the landscape scored?)")
+        raise PplawError(
+            f"--labels {args.labels}: no document of the landscape is labelled clean there "
+            "(is it the corpus the landscape scored?)"
+        )
     return allowed
 
 
@@ -197,25 +268,39 @@ def _dos(args, cfg: SelectConfig, landscape: Landscape, values, budget: int, fit
         if draws is None:
             draws, draws_source = fit.bootstrap_draws(), "bootstrap"
         if cfg.target == "posterior" and draws_source != "posterior":
-            raise PplawError("--target posterior needs a fit with a Bayesian posterior "
-                             "(posterior.nc); use --target point")
+            raise PplawError(
+                "--target posterior needs a fit with a Bayesian posterior (posterior.nc); use --target point"
+            )
         choice = choose_target(
-            space.region, fit.law, fit.point_params, draws, budget, fit.support(cfg.trust_margin),
-            draws_source=draws_source, allow_boundary=cfg.allow_boundary,
-            max_boundary_fraction=(MAX_BOUNDARY_FRACTION if cfg.max_boundary_fraction is None
-                                   else cfg.max_boundary_fraction))
+            space.region,
+            fit.law,
+            fit.point_params,
+            draws,
+            budget,
+            fit.support(cfg.trust_margin),
+            draws_source=draws_source,
+            allow_boundary=cfg.allow_boundary,
+            max_boundary_fraction=(
+                MAX_BOUNDARY_FRACTION if cfg.max_boundary_fraction is None else cfg.max_boundary_fraction
+            ),
+        )
         source = cfg.target or ("posterior" if choice.posterior is not None else "point")
         target = choice.get(source)
         mu, sigma = target.mu, target.sigma
         extra["target_choice"] = choice.as_dict()
         if (choice.interior.get("fraction_at_corpus_edge") or 0) > 0.5:
-            extra["target_note"] = ("the optimum lies on the edge of what this landscape can supply at the budget, "
-                                    "inside the runs' support: select as far as the corpus allows (e.g. drop a tail)")
-    sel = select_target(selector, values, landscape.n_tokens, budget, mu, sigma, seed=args.seed,
-                        spaces={budget: space})
-    extra.update(target={**sel.info["target"], "source": source}, attainable=sel.info["attainable"],
-                 distance=sel.info["distance"], weights=sel.info["weights"],
-                 tilt=sel.info.get("tilt"))
+            extra["target_note"] = (
+                "the optimum lies on the edge of what this landscape can supply at the budget, "
+                "inside the runs' support: select as far as the corpus allows (e.g. drop a tail)"
+            )
+    sel = select_target(selector, values, landscape.n_tokens, budget, mu, sigma, seed=args.seed, spaces={budget: space})
+    extra.update(
+        target={**sel.info["target"], "source": source},
+        attainable=sel.info["attainable"],
+        distance=sel.info["distance"],
+        weights=sel.info["weights"],
+        tilt=sel.info.get("tilt"),
+    )
     return sel, extra
 
 
@@ -226,29 +311,34 @@ def _check_usable(fit) -> None:
     if choice.get("usable", True):
         return
     lof = ((fit.info.get("lack_of_fit") or {}).get("laws") or {}).get(fit.law) or {}
-    raise Refusal(f"{fit.fit_dir / FIT_JSON}: no law fits these runs well enough to select with "
-                  f"({choice.get('reason')}; {fit.law!r}: {lof.get('note', 'lack of fit')}). Random is the "
-                  "recommendation at this budget; add replicated runs or a more flexible law (--law) and refit, or "
-                  "pass --allow-lack-of-fit to select anyway",
-                  {"refused": "lack of fit", "law": fit.law, "law_choice": choice, "lack_of_fit": lof})
+    raise Refusal(
+        f"{fit.fit_dir / FIT_JSON}: no law fits these runs well enough to select with "
+        f"({choice.get('reason')}; {fit.law!r}: {lof.get('note', 'lack of fit')}). Random is the "
+        "recommendation at this budget; add replicated runs or a more flexible law (--law) and refit, or "
+        "pass --allow-lack-of-fit to select anyway",
+        {"refused": "lack of fit", "law": fit.law, "law_choice": choice, "lack_of_fit": lof},
+    )
 
 
 def predicted_losses(fit, sel: Selection, level: float = 0.9) -> dict:
     """The law's loss for a subset's ``(mu, sigma, tokens)`` (in the fit's moments): point
     estimate and, with a posterior, its mean, sd, credible interval and the predictive interval of
     a measured loss (`law.predictive`)."""
-    out = {"predicted_loss": float(predict_loss(fit.law, fit.point_params, sel.mu, sel.sigma, sel.tokens)),
-           "predicted_loss_posterior": None}
+    out = {
+        "predicted_loss": float(predict_loss(fit.law, fit.point_params, sel.mu, sel.sigma, sel.tokens)),
+        "predicted_loss_posterior": None,
+    }
     draws = fit.posterior_draws()
     if draws is not None:
         likelihood, df = fit.likelihood
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            pred = predictive(fit.law, draws, fit.noise_draws(), likelihood, df, sel.mu, sel.sigma,
-                              sel.tokens, level)
+            pred = predictive(fit.law, draws, fit.noise_draws(), likelihood, df, sel.mu, sel.sigma, sel.tokens, level)
         out["predicted_loss_posterior"] = {
-            "mean": float(pred["mean"][0]), "level": level,
+            "mean": float(pred["mean"][0]),
+            "level": level,
             "ci": [float(pred["ci_lo"][0]), float(pred["ci_hi"][0])],
-            "pi": [float(pred["pi_lo"][0]), float(pred["pi_hi"][0])] if "pi_lo" in pred else None}
+            "pi": [float(pred["pi_lo"][0]), float(pred["pi_hi"][0])] if "pi_lo" in pred else None,
+        }
     return out
 
 
@@ -256,21 +346,42 @@ LANDSCAPE_TIMING = ("run_seconds", "wall_time_s", "tokens_per_s")  # summary.jso
 FIT_TIMING = ("created", "wall_s")
 
 
-def summary_record(method: str, budget: int | None, sel: Selection, seed: int, landscape: Landscape,
-                   moments: str, fit: str | None = None, **extra) -> dict:
+def summary_record(
+    method: str,
+    budget: int | None,
+    sel: Selection,
+    seed: int,
+    landscape: Landscape,
+    moments: str,
+    fit: str | None = None,
+    **extra,
+) -> dict:
     """The selection summary.json: the contract fields first, method-specific fields after.
     ``mu, sigma`` are in `moments`; ``moments_all`` has both kinds (the runs.csv columns)."""
-    record = {"method": method, "budget": budget, "tokens": sel.tokens, "n_chunks": sel.n_chunks,
-              "moments": moments, "mu": sel.mu, "sigma": sel.sigma,
-              "moments_all": subset_moments(landscape.ppl[sel.indices]),
-              "target": None, "distance": None, "predicted_loss": None, "seed": seed,
-              "landscape": str(landscape.path), "landscape_chunks": landscape.size,
-              "landscape_tokens": int(landscape.n_tokens.sum()), "fit": fit,
-              # the chunking the (document, chunk) rows mean something under (checked by pplaw train)
-              "landscape_seq_len": landscape.chunking["seq_len"], "landscape_start_id": landscape.chunking["start_id"],
-              # what the selection was made from: the landscape's summary and the fit's fit.json
-              "landscape_digest": json_digest(landscape.path / SUMMARY_JSON, LANDSCAPE_TIMING),
-              "fit_digest": _fit_digest(fit)}
+    record = {
+        "method": method,
+        "budget": budget,
+        "tokens": sel.tokens,
+        "n_chunks": sel.n_chunks,
+        "moments": moments,
+        "mu": sel.mu,
+        "sigma": sel.sigma,
+        "moments_all": subset_moments(landscape.ppl[sel.indices]),
+        "target": None,
+        "distance": None,
+        "predicted_loss": None,
+        "seed": seed,
+        "landscape": str(landscape.path),
+        "landscape_chunks": landscape.size,
+        "landscape_tokens": int(landscape.n_tokens.sum()),
+        "fit": fit,
+        # the chunking the (document, chunk) rows mean something under (checked by pplaw train)
+        "landscape_seq_len": landscape.chunking["seq_len"],
+        "landscape_start_id": landscape.chunking["start_id"],
+        # what the selection was made from: the landscape's summary and the fit's fit.json
+        "landscape_digest": json_digest(landscape.path / SUMMARY_JSON, LANDSCAPE_TIMING),
+        "fit_digest": _fit_digest(fit),
+    }
     record.update(extra)
     record["warning"] = "; ".join(sel.warnings) or None
     return record
@@ -288,42 +399,92 @@ def _write_manifest(out: AnyPath, rows: list[dict]) -> None:
     atomic_write(out / "manifest.csv", lambda tmp: manifest.to_csv(tmp, index=False))
 
 
-def _manifest_row(name: str, group: str, replicate: int, seed: int, budget: int, sel: Selection,
-                  landscape: Landscape, **extra) -> dict:
-    return {"name": name, "group": group, "replicate": replicate, "seed": seed, "budget": budget,
-            "tokens": sel.tokens, "n_chunks": sel.n_chunks, **subset_moments(landscape.ppl[sel.indices]),
-            **extra}
+def _manifest_row(
+    name: str, group: str, replicate: int, seed: int, budget: int, sel: Selection, landscape: Landscape, **extra
+) -> dict:
+    return {
+        "name": name,
+        "group": group,
+        "replicate": replicate,
+        "seed": seed,
+        "budget": budget,
+        "tokens": sel.tokens,
+        "n_chunks": sel.n_chunks,
+        **subset_moments(landscape.ppl[sel.indices]),
+        **extra,
+    }
 
 
 def _run_design(args, cfg: DesignConfig) -> int:
     moments, selector, centre = cfg.moments, cfg.selector, cfg.centre
     budgets = tuple(parse_budget(b, "--budgets") for b in cfg.budgets)
     landscape = read_landscape(args.landscape)
-    points, selections, diagnostics = build_design(landscape.values(moments), landscape.n_tokens, budgets,
-                                                   cfg.n, centre, selector, args.seed)
+    points, selections, diagnostics = build_design(
+        landscape.values(moments), landscape.n_tokens, budgets, cfg.n, centre, selector, args.seed
+    )
     out = as_path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("design.json", "manifest.csv"):
         (out / stale).unlink(missing_ok=True)
     rows = []
     for p, sel in zip(points, selections):
-        summary = summary_record("design", p.budget, sel, args.seed + p.seed, landscape, moments,
-                                 selector=selector, group=p.group, replicate=p.replicate,
-                                 target={"mu": p.target_mu, "sigma": p.target_sigma},
-                                 distance=sel.info["distance"], tilt=sel.info.get("tilt"))
+        summary = summary_record(
+            "design",
+            p.budget,
+            sel,
+            args.seed + p.seed,
+            landscape,
+            moments,
+            selector=selector,
+            group=p.group,
+            replicate=p.replicate,
+            target={"mu": p.target_mu, "sigma": p.target_sigma},
+            distance=sel.info["distance"],
+            tilt=sel.info.get("tilt"),
+        )
         write_selection(out / p.name, landscape, sel.indices, summary)
-        rows.append(_manifest_row(p.name, p.group, p.replicate, p.seed, p.budget, sel, landscape,
-                                  target_mu=p.target_mu, target_sigma=p.target_sigma,
-                                  distance=sel.info["distance"]))
+        rows.append(
+            _manifest_row(
+                p.name,
+                p.group,
+                p.replicate,
+                p.seed,
+                p.budget,
+                sel,
+                landscape,
+                target_mu=p.target_mu,
+                target_sigma=p.target_sigma,
+                distance=sel.info["distance"],
+            )
+        )
     _write_manifest(out, rows)
-    write_json(out / "design.json", {
-        "landscape": str(landscape.path), "moments": moments, "selector": selector, "seed": args.seed,
-        "n": cfg.n, "centre": centre, "budgets": list(budgets), "diagnostics": diagnostics,
-        "subsets": [p.name for p in points]})
+    write_json(
+        out / "design.json",
+        {
+            "landscape": str(landscape.path),
+            "moments": moments,
+            "selector": selector,
+            "seed": args.seed,
+            "n": cfg.n,
+            "centre": centre,
+            "budgets": list(budgets),
+            "diagnostics": diagnostics,
+            "subsets": [p.name for p in points],
+        },
+    )
     real = diagnostics["realised"]
-    print(json.dumps({"out": str(out), "subsets": len(points), "selector": selector, "moments": moments,
-                      "corr_log_mu_log_sigma": real["corr_log_mu_log_sigma"],
-                      "max_vif": max(real["vif_main"].values())}))
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "subsets": len(points),
+                "selector": selector,
+                "moments": moments,
+                "corr_log_mu_log_sigma": real["corr_log_mu_log_sigma"],
+                "max_vif": max(real["vif_main"].values()),
+            }
+        )
+    )
     return 0
 
 
@@ -332,11 +493,14 @@ def _run_windows(args, cfg: WindowsConfig) -> int:
     budgets = tuple(parse_budget(b, "--budgets") for b in cfg.budgets)
     windows = tuple(parse_window(w) for w in cfg.windows)
     landscape = read_landscape(args.landscape)
-    subsets, skipped, messages = select_windows(landscape.values(moments), landscape.n_tokens, windows,
-                                                budgets, args.seed)
+    subsets, skipped, messages = select_windows(
+        landscape.values(moments), landscape.n_tokens, windows, budgets, args.seed
+    )
     if not subsets:
-        raise PplawError(f"{args.landscape}: no window holds enough tokens for any budget "
-                         f"({landscape.n_tokens.sum()} tokens in all); lower --budgets")
+        raise PplawError(
+            f"{args.landscape}: no window holds enough tokens for any budget "
+            f"({landscape.n_tokens.sum()} tokens in all); lower --budgets"
+        )
     out = as_path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("windows.json", "manifest.csv"):
@@ -344,15 +508,31 @@ def _run_windows(args, cfg: WindowsConfig) -> int:
     rows = []
     for s in subsets:
         group = s.name.rsplit("_b", 1)[0]
-        summary = summary_record("window", s.budget, s.selection, args.seed, landscape, moments,
-                                 group=group, window={"name": s.name, "lo_q": s.lo_q, "hi_q": s.hi_q})
+        summary = summary_record(
+            "window",
+            s.budget,
+            s.selection,
+            args.seed,
+            landscape,
+            moments,
+            group=group,
+            window={"name": s.name, "lo_q": s.lo_q, "hi_q": s.hi_q},
+        )
         write_selection(out / s.name, landscape, s.selection.indices, summary)
-        rows.append(_manifest_row(s.name, group, 0, 0, s.budget, s.selection, landscape,
-                                  lo_q=s.lo_q, hi_q=s.hi_q))
+        rows.append(_manifest_row(s.name, group, 0, 0, s.budget, s.selection, landscape, lo_q=s.lo_q, hi_q=s.hi_q))
     _write_manifest(out, rows)
-    write_json(out / "windows.json", {
-        "landscape": str(landscape.path), "moments": moments, "seed": args.seed, "budgets": list(budgets),
-        "windows": [list(w) for w in windows], "subsets": [s.name for s in subsets],
-        "skipped": skipped, "warning": "; ".join(messages) or None})
+    write_json(
+        out / "windows.json",
+        {
+            "landscape": str(landscape.path),
+            "moments": moments,
+            "seed": args.seed,
+            "budgets": list(budgets),
+            "windows": [list(w) for w in windows],
+            "subsets": [s.name for s in subsets],
+            "skipped": skipped,
+            "warning": "; ".join(messages) or None,
+        },
+    )
     print(json.dumps({"out": str(out), "subsets": len(subsets), "skipped": len(skipped)}))
     return 0

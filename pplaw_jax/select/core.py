@@ -63,17 +63,31 @@ def parse_budget(value, what: str = "--tokens") -> int:
     return int(budget)
 
 
-def make_selection(ppl: np.ndarray, n_tokens: np.ndarray, indices: np.ndarray, budget: int | None,
-                   messages: list[str], info: dict | None = None) -> Selection:
+def make_selection(
+    ppl: np.ndarray,
+    n_tokens: np.ndarray,
+    indices: np.ndarray,
+    budget: int | None,
+    messages: list[str],
+    info: dict | None = None,
+) -> Selection:
     """Wrap `indices` (any order) as a `Selection` with exact moments; an empty subset is an error
     (the budget is below every chunk it could start with)."""
     indices = np.sort(np.asarray(indices, dtype=np.int64))
     if indices.size == 0:
-        raise PplawError(f"token budget {budget} selects no chunk: it is smaller than the chunks "
-                         f"(largest n_tokens {int(n_tokens.max())}); raise --tokens")
+        raise PplawError(
+            f"token budget {budget} selects no chunk: it is smaller than the chunks "
+            f"(largest n_tokens {int(n_tokens.max())}); raise --tokens"
+        )
     sub = ppl[indices]
-    return Selection(indices=indices, tokens=int(n_tokens[indices].sum()), mu=float(sub.mean()),
-                     sigma=float(sub.std()), warnings=messages, info=dict(info or {}))
+    return Selection(
+        indices=indices,
+        tokens=int(n_tokens[indices].sum()),
+        mu=float(sub.mean()),
+        sigma=float(sub.std()),
+        warnings=messages,
+        info=dict(info or {}),
+    )
 
 
 def fill_prefix(order: np.ndarray, n_tokens: np.ndarray, budget: int) -> np.ndarray:
@@ -86,15 +100,19 @@ def fill_prefix(order: np.ndarray, n_tokens: np.ndarray, budget: int) -> np.ndar
     return order[: int(np.searchsorted(cum, budget, side="right"))]
 
 
-def take_all_if_short(ppl: np.ndarray, n_tokens: np.ndarray, budget: int, method: str,
-                      messages: list[str]) -> Selection | None:
+def take_all_if_short(
+    ppl: np.ndarray, n_tokens: np.ndarray, budget: int, method: str, messages: list[str]
+) -> Selection | None:
     """Every chunk, with a warning, when the landscape has no more tokens than `budget`; else None."""
     total = int(n_tokens.sum())
     if total > budget:
         return None
     if total < budget:
-        warn(messages, f"{method}: the landscape holds only {total} tokens, fewer than the budget "
-                       f"{budget}; every chunk is selected")
+        warn(
+            messages,
+            f"{method}: the landscape holds only {total} tokens, fewer than the budget "
+            f"{budget}; every chunk is selected",
+        )
     return make_selection(ppl, n_tokens, np.arange(ppl.size), budget, messages)
 
 

@@ -35,8 +35,8 @@ import numpy as np
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.law.collinearity import collinearity
-from pplaw_jax.select.core import Selection
 from pplaw_jax.law.region import AttainableRegion
+from pplaw_jax.select.core import Selection
 from pplaw_jax.select.dos import RankedLandscape
 from pplaw_jax.select.selectors import SELECTORS, select_target
 from pplaw_jax.select.windows import format_budget
@@ -75,8 +75,15 @@ def unit_to_region(region: AttainableRegion, u_mu, u_sigma, inset: float) -> tup
     return mu, np.exp(np.log(lo) + u_sigma * (np.log(hi) - np.log(lo)))
 
 
-def design_targets(regions: dict[int, AttainableRegion], budgets, n: int, n_centre: int = 3, seed: int = 0,
-                   inset: float = 0.05, candidates: int = 2000) -> tuple[list[DesignPoint], dict]:
+def design_targets(
+    regions: dict[int, AttainableRegion],
+    budgets,
+    n: int,
+    n_centre: int = 3,
+    seed: int = 0,
+    inset: float = 0.05,
+    candidates: int = 2000,
+) -> tuple[list[DesignPoint], dict]:
     """The design's points (space-filling first, then the centre replicates) and a record of how
     they were chosen (criterion value, correlation of the targets); `regions` maps each budget to
     the region its runs' targets come from."""
@@ -86,8 +93,10 @@ def design_targets(regions: dict[int, AttainableRegion], budgets, n: int, n_cent
     if n_centre < 0:
         raise PplawError(f"--centre {n_centre}: must be >= 0")
     if len(budgets) < 2 or budgets[-1] / budgets[0] < MIN_BUDGET_SPAN:
-        raise PplawError(f"--budgets {' '.join(map(str, budgets))}: the design needs budgets spanning "
-                         f"at least {MIN_BUDGET_SPAN:g}x (largest / smallest) so the law's D exponent is identified")
+        raise PplawError(
+            f"--budgets {' '.join(map(str, budgets))}: the design needs budgets spanning "
+            f"at least {MIN_BUDGET_SPAN:g}x (largest / smallest) so the law's D exponent is identified"
+        )
     if not 0 <= inset < 0.5:
         raise PplawError(f"inset {inset}: must be in [0, 0.5)")
     m = n - n_centre
@@ -121,28 +130,62 @@ def design_targets(regions: dict[int, AttainableRegion], budgets, n: int, n_cent
             best, best_key = (mu, sigma, level, corr), key
     mu, sigma, level, corr = best
     width = len(str(m - 1))
-    points = [DesignPoint(f"p{i:0{width}d}_b{format_budget(budgets[level[i]])}", f"p{i:0{width}d}",
-                          budgets[level[i]], 0, i, float(mu[i]), float(sigma[i])) for i in range(m)]
+    points = [
+        DesignPoint(
+            f"p{i:0{width}d}_b{format_budget(budgets[level[i]])}",
+            f"p{i:0{width}d}",
+            budgets[level[i]],
+            0,
+            i,
+            float(mu[i]),
+            float(sigma[i]),
+        )
+        for i in range(m)
+    ]
     mid = budgets[len(budgets) // 2]
     c_mu, c_sigma = unit_to_region(regions[mid], np.array([0.5]), np.array([0.5]), inset)
-    points += [DesignPoint(f"c{k}_b{format_budget(mid)}", "centre", mid, k, m + k - 1, float(c_mu[0]),
-                           float(c_sigma[0])) for k in range(1, n_centre + 1)]
-    record = {"criterion": "maximin distance in standardised (log mu, log sigma, log D)",
-              "min_distance": best_key[1], "targets_corr_log_mu_log_sigma": corr,
-              "corr_constraint_met": bool(best_key[0]), "candidates": candidates, "inset": inset}
+    points += [
+        DesignPoint(f"c{k}_b{format_budget(mid)}", "centre", mid, k, m + k - 1, float(c_mu[0]), float(c_sigma[0]))
+        for k in range(1, n_centre + 1)
+    ]
+    record = {
+        "criterion": "maximin distance in standardised (log mu, log sigma, log D)",
+        "min_distance": best_key[1],
+        "targets_corr_log_mu_log_sigma": corr,
+        "corr_constraint_met": bool(best_key[0]),
+        "candidates": candidates,
+        "inset": inset,
+    }
     return points, record
 
 
-def realise(selector: str, values: np.ndarray, n_tokens: np.ndarray, point: DesignPoint,
-            seed: int, spaces: dict) -> Selection:
+def realise(
+    selector: str, values: np.ndarray, n_tokens: np.ndarray, point: DesignPoint, seed: int, spaces: dict
+) -> Selection:
     """The subset for one design point; `spaces` caches `RankedLandscape`s by budget (bands)."""
-    return select_target(selector, values, n_tokens, point.budget, point.target_mu, point.target_sigma,
-                         seed=seed + point.seed, spaces=spaces)
+    return select_target(
+        selector,
+        values,
+        n_tokens,
+        point.budget,
+        point.target_mu,
+        point.target_sigma,
+        seed=seed + point.seed,
+        spaces=spaces,
+    )
 
 
-def build_design(values: np.ndarray, n_tokens: np.ndarray, budgets, n: int, n_centre: int = 3,
-                 selector: str = "tilted", seed: int = 0, inset: float = 0.05,
-                 candidates: int = 2000) -> tuple[list[DesignPoint], list[Selection], dict]:
+def build_design(
+    values: np.ndarray,
+    n_tokens: np.ndarray,
+    budgets,
+    n: int,
+    n_centre: int = 3,
+    selector: str = "tilted",
+    seed: int = 0,
+    inset: float = 0.05,
+    candidates: int = 2000,
+) -> tuple[list[DesignPoint], list[Selection], dict]:
     """Targets, realised subsets and diagnostics of a design over chunk `values`
     (``ppl`` or ``log ppl``, see `pplaw_jax.moments`)."""
     if selector not in SELECTORS:
@@ -150,13 +193,17 @@ def build_design(values: np.ndarray, n_tokens: np.ndarray, budgets, n: int, n_ce
     budgets = sorted({int(b) for b in budgets})
     total = int(np.sum(n_tokens))
     if budgets[-1] >= total:
-        raise PplawError(f"--budgets: the largest budget {budgets[-1]} is not below the landscape's "
-                         f"{total} tokens; a design needs room to choose")
+        raise PplawError(
+            f"--budgets: the largest budget {budgets[-1]} is not below the landscape's "
+            f"{total} tokens; a design needs room to choose"
+        )
     typical = float(np.median(n_tokens))
     if budgets[0] < MIN_DESIGN_CHUNKS * typical:
-        raise PplawError(f"--budgets: the smallest budget {budgets[0]} holds about {budgets[0] / typical:.1f} chunks of "
-                         f"this landscape (median {typical:.0f} tokens); a subset's sigma needs at least "
-                         f"{MIN_DESIGN_CHUNKS} chunks: raise it to {int(np.ceil(MIN_DESIGN_CHUNKS * typical))} or more")
+        raise PplawError(
+            f"--budgets: the smallest budget {budgets[0]} holds about {budgets[0] / typical:.1f} chunks of "
+            f"this landscape (median {typical:.0f} tokens); a subset's sigma needs at least "
+            f"{MIN_DESIGN_CHUNKS} chunks: raise it to {int(np.ceil(MIN_DESIGN_CHUNKS * typical))} or more"
+        )
     regions = {b: RankedLandscape(values, n_tokens, b).region for b in budgets}
     points, record = design_targets(regions, budgets, n, n_centre, seed, inset, candidates)
     spaces: dict = {}

@@ -43,7 +43,7 @@ import numpy as np
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.law.region import AttainableRegion
-from pplaw_jax.select.core import Selection, target_distance, make_selection, take_all_if_short, warn
+from pplaw_jax.select.core import Selection, make_selection, take_all_if_short, target_distance, warn
 
 # Grid of the (window -> extremes) path that seeds the pattern search: path positions x tokens.
 _PATH_STEPS = 65
@@ -126,8 +126,7 @@ class RankedLandscape:
         mean_x = s1 / safe
         var = np.maximum(s2 / safe - mean_x**2, 0.0)
         feasible = (count > 0) & (self.budget - tokens < self.max_tokens)
-        return Moments(n=count, mu=mean_x + self.centre, sigma=np.sqrt(var), tokens=tokens,
-                       feasible=feasible)
+        return Moments(n=count, mu=mean_x + self.centre, sigma=np.sqrt(var), tokens=tokens, feasible=feasible)
 
     def rows(self, a: int, e: int, t: int) -> np.ndarray:
         """Landscape row indices of one candidate."""
@@ -195,8 +194,9 @@ def _pattern_search(space: RankedLandscape, start, value: float, mu: float, sigm
     """Integer pattern search over ``(a, e, t)``: try every combination of offsets in
     ``{-2..2} * step`` per coordinate, move to the best improvement, halve the steps otherwise."""
     x = np.array(start, dtype=np.int64)
-    steps = np.array([max(1, space.size // _INITIAL_DIVISOR)] * 2
-                     + [max(1, space.budget // _INITIAL_DIVISOR)], dtype=np.int64)
+    steps = np.array(
+        [max(1, space.size // _INITIAL_DIVISOR)] * 2 + [max(1, space.budget // _INITIAL_DIVISOR)], dtype=np.int64
+    )
     da, de, dt = np.meshgrid(_OFFSETS, _OFFSETS, _OFFSETS, indexing="ij")
     offsets = np.stack([da.ravel(), de.ravel(), dt.ravel()], axis=1)
     for _ in range(_MAX_ITERATIONS):
@@ -211,8 +211,7 @@ def _pattern_search(space: RankedLandscape, start, value: float, mu: float, sigm
     return tuple(int(v) for v in x), value
 
 
-def _swap_refine(space: RankedLandscape, rows: np.ndarray, mu: float, sigma: float,
-                 weights) -> np.ndarray:
+def _swap_refine(space: RankedLandscape, rows: np.ndarray, mu: float, sigma: float, weights) -> np.ndarray:
     """Polish a subset with single moves: swap a selected chunk for an unselected one, add one,
     or drop one, keeping the budget rule.  Each round scores, in one vectorised step, every move
     among `_SWAP_SAMPLE` chunks per side (evenly spaced by rank, so all of them on small
@@ -258,8 +257,9 @@ def _swap_refine(space: RankedLandscape, rows: np.ndarray, mu: float, sigma: flo
     return np.flatnonzero(mask)
 
 
-def dos_select(space: RankedLandscape, target_mu: float, target_sigma: float,
-               weights: tuple[float, float] | None = None) -> Selection:
+def dos_select(
+    space: RankedLandscape, target_mu: float, target_sigma: float, weights: tuple[float, float] | None = None
+) -> Selection:
     """The DOS subset of ``space`` for target ``(target_mu, target_sigma)``.
 
     When the target is not attainable at this budget, the closest attainable subset is chosen
@@ -267,38 +267,50 @@ def dos_select(space: RankedLandscape, target_mu: float, target_sigma: float,
     the weights, ``distance = sqrt(J)`` of the exact subset moments and ``attainable``.
     """
     if not (np.isfinite(target_mu) and np.isfinite(target_sigma)) or target_sigma < 0:
-        raise PplawError(f"DOS target must be finite with sigma >= 0, got mu={target_mu}, "
-                         f"sigma={target_sigma}")
+        raise PplawError(f"DOS target must be finite with sigma >= 0, got mu={target_mu}, sigma={target_sigma}")
     weights = default_weights(space.ppl) if weights is None else tuple(float(w) for w in weights)
     messages: list[str] = []
-    info = {"target": {"mu": float(target_mu), "sigma": float(target_sigma)},
-            "weights": {"w_mu": weights[0], "w_sigma": weights[1]}}
+    info = {
+        "target": {"mu": float(target_mu), "sigma": float(target_sigma)},
+        "weights": {"w_mu": weights[0], "w_sigma": weights[1]},
+    }
     everything = take_all_if_short(space.ppl, space.n_tokens, space.budget, "dos", messages)
     if everything is not None:
-        everything.info.update(info, attainable=False, attainable_target=None,
-                               distance=target_distance(everything, target_mu, target_sigma, weights))
+        everything.info.update(
+            info,
+            attainable=False,
+            attainable_target=None,
+            distance=target_distance(everything, target_mu, target_sigma, weights),
+        )
         return everything
 
     region = space.region
     attainable = bool(region.contains(target_mu, target_sigma))
     near_mu, near_sigma = region.closest(target_mu, target_sigma, weights)
     if not attainable:
-        warn(messages, f"dos: target (mu={target_mu:.4g}, sigma={target_sigma:.4g}) is not "
-                       f"attainable with {space.budget} tokens of this landscape (mu in "
-                       f"[{region.mu_min:.4g}, {region.mu_max:.4g}], sigma in "
-                       f"{_fmt_bounds(region, target_mu)} at that mu); selecting the closest "
-                       f"attainable subset, near (mu={near_mu:.4g}, sigma={near_sigma:.4g})")
+        warn(
+            messages,
+            f"dos: target (mu={target_mu:.4g}, sigma={target_sigma:.4g}) is not "
+            f"attainable with {space.budget} tokens of this landscape (mu in "
+            f"[{region.mu_min:.4g}, {region.mu_max:.4g}], sigma in "
+            f"{_fmt_bounds(region, target_mu)} at that mu); selecting the closest "
+            f"attainable subset, near (mu={near_mu:.4g}, sigma={near_sigma:.4g})",
+        )
 
-    starts = [_best(space, *family[0].T, target_mu, target_sigma, weights)
-              for family in (space.windows, space.extremes)]
+    starts = [
+        _best(space, *family[0].T, target_mu, target_sigma, weights) for family in (space.windows, space.extremes)
+    ]
     starts.append(_path_grid(space, near_mu, target_mu, target_sigma, weights))
     refined = [_pattern_search(space, x, j, target_mu, target_sigma, weights) for x, j in starts]
     best, _ = min(refined, key=lambda r: r[1])
     rows = _swap_refine(space, space.rows(*best), target_mu, target_sigma, weights)
     sel = make_selection(space.ppl, space.n_tokens, rows, space.budget, messages)
-    sel.info.update(info, attainable=attainable,
-                    attainable_target={"mu": near_mu, "sigma": near_sigma},
-                    distance=target_distance(sel, target_mu, target_sigma, weights))
+    sel.info.update(
+        info,
+        attainable=attainable,
+        attainable_target={"mu": near_mu, "sigma": near_sigma},
+        distance=target_distance(sel, target_mu, target_sigma, weights),
+    )
     return sel
 
 

@@ -5,7 +5,8 @@ order is the landscape row index every selection method uses).
 
 Selection (``OUT/``): ``selection.parquet`` with ``doc_id, chunk, n_tokens, ppl`` of the selected
 rows in landscape order, then ``summary.json``; `read_selection` (what ``pplaw train --selection``
-reads) accepts it only with its ``summary.json`` and a matching row count.  Any old ``summary.json`` is removed first and
+reads) accepts it only with its ``summary.json`` and a matching row count.  Any old ``summary.json``
+is removed first and
 every file is written under a temporary name and renamed, so a directory with ``summary.json``
 is always complete and consistent, and the same inputs give byte-identical files.
 """
@@ -37,8 +38,10 @@ def aliased_methods(select_root, seeds) -> dict[str, str]:
     for every seed in `seeds` (under ``SELECT_ROOT/<method>/seed<k>/``), else ``{}``: the study
     then trains and reports them once."""
     root = as_path(select_root)
-    paths = [(root / "dos-posterior" / f"seed{k}" / SELECTION_PARQUET, root / "dos-point" / f"seed{k}" / SELECTION_PARQUET)
-             for k in seeds]
+    paths = [
+        (root / "dos-posterior" / f"seed{k}" / SELECTION_PARQUET, root / "dos-point" / f"seed{k}" / SELECTION_PARQUET)
+        for k in seeds
+    ]
     if paths and all(a.is_file() and b.is_file() and a.read_bytes() == b.read_bytes() for a, b in paths):
         return {"dos-point": "dos-posterior"}
     return {}
@@ -75,12 +78,16 @@ class SelectedChunks:
         length and tokenizer: refuse a run whose `--seq-len` or document-start token differs."""
         recorded = self.chunking.get("seq_len")
         if recorded is not None and recorded != seq_len:
-            raise PplawError(f"{self.path}: the selection's chunks were cut by its landscape with seq_len {recorded}, "
-                             f"this run has --seq-len {seq_len} (landscape.seq_len and train.seq_len must be equal)")
+            raise PplawError(
+                f"{self.path}: the selection's chunks were cut by its landscape with seq_len {recorded}, "
+                f"this run has --seq-len {seq_len} (landscape.seq_len and train.seq_len must be equal)"
+            )
         recorded = self.chunking.get("start_id")
         if recorded is not None and recorded != start_id:
-            raise PplawError(f"{self.path}: the landscape's tokenizer starts chunks with token id {recorded}, this "
-                             f"model's with {start_id}: another tokenizer, whose chunks are other text")
+            raise PplawError(
+                f"{self.path}: the landscape's tokenizer starts chunks with token id {recorded}, this "
+                f"model's with {start_id}: another tokenizer, whose chunks are other text"
+            )
 
     def stats(self) -> dict:
         """The law's subset statistics: both kinds of moments (``mu_ppl, sigma_ppl, mu_logppl,
@@ -103,8 +110,10 @@ def read_selection(path: str | os.PathLike) -> SelectedChunks:
     try:
         summary = json.loads(summary_path.read_text())
     except FileNotFoundError:
-        raise PplawError(f"{p}: no summary.json beside it: the selection is incomplete (was `pplaw select` "
-                         "interrupted?) or was not written by `pplaw select`") from None
+        raise PplawError(
+            f"{p}: no summary.json beside it: the selection is incomplete (was `pplaw select` "
+            "interrupted?) or was not written by `pplaw select`"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PplawError(f"{summary_path}: cannot read ({e})") from None
     try:
@@ -113,8 +122,10 @@ def read_selection(path: str | os.PathLike) -> SelectedChunks:
         raise PplawError(f"{p}: cannot read as parquet ({e})") from e
     if not isinstance(summary, dict) or summary.get("n_chunks") != len(df):
         recorded = summary.get("n_chunks") if isinstance(summary, dict) else None
-        raise PplawError(f"{p}: {len(df)} rows, but {summary_path.name} records n_chunks={recorded!r} "
-                         "(the two files come from different selections)")
+        raise PplawError(
+            f"{p}: {len(df)} rows, but {summary_path.name} records n_chunks={recorded!r} "
+            "(the two files come from different selections)"
+        )
     missing = [c for c in SELECTION_SCHEMA.names if c not in df.columns]
     if missing:
         raise PplawError(f"{p}: missing column(s) {missing} (expected {list(SELECTION_SCHEMA.names)})")

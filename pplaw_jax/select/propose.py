@@ -52,8 +52,16 @@ def _log_loss_draws(form, draws: Mapping[str, np.ndarray], mu, sigma, tokens) ->
     return np.where(np.isfinite(out), out, np.inf)
 
 
-def thompson(grid: FeasibleGrid, support: SupportRegion, law: str, draws, tokens: int, k: int,
-             rng: np.random.Generator, merge: float = MERGE) -> list[dict]:
+def thompson(
+    grid: FeasibleGrid,
+    support: SupportRegion,
+    law: str,
+    draws,
+    tokens: int,
+    k: int,
+    rng: np.random.Generator,
+    merge: float = MERGE,
+) -> list[dict]:
     """Up to `k` distinct argmins of random draws (see the module docstring)."""
     form = get_law(law)
     log_e, theta = form.from_params({n: np.asarray(draws[n], dtype=float) for n in form.param_names})
@@ -65,13 +73,21 @@ def thompson(grid: FeasibleGrid, support: SupportRegion, law: str, draws, tokens
         uv = support.to_unit(opt["mu"][s], opt["sigma"][s])
         if any(np.hypot(*(uv - c["uv"])) < merge for c in chosen):
             continue
-        chosen.append({"mu": float(opt["mu"][s]), "sigma": float(opt["sigma"][s]), "draw": int(s),
-                       "at_boundary": bool(opt["at_boundary"][s]), "uv": uv})
+        chosen.append(
+            {
+                "mu": float(opt["mu"][s]),
+                "sigma": float(opt["sigma"][s]),
+                "draw": int(s),
+                "at_boundary": bool(opt["at_boundary"][s]),
+                "uv": uv,
+            }
+        )
     return chosen
 
 
-def uncertainty(grid: FeasibleGrid, support: SupportRegion, law: str, draws, tokens: int, k: int,
-                merge: float = MERGE) -> list[dict]:
+def uncertainty(
+    grid: FeasibleGrid, support: SupportRegion, law: str, draws, tokens: int, k: int, merge: float = MERGE
+) -> list[dict]:
     """Up to `k` feasible points of largest predictive sd of log-loss, `merge` apart."""
     form = get_law(law)
     mu, sigma = grid.mu[grid.mask], grid.sigma[grid.mask]
@@ -85,14 +101,23 @@ def uncertainty(grid: FeasibleGrid, support: SupportRegion, law: str, draws, tok
             break
         if any(np.hypot(*(uv[i] - c["uv"])) < merge for c in chosen):
             continue
-        chosen.append({"mu": float(mu[i]), "sigma": float(sigma[i]), "predictive_sd_log": float(sd[i]),
-                       "uv": uv[i]})
+        chosen.append({"mu": float(mu[i]), "sigma": float(sigma[i]), "predictive_sd_log": float(sd[i]), "uv": uv[i]})
     return chosen
 
 
-def stopping(grid: FeasibleGrid, law: str, draws, tokens: int, noise_sd: float, landscape_sd: float,
-             runs_mu, runs_sigma, radius: float = _DEFAULTS.radius,
-             stop_probability: float = _DEFAULTS.stop_probability, noise_source: str = "given") -> dict:
+def stopping(
+    grid: FeasibleGrid,
+    law: str,
+    draws,
+    tokens: int,
+    noise_sd: float,
+    landscape_sd: float,
+    runs_mu,
+    runs_sigma,
+    radius: float = _DEFAULTS.radius,
+    stop_probability: float = _DEFAULTS.stop_probability,
+    noise_source: str = "given",
+) -> dict:
     """The stopping rule of the module docstring, as a JSON-ready record; ``runs_mu, runs_sigma``
     are the fitted runs' moments (the candidates for the current best run).  Draws whose loss is
     not finite somewhere on the feasible set (a bootstrap refit can overflow far from its runs)
@@ -102,29 +127,59 @@ def stopping(grid: FeasibleGrid, law: str, draws, tokens: int, noise_sd: float, 
     ll = _log_loss_draws(form, draws, mu, sigma, tokens)
     ll_runs = _log_loss_draws(form, draws, np.asarray(runs_mu, float), np.asarray(runs_sigma, float), tokens)
     keep = np.all(np.isfinite(ll), axis=1) & np.all(np.isfinite(ll_runs), axis=1)
-    out = {"radius_landscape_sd": radius, "stop_probability": stop_probability, "noise_sd_log": float(noise_sd),
-           "noise_source": noise_source, "draws_used": int(keep.sum()), "draws_dropped_nonfinite": int((~keep).sum())}
+    out = {
+        "radius_landscape_sd": radius,
+        "stop_probability": stop_probability,
+        "noise_sd_log": float(noise_sd),
+        "noise_source": noise_source,
+        "draws_used": int(keep.sum()),
+        "draws_dropped_nonfinite": int((~keep).sum()),
+    }
     if not keep.any():
-        return {**out, "estimate": None, "best_run": None, "prob_within": 0.0,
-                "max_expected_improvement_log": None, "located": False}
+        return {
+            **out,
+            "estimate": None,
+            "best_run": None,
+            "prob_within": 0.0,
+            "max_expected_improvement_log": None,
+            "located": False,
+        }
     ll, ll_runs = ll[keep], ll_runs[keep]
     e = int(np.argmin(np.exp(ll).mean(axis=0)))  # least expected loss on the grid
     best = np.argmin(ll, axis=1)  # each draw's argmin
     dist = np.hypot(mu[best] - mu[e], sigma[best] - sigma[e]) / landscape_sd
     prob = float(np.mean(dist <= radius))
     r = int(np.argmin(np.exp(ll_runs).mean(axis=0)))  # the current best run, by expected loss
-    ei = np.maximum(0.0, ll_runs[:, r:r + 1] - ll).mean(axis=0)  # each draw against its own value there
+    ei = np.maximum(0.0, ll_runs[:, r : r + 1] - ll).mean(axis=0)  # each draw against its own value there
     max_ei = float(np.max(ei))
     cell = np.flatnonzero(grid.mask)[e]
-    return {**out, "estimate": {"mu": float(mu[e]), "sigma": float(sigma[e]), "at_boundary": bool(grid.boundary[cell]),
-                                "at_corpus_edge": bool(grid.corpus_edge[cell])},
-            "best_run": {"index": r, "mu": float(np.asarray(runs_mu)[r]), "sigma": float(np.asarray(runs_sigma)[r])},
-            "prob_within": prob, "max_expected_improvement_log": max_ei,
-            "located": bool(prob >= stop_probability and max_ei < noise_sd)}
+    return {
+        **out,
+        "estimate": {
+            "mu": float(mu[e]),
+            "sigma": float(sigma[e]),
+            "at_boundary": bool(grid.boundary[cell]),
+            "at_corpus_edge": bool(grid.corpus_edge[cell]),
+        },
+        "best_run": {"index": r, "mu": float(np.asarray(runs_mu)[r]), "sigma": float(np.asarray(runs_sigma)[r])},
+        "prob_within": prob,
+        "max_expected_improvement_log": max_ei,
+        "located": bool(prob >= stop_probability and max_ei < noise_sd),
+    }
 
 
-def propose(region, support: SupportRegion, law: str, draws, tokens: int, k: int, *,
-            acquisition: str = "thompson", seed: int = 0, merge: float = MERGE) -> tuple[list[dict], FeasibleGrid]:
+def propose(
+    region,
+    support: SupportRegion,
+    law: str,
+    draws,
+    tokens: int,
+    k: int,
+    *,
+    acquisition: str = "thompson",
+    seed: int = 0,
+    merge: float = MERGE,
+) -> tuple[list[dict], FeasibleGrid]:
     """The next `k` (or fewer, after merging) run targets and the feasible grid they came from.
     `support` must already carry the exploration margin."""
     from pplaw_jax.select.target import feasible_grid

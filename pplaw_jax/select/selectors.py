@@ -10,7 +10,7 @@ draw through `select_target`, so a new selector is one function and one entry in
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -33,8 +33,16 @@ def _bands(values, n_tokens, budget, mu, sigma, seed, spaces) -> Selection:
 SELECTORS: dict[str, Callable[..., Selection]] = {"tilted": _tilted, "bands": _bands}
 
 
-def select_target(selector: str, values: np.ndarray, n_tokens: np.ndarray, budget: int, mu: float, sigma: float,
-                  seed: int = 0, spaces: dict | None = None) -> Selection:
+def select_target(
+    selector: str,
+    values: np.ndarray,
+    n_tokens: np.ndarray,
+    budget: int,
+    mu: float,
+    sigma: float,
+    seed: int = 0,
+    spaces: dict | None = None,
+) -> Selection:
     """The subset `selector` draws for target `(mu, sigma)` of per-chunk `values` at `budget`
     tokens; `spaces` caches the ranked landscapes by budget (pass one dict across calls)."""
     if selector not in SELECTORS:

@@ -70,8 +70,13 @@ class Target:
     at_boundary: bool
 
     def as_dict(self) -> dict:
-        return {"mu": self.mu, "sigma": self.sigma, "point_loss": self.point_loss,
-                "expected_loss": self.expected_loss, "at_boundary": self.at_boundary}
+        return {
+            "mu": self.mu,
+            "sigma": self.sigma,
+            "point_loss": self.point_loss,
+            "expected_loss": self.expected_loss,
+            "at_boundary": self.at_boundary,
+        }
 
 
 @dataclass(frozen=True)
@@ -89,15 +94,19 @@ class TargetChoice:
             return self.point
         if kind == "posterior":
             if self.posterior is None:
-                raise PplawError("--target posterior needs a fit with a Bayesian posterior "
-                                 "(posterior.nc); use --target point")
+                raise PplawError(
+                    "--target posterior needs a fit with a Bayesian posterior (posterior.nc); use --target point"
+                )
             return self.posterior
         raise PplawError(f"unknown target kind {kind!r}; choose 'posterior' or 'point'")
 
     def as_dict(self) -> dict:
-        out = {"tokens": self.tokens, "point": self.point.as_dict(),
-               "posterior": None if self.posterior is None else self.posterior.as_dict(),
-               "interior": self.interior}
+        out = {
+            "tokens": self.tokens,
+            "point": self.point.as_dict(),
+            "posterior": None if self.posterior is None else self.posterior.as_dict(),
+            "interior": self.interior,
+        }
         if self.posterior is not None:
             out["expected_loss_gap"] = self.point.expected_loss - self.posterior.expected_loss
         return out
@@ -119,9 +128,9 @@ def expected_loss_fn(law: str, draws: Mapping[str, np.ndarray], tokens: int) -> 
         out = np.empty(mu.shape)
         for s in range(0, mu.size, block):
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                loss = predict_loss(law, cols, mu[None, s:s + block], sigma[None, s:s + block], tokens)
+                loss = predict_loss(law, cols, mu[None, s : s + block], sigma[None, s : s + block], tokens)
             loss = np.where(np.isfinite(loss), loss, np.inf)
-            out[s:s + block] = loss.mean(axis=0)
+            out[s : s + block] = loss.mean(axis=0)
         return out
 
     return f
@@ -137,16 +146,25 @@ def feasible_grid(region: AttainableRegion, support: SupportRegion) -> FeasibleG
     mu_range = (max(m_lo, region.mu_min), min(m_hi, region.mu_max))
     sigma_range = (max(s_lo, float(r_sig.min())), min(s_hi, float(r_sig.max())))
     if not (mu_range[0] < mu_range[1] and sigma_range[0] < sigma_range[1]):
-        raise PplawError("the supported region of the fitted runs and the (mu, sigma) this landscape "
-                         "can supply at the budget do not overlap")
+        raise PplawError(
+            "the supported region of the fitted runs and the (mu, sigma) this landscape "
+            "can supply at the budget do not overlap"
+        )
     return FeasibleGrid(mu_range, sigma_range, support.contains, region.contains)
 
 
-def choose_target(region: AttainableRegion, law: str, point_params: Mapping[str, float],
-                  draws: Mapping[str, np.ndarray] | None, tokens: int, support: SupportRegion, *,
-                  draws_source: str = "posterior",
-                  max_boundary_fraction: float = MAX_BOUNDARY_FRACTION,
-                  allow_boundary: bool = False) -> TargetChoice:
+def choose_target(
+    region: AttainableRegion,
+    law: str,
+    point_params: Mapping[str, float],
+    draws: Mapping[str, np.ndarray] | None,
+    tokens: int,
+    support: SupportRegion,
+    *,
+    draws_source: str = "posterior",
+    max_boundary_fraction: float = MAX_BOUNDARY_FRACTION,
+    allow_boundary: bool = False,
+) -> TargetChoice:
     """Point and posterior targets among the supported, attainable ``(mu, sigma)`` at `tokens`.
 
     `draws` are flattened draws ``{name: [S]}`` (posterior, or bootstrap refits with
@@ -158,9 +176,11 @@ def choose_target(region: AttainableRegion, law: str, point_params: Mapping[str,
     """
     form = get_law(law)
     if not form.uses_perplexity:
-        raise Refusal("the fit's law is the data-only law: loss does not depend on (mu, sigma) here, so no "
-                      "perplexity target beats random; DOS needs a perplexity-aware fit or an explicit target",
-                      {"refused": "law ignores perplexity", "law": law})
+        raise Refusal(
+            "the fit's law is the data-only law: loss does not depend on (mu, sigma) here, so no "
+            "perplexity target beats random; DOS needs a perplexity-aware fit or an explicit target",
+            {"refused": "law ignores perplexity", "law": law},
+        )
     grid = feasible_grid(region, support)
     point_f = point_loss_fn(law, point_params, tokens)
     mu, sigma, loss, edge = grid.minimise(point_f)
@@ -170,19 +190,26 @@ def choose_target(region: AttainableRegion, law: str, point_params: Mapping[str,
     if expected_f is not None and draws_source == "posterior":
         mu_p, sigma_p, exp_p, edge_p = grid.minimise(expected_f)
         posterior = Target(mu_p, sigma_p, float(np.ravel(point_f(mu_p, sigma_p))[0]), exp_p, edge_p)
-    interior = {"max_boundary_fraction": max_boundary_fraction, "allow_boundary": allow_boundary,
-                "support": support.to_json()}
+    interior = {
+        "max_boundary_fraction": max_boundary_fraction,
+        "allow_boundary": allow_boundary,
+        "support": support.to_json(),
+    }
     if draws is None:  # no draws: the point estimate's own argmin is the whole evidence
-        interior.update(draws=1, source="point", fraction_at_boundary=float(point.at_boundary),
-                        fraction_at_corpus_edge=None)
+        interior.update(
+            draws=1, source="point", fraction_at_boundary=float(point.at_boundary), fraction_at_corpus_edge=None
+        )
     else:
         log_e, theta = form.from_params({k: np.asarray(draws[k], dtype=float) for k in form.param_names})
         opt = grid.argmin_draws(form, log_e, theta, tokens)
-        interior.update(draws=int(len(log_e)), source=draws_source,
-                        fraction_at_boundary=float(np.mean(opt["at_boundary"])),
-                        fraction_at_corpus_edge=float(np.mean(opt["at_corpus_edge"])),
-                        argmin_mu_q05_q95=np.quantile(opt["mu"], [0.05, 0.95]).tolist(),
-                        argmin_sigma_q05_q95=np.quantile(opt["sigma"], [0.05, 0.95]).tolist())
+        interior.update(
+            draws=int(len(log_e)),
+            source=draws_source,
+            fraction_at_boundary=float(np.mean(opt["at_boundary"])),
+            fraction_at_corpus_edge=float(np.mean(opt["at_corpus_edge"])),
+            argmin_mu_q05_q95=np.quantile(opt["mu"], [0.05, 0.95]).tolist(),
+            argmin_sigma_q05_q95=np.quantile(opt["sigma"], [0.05, 0.95]).tolist(),
+        )
     choice = TargetChoice(point=point, posterior=posterior, tokens=int(tokens), interior=interior)
     frac = interior["fraction_at_boundary"]
     if frac > max_boundary_fraction and not allow_boundary:
@@ -195,5 +222,6 @@ def choose_target(region: AttainableRegion, law: str, point_params: Mapping[str,
             f"supported point: mu={best.mu:.4g}, sigma={best.sigma:.4g} (predicted loss "
             f"{best.expected_loss or best.point_loss:.4g}). Add CPT runs beyond that edge (`pplaw "
             "propose`) and refit, or pass --allow-boundary to select there anyway",
-            {"refused": "no interior optimum", **choice.as_dict()})
+            {"refused": "no interior optimum", **choice.as_dict()},
+        )
     return choice

@@ -38,7 +38,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.select.core import Selection, target_distance, fill_prefix, make_selection, take_all_if_short, warn
+from pplaw_jax.select.core import Selection, fill_prefix, make_selection, take_all_if_short, target_distance, warn
 from pplaw_jax.select.dos import default_weights
 
 _CORRECTIONS = 10  # fixed-point corrections of the smooth target
@@ -89,8 +89,9 @@ class TiltedSampler:
 
     def solve_smooth(self, target_z: np.ndarray, start) -> np.ndarray:
         """The tilt whose smooth moments are closest to `target_z`, searched from `start`."""
-        res = least_squares(lambda t: self.smooth(t) - target_z, np.asarray(start, dtype=float),
-                            x_scale="jac", max_nfev=200)
+        res = least_squares(
+            lambda t: self.smooth(t) - target_z, np.asarray(start, dtype=float), x_scale="jac", max_nfev=200
+        )
         return res.x
 
     def probe(self) -> np.ndarray:
@@ -109,9 +110,15 @@ class TiltedSampler:
         return np.column_stack([a, b, m, np.sqrt(v)])
 
 
-def tilted_select(values: np.ndarray, n_tokens: np.ndarray, budget: int, target_mu: float,
-                  target_sigma: float, seed: int = 0,
-                  weights: tuple[float, float] | None = None) -> Selection:
+def tilted_select(
+    values: np.ndarray,
+    n_tokens: np.ndarray,
+    budget: int,
+    target_mu: float,
+    target_sigma: float,
+    seed: int = 0,
+    weights: tuple[float, float] | None = None,
+) -> Selection:
     """The tilted subset (seeded) whose exact ``(mu, sigma)`` of `values` is closest to the target.
 
     The distance is the DOS one, ``sqrt(w_mu (mu - mu*)^2 + w_sigma (sigma - sigma*)^2)`` with
@@ -120,17 +127,20 @@ def tilted_select(values: np.ndarray, n_tokens: np.ndarray, budget: int, target_
     when it was not.
     """
     if not (np.isfinite(target_mu) and np.isfinite(target_sigma)) or target_sigma < 0:
-        raise PplawError(f"tilted target must be finite with sigma >= 0, got mu={target_mu}, "
-                         f"sigma={target_sigma}")
+        raise PplawError(f"tilted target must be finite with sigma >= 0, got mu={target_mu}, sigma={target_sigma}")
     values = np.asarray(values, dtype=np.float64)
     weights = default_weights(values) if weights is None else tuple(float(w) for w in weights)
     messages: list[str] = []
-    info = {"target": {"mu": float(target_mu), "sigma": float(target_sigma)},
-            "weights": {"w_mu": weights[0], "w_sigma": weights[1]}, "seed": int(seed)}
+    info = {
+        "target": {"mu": float(target_mu), "sigma": float(target_sigma)},
+        "weights": {"w_mu": weights[0], "w_sigma": weights[1]},
+        "seed": int(seed),
+    }
     everything = take_all_if_short(values, n_tokens, budget, "tilted", messages)
     if everything is not None:
-        everything.info.update(info, tilt=None, attainable=False,
-                               distance=target_distance(everything, target_mu, target_sigma, weights))
+        everything.info.update(
+            info, tilt=None, attainable=False, distance=target_distance(everything, target_mu, target_sigma, weights)
+        )
         return everything
 
     best = None
@@ -148,11 +158,19 @@ def tilted_select(values: np.ndarray, n_tokens: np.ndarray, budget: int, target_
     distance = target_distance(sel, target_mu, target_sigma, weights)
     reached = distance <= _UNREACHED
     if not reached:
-        warn(messages, f"tilted: target (mu={target_mu:.4g}, sigma={target_sigma:.4g}) not reached "
-                       f"with {budget} tokens (closest subset: mu={sel.mu:.4g}, sigma={sel.sigma:.4g}, "
-                       f"distance {distance:.3g} landscape sd)")
-    sel.info.update(info, tilt={"a": float(best_tilt[0]), "b": float(best_tilt[1])}, draw=draw,
-                    attainable=bool(reached), distance=distance)
+        warn(
+            messages,
+            f"tilted: target (mu={target_mu:.4g}, sigma={target_sigma:.4g}) not reached "
+            f"with {budget} tokens (closest subset: mu={sel.mu:.4g}, sigma={sel.sigma:.4g}, "
+            f"distance {distance:.3g} landscape sd)",
+        )
+    sel.info.update(
+        info,
+        tilt={"a": float(best_tilt[0]), "b": float(best_tilt[1])},
+        draw=draw,
+        attainable=bool(reached),
+        distance=distance,
+    )
     return sel
 
 

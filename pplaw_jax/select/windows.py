@@ -24,7 +24,6 @@ from pplaw_jax.errors import PplawError
 from pplaw_jax.select.core import Selection, fill_prefix, make_selection, warn
 
 
-
 @dataclass
 class WindowSubset:
     """One subset of the grid: its directory name, window, budget and selection."""
@@ -70,11 +69,12 @@ def subset_name(lo_q: float, hi_q: float, budget: int) -> str:
 def window_rows(order: np.ndarray, lo_q: float, hi_q: float) -> np.ndarray:
     """Landscape rows of a window, given `order` = rows sorted by ppl."""
     n = order.size
-    return order[int(round(lo_q * n)):int(round(hi_q * n))]
+    return order[int(round(lo_q * n)) : int(round(hi_q * n))]
 
 
-def select_windows(ppl: np.ndarray, n_tokens: np.ndarray,
-                   windows, budgets, seed: int = 0) -> tuple[list[WindowSubset], list[dict], list[str]]:
+def select_windows(
+    ppl: np.ndarray, n_tokens: np.ndarray, windows, budgets, seed: int = 0
+) -> tuple[list[WindowSubset], list[dict], list[str]]:
     """Every ``window x budget`` subset that the landscape can supply.
 
     Returns the subsets (window-major, in the given order), the skipped ``(window, budget)``
@@ -94,11 +94,15 @@ def select_windows(ppl: np.ndarray, n_tokens: np.ndarray,
         for budget in budgets:
             name = subset_name(lo, hi, budget)
             if window_tokens < budget:
-                skipped.append({"name": name, "lo_q": lo, "hi_q": hi, "budget": int(budget),
-                                "window_tokens": window_tokens})
-                warn(messages, f"window {format_quantile(lo)}-{format_quantile(hi)} holds "
-                               f"{window_tokens} tokens, fewer than the budget {budget}; "
-                               f"subset {name} skipped")
+                skipped.append(
+                    {"name": name, "lo_q": lo, "hi_q": hi, "budget": int(budget), "window_tokens": window_tokens}
+                )
+                warn(
+                    messages,
+                    f"window {format_quantile(lo)}-{format_quantile(hi)} holds "
+                    f"{window_tokens} tokens, fewer than the budget {budget}; "
+                    f"subset {name} skipped",
+                )
                 continue
             chosen = fill_prefix(shuffled, n_tokens, int(budget))
             sel = make_selection(ppl, n_tokens, chosen, int(budget), [])

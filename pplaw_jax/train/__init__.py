@@ -16,11 +16,22 @@ import importlib
 # name -> submodule; imported on first use (PEP 562), so `pplaw train --help` (which imports
 # pplaw_jax.train.cli) does not load JAX
 _EXPORTS = {
-    "TokenSequences": "dataset", "batch_indices": "dataset", "build_sequences": "dataset",
-    "mc_metrics": "evaluate", "read_tasks": "evaluate", "wilson_interval": "evaluate",
-    "LoopSettings": "loop", "Trainer": "loop", "fit": "loop", "mean_loss": "loop",
-    "make_optimizer": "optim", "make_schedule": "optim", "total_steps": "optim", "warmup_steps": "optim",
-    "load_for_training": "scratch", "train_tokenizer": "scratch",
+    "TokenSequences": "dataset",
+    "batch_indices": "dataset",
+    "build_sequences": "dataset",
+    "mc_metrics": "evaluate",
+    "read_tasks": "evaluate",
+    "wilson_interval": "evaluate",
+    "LoopSettings": "loop",
+    "Trainer": "loop",
+    "fit": "loop",
+    "mean_loss": "loop",
+    "make_optimizer": "optim",
+    "make_schedule": "optim",
+    "total_steps": "optim",
+    "warmup_steps": "optim",
+    "load_for_training": "scratch",
+    "train_tokenizer": "scratch",
 }
 
 

@@ -17,29 +17,39 @@ from pathlib import Path
 
 from pplaw_jax.config import TrainConfig, add_settings
 from pplaw_jax.errors import PplawError
-from pplaw_jax.select.core import parse_budget
 from pplaw_jax.fileio import check_identity, discard_temporaries, file_sha256, output_lock, write_json
 from pplaw_jax.paths import as_path, canonical, is_url
+from pplaw_jax.select.core import parse_budget
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", required=True, help="HF checkpoint directory, .gguf file, smollm2-135m-instruct, or scratch:CONFIG.json"
+        "--model",
+        required=True,
+        help="HF checkpoint directory, .gguf file, smollm2-135m-instruct, or scratch:CONFIG.json",
     )
-    parser.add_argument("--tokenizer", default=None, help="tokenizer directory (Tokenizer.save) for --model scratch:...")
+    parser.add_argument(
+        "--tokenizer", default=None, help="tokenizer directory (Tokenizer.save) for --model scratch:..."
+    )
     parser.add_argument("--data", required=True, help="training corpus (same spec as pplaw score)")
-    parser.add_argument("--selection", default=None, help="selection.parquet (or its directory): train on these chunks only")
+    parser.add_argument(
+        "--selection", default=None, help="selection.parquet (or its directory): train on these chunks only"
+    )
     parser.add_argument("--out", required=True, help="run directory (resumed if it holds the same run)")
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--tokens", type=parse_budget, default=None,
-                        help="run length in tokens, e.g. 1e6: steps = ceil(N / (B*(L-1)))")
+    length.add_argument(
+        "--tokens", type=parse_budget, default=None, help="run length in tokens, e.g. 1e6: steps = ceil(N / (B*(L-1)))"
+    )
     length.add_argument("--steps", type=int, default=None, help="run length in steps (default: one epoch)")
     parser.add_argument("--seed", type=int, default=0, help="data order (and scratch init) seed")
     parser.add_argument("--eval-data", default=None, help="domain test corpus: its mean token loss is the law's L")
     parser.add_argument("--general-eval-data", default=None, help="general-domain test corpus (forgetting)")
-    parser.add_argument("--target-eval-data", default=None,
-                        help="an evaluation set outside the training pool (e.g. a second corpus of the domain); "
-                             "its mean token loss is eval.json's target_loss")
+    parser.add_argument(
+        "--target-eval-data",
+        default=None,
+        help="an evaluation set outside the training pool (e.g. a second corpus of the domain); "
+        "its mean token loss is eval.json's target_loss",
+    )
     parser.add_argument("--eval-max-docs", type=int, default=None, help="evaluate on the first N documents of each set")
     parser.add_argument("--text-field", default="text", help="JSON field / Parquet column with the text")
     parser.add_argument("--id-field", default="id", help="document id field")
@@ -48,7 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_args(args) -> None:
-    for flag, value in (("--steps", args.steps), ("--eval-max-docs", args.eval_max_docs), ("--max-docs", args.max_docs)):
+    for flag, value in (
+        ("--steps", args.steps),
+        ("--eval-max-docs", args.eval_max_docs),
+        ("--max-docs", args.max_docs),
+    ):
         if value is not None and value < 1:
             raise PplawError(f"{flag} must be >= 1, got {value}")
 
@@ -56,8 +70,12 @@ def _check_args(args) -> None:
 def _check_run_identity(run_dir, identity: dict, partial: bool = False) -> None:
     """Record the trajectory-defining settings in ``RUN/run.json``, or refuse to resume a run made
     with others (`fileio.check_identity`; `partial`: a finished run compared before "nothing to do")."""
-    check_identity(run_dir / "run.json", identity, f"{run_dir} holds a different run ({{changes}}); use a new --out",
-                   partial=partial)
+    check_identity(
+        run_dir / "run.json",
+        identity,
+        f"{run_dir} holds a different run ({{changes}}); use a new --out",
+        partial=partial,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
 
     if is_url(args.out):  # trains in a local working copy mirrored to the URL (train.remote)
         if jax.process_count() > 1:
-            raise PplawError(f"--out {args.out}: training to an object store runs in one process (its "
-                             "checkpoints are staged locally); use a shared file system for multi-host training")
+            raise PplawError(
+                f"--out {args.out}: training to an object store runs in one process (its "
+                "checkpoints are staged locally); use a shared file system for multi-host training"
+            )
         from pplaw_jax.train.remote import working_dir
 
         local = working_dir(args.out)  # locked: one writer per working copy on this machine
@@ -95,9 +115,8 @@ def _train(args: argparse.Namespace) -> int:
     from pplaw_jax.train.export import export_hf
     from pplaw_jax.train.loop import LoopSettings, Trainer, check_memory, data_parallel_size, train_loop
     from pplaw_jax.train.optim import make_optimizer, make_schedule, total_steps, warmup_steps
-    from pplaw_jax.train.scratch import SCRATCH_PREFIX, load_for_training
-
     from pplaw_jax.train.remote import RunMirror
+    from pplaw_jax.train.scratch import SCRATCH_PREFIX, load_for_training
 
     mirror = RunMirror(args.out) if is_url(args.out) else None
     record_dir = as_path(args.out)  # run.json and eval.json (on the URL itself for a remote run)
@@ -106,9 +125,12 @@ def _train(args: argparse.Namespace) -> int:
     _check_args(args)
     selection = read_selection(args.selection) if args.selection else None
     # what the files hold, not only where they are: new weights or data at the same path are another run
-    model_id = {"model": canonical(args.model), "tokenizer": canonical(args.tokenizer),
-                "model_content": model_fingerprint(args.model.removeprefix(SCRATCH_PREFIX)),
-                "tokenizer_content": model_fingerprint(args.tokenizer) if args.tokenizer else None}
+    model_id = {
+        "model": canonical(args.model),
+        "tokenizer": canonical(args.tokenizer),
+        "model_content": model_fingerprint(args.model.removeprefix(SCRATCH_PREFIX)),
+        "tokenizer_content": model_fingerprint(args.tokenizer) if args.tokenizer else None,
+    }
     read = {"text_field": args.text_field, "id_field": args.id_field}
     train_key = dict(
         **model_id,
@@ -120,9 +142,17 @@ def _train(args: argparse.Namespace) -> int:
         **read,
     )
     settings_key = dict(
-        requested_steps=args.steps, requested_tokens=args.tokens, warmup=cfg.warmup, batch_size=cfg.batch_size,
-        lr=cfg.lr, min_lr_ratio=cfg.min_lr_ratio, schedule=cfg.schedule, weight_decay=cfg.weight_decay,
-        clip_norm=cfg.clip_norm, seed=args.seed, dtype=cfg.dtype,
+        requested_steps=args.steps,
+        requested_tokens=args.tokens,
+        warmup=cfg.warmup,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        min_lr_ratio=cfg.min_lr_ratio,
+        schedule=cfg.schedule,
+        weight_decay=cfg.weight_decay,
+        clip_norm=cfg.clip_norm,
+        seed=args.seed,
+        dtype=cfg.dtype,
         # orbax checkpoints hold one parameter layout; remat is left out: it changes memory, not the run
         scan_layers=cfg.scan_layers,
     )
@@ -138,14 +168,22 @@ def _train(args: argparse.Namespace) -> int:
         if size % dp:
             raise PplawError(f"{flag} {size} is not a multiple of the data x fsdp mesh size {dp} (--mesh {cfg.mesh})")
 
-    loaded = load_for_training(args.model, tokenizer_dir=args.tokenizer, dtype=cfg.dtype, seed=args.seed,
-                               remat=cfg.remat, mesh=mesh, scan_layers=cfg.scan_layers)  # into the shards
+    loaded = load_for_training(
+        args.model,
+        tokenizer_dir=args.tokenizer,
+        dtype=cfg.dtype,
+        seed=args.seed,
+        remat=cfg.remat,
+        mesh=mesh,
+        scan_layers=cfg.scan_layers,
+    )  # into the shards
     config, tokenizer = loaded.config, loaded.tokenizer
     if selection is not None:
         selection.check_chunking(cfg.seq_len, tokenizer.doc_start_id)
     if cfg.seq_len > config.max_position_embeddings:
         raise PplawError(
-            f"--seq-len {cfg.seq_len} exceeds the model's max_position_embeddings {config.max_position_embeddings} ({loaded.source})"
+            f"--seq-len {cfg.seq_len} exceeds the model's max_position_embeddings "
+            f"{config.max_position_embeddings} ({loaded.source})"
         )
     check_memory(
         config,
@@ -162,16 +200,23 @@ def _train(args: argparse.Namespace) -> int:
         cache_dir,
         "train",
         fingerprint(**train_key),
-        lambda: build_sequences(
-            args.data, tokenizer, cfg.seq_len, selection=selection, max_docs=args.max_docs, **read
-        ),
+        lambda: build_sequences(args.data, tokenizer, cfg.seq_len, selection=selection, max_docs=args.max_docs, **read),
     )
     eval_sets = {}
-    for name, spec in (("domain", args.eval_data), ("general", args.general_eval_data),
-                       ("target", args.target_eval_data)):
+    for name, spec in (
+        ("domain", args.eval_data),
+        ("general", args.general_eval_data),
+        ("target", args.target_eval_data),
+    ):
         if spec is not None:
-            key = fingerprint(**model_id, data=canonical(spec), data_content=corpus_fingerprint(spec),
-                              seq_len=cfg.seq_len, max_docs=args.eval_max_docs, **read)
+            key = fingerprint(
+                **model_id,
+                data=canonical(spec),
+                data_content=corpus_fingerprint(spec),
+                seq_len=cfg.seq_len,
+                max_docs=args.eval_max_docs,
+                **read,
+            )
             eval_sets[name] = cached_sequences(
                 cache_dir,
                 f"eval_{name}",
@@ -180,7 +225,9 @@ def _train(args: argparse.Namespace) -> int:
             )
     max_id = max(int(s.tokens.max()) for s in (train, *eval_sets.values()))
     if max_id >= config.vocab_size:
-        raise PplawError(f"token id {max_id} is outside the model's vocabulary of {config.vocab_size} ({loaded.source})")
+        raise PplawError(
+            f"token id {max_id} is outside the model's vocabulary of {config.vocab_size} ({loaded.source})"
+        )
 
     num_steps = total_steps(
         batch_size=cfg.batch_size, seq_len=cfg.seq_len, num_sequences=len(train), steps=args.steps, tokens=args.tokens
@@ -207,12 +254,27 @@ def _train(args: argparse.Namespace) -> int:
         log_every=cfg.log_every,
     )
     subset = selection.stats() if selection else {"tokens": train.num_scored_tokens}
-    hparams = {**{k: subset.get(k) for k in ("mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl")},
-               "subset_tokens": subset["tokens"], "steps": num_steps, "seed": args.seed, "lr": cfg.lr,
-               "batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "schedule": cfg.schedule,
-               "selection_sha256": train_key["selection"]}
-    result = train_loop(trainer, train, eval_sets, settings, run_dir, schedule,
-                 on_checkpoint=mirror.push_checkpoint if mirror else None, hparams=hparams)
+    hparams = {
+        **{k: subset.get(k) for k in ("mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl")},
+        "subset_tokens": subset["tokens"],
+        "steps": num_steps,
+        "seed": args.seed,
+        "lr": cfg.lr,
+        "batch_size": cfg.batch_size,
+        "seq_len": cfg.seq_len,
+        "schedule": cfg.schedule,
+        "selection_sha256": train_key["selection"],
+    }
+    result = train_loop(
+        trainer,
+        train,
+        eval_sets,
+        settings,
+        run_dir,
+        schedule,
+        on_checkpoint=mirror.push_checkpoint if mirror else None,
+        hparams=hparams,
+    )
     export_hf(trainer, config, tokenizer, run_dir / "hf")
     if mirror is not None:
         mirror.push_final()
@@ -241,5 +303,12 @@ def _train(args: argparse.Namespace) -> int:
         write_json(record_dir / "eval.json", summary)
         if mirror is not None:
             mirror.discard_working_copy()
-        print(json.dumps({"out": str(record_dir), **{k: summary[k] for k in ("domain_loss", "general_loss", "steps", "trained_tokens")}}))
+        print(
+            json.dumps(
+                {
+                    "out": str(record_dir),
+                    **{k: summary[k] for k in ("domain_loss", "general_loss", "steps", "trained_tokens")},
+                }
+            )
+        )
     return 0

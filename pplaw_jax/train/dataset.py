@@ -17,16 +17,15 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import atomic_write, write_text
 from pplaw_jax.select.io import SelectedChunks
-
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,29 @@ LM_EVAL_INSTALL = "pip install 'lm_eval>=0.4.13,<0.5' (or, in the pplaw_jax chec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="HF checkpoint directory (e.g. RUN/hf), .gguf file, or smollm2-135m-instruct")
+    parser.add_argument(
+        "--model", required=True, help="HF checkpoint directory (e.g. RUN/hf), .gguf file, or smollm2-135m-instruct"
+    )
     tasks = parser.add_mutually_exclusive_group(required=True)
     tasks.add_argument("--tasks", help='JSONL rows {"question", "choices": [...], "answer": i, ["context"]}')
-    tasks.add_argument("--lm-eval-tasks", metavar="NAME[,NAME]",
-                       help=f"lm-evaluation-harness tasks, groups or tags (needs: {LM_EVAL_INSTALL})")
-    parser.add_argument("--lm-eval-include", metavar="DIR", default=None,
-                        help="directory of lm-eval task YAMLs searched before lm-eval's own (e.g. experiments/lm_eval_tasks)")
-    parser.add_argument("--lm-eval-num-fewshot", metavar="N", type=int, default=None,
-                        help="few-shot exemplars per question (default: each task's own setting, else 0)")
+    tasks.add_argument(
+        "--lm-eval-tasks",
+        metavar="NAME[,NAME]",
+        help=f"lm-evaluation-harness tasks, groups or tags (needs: {LM_EVAL_INSTALL})",
+    )
+    parser.add_argument(
+        "--lm-eval-include",
+        metavar="DIR",
+        default=None,
+        help="directory of lm-eval task YAMLs searched before lm-eval's own (e.g. experiments/lm_eval_tasks)",
+    )
+    parser.add_argument(
+        "--lm-eval-num-fewshot",
+        metavar="N",
+        type=int,
+        default=None,
+        help="few-shot exemplars per question (default: each task's own setting, else 0)",
+    )
     parser.add_argument("--out", default=None, help="results JSON (default: print the summary only)")
     add_settings(parser, EvalConfig)
 
@@ -40,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from pplaw_jax.distributed import make_mesh
     from pplaw_jax.logs import progress
     from pplaw_jax.models import load_model
-    from pplaw_jax.train.evaluate import build_requests, mc_metrics, read_tasks, score_requests
     from pplaw_jax.models.sharded import ShardedLM, data_parallel_size
+    from pplaw_jax.train.evaluate import build_requests, mc_metrics, read_tasks, score_requests
 
     cfg: EvalConfig = args.cfg
     for flag in ("lm_eval_include", "lm_eval_num_fewshot"):
@@ -51,13 +65,16 @@ def run(args: argparse.Namespace) -> int:
         raise PplawError(f"--lm-eval-num-fewshot must be >= 0, got {args.lm_eval_num_fewshot}")
     if args.lm_eval_tasks:
         harness = _import_harness()
-        suite = harness.load_suite([n.strip() for n in args.lm_eval_tasks.split(",") if n.strip()], args.lm_eval_include)
+        suite = harness.load_suite(
+            [n.strip() for n in args.lm_eval_tasks.split(",") if n.strip()], args.lm_eval_include
+        )
     else:
         tasks = read_tasks(args.tasks, cfg.max_examples)
     mesh = make_mesh(cfg.mesh)
     if cfg.batch_size < 1 or cfg.batch_size % data_parallel_size(mesh):
         raise PplawError(
-            f"--batch-size {cfg.batch_size} is not a positive multiple of the data x fsdp mesh size {data_parallel_size(mesh)}"
+            f"--batch-size {cfg.batch_size} is not a positive multiple of the data x fsdp mesh size "
+            f"{data_parallel_size(mesh)}"
         )
     loaded = load_model(args.model, dtype=cfg.dtype, mesh=mesh)  # read straight into the shards
     context = loaded.config.max_position_embeddings
@@ -68,13 +85,19 @@ def run(args: argparse.Namespace) -> int:
     if args.lm_eval_tasks:
         lm = harness.PplawLM(loaded, mesh, batch_size=cfg.batch_size, max_length=max_length)
         results = harness.evaluate_suite(lm, suite, limit=cfg.max_examples, num_fewshot=args.lm_eval_num_fewshot)
-        summary = {name: {k: t[k] for k in keys if k in t} for name, t in {**results["tasks"], **results["groups"]}.items()}
+        summary = {
+            name: {k: t[k] for k in keys if k in t} for name, t in {**results["tasks"], **results["groups"]}.items()
+        }
     else:
         requests = build_requests(tasks, loaded.tokenizer, max_length, source=args.tasks)
         lm = ShardedLM(loaded.model, mesh)
         with progress("eval", total=len(requests), unit="choice", disable=jax.process_index() != 0) as bar:
             logliks = score_requests(lm.nll, requests, cfg.batch_size, max_length, progress=bar.update)
-        results = {"model": loaded.source, "tasks": args.tasks if is_url(args.tasks) else os.path.abspath(args.tasks), **mc_metrics(tasks, logliks, args.tasks)}
+        results = {
+            "model": loaded.source,
+            "tasks": args.tasks if is_url(args.tasks) else os.path.abspath(args.tasks),
+            **mc_metrics(tasks, logliks, args.tasks),
+        }
         summary = {k: results[k] for k in keys}
     results["settings"] = dataclasses.asdict(cfg)  # what produced these numbers
     if jax.process_index() == 0:
@@ -91,7 +114,9 @@ def _import_harness():
     try:
         import lm_eval  # noqa: F401  (only whether it imports)
     except ImportError:
-        raise PplawError(f"--lm-eval-tasks needs lm-evaluation-harness (lm_eval); install it with: {LM_EVAL_INSTALL}") from None
+        raise PplawError(
+            f"--lm-eval-tasks needs lm-evaluation-harness (lm_eval); install it with: {LM_EVAL_INSTALL}"
+        ) from None
     from pplaw_jax.train import harness
 
     return harness

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.paths import as_path
-
 
 
 @dataclass(frozen=True)
@@ -207,9 +206,11 @@ def mc_metrics(tasks: Sequence[Task], logliks: np.ndarray, source: str = "tasks"
         k = 0
         for task in tasks:
             if k <= bad[0] < k + len(task.choices):
-                raise PplawError(f"{source}:{task.line}: choice {bad[0] - k} has log-likelihood {logliks[bad[0]]} "
-                                 f"(and {bad.size - 1} more choices): the model's logits are not finite; no "
-                                 "accuracy is computed")
+                raise PplawError(
+                    f"{source}:{task.line}: choice {bad[0] - k} has log-likelihood {logliks[bad[0]]} "
+                    f"(and {bad.size - 1} more choices): the model's logits are not finite; no "
+                    "accuracy is computed"
+                )
             k += len(task.choices)
     examples, k = [], 0
     correct = correct_norm = 0

@@ -44,9 +44,9 @@ from pplaw_jax.errors import PplawError
 from pplaw_jax.logs import get_logger, progress
 from pplaw_jax.models.loading import LoadedModel
 from pplaw_jax.models.loss import next_token_nll
-from pplaw_jax.train.evaluate import Request, batched_apply, encode_pair, truncated_request, wilson_interval
 from pplaw_jax.models.sharded import ShardedLM, data_parallel_size
 from pplaw_jax.paths import is_url, localize
+from pplaw_jax.train.evaluate import Request, batched_apply, encode_pair, truncated_request, wilson_interval
 
 MODEL_NAME = "pplaw"
 DEFAULT_MESH = "data=-1,fsdp=1,tensor=1"
@@ -104,7 +104,7 @@ class _Scorer(ShardedLM):
         )
         return tuple(np.asarray(x.addressable_data(0)) for x in out)
 
-    def loglikelihoods(self, shared: "SharedRows", batch_size: int, max_length: int, progress=None):
+    def loglikelihoods(self, shared: SharedRows, batch_size: int, max_length: int, progress=None):
         """(log-likelihood float64, greedy bool) of each request behind `shared`, in request order."""
         shared_nll, shared_greedy, cand_logp, last_argmax = batched_apply(
             self.score, shared.rows, batch_size, max_length, progress, extras=(shared.candidates,)
@@ -132,7 +132,7 @@ class SharedRows:
     candidates: np.ndarray
 
     @classmethod
-    def of(cls, requests: list[Request]) -> "SharedRows":
+    def of(cls, requests: list[Request]) -> SharedRows:
         groups: dict[tuple, list[int]] = {}
         for i, req in enumerate(requests):
             groups.setdefault((req.ids[:-1], req.first), []).append(i)
@@ -170,7 +170,8 @@ class PplawLM(LM):
             raise PplawError(f"max_length {self.max_length} must be in [2, {context}] (the model's context)")
         if batch_size < 1 or batch_size % data_parallel_size(mesh):
             raise PplawError(
-                f"batch size {batch_size} is not a positive multiple of the data x fsdp mesh size {data_parallel_size(mesh)}"
+                f"batch size {batch_size} is not a positive multiple of the data x fsdp mesh size "
+                f"{data_parallel_size(mesh)}"
             )
         self.batch_size = batch_size
         self.tokenizer = loaded.tokenizer
@@ -178,12 +179,12 @@ class PplawLM(LM):
         self._scorer = _Scorer(loaded.model, mesh)
 
     @classmethod
-    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "PplawLM":
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> PplawLM:
         """From lm-eval's ``--model_args`` string, e.g. ``model=RUN/hf,batch_size=8,dtype=bfloat16``."""
         return cls.create_from_arg_obj(lm_utils.simple_parse_args_string(arg_string), additional_config)
 
     @classmethod
-    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> "PplawLM":
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> PplawLM:
         """Load `model` (any `pplaw_jax.models.load_model` spec) with `dtype`, on `mesh`; see MODEL_ARGS."""
         from pplaw_jax.distributed import make_mesh
         from pplaw_jax.models import load_model
@@ -192,10 +193,14 @@ class PplawLM(LM):
         args = {**{k: v for k, v in (additional_config or {}).items() if v is not None}, **arg_dict}
         unknown = sorted(set(args) - set(MODEL_ARGS) - set(IGNORED_ARGS))
         if unknown:
-            raise PplawError(f"unknown model argument(s) {', '.join(unknown)} for model {MODEL_NAME!r} "
-                             f"(known: {', '.join(MODEL_ARGS)})")
+            raise PplawError(
+                f"unknown model argument(s) {', '.join(unknown)} for model {MODEL_NAME!r} "
+                f"(known: {', '.join(MODEL_ARGS)})"
+            )
         if not args.get("model"):
-            raise PplawError(f"model {MODEL_NAME!r} needs model=PATH (an HF checkpoint directory, a .gguf file or a known name)")
+            raise PplawError(
+                f"model {MODEL_NAME!r} needs model=PATH (an HF checkpoint directory, a .gguf file or a known name)"
+            )
         loaded = load_model(str(args["model"]), dtype=str(args.get("dtype", "float32")))
         max_length = args.get("max_length")
         return cls(
@@ -218,8 +223,10 @@ class PplawLM(LM):
             cut += 1 + len(context_ids) + len(continuation_ids) > self.max_length
             built.append(truncated_request(start, context_ids, continuation_ids, self.max_length))
         if cut:
-            get_logger("eval").warning(f"{cut} of {len(requests)} lm-eval requests were longer than max_length "
-                                       f"{self.max_length} and lost the start of their context (as lm-eval's HF model)")
+            get_logger("eval").warning(
+                f"{cut} of {len(requests)} lm-eval requests were longer than max_length "
+                f"{self.max_length} and lost the start of their context (as lm-eval's HF model)"
+            )
         logliks, greedy = self._run(built, "loglikelihood", disable_tqdm)
         return [(float(ll), bool(g)) for ll, g in zip(logliks, greedy)]
 
@@ -297,7 +304,9 @@ def load_suite(names: list[str], include: str | None = None) -> Suite:
         manager = TaskManager()
     unknown = [n for n in names if n not in manager.all_tasks]
     if unknown:
-        where = f"{include} or lm-eval's built-in tasks" if include else "lm-eval's built-in tasks (no --lm-eval-include)"
+        where = (
+            f"{include} or lm-eval's built-in tasks" if include else "lm-eval's built-in tasks (no --lm-eval-include)"
+        )
         raise PplawError(f"unknown lm-eval task(s) {', '.join(unknown)}: not in {where}")
     try:
         loaded = manager.load(list(names))
@@ -305,8 +314,10 @@ def load_suite(names: list[str], include: str | None = None) -> Suite:
         raise PplawError(f"cannot load lm-eval task(s) {', '.join(names)}: {' '.join(str(e).split())}") from e
     generating = sorted(n for n, t in loaded["tasks"].items() if t.OUTPUT_TYPE == "generate_until")
     if generating:
-        raise PplawError(f"lm-eval task(s) {', '.join(generating)} generate text (generate_until); "
-                         "pplaw evaluates log-likelihood tasks only")
+        raise PplawError(
+            f"lm-eval task(s) {', '.join(generating)} generate text (generate_until); "
+            "pplaw evaluates log-likelihood tasks only"
+        )
     return Suite(list(names), include, manager)
 
 

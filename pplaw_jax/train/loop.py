@@ -19,16 +19,17 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.logs import get_logger, progress
@@ -170,14 +171,17 @@ def check_memory(config, *, batch_size: int, seq_len: int, mesh, compute_bytes: 
     )
     available = _available_bytes()
     if available is None:
-        get_logger("train").info(f"memory check skipped: this OS reports no available memory "
-                                 f"(a train step needs roughly {need / 2**30:.1f} GiB per device)")
+        get_logger("train").info(
+            f"memory check skipped: this OS reports no available memory "
+            f"(a train step needs roughly {need / 2**30:.1f} GiB per device)"
+        )
         return
     have, what = available
     if need > have:
         raise PplawError(
             f"a train step needs roughly {need / 2**30:.1f} GiB per device but {what} is {have / 2**30:.1f} GiB "
-            f"(batch {batch_size}, seq_len {seq_len}, {config.num_params() / 1e6:.0f}M params, mesh {dict(mesh.shape)}); "
+            f"(batch {batch_size}, seq_len {seq_len}, {config.num_params() / 1e6:.0f}M params, "
+            f"mesh {dict(mesh.shape)}); "
             "lower --batch-size or --seq-len, add --remat, use --dtype bfloat16, or shard over more fsdp devices"
         )
 
@@ -231,8 +235,16 @@ def train_loop(
         state, meta = checkpointer.restore(latest, trainer.abstract_state())
         trainer.load_state(state)
         step, tokens, wall_before = int(meta["step"]), int(meta["tokens"]), float(meta["wall_time_s"])
-    metrics = (MetricsLog(run_dir / "metrics.jsonl", keep_through_step=latest, tensorboard_dir=run_dir / "tensorboard",
-                          hparams=hparams) if is_main else None)
+    metrics = (
+        MetricsLog(
+            run_dir / "metrics.jsonl",
+            keep_through_step=latest,
+            tensorboard_dir=run_dir / "tensorboard",
+            hparams=hparams,
+        )
+        if is_main
+        else None
+    )
     started = time.perf_counter()
 
     def place(s: int):
@@ -254,11 +266,19 @@ def train_loop(
         rate = sum(int(st["n_tokens"]) for _, st in fetched) / max(now - window_start, 1e-9)
         for s, st in fetched:
             tokens += int(st["n_tokens"])
-            row = {"step": s, "tokens": tokens, "train_loss": float(st["train_loss"]), "lr": float(schedule(s - 1)),
-                   "grad_norm": float(st["grad_norm"]), "tokens_per_s": rate}
+            row = {
+                "step": s,
+                "tokens": tokens,
+                "train_loss": float(st["train_loss"]),
+                "lr": float(schedule(s - 1)),
+                "grad_norm": float(st["grad_norm"]),
+                "tokens_per_s": rate,
+            }
             if not math.isfinite(row["train_loss"]) and s == 1:  # computed with the loaded weights
-                raise PplawError(f"the model's loss on the first batch is {row['train_loss']}, before any update: "
-                                 "the model gives non-finite logits (check its weights and --dtype)")
+                raise PplawError(
+                    f"the model's loss on the first batch is {row['train_loss']}, before any update: "
+                    "the model gives non-finite logits (check its weights and --dtype)"
+                )
             if not math.isfinite(row["train_loss"]):
                 raise PplawError(f"training diverged: loss is {row['train_loss']} at step {s} (lower --lr?)")
             row.update(evals.pop(s, {}))

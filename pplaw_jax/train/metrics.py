@@ -49,14 +49,22 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
 class MetricsLog:
     """Append-only JSONL writer that first truncates the log to `keep_through_step` (None = empty)."""
 
-    def __init__(self, path: str | os.PathLike, keep_through_step: int | None,
-                 tensorboard_dir: str | os.PathLike | None = None, hparams: dict | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        keep_through_step: int | None,
+        tensorboard_dir: str | os.PathLike | None = None,
+        hparams: dict | None = None,
+    ):
         self.path = Path(path)
-        kept = [] if keep_through_step is None else [r for r in read_metrics(self.path) if r["step"] <= keep_through_step]
+        kept = (
+            [] if keep_through_step is None else [r for r in read_metrics(self.path) if r["step"] <= keep_through_step]
+        )
         write_jsonl(self.path, kept)
         self._file = open(self.path, "a")
-        self._tb = (None if tensorboard_dir is None
-                    else TensorBoardLog(tensorboard_dir, (keep_through_step or 0) + 1, hparams))
+        self._tb = (
+            None if tensorboard_dir is None else TensorBoardLog(tensorboard_dir, (keep_through_step or 0) + 1, hparams)
+        )
 
     def write(self, row: dict) -> None:
         self._file.write(json.dumps({k: _json_value(v) for k, v in row.items()}) + "\n")
@@ -97,8 +105,9 @@ class TensorBoardLog:
         directory.mkdir(parents=True, exist_ok=True)
         session = len(list(directory.glob("events.out.tfevents.*")))
         self._writer = EventsWriter(str(directory / "events"), filename_suffix=f".{session:04d}")
-        self._writer.write_event(Event(wall_time=time.time(), step=purge_step,
-                                       session_log=SessionLog(status=SessionLog.START)))
+        self._writer.write_event(
+            Event(wall_time=time.time(), step=purge_step, session_log=SessionLog(status=SessionLog.START))
+        )
         if hparams:
             from tensorboardX.summary import hparams as hparams_summaries
 
@@ -115,8 +124,9 @@ class TensorBoardLog:
         now = time.time()
         for key, value in row.items():
             if key != "step" and value is not None and math.isfinite(value):
-                self._writer.write_event(Event(wall_time=now, step=row["step"],
-                                               summary=scalar(tensorboard_tag(key), value)))
+                self._writer.write_event(
+                    Event(wall_time=now, step=row["step"], summary=scalar(tensorboard_tag(key), value))
+                )
         self._writer.flush()
 
     def close(self) -> None:

@@ -55,7 +55,8 @@ def load_for_training(
     tokenizer = Tokenizer.load(localize(tokenizer_dir) if is_url(tokenizer_dir) else tokenizer_dir)
     if tokenizer.vocab_size > config.vocab_size:
         raise PplawError(
-            f"{path}: vocab_size {config.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size} ({tokenizer_dir})"
+            f"{path}: vocab_size {config.vocab_size} is smaller than the tokenizer's "
+            f"{tokenizer.vocab_size} ({tokenizer_dir})"
         )
     model = init_model(config, seed=seed, dtype=dtype, mesh=mesh, remat=remat, scan_layers=scan_layers)
     return LoadedModel(config=config, model=model, tokenizer=tokenizer, source=str(path))

@@ -62,11 +62,19 @@ def run(args: argparse.Namespace) -> int:
     if is_url(out) and not (out / INIT_CONFIG).exists():
         rmtree(out / TOKENIZER)  # uploaded file by file, complete only once init_config.json is written
     if not (out / TOKENIZER).exists():
-        tokenizer = train_tokenizer(args.data, args.vocab_size, out / TOKENIZER, max_docs=args.max_docs,
-                                    text_field=args.text_field, id_field=args.id_field)
+        tokenizer = train_tokenizer(
+            args.data,
+            args.vocab_size,
+            out / TOKENIZER,
+            max_docs=args.max_docs,
+            text_field=args.text_field,
+            id_field=args.id_field,
+        )
         if tokenizer.vocab_size < args.vocab_size:  # the model would carry embeddings no token reaches
             rmtree(out / TOKENIZER)
-            raise PplawError(f"--vocab-size {args.vocab_size}: the corpus yields only {tokenizer.vocab_size} tokens "
-                             f"(byte-level BPE ran out of merges); lower --vocab-size or give more --max-docs")
+            raise PplawError(
+                f"--vocab-size {args.vocab_size}: the corpus yields only {tokenizer.vocab_size} tokens "
+                f"(byte-level BPE ran out of merges); lower --vocab-size or give more --max-docs"
+            )
     write_text(out / INIT_CONFIG, text)
     return 0
