@@ -14,6 +14,7 @@ import importlib
 import json
 import os
 import sys
+import types
 
 from pplaw_jax import __version__, logs
 from pplaw_jax.config import check_settings, parser_options
@@ -138,7 +139,7 @@ INPUTS = {
 }
 
 
-def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | None]:
+def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, types.ModuleType | None]:
     options = parser_options()
     parser = options.pop("parser_class")(prog="pplaw", description=__doc__.splitlines()[0], epilog=EXAMPLES, **options)
     parser.add_argument("--version", action="version", version=f"pplaw {__version__}")
@@ -158,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     # pplaw runs its models in JAX: transformers' "PyTorch was not found" advice is noise here
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     parser, module = build_parser(argv)
-    if hasattr(module, "reorder_argv"):  # `pplaw run CFG --until X key=v`: overrides may follow the flags
+    # `pplaw run CFG --until X key=v`: overrides may follow the flags
+    if module is not None and hasattr(module, "reorder_argv"):
         argv = module.reorder_argv(argv)
     try:
         args = parser.parse_args(argv)

@@ -27,14 +27,14 @@ import argparse
 import dataclasses
 import math
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import yaml
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.paths import as_path
+from pplaw_jax.paths import AnyPath, PathSpec, as_path
 
 DEFAULT_MESH = "data=-1,fsdp=1,tensor=1"
 Dtype = Literal["float32", "bfloat16"]
@@ -417,7 +417,8 @@ class GridConfig:
     metric: Literal["domain_loss", "target_loss"] = setting("domain_loss", help="the loss the law is fitted on")
 
 
-METHODS = ("dos-posterior", "dos-point", "random", "low", "high", "mid", "band", "oracle", "full")
+Method = Literal["dos-posterior", "dos-point", "random", "low", "high", "mid", "band", "oracle", "full"]
+METHODS: tuple[str, ...] = typing.get_args(Method)
 
 
 @dataclass
@@ -432,7 +433,7 @@ class FinalConfig:
     """
 
     budget: float = setting(5e4, lo=0, lo_open=True, help="token budget of every selection")
-    methods: list[Literal[METHODS]] = setting(
+    methods: list[Method] = setting(
         factory=lambda: ["dos-posterior", "dos-point", "random", "low", "high", "full"], help="selection methods"
     )
     seeds: list[int] = setting(factory=lambda: [0, 1, 2, 3, 4], help="one re-drawn subset and run per seed")
@@ -668,7 +669,7 @@ def _merge(base: dict, child: dict) -> dict:
     return out
 
 
-def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+def _read_yaml(path: AnyPath, chain: tuple[AnyPath, ...] = ()) -> dict:
     """The study file's tree with its `base:` chain merged in (the child wins)."""
     if not path.is_file():
         raise PplawError(f"config file {path} not found")
@@ -736,7 +737,7 @@ def _check_window(w: str, label: str) -> None:
         raise PplawError(f"{label}: {w!r} needs 0 <= lo < hi <= 1")
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
+def load_config(path: PathSpec, overrides: Sequence[str] = ()) -> StudyConfig:
     """The study file (with its `base:` chain) and dotted `key=value` overrides, validated."""
     tree = _read_yaml(as_path(path))
     for o in overrides:

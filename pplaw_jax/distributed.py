@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -57,7 +58,7 @@ def initialize_distributed() -> None:
     if jax.distributed.is_initialized():
         _initialized = True
         return
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if os.environ.get("JAX_COORDINATOR_ADDRESS"):
         kwargs["coordinator_address"] = os.environ["JAX_COORDINATOR_ADDRESS"]
     if os.environ.get("JAX_NUM_PROCESSES"):

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.paths import as_path, is_url
+from pplaw_jax.paths import AnyPath, PathSpec, URLPath, as_path, is_url, local_path, url_path
 
 TMP_SUFFIX = ".tmp"
 # the names tempfile.mkstemp / mkdtemp give (8 characters of [a-z0-9_]) with our prefixes/suffix
@@ -46,7 +46,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+def atomic_write(path: PathSpec, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)`` to fill a temporary file beside `path`, fsync it, then rename it onto `path`.
 
     `write` receives the temporary path (an existing empty file) and may open it by name, so
@@ -56,15 +56,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     and is uploaded onto `path` in one request once `write` has returned.
     """
     if is_url(path):
-        target = as_path(path)
+        target = url_path(path)
         with tempfile.TemporaryDirectory(prefix="pplaw-upload-") as d:
             tmp = Path(d) / target.name
             tmp.touch()
             write(tmp)
             target.upload(tmp)
         return
-    path = as_path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=TMP_SUFFIX)
+    local = local_path(path)
+    fd, name = tempfile.mkstemp(dir=local.parent, prefix=local.name + ".", suffix=TMP_SUFFIX)
     tmp = Path(name)
     try:
         try:
@@ -77,7 +77,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        os.replace(tmp, local)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -95,7 +95,7 @@ def staging_dir(final: str | os.PathLike) -> Path:
     return tmp
 
 
-def discard_temporaries(directory: str | os.PathLike, owned: Iterable[str] | None = None) -> None:
+def discard_temporaries(directory: PathSpec, owned: Iterable[str] | None = None) -> None:
     """Remove what killed writers left below `directory`: `atomic_write` temporaries
     (``NAME.<random>.tmp``) and `staging_dir` directories (``.NAME.tmp-<random>``).  Only for what
     the caller alone writes (it holds `output_lock`): a live writer's temporaries would go too.
@@ -103,7 +103,7 @@ def discard_temporaries(directory: str | os.PathLike, owned: Iterable[str] | Non
     `directory` (a multi-host command whose process 0 alone writes them); else all, recursively."""
     if is_url(directory):
         return  # an object-store write is one upload from a local temporary: none are left there
-    root = Path(directory)
+    root = local_path(directory)
     if not root.is_dir():
         return
     if owned is None:
@@ -122,7 +122,7 @@ def discard_temporaries(directory: str | os.PathLike, owned: Iterable[str] | Non
             path.unlink(missing_ok=True)
 
 
-def publish_modes(directory: str | os.PathLike) -> None:
+def publish_modes(directory: str | Path) -> None:
     """Give every file below `directory` ``0666 & ~umask`` (some writers, e.g. safetensors'
     ``save_file``, create 0600 files), so an export follows the umask like every other output."""
     for root, _, files in os.walk(directory):
@@ -130,14 +130,14 @@ def publish_modes(directory: str | os.PathLike) -> None:
             os.chmod(os.path.join(root, name), 0o666 & ~_UMASK)
 
 
-def check_output_path(path: str | os.PathLike, kind: str) -> None:
+def check_output_path(path: PathSpec, kind: str) -> None:
     """Fail fast (before any expensive work) when `path` cannot become the output: `kind` is
     ``"dir"`` (an output directory: may exist, as a directory) or ``"file"`` (an output file: must
     not be a directory); the nearest existing ancestor must be a writable directory.  Object-store
     URLs: the filesystem's backend must be installed (else the error names the extra to install)
     and the kind must match what exists; there is no writability check without writing.  Raises
     PplawError naming the path."""
-    text = os.fspath(path) if not is_url(path) else str(path)
+    text = str(path) if isinstance(path, URLPath) else os.fspath(path)
     if is_url(text):
         u = as_path(text)  # PplawError naming the extra when the backend is missing
         if kind == "dir" and u.is_file():
@@ -161,11 +161,11 @@ def check_output_path(path: str | os.PathLike, kind: str) -> None:
         raise PplawError(f"--out {p}: {ancestor} is not writable")
 
 
-def _comparable(spec: str) -> str | None:
+def _comparable(spec: object) -> str | None:
     """A path spec as one comparable string: local paths resolved (links followed, ``scratch:``
     stripped, a glob cut to its fixed directory), URLs normalised; None for what names no path
     (``tfds:`` specs)."""
-    spec = os.fspath(spec)
+    spec = os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else str(spec)
     if spec.startswith("tfds:"):
         return None
     spec = spec.removeprefix("scratch:")
@@ -181,7 +181,7 @@ def _comparable(spec: str) -> str | None:
     return os.path.realpath(spec)
 
 
-def check_not_over_inputs(out: str | os.PathLike, out_flag: str, inputs: dict[str, object]) -> None:
+def check_not_over_inputs(out: PathSpec, out_flag: str, inputs: dict[str, object]) -> None:
     """Refuse, before anything is written, an output that is, is inside, or contains one of the
     command's inputs (`inputs`: flag -> path or list of paths; None skipped): a command never
     writes over what it reads.  PplawError naming both."""
@@ -213,7 +213,7 @@ LOCK_PREFIX = ".pplaw-lock-host"
 
 
 @contextlib.contextmanager
-def output_lock(out_dir: str | os.PathLike, host: int = 0) -> Iterator[Path]:
+def output_lock(out_dir: PathSpec, host: int = 0) -> Iterator[AnyPath]:
     """Hold the advisory lock ``OUT_DIR/.pplaw-lock-hostHHH`` while a command writes `out_dir`.
 
     One writer per output directory (per host: the hosts of a multi-host run write their own
@@ -231,8 +231,7 @@ def output_lock(out_dir: str | os.PathLike, host: int = 0) -> Iterator[Path]:
     if is_url(out_dir):
         yield as_path(out_dir)
         return
-    text = os.fspath(out_dir)
-    root = Path(text)
+    root = local_path(out_dir)
     created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{LOCK_PREFIX}{host:03d}"
@@ -270,7 +269,7 @@ FINGERPRINT_EDGE = 1 << 20  # bytes read from each end of a file
 
 
 def check_identity(
-    path: str | os.PathLike, identity: dict, refusal: str, *, partial: bool = False, sort_keys: bool = False
+    path: PathSpec, identity: dict, refusal: str, *, partial: bool = False, sort_keys: bool = False
 ) -> None:
     """Record what defines an output (`identity`, JSON at `path`), or refuse one that holds another's:
     the one "is this the same run?" check of every resumable command (`pplaw score`, `pplaw train`).
@@ -295,7 +294,7 @@ def check_identity(
         write_json(path, identity, sort_keys=sort_keys)
 
 
-def content_fingerprint(paths: Iterable[str | os.PathLike]) -> str:
+def content_fingerprint(paths: Iterable[PathSpec]) -> str:
     """A short hash of what the files hold: per file (in the given order) its name, size and its
     first and last MiB.  Bounded cost on a 100 GB checkpoint, and it tells apart two checkpoints
     of one architecture (their first tensors differ right after the header) or two corpora; a
@@ -314,7 +313,7 @@ def content_fingerprint(paths: Iterable[str | os.PathLike]) -> str:
     return h.hexdigest()[:16]
 
 
-def file_sha256(path: str | os.PathLike) -> str:
+def file_sha256(path: PathSpec) -> str:
     """sha256 of a file's bytes (for inputs small enough to hash whole: selections, fits, tables)."""
     h = hashlib.sha256()
     with as_path(path).open("rb") as f:
@@ -323,7 +322,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def json_digest(path: str | os.PathLike, ignore: Iterable[str] = ()) -> str:
+def json_digest(path: PathSpec, ignore: Iterable[str] = ()) -> str:
     """sha256 of a JSON file's content as canonical JSON (sorted keys), without the keys in
     `ignore` at any depth: the identity of a summary or fit.json, not of its timing fields (two
     runs that produce the same result get the same digest)."""
@@ -341,16 +340,17 @@ def json_digest(path: str | os.PathLike, ignore: Iterable[str] = ()) -> str:
     return hashlib.sha256(json.dumps(strip(obj), sort_keys=True).encode()).hexdigest()
 
 
-def tree_files(path: str | os.PathLike) -> list[Path]:
+def tree_files(path: PathSpec) -> list[AnyPath]:
     """A file, or every non-hidden file below a directory, sorted by relative path."""
-    path = as_path(path)
-    if path.is_file():
-        return [path]
-    found = {p.relative_to(path).as_posix(): p for p in path.rglob("*") if p.is_file()}
+    root = as_path(path)
+    if root.is_file():
+        return [root]
+    # each p comes from root.rglob: the same kind of path (local or URL) as root
+    found = {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()}  # type: ignore[arg-type]
     return [found[rel] for rel in sorted(found) if not any(part.startswith(".") for part in rel.split("/"))]
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def write_bytes(path: PathSpec, data: bytes) -> None:
     """Atomically write `data` to `path` (a URL: uploaded in one request)."""
     if is_url(path):
         as_path(path).write_bytes(data)
@@ -358,12 +358,12 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
+def write_text(path: PathSpec, text: str) -> None:
     """Atomically write `text` (UTF-8) to `path`."""
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def write_json(path: str | os.PathLike, obj: Any, *, sort_keys: bool = False) -> None:
+def write_json(path: PathSpec, obj: Any, *, sort_keys: bool = False) -> None:
     """Atomically write `obj` as JSON indented by 2, with a final newline.
 
     NaN and ±inf become ``null`` (strict JSON, readable by pandas and JavaScript); numpy scalars
@@ -373,7 +373,7 @@ def write_json(path: str | os.PathLike, obj: Any, *, sort_keys: bool = False) ->
     write_text(path, text)
 
 
-def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> None:
+def write_jsonl(path: PathSpec, rows: Iterable[Any]) -> None:
     """Atomically write one ``json.dumps(row)`` line per row (streamed, UTF-8)."""
 
     def write(tmp: Path) -> None:

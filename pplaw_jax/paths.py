@@ -101,7 +101,7 @@ class URLPath:
     not write a local file named ``memory:/...``; use `local_copy` or the library's URL support.
     """
 
-    __slots__ = ("_url", "_fs", "_path")
+    __slots__ = ("_url", "_fs", "_path", "_head_start")
 
     def __init__(self, url: str, fs: Any = None, path: str | None = None):
         m = _URL.match(url)
@@ -109,14 +109,17 @@ class URLPath:
             raise ValueError(f"not a URL: {url!r}")
         if len(url) > m.end():
             url = url.rstrip("/")
-        if fs is None:
+        if fs is None or path is None:
             fs, path = filesystem(url)
-        self._url, self._fs, self._path = url, fs, path
+        self._url: str = url
+        self._fs: Any = fs
+        self._path: str = path
+        self._head_start = m.end()  # where the part after ``scheme://`` starts
 
     # ------------------------------------------------------------------ pure path operations
     @property
     def scheme(self) -> str:
-        return _URL.match(self._url).group(1).lower()
+        return self._url[: self._head_start - 3].lower()
 
     @property
     def fs(self) -> Any:
@@ -159,7 +162,7 @@ class URLPath:
 
     @property
     def name(self) -> str:
-        return self._url[_URL.match(self._url).end() :].rstrip("/").rsplit("/", 1)[-1]
+        return self._url[self._head_start :].rstrip("/").rsplit("/", 1)[-1]
 
     @property
     def suffix(self) -> str:
@@ -175,7 +178,7 @@ class URLPath:
 
     @property
     def parent(self) -> URLPath:
-        head = self._url[_URL.match(self._url).end() :]
+        head = self._url[self._head_start :]
         if "/" not in head:
             return self
         return URLPath(self._url.rsplit("/", 1)[0], self._fs, self._path.rsplit("/", 1)[0] or "/")
@@ -186,11 +189,11 @@ class URLPath:
     def with_suffix(self, suffix: str) -> URLPath:
         return self.with_name(str(PurePosixPath(self.name).with_suffix(suffix)))
 
-    def relative_to(self, other) -> PurePosixPath:
-        other = as_path(other)
-        if not isinstance(other, URLPath):
-            raise ValueError(f"{self} is not relative to {other}")
-        return PurePosixPath(self._path).relative_to(other._path)
+    def relative_to(self, other: PathSpec) -> PurePosixPath:
+        base = as_path(other)
+        if not isinstance(base, URLPath):
+            raise ValueError(f"{self} is not relative to {base}")
+        return PurePosixPath(self._path).relative_to(base._path)
 
     def is_relative_to(self, other) -> bool:
         try:
@@ -292,6 +295,8 @@ class URLPath:
 
 
 AnyPath = Path | URLPath
+# what a function that reads or writes local paths and URLs alike accepts
+PathSpec = str | os.PathLike | URLPath
 
 
 def hub_snapshot(repo_id: str, revision: str | None, allow_patterns: list[str], repo_type: str = "model") -> Path:
@@ -301,15 +306,25 @@ def hub_snapshot(repo_id: str, revision: str | None, allow_patterns: list[str], 
     searched and why when neither has it."""
     from huggingface_hub import constants, snapshot_download
 
-    kwargs = dict(repo_id=repo_id, revision=revision, allow_patterns=allow_patterns, repo_type=repo_type)
+    def download(local_files_only: bool) -> Path:
+        return Path(
+            snapshot_download(
+                repo_id,
+                revision=revision,
+                allow_patterns=allow_patterns,
+                repo_type=repo_type,
+                local_files_only=local_files_only,
+            )
+        )
+
     offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     try:
-        return Path(snapshot_download(**kwargs, local_files_only=offline))
+        return download(local_files_only=offline)
     except Exception as first:  # no network, unknown or gated repository: the cache alone
         why = "HF_HUB_OFFLINE is set" if offline else f"the hub gave {type(first).__name__}"
         if not offline:
             try:
-                return Path(snapshot_download(**kwargs, local_files_only=True))
+                return download(local_files_only=True)
             except Exception:
                 pass
         raise PplawError(
@@ -328,7 +343,7 @@ def canonical(spec: str | None) -> str | None:
     return os.path.abspath(spec) if os.path.exists(spec) or any(c in spec for c in "*?[") else spec
 
 
-def as_path(path: str | os.PathLike | URLPath) -> AnyPath:
+def as_path(path: PathSpec) -> AnyPath:
     """`path` as a path object: a `URLPath` for a URL, else ``pathlib.Path(path)`` (``file://``
     URLs become local paths)."""
     if isinstance(path, (URLPath, Path)):
@@ -340,10 +355,27 @@ def as_path(path: str | os.PathLike | URLPath) -> AnyPath:
     return URLPath(text) if s is not None else Path(text)
 
 
-def source(path: str | os.PathLike | URLPath) -> str | os.PathLike:
+def url_path(url: PathSpec) -> URLPath:
+    """`url` as a `URLPath` (for what only an object store has: its filesystem, uploads);
+    ValueError for a local path."""
+    p = as_path(url)
+    if not isinstance(p, URLPath):
+        raise ValueError(f"not an object-store URL: {url}")
+    return p
+
+
+def local_path(path: PathSpec) -> Path:
+    """`path` as a local ``pathlib.Path``; ValueError for an object-store URL."""
+    p = as_path(path)
+    if isinstance(p, URLPath):
+        raise ValueError(f"not a local path: {path}")
+    return p
+
+
+def source(path: PathSpec) -> str | os.PathLike:
     """What to hand pandas / pyarrow readers that take paths or URLs: a local path unchanged, a
     URL as its string (both read URLs through fsspec)."""
-    return str(path) if is_url(path) else path
+    return str(path) if isinstance(path, URLPath) or is_url(path) else path
 
 
 def read_parquet_table(path, **kwargs):
@@ -351,7 +383,7 @@ def read_parquet_table(path, **kwargs):
     import pyarrow.parquet as pq
 
     if is_url(path):
-        p = as_path(path)
+        p = url_path(path)
         return pq.read_table(p.fs_path, filesystem=p.fs, **kwargs)
     return pq.read_table(path, **kwargs)
 
@@ -370,7 +402,7 @@ def append_text(path, text: str) -> None:
 def rmtree(path) -> None:
     """Remove a directory tree (every object below a URL prefix); nothing if it does not exist."""
     if is_url(path):
-        p = as_path(path)
+        p = url_path(path)
         if p.exists():
             p.fs.rm(p.fs_path, recursive=True)
         return
@@ -386,7 +418,7 @@ def move(src, dst) -> None:
     if not is_url(src):
         os.replace(src, dst)
         return
-    s, d = as_path(src), as_path(dst)
+    s, d = url_path(src), url_path(dst)
     if s.is_dir():
         for f in s.rglob("*"):
             if f.is_file():
@@ -400,7 +432,7 @@ def move(src, dst) -> None:
 def upload_tree(local_dir: str | os.PathLike, url, skip_hidden: bool = False) -> list[str]:
     """Upload every file below `local_dir` to the same relative names below `url` (one upload per
     file); the relative names uploaded, sorted."""
-    root, target = Path(local_dir), as_path(url)
+    root, target = Path(local_dir), url_path(url)
     names = []
     for f in sorted(root.rglob("*")):
         rel = f.relative_to(root).as_posix()
@@ -413,7 +445,7 @@ def upload_tree(local_dir: str | os.PathLike, url, skip_hidden: bool = False) ->
 def download_tree(url, local_dir: str | os.PathLike) -> list[str]:
     """Download every object below `url` to the same relative names below `local_dir` (or the
     one object `url` names to ``local_dir/<name>``); the relative names, sorted."""
-    src, root = as_path(url), Path(local_dir)
+    src, root = url_path(url), Path(local_dir)
     root.mkdir(parents=True, exist_ok=True)
     if src.is_file():
         src.fs.get_file(src.fs_path, str(root / src.name))
@@ -435,7 +467,7 @@ def local_copy(path) -> Iterator[Path]:
     if not is_url(path):
         yield Path(path)
         return
-    p = as_path(path)
+    p = url_path(path)
     with tempfile.TemporaryDirectory(prefix="pplaw-download-") as d:
         local = Path(d) / p.name
         try:
@@ -462,7 +494,7 @@ def localize(url) -> Path:
     version (fsspec's ``ukey``: the generation / ETag on GCS and S3), so a changed object is a new
     copy and an unchanged one is downloaded once. A copy is assembled under a temporary name and
     renamed into place (local), so an interrupted download is never used."""
-    src = as_path(url)
+    src = url_path(url)
     if not src.exists():
         raise PplawError(f"{src}: no such object or prefix")
     files = [src] if src.is_file() else [f for f in src.rglob("*") if f.is_file()]

@@ -43,13 +43,22 @@ from pathlib import Path
 
 import yaml
 
-from pplaw_jax.config import SelectConfig, StudyConfig, config_to_dict, flags, get_dotted, load_config, settings_argv
+from pplaw_jax.config import (
+    Method,
+    SelectConfig,
+    StudyConfig,
+    config_to_dict,
+    flags,
+    get_dotted,
+    load_config,
+    settings_argv,
+)
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import discard_temporaries, output_lock, write_json, write_text
 from pplaw_jax.fit.fitdir import FIT_JSON
 from pplaw_jax.fit.runs_table import read_runs_table
 from pplaw_jax.logs import get_logger
-from pplaw_jax.paths import append_text, as_path, cache_root, is_url, source, url_key
+from pplaw_jax.paths import AnyPath, append_text, as_path, cache_root, is_url, local_path, source, url_key
 from pplaw_jax.select.io import aliased_methods
 from pplaw_jax.stages import FINGERPRINTED, STAGES, stage_keys, stages_record, stale_stages, supersede
 
@@ -123,12 +132,12 @@ class Study:
     # the keyed stages (stages.STAGES, in order), then the report, rewritten on every run
     STAGES = (*STAGES, "report")
 
-    def __init__(self, cfg: StudyConfig, force: set[str] = frozenset()):
+    def __init__(self, cfg: StudyConfig, force: set[str] | frozenset[str] = frozenset()):
         self.cfg = cfg
         # a study on an object store runs its commands with absolute paths and URLs (there is no
         # working directory in a bucket); a local one from OUT with paths relative to it
         self.remote = is_url(cfg.out_dir)
-        self.out = as_path(cfg.out_dir) if self.remote else Path(cfg.out_dir).resolve()
+        self.out: AnyPath = as_path(cfg.out_dir) if self.remote else Path(cfg.out_dir).resolve()
         # why base_model names no files here (e.g. its package is not installed): raised by the
         # base stage, so `--until data` runs on a machine without the model
         self.model_error: PplawError | None = None
@@ -137,8 +146,15 @@ class Study:
         self._discard_temporaries()
         self._reconcile_config(force)
         # the study's inputs, as the subcommands (run in OUT) see them
-        self.data = {key: self._input(getattr(cfg.data, key)) for key in CORPORA}
-        self.labels = None  # a contaminated pool's labelled corpus (the oracle's), set by stage_data
+        self.data: dict[str, str | AnyPath | None] = {key: self._input(getattr(cfg.data, key)) for key in CORPORA}
+        self.labels: AnyPath | None = None  # a contaminated pool's labelled corpus (the oracle's), set by stage_data
+        # set by the stages, in order: what the later stages read
+        self.tasks: str | AnyPath | None = None
+        self.base: str | AnyPath | None = None
+        self.landscape = self.out / "landscape"
+        self.fit_dir = self.out / "fit"
+        self.selections: dict[str, dict[int, AnyPath]] = {}  # method -> seed -> selection directory
+        self.refused: dict[str, AnyPath] = {}  # method -> the refusal's directory
 
     def _input(self, spec: str | None) -> str | None:
         """A path given in the config (relative to where `pplaw run` started) as seen from OUT
@@ -148,13 +164,17 @@ class Study:
         local = os.path.abspath(spec)
         if not (os.path.exists(local) or os.path.exists(os.path.dirname(local)) and any(c in spec for c in "*?[")):
             return spec  # not a path here (e.g. smollm2-135m-instruct)
-        return local if self.remote else os.path.relpath(local, self.out)
+        return local if self.remote else os.path.relpath(local, local_path(self.out))
+
+    def _rel(self, path: AnyPath) -> str:
+        """`path` (below OUT, and of OUT's kind: local or URL) relative to OUT, for messages."""
+        return str(path.relative_to(self.out))  # type: ignore[arg-type]
 
     def _arg(self, value) -> str:
         """One command-line word: a path under a local OUT relative to it (a URL as itself),
         anything else as text."""
         if isinstance(value, Path) and not self.remote:
-            return os.path.relpath(value, self.out) if value.is_absolute() else str(value)
+            return os.path.relpath(value, local_path(self.out)) if value.is_absolute() else str(value)
         return str(value)
 
     # ---------------------------------------------------------------- plumbing
@@ -181,7 +201,7 @@ class Study:
         for round_dir in self.out.glob("grid/round*"):
             discard_temporaries(round_dir, owned=("runs.csv", "round.json"))
 
-    def _reconcile_config(self, force: set[str]) -> None:
+    def _reconcile_config(self, force: set[str] | frozenset[str]) -> None:
         """Move aside the outputs this configuration cannot reuse (`pplaw_jax.stages`: a stage whose
         settings or input files changed since the recorded config.yaml and inputs.json, or forced,
         and all downstream of it), then record the configuration and the inputs' fingerprints. The
@@ -207,7 +227,7 @@ class Study:
             if moved is not None:
                 log.info(
                     f"stage {stage}: inputs changed{' (forced)' if stage in force else ''}; "
-                    f"previous outputs moved to {moved.relative_to(self.out)}"
+                    f"previous outputs moved to {self._rel(moved)}"
                 )
         write_text(path, yaml.safe_dump({k: v for k, v in current.items() if k != "inputs"}, sort_keys=True))
         write_json(self.out / INPUTS_JSON, current["inputs"])
@@ -223,7 +243,7 @@ class Study:
         from pplaw_jax.paths import as_path
 
         tree = config_to_dict(self.cfg)
-        out = {}
+        out: dict[str, str | None] = {}
         for key in FINGERPRINTED:
             spec = get_dotted(tree, key)
             if spec is None:
@@ -239,22 +259,22 @@ class Study:
                 out[key] = corpus_fingerprint(spec) if key.startswith("data.") else content_fingerprint([spec])
         return out
 
-    def pplaw(self, *argv: str, allow_exit: tuple[int, ...] = ()) -> int:
+    def pplaw(self, *args: object, allow_exit: tuple[int, ...] = ()) -> int:
         """Run one `pplaw` subcommand in-process, logging the equivalent shell command; an exit code
         other than 0 (and `allow_exit`) fails the study."""
         from pplaw_jax.cli import main
 
-        argv = [self._arg(a) for a in argv]
+        argv = [self._arg(a) for a in args]
         line = shlex.join(["pplaw", *argv])
         entry = f"{line}  {LOG_STAMP} {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
         if self.remote:  # no appends on an object store: the log object is rewritten
             append_text(self.out / "commands.log", entry)
         else:
-            with open(self.out / "commands.log", "a") as f:
+            with open(local_path(self.out) / "commands.log", "a") as f:
                 f.write(entry)
         log.info(f">>> {line}")
         # what commands.log says: run from OUT (a URL study's commands name absolute paths and URLs)
-        with contextlib.nullcontext() if self.remote else contextlib.chdir(self.out):
+        with contextlib.nullcontext() if self.remote else contextlib.chdir(local_path(self.out)):
             code = main(argv)
         if code != 0 and code not in allow_exit:
             raise PplawError(f"stage command failed with exit code {code}: pplaw {shlex.join(argv)}")
@@ -350,10 +370,11 @@ class Study:
                     *fields,
                 )
 
-    def _contaminate(self, data: Path, fields: list) -> Path:
+    def _contaminate(self, data: AnyPath, fields: list) -> AnyPath:
         """The domain pool with planted junk (`pplaw data contaminate`): the first
         ``data.domain_max_docs`` clean documents and the junk, each labelled."""
         d, c = self.cfg.data, self.cfg.data.contaminate
+        assert c.fraction is not None  # called only for a contaminated pool
         out = data / f"domain_train_junk{100 * c.fraction:g}.jsonl"
         if not out.with_name(out.stem + ".manifest.json").exists():
             self.pplaw(
@@ -431,7 +452,6 @@ class Study:
         )
 
     def stage_landscape(self) -> None:
-        self.landscape = self.out / "landscape"
         if (self.landscape / "summary.json").exists():
             return
         cut = self.cfg.data.domain_max_docs and self.labels is None  # a contaminated pool is already cut
@@ -448,7 +468,7 @@ class Study:
             *settings_argv(self.cfg.landscape),
         )
 
-    def _train(self, selection: Path, out: Path, seed: int, split: str = "domain_valid") -> None:
+    def _train(self, selection: AnyPath, out: AnyPath, seed: int, split: str = "domain_valid") -> None:
         """One CPT run, evaluated on the domain `split` (the validation split, but for the final
         comparison's runs)."""
         if (out / "eval.json").exists():
@@ -497,7 +517,7 @@ class Study:
                 break
         self.pplaw("runs", *flags(out=self.runs_csv, include=round_csv))
 
-    def _train_manifest(self, sel_dir: Path, runs_dir: Path) -> None:
+    def _train_manifest(self, sel_dir: AnyPath, runs_dir: AnyPath) -> None:
         """Train every subset of a manifest (design, windows or proposals) into ``runs_dir/<name>``."""
         import pandas as pd
 
@@ -509,14 +529,13 @@ class Study:
             elapsed = time.monotonic() - started
             left = f", about {elapsed / trained * (len(manifest) - i + 1) / 60:.1f} min left" if trained else ""
             log.info(
-                f"run {i}/{len(manifest)} of {sel_dir.relative_to(self.out)}: {r.name} "
-                f"({elapsed / 60:.1f} min elapsed{left})"
+                f"run {i}/{len(manifest)} of {self._rel(sel_dir)}: {r.name} ({elapsed / 60:.1f} min elapsed{left})"
             )
             finished = (runs_dir / r.name / "eval.json").exists()
             self._train(sel_dir / r.name / "selection.parquet", runs_dir / r.name, self.cfg.seed + int(r.seed))
             trained += not finished
 
-    def _sequential_round(self, r: int, prev_csv: Path) -> None:
+    def _sequential_round(self, r: int, prev_csv: AnyPath) -> None:
         """Round `r`: fit the runs so far, propose the next runs and, unless the optimum is located
         (and ``grid.stop_early``), train them and a re-drawn random control at the final budget;
         `round.json` marks it done."""
@@ -563,11 +582,10 @@ class Study:
             json.dumps({"round": r, "located": stop["located"], "stopping": stop, "n_runs": n_runs}, indent=1),
         )
 
-    def _fit_argv(self, runs_csv: Path, out: Path, settings) -> list:
+    def _fit_argv(self, runs_csv: AnyPath, out: AnyPath, settings) -> list:
         return ["fit", *flags(runs=runs_csv, out=out, seed=self.cfg.seed), *settings_argv(settings)]
 
     def stage_fit(self) -> None:
-        self.fit_dir = self.out / "fit"
         if not (self.fit_dir / FIT_JSON).exists():
             self.pplaw(*self._fit_argv(self.runs_csv, self.fit_dir, self.cfg.fit))
 
@@ -593,11 +611,11 @@ class Study:
             for alias in aliased_methods(self.out / "select", fin.seeds):
                 del self.selections[alias]
 
-    def _select(self, method: str, seed: int, out: Path) -> None:
+    def _select(self, method: Method, seed: int, out: AnyPath) -> None:
         fin = self.cfg.final
         argv = ["select", *flags(landscape=self.landscape, tokens=f"{fin.budget:g}", out=out, seed=seed)]
-        if method.startswith("dos-"):
-            settings = replace(fin.select, method="dos", target=method.split("-", 1)[1])
+        if method == "dos-posterior" or method == "dos-point":
+            settings = replace(fin.select, method="dos", target="posterior" if method == "dos-posterior" else "point")
             argv += flags(fit=self.fit_dir)
         else:  # a baseline takes none of DOS's settings
             settings = SelectConfig(method=method, moments=fin.select.moments)
@@ -608,7 +626,7 @@ class Study:
         if code == 2 and not (out / "refused.json").exists():
             raise PplawError(f"stage command failed with exit code 2: pplaw {shlex.join(map(str, argv))}")
 
-    def _downstream(self, model, run_dir: Path) -> None:
+    def _downstream(self, model, run_dir: AnyPath) -> None:
         """`pplaw eval` of one model: the study's tasks, and its lm-eval tasks if it names any."""
         fin = self.cfg.final
         if not (run_dir / "downstream.json").exists():

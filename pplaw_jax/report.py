@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,7 @@ from pplaw_jax.fit.plots import save_figure
 from pplaw_jax.fit.runs_table import read_runs_table
 from pplaw_jax.landscape.directory import read_landscape
 from pplaw_jax.logs import get_logger
-from pplaw_jax.paths import as_path, read_parquet_table
+from pplaw_jax.paths import AnyPath, PathSpec, as_path, read_parquet_table
 from pplaw_jax.select.io import aliased_methods
 
 
@@ -76,11 +76,16 @@ def _fmt_ci(mean: float, lo: float, hi: float, digits: int = 4) -> str:
     return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def _read_json(path: Path) -> dict | None:
+def _sorted_paths(paths: Iterable[AnyPath]) -> list[AnyPath]:
+    """``sorted(paths)``, typed as paths (mypy cannot infer `sorted` over a ``Path | URLPath`` union)."""
+    return sorted(paths)
+
+
+def _read_json(path: AnyPath) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _fit_info(fit_dir: Path) -> dict:
+def _fit_info(fit_dir: AnyPath) -> dict:
     """The fit.json of `fit_dir` (`load_fit`), or {} where there is no fit."""
     return load_fit(fit_dir).info if (fit_dir / FIT_JSON).exists() else {}
 
@@ -94,10 +99,10 @@ def _table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def collect_final(out: Path) -> pd.DataFrame:
+def collect_final(out: AnyPath) -> pd.DataFrame:
     """One row per final run: method, seed, domain/general loss, downstream accuracy."""
     rows = []
-    for ev_path in sorted((out / "final").glob("*/seed*/eval.json")):
+    for ev_path in _sorted_paths((out / "final").glob("*/seed*/eval.json")):
         ev = json.loads(ev_path.read_text())
         ds = _read_json(ev_path.parent / "downstream.json") or {}
         rows.append(
@@ -131,11 +136,11 @@ def collect_final(out: Path) -> pd.DataFrame:
     )
 
 
-def _lm_eval_lines(out: Path) -> list[str]:
+def _lm_eval_lines(out: AnyPath) -> list[str]:
     """lm-evaluation-harness accuracy of the final models (``final.lm_eval_tasks``): per method and
     task, the mean over seeds with its 95% t interval (acc_norm where the task reports it)."""
     rows = []
-    for path in sorted((out / "final").glob("*/seed*/lm_eval.json")):
+    for path in _sorted_paths((out / "final").glob("*/seed*/lm_eval.json")):
         for task, r in json.loads(path.read_text()).get("tasks", {}).items():
             metric = "acc_norm" if r.get("acc_norm") is not None else "acc"
             rows.append(dict(method=path.parent.parent.name, task=task, metric=metric, value=r.get(metric)))
@@ -163,7 +168,7 @@ def _plt():
     return plt
 
 
-def _landscape_figure(out: Path, fig_path: Path) -> None:
+def _landscape_figure(out: AnyPath, fig_path: AnyPath) -> None:
     """Log-ppl histograms: the landscape with the law-fitting subsets (left) and with the final
     selections (right), so the selected subset is seen beside the family it was fitted on."""
 
@@ -171,10 +176,10 @@ def _landscape_figure(out: Path, fig_path: Path) -> None:
     ppl = read_landscape(out / "landscape").ppl
     bins = np.linspace(np.log(ppl.min()), np.log(ppl.max()), 60)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharex=True)
-    grid = sorted((out / "grid" / "selections").glob("*/selection.parquet"))
+    grid = _sorted_paths((out / "grid" / "selections").glob("*/selection.parquet"))
     selected = [
         p
-        for p in sorted((out / "select").glob("*/seed*/selection.parquet"))
+        for p in _sorted_paths((out / "select").glob("*/seed*/selection.parquet"))
         if p.parent.parent.name != "full" and p.parent.name == min(x.name for x in p.parent.parent.glob("seed*"))
     ]
     for ax, subsets, title in (
@@ -212,7 +217,7 @@ def _landscape_figure(out: Path, fig_path: Path) -> None:
     save_figure(fig, fig_path)
 
 
-def _final_figure(final: pd.DataFrame, fig_path: Path) -> None:
+def _final_figure(final: pd.DataFrame, fig_path: AnyPath) -> None:
     plt = _plt()
     metrics = [m for m in ("domain_loss", "general_loss", "target_loss", "acc_norm") if final[m].notna().any()]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4))
@@ -234,7 +239,7 @@ def _final_figure(final: pd.DataFrame, fig_path: Path) -> None:
     save_figure(fig, fig_path)
 
 
-def _landscape_section(out: Path, fig_dir: Path) -> list[str]:
+def _landscape_section(out: AnyPath, fig_dir: AnyPath) -> list[str]:
     ls = _read_json(out / "landscape" / "summary.json") or {}
     _landscape_figure(out, fig_dir / "landscape.png")
     row = {k: ls.get(k) for k in ("documents", "chunks", "tokens", "skipped")}
@@ -254,7 +259,7 @@ def _landscape_section(out: Path, fig_dir: Path) -> list[str]:
     ]
 
 
-def _grid_section(out: Path, fit: dict) -> list[str]:
+def _grid_section(out: AnyPath, fit: dict) -> list[str]:
     runs = read_runs_table(out / "grid" / "runs.csv")
     design = _read_json(out / "grid" / "selections" / "design.json")
     kind = (
@@ -312,12 +317,13 @@ def _law_choice_lines(fit: dict) -> list[str]:
         for k, v in (lof.get("laws") or {}).items()
     ]
     sd = pe.get("sd_log_loss")
+    first_law: dict = next(iter((lof.get("laws") or {}).values()), {})
     lines = [
         f"**Lack of fit.** Pure error of log-loss from {pe.get('replicated_runs', 0)} replicated runs in "
         f"{pe.get('replicate_sets', 0)} sets (same group and budget): sd "
         f"{'n/a' if sd is None else f'{sd:.4g}'} ({pe.get('df', 0)} df). Each law's residual is tested "
         "against it (F test; a law rejected at p < "
-        f"{next(iter((lof.get('laws') or {}).values()), {}).get('alpha', 0.05)} is not used to select):",
+        f"{first_law.get('alpha', 0.05)} is not used to select):",
         "",
         _table(pd.DataFrame(rows)),
         "",
@@ -424,7 +430,7 @@ def _comparison(comp: dict) -> list[str]:
     return lines
 
 
-def _optimum_section(out: Path, fit: dict, cfg) -> list[str]:
+def _optimum_section(out: AnyPath, fit: dict, cfg) -> list[str]:
     support = fit.get("support") or {}
     if not support:
         return [
@@ -460,7 +466,7 @@ def _optimum_section(out: Path, fit: dict, cfg) -> list[str]:
             f"{100 * (popt.get('bootstrap_fraction_at_boundary') or 0):.0f}% of bootstrap refits on the edge.",
             "",
         ]
-    for refused in sorted((out / "select").glob("*/seed*/refused.json")):
+    for refused in _sorted_paths((out / "select").glob("*/seed*/refused.json")):
         r = json.loads(refused.read_text())
         lines += [
             f"**`{refused.parent.parent.name}` was refused** ({r.get('refused', 'refused')}): {r['message']}. "
@@ -476,10 +482,10 @@ def _q(block: dict) -> str:
     return f"{block['q50']:.4g} [{block['q05']:.4g}, {block['q95']:.4g}]"
 
 
-def _selection_section(out: Path, aliases: dict) -> list[str]:
+def _selection_section(out: AnyPath, aliases: dict) -> list[str]:
     rows = []
-    for method_dir in sorted(p for p in (out / "select").iterdir() if p.is_dir()):
-        summaries = [json.loads(p.read_text()) for p in sorted(method_dir.glob("seed*/summary.json"))]
+    for method_dir in _sorted_paths(p for p in (out / "select").iterdir() if p.is_dir()):
+        summaries = [json.loads(p.read_text()) for p in _sorted_paths(method_dir.glob("seed*/summary.json"))]
         if not summaries:
             continue
         js = summaries[0]
@@ -506,7 +512,7 @@ def _selection_section(out: Path, aliases: dict) -> list[str]:
         return []
     notes = [
         f"- `{p.parent.parent.name}`: {json.loads(p.read_text())['target_note']}."
-        for p in sorted((out / "select").glob("*/seed0/summary.json"))
+        for p in _sorted_paths((out / "select").glob("*/seed0/summary.json"))
         if json.loads(p.read_text()).get("target_note")
     ]
     return [
@@ -535,7 +541,7 @@ def mde(sd_diff: float, n: int, alpha: float = 0.05, power: float = 0.8) -> floa
     return float((stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * sd_diff / math.sqrt(n))
 
 
-def _replicate_sd(out: Path, metric: str) -> float:
+def _replicate_sd(out: AnyPath, metric: str) -> float:
     """Run-to-run sd of `metric` among the design's replicated centre runs (nan without them)."""
     runs_csv = out / "grid" / "runs.csv"
     if not runs_csv.exists():
@@ -547,7 +553,7 @@ def _replicate_sd(out: Path, metric: str) -> float:
     return float(centre[metric].std(ddof=1))
 
 
-def _final_section(out: Path, fig_dir: Path, primary: str) -> list[str]:
+def _final_section(out: AnyPath, fig_dir: AnyPath, primary: str) -> list[str]:
     final = collect_final(out)
     if final.empty:
         return ["## Final CPT runs", "", "No final runs.", ""]
@@ -663,7 +669,7 @@ def control_verdicts(
                 "- **P3 (negative control: no false claim) holds**: on the clean pool the tool refused to "
                 "select (random is its recommendation)."
             ]
-        d, m, lo, hi = diff(dos, "random") if dos else (None, *[float("nan")] * 3)
+        d, m, lo, hi = diff(dos, "random") if dos else (None, float("nan"), float("nan"), float("nan"))
         if not np.isfinite(lo):
             return ["- **P3 cannot be judged**: no DOS selection with paired random runs."]
         holds = lo <= 0 <= hi
@@ -721,12 +727,12 @@ def control_verdicts(
     return lines
 
 
-def _controls_section(out: Path, cfg) -> list[str]:
+def _controls_section(out: AnyPath, cfg) -> list[str]:
     c, fin = cfg.data.contaminate, cfg.final
     if c.fraction is None:
         return []
     final = collect_final(out)
-    manifest = next(iter(sorted((out / "data").glob("domain_train_junk*.manifest.json"))), None)
+    manifest = next(iter(_sorted_paths((out / "data").glob("domain_train_junk*.manifest.json"))), None)
     counts = json.loads(manifest.read_text()) if manifest else {}
     refused = {p.parent.parent.name for p in (out / "select").glob("*/seed*/refused.json")}
     kind = "positive control" if c.fraction > 0 else "negative control (clean pool)"
@@ -745,8 +751,8 @@ def _controls_section(out: Path, cfg) -> list[str]:
     return lines + control_verdicts(final, fin.primary, c.fraction, fin.mde, fin.recover, refused) + [""]
 
 
-def _rounds_section(out: Path, fig_dir: Path) -> list[str]:
-    rounds = sorted((out / "grid").glob("round[1-9]*/round.json"), key=lambda p: int(p.parent.name[5:]))
+def _rounds_section(out: AnyPath, fig_dir: AnyPath) -> list[str]:
+    rounds: list[AnyPath] = sorted((out / "grid").glob("round[1-9]*/round.json"), key=lambda p: int(p.parent.name[5:]))
     if not rounds:
         return []
     rows = []
@@ -786,12 +792,12 @@ def _rounds_section(out: Path, fig_dir: Path) -> list[str]:
     ]
 
 
-def _n_runs(round_dir: Path) -> int:
+def _n_runs(round_dir: AnyPath) -> int:
     fit = _fit_info(round_dir / "fit")
     return int((fit.get("runs") or {}).get("n_runs", 0))
 
 
-def _rounds_figure(out: Path, round_dirs: list[Path], path: Path) -> None:
+def _rounds_figure(out: AnyPath, round_dirs: list[AnyPath], path: AnyPath) -> None:
     """Per round: the fitted runs, the supported region, the argmin's credible region and median,
     and the runs proposed next."""
     plt = _plt()
@@ -822,13 +828,13 @@ def _rounds_figure(out: Path, round_dirs: list[Path], path: Path) -> None:
     save_figure(fig, path)
 
 
-def write_report(out: str | Path, cfg) -> Path:
-    out = as_path(out)
-    read_landscape(out / "landscape")  # a study without a complete landscape fails before writing anything
-    aliases = aliased_methods(out / "select", cfg.final.seeds)
-    fig_dir = out / "report_figures"
+def write_report(out: PathSpec, cfg) -> AnyPath:
+    study = as_path(out)
+    read_landscape(study / "landscape")  # a study without a complete landscape fails before writing anything
+    aliases = aliased_methods(study / "select", cfg.final.seeds)
+    fig_dir = study / "report_figures"
     fig_dir.mkdir(exist_ok=True)
-    fit = _fit_info(out / "fit")
+    fit = _fit_info(study / "fit")
     lines = [f"# pplaw study `{cfg.name}`", ""]
     lines += [
         f"Base model: `{cfg.base_model or 'pretrained from scratch (base/pretrain)'}`; "
@@ -837,16 +843,16 @@ def write_report(out: str | Path, cfg) -> Path:
         f"`config.yaml`.",
         "",
     ]
-    lines += _controls_section(out, cfg)
-    lines += _landscape_section(out, fig_dir)
-    lines += _grid_section(out, fit)
-    lines += _rounds_section(out, fig_dir)
+    lines += _controls_section(study, cfg)
+    lines += _landscape_section(study, fig_dir)
+    lines += _grid_section(study, fit)
+    lines += _rounds_section(study, fig_dir)
     lines += _fit_section(fit)
-    lines += _optimum_section(out, fit, cfg)
-    lines += _selection_section(out, aliases)
-    lines += _final_section(out, fig_dir, cfg.final.primary)
-    lines += cost_lines(out)
-    path = out / "report.md"
+    lines += _optimum_section(study, fit, cfg)
+    lines += _selection_section(study, aliases)
+    lines += _final_section(study, fig_dir, cfg.final.primary)
+    lines += cost_lines(study)
+    path = study / "report.md"
     write_text(path, "\n".join(lines) + "\n")
     get_logger("report").info(f"wrote {path}")
     return path

@@ -66,7 +66,9 @@ target with the interior check -> selection) is run against outcomes whose truth
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -174,7 +176,7 @@ def subset_stats(ppl, junk=None) -> dict[str, np.ndarray]:
     layout) also ``junk_share``, the share of the subset's chunks that are junk."""
     subsets = [ppl] if isinstance(ppl, np.ndarray) else list(ppl)
     labels = None if junk is None else ([junk] if isinstance(junk, np.ndarray) else list(junk))
-    out = {k: [] for k in ("mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl", "q90_logppl")}
+    out: dict[str, list] = {k: [] for k in ("mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl", "q90_logppl")}
     for p in subsets:
         lp = np.log(p)
         for name, x in (("ppl", p), ("logppl", lp)):
@@ -250,7 +252,7 @@ class Truth:
     an array."""
 
     family: str
-    g: object
+    g: Callable[[dict], np.ndarray] | None  # set by `make_truth` once the scale is known
     d0: float
     E: float = 2.0
     alphaD: float = 0.3
@@ -258,6 +260,8 @@ class Truth:
     curve: tuple[float, float, float] | None = None
 
     def log_loss(self, stats: dict, tokens) -> np.ndarray:
+        if self.g is None:
+            raise PplawError(f"truth {self.family!r} has no g yet (make_truth sets it)")
         return self.compose(self.g(stats), tokens)
 
     def compose(self, g, tokens) -> np.ndarray:
@@ -374,6 +378,7 @@ def make_truth(family: str, world: World, rng: np.random.Generator, depth: float
     mu_c, sigma_c = columns(kind)
     design_region = world.region(kind, world.budgets[-1])
     info: dict = {"moments": kind}
+    shape: Callable[[dict], np.ndarray]  # the family's g before scaling, one variant per family
     for _ in range(50):
         u = rng.uniform(0.3, 0.7, size=2)
         m_s, s_s = (float(v[0]) for v in unit_to_region(design_region, u[:1], u[1:], 0.05))
@@ -420,9 +425,11 @@ def make_truth(family: str, world: World, rng: np.random.Generator, depth: float
                 bowl = ((x - np.log(m_s)) / sx) ** 2 + ((y - np.log(s_s)) / sy) ** 2
                 return surface(x, y) + GP_BOWL * np.nan_to_num(bowl, nan=0.0, posinf=1e6)
         elif family == "junk":
-            mu_clean = float(np.mean(chunk_values(world.ppl[~world.junk], kind)))
+            junk = world.junk
+            assert junk is not None  # checked above
+            mu_clean = float(np.mean(chunk_values(world.ppl[~junk], kind)))
             smu = float(np.ptp(world.pool[mu_c]))
-            info.update(junk_fraction=float(world.junk.mean()), mu_clean=mu_clean, mu_weight=JUNK_MU_WEIGHT)
+            info.update(junk_fraction=float(junk.mean()), mu_clean=mu_clean, mu_weight=JUNK_MU_WEIGHT)
 
             def shape(st, mu_clean=mu_clean, smu=smu):
                 return st["junk_share"] + JUNK_MU_WEIGHT * ((st[mu_c] - mu_clean) / smu) ** 2
@@ -657,6 +664,8 @@ def score(
             distance_sd=None,
         )
         return out
+    if fit is None:
+        raise PplawError("score: a selection (target) needs the fit it was chosen from")
     mu_c, sigma_c = columns(cfg.moments)
     sd = float(chunk_values(world.ppl, cfg.moments).std())
     st = world.stats(rows)
@@ -738,7 +747,9 @@ def verdict(pairs: list[tuple[dict, dict]]) -> dict:
         "value": [s for r, s in pairs if has_value(r, s)],
         "no_value": [s for r, s in pairs if not has_value(r, s)],
     }
-    out, met_all, intervals = {}, True, []
+    out: dict[str, Any] = {}
+    met_all = True
+    intervals: list[str] = []
     for name, scores in groups.items():
         rates = outcome_rates(scores)
         checks = [_judge(rates["harmful"], high=HARMFUL_MAX)]

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+from collections.abc import Set as AbstractSet
 
 from pplaw_jax.config import get_dotted
-from pplaw_jax.paths import AnyPath, as_path, move
+from pplaw_jax.paths import AnyPath, PathSpec, as_path, move
 
 _CORPUS_READ = ("data.builtin", "data.text_field", "data.id_field")
 # the law-fitting runs' evaluation sets: the validation split (given, or cut from the documents after
@@ -126,7 +126,7 @@ def downstream(stages: set[str]) -> set[str]:
     return found
 
 
-def stale_stages(old_tree: dict | None, new_tree: dict, force: set[str] = frozenset()) -> list[str]:
+def stale_stages(old_tree: dict | None, new_tree: dict, force: AbstractSet[str] = frozenset()) -> list[str]:
     """The stages whose outputs `new_tree` cannot reuse (in pipeline order): a changed key, or
     forced (with what depends on them). With no previous configuration, only the forced ones."""
     stale = set(force)
@@ -137,7 +137,7 @@ def stale_stages(old_tree: dict | None, new_tree: dict, force: set[str] = frozen
     return [s for s in STAGES if s in stale]
 
 
-def supersede(out_dir: str | os.PathLike, stage: str, key: str) -> AnyPath | None:
+def supersede(out_dir: PathSpec, stage: str, key: str) -> AnyPath | None:
     """Move the stage's output directory ``OUT/<stage>`` to ``OUT/superseded/<stage>-<key>[-N]``;
     None when there was nothing to move. One rename, so a kill leaves it either here or there
     (on an object store, `pplaw_jax.paths.move` copies, then deletes: a kill in between leaves

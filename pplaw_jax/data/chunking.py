@@ -18,7 +18,7 @@ window lying inside one such character has 0 bytes.)
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
@@ -61,13 +61,17 @@ def window_bytes(text: str, starts: Sequence[int], seq_len: int) -> list[int]:
     return [len(text[a:b].encode("utf-8")) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+EncodedT = TypeVar("EncodedT")  # what a tokenizer gives for one text
+
+
 def iter_tokenized(
     documents: Iterable[Document],
-    encode_batch: Callable[[list[str]], list[list[int]]],
+    encode_batch: Callable[[list[str]], list[EncodedT]],
     group_docs: int = TOKENIZE_GROUP_DOCS,
     group_chars: int = TOKENIZE_GROUP_CHARS,
-) -> Iterator[tuple[Document, list[int]]]:
-    """Tokenize a document stream in groups (batched encoding is much faster), keeping order.
+) -> Iterator[tuple[Document, EncodedT]]:
+    """Tokenize a document stream in groups (batched encoding is much faster), keeping order: each
+    document with what `encode_batch` gives for it (its token ids, or ids with their start characters).
 
     A group closes at ``group_docs`` documents or once it holds ``group_chars`` characters, so
     memory stays bounded even for book-length documents, and a finite prefix of an endless stream

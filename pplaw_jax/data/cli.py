@@ -155,8 +155,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise PplawError(f"--n must be >= 1, got {args.n}")
-    docs = iter_documents(args.data, text_field=args.text_field, id_field=args.id_field)
-    write_jsonl(args.out, make_cloze_tasks([doc.text for doc in docs], n_tasks=args.n, seed=args.seed))
+    texts = [doc.text for doc in iter_documents(args.data, text_field=args.text_field, id_field=args.id_field)]
+    write_jsonl(args.out, make_cloze_tasks(texts, n_tasks=args.n, seed=args.seed))
     return 0
 
 
@@ -227,7 +227,7 @@ def _contaminate(args: argparse.Namespace) -> int:
             "data": {"spec": args.data, "documents_read": len(docs), "files": _hashes(data_files)},
             "general": (
                 {"spec": args.general, "documents_read": len(general_texts), "files": _hashes(general_files)}
-                if use_general
+                if general_texts is not None  # (read exactly when use_general)
                 else None
             ),
         },

@@ -207,6 +207,7 @@ def contaminate(
     plan = [low[i % len(low)] for i in range(n_low)] + [high[i % len(high)] for i in range(n_junk - n_low)]
     general = None
     if "general" in plan:
+        assert general_texts is not None  # check_settings refused 'general' without a general corpus
         general = [t for t in general_texts if t.strip()]
         if not general:
             raise PplawError("--general: every document of the general corpus is empty or whitespace")
@@ -265,6 +266,7 @@ def contaminate(
 def _make_junk(kind: str, source: str, rng: np.random.Generator, general: Sequence[str] | None) -> str:
     length = len(source)
     if kind == "general":
+        assert general is not None  # contaminate keeps the general texts whenever 'general' is planned
         return general_window(general[int(rng.integers(len(general)))], length, rng)
     if kind == "boilerplate":
         return boilerplate(length, rng)

@@ -84,7 +84,8 @@ def write_cpython_docs(out_dir: str | Path, test_every: int = 10) -> dict[str, s
     out = as_path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # from here on the directory is incomplete
-    paths, left_out = {}, {}
+    paths: dict[str, str] = {}
+    left_out: dict[str, str] = {}
     for kind, docs in (("general", stdlib_docstrings(left_out)), ("domain", language_reference())):
         splits = {  # every test_every-th document to test, the one before it to valid, the rest to train
             "test": [d for i, d in enumerate(docs) if i % test_every == test_every - 1],

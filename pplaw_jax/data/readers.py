@@ -62,7 +62,7 @@ import posixpath
 import re
 import stat
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -137,7 +137,7 @@ class _UniqueIds:
     """Digests of the ids seen so far; `add` raises on a repeat, naming both places.  `rescan`
     re-reads the stream from its start (used only to find the first occurrence for the message)."""
 
-    def __init__(self, rescan):
+    def __init__(self, rescan: Callable[[], Iterable[Document]]) -> None:
         self.seen: set[int] = set()
         self.rescan = rescan
 
@@ -201,8 +201,10 @@ def resolve_files(spec: str) -> tuple[Any, list[tuple[str, str]]]:
             raise PplawError(f"data glob {spec!r} matches no {'/'.join(SUPPORTED_SUFFIXES)} files")
     elif fs.isdir(path):
         root = path
-        files = _saved_dataset_files(fs, path, spec)
-        if files is None:
+        saved = _saved_dataset_files(fs, path, spec)
+        if saved is not None:
+            files = saved
+        else:
             files = sorted(p for p in fs.find(path) if _is_supported(p) and not _is_hidden(p, root))
         if not files:
             raise PplawError(f"data directory {spec!r} contains no {'/'.join(SUPPORTED_SUFFIXES)} files")
@@ -310,7 +312,9 @@ def _read_file(fs: Any, path: str, source: str, text_field: str, id_field: str) 
             yield _read_txt(handle, source)
 
 
-def _read_jsonl(handle: IO[bytes], source: str, text_field: str, id_field: str) -> Iterator[Document]:
+def _read_jsonl(
+    handle: IO[bytes] | io.BufferedIOBase, source: str, text_field: str, id_field: str
+) -> Iterator[Document]:
     line_no = 0
     while True:
         try:
@@ -366,6 +370,7 @@ def _read_csv(handle: IO[bytes], source: str, text_field: str, id_field: str) ->
         for record in reader:
             where = f"{source}:{start}"
             if None in record:
+                assert reader.fieldnames is not None  # read from the header row, before any record
                 raise PplawError(f"{where}: more fields than the header's {len(reader.fieldnames)}")
             if record.get(id_field) == "":
                 record[id_field] = None
@@ -528,7 +533,7 @@ def _tfds_document(record: dict[str, Any], source: str, line_no: int, text_field
     if text_field not in record:
         raise PplawError(f"{where}: missing text feature {text_field!r} (features: {sorted(record)[:10]})")
     text = _tfds_str(record[text_field], where, text_field)
-    raw_id = record.get(id_field)
+    raw_id: Any = record.get(id_field)
     if isinstance(raw_id, bytes):
         raw_id = _tfds_str(raw_id, where, id_field)
     elif hasattr(raw_id, "item"):  # numpy integer scalar

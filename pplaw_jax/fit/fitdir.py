@@ -92,7 +92,7 @@ class Fit:
         self.moments: str = info.get("moments", "ppl")
         self.param_names: tuple[str, ...] = tuple(info["param_names"])
         self.point_params: dict[str, float] = {k: float(v) for k, v in info["point"]["params"].items()}
-        self._posterior = None
+        self._posterior: dict[str, np.ndarray] | None = None
 
     @property
     def has_posterior(self) -> bool:

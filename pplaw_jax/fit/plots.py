@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from pplaw_jax.fileio import atomic_write
@@ -11,6 +9,7 @@ from pplaw_jax.law.bayes import import_arviz
 from pplaw_jax.law.forms import predict_loss
 from pplaw_jax.law.predictive import predictive
 from pplaw_jax.law.runs import Runs
+from pplaw_jax.paths import PathSpec
 
 MAX_REGIMES = 6
 PLOT_FILES = ("trace.png", "pair.png", "pred_vs_obs.png", "surface.png", "loss_vs_tokens.png", "prior_predictive.png")
@@ -25,21 +24,21 @@ def _plt():
     return plt
 
 
-def save_figure(fig, path: Path) -> None:
+def save_figure(fig, path: PathSpec) -> None:
     """Write `fig` as a PNG through `atomic_write` (a killed writer leaves no half figure) and close it."""
     plt = _plt()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
     plt.close(fig)
 
 
-def plot_trace(idata, names, path: Path) -> None:
+def plot_trace(idata, names, path: PathSpec) -> None:
     """ArviZ trace plot (per-chain densities and traces) of the law's parameters and noise."""
     az = import_arviz()
     axes = az.plot_trace(idata, var_names=list(names), compact=False, figsize=(10, 1.6 * len(names)))
     save_figure(np.asarray(axes).ravel()[0].figure, path)
 
 
-def plot_pair(idata, names, path: Path, max_draws: int = 1000) -> None:
+def plot_pair(idata, names, path: PathSpec, max_draws: int = 1000) -> None:
     """ArviZ pair plot of the posterior (thinned to `max_draws` points), divergences marked."""
     az = import_arviz()
     post = idata.posterior
@@ -56,7 +55,7 @@ def plot_pair(idata, names, path: Path, max_draws: int = 1000) -> None:
     save_figure(np.asarray(axes).ravel()[0].figure, path)
 
 
-def plot_pred_vs_obs(runs: Runs, pred: dict, path: Path, label: str) -> None:
+def plot_pred_vs_obs(runs: Runs, pred: dict, path: PathSpec, label: str) -> None:
     """Observed loss against the fitted loss with its interval (`pred` from `predictive`)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 5))
@@ -73,7 +72,7 @@ def plot_pred_vs_obs(runs: Runs, pred: dict, path: Path, label: str) -> None:
     save_figure(fig, path)
 
 
-def plot_prior_predictive(runs: Runs, draws: np.ndarray, path: Path, level: float = 0.9) -> None:
+def plot_prior_predictive(runs: Runs, draws: np.ndarray, path: PathSpec, level: float = 0.9) -> None:
     """Prior-predictive check: each run's observed log-loss (dots) against the central 50% and
     `level` intervals of its log-loss drawn from the priors alone (`draws`: ``[S, n]``); runs sorted
     by observed loss.  Observed values far outside the bands mean the priors rule the data out."""
@@ -96,7 +95,9 @@ def plot_prior_predictive(runs: Runs, draws: np.ndarray, path: Path, level: floa
     save_figure(fig, path)
 
 
-def plot_surface(law, params, runs: Runs, support, tokens_ref, path: Path, point_opt=None, post_opt=None, region=None):
+def plot_surface(
+    law, params, runs: Runs, support, tokens_ref, path: PathSpec, point_opt=None, post_opt=None, region=None
+):
     """Predicted loss over ``(mu, sigma)`` at `tokens_ref` (log axes) around the supported region
     (`law.region.SupportRegion`: its hull and the trust-margin boundary, dashed), with the runs, the
     point optimum (star), posterior optimum draws (dots) and their credible region (polygons)."""
@@ -177,7 +178,7 @@ def regimes(runs: Runs, law_uses_perplexity: bool) -> np.ndarray:
     return np.searchsorted(edges, runs.mu, side="right")
 
 
-def plot_loss_vs_tokens(law, params, runs: Runs, path: Path, draws=None, uses_perplexity=True, level=0.9):
+def plot_loss_vs_tokens(law, params, runs: Runs, path: PathSpec, draws=None, uses_perplexity=True, level=0.9):
     """Loss against D (log axis) per perplexity regime: runs as dots, the fitted law at the
     regime's median (mu, sigma) as a line, and the posterior credible band when available."""
     plt = _plt()

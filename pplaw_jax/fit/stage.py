@@ -29,6 +29,7 @@ import datetime as _dt
 import time
 import warnings
 from dataclasses import asdict
+from typing import Any
 
 import numpy as np
 
@@ -249,6 +250,7 @@ def fit_to_dir(runs_path, out_dir, opts: FitConfig, seed: int = 0) -> dict:
         flat = bayes.flat()
         draws = {k: flat[k] for k in form.param_names}
         if grid is not None:
+            assert support is not None  # built together with the grid (`_feasible`)
             log_e, theta = form.from_params(draws)
             post_opt = grid.argmin_draws(form, log_e, theta, tokens_ref)
             bjson["optimum"] = optimum_summary(post_opt, tokens_ref, support.bounds(), opts.level)
@@ -295,7 +297,7 @@ def _law_choice(law: str, heldout: dict, lof: dict, runs: Runs, seed: int) -> di
                 f"{runs.source}: no law could be fitted and validated on these runs: "
                 + "; ".join(f"{k}: {r}" for k, r in heldout.items())
             )
-        fitted = min(rmse, key=rmse.get)
+        fitted = min(rmse, key=lambda k: rmse[k])
     return {"mode": AUTO, "fitted": fitted, "usable": choice["chosen"] is not None, **choice}
 
 
@@ -313,7 +315,7 @@ def _compare(runs, law, bayes, full, heldout, priors, sampler, seed, opts, say) 
         "both RMSEs recomputed on the resampled held-out errors; verdict 'better'/'worse' only "
         "when the interval excludes 0, else 'no detectable difference'"
     )
-    comp = {"heldout": comparison, "loo": None, "wall_s": {"heldout": time.perf_counter() - t0}}
+    comp: dict[str, Any] = {"heldout": comparison, "loo": None, "wall_s": {"heldout": time.perf_counter() - t0}}
     say(
         "held-out rmse(log loss): "
         + ", ".join(f"{k} {v.get('rmse_log_loss', v.get('error'))}" for k, v in comparison["laws"].items())

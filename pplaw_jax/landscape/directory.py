@@ -37,7 +37,7 @@ from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import TMP_SUFFIX, write_bytes, write_json
 from pplaw_jax.landscape.stats import bits_per_byte, plot_log_ppl_histogram, ppl_stats
 from pplaw_jax.moments import chunk_values
-from pplaw_jax.paths import AnyPath, as_path, read_parquet_table
+from pplaw_jax.paths import AnyPath, PathSpec, as_path, read_parquet_table
 
 PART_SCHEMA = pa.schema(
     [
@@ -61,16 +61,16 @@ PARTS = "parts"
 _PART_RE = re.compile(r"host(\d{3})-part(\d{5})\.done$")
 
 
-def part_stem(out_dir: str | os.PathLike, host: int, part: int) -> AnyPath:
+def part_stem(out_dir: PathSpec, host: int, part: int) -> AnyPath:
     """Path of part `part` of host `host` without suffix (add .parquet / .done)."""
     return as_path(out_dir) / PARTS / f"host{host:03d}-part{part:05d}"
 
 
-def host_marker(out_dir: str | os.PathLike, host: int) -> AnyPath:
+def host_marker(out_dir: PathSpec, host: int) -> AnyPath:
     return as_path(out_dir) / PARTS / f"host{host:03d}.done"
 
 
-def host_failure(out_dir: str | os.PathLike, host: int) -> AnyPath:
+def host_failure(out_dir: PathSpec, host: int) -> AnyPath:
     """Written by a host whose scoring raised, so the other hosts stop waiting for it."""
     return as_path(out_dir) / PARTS / f"host{host:03d}.failed"
 
@@ -103,7 +103,7 @@ def part_table(
     )
 
 
-def write_part(out_dir: str | os.PathLike, host: int, part: int, table: pa.Table, marker: Mapping[str, Any]) -> None:
+def write_part(out_dir: PathSpec, host: int, part: int, table: pa.Table, marker: Mapping[str, Any]) -> None:
     """Write a part's rows, then its ``.done`` marker (each atomically, in that order)."""
     stem = part_stem(out_dir, host, part)
     sink = pa.BufferOutputStream()
@@ -120,7 +120,7 @@ def discard_unfinished(out_dir: str | os.PathLike, host: int, part: int) -> None
         tmp.unlink(missing_ok=True)
 
 
-def iter_done_parts(out_dir: str | os.PathLike) -> Iterator[tuple[int, int, AnyPath]]:
+def iter_done_parts(out_dir: PathSpec) -> Iterator[tuple[int, int, AnyPath]]:
     """(host, part, parquet path) of every completed part, sorted by host then part."""
     found = []
     for marker in (as_path(out_dir) / PARTS).glob("host*-part*.done"):
@@ -130,7 +130,7 @@ def iter_done_parts(out_dir: str | os.PathLike) -> Iterator[tuple[int, int, AnyP
     yield from sorted(found)
 
 
-def read_parts(out_dir: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:
+def read_parts(out_dir: PathSpec, columns: list[str] | None = None) -> pd.DataFrame:
     """All rows of the completed parts of a landscape directory, in (host, part, row) order, without
     the checks of `read_landscape` (the summary may not exist yet)."""
     paths = [p for _, _, p in iter_done_parts(out_dir)]
@@ -145,7 +145,7 @@ def read_parts(out_dir: str | os.PathLike, columns: list[str] | None = None) -> 
     return pa.concat_tables(tables).to_pandas()
 
 
-def write_summary(out_dir: str | os.PathLike, process_count: int, info: Mapping[str, Any]) -> dict[str, Any]:
+def write_summary(out_dir: PathSpec, process_count: int, info: Mapping[str, Any]) -> dict[str, Any]:
     """Aggregate all hosts' completed parts into ``histogram.png`` and then ``summary.json``;
     PplawError when the parts hold no chunk at all (an empty corpus is an error, not a landscape).
 
@@ -226,7 +226,7 @@ def read_landscape(landscape_dir) -> Landscape:
         raise PplawError(
             f"{root}: landscape incomplete (no summary.json; is `pplaw score` still running or was it interrupted?)"
         )
-    markers = sorted((root / PARTS).glob("host*-part*.done"))
+    markers: list[AnyPath] = sorted((root / PARTS).glob("host*-part*.done"))
     if not markers:
         raise PplawError(f"{root / PARTS}: landscape has no completed parts (*.done markers)")
     summary = _read_summary(root / SUMMARY)

@@ -44,7 +44,6 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import chain, islice
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -57,7 +56,7 @@ from pplaw_jax.fileio import check_identity, write_json
 from pplaw_jax.landscape import directory
 from pplaw_jax.logs import get_logger
 from pplaw_jax.logs import progress as progress_display
-from pplaw_jax.paths import as_path
+from pplaw_jax.paths import AnyPath, as_path
 
 HOST_WAIT_POLL_S = 2.0
 
@@ -187,7 +186,7 @@ def _score_host(
     return totals
 
 
-def _check_skipped_part(done: Path, marker: Mapping[str, Any], part_docs: Iterator[Document]) -> None:
+def _check_skipped_part(done: AnyPath, marker: Mapping[str, Any], part_docs: Iterator[Document]) -> None:
     """Consume a finished part's documents, checking they are the ones it was scored from."""
     n = 0
     first = last = None

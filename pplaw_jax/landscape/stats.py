@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import io
-import os
 from typing import Any
 
 import numpy as np
 
 from pplaw_jax.fileio import write_bytes
 from pplaw_jax.moments import MOMENTS, chunk_values
+from pplaw_jax.paths import PathSpec
 
 QUANTILES = (1, 5, 25, 50, 75, 95, 99)
 
@@ -61,7 +61,7 @@ def ppl_stats(ppl: np.ndarray, sum_nll: np.ndarray, n_tokens: np.ndarray) -> dic
     return out
 
 
-def plot_log_ppl_histogram(ppl: np.ndarray, path: str | os.PathLike, title: str) -> None:
+def plot_log_ppl_histogram(ppl: np.ndarray, path: PathSpec, title: str) -> None:
     """Histogram of chunk log-perplexity with the median and the 5/95% quantiles marked."""
     import matplotlib
 

@@ -52,6 +52,7 @@ import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -432,7 +433,7 @@ def loo_compare(fits: dict[str, BayesFit]) -> dict:
             log_likelihood={"log_loss_group": group_log_lik(fit.log_lik, fit.runs.groups)},
             dims={"log_loss_group": ["group"]},
         )
-    out = {"method": LOO_METHOD, "laws": {}}
+    out: dict[str, Any] = {"method": LOO_METHOD, "laws": {}}
     for name, idata in idatas.items():
         loo = az.loo(idata, pointwise=True)
         k = np.asarray(loo.pareto_k)

@@ -23,6 +23,7 @@ JSON-ready records out; the fit stage and the known-truth simulator both use the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +72,9 @@ def assess_laws(
     pe = pure_error(runs)
     replicated = replicated_mask(runs)
     max_outliers = int(np.floor(outlier_share * runs.n))
-    fits, lof, heldout = {}, {}, {}
+    fits: dict[str, PointFit] = {}
+    lof: dict[str, dict] = {}
+    heldout: dict[str, HeldOut | str] = {}
     for name in laws:
         form = LAWS[name]
         needed = int(np.ceil(min_runs_per_param * len(form.param_names)))
@@ -110,7 +113,7 @@ def choose_law(heldout: dict, lof: dict, groups: np.ndarray, seed: int = 0) -> d
     rejected = sorted(k for k in scored if (lof.get(k) or {}).get("rejected") is True)
     untested = sorted(k for k in scored if (lof.get(k) or {}).get("rejected") is None)
     eligible = {k: r for k, r in scored.items() if k not in rejected}
-    out = {
+    out: dict[str, Any] = {
         "rule": RULE,
         "chosen": None,
         "best_heldout": None,

@@ -29,6 +29,7 @@ expected loss) is refined by a finer local grid around its best cell, kept insid
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 
@@ -177,7 +178,8 @@ def credible_region(mu, sigma, mu_range, sigma_range, level: float = 0.9) -> dic
     gy = np.linspace(y.min() - pad_y, y.max() + pad_y, 120)
     gxx, gyy = np.meshgrid(gx, gy)
     dens = kde(np.vstack([gxx.ravel(), gyy.ravel()])).reshape(gxx.shape)
-    lines = contourpy.contour_generator(gx, gy, dens).lines(threshold)
+    # the default line_type (LineType.Separate) returns one [N, 2] array per line
+    lines = cast("list[np.ndarray]", contourpy.contour_generator(gx, gy, dens).lines(threshold))
     polygons = []
     for line in lines:
         if len(line) < 3:
@@ -195,7 +197,9 @@ def _rectangle(mr, sr):
     return [[mr[0], sr[0]], [mr[1], sr[0]], [mr[1], sr[1]], [mr[0], sr[1]], [mr[0], sr[0]]]
 
 
-def optimum_summary(opt: dict, tokens_ref, bounds, level: float = 0.9) -> dict:
+def optimum_summary(
+    opt: dict, tokens_ref, bounds: tuple[tuple[float, float], tuple[float, float]], level: float = 0.9
+) -> dict:
     """fit.json block for the optimum of many draws: marginal summaries, the share at the feasible
     set's boundary and the credible region (`bounds` = ``(mu_range, sigma_range)`` to clip it to)."""
     return {

@@ -270,7 +270,7 @@ class PointFit:
                 "failed": int(self.bootstrap_failed),
                 "resampled": "run groups with replacement",
                 "starts": f"the best fit and OLS starts at E = {list(BOOT_E_FRACTIONS)} x the resample's min loss",
-                "draws": {k: v.tolist() for k, v in self.bootstrap_params.items()},
+                "draws": {k: v.tolist() for k, v in self.design.params(self.bootstrap_u).items()},
             }
         return out
 
@@ -541,7 +541,7 @@ def compare_heldout(
         }
     return {
         "laws": {k: {"error": r} if isinstance(r, str) else r.to_json() for k, r in results.items()},
-        "best": min(scored, key=scored.get) if scored else None,
+        "best": min(scored, key=lambda k: scored[k]) if scored else None,
         "baseline": baseline,
         "differences": differences,
         "bootstrap": {"n": n_boot, "seed": seed, "resampled": "run groups with replacement"},

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pplaw_jax.errors import PplawError
 from pplaw_jax.law.forms import predict_loss
 
 
@@ -46,7 +47,12 @@ def predictive(
     }
     if noise is not None:
         rng = np.random.default_rng(seed)
-        eps = rng.standard_normal(loss.shape) if likelihood == "normal" else rng.standard_t(student_df, loss.shape)
+        if likelihood == "normal":
+            eps = rng.standard_normal(loss.shape)
+        elif student_df is None:
+            raise PplawError(f"predictive: likelihood {likelihood!r} needs student_df (got None)")
+        else:
+            eps = rng.standard_t(student_df, loss.shape)
         measured = loss * np.exp(np.asarray(noise)[:, None] * eps)
         out["pi_lo"] = np.quantile(measured, a, axis=0)
         out["pi_hi"] = np.quantile(measured, 1 - a, axis=0)

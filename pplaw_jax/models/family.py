@@ -8,8 +8,9 @@ name, so a new family is its module plus one registry entry.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 
 def same_name(name: str) -> str | None:
@@ -17,10 +18,16 @@ def same_name(name: str) -> str | None:
     return name
 
 
+class ConfigClass(Protocol):
+    """A family's config class, as the loaders use it: it builds the config from config.json."""
+
+    def from_hf(self, config: Mapping[str, Any]) -> Any: ...
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
-    config_class: type  # `config_class.from_hf(config.json dict)` -> the family's config
+    config_class: ConfigClass  # `config_class.from_hf(config.json dict)` -> the family's config
     decoder_class: type  # the NNX decoder `weights.place_model` builds from that config
     hf_model_types: tuple[str, ...]  # the config.json `model_type` values it reads
     hf_tensor_name: Callable[[str], str | None] = same_name  # checkpoint name -> decoder's HF name; None: skip

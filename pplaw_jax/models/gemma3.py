@@ -181,6 +181,7 @@ class Gemma3Config:
             raise PplawError(f"config.json: invalid Gemma 3 config: {' '.join(str(e).split())}") from e
 
         rope = hf.rope_parameters
+        assert rope is not None and hf.layer_types is not None  # Gemma3TextConfig's __post_init__ fills them
         local, full = dict(rope[SLIDING]), dict(rope[FULL])
         if local.get("rope_type", "default") != "default":
             raise PplawError(f"config.json: rope type {local['rope_type']!r} for sliding layers is not supported")
@@ -190,6 +191,8 @@ class Gemma3Config:
             raise PplawError(
                 f"config.json: rope type {full_type!r} is not supported for Gemma 3 (supported: {_ROPE_TYPES})"
             )
+        if hf.sliding_window is None:
+            raise PplawError("config.json: sliding_window is null; Gemma 3's sliding layers need a window size")
         return cls(
             vocab_size=int(hf.vocab_size),
             hidden_size=int(hf.hidden_size),

@@ -222,6 +222,7 @@ def load_gguf(
     (`attention_impl`, `remat`, `scan_layers`) go to the decoder class."""
     path = Path(path)
     reader = _open(path)
+    config: ModelConfig | Gemma3Config
     if _field(reader, "general.architecture") == "gemma3":
         config = gemma3_gguf_config(reader, path)
     else:
@@ -259,9 +260,10 @@ def gemma3_gguf_config(reader, path) -> Gemma3Config:
     if tokens is not None:
         vocab = len(tokens)
     else:
-        vocab = next((int(t.shape[1]) for t in reader.tensors if t.name == "token_embd.weight"), None)
-        if vocab is None:
+        embedding_rows = next((int(t.shape[1]) for t in reader.tensors if t.name == "token_embd.weight"), None)
+        if embedding_rows is None:
             raise PplawError(f"{path}: GGUF has neither tokenizer.ggml.tokens nor token_embd.weight")
+        vocab = embedding_rows
     scaling_type = _field(reader, "gemma3.rope.scaling.type")
     rope_scaling = None
     if scaling_type and scaling_type != "none":

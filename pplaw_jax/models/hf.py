@@ -162,6 +162,7 @@ class SafetensorsFile:
             raise PplawError(f"{self.path}: tensor {name} has dtype {dtype_name} (supported: {sorted(_DTYPES)})")
         if end == begin:
             return np.zeros(shape, dtype)
+        assert self._data is not None  # a file without data bytes holds only empty tensors (offsets checked)
         raw = self._data[self._data_start + begin : self._data_start + end]
         return raw.view(dtype).reshape(shape)
 

@@ -8,6 +8,7 @@ half" layout; RMSNorm computes in float32; linear kernels are stored [in, out].
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +16,6 @@ import numpy as np
 from flax import nnx
 
 from pplaw_jax.errors import PplawError
-from pplaw_jax.models.config import ModelConfig
 
 INIT_STD = 0.02  # HF `initializer_range` default, used by `init_model`
 LAYERS = "layers"  # logical name of the stacked axis of a scanned model
@@ -25,6 +25,28 @@ REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,  # keep the layer input only, recompute the rest
     "dots_saveable": jax.checkpoint_policies.dots_saveable,  # keep matmul outputs, recompute elementwise ops
 }
+
+
+class RopeConfig(Protocol):
+    """What the rotary tables read from a config: a `ModelConfig`, or one RoPE variant of Gemma 3's."""
+
+    @property
+    def head_dim(self) -> int: ...
+    @property
+    def rope_theta(self) -> float: ...
+    @property
+    def rope_scaling(self) -> dict | None: ...
+    @property
+    def max_position_embeddings(self) -> int: ...
+
+
+class MLPConfig(Protocol):
+    """What a gated feed-forward reads from a config (`ModelConfig`, `Gemma3Config`)."""
+
+    @property
+    def hidden_size(self) -> int: ...
+    @property
+    def intermediate_size(self) -> int: ...
 
 
 def logical_axes(*names: str | None) -> dict:
@@ -41,7 +63,7 @@ def remat_policy_name(remat: str | bool) -> str:
     return remat
 
 
-def rope_inv_freq(config: ModelConfig, seq_len: int) -> np.ndarray:
+def rope_inv_freq(config: RopeConfig, seq_len: int) -> np.ndarray:
     """Rotary inverse frequencies [head_dim // 2] (float64), with HF `rope_scaling` applied.
 
     `linear` divides positions by `factor` (same as dividing the frequencies); `dynamic` (NTK-aware)
@@ -73,7 +95,7 @@ def rope_inv_freq(config: ModelConfig, seq_len: int) -> np.ndarray:
     return inv_freq
 
 
-def rope_cos_sin(config: ModelConfig, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+def rope_cos_sin(config: RopeConfig, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
     """cos and sin tables [seq_len, head_dim] for positions 0..seq_len-1 (float32, HF layout)."""
     inv_freq = rope_inv_freq(config, seq_len).astype(np.float32)
     freqs = np.arange(seq_len, dtype=np.float32)[:, None] * inv_freq[None, :]
@@ -131,7 +153,7 @@ def linear(
 class MLP(nnx.Module):
     """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
 
-    def __init__(self, config: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+    def __init__(self, config: MLPConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
         h, f = config.hidden_size, config.intermediate_size
         self.gate_proj = linear(h, f, False, dtype, param_dtype, rngs, ("embed", "mlp"))
         self.up_proj = linear(h, f, False, dtype, param_dtype, rngs, ("embed", "mlp"))

@@ -21,6 +21,8 @@ with depth). `flat_params` names parameters the unrolled way in both, which is w
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -42,6 +44,9 @@ from pplaw_jax.models.layers import (
     rope_cos_sin,
 )
 
+if TYPE_CHECKING:
+    from pplaw_jax.models.gemma3 import Gemma3ForCausalLM
+
 
 class Attention(nnx.Module):
     """Multi-head attention with grouped KV heads, optional qkv bias and per-head q/k RMSNorm."""
@@ -56,6 +61,8 @@ class Attention(nnx.Module):
         self.o_proj = linear(
             q, c.hidden_size, c.attention_out_bias, dtype, param_dtype, rngs, ("heads", "embed"), bias_axis="embed_bias"
         )
+        self.q_norm: RMSNorm | None
+        self.k_norm: RMSNorm | None
         if c.qk_norm:
             norm = dict(eps=c.rms_norm_eps, dtype=dtype, param_dtype=param_dtype, axis="head_dim")
             self.q_norm = RMSNorm(c.head_dim, **norm)
@@ -70,7 +77,7 @@ class Attention(nnx.Module):
         q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
         k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
-        if self.q_norm is not None:
+        if self.q_norm is not None and self.k_norm is not None:  # (both or neither: config.qk_norm)
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         out = jax.nn.dot_product_attention(
@@ -225,7 +232,7 @@ def checkpoint_names(path: tuple, scanned: bool, num_layers: int) -> list[str]:
     return [".".join(keys)]
 
 
-def flat_params(model: LlamaForCausalLM) -> dict[str, jax.Array]:
+def flat_params(model: LlamaForCausalLM | Gemma3ForCausalLM) -> dict[str, jax.Array]:
     """Parameters keyed by checkpoint name ("layers.0.self_attn.q_proj.kernel") in either layout:
     a scanned model's stacked [layers, ...] arrays are split into one entry per layer."""
     out = {}

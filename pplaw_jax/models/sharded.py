@@ -8,6 +8,8 @@ and the forward of `train.loop.Trainer`'s step.
 
 from __future__ import annotations
 
+from typing import cast
+
 import jax
 import numpy as np
 from flax import nnx
@@ -31,7 +33,9 @@ class ShardedLM:
 
     def __init__(self, model: nnx.Module, mesh):
         self.mesh = mesh
-        self.graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        # two filters (the parameters, then everything else): exactly one graphdef and two states
+        split = cast("tuple[nnx.GraphDef[nnx.Module], nnx.State, nnx.State]", nnx.split(model, nnx.Param, ...))
+        self.graphdef, params, rest = split
         self.param_shardings = state_shardings(params, mesh)
         self.rest_shardings = state_shardings(rest, mesh)
         self.params = jax.device_put(params, self.param_shardings)

@@ -26,6 +26,7 @@ class Tokenizer:
     def __init__(self, tokenizer, *, bos_id: int | None = None, eos_id: int | None = None):
         import tokenizers
 
+        self._backend: tokenizers.Tokenizer | None
         if isinstance(tokenizer, tokenizers.Tokenizer):
             self._hf = None
             self._backend = tokenizer
@@ -42,6 +43,7 @@ class Tokenizer:
         """Token ids of `text`, without special tokens."""
         if self._backend is not None:
             return self._backend.encode(text, add_special_tokens=False).ids
+        assert self._hf is not None  # without a Rust backend, the tokenizer is a transformers one
         return self._hf.encode(text, add_special_tokens=False)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
@@ -49,6 +51,7 @@ class Tokenizer:
         texts = list(texts)
         if self._backend is not None:
             return [e.ids for e in self._backend.encode_batch(texts, add_special_tokens=False)]
+        assert self._hf is not None  # without a Rust backend, the tokenizer is a transformers one
         return [self._hf.encode(t, add_special_tokens=False) for t in texts]
 
     def encode_batch_with_starts(self, texts: list[str]) -> list[tuple[list[int], list[int]]]:
@@ -59,6 +62,7 @@ class Tokenizer:
             return [
                 (e.ids, [a for a, _ in e.offsets]) for e in self._backend.encode_batch(texts, add_special_tokens=False)
             ]
+        assert self._hf is not None  # without a Rust backend, the tokenizer is a transformers one
         if not getattr(self._hf, "is_fast", False):
             raise PplawError("byte counts per chunk need a fast tokenizer (character offsets); this one is not")
         out = []
@@ -71,6 +75,7 @@ class Tokenizer:
         ids = [int(i) for i in ids]
         if self._hf is not None:
             return self._hf.decode(ids)
+        assert self._backend is not None  # a raw tokenizer is its own backend
         return self._backend.decode(ids, skip_special_tokens=False)
 
     # ------------------------------------------------------------------ special ids
@@ -96,6 +101,7 @@ class Tokenizer:
         """Number of token ids the tokenizer can produce (added tokens included)."""
         if self._hf is not None:
             return len(self._hf)
+        assert self._backend is not None  # a raw tokenizer is its own backend
         return self._backend.get_vocab_size(with_added_tokens=True)
 
     # ------------------------------------------------------------------ files

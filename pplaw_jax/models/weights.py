@@ -36,7 +36,10 @@ Index = tuple[slice, ...]  # one concrete slice (start, stop, step 1) per dim
 class TensorSource(Protocol):
     """One checkpoint tensor, readable by slices, in the model's layout (kernels [in, out])."""
 
-    name: str  # what error messages call it (the tensor's name in the file)
+    @property
+    def name(self) -> str:
+        """What error messages call it (the tensor's name in the file)."""
+        ...
 
     @property
     def shape(self) -> tuple[int, ...]: ...

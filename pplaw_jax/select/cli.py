@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -138,10 +139,10 @@ def _run_select(args, cfg: SelectConfig) -> int:
     if args.tokens is None and method != "full":
         raise PplawError(f"--tokens is required for --method {method}")
     budget = None if args.tokens is None else parse_budget(args.tokens)
-    explicit = (args.target_mu, args.target_sigma)
-    if (explicit[0] is None) != (explicit[1] is None):
+    given = (args.target_mu, args.target_sigma)
+    if (given[0] is None) != (given[1] is None):
         raise PplawError("give both --target-mu and --target-sigma, or neither")
-    explicit = None if explicit[0] is None else explicit
+    explicit = None if given[0] is None else given
     if method != "dos":
         _reject(
             cfg,
@@ -178,6 +179,7 @@ def _run_select(args, cfg: SelectConfig) -> int:
     values = landscape.values(moments)
     extra: dict = {}
     if method == "dos":
+        assert budget is not None  # --tokens is required for every method but full (checked above)
         try:
             sel, extra = _dos(args, cfg, landscape, values, budget, fit, explicit)
         except Refusal as e:
@@ -324,7 +326,7 @@ def predicted_losses(fit, sel: Selection, level: float = 0.9) -> dict:
     """The law's loss for a subset's ``(mu, sigma, tokens)`` (in the fit's moments): point
     estimate and, with a posterior, its mean, sd, credible interval and the predictive interval of
     a measured loss (`law.predictive`)."""
-    out = {
+    out: dict[str, Any] = {
         "predicted_loss": float(predict_loss(fit.law, fit.point_params, sel.mu, sel.sigma, sel.tokens)),
         "predicted_loss_posterior": None,
     }

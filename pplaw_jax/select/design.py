@@ -128,6 +128,8 @@ def design_targets(
         key = (abs(corr) <= MAX_ABS_CORR, min_d)
         if best_key is None or key > best_key:
             best, best_key = (mu, sigma, level, corr), key
+    if best is None or best_key is None:
+        raise PplawError(f"candidates {candidates}: must be >= 1")
     mu, sigma, level, corr = best
     width = len(str(m - 1))
     points = [

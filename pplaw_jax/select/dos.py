@@ -268,7 +268,7 @@ def dos_select(
     """
     if not (np.isfinite(target_mu) and np.isfinite(target_sigma)) or target_sigma < 0:
         raise PplawError(f"DOS target must be finite with sigma >= 0, got mu={target_mu}, sigma={target_sigma}")
-    weights = default_weights(space.ppl) if weights is None else tuple(float(w) for w in weights)
+    weights = default_weights(space.ppl) if weights is None else (float(weights[0]), float(weights[1]))
     messages: list[str] = []
     info = {
         "target": {"mu": float(target_mu), "sigma": float(target_sigma)},
@@ -297,9 +297,10 @@ def dos_select(
             f"attainable subset, near (mu={near_mu:.4g}, sigma={near_sigma:.4g})",
         )
 
-    starts = [
-        _best(space, *family[0].T, target_mu, target_sigma, weights) for family in (space.windows, space.extremes)
-    ]
+    starts = []
+    for family in (space.windows, space.extremes):
+        a, e, t = family[0].T
+        starts.append(_best(space, a, e, t, target_mu, target_sigma, weights))
     starts.append(_path_grid(space, near_mu, target_mu, target_sigma, weights))
     refined = [_pattern_search(space, x, j, target_mu, target_sigma, weights) for x, j in starts]
     best, _ = min(refined, key=lambda r: r[1])

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -108,7 +109,10 @@ class TargetChoice:
             "interior": self.interior,
         }
         if self.posterior is not None:
-            out["expected_loss_gap"] = self.point.expected_loss - self.posterior.expected_loss
+            point_loss, posterior_loss = self.point.expected_loss, self.posterior.expected_loss
+            # a posterior target comes with draws, so both targets have an expected loss
+            assert point_loss is not None and posterior_loss is not None
+            out["expected_loss_gap"] = point_loss - posterior_loss
         return out
 
 
@@ -190,7 +194,7 @@ def choose_target(
     if expected_f is not None and draws_source == "posterior":
         mu_p, sigma_p, exp_p, edge_p = grid.minimise(expected_f)
         posterior = Target(mu_p, sigma_p, float(np.ravel(point_f(mu_p, sigma_p))[0]), exp_p, edge_p)
-    interior = {
+    interior: dict[str, Any] = {
         "max_boundary_fraction": max_boundary_fraction,
         "allow_boundary": allow_boundary,
         "support": support.to_json(),

@@ -129,7 +129,7 @@ def tilted_select(
     if not (np.isfinite(target_mu) and np.isfinite(target_sigma)) or target_sigma < 0:
         raise PplawError(f"tilted target must be finite with sigma >= 0, got mu={target_mu}, sigma={target_sigma}")
     values = np.asarray(values, dtype=np.float64)
-    weights = default_weights(values) if weights is None else tuple(float(w) for w in weights)
+    weights = default_weights(values) if weights is None else (float(weights[0]), float(weights[1]))
     messages: list[str] = []
     info = {
         "target": {"mu": float(target_mu), "sigma": float(target_sigma)},
@@ -152,6 +152,7 @@ def tilted_select(
             best = (s, tilt, d, draw)
         if best[2] <= _UNREACHED:
             break
+    assert best is not None  # the loop above runs at least once
     s, best_tilt, _, draw = best
     rows = s.rows(*best_tilt)
     sel = make_selection(values, n_tokens, rows, budget, messages)

@@ -85,7 +85,9 @@ def select_windows(
     if duplicates:
         raise PplawError(f"windows x budgets repeat subset(s) {', '.join(duplicates)}")
     order = np.argsort(ppl, kind="stable")
-    subsets, skipped, messages = [], [], []
+    subsets: list[WindowSubset] = []
+    skipped: list[dict] = []
+    messages: list[str] = []
     for lo, hi in windows:
         rows = window_rows(order, lo, hi)
         entropy = [int(seed), int(round(lo * 1e9)), int(round(hi * 1e9))]

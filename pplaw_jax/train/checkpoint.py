@@ -10,9 +10,12 @@ previous checkpoint as the latest one. Restoring takes an abstract target whose 
 from __future__ import annotations
 
 import os
+from typing import TypeVar
 
 import jax
 import orbax.checkpoint as ocp
+
+StateT = TypeVar("StateT")  # a pytree of the state saved and restored
 
 
 def abstract_like(tree, shardings):
@@ -44,8 +47,9 @@ class RunCheckpointer:
             force=force,
         )
 
-    def restore(self, step: int, abstract_state) -> tuple[object, dict]:
-        """(state placed per `abstract_state`'s shardings, meta) of checkpoint `step`."""
+    def restore(self, step: int, abstract_state: StateT) -> tuple[StateT, dict]:
+        """(state placed per `abstract_state`'s shardings, meta) of checkpoint `step` (the state has
+        `abstract_state`'s tree structure, with arrays for its leaves)."""
         restored = self._manager.restore(
             step,
             args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()),

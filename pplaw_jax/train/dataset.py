@@ -55,7 +55,8 @@ def pack_sequences(chunks: Iterable[list[int]], seq_len: int, block_rows: int = 
     the final arrays rather than Python lists of every token.
     """
     blocks, block_lengths = [], []
-    tokens = lengths = None
+    tokens: np.ndarray  # the current block (the first chunk starts one: row == block_rows)
+    lengths: np.ndarray
     row = block_rows
     for ids in chunks:
         if len(ids) > seq_len:
@@ -92,9 +93,9 @@ def build_sequences(
     """
     from pplaw_jax.data import iter_chunks
 
-    read = dict(text_field=text_field, id_field=id_field, max_docs=max_docs)
     if selection is None:
-        seqs = pack_sequences((c.token_ids for c in iter_chunks(spec, tokenizer, seq_len, **read)), seq_len)
+        chunks = iter_chunks(spec, tokenizer, seq_len, text_field=text_field, id_field=id_field, max_docs=max_docs)
+        seqs = pack_sequences((c.token_ids for c in chunks), seq_len)
         if len(seqs) == 0:
             raise PplawError(f"{spec}: no non-empty documents to train or evaluate on")
         return seqs
@@ -106,7 +107,9 @@ def build_sequences(
     mismatched = []
 
     def selected():
-        for chunk in iter_chunks(spec, tokenizer, seq_len, wanted=wanted, **read):
+        for chunk in iter_chunks(
+            spec, tokenizer, seq_len, text_field=text_field, id_field=id_field, max_docs=max_docs, wanted=wanted
+        ):
             n = expected.pop((chunk.doc_id, chunk.chunk), None)
             if n is None:  # a repeated document id: its first occurrence was the one scored
                 continue
@@ -151,7 +154,7 @@ def cached_sequences(cache_dir: str | os.PathLike, name: str, key: str, build) -
     cache.mkdir(parents=True, exist_ok=True)
     key_path.unlink(missing_ok=True)
     for path, arr in ((tok_path, seqs.tokens), (len_path, seqs.lengths)):
-        atomic_write(path, lambda tmp, arr=arr: _save_npy(tmp, arr))
+        atomic_write(path, functools.partial(_save_npy, arr=arr))
     write_text(key_path, json.dumps({"key": key, "sequences": len(seqs), "tokens": seqs.num_scored_tokens}))
     return seqs
 

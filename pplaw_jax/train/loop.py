@@ -247,7 +247,7 @@ def train_loop(
     )
     started = time.perf_counter()
 
-    def place(s: int):
+    def place(s: int) -> tuple[jax.Array, jax.Array]:
         ids, lengths = gather(train, batch_indices(settings.seed, s, settings.batch_size, len(train)))
         return trainer.put(ids), trainer.put(lengths)
 
@@ -293,6 +293,7 @@ def train_loop(
     try:
         batch = place(step) if step < settings.num_steps else None
         while step < settings.num_steps:
+            assert batch is not None  # placed for every step below num_steps
             pending.append((step + 1, trainer.step(*batch)))
             step += 1
             if step < settings.num_steps:

@@ -34,7 +34,7 @@ def _json_value(v):
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
     """All complete rows of a metrics file (a truncated last line is ignored)."""
-    rows = []
+    rows: list[dict] = []
     p = Path(path)
     if not p.is_file():
         return rows

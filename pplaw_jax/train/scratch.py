@@ -10,11 +10,10 @@ import json
 import os
 import shutil
 import tempfile
-from pathlib import Path
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import publish_modes, staging_dir
-from pplaw_jax.paths import as_path, is_url, localize, upload_tree
+from pplaw_jax.paths import PathSpec, as_path, is_url, local_path, localize, upload_tree
 
 SCRATCH_PREFIX = "scratch:"
 
@@ -65,7 +64,7 @@ def load_for_training(
 def train_tokenizer(
     data_spec: str,
     vocab_size: int,
-    out_dir: str | os.PathLike,
+    out_dir: PathSpec,
     max_docs: int | None = None,
     *,
     text_field: str = "text",
@@ -89,7 +88,7 @@ def train_tokenizer(
             tokenizer.save(d)
             upload_tree(d, out)
         return tokenizer
-    out = Path(out_dir)
+    out = local_path(out_dir)
     if out.exists():
         raise PplawError(f"{out}: already exists; refusing to overwrite a tokenizer")
     out.parent.mkdir(parents=True, exist_ok=True)
