@@ -85,7 +85,7 @@ COMMANDS = {
         "pplaw report runs/quickstart",
     ),
     "run": (
-        "pplaw_jax.pipeline",
+        "pplaw_jax.run_cli",
         "run the whole study from a YAML config",
         "pplaw run experiments/configs/quickstart.yaml out_dir=runs/qs final.seeds=[0,1]",
     ),

@@ -27,12 +27,11 @@ A stage is skipped when its completion file exists (each subcommand writes its s
 resumes its own partial work), so re-running after a crash continues where it stopped. Re-running
 with another configuration re-runs exactly the stages whose inputs changed and those downstream
 (`pplaw_jax.stages`; their old outputs are moved to OUT/superseded/), `--force STAGE` does so
-without a change, and `--until STAGE` stops after a stage.
+without a change, and `--until STAGE` stops after a stage (the command line: `pplaw_jax.run_cli`).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -54,11 +53,11 @@ from pplaw_jax.config import (
     settings_argv,
 )
 from pplaw_jax.errors import PplawError
-from pplaw_jax.fileio import discard_temporaries, output_lock, write_json, write_text
+from pplaw_jax.fileio import discard_temporaries, write_json, write_text
 from pplaw_jax.fit.fitdir import FIT_JSON
 from pplaw_jax.fit.runs_table import read_runs_table
 from pplaw_jax.logs import get_logger
-from pplaw_jax.paths import AnyPath, append_text, as_path, cache_root, is_url, local_path, source, url_key
+from pplaw_jax.paths import AnyPath, append_text, as_path, is_url, local_path, source
 from pplaw_jax.select.io import aliased_methods
 from pplaw_jax.stages import FINGERPRINTED, STAGES, stage_keys, stages_record, stale_stages, supersede
 
@@ -69,61 +68,6 @@ CORPORA = ("general_train", "general_test", "domain_train", "domain_valid", "dom
 INPUTS_JSON = "inputs.json"  # the content fingerprints of the study's input files (stages.FINGERPRINTED)
 VALID_DOCS = 200  # documents of a derived validation split without data.eval_max_docs
 LM_EVAL_JSON = "lm_eval.json"  # a final model's lm-evaluation-harness results (final.lm_eval_tasks)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="study YAML (see experiments/configs/)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. final.seeds=[0,1]")
-    parser.add_argument(
-        "--until",
-        default=None,
-        choices=Study.STAGES,
-        metavar="STAGE",
-        help="stop after this stage (data, base, landscape, grid, fit, select, final, report)",
-    )
-    parser.add_argument(
-        "--force",
-        action="append",
-        default=[],
-        choices=tuple(STAGES),
-        metavar="STAGE",
-        help="re-run this stage and everything downstream of it even if its inputs are "
-        "unchanged (its outputs are moved to OUT/superseded/); repeatable",
-    )
-
-
-RUN_FLAGS_WITH_VALUE = ("--until", "--force")
-
-
-def reorder_argv(argv: list[str]) -> list[str]:
-    """``run CFG [flags and KEY=VALUE overrides in any order]`` with the positionals (the config
-    and the overrides) first, so argparse reads overrides that follow a flag (``--until fit
-    fit.law=ppl``) as overrides."""
-    positionals, flags, rest = [], [], iter(argv[1:])
-    for word in rest:
-        if word in RUN_FLAGS_WITH_VALUE:
-            flags += [word, next(rest, "")]
-        elif word.startswith("-"):
-            flags.append(word)
-        else:
-            positionals.append(word)
-    return [argv[0], *positionals, *flags]
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
-    with output_lock(cfg.out_dir):  # one study process per out_dir
-        from pplaw_jax.distributed import configure_compilation_cache
-
-        # every stage runs in this process: one cache, kept with the study, so a rerun reuses it too
-        # (a study on an object store keeps it in the local cache: JAX writes it as local files)
-        configure_compilation_cache(
-            cache_root() / "jax" / url_key(cfg.out_dir)
-            if is_url(cfg.out_dir)
-            else Path(cfg.out_dir).resolve() / COMPILATION_CACHE
-        )
-        Study(cfg, force=set(args.force)).run(stop_after=args.until)
-    return 0
 
 
 class Study:
@@ -282,7 +226,7 @@ class Study:
 
     def run(self, stop_after: str | None = None) -> None:
         if stop_after is not None and stop_after not in self.STAGES:
-            raise PplawError(f"--until must be one of {', '.join(self.STAGES)}, got {stop_after!r}")
+            raise PplawError(f"stop_after must be one of {', '.join(self.STAGES)}, got {stop_after!r}")
         for i, stage in enumerate(self.STAGES, 1):
             log.info(f"=== stage {stage} ({i}/{len(self.STAGES)})")
             getattr(self, f"stage_{stage}")()

@@ -230,7 +230,7 @@ def test_sigint_is_one_line_and_the_shells_code(monkeypatch, tmp_path, capsys):
 
 
 def test_run_overrides_may_follow_its_flags():
-    from pplaw_jax.pipeline import reorder_argv
+    from pplaw_jax.run_cli import reorder_argv
 
     assert reorder_argv(["run", "c.yaml", "--until", "fit", "fit.law=ppl", "--force", "grid", "seed=1"]) == [
         "run",
