@@ -35,10 +35,6 @@ class RunCheckpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def should_save(self, step: int) -> bool:
-        """Whether `step` is on the save interval."""
-        return self._manager.should_save(step)
-
     def save(self, step: int, state, meta: dict, *, force: bool = False) -> bool:
         """Save if `step` is on the save interval (or `force`); asynchronous, returns whether it saved."""
         return self._manager.save(

@@ -104,26 +104,14 @@ def run(args: argparse.Namespace) -> int:
         return _train(args)
 
 
-def _train(args: argparse.Namespace) -> int:
-    import jax
-
+def _identity(args: argparse.Namespace, selection) -> tuple[dict, dict, dict]:
+    """(model identity, data identity, settings identity) of a run: what its `run.json` records
+    and a resume must match. The data identity keys the cached token ids too."""
     from pplaw_jax.data.readers import corpus_fingerprint
-    from pplaw_jax.distributed import make_mesh
     from pplaw_jax.models.loading import model_fingerprint
-    from pplaw_jax.select.io import read_selection
-    from pplaw_jax.train.dataset import build_sequences, cached_sequences, fingerprint
-    from pplaw_jax.train.export import export_hf
-    from pplaw_jax.train.loop import LoopSettings, Trainer, check_memory, data_parallel_size, train_loop
-    from pplaw_jax.train.optim import make_optimizer, make_schedule, total_steps, warmup_steps
-    from pplaw_jax.train.remote import RunMirror
-    from pplaw_jax.train.scratch import SCRATCH_PREFIX, load_for_training
+    from pplaw_jax.train.scratch import SCRATCH_PREFIX
 
-    mirror = RunMirror(args.out) if is_url(args.out) else None
-    record_dir = as_path(args.out)  # run.json and eval.json (on the URL itself for a remote run)
-    run_dir = mirror.local if mirror else Path(args.out)  # everything else
     cfg: TrainConfig = args.cfg
-    _check_args(args)
-    selection = read_selection(args.selection) if args.selection else None
     # what the files hold, not only where they are: new weights or data at the same path are another run
     model_id = {
         "model": canonical(args.model),
@@ -131,7 +119,6 @@ def _train(args: argparse.Namespace) -> int:
         "model_content": model_fingerprint(args.model.removeprefix(SCRATCH_PREFIX)),
         "tokenizer_content": model_fingerprint(args.tokenizer) if args.tokenizer else None,
     }
-    read = {"text_field": args.text_field, "id_field": args.id_field}
     train_key = dict(
         **model_id,
         data=canonical(args.data),
@@ -139,7 +126,8 @@ def _train(args: argparse.Namespace) -> int:
         selection=file_sha256(selection.path) if selection else None,
         seq_len=cfg.seq_len,
         max_docs=args.max_docs,
-        **read,
+        text_field=args.text_field,
+        id_field=args.id_field,
     )
     settings_key = dict(
         requested_steps=args.steps,
@@ -156,18 +144,16 @@ def _train(args: argparse.Namespace) -> int:
         # orbax checkpoints hold one parameter layout; remat is left out: it changes memory, not the run
         scan_layers=cfg.scan_layers,
     )
-    if (record_dir / "eval.json").exists():
-        # compared before declaring "nothing to do": a finished run answers only for its own arguments
-        _check_run_identity(record_dir, {**train_key, **settings_key}, partial=True)
-        print(json.dumps({"out": str(record_dir), "note": "complete (eval.json exists); nothing to do"}))
-        return 0
-    mesh = make_mesh(cfg.mesh)
-    dp = data_parallel_size(mesh)
-    eval_batch_size = cfg.eval_batch_size or cfg.batch_size
-    for flag, size in (("--batch-size", cfg.batch_size), ("--eval-batch-size", eval_batch_size)):
-        if size % dp:
-            raise PplawError(f"{flag} {size} is not a multiple of the data x fsdp mesh size {dp} (--mesh {cfg.mesh})")
+    return model_id, train_key, settings_key
 
+
+def _load_model(args: argparse.Namespace, mesh, selection):
+    """The model and tokenizer, loaded into the mesh's shards, after the checks that need them:
+    the selection's chunking, the context length, the memory a step needs."""
+    from pplaw_jax.train.loop import check_memory
+    from pplaw_jax.train.scratch import load_for_training
+
+    cfg: TrainConfig = args.cfg
     loaded = load_for_training(
         args.model,
         tokenizer_dir=args.tokenizer,
@@ -176,26 +162,34 @@ def _train(args: argparse.Namespace) -> int:
         remat=cfg.remat,
         mesh=mesh,
         scan_layers=cfg.scan_layers,
-    )  # into the shards
-    config, tokenizer = loaded.config, loaded.tokenizer
+    )
     if selection is not None:
-        selection.check_chunking(cfg.seq_len, tokenizer.doc_start_id)
-    if cfg.seq_len > config.max_position_embeddings:
+        selection.check_chunking(cfg.seq_len, loaded.tokenizer.doc_start_id)
+    if cfg.seq_len > loaded.config.max_position_embeddings:
         raise PplawError(
             f"--seq-len {cfg.seq_len} exceeds the model's max_position_embeddings "
-            f"{config.max_position_embeddings} ({loaded.source})"
+            f"{loaded.config.max_position_embeddings} ({loaded.source})"
         )
     check_memory(
-        config,
+        loaded.config,
         batch_size=cfg.batch_size,
         seq_len=cfg.seq_len,
         mesh=mesh,
         compute_bytes=2 if cfg.dtype == "bfloat16" else 4,
         remat=cfg.remat,
     )
+    return loaded
 
-    cache_dir = run_dir / "data" / f"host{jax.process_index():03d}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+
+def _datasets(args: argparse.Namespace, loaded, cache_dir: Path, model_id: dict, train_key: dict, selection):
+    """(training sequences, {name: evaluation sequences}), tokenized once and cached under
+    `cache_dir` by their identity; every token id must be inside the model's vocabulary."""
+    from pplaw_jax.data.readers import corpus_fingerprint
+    from pplaw_jax.train.dataset import build_sequences, cached_sequences, fingerprint
+
+    cfg: TrainConfig = args.cfg
+    tokenizer = loaded.tokenizer
+    read = {"text_field": args.text_field, "id_field": args.id_field}
     train = cached_sequences(
         cache_dir,
         "train",
@@ -224,35 +218,100 @@ def _train(args: argparse.Namespace) -> int:
                 lambda spec=spec: build_sequences(spec, tokenizer, cfg.seq_len, max_docs=args.eval_max_docs, **read),
             )
     max_id = max(int(s.tokens.max()) for s in (train, *eval_sets.values()))
-    if max_id >= config.vocab_size:
+    if max_id >= loaded.config.vocab_size:
         raise PplawError(
-            f"token id {max_id} is outside the model's vocabulary of {config.vocab_size} ({loaded.source})"
+            f"token id {max_id} is outside the model's vocabulary of {loaded.config.vocab_size} ({loaded.source})"
         )
+    return train, eval_sets
 
+
+def _optimizer(args: argparse.Namespace, num_sequences: int):
+    """(steps, warmup steps, learning-rate schedule, optax optimizer) of a run over
+    `num_sequences` training sequences."""
+    from pplaw_jax.train.optim import make_optimizer, make_schedule, total_steps, warmup_steps
+
+    cfg: TrainConfig = args.cfg
     num_steps = total_steps(
-        batch_size=cfg.batch_size, seq_len=cfg.seq_len, num_sequences=len(train), steps=args.steps, tokens=args.tokens
+        batch_size=cfg.batch_size,
+        seq_len=cfg.seq_len,
+        num_sequences=num_sequences,
+        steps=args.steps,
+        tokens=args.tokens,
     )
     num_warmup = warmup_steps(cfg.warmup, num_steps)
     schedule = make_schedule(cfg.lr, num_steps, num_warmup, kind=cfg.schedule, min_lr_ratio=cfg.min_lr_ratio)
-    tx = make_optimizer(schedule, weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm)
-    _check_run_identity(
-        record_dir,
-        dict(**train_key, **settings_key, steps=num_steps, warmup_steps=num_warmup),
+    return (
+        num_steps,
+        num_warmup,
+        schedule,
+        make_optimizer(schedule, weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm),
     )
+
+
+def _summary(args: argparse.Namespace, result: dict, subset: dict, train, train_key: dict, selection) -> dict:
+    """`eval.json`: the final losses, the subset's moments and size, what was trained and how."""
+    cfg: TrainConfig = args.cfg
+    return {
+        "domain_loss": result.get("domain_loss"),
+        "general_loss": result.get("general_loss"),
+        "target_loss": result.get("target_loss"),
+        **{k: subset.get(k) for k in ("mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl")},
+        "tokens": subset["tokens"],
+        "sequences": len(train),
+        "steps": result["steps"],
+        "trained_tokens": result["trained_tokens"],
+        "epochs": result["trained_tokens"] / max(train.num_scored_tokens, 1),
+        "wall_time_s": result["wall_time_s"],
+        "model": train_key["model"],
+        "data": train_key["data"],
+        "selection": canonical(selection.path) if selection else None,
+        "seed": args.seed,
+        "lr": cfg.lr,
+        "batch_size": cfg.batch_size,
+        "seq_len": cfg.seq_len,
+        "dtype": cfg.dtype,
+    }
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Identity, model, data, optimiser, then the loop into the run directory (each step above),
+    the HF export and `eval.json`."""
+    import jax
+
+    from pplaw_jax.distributed import make_mesh
+    from pplaw_jax.select.io import read_selection
+    from pplaw_jax.train.export import export_hf
+    from pplaw_jax.train.loop import LoopSettings, Trainer, data_parallel_size, train_loop
+    from pplaw_jax.train.remote import RunMirror
+
+    mirror = RunMirror(args.out) if is_url(args.out) else None
+    record_dir = as_path(args.out)  # run.json and eval.json (on the URL itself for a remote run)
+    run_dir = mirror.local if mirror else Path(args.out)  # everything else
+    cfg: TrainConfig = args.cfg
+    _check_args(args)
+    selection = read_selection(args.selection) if args.selection else None
+    model_id, train_key, settings_key = _identity(args, selection)
+    if (record_dir / "eval.json").exists():
+        # compared before declaring "nothing to do": a finished run answers only for its own arguments
+        _check_run_identity(record_dir, {**train_key, **settings_key}, partial=True)
+        print(json.dumps({"out": str(record_dir), "note": "complete (eval.json exists); nothing to do"}))
+        return 0
+    mesh = make_mesh(cfg.mesh)
+    dp = data_parallel_size(mesh)
+    for flag, size in (("--batch-size", cfg.batch_size), ("--eval-batch-size", cfg.eval_batch_size or cfg.batch_size)):
+        if size % dp:
+            raise PplawError(f"{flag} {size} is not a multiple of the data x fsdp mesh size {dp} (--mesh {cfg.mesh})")
+
+    loaded = _load_model(args, mesh, selection)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = run_dir / "data" / f"host{jax.process_index():03d}"
+    train, eval_sets = _datasets(args, loaded, cache_dir, model_id, train_key, selection)
+    num_steps, num_warmup, schedule, tx = _optimizer(args, len(train))
+    _check_run_identity(record_dir, dict(**train_key, **settings_key, steps=num_steps, warmup_steps=num_warmup))
     if mirror is not None:
         mirror.pull()  # the URL's latest uploaded checkpoint and logs replace the working copy's
 
     trainer = Trainer(loaded.model, mesh, tx)
-    settings = LoopSettings(
-        num_steps=num_steps,
-        batch_size=cfg.batch_size,
-        seed=args.seed,
-        eval_every=cfg.eval_every,
-        eval_batch_size=eval_batch_size,
-        save_every=cfg.save_every,
-        keep=cfg.keep,
-        log_every=cfg.log_every,
-    )
     subset = selection.stats() if selection else {"tokens": train.num_scored_tokens}
     hparams = {
         **{k: subset.get(k) for k in ("mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl")},
@@ -269,36 +328,17 @@ def _train(args: argparse.Namespace) -> int:
         trainer,
         train,
         eval_sets,
-        settings,
+        LoopSettings.from_config(cfg, num_steps=num_steps, seed=args.seed),
         run_dir,
         schedule,
         on_checkpoint=mirror.push_checkpoint if mirror else None,
         hparams=hparams,
     )
-    export_hf(trainer, config, tokenizer, run_dir / "hf")
+    export_hf(trainer, loaded.config, loaded.tokenizer, run_dir / "hf")
     if mirror is not None:
         mirror.push_final()
 
-    summary = {
-        "domain_loss": result.get("domain_loss"),
-        "general_loss": result.get("general_loss"),
-        "target_loss": result.get("target_loss"),
-        **{k: subset.get(k) for k in ("mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl")},
-        "tokens": subset["tokens"],
-        "sequences": len(train),
-        "steps": result["steps"],
-        "trained_tokens": result["trained_tokens"],
-        "epochs": result["trained_tokens"] / max(train.num_scored_tokens, 1),
-        "wall_time_s": result["wall_time_s"],
-        "model": model_id["model"],
-        "data": train_key["data"],
-        "selection": canonical(selection.path) if selection else None,
-        "seed": args.seed,
-        "lr": cfg.lr,
-        "batch_size": cfg.batch_size,
-        "seq_len": cfg.seq_len,
-        "dtype": cfg.dtype,
-    }
+    summary = _summary(args, result, subset, train, train_key, selection)
     if jax.process_index() == 0:
         write_json(record_dir / "eval.json", summary)
         if mirror is not None:

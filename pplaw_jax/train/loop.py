@@ -31,6 +31,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from pplaw_jax.config import TrainConfig
 from pplaw_jax.errors import PplawError
 from pplaw_jax.logs import get_logger, progress
 from pplaw_jax.models.layers import remat_policy_name
@@ -200,6 +201,33 @@ class LoopSettings:
     keep: int = 2
     log_every: int = 10  # fetch the step metrics to the host every K steps (one device sync)
 
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, *, num_steps: int, seed: int) -> LoopSettings:
+        """The loop's settings of a `pplaw train` configuration (its step count is derived from
+        the data, `optim.total_steps`)."""
+        return cls(
+            num_steps=num_steps,
+            batch_size=cfg.batch_size,
+            seed=seed,
+            eval_every=cfg.eval_every,
+            eval_batch_size=cfg.eval_batch_size or cfg.batch_size,
+            save_every=cfg.save_every,
+            keep=cfg.keep,
+            log_every=cfg.log_every,
+        )
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A callback of the training loop (as Levanter's trainer hooks): ``fn(step)`` after every
+    `every`-th step and after the last one (``every=0``: the last one only)."""
+
+    every: int
+    fn: Callable[[int], None]
+
+    def due(self, step: int, last: bool) -> bool:
+        return last or (self.every > 0 and step % self.every == 0)
+
 
 def eval_losses(lm: ShardedLM, eval_sets: Mapping[str, TokenSequences], batch_size: int) -> dict[str, float]:
     """`{name}_loss` for each evaluation set (mean token loss over all its chunks)."""
@@ -290,6 +318,32 @@ def train_loop(
         window_start = now
 
     evals: dict[int, dict] = {}
+
+    def evaluate(s: int) -> None:
+        """The evaluation sets' losses, written with step `s`'s metrics row."""
+        nonlocal final_eval
+        evals[s] = eval_losses(trainer, eval_sets, settings.eval_batch_size)
+        if s == settings.num_steps:
+            final_eval = evals[s]
+        flush()
+
+    def save(s: int) -> None:
+        """A checkpoint of step `s`, after its metrics rows (whose token count it records, and
+        after which a resume keeps exactly the rows written)."""
+        flush()
+        meta = {"step": s, "tokens": tokens, "wall_time_s": wall_before + time.perf_counter() - started}
+        saved = checkpointer.save(s, trainer.state(), meta, force=s == settings.num_steps)
+        if saved and on_checkpoint is not None:
+            checkpointer.wait()
+            on_checkpoint(s)
+
+    # in this order where several are due at one step: the evaluation joins the step's row, and a
+    # checkpoint follows the rows it counts
+    hooks = [
+        Hook(settings.eval_every, evaluate),
+        Hook(settings.log_every, lambda s: flush()),
+        Hook(settings.save_every, save),
+    ]
     try:
         batch = place(step) if step < settings.num_steps else None
         while step < settings.num_steps:
@@ -298,22 +352,9 @@ def train_loop(
             step += 1
             if step < settings.num_steps:
                 batch = place(step)  # overlaps the device computing this step
-            last = step == settings.num_steps
-            if last or (settings.eval_every and step % settings.eval_every == 0):
-                evals[step] = eval_losses(trainer, eval_sets, settings.eval_batch_size)
-                if last:
-                    final_eval = evals[step]
-            saving = last or checkpointer.should_save(step)
-            # the host sees the metrics every log_every steps, and before a checkpoint (whose
-            # token count they give, and after which a resume keeps exactly the rows written)
-            if saving or step % settings.log_every == 0 or step in evals:
-                flush()
-            if saving:
-                meta = {"step": step, "tokens": tokens, "wall_time_s": wall_before + time.perf_counter() - started}
-                saved = checkpointer.save(step, trainer.state(), meta, force=last)
-                if saved and on_checkpoint is not None:
-                    checkpointer.wait()
-                    on_checkpoint(step)
+            for hook in hooks:
+                if hook.due(step, last=step == settings.num_steps):
+                    hook.fn(step)
         checkpointer.wait()
     finally:
         bar.close()
