@@ -1,15 +1,16 @@
 """A model family: what reading one kind of HF checkpoint needs (registered in `models.registry`).
 
 A family's own module defines its config class (with ``from_hf(config.json dict)``), its NNX
-decoder and a `Family` naming them; `models.registry` lists the families. The loaders
-(`hf.read_hf_config`, `hf.hf_sources`, `weights.place_model`) ask the registry, never a family by
-name, so a new family is its module plus one registry entry.
+decoder, what its GGUF files hold (the config from their metadata, the tensor names) and a `Family`
+naming them; `models.registry` lists the families. The loaders (`hf.read_hf_config`,
+`hf.hf_sources`, `gguf.load_gguf`, `weights.place_model`) ask the registry, never a family by name,
+so a new family is its module plus one registry entry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -31,3 +32,12 @@ class Family:
     decoder_class: type  # the NNX decoder `weights.place_model` builds from that config
     hf_model_types: tuple[str, ...]  # the config.json `model_type` values it reads
     hf_tensor_name: Callable[[str], str | None] = same_name  # checkpoint name -> decoder's HF name; None: skip
+    # GGUF (llama.cpp) files: the `general.architecture` values it reads; its config from the
+    # metadata, `gguf_config(meta, path)` (`meta`: a `gguf.GGUFMetadata`)
+    gguf_archs: tuple[str, ...] = ()
+    gguf_config: Callable[[Any, Any], Any] | None = None
+    # llama.cpp tensor names -> the decoder's: per block (``blk.N.<name>``) and global
+    gguf_layer_names: Mapping[str, str] = field(default_factory=dict)
+    gguf_global_names: Mapping[str, str] = field(default_factory=dict)
+    gguf_permuted_archs: tuple[str, ...] = ()  # architectures whose Q/K rows llama.cpp interleaved
+    gguf_norm_offset: float = 0.0  # added to every norm scale as it is read (gemma3 files store 1 + w)

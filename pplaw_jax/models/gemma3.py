@@ -7,7 +7,7 @@ places it and the HF name mapping covers it unchanged), remat policies and atten
 `jax.nn.dot_product_attention`. Checkpoints load through `weights.place_model` like the Llama
 family's (straight into their shards with `mesh=`): `hf.py` reads its safetensors (the multimodal
 key prefixes removed by `gemma3_text_name`), `gguf.py` its GGUF tensors (names from
-`GGUF_LAYER_NAMES`, config from `gguf.gemma3_gguf_config`). Following HF `Gemma3ForCausalLM`
+`GGUF_LAYER_NAMES`, config from `gguf_config`). Following HF `Gemma3ForCausalLM`
 (transformers 5), the reference the tests compare with:
 
 - layers alternate sliding-window (local) and full (global) attention (`layer_types`); each kind
@@ -456,7 +456,73 @@ GGUF_GLOBAL_NAMES = {
 }
 
 
-FAMILY = Family("gemma3", Gemma3Config, Gemma3ForCausalLM, GEMMA3_MODEL_TYPES, hf_tensor_name=gemma3_text_name)
+def gguf_config(meta, path) -> Gemma3Config:
+    """A Gemma3Config from the metadata of a llama.cpp `gemma3` GGUF (`meta`: a `gguf.GGUFMetadata`).
+
+    What the file does not record is set as llama.cpp sets it: every 6th layer global, local RoPE
+    base 10000, attention scale `head_dim ** -0.5` (`(hidden / heads) ** -0.5` for the 62-layer 27B).
+    llama.cpp reads no soft-capping for gemma3, and neither does this.
+    """
+
+    def need(key):
+        value = meta.get(f"gemma3.{key}")
+        if value is None:
+            raise PplawError(f"{path}: GGUF metadata gemma3.{key} is missing")
+        return value
+
+    hidden, heads, layers = int(need("embedding_length")), int(need("attention.head_count")), int(need("block_count"))
+    head_dim = int(meta.get("gemma3.attention.key_length", hidden // heads))
+    names = set(meta.tensor_shapes)
+    tokens = meta.get("tokenizer.ggml.tokens")
+    if tokens is not None:
+        vocab = len(tokens)
+    else:
+        embedding_rows = meta.tensor_shapes.get("token_embd.weight", (None,))[0]
+        if embedding_rows is None:
+            raise PplawError(f"{path}: GGUF has neither tokenizer.ggml.tokens nor token_embd.weight")
+        vocab = embedding_rows
+    scaling_type = meta.get("gemma3.rope.scaling.type")
+    rope_scaling = None
+    if scaling_type and scaling_type != "none":
+        if scaling_type != "linear":
+            raise PplawError(f"{path}: GGUF rope scaling {scaling_type!r} is not supported for gemma3")
+        rope_scaling = {"rope_type": "linear", "factor": float(need("rope.scaling.factor"))}
+    bos = meta.get("tokenizer.ggml.bos_token_id")
+    eos = meta.get("tokenizer.ggml.eos_token_id")
+    return Gemma3Config(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=int(need("feed_forward_length")),
+        num_layers=layers,
+        num_heads=heads,
+        num_kv_heads=int(meta.get("gemma3.attention.head_count_kv", heads)),
+        head_dim=head_dim,
+        layer_types=tuple(FULL if (i + 1) % GGUF_SLIDING_PATTERN == 0 else SLIDING for i in range(layers)),
+        sliding_window=int(need("attention.sliding_window")),
+        rms_norm_eps=float(need("attention.layer_norm_rms_epsilon")),
+        rope_theta=float(meta.get("gemma3.rope.freq_base", 1_000_000.0)),
+        rope_scaling=rope_scaling,
+        rope_local_theta=GGUF_LOCAL_ROPE_THETA,
+        query_pre_attn_scalar=hidden // heads if layers == GGUF_27B_LAYERS else head_dim,
+        max_position_embeddings=int(meta.get("gemma3.context_length", 32768)),
+        tie_word_embeddings="output.weight" not in names,
+        bos_token_id=None if bos is None else int(bos),
+        eos_token_id=None if eos is None else int(eos),
+    )
+
+
+FAMILY = Family(
+    "gemma3",
+    Gemma3Config,
+    Gemma3ForCausalLM,
+    GEMMA3_MODEL_TYPES,
+    hf_tensor_name=gemma3_text_name,
+    gguf_archs=("gemma3",),
+    gguf_config=gguf_config,
+    gguf_layer_names=GGUF_LAYER_NAMES,
+    gguf_global_names=GGUF_GLOBAL_NAMES,
+    gguf_norm_offset=-1.0,  # the files store 1 + w; the parameters hold HF's w
+)
 
 
 __all__ = [

@@ -29,6 +29,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from pplaw_jax.distributed import state_shardings
+from pplaw_jax.errors import PplawError
 from pplaw_jax.models.config import ARCHITECTURES, ModelConfig
 from pplaw_jax.models.family import Family
 from pplaw_jax.models.layers import (
@@ -246,4 +247,90 @@ def flat_params(model: LlamaForCausalLM | Gemma3ForCausalLM) -> dict[str, jax.Ar
     return out
 
 
-FAMILY = Family("llama", ModelConfig, LlamaForCausalLM, tuple(ARCHITECTURES))
+# ---------------------------------------------------------------------- GGUF files
+# llama.cpp tensor names -> ours (read by `gguf.gguf_sources`)
+GGUF_LAYER_NAMES = {
+    "attn_norm.weight": "input_layernorm.scale",
+    "ffn_norm.weight": "post_attention_layernorm.scale",
+    "attn_q.weight": "self_attn.q_proj.kernel",
+    "attn_k.weight": "self_attn.k_proj.kernel",
+    "attn_v.weight": "self_attn.v_proj.kernel",
+    "attn_output.weight": "self_attn.o_proj.kernel",
+    "attn_q.bias": "self_attn.q_proj.bias",
+    "attn_k.bias": "self_attn.k_proj.bias",
+    "attn_v.bias": "self_attn.v_proj.bias",
+    "attn_output.bias": "self_attn.o_proj.bias",
+    "attn_q_norm.weight": "self_attn.q_norm.scale",
+    "attn_k_norm.weight": "self_attn.k_norm.scale",
+    "ffn_gate.weight": "mlp.gate_proj.kernel",
+    "ffn_up.weight": "mlp.up_proj.kernel",
+    "ffn_down.weight": "mlp.down_proj.kernel",
+}
+GGUF_GLOBAL_NAMES = {
+    "token_embd.weight": "embed_tokens.embedding",
+    "output_norm.weight": "norm.scale",
+    "output.weight": "lm_head.kernel",
+}
+
+
+def gguf_config(meta, path) -> ModelConfig:
+    """A ModelConfig from the metadata of a llama.cpp `llama` / `qwen2` / `qwen3` GGUF
+    (`{arch}.block_count`, `.attention.head_count`, ...; `meta`: a `gguf.GGUFMetadata`)."""
+    arch = meta.get("general.architecture")
+    names = set(meta.tensor_shapes)
+    if "rope_freqs.weight" in names:
+        raise PplawError(f"{path}: GGUF per-frequency RoPE factors (rope_freqs, Llama 3.1 style) are not supported")
+    scaling_type = meta.get(f"{arch}.rope.scaling.type")
+    rope_scaling = None
+    if scaling_type and scaling_type != "none":
+        if scaling_type != "linear":
+            raise PplawError(f"{path}: GGUF rope scaling {scaling_type!r} is not supported")
+        rope_scaling = {"rope_type": "linear", "factor": float(meta.get(f"{arch}.rope.scaling.factor"))}
+
+    def need(key):
+        value = meta.get(f"{arch}.{key}")
+        if value is None:
+            raise PplawError(f"{path}: GGUF metadata {arch}.{key} is missing")
+        return value
+
+    hidden = int(need("embedding_length"))
+    heads = int(need("attention.head_count"))
+    tokens = meta.get("tokenizer.ggml.tokens")
+    vocab = meta.get(f"{arch}.vocab_size") or (len(tokens) if tokens is not None else None)
+    if vocab is None:
+        vocab = meta.tensor_shapes["token_embd.weight"][0]
+    bos = meta.get("tokenizer.ggml.bos_token_id")
+    eos = meta.get("tokenizer.ggml.eos_token_id")
+    return ModelConfig(
+        vocab_size=int(vocab),
+        hidden_size=hidden,
+        intermediate_size=int(need("feed_forward_length")),
+        num_layers=int(need("block_count")),
+        num_heads=heads,
+        num_kv_heads=int(meta.get(f"{arch}.attention.head_count_kv", heads)),
+        head_dim=int(meta.get(f"{arch}.attention.key_length", hidden // heads)),
+        rms_norm_eps=float(need("attention.layer_norm_rms_epsilon")),
+        rope_theta=float(meta.get(f"{arch}.rope.freq_base", 10000.0)),
+        rope_scaling=rope_scaling,
+        max_position_embeddings=int(meta.get(f"{arch}.context_length", 2048)),
+        tie_word_embeddings="output.weight" not in names,
+        attention_bias=any(n.endswith("attn_q.bias") for n in names),
+        qk_norm=arch == "qwen3",
+        bos_token_id=None if bos is None else int(bos),
+        eos_token_id=None if eos is None else int(eos),
+        model_type=arch,
+    )
+
+
+FAMILY = Family(
+    "llama",
+    ModelConfig,
+    LlamaForCausalLM,
+    tuple(ARCHITECTURES),
+    gguf_archs=("llama", "qwen2", "qwen3"),
+    gguf_config=gguf_config,
+    gguf_layer_names=GGUF_LAYER_NAMES,
+    gguf_global_names=GGUF_GLOBAL_NAMES,
+    # llama.cpp's converter interleaves Llama's Q/K rows for GPT-J style RoPE; Qwen files keep HF's
+    gguf_permuted_archs=("llama",),
+)

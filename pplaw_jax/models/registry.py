@@ -14,15 +14,27 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (llama.FAMILY, gemma3.FAMILY)}
 
 def register(family: Family) -> Family:
     """Add `family` (its name and model types must be new)."""
-    taken = {t for f in FAMILIES.values() for t in f.hf_model_types}
-    if family.name in FAMILIES or taken & set(family.hf_model_types):
-        raise ValueError(f"model family {family.name!r} or one of its model types {family.hf_model_types} is taken")
+    taken = {t for f in FAMILIES.values() for t in (*f.hf_model_types, *f.gguf_archs)}
+    if family.name in FAMILIES or taken & {*family.hf_model_types, *family.gguf_archs}:
+        raise ValueError(
+            f"model family {family.name!r} or one of its model types / GGUF architectures "
+            f"{[*family.hf_model_types, *family.gguf_archs]} is taken"
+        )
     FAMILIES[family.name] = family
     return family
 
 
 def model_types() -> list[str]:
     return sorted(t for f in FAMILIES.values() for t in f.hf_model_types)
+
+
+def gguf_archs() -> list[str]:
+    return sorted(a for f in FAMILIES.values() for a in f.gguf_archs)
+
+
+def by_gguf_arch(arch) -> Family | None:
+    """The family that reads GGUF files of `general.architecture` `arch`; None if none does."""
+    return next((f for f in FAMILIES.values() if arch in f.gguf_archs), None)
 
 
 def by_model_type(model_type) -> Family | None:
