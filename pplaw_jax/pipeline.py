@@ -136,9 +136,6 @@ class Study:
         a scratch base model needs a general corpus to pretrain on."""
         from pplaw_jax.data.readers import TFDS_PREFIX, resolve_files
 
-        d = self.cfg.data
-        if self.cfg.base_model is None and d.general_train is None and d.builtin is None:
-            raise PplawError("a scratch base model needs data.general_train")
         for key in CORPORA:
             spec = getattr(self.cfg.data, key)
             if spec is not None and not spec.startswith(TFDS_PREFIX):
@@ -146,6 +143,9 @@ class Study:
                     resolve_files(spec)
                 except PplawError as e:
                     raise PplawError(f"config data.{key}: {e}") from None
+        d = self.cfg.data
+        if self.cfg.base_model is None and d.general_train is None and d.builtin is None:
+            raise PplawError("a scratch base model needs data.general_train")
 
     def _discard_temporaries(self) -> None:
         """Remove what a killed study left in the files it writes itself (the subcommands clean

@@ -54,10 +54,6 @@ STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             *_CORPUS_READ,
             "landscape.seq_len",
             "train.seq_len",
-            # a scratch base model's pretraining is evaluated on the general test set
-            "data.general_test",
-            "data.eval_doc_chars",
-            "data.eval_max_docs",
         ),
         (),
     ),
@@ -103,6 +99,8 @@ FINGERPRINTED = (
 )
 # sequential rounds fit the law (fit settings) and train a random control at the final budget
 SEQUENTIAL_GRID_READS = ("fit", "final.budget")
+# a scratch base model's pretraining is evaluated on the general test set, as the data stage cut it
+SCRATCH_BASE_READS = ("data.general_test", "data.eval_doc_chars", "data.eval_max_docs")
 SUPERSEDED = "superseded"
 
 
@@ -112,6 +110,8 @@ def stage_inputs(tree: dict, stage: str) -> dict:
     reads, _ = STAGES[stage]
     if stage == "grid" and get_dotted(tree, "grid.rounds"):
         reads = (*reads, *SEQUENTIAL_GRID_READS)
+    if stage == "base" and get_dotted(tree, "base_model") is None:
+        reads = (*reads, *SCRATCH_BASE_READS)
     out = {key: get_dotted(tree, key) for key in reads}
     inputs = tree.get("inputs") or {}
     for key in FINGERPRINTED:

@@ -28,7 +28,9 @@ def changed(*overrides, base=BASE, force=()):
         (("final.budget=1e5",), ["select", "final"]),
         (("final.seeds=[0]",), ["select", "final"]),
         (("landscape.batch_size=8",), ["landscape", "grid", "fit", "select", "final"]),
-        (("data.eval_max_docs=5",), ["data", "grid", "fit", "select", "final"]),  # eval sets: not base, not landscape
+        # eval sets: not the landscape; the base stage only for a scratch base model (its pretraining
+        # is evaluated on the general test set), and with it everything downstream
+        (("data.eval_max_docs=5",), ["data", "base", "landscape", "grid", "fit", "select", "final"]),
         (("scratch.steps=10",), ["base", "landscape", "grid", "fit", "select", "final"]),
         (("train.lr=0.01",), ["grid", "fit", "select", "final"]),
         (("seed=1",), ["data", "base", "landscape", "grid", "fit", "select", "final"]),
@@ -36,6 +38,16 @@ def changed(*overrides, base=BASE, force=()):
 )
 def test_a_change_reaches_the_stages_that_read_it(overrides, stale):
     assert changed(*overrides) == stale
+
+
+def test_evaluation_settings_reach_a_checkpoint_base_model_no_further_than_the_runs():
+    """With a checkpoint base model (no pretraining to evaluate) a changed evaluation cap re-runs
+    the evaluation sets' stage and the runs evaluated on them, not the base model or the landscape."""
+    import copy
+
+    ckpt = copy.deepcopy(BASE)
+    set_dotted(ckpt, "base_model=ckpt")
+    assert changed("data.eval_max_docs=5", base=ckpt) == ["data", "grid", "fit", "select", "final"]
 
 
 def test_sequential_rounds_make_the_grid_read_the_fit_settings():
