@@ -510,3 +510,41 @@ def test_memory_check_is_skipped_where_the_os_reports_no_figure(monkeypatch, cap
             remat=False,
         )
     assert "memory check skipped: this OS reports no available memory" in caplog.text
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_finishes_the_same_run(files, tmp_path, capsys, monkeypatch):
+    """A stand-in for a full file system: the metrics row of step 5 fails with ENOSPC. The command
+    ends with one line and rc 2 and no eval.json; with space again, the same command resumes from
+    its step-4 checkpoint and finishes with the losses and metrics rows of an uninterrupted run."""
+    import errno
+
+    import pplaw_jax.train.loop as loop
+
+    d, _, _ = files
+    extra = ["--steps", "6", "--save-every", "2", "--log-every", "1", "--eval-data", str(d / "test.jsonl")]
+    assert main(_train_args(d, tmp_path / "whole", *extra)) == 0
+    capsys.readouterr()
+    real = loop.MetricsLog.write
+
+    def full_after_step_four(self, row):
+        if row["step"] > 4:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "full" / "metrics.jsonl"))
+        return real(self, row)
+
+    monkeypatch.setattr(loop.MetricsLog, "write", full_after_step_four)
+    assert main(_train_args(d, tmp_path / "full", *extra)) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line or "Traceback" in line]
+    assert len(err) == 1 and "no space left on the device" in err[0], err
+    assert not (tmp_path / "full" / "eval.json").exists()
+    assert sorted(p.name for p in (tmp_path / "full" / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4"]
+    monkeypatch.setattr(loop.MetricsLog, "write", real)
+    assert main(_train_args(d, tmp_path / "full", *extra)) == 0
+    whole, full = (json.loads((tmp_path / k / "eval.json").read_text()) for k in ("whole", "full"))
+    assert {k: v for k, v in full.items() if k != "wall_time_s"} == {
+        k: v for k, v in whole.items() if k != "wall_time_s"
+    }
+    rows = [
+        [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in read_metrics(tmp_path / k / "metrics.jsonl")]
+        for k in ("whole", "full")
+    ]
+    assert rows[0] == rows[1] and [r["step"] for r in rows[1]] == list(range(1, 7))
