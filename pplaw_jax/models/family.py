@@ -13,6 +13,26 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+# llama.cpp's tensor names that every family here shares -> the decoders' names: the block's
+# attention and MLP projections (``blk.N.<name>``) and the global tensors. A family adds its norms.
+LLAMA_CPP_BLOCK_NAMES = {
+    "attn_norm.weight": "input_layernorm.scale",
+    "attn_q.weight": "self_attn.q_proj.kernel",
+    "attn_k.weight": "self_attn.k_proj.kernel",
+    "attn_v.weight": "self_attn.v_proj.kernel",
+    "attn_output.weight": "self_attn.o_proj.kernel",
+    "attn_q_norm.weight": "self_attn.q_norm.scale",
+    "attn_k_norm.weight": "self_attn.k_norm.scale",
+    "ffn_gate.weight": "mlp.gate_proj.kernel",
+    "ffn_up.weight": "mlp.up_proj.kernel",
+    "ffn_down.weight": "mlp.down_proj.kernel",
+}
+LLAMA_CPP_GLOBAL_NAMES = {
+    "token_embd.weight": "embed_tokens.embedding",
+    "output_norm.weight": "norm.scale",
+    "output.weight": "lm_head.kernel",
+}
+
 
 def same_name(name: str) -> str | None:
     """Checkpoint tensor names are the decoder's HF-style names as they are."""
@@ -38,6 +58,6 @@ class Family:
     gguf_config: Callable[[Any, Any], Any] | None = None
     # llama.cpp tensor names -> the decoder's: per block (``blk.N.<name>``) and global
     gguf_layer_names: Mapping[str, str] = field(default_factory=dict)
-    gguf_global_names: Mapping[str, str] = field(default_factory=dict)
+    gguf_global_names: Mapping[str, str] = field(default_factory=lambda: LLAMA_CPP_GLOBAL_NAMES)
     gguf_permuted_archs: tuple[str, ...] = ()  # architectures whose Q/K rows llama.cpp interleaved
     gguf_norm_offset: float = 0.0  # added to every norm scale as it is read (gemma3 files store 1 + w)

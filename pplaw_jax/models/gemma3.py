@@ -43,7 +43,7 @@ from flax import nnx
 
 from pplaw_jax.errors import PplawError
 from pplaw_jax.models.config import ModelConfig, first_id
-from pplaw_jax.models.family import Family
+from pplaw_jax.models.family import LLAMA_CPP_BLOCK_NAMES, Family
 from pplaw_jax.models.layers import (
     INIT_STD,
     MLP,
@@ -435,24 +435,10 @@ def gemma3_text_name(name: str) -> str | None:
 # ---------------------------------------------------------------------- GGUF files
 # llama.cpp gemma3 tensor names -> ours (read by `gguf.gguf_sources`; norms are stored as 1 + w there)
 GGUF_LAYER_NAMES = {
-    "attn_norm.weight": "input_layernorm.scale",
+    **LLAMA_CPP_BLOCK_NAMES,
     "post_attention_norm.weight": "post_attention_layernorm.scale",
     "ffn_norm.weight": "pre_feedforward_layernorm.scale",
     "post_ffw_norm.weight": "post_feedforward_layernorm.scale",
-    "attn_q.weight": "self_attn.q_proj.kernel",
-    "attn_k.weight": "self_attn.k_proj.kernel",
-    "attn_v.weight": "self_attn.v_proj.kernel",
-    "attn_output.weight": "self_attn.o_proj.kernel",
-    "attn_q_norm.weight": "self_attn.q_norm.scale",
-    "attn_k_norm.weight": "self_attn.k_norm.scale",
-    "ffn_gate.weight": "mlp.gate_proj.kernel",
-    "ffn_up.weight": "mlp.up_proj.kernel",
-    "ffn_down.weight": "mlp.down_proj.kernel",
-}
-GGUF_GLOBAL_NAMES = {
-    "token_embd.weight": "embed_tokens.embedding",
-    "output_norm.weight": "norm.scale",
-    "output.weight": "lm_head.kernel",
 }
 
 
@@ -520,7 +506,6 @@ FAMILY = Family(
     gguf_archs=("gemma3",),
     gguf_config=gguf_config,
     gguf_layer_names=GGUF_LAYER_NAMES,
-    gguf_global_names=GGUF_GLOBAL_NAMES,
     gguf_norm_offset=-1.0,  # the files store 1 + w; the parameters hold HF's w
 )
 

@@ -31,7 +31,7 @@ from jax.sharding import Mesh
 from pplaw_jax.distributed import state_shardings
 from pplaw_jax.errors import PplawError
 from pplaw_jax.models.config import ARCHITECTURES, ModelConfig
-from pplaw_jax.models.family import Family
+from pplaw_jax.models.family import LLAMA_CPP_BLOCK_NAMES, Family
 from pplaw_jax.models.layers import (
     INIT_STD,
     LAYERS,
@@ -250,26 +250,12 @@ def flat_params(model: LlamaForCausalLM | Gemma3ForCausalLM) -> dict[str, jax.Ar
 # ---------------------------------------------------------------------- GGUF files
 # llama.cpp tensor names -> ours (read by `gguf.gguf_sources`)
 GGUF_LAYER_NAMES = {
-    "attn_norm.weight": "input_layernorm.scale",
+    **LLAMA_CPP_BLOCK_NAMES,
     "ffn_norm.weight": "post_attention_layernorm.scale",
-    "attn_q.weight": "self_attn.q_proj.kernel",
-    "attn_k.weight": "self_attn.k_proj.kernel",
-    "attn_v.weight": "self_attn.v_proj.kernel",
-    "attn_output.weight": "self_attn.o_proj.kernel",
     "attn_q.bias": "self_attn.q_proj.bias",
     "attn_k.bias": "self_attn.k_proj.bias",
     "attn_v.bias": "self_attn.v_proj.bias",
     "attn_output.bias": "self_attn.o_proj.bias",
-    "attn_q_norm.weight": "self_attn.q_norm.scale",
-    "attn_k_norm.weight": "self_attn.k_norm.scale",
-    "ffn_gate.weight": "mlp.gate_proj.kernel",
-    "ffn_up.weight": "mlp.up_proj.kernel",
-    "ffn_down.weight": "mlp.down_proj.kernel",
-}
-GGUF_GLOBAL_NAMES = {
-    "token_embd.weight": "embed_tokens.embedding",
-    "output_norm.weight": "norm.scale",
-    "output.weight": "lm_head.kernel",
 }
 
 
@@ -330,7 +316,6 @@ FAMILY = Family(
     gguf_archs=("llama", "qwen2", "qwen3"),
     gguf_config=gguf_config,
     gguf_layer_names=GGUF_LAYER_NAMES,
-    gguf_global_names=GGUF_GLOBAL_NAMES,
     # llama.cpp's converter interleaves Llama's Q/K rows for GPT-J style RoPE; Qwen files keep HF's
     gguf_permuted_archs=("llama",),
 )
