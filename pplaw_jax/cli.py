@@ -17,6 +17,7 @@ import sys
 import types
 
 from pplaw_jax import __version__, logs
+from pplaw_jax.commands import COMMAND_CLASSES, command_class, from_namespace, inputs
 from pplaw_jax.config import check_settings, parser_options
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import check_not_over_inputs, check_output_path, discard_temporaries, output_lock
@@ -96,7 +97,7 @@ EXAMPLES = """examples:
   pplaw score --model HuggingFaceTB/SmolLM2-135M --data corpus.jsonl --out land   # one stage
   pplaw COMMAND --help                                                     # each command's flags"""
 
-COMPILING = {"score", "train", "eval", "fit"}
+COMPILING = {"score", "train", "eval", "fit"}  # subcommands that compile with XLA
 # subcommands that print their own JSON summary line on success; the others get {"command", "out"}
 PRINTS_JSON = {
     "score",
@@ -106,37 +107,14 @@ PRINTS_JSON = {
     "predict",
     "select",
     "propose",
-}  # subcommands that compile with XLA
-FILE_OUTPUTS = {
-    "eval",
-    "predict",
-    "runs",
-    "data cut",
-    "data cloze",
-    "data contaminate",
-}  # --out is a file, not a directory
+}
+FILE_OUTPUTS = {name for name, cls in COMMAND_CLASSES.items() if cls.OUT_IS_FILE}  # --out is a file
 # Subcommands that lock their --out directory themselves, per host, once jax.distributed is up
 # (`fileio.output_lock`); `run` locks its study directory. The others are locked here.
 SELF_LOCKING = {"score", "train", "run"}
 # Each subcommand's inputs (argparse dests), which its --out may not be, be inside or contain
-# (`fileio.check_not_over_inputs`); `select design`/`windows` and `data cut`... by their mode.
-INPUTS = {
-    "data cut": ("data",),
-    "data cloze": ("data",),
-    "data contaminate": ("data", "general"),
-    "scratch": ("data",),
-    "score": ("model", "data"),
-    "landscape export": ("landscape", "data"),
-    "runs": ("include", "manifest", "runs_dir", "run"),
-    "fit": ("runs",),
-    "predict": ("fit", "points"),
-    "select": ("landscape", "fit", "labels"),
-    "select design": ("landscape",),
-    "select windows": ("landscape",),
-    "propose": ("fit", "landscape"),
-    "train": ("model", "tokenizer", "data", "selection", "eval_data", "general_eval_data", "target_eval_data"),
-    "eval": ("model", "tasks", "lm_eval_include"),
-}
+# (`fileio.check_not_over_inputs`)
+INPUTS = {name: inputs(cls) for name, cls in COMMAND_CLASSES.items() if inputs(cls)}
 
 
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, types.ModuleType | None]:
@@ -178,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         from pplaw_jax.distributed import configure_compilation_cache
 
         configure_compilation_cache()  # $PPLAW_COMPILATION_CACHE; `pplaw run` sets its own default
+    cmd = from_namespace(command_class(args), args)  # the subcommand's typed inputs
     try:
         out = getattr(args, "out", None)
         file_out = args.command in FILE_OUTPUTS or f"{args.command} {getattr(args, 'mode', '')}" in FILE_OUTPUTS
@@ -188,11 +167,11 @@ def main(argv: list[str] | None = None) -> int:
                 out, "--out", {f"--{d.replace('_', '-')}": getattr(args, d, None) for d in INPUTS.get(command, ())}
             )
         if out is None or file_out or args.command in SELF_LOCKING:
-            code = int(module.run(args) or 0)
+            code = int(module.run(cmd) or 0)
         else:
             with output_lock(out):  # one writer per output directory
                 discard_temporaries(out)  # what a killed writer of this directory left behind
-                code = int(module.run(args) or 0)
+                code = int(module.run(cmd) or 0)
         if code == 0 and out is not None and not file_out:
             _record_command(out, argv, args)
         if code == 0 and args.command not in PRINTS_JSON:

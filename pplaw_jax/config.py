@@ -11,8 +11,9 @@ study derives them from its layout. Each default is written once, here.
 The same classes are composed into `StudyConfig` (`pplaw run CONFIG.yaml`), so `landscape:` in a
 study file is a `ScoreConfig`, `train:` a `TrainConfig`, and so on. Flags are generated from the
 fields by simple-parsing (argparse underneath: the subcommands keep argparse's help and error
-format, and `--seq-len` style names); `settings_argv` turns a config back into those flags, which is
-how `pplaw run` calls the subcommands, so a study's `commands.log` states every setting.
+format, and `--seq-len` style names); `settings_argv` turns a config back into those flags. A
+subcommand's arguments and its settings together are its command class (`pplaw_jax.commands`),
+which is how `pplaw run` calls the subcommands, so a study's `commands.log` states every setting.
 
 Values are checked when a config is built, from YAML or from flags: types (a whole number for an
 int: `1e3` is one, `1.7` is not), enums (``Literal`` fields), ranges (field metadata) and unknown
@@ -788,25 +789,6 @@ def check_settings(args: argparse.Namespace) -> None:
     for value in vars(args).values():
         if dataclasses.is_dataclass(value):
             check(value, lambda name: "--" + name.replace("_", "-"))
-
-
-def flags(**values) -> list:
-    """Keyword arguments as command-line flags, in order: ``runs_dir=x`` -> ``--runs-dir x``. None
-    is left out, a bool is ``--name`` / ``--no-name``, a list repeats the flag per item (an
-    ``append`` flag); values are kept as given (`pplaw run` turns paths into words)."""
-    argv: list = []
-    for name, value in values.items():
-        flag = "--" + name.replace("_", "-")
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            argv.append(flag if value else "--no-" + flag[2:])
-        elif isinstance(value, list):
-            for item in value:
-                argv += [flag, item]
-        else:
-            argv += [flag, value]
-    return argv
 
 
 def settings_argv(cfg) -> list[str]:

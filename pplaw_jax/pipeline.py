@@ -42,16 +42,26 @@ from pathlib import Path
 
 import yaml
 
-from pplaw_jax.config import (
-    Method,
-    SelectConfig,
-    StudyConfig,
-    config_to_dict,
-    flags,
-    get_dotted,
-    load_config,
-    settings_argv,
+from pplaw_jax.commands import (
+    ClozeCommand,
+    Command,
+    ContaminateCommand,
+    CpythonDocsCommand,
+    CutCommand,
+    DesignCommand,
+    EvalCommand,
+    FitCommand,
+    ProposeCommand,
+    ReportCommand,
+    RunsCommand,
+    ScoreCommand,
+    ScratchCommand,
+    SelectCommand,
+    TrainCommand,
+    WindowsCommand,
+    argv,
 )
+from pplaw_jax.config import FitConfig, Method, SelectConfig, StudyConfig, config_to_dict, get_dotted, load_config
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import discard_temporaries, write_json, write_text
 from pplaw_jax.fit.fitdir import FIT_JSON
@@ -59,7 +69,7 @@ from pplaw_jax.fit.runs_table import read_runs_table
 from pplaw_jax.logs import get_logger
 from pplaw_jax.paths import AnyPath, append_text, as_path, is_url, local_path, source
 from pplaw_jax.select.io import aliased_methods
-from pplaw_jax.stages import FINGERPRINTED, STAGES, stage_keys, stages_record, stale_stages, supersede
+from pplaw_jax.stages import FINGERPRINTED, STUDY_STAGES, stage_keys, stages_record, stale_stages, supersede
 
 log = get_logger("run")
 COMPILATION_CACHE = ".jax_cache"  # under out_dir (hidden: not a study output)
@@ -73,8 +83,7 @@ LM_EVAL_JSON = "lm_eval.json"  # a final model's lm-evaluation-harness results (
 class Study:
     """Runs the stages of one study into `cfg.out_dir`."""
 
-    # the keyed stages (stages.STAGES, in order), then the report, rewritten on every run
-    STAGES = (*STAGES, "report")
+    STAGES = STUDY_STAGES
 
     def __init__(self, cfg: StudyConfig, force: set[str] | frozenset[str] = frozenset()):
         self.cfg = cfg
@@ -122,6 +131,12 @@ class Study:
         from pplaw_jax.cli import COMMAND_JSON
 
         return marker.exists() and (marker.parent / COMMAND_JSON).exists()
+
+    @staticmethod
+    def _words(cmd: Command) -> tuple[list[str], str]:
+        """`cmd`'s command-line words, and the shell line of commands.log."""
+        words = argv(cmd)
+        return words, shlex.join(["pplaw", *words])
 
     def _arg(self, value) -> str:
         """One command-line word: a path under a local OUT relative to it (a URL as itself),
@@ -216,13 +231,12 @@ class Study:
                 out[key] = corpus_fingerprint(spec) if key.startswith("data.") else content_fingerprint([spec])
         return out
 
-    def pplaw(self, *args: object, allow_exit: tuple[int, ...] = ()) -> int:
+    def pplaw(self, cmd: Command, allow_exit: tuple[int, ...] = ()) -> int:
         """Run one `pplaw` subcommand in-process, logging the equivalent shell command; an exit code
         other than 0 (and `allow_exit`) fails the study."""
         from pplaw_jax.cli import main
 
-        argv = [self._arg(a) for a in args]
-        line = shlex.join(["pplaw", *argv])
+        words, line = self._words(cmd)
         entry = f"{line}  {LOG_STAMP} {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
         if self.remote:  # no appends on an object store: the log object is rewritten
             append_text(self.out / "commands.log", entry)
@@ -232,9 +246,9 @@ class Study:
         log.info(f">>> {line}")
         # what commands.log says: run from OUT (a URL study's commands name absolute paths and URLs)
         with contextlib.nullcontext() if self.remote else contextlib.chdir(local_path(self.out)):
-            code = main(argv)
+            code = main(words)
         if code != 0 and code not in allow_exit:
-            raise PplawError(f"stage command failed with exit code {code}: pplaw {shlex.join(argv)}")
+            raise PplawError(f"stage command failed with exit code {code}: {line}")
         return code
 
     def run(self, stop_after: str | None = None) -> None:
@@ -248,27 +262,27 @@ class Study:
 
     # ---------------------------------------------------------------- stages
     def stage_data(self) -> None:
-        d = self.cfg.data
+        d, w = self.cfg.data, self._arg
         data = self.out / "data"
-        fields = flags(text_field=d.text_field, id_field=d.id_field)
+        fields = dict(text_field=d.text_field, id_field=d.id_field)
         if d.builtin == "cpython-docs":
             from pplaw_jax.data.cpython_docs import MANIFEST
 
             if not (data / MANIFEST).exists():
-                self.pplaw("data", "cpython-docs", *flags(out=data))
+                self.pplaw(CpythonDocsCommand(out=w(data)))
             self.data.update(
                 {
                     key: data / f"{key}.jsonl"
                     for key in ("general_train", "general_test", "domain_train", "domain_valid", "domain_test")
                 }
             )
-            fields = []  # written as {"id", "text"}
+            fields = dict(text_field="text", id_field="id")  # written as {"id", "text"}
         missing = [k for k in ("domain_train", "domain_test") if not self.data[k]]
         if missing:
             raise PplawError(f"config data.{missing[0]} is required (or data.builtin)")
         clean_train = self.data["domain_train"]
         if d.contaminate.fraction is not None:
-            self.labels = self.data["domain_train"] = self._contaminate(data, fields)
+            self.labels = self.data["domain_train"] = self._contaminate(data, **fields)
         given = [k for k in ("domain_valid", "domain_test", "general_test", "target_eval") if self.data[k]]
         if not self.data["domain_valid"]:  # the documents after the scored ones: disjoint from every subset
             if not d.domain_max_docs:
@@ -280,16 +294,14 @@ class Study:
             valid = data / "domain_valid.jsonl"
             if not valid.exists():
                 self.pplaw(
-                    "data",
-                    "cut",
-                    *flags(
-                        data=clean_train,
+                    CutCommand(
+                        data=w(clean_train),
+                        out=w(valid),
                         skip_docs=d.domain_max_docs,
                         max_docs=d.eval_max_docs or VALID_DOCS,
                         chars=d.eval_doc_chars or None,
-                        out=valid,
-                    ),
-                    *fields,
+                        **fields,
+                    )
                 )
             self.data["domain_valid"] = valid
         for key in given:  # book-length test documents would make every evaluation slow
@@ -302,16 +314,14 @@ class Study:
             cut = data / f"{name}.jsonl"
             if not cut.exists():
                 self.pplaw(
-                    "data",
-                    "cut",
-                    *flags(
-                        data=self.data[key],
+                    CutCommand(
+                        data=w(self.data[key]),
+                        out=w(cut),
                         chars=d.eval_doc_chars or None,
-                        skip_docs=skip or None,
-                        out=cut,
+                        skip_docs=skip,
                         max_docs=d.eval_max_docs or None,
-                    ),
-                    *fields,
+                        **fields,
+                    )
                 )
             self.data[key] = cut
         self.tasks = self._input(self.cfg.final.tasks)
@@ -319,33 +329,31 @@ class Study:
             self.tasks = data / "domain_cloze.jsonl"
             if not self.tasks.exists():
                 self.pplaw(
-                    "data",
-                    "cloze",
-                    *flags(data=self.data["domain_test"], n=200, seed=self.cfg.seed, out=self.tasks),
-                    *fields,
+                    ClozeCommand(
+                        data=w(self.data["domain_test"]), out=w(self.tasks), n=200, seed=self.cfg.seed, **fields
+                    )
                 )
 
-    def _contaminate(self, data: AnyPath, fields: list) -> AnyPath:
+    def _contaminate(self, data: AnyPath, text_field: str, id_field: str) -> AnyPath:
         """The domain pool with planted junk (`pplaw data contaminate`): the first
         ``data.domain_max_docs`` clean documents and the junk, each labelled."""
-        d, c = self.cfg.data, self.cfg.data.contaminate
+        d, c, w = self.cfg.data, self.cfg.data.contaminate, self._arg
         assert c.fraction is not None  # called only for a contaminated pool
         out = data / f"domain_train_junk{100 * c.fraction:g}.jsonl"
         if not out.with_name(out.stem + ".manifest.json").exists():
             self.pplaw(
-                "data",
-                "contaminate",
-                *flags(
-                    data=self.data["domain_train"],
-                    out=out,
-                    fraction=f"{c.fraction:g}",
-                    low_share=f"{c.low_share:g}",
+                ContaminateCommand(
+                    data=w(self.data["domain_train"]),
+                    out=w(out),
+                    text_field=text_field,
+                    id_field=id_field,
+                    fraction=c.fraction,
+                    low_share=c.low_share,
                     kinds=",".join(c.kinds),
-                    seed=c.seed,
-                    general=self.data["general_train"] if "general" in c.kinds else None,
+                    general=w(self.data["general_train"]) if "general" in c.kinds else None,
                     max_docs=d.domain_max_docs or None,
-                ),
-                *fields,
+                    seed=c.seed,
+                )
             )
         return out
 
@@ -357,7 +365,7 @@ class Study:
             return
         from pplaw_jax.train.scratch_cli import INIT_CONFIG, TOKENIZER
 
-        s, d = self.cfg.scratch, self.cfg.data
+        s, d, w = self.cfg.scratch, self.cfg.data, self._arg
         base = self.out / "base"
         fields = dict(
             s.hf_config,
@@ -365,44 +373,45 @@ class Study:
         )
         if not (base / INIT_CONFIG).exists():
             self.pplaw(
-                "scratch",
-                *flags(
-                    data=self.data["general_train"],
+                ScratchCommand(
+                    data=w(self.data["general_train"]),
                     vocab_size=s.vocab_size,
-                    out=base,
+                    out=w(base),
                     max_docs=s.tokenizer_max_docs or None,
                     text_field=d.text_field,
                     id_field=d.id_field,
-                ),
-                *(f"{k}={json.dumps(v)}" for k, v in fields.items()),
+                    fields=[f"{k}={json.dumps(v)}" for k, v in fields.items()],
+                )
             )
         run_dir = base / "pretrain"
         self.base = run_dir / "hf"
         if self._done(run_dir / "eval.json"):
             return
         self.pplaw(
-            "train",
-            *flags(
-                model=f"scratch:{self._arg(base / INIT_CONFIG)}",
-                tokenizer=base / TOKENIZER,
-                data=self.data["general_train"],
-                out=run_dir,
+            TrainCommand(
+                model=f"scratch:{w(base / INIT_CONFIG)}",
+                tokenizer=w(base / TOKENIZER),
+                data=w(self.data["general_train"]),
+                out=w(run_dir),
                 steps=s.steps,
                 seed=self.cfg.seed,
-            ),
-            *self._eval_args(None),
-            *flags(text_field=d.text_field, id_field=d.id_field, max_docs=s.max_docs or None),
-            *settings_argv(s.train),
+                **self._eval_sets(None),
+                text_field=d.text_field,
+                id_field=d.id_field,
+                max_docs=s.max_docs or None,
+                cfg=s.train,
+            )
         )
 
-    def _eval_args(self, split: str | None) -> list[str]:
-        """Evaluation sets of a run: the domain `split` (``domain_valid`` for law-fitting runs,
-        ``domain_test`` for the final comparison, None for the base model), the general and the
-        target sets."""
-        return flags(
-            eval_data=None if split is None else self.data[split],
-            general_eval_data=self.data["general_test"] or None,
-            target_eval_data=self.data["target_eval"] if self.data["target_eval"] and split is not None else None,
+    def _eval_sets(self, split: str | None) -> dict:
+        """`pplaw train`'s evaluation sets of a run: the domain `split` (``domain_valid`` for
+        law-fitting runs, ``domain_test`` for the final comparison, None for the base model), the
+        general and the target sets."""
+        target = self.data["target_eval"] if self.data["target_eval"] and split is not None else None
+        return dict(
+            eval_data=None if split is None else self._arg(self.data[split]),
+            general_eval_data=self._arg(self.data["general_test"]) if self.data["general_test"] else None,
+            target_eval_data=None if target is None else self._arg(target),
             eval_max_docs=self.cfg.data.eval_max_docs or None,
         )
 
@@ -411,16 +420,15 @@ class Study:
             return
         cut = self.cfg.data.domain_max_docs and self.labels is None  # a contaminated pool is already cut
         self.pplaw(
-            "score",
-            *flags(
-                model=self.base,
-                data=self.data["domain_train"],
-                out=self.landscape,
+            ScoreCommand(
+                model=self._arg(self.base),
+                data=self._arg(self.data["domain_train"]),
+                out=self._arg(self.landscape),
                 text_field=self.cfg.data.text_field,
                 id_field=self.cfg.data.id_field,
                 max_docs=self.cfg.data.domain_max_docs if cut else None,
-            ),
-            *settings_argv(self.cfg.landscape),
+                cfg=self.cfg.landscape,
+            )
         )
 
     def _train(self, selection: AnyPath, out: AnyPath, seed: int, split: str = "domain_valid") -> None:
@@ -429,39 +437,36 @@ class Study:
         if self._done(out / "eval.json"):
             return
         self.pplaw(
-            "train",
-            *flags(
-                model=self.base,
-                data=self.data["domain_train"],
-                selection=selection,
-                out=out,
+            TrainCommand(
+                model=self._arg(self.base),
+                data=self._arg(self.data["domain_train"]),
+                selection=self._arg(selection),
+                out=self._arg(out),
                 seed=seed,
+                **self._eval_sets(split),
                 text_field=self.cfg.data.text_field,
                 id_field=self.cfg.data.id_field,
-            ),
-            *self._eval_args(split),
-            *settings_argv(self.cfg.train),
+                cfg=self.cfg.train,
+            )
         )
 
     def stage_grid(self) -> None:
-        g, seed = self.cfg.grid, self.cfg.seed
+        g, seed, w = self.cfg.grid, self.cfg.seed, self._arg
         grid = self.out / "grid"
         self.runs_csv = grid / "runs.csv"
         if self.runs_csv.exists():
             return
         sel_dir = grid / "selections"
         if not self._done(sel_dir / f"{g.kind}.json"):
-            self.pplaw(
-                "select",
-                g.kind,
-                *flags(landscape=self.landscape, out=sel_dir, seed=seed),
-                *settings_argv(getattr(g, g.kind)),
-            )
+            if g.kind == "design":
+                self.pplaw(DesignCommand(landscape=w(self.landscape), out=w(sel_dir), seed=seed, cfg=g.design))
+            else:
+                self.pplaw(WindowsCommand(landscape=w(self.landscape), out=w(sel_dir), seed=seed, cfg=g.windows))
         round_csv = grid / "round0" / "runs.csv"
         if not round_csv.exists():
             self._train_manifest(sel_dir, grid / "runs")
             self.pplaw(
-                "runs", *flags(out=round_csv, metric=g.metric, round=0, manifest=sel_dir, runs_dir=grid / "runs")
+                RunsCommand(out=w(round_csv), metric=g.metric, round=0, manifest=w(sel_dir), runs_dir=w(grid / "runs"))
             )
         for r in range(1, g.rounds + 1):
             done = grid / f"round{r}" / "round.json"
@@ -470,7 +475,7 @@ class Study:
             round_csv = grid / f"round{r}" / "runs.csv"
             if g.stop_early and json.loads(done.read_text())["located"]:
                 break
-        self.pplaw("runs", *flags(out=self.runs_csv, include=round_csv))
+        self.pplaw(RunsCommand(out=w(self.runs_csv), include=w(round_csv)))
 
     def _train_manifest(self, sel_dir: AnyPath, runs_dir: AnyPath) -> None:
         """Train every subset of a manifest (design, windows or proposals) into ``runs_dir/<name>``."""
@@ -494,55 +499,58 @@ class Study:
         """Round `r`: fit the runs so far, propose the next runs and, unless the optimum is located
         (and ``grid.stop_early``), train them and a re-drawn random control at the final budget;
         `round.json` marks it done."""
-        g, f = self.cfg.grid, self.cfg.fit
+        g, f, w = self.cfg.grid, self.cfg.fit, self._arg
         rdir = self.out / "grid" / f"round{r}"
         fit_dir = rdir / "fit"
         if not self._done(fit_dir / FIT_JSON):
-            self.pplaw(*self._fit_argv(prev_csv, fit_dir, replace(f, compare=False, allow_unconverged=True)))
+            self.pplaw(self._fit(prev_csv, fit_dir, replace(f, compare=False, allow_unconverged=True)))
         prop = rdir / "proposals"
         budget = f"{self.cfg.final.budget:g}"
         if not self._done(prop / "propose.json"):
             self.pplaw(
-                "propose",
-                *flags(
-                    fit=fit_dir,
-                    landscape=self.landscape,
+                ProposeCommand(
+                    fit=w(fit_dir),
+                    landscape=w(self.landscape),
                     tokens=budget,
-                    out=prop,
+                    out=w(prop),
                     prefix=f"r{r}q",
                     seed=self.cfg.seed + 1000 * r,
-                ),
-                *settings_argv(g.propose),
+                    cfg=g.propose,
+                )
             )
         stop = json.loads((prop / "propose.json").read_text())["stopping"]
-        collect = ["runs", *flags(out=rdir / "runs.csv", metric=g.metric, round=r, include=prev_csv)]
+        collect = RunsCommand(out=w(rdir / "runs.csv"), metric=g.metric, round=r, include=w(prev_csv))
         if not (stop["located"] and g.stop_early):
             self._train_manifest(prop, rdir / "runs")
             control = rdir / "control"
             if not self._done(control / "summary.json"):
                 self.pplaw(
-                    "select",
-                    *flags(landscape=self.landscape, tokens=budget, out=control, seed=self.cfg.seed + 1000 * r),
-                    *settings_argv(SelectConfig(method="random", moments=f.moments)),
+                    SelectCommand(
+                        landscape=w(self.landscape),
+                        out=w(control),
+                        seed=self.cfg.seed + 1000 * r,
+                        tokens=budget,
+                        cfg=SelectConfig(method="random", moments=f.moments),
+                    )
                 )
             self._train(control / "selection.parquet", rdir / "runs" / f"control{r}", self.cfg.seed + 1000 * r)
             # every random control is one design point (group `random`): replicates for the pure error
-            collect += flags(
-                manifest=prop, runs_dir=rdir / "runs", run=[f"random={self._arg(rdir / 'runs' / f'control{r}')}"]
+            collect = replace(
+                collect, manifest=w(prop), runs_dir=w(rdir / "runs"), run=[f"random={w(rdir / 'runs' / f'control{r}')}"]
             )
-        self.pplaw(*collect)
+        self.pplaw(collect)
         n_runs = len(read_runs_table(rdir / "runs.csv"))
         write_text(
             rdir / "round.json",
             json.dumps({"round": r, "located": stop["located"], "stopping": stop, "n_runs": n_runs}, indent=1),
         )
 
-    def _fit_argv(self, runs_csv: AnyPath, out: AnyPath, settings) -> list:
-        return ["fit", *flags(runs=runs_csv, out=out, seed=self.cfg.seed), *settings_argv(settings)]
+    def _fit(self, runs_csv: AnyPath, out: AnyPath, settings: FitConfig) -> FitCommand:
+        return FitCommand(runs=self._arg(runs_csv), out=self._arg(out), seed=self.cfg.seed, cfg=settings)
 
     def stage_fit(self) -> None:
         if not self._done(self.fit_dir / FIT_JSON):
-            self.pplaw(*self._fit_argv(self.runs_csv, self.fit_dir, self.cfg.fit))
+            self.pplaw(self._fit(self.runs_csv, self.fit_dir, self.cfg.fit))
 
     def stage_select(self) -> None:
         """Every method's subset for every seed (re-drawn where the method is stochastic); a refused
@@ -568,39 +576,39 @@ class Study:
 
     def _select(self, method: Method, seed: int, out: AnyPath) -> None:
         fin = self.cfg.final
-        argv = ["select", *flags(landscape=self.landscape, tokens=f"{fin.budget:g}", out=out, seed=seed)]
+        cmd = SelectCommand(
+            landscape=self._arg(self.landscape), out=self._arg(out), seed=seed, tokens=f"{fin.budget:g}"
+        )
         if method == "dos-posterior" or method == "dos-point":
-            settings = replace(fin.select, method="dos", target="posterior" if method == "dos-posterior" else "point")
-            argv += flags(fit=self.fit_dir)
+            dos = replace(fin.select, method="dos", target="posterior" if method == "dos-posterior" else "point")
+            cmd = replace(cmd, fit=self._arg(self.fit_dir), cfg=dos)
         else:  # a baseline takes none of DOS's settings
-            settings = SelectConfig(method=method, moments=fin.select.moments)
+            cmd = replace(cmd, cfg=SelectConfig(method=method, moments=fin.select.moments))
             if method == "oracle":  # the planted labels, which no other method sees
-                argv += flags(labels=self.labels, id_field=self.cfg.data.id_field)
-        argv += settings_argv(settings)
-        code = self.pplaw(*argv, allow_exit=(2,) if method.startswith("dos-") else ())
+                assert self.labels is not None  # the config allows the oracle only for a contaminated pool
+                cmd = replace(cmd, labels=self._arg(self.labels), id_field=self.cfg.data.id_field)
+        code = self.pplaw(cmd, allow_exit=(2,) if method.startswith("dos-") else ())
         if code == 2 and not (out / "refused.json").exists():
-            raise PplawError(f"stage command failed with exit code 2: pplaw {shlex.join(map(str, argv))}")
+            raise PplawError(f"stage command failed with exit code 2: {self._words(cmd)[1]}")
 
     def _downstream(self, model, run_dir: AnyPath) -> None:
         """`pplaw eval` of one model: the study's tasks, and its lm-eval tasks if it names any."""
-        fin = self.cfg.final
+        fin, w = self.cfg.final, self._arg
         if not (run_dir / "downstream.json").exists():
             run_dir.mkdir(parents=True, exist_ok=True)
             self.pplaw(
-                "eval",
-                *flags(model=model, tasks=self.tasks, out=run_dir / "downstream.json"),
-                *settings_argv(self.cfg.eval),
+                EvalCommand(model=w(model), tasks=w(self.tasks), out=w(run_dir / "downstream.json"), cfg=self.cfg.eval)
             )
         if fin.lm_eval_tasks and not (run_dir / LM_EVAL_JSON).exists():
+            include = self._input(fin.lm_eval_include)
             self.pplaw(
-                "eval",
-                *flags(
-                    model=model,
+                EvalCommand(
+                    model=w(model),
                     lm_eval_tasks=fin.lm_eval_tasks,
-                    lm_eval_include=self._input(fin.lm_eval_include),
-                    out=run_dir / LM_EVAL_JSON,
-                ),
-                *settings_argv(self.cfg.eval),
+                    lm_eval_include=include,
+                    out=w(run_dir / LM_EVAL_JSON),
+                    cfg=self.cfg.eval,
+                )
             )
 
     def stage_final(self) -> None:
@@ -620,4 +628,4 @@ class Study:
                 self._downstream(run_dir / "hf", run_dir)
 
     def stage_report(self) -> None:
-        self.pplaw("report", self.out)
+        self.pplaw(ReportCommand(study=self._arg(self.out)))

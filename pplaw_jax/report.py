@@ -17,6 +17,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from pplaw_jax.commands import ReportCommand, add_command
 from pplaw_jax.costs import cost_lines
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_text
@@ -30,7 +31,7 @@ from pplaw_jax.select.io import aliased_methods
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("study", help="a study directory written by `pplaw run` (its out_dir)")
+    add_command(parser, ReportCommand)
 
 
 def _max_boundary_fraction(cfg) -> float:

@@ -7,34 +7,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pplaw_jax.commands import RunCommand, add_command
 from pplaw_jax.config import load_config
 from pplaw_jax.fileio import output_lock
 from pplaw_jax.paths import cache_root, is_url, url_key
 from pplaw_jax.pipeline import COMPILATION_CACHE, Study
-from pplaw_jax.stages import STAGES
 
 RUN_FLAGS_WITH_VALUE = ("--until", "--force")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="study YAML (see experiments/configs/)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. final.seeds=[0,1]")
-    parser.add_argument(
-        "--until",
-        default=None,
-        choices=Study.STAGES,
-        metavar="STAGE",
-        help="stop after this stage (data, base, landscape, grid, fit, select, final, report)",
-    )
-    parser.add_argument(
-        "--force",
-        action="append",
-        default=[],
-        choices=tuple(STAGES),
-        metavar="STAGE",
-        help="re-run this stage and everything downstream of it even if its inputs are "
-        "unchanged (its outputs are moved to OUT/superseded/); repeatable",
-    )
+    add_command(parser, RunCommand)
 
 
 def reorder_argv(argv: list[str]) -> list[str]:
@@ -52,7 +35,7 @@ def reorder_argv(argv: list[str]) -> list[str]:
     return [argv[0], *positionals, *flags]
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: RunCommand) -> int:
     cfg = load_config(args.config, args.overrides)
     with output_lock(cfg.out_dir):  # one study process per out_dir
         from pplaw_jax.distributed import configure_compilation_cache

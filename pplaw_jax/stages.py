@@ -85,6 +85,8 @@ STAGES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("select", "base"),
     ),
 }
+# what `pplaw run` runs: the keyed stages, then the report (rewritten on every run)
+STUDY_STAGES = (*STAGES, "report")
 # configuration keys that name input files: a stage reading one also reads its content fingerprint
 FINGERPRINTED = (
     "data.general_train",

@@ -24,6 +24,7 @@ import argparse
 import itertools
 import os
 
+from pplaw_jax.commands import ClozeCommand, ContaminateCommand, CpythonDocsCommand, CutCommand, add_command
 from pplaw_jax.paths import as_path
 
 
@@ -33,95 +34,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options = parser_options()
     options.pop("parser_class")
     modes = parser.add_subparsers(dest="mode", metavar="{cpython-docs,cut,cloze,contaminate}", required=True)
-
-    def mode(name: str, text: str, example: str):
-        return modes.add_parser(name, help=text, description=text, epilog=f"example:\n  {example}", **options)
-
-    docs = mode(
-        "cpython-docs", "the quickstart's corpora from this Python installation", "pplaw data cpython-docs --out data"
-    )
-    docs.add_argument("--out", required=True, help="directory for {general,domain}_{train,valid,test}.jsonl")
-    docs.add_argument(
-        "--test-every", type=int, default=10, help="every K-th document goes to test, the one before it to valid"
-    )
-    cut = mode(
-        "cut",
-        "a copy of a corpus with each document cut to its central characters",
-        "pplaw data cut --data corpus/train.jsonl.gz --skip-docs 2000 --max-docs 120 --chars 20000 --out valid.jsonl",
-    )
-    cloze = mode(
-        "cloze",
-        "cloze tasks for `pplaw eval` from held-out text",
-        "pplaw data cloze --data corpus/test.jsonl.gz --n 200 --out cloze.jsonl",
-    )
-    contaminate = mode(
-        "contaminate",
-        "a corpus with planted junk of known kinds and fraction (a positive control)",
-        "pplaw data contaminate --data corpus/train.jsonl.gz --general books.jsonl.gz --fraction 0.3 --out pool.jsonl",
-    )
-    for sub in (cut, cloze, contaminate):
-        sub.add_argument("--data", required=True, help="corpus (same spec as pplaw score)")
-        sub.add_argument("--out", required=True, help="JSONL file to write")
-        sub.add_argument("--text-field", default="text", help="JSON field / Parquet column with the text")
-        sub.add_argument("--id-field", default="id", help="document id field")
-    cut.add_argument(
-        "--chars",
-        type=int,
-        default=None,
-        help="characters kept from the middle of each document (default: the whole document)",
-    )
-    cut.add_argument("--max-docs", type=int, default=None, help="the first N documents only (after --skip-docs)")
-    cut.add_argument(
-        "--skip-docs",
-        type=int,
-        default=0,
-        help="skip the first K documents (e.g. a validation split after the scored ones)",
-    )
-    contaminate.add_argument(
-        "--fraction",
-        type=float,
-        default=0.3,
-        help="junk share of the output's documents, in [0, 1) (0: the negative control)",
-    )
-    contaminate.add_argument(
-        "--low-share",
-        type=float,
-        default=0.5,
-        help="share of the junk documents in the low-perplexity class (general, boilerplate)",
-    )
-    contaminate.add_argument(
-        "--kinds",
-        default="general,boilerplate,garbled,shuffled,table",
-        help="junk kinds (comma list): low class general,boilerplate; high class garbled,shuffled,table",
-    )
-    contaminate.add_argument(
-        "--general",
-        default=None,
-        help="general-domain corpus for the 'general' kind (e.g. Project Gutenberg books; "
-        "read whole, with the same --text-field / --id-field)",
-    )
-    contaminate.add_argument("--max-docs", type=int, default=None, help="the first N clean documents only")
-    contaminate.add_argument("--seed", type=int, default=0, help="seed of the junk and of the order")
-    cloze.add_argument("--n", type=int, default=200, help="number of tasks")
-    cloze.add_argument("--seed", type=int, default=0, help="seed of the prefixes and distractors")
+    for cls, text, example in (
+        (
+            CpythonDocsCommand,
+            "the quickstart's corpora from this Python installation",
+            "pplaw data cpython-docs --out data",
+        ),
+        (
+            CutCommand,
+            "a copy of a corpus with each document cut to its central characters",
+            "pplaw data cut --data corpus/train.jsonl.gz --skip-docs 2000 --max-docs 120 --chars 20000 "
+            "--out valid.jsonl",
+        ),
+        (
+            ClozeCommand,
+            "cloze tasks for `pplaw eval` from held-out text",
+            "pplaw data cloze --data corpus/test.jsonl.gz --n 200 --out cloze.jsonl",
+        ),
+        (
+            ContaminateCommand,
+            "a corpus with planted junk of known kinds and fraction (a positive control)",
+            "pplaw data contaminate --data corpus/train.jsonl.gz --general books.jsonl.gz --fraction 0.3 "
+            "--out pool.jsonl",
+        ),
+    ):
+        sub = modes.add_parser(cls.WORDS[1], help=text, description=text, epilog=f"example:\n  {example}", **options)
+        add_command(sub, cls)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: CpythonDocsCommand | CutCommand | ClozeCommand | ContaminateCommand) -> int:
     from pplaw_jax.data import iter_documents
     from pplaw_jax.errors import PplawError
     from pplaw_jax.fileio import write_jsonl
 
-    if args.mode == "cpython-docs":
+    if isinstance(args, CpythonDocsCommand):
         from pplaw_jax.data.cpython_docs import write_cpython_docs
 
         if args.test_every < 3:
             raise PplawError(f"--test-every must be >= 3, got {args.test_every}")
         write_cpython_docs(args.out, test_every=args.test_every)
         return 0
-    if args.mode == "contaminate":
+    if isinstance(args, ContaminateCommand):
         return _contaminate(args)
     as_path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    if args.mode == "cut":
+    if isinstance(args, CutCommand):
         if args.chars is not None and args.chars < 1:
             raise PplawError(f"--chars must be >= 1, got {args.chars}")
         if args.skip_docs < 0:
@@ -160,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _contaminate(args: argparse.Namespace) -> int:
+def _contaminate(args: ContaminateCommand) -> int:
     """Read the clean (and general) corpus, build the rows with the pure core, write OUT and then
     its manifest (the completion marker; a stale one is removed first)."""
     import time
@@ -185,7 +141,8 @@ def _contaminate(args: argparse.Namespace) -> int:
     manifest_path = out[: -len(".jsonl")] + ".manifest.json"
     use_general = "general" in kinds
     data_files = _source_files(args.data)
-    general_files = _source_files(args.general) if use_general else []
+    general = args.general if use_general else None  # given when used (check_settings)
+    general_files = _source_files(general) if general is not None else []
     for name, path in (("--out", out), ("--out's manifest", manifest_path)):
         key = _path_key(path)
         for flag, files in (("--data", data_files), ("--general", general_files)):
@@ -199,10 +156,8 @@ def _contaminate(args: argparse.Namespace) -> int:
     if not docs:
         raise PplawError(f"--data {args.data}: the clean corpus has no documents")
     general_texts = None
-    if use_general:
-        general_texts = [
-            d.text for d in iter_documents(args.general, text_field=args.text_field, id_field=args.id_field)
-        ]
+    if general is not None:
+        general_texts = [d.text for d in iter_documents(general, text_field=args.text_field, id_field=args.id_field)]
         if not general_texts:
             raise PplawError(f"--general {args.general}: the general corpus has no documents")
     rows, manifest = contaminate(

@@ -11,19 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pplaw_jax.config import FitConfig, add_settings
+from pplaw_jax.commands import FitCommand, add_command
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--runs", required=True, help="CSV with columns mu_<kind>, sigma_<kind>, tokens, loss (optional run_id, group)"
-    )
-    parser.add_argument("--out", required=True, help="fit directory to write")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the starts, bootstrap, folds and NUTS")
-    add_settings(parser, FitConfig)
+    add_command(parser, FitCommand)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: FitCommand) -> int:
     from pplaw_jax.fit.stage import NotConverged, fit_to_dir
     from pplaw_jax.law.bayes import Priors
 

@@ -20,6 +20,7 @@ import sys
 import numpy as np
 import pandas as pd
 
+from pplaw_jax.commands import PredictCommand, add_command
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_text
 from pplaw_jax.fit.fitdir import Fit, load_fit
@@ -72,15 +73,7 @@ def extrapolation(fit: Fit, mu, sigma, tokens) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    p = parser
-    p.add_argument("--fit", required=True, help="fit directory written by pplaw fit")
-    p.add_argument("--mu", type=float, nargs="+", help="mean chunk perplexity of the subset")
-    p.add_argument("--sigma", type=float, nargs="+", help="std of chunk perplexity of the subset")
-    p.add_argument("--tokens", type=float, nargs="+", help="training tokens D")
-    p.add_argument("--points", help="CSV of points with columns mu, sigma, tokens (instead of the flags)")
-    p.add_argument("--level", type=float, default=0.9, help="interval probability (default 0.9)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the predictive noise draws")
-    p.add_argument("--out", help="write the CSV here instead of stdout")
+    add_command(parser, PredictCommand)
 
 
 def _points(args, law: str):

@@ -12,27 +12,14 @@ from __future__ import annotations
 
 import argparse
 
+from pplaw_jax.commands import RunsCommand, add_command
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="runs table to write (CSV)")
-    parser.add_argument(
-        "--metric",
-        choices=("domain_loss", "target_loss"),
-        default="domain_loss",
-        help="the eval.json figure that becomes the law's loss",
-    )
-    parser.add_argument("--include", default=None, help="an earlier runs table whose rows come first")
-    parser.add_argument("--round", type=int, default=0, help="the round number recorded in new rows")
-    parser.add_argument(
-        "--manifest", default=None, help="a selection directory with manifest.csv (select design/windows, propose)"
-    )
-    parser.add_argument("--runs-dir", default=None, help="where the manifest's runs are (RUNS/<name>/eval.json)")
-    parser.add_argument(
-        "--run", action="append", default=[], metavar="GROUP=RUN_DIR", help="one more run, its own group; repeatable"
-    )
+    add_command(parser, RunsCommand)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: RunsCommand) -> int:
     from pplaw_jax.errors import PplawError
     from pplaw_jax.fit.runs_table import collect_runs, write_runs_table
 

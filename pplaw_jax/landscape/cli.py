@@ -5,26 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from pplaw_jax.config import ScoreConfig, add_settings
+from pplaw_jax.commands import ScoreCommand, add_command
+from pplaw_jax.config import ScoreConfig
 
 DEFAULT_BATCH_ROWS = 8  # chunks per step and host when --batch-size is not given
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="HF checkpoint directory, .gguf file, or smollm2-135m-instruct")
-    parser.add_argument(
-        "--data",
-        required=True,
-        help="file, directory or glob of .jsonl/.jsonl.gz/.parquet/.txt, or tfds:NAME[/CONFIG]:SPLIT",
-    )
-    parser.add_argument("--out", required=True, help="landscape directory (resumed if it holds the same run)")
-    parser.add_argument("--text-field", default="text", help="JSON field / Parquet column / TFDS feature with the text")
-    parser.add_argument("--id-field", default="id", help="document id field (default id; else FILE:LINE)")
-    parser.add_argument("--max-docs", type=int, default=None, help="score only the first N documents (all hosts)")
-    add_settings(parser, ScoreConfig)
+    add_command(parser, ScoreCommand)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: ScoreCommand) -> int:
     from pplaw_jax.distributed import initialize_distributed
 
     initialize_distributed()

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pplaw_jax.commands import ExportCommand, add_command
+
 COLUMNS = ["ppl", "logppl", "bits_per_byte", "chunks", "n_tokens", "chunk_ppl_max"]
 
 
@@ -40,17 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "--out land_export"
         ),
     )
-    export.add_argument("--landscape", required=True, help="landscape directory from `pplaw score`")
-    export.add_argument("--data", required=True, help="the corpus it scored (same spec as pplaw score)")
-    export.add_argument("--out", required=True, help="directory for landscape.parquet or dataset/")
-    export.add_argument(
-        "--format",
-        choices=("parquet", "hf"),
-        default="parquet",
-        help="parquet: OUT/landscape.parquet; hf: a datasets directory OUT/dataset",
-    )
-    export.add_argument("--text-field", default="text", help="JSON field / column with the text")
-    export.add_argument("--id-field", default="id", help="document id field (default id; else FILE:LINE)")
+    add_command(export, ExportCommand)
 
 
 def document_scores(chunks: pd.DataFrame) -> pd.DataFrame:
@@ -71,7 +63,7 @@ def document_scores(chunks: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: ExportCommand) -> int:
     from pplaw_jax.data import iter_documents
     from pplaw_jax.errors import PplawError
     from pplaw_jax.fileio import atomic_write

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pplaw_jax.commands import DesignCommand, SelectCommand, WindowsCommand, add_command
 from pplaw_jax.config import (
     MAX_BOUNDARY_FRACTION,
     MOMENTS_DEFAULT,
@@ -35,7 +36,6 @@ from pplaw_jax.config import (
     DesignConfig,
     SelectConfig,
     WindowsConfig,
-    add_settings,
     parser_options,
 )
 from pplaw_jax.errors import PplawError
@@ -72,53 +72,31 @@ MANIFEST_COLUMNS = [
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    _inputs(parser, required=False)  # required unless a subcommand is given (checked in run)
-    one = parser.add_argument_group("one selection")
-    one.add_argument("--tokens", help="token budget in scored tokens, e.g. 1e6")
-    one.add_argument("--fit", help="fit directory from `pplaw fit` (DOS target, predicted loss)")
-    one.add_argument("--target-mu", type=float, help="explicit DOS target mu")
-    one.add_argument("--target-sigma", type=float, help="explicit DOS target sigma")
-    one.add_argument(
-        "--labels",
-        help="--method oracle: a corpus from `pplaw data contaminate` whose "
-        "documents labelled clean the oracle samples from",
-    )
-    one.add_argument("--id-field", default="id", help="--labels: the document id field")
-    add_settings(parser, SelectConfig)
+    add_command(parser, SelectCommand)
     modes = parser.add_subparsers(dest="mode", metavar="{design,windows}")
     options = parser_options()
     options.pop("parser_class")
-    for name, cls, text, example in (
+    for cls, text, example in (
         (
-            "design",
-            DesignConfig,
+            DesignCommand,
             "the space-filling 2-D design of law-fitting subsets",
             "pplaw select design --landscape land --n 21 --budgets 1e4 4e4 1.6e5 --centre 3 --out grid",
         ),
         (
-            "windows",
-            WindowsConfig,
+            WindowsCommand,
             "the paper's grid of perplexity-quantile windows x budgets",
             "pplaw select windows --landscape land --budgets 1e5 3e5 1e6 --out grid",
         ),
     ):
-        sub = modes.add_parser(name, help=text, description=text, epilog=f"example:\n  {example}", **options)
-        _inputs(sub, required=True)
-        add_settings(sub, cls, dest=name)
+        sub = modes.add_parser(cls.WORDS[1], help=text, description=text, epilog=f"example:\n  {example}", **options)
+        add_command(sub, cls)
 
 
-def _inputs(parser, required: bool) -> None:
-    unless = "" if required else " (required unless a mode, design or windows, is given)"
-    parser.add_argument("--landscape", required=required, help=f"landscape directory from `pplaw score`{unless}")
-    parser.add_argument("--out", required=required, help=f"output directory{unless}")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random draws")
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.mode == "windows":
-        return _run_windows(args, args.windows)
-    if args.mode == "design":
-        return _run_design(args, args.design)
+def run(args: SelectCommand | DesignCommand | WindowsCommand) -> int:
+    if isinstance(args, WindowsCommand):
+        return _run_windows(args, args.cfg)
+    if isinstance(args, DesignCommand):
+        return _run_design(args, args.cfg)
     for flag in ("--landscape", "--out"):
         if getattr(args, flag[2:]) is None:
             raise PplawError(f"the following arguments are required: {flag}")

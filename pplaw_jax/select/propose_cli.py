@@ -17,7 +17,8 @@ import json
 
 import numpy as np
 
-from pplaw_jax.config import ProposeConfig, add_settings
+from pplaw_jax.commands import ProposeCommand, add_command
+from pplaw_jax.config import ProposeConfig
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_json
 from pplaw_jax.fit.fitdir import load_fit
@@ -35,13 +36,7 @@ from pplaw_jax.select.windows import format_budget
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--fit", required=True, help="fit directory from `pplaw fit`")
-    parser.add_argument("--landscape", required=True, help="landscape directory from `pplaw score`")
-    parser.add_argument("--tokens", required=True, help="token budget of the proposed runs")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--prefix", default="q", help="name prefix of the proposals")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the draws and the subsets")
-    add_settings(parser, ProposeConfig)
+    add_command(parser, ProposeCommand)
 
 
 def _noise(fit) -> tuple[float, str]:
@@ -56,7 +51,7 @@ def _noise(fit) -> tuple[float, str]:
     return float(fit.info["point"]["residual_scale_log"]), "point fit's residual scale (no replicated runs)"
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: ProposeCommand) -> int:
     cfg: ProposeConfig = args.cfg
     budget = parse_budget(args.tokens)
     if not args.prefix.isidentifier():

@@ -15,46 +15,15 @@ import argparse
 import json
 from pathlib import Path
 
-from pplaw_jax.config import TrainConfig, add_settings
+from pplaw_jax.commands import TrainCommand, add_command
+from pplaw_jax.config import TrainConfig
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import check_identity, discard_temporaries, file_sha256, output_lock, write_json
 from pplaw_jax.paths import as_path, canonical, is_url
-from pplaw_jax.select.core import parse_budget
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        required=True,
-        help="HF checkpoint directory, .gguf file, smollm2-135m-instruct, or scratch:CONFIG.json",
-    )
-    parser.add_argument(
-        "--tokenizer", default=None, help="tokenizer directory (Tokenizer.save) for --model scratch:..."
-    )
-    parser.add_argument("--data", required=True, help="training corpus (same spec as pplaw score)")
-    parser.add_argument(
-        "--selection", default=None, help="selection.parquet (or its directory): train on these chunks only"
-    )
-    parser.add_argument("--out", required=True, help="run directory (resumed if it holds the same run)")
-    length = parser.add_mutually_exclusive_group()
-    length.add_argument(
-        "--tokens", type=parse_budget, default=None, help="run length in tokens, e.g. 1e6: steps = ceil(N / (B*(L-1)))"
-    )
-    length.add_argument("--steps", type=int, default=None, help="run length in steps (default: one epoch)")
-    parser.add_argument("--seed", type=int, default=0, help="data order (and scratch init) seed")
-    parser.add_argument("--eval-data", default=None, help="domain test corpus: its mean token loss is the law's L")
-    parser.add_argument("--general-eval-data", default=None, help="general-domain test corpus (forgetting)")
-    parser.add_argument(
-        "--target-eval-data",
-        default=None,
-        help="an evaluation set outside the training pool (e.g. a second corpus of the domain); "
-        "its mean token loss is eval.json's target_loss",
-    )
-    parser.add_argument("--eval-max-docs", type=int, default=None, help="evaluate on the first N documents of each set")
-    parser.add_argument("--text-field", default="text", help="JSON field / Parquet column with the text")
-    parser.add_argument("--id-field", default="id", help="document id field")
-    parser.add_argument("--max-docs", type=int, default=None, help="read only the first N training documents")
-    add_settings(parser, TrainConfig)
+    add_command(parser, TrainCommand)
 
 
 def _check_args(args) -> None:
@@ -78,7 +47,7 @@ def _check_run_identity(run_dir, identity: dict, partial: bool = False) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: TrainCommand) -> int:
     from pplaw_jax.distributed import initialize_distributed
 
     initialize_distributed()
@@ -95,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
         local = working_dir(args.out)  # locked: one writer per working copy on this machine
     else:
-        local = args.out
+        local = Path(args.out)
     with output_lock(local, host=jax.process_index()):  # one writer per host shard of --out
         # what a killed run left: this host's data cache, and the files process 0 alone writes
         discard_temporaries(Path(local) / "data" / f"host{jax.process_index():03d}")
@@ -104,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         return _train(args)
 
 
-def _identity(args: argparse.Namespace, selection) -> tuple[dict, dict, dict]:
+def _identity(args: TrainCommand, selection) -> tuple[dict, dict, dict]:
     """(model identity, data identity, settings identity) of a run: what its `run.json` records
     and a resume must match. The data identity keys the cached token ids too."""
     from pplaw_jax.data.readers import corpus_fingerprint
@@ -147,7 +116,7 @@ def _identity(args: argparse.Namespace, selection) -> tuple[dict, dict, dict]:
     return model_id, train_key, settings_key
 
 
-def _load_model(args: argparse.Namespace, mesh, selection):
+def _load_model(args: TrainCommand, mesh, selection):
     """The model and tokenizer, loaded into the mesh's shards, after the checks that need them:
     the selection's chunking, the context length, the memory a step needs."""
     from pplaw_jax.train.loop import check_memory
@@ -181,7 +150,7 @@ def _load_model(args: argparse.Namespace, mesh, selection):
     return loaded
 
 
-def _datasets(args: argparse.Namespace, loaded, cache_dir: Path, model_id: dict, train_key: dict, selection):
+def _datasets(args: TrainCommand, loaded, cache_dir: Path, model_id: dict, train_key: dict, selection):
     """(training sequences, {name: evaluation sequences}), tokenized once and cached under
     `cache_dir` by their identity; every token id must be inside the model's vocabulary."""
     from pplaw_jax.data.readers import corpus_fingerprint
@@ -189,7 +158,7 @@ def _datasets(args: argparse.Namespace, loaded, cache_dir: Path, model_id: dict,
 
     cfg: TrainConfig = args.cfg
     tokenizer = loaded.tokenizer
-    read = {"text_field": args.text_field, "id_field": args.id_field}
+    read: dict = {"text_field": args.text_field, "id_field": args.id_field}
     train = cached_sequences(
         cache_dir,
         "train",
@@ -225,7 +194,7 @@ def _datasets(args: argparse.Namespace, loaded, cache_dir: Path, model_id: dict,
     return train, eval_sets
 
 
-def _optimizer(args: argparse.Namespace, num_sequences: int):
+def _optimizer(args: TrainCommand, num_sequences: int):
     """(steps, warmup steps, learning-rate schedule, optax optimizer) of a run over
     `num_sequences` training sequences."""
     from pplaw_jax.train.optim import make_optimizer, make_schedule, total_steps, warmup_steps
@@ -248,7 +217,7 @@ def _optimizer(args: argparse.Namespace, num_sequences: int):
     )
 
 
-def _summary(args: argparse.Namespace, result: dict, subset: dict, train, train_key: dict, selection) -> dict:
+def _summary(args: TrainCommand, result: dict, subset: dict, train, train_key: dict, selection) -> dict:
     """`eval.json`: the final losses, the subset's moments and size, what was trained and how."""
     cfg: TrainConfig = args.cfg
     return {
@@ -273,7 +242,7 @@ def _summary(args: argparse.Namespace, result: dict, subset: dict, train, train_
     }
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: TrainCommand) -> int:
     """Identity, model, data, optimiser, then the loop into the run directory (each step above),
     the HF export and `eval.json`."""
     import jax

@@ -8,43 +8,18 @@ import dataclasses
 import json
 import os
 
-from pplaw_jax.config import EvalConfig, add_settings
+from pplaw_jax.commands import LM_EVAL_INSTALL, EvalCommand, add_command
+from pplaw_jax.config import EvalConfig
 from pplaw_jax.errors import PplawError
 from pplaw_jax.fileio import write_json
 from pplaw_jax.paths import as_path, is_url
 
-LM_EVAL_INSTALL = "pip install 'lm_eval>=0.4.13,<0.5' (or, in the pplaw_jax checkout, pip install -e '.[eval]')"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", required=True, help="HF checkpoint directory (e.g. RUN/hf), .gguf file, or smollm2-135m-instruct"
-    )
-    tasks = parser.add_mutually_exclusive_group(required=True)
-    tasks.add_argument("--tasks", help='JSONL rows {"question", "choices": [...], "answer": i, ["context"]}')
-    tasks.add_argument(
-        "--lm-eval-tasks",
-        metavar="NAME[,NAME]",
-        help=f"lm-evaluation-harness tasks, groups or tags (needs: {LM_EVAL_INSTALL})",
-    )
-    parser.add_argument(
-        "--lm-eval-include",
-        metavar="DIR",
-        default=None,
-        help="directory of lm-eval task YAMLs searched before lm-eval's own (e.g. experiments/lm_eval_tasks)",
-    )
-    parser.add_argument(
-        "--lm-eval-num-fewshot",
-        metavar="N",
-        type=int,
-        default=None,
-        help="few-shot exemplars per question (default: each task's own setting, else 0)",
-    )
-    parser.add_argument("--out", default=None, help="results JSON (default: print the summary only)")
-    add_settings(parser, EvalConfig)
+    add_command(parser, EvalCommand)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: EvalCommand) -> int:
     from pplaw_jax.distributed import initialize_distributed
 
     initialize_distributed()
@@ -69,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
             [n.strip() for n in args.lm_eval_tasks.split(",") if n.strip()], args.lm_eval_include
         )
     else:
+        assert args.tasks is not None  # argparse: --tasks or --lm-eval-tasks
         tasks = read_tasks(args.tasks, cfg.max_examples)
     mesh = make_mesh(cfg.mesh)
     if cfg.batch_size < 1 or cfg.batch_size % data_parallel_size(mesh):
@@ -89,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
             name: {k: t[k] for k in keys if k in t} for name, t in {**results["tasks"], **results["groups"]}.items()
         }
     else:
+        assert args.tasks is not None
         requests = build_requests(tasks, loaded.tokenizer, max_length, source=args.tasks)
         lm = ShardedLM(loaded.model, mesh)
         with progress("eval", total=len(requests), unit="choice", disable=jax.process_index() != 0) as bar:

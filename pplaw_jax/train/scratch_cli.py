@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from pplaw_jax.commands import ScratchCommand, add_command
 from pplaw_jax.paths import as_path, is_url, rmtree
 
 INIT_CONFIG = "init_config.json"
@@ -21,16 +22,10 @@ TOKENIZER = "tokenizer"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="corpus the tokenizer is trained on (same spec as pplaw score)")
-    parser.add_argument("--vocab-size", type=int, required=True, help="BPE vocabulary size")
-    parser.add_argument("--out", required=True, help="directory for tokenizer/ and init_config.json")
-    parser.add_argument("--max-docs", type=int, default=None, help="train the tokenizer on the first N documents")
-    parser.add_argument("--text-field", default="text", help="JSON field / Parquet column with the text")
-    parser.add_argument("--id-field", default="id", help="document id field")
-    parser.add_argument("fields", nargs="*", metavar="KEY=VALUE", help="HF config.json fields, e.g. hidden_size=128")
+    add_command(parser, ScratchCommand)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: ScratchCommand) -> int:
     import yaml
 
     from pplaw_jax.errors import PplawError
