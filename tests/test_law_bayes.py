@@ -77,3 +77,46 @@ def test_a_parameter_the_runs_do_not_move_is_reported_unidentified():
     assert ident["E"] is False  # a prior this narrow is all the posterior knows
     assert ident["beta"] is True and ident["B"] is True
     assert fit.to_json()["identified"] == ident
+
+
+@pytest.mark.parametrize("law", ["ppl", "surface", "data"])
+def test_the_sampled_coordinates_carry_the_same_posterior(law):
+    """NUTS samples `sampled_model` (m, t, s) instead of `numpyro_model` (log E, c0, c): at any
+    point, its log density must equal the model's at the mapped point plus the log-determinant of
+    the map's Jacobian, here taken by autodiff (an independent reference for the closed form)."""
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer.util import log_density
+
+    from pplaw_jax.law.bayes import centred, numpyro_model, sampled_model
+
+    jax.config.update("jax_enable_x64", True)
+    try:
+        runs = as_runs(synthetic_runs(law="ppl", n=24, noise=0.01, seed=5))
+        form = LAWS[law]
+        point = fit_point(runs, form, bootstrap=0)
+        priors = Priors().resolved(runs)
+        z = jnp.asarray(point.design.z(runs.mu, runs.sigma, runs.tokens))
+        y = jnp.asarray(np.log(runs.loss))
+        scales = jnp.asarray(priors.coef_scales(form))
+        args = (z, y, priors, scales, "student", 4.0)
+        k = z.shape[1]
+
+        def to_u(v):  # (m, t, s...) -> (log E, c0, c...)
+            m, t, s = v[0], v[1], v[2:]
+            return jnp.concatenate(
+                [jnp.stack([m + jax.nn.log_sigmoid(t), m + jax.nn.log_sigmoid(-t)]), s / jax.nn.sigmoid(-t)]
+            )
+
+        rng = np.random.default_rng(0)
+        for u in point.u + rng.normal(0, [1.0, 1.0, *([0.3] * (k - 1))], size=(5, k + 1)):
+            c = centred(u)
+            v = jnp.asarray(np.concatenate([[c["m"], c["t"]], c["s"]]))
+            np.testing.assert_allclose(to_u(v), u, rtol=1e-10, atol=1e-12)  # `centred` inverts the map
+            noise = 0.02
+            new, _ = log_density(sampled_model, args, {}, {"m": v[0], "t": v[1], "s": v[2:], "noise": noise})
+            old, _ = log_density(numpyro_model, args, {}, {"log_E": u[0], "c0": u[1], "c": u[2:], "noise": noise})
+            log_jac = np.linalg.slogdet(np.asarray(jax.jacfwd(to_u)(v)))[1]
+            np.testing.assert_allclose(float(new), float(old) + log_jac, rtol=1e-9, atol=1e-9)
+    finally:
+        jax.config.update("jax_enable_x64", False)

@@ -28,9 +28,14 @@ are standardised column by column, so for ``quad``'s uncentred squares and produ
 standardised coefficient also carries a linear trend: the prior bounds the whole term, not the
 curvature alone.  `prior_predictive` draws log-losses from the priors alone (prior-predictive check).
 
-Sampling: NUTS with a dense mass matrix (the law's features are strongly correlated) and
-``target_accept_prob=0.9``.  Chain 0 starts at the point fit, the others at bootstrap refits of it
-(over-dispersed but plausible starts, so r_hat can detect chains that disagree).  Chains run with
+Sampling: NUTS moves in other coordinates of the same posterior (`sampled_model`: the log-loss at
+the runs' centre, the logit of E's share of it and the slopes there, with the Jacobian of the map),
+which the runs pin nearly independently: on the cpu_tiny runs every iteration of the model above
+ran to the maximum tree depth (977 leapfrog steps per iteration) without converging; in these
+coordinates 76 steps, converged (benchmarks/results/fit_speed.md). A dense mass matrix (the
+law's features are strongly correlated) and ``target_accept_prob=0.9``.  Chain 0 starts at the
+point fit, the others at bootstrap refits of it (over-dispersed but plausible starts, so r_hat
+can detect chains that disagree).  Chains run with
 ``chain_method="parallel"`` when there are at least as many local JAX devices as chains, else
 ``"vectorized"``: for a model this small the per-step overhead dominates, so stepping all chains
 together in one compiled loop beats ``"sequential"`` on CPU even though each step costs the
@@ -173,6 +178,43 @@ def numpyro_model(z, y, priors: Priors, coef_scales, likelihood: str, student_df
         numpyro.sample("log_loss", obs, obs=y)
 
 
+def sampled_model(z, y, priors: Priors, coef_scales, likelihood: str, student_df: float):
+    """`numpyro_model` in the coordinates NUTS moves in: ``m`` = log L at the runs' mean features,
+    ``t = log E - c0`` (the logit of E's share of that loss) and ``s = (1 - E/L) c`` (the slopes
+    of log L there). It is the same posterior: `numpyro_model`'s priors on ``(log_E, c0, c)``,
+    read at the transformed point, plus the log-Jacobian of the map, ``-(k-1) log sigmoid(-t)``
+    (the ``(m, t)`` block has determinant -1). The runs pin ``m`` and ``s`` directly and leave
+    ``t`` to the loss curvature and its prior, where in ``(log_E, c0, c)`` every value of E moves
+    the intercept and all slopes with it along a curved ridge that NUTS could only follow with
+    1,023-step trajectories (benchmarks/results/fit_stage_profile.md)."""
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.distributions import constraints
+
+    k = z.shape[1]
+    m = numpyro.sample("m", dist.ImproperUniform(constraints.real, (), ()))
+    t = numpyro.sample("t", dist.ImproperUniform(constraints.real, (), ()))
+    s = numpyro.sample("s", dist.ImproperUniform(constraints.real, (), (k - 1,)))
+    log_rest = jax.nn.log_sigmoid(-t)  # log(1 - E/L) at the centre
+    log_e = numpyro.deterministic("log_E", m + jax.nn.log_sigmoid(t))
+    c0 = numpyro.deterministic("c0", m + log_rest)
+    c = numpyro.deterministic("c", s * jnp.exp(-log_rest))
+    numpyro.factor(
+        "prior",
+        dist.Normal(priors.log_E_loc, priors.log_E_scale).log_prob(log_e)
+        + dist.Normal(priors.intercept_loc, priors.intercept_scale).log_prob(c0)
+        + dist.Normal(0.0, coef_scales).log_prob(c).sum()
+        - (k - 1) * log_rest,
+    )
+    noise = numpyro.sample("noise", dist.HalfNormal(priors.noise_scale))
+    mean = jnp.logaddexp(log_e, c0 + z[:, 1:] @ c)
+    obs = dist.Normal(mean, noise) if likelihood == "normal" else dist.StudentT(student_df, mean, noise)
+    with numpyro.plate("runs", z.shape[0]):
+        numpyro.sample("log_loss", obs, obs=y)
+
+
 @dataclass
 class BayesFit:
     """Posterior of one law: public parameter draws ``[chains, draws]`` plus diagnostics."""
@@ -287,6 +329,13 @@ class BayesFit:
         return out
 
 
+def centred(u: np.ndarray) -> dict[str, np.ndarray]:
+    """`sampled_model`'s coordinates ``m, t, s`` of internal ``u = (log E, c0, c)`` (leading axes
+    kept): ``m = log(E + e^c0)``, ``t = log E - c0``, ``s = c / (1 + e^t)``."""
+    t = u[..., 0] - u[..., 1]
+    return {"m": np.logaddexp(u[..., 0], u[..., 1]), "t": t, "s": u[..., 2:] / (1 + np.exp(t))[..., None]}
+
+
 def _init_params(point: PointFit, chains: int, rng: np.random.Generator) -> dict:
     """Unconstrained per-chain starts: the point fit, then bootstrap refits (or jittered copies)."""
     us = [point.u]
@@ -297,12 +346,8 @@ def _init_params(point: PointFit, chains: int, rng: np.random.Generator) -> dict
         us += [point.u + rng.normal(0, 0.05, size=point.u.shape) for _ in range(chains - 1)]
     u = np.stack(us[:chains])
     noise = max(point.residual_scale, 1e-3)
-    return {
-        "log_E": u[:, 0],
-        "c0": u[:, 1],
-        "c": u[:, 2:],
-        "noise": np.full(chains, np.log(noise)),  # unconstrained value of a positive site
-    }
+    # noise: the unconstrained value of a positive site
+    return {**centred(u), "noise": np.full(chains, np.log(noise))}
 
 
 def pointwise_log_lik(form, draws_flat, runs: Runs, likelihood: str, student_df: float) -> np.ndarray:
@@ -332,7 +377,7 @@ def fit_bayes(runs: Runs, point: PointFit, priors: Priors, config: SamplerConfig
     z = jnp.asarray(design.z(runs.mu, runs.sigma, runs.tokens), dtype=jnp.float32)
     y = jnp.asarray(np.log(runs.loss), dtype=jnp.float32)
     chain_method = "parallel" if jax.local_device_count() >= config.chains else "vectorized"
-    kernel = NUTS(numpyro_model, dense_mass=True, target_accept_prob=config.target_accept)
+    kernel = NUTS(sampled_model, dense_mass=True, target_accept_prob=config.target_accept)
     mcmc = MCMC(
         kernel,
         num_warmup=config.warmup,
