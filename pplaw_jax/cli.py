@@ -154,8 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup()
     if args.command in COMPILING:
         from pplaw_jax.distributed import configure_compilation_cache
+        from pplaw_jax.paths import cache_root
 
-        configure_compilation_cache()  # $PPLAW_COMPILATION_CACHE; `pplaw run` sets its own default
+        # $PPLAW_COMPILATION_CACHE, else one per user: the next `pplaw fit` of a runs table of the
+        # same size loads its NUTS program instead of compiling it; `pplaw run` keeps its own
+        configure_compilation_cache(cache_root() / "jax")
     cmd = from_namespace(command_class(args), args)  # the subcommand's typed inputs
     try:
         out = getattr(args, "out", None)

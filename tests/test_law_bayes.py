@@ -81,25 +81,28 @@ def test_a_parameter_the_runs_do_not_move_is_reported_unidentified():
 
 @pytest.mark.parametrize("law", ["ppl", "surface", "data"])
 def test_the_sampled_coordinates_carry_the_same_posterior(law):
-    """NUTS samples `sampled_model` (m, t, s) instead of `numpyro_model` (log E, c0, c): at any
-    point, its log density must equal the model's at the mapped point plus the log-determinant of
-    the map's Jacobian, here taken by autodiff (an independent reference for the closed form)."""
+    """NUTS samples `sampled_model` (m, t, s; slopes and runs padded to one compiled shape)
+    instead of `numpyro_model` (log E, c0, c): at any point its log density must be the model's at
+    the mapped point, plus the log-determinant of the map's Jacobian (here by autodiff, an
+    independent reference for the closed form), plus a standard normal for each padded slope;
+    the padded runs add nothing."""
     import jax
     import jax.numpy as jnp
     from numpyro.infer.util import log_density
 
-    from pplaw_jax.law.bayes import centred, numpyro_model, sampled_model
+    from pplaw_jax.law.bayes import SLOTS, centred, numpyro_model, sampled_model, sampler_inputs
 
     jax.config.update("jax_enable_x64", True)
     try:
-        runs = as_runs(synthetic_runs(law="ppl", n=24, noise=0.01, seed=5))
+        runs = as_runs(synthetic_runs(law="ppl", n=21, noise=0.01, seed=5))
         form = LAWS[law]
         point = fit_point(runs, form, bootstrap=0)
         priors = Priors().resolved(runs)
         z = jnp.asarray(point.design.z(runs.mu, runs.sigma, runs.tokens))
         y = jnp.asarray(np.log(runs.loss))
-        scales = jnp.asarray(priors.coef_scales(form))
-        args = (z, y, priors, scales, "student", 4.0)
+        old_args = (z, y, priors, jnp.asarray(priors.coef_scales(form)), "student", 4.0)
+        new_args = tuple(map(jnp.asarray, sampler_inputs(runs, point.design, priors, 4.0)))
+        assert new_args[0].shape == (32, SLOTS + 1)  # 21 runs padded to 32
         k = z.shape[1]
 
         def to_u(v):  # (m, t, s...) -> (log E, c0, c...)
@@ -113,10 +116,12 @@ def test_the_sampled_coordinates_carry_the_same_posterior(law):
             c = centred(u)
             v = jnp.asarray(np.concatenate([[c["m"], c["t"]], c["s"]]))
             np.testing.assert_allclose(to_u(v), u, rtol=1e-10, atol=1e-12)  # `centred` inverts the map
-            noise = 0.02
-            new, _ = log_density(sampled_model, args, {}, {"m": v[0], "t": v[1], "s": v[2:], "noise": noise})
-            old, _ = log_density(numpyro_model, args, {}, {"log_E": u[0], "c0": u[1], "c": u[2:], "noise": noise})
+            pad = rng.normal(size=SLOTS - (k - 1))
+            params = {"m": v[0], "t": v[1], "s": jnp.concatenate([v[2:], pad]), "noise": 0.02}
+            new, _ = log_density(sampled_model, new_args, {"likelihood": "student"}, params)
+            old, _ = log_density(numpyro_model, old_args, {}, {"log_E": u[0], "c0": u[1], "c": u[2:], "noise": 0.02})
             log_jac = np.linalg.slogdet(np.asarray(jax.jacfwd(to_u)(v)))[1]
-            np.testing.assert_allclose(float(new), float(old) + log_jac, rtol=1e-9, atol=1e-9)
+            expected = float(old) + log_jac + stats.norm.logpdf(pad).sum()
+            np.testing.assert_allclose(float(new), expected, rtol=1e-9, atol=1e-9)
     finally:
         jax.config.update("jax_enable_x64", False)

@@ -64,7 +64,7 @@ from scipy import stats
 
 from pplaw_jax.config import FitConfig
 from pplaw_jax.errors import PplawError
-from pplaw_jax.law.forms import LawForm, log_loss
+from pplaw_jax.law.forms import LAWS, LawForm, log_loss
 from pplaw_jax.law.point import Design, PointFit
 from pplaw_jax.law.runs import Runs
 
@@ -178,7 +178,7 @@ def numpyro_model(z, y, priors: Priors, coef_scales, likelihood: str, student_df
         numpyro.sample("log_loss", obs, obs=y)
 
 
-def sampled_model(z, y, priors: Priors, coef_scales, likelihood: str, student_df: float):
+def sampled_model(z, y, run_mask, slot_mask, coef_scales, hyper, likelihood: str):
     """`numpyro_model` in the coordinates NUTS moves in: ``m`` = log L at the runs' mean features,
     ``t = log E - c0`` (the logit of E's share of that loss) and ``s = (1 - E/L) c`` (the slopes
     of log L there). It is the same posterior: `numpyro_model`'s priors on ``(log_E, c0, c)``,
@@ -186,33 +186,67 @@ def sampled_model(z, y, priors: Priors, coef_scales, likelihood: str, student_df
     (the ``(m, t)`` block has determinant -1). The runs pin ``m`` and ``s`` directly and leave
     ``t`` to the loss curvature and its prior, where in ``(log_E, c0, c)`` every value of E moves
     the intercept and all slopes with it along a curved ridge that NUTS could only follow with
-    1,023-step trajectories (benchmarks/results/fit_stage_profile.md)."""
+    1,023-step trajectories (benchmarks/results/fit_speed.md).
+
+    Every law is sampled by one compiled kernel per run count (`fit_bayes`): `z` has `SLOTS`
+    exponent columns and rows padded to a multiple of `ROW_BLOCK`; `slot_mask` marks the law's
+    exponents (a padded slope is a standard normal that touches nothing else, so the law's
+    posterior is unchanged), `run_mask` the real runs; the prior constants come as arrays
+    (`coef_scales`, ``hyper = [log_E_loc, log_E_scale, intercept_loc, intercept_scale,
+    noise_scale, student_df]``), not as constants of the program."""
     import jax
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
     from numpyro.distributions import constraints
 
-    k = z.shape[1]
+    log_e_loc, log_e_scale, intercept_loc, intercept_scale, noise_scale, student_df = hyper
     m = numpyro.sample("m", dist.ImproperUniform(constraints.real, (), ()))
     t = numpyro.sample("t", dist.ImproperUniform(constraints.real, (), ()))
-    s = numpyro.sample("s", dist.ImproperUniform(constraints.real, (), (k - 1,)))
+    s = numpyro.sample("s", dist.ImproperUniform(constraints.real, (), (slot_mask.shape[0],)))
     log_rest = jax.nn.log_sigmoid(-t)  # log(1 - E/L) at the centre
     log_e = numpyro.deterministic("log_E", m + jax.nn.log_sigmoid(t))
     c0 = numpyro.deterministic("c0", m + log_rest)
-    c = numpyro.deterministic("c", s * jnp.exp(-log_rest))
+    c = numpyro.deterministic("c", jnp.where(slot_mask, s * jnp.exp(-log_rest), 0.0))
+    slopes = jnp.where(slot_mask, dist.Normal(0.0, coef_scales).log_prob(c), dist.Normal(0.0, 1.0).log_prob(s))
     numpyro.factor(
         "prior",
-        dist.Normal(priors.log_E_loc, priors.log_E_scale).log_prob(log_e)
-        + dist.Normal(priors.intercept_loc, priors.intercept_scale).log_prob(c0)
-        + dist.Normal(0.0, coef_scales).log_prob(c).sum()
-        - (k - 1) * log_rest,
+        dist.Normal(log_e_loc, log_e_scale).log_prob(log_e)
+        + dist.Normal(intercept_loc, intercept_scale).log_prob(c0)
+        + slopes.sum()
+        - slot_mask.sum() * log_rest,
     )
-    noise = numpyro.sample("noise", dist.HalfNormal(priors.noise_scale))
+    noise = numpyro.sample("noise", dist.HalfNormal(noise_scale))
     mean = jnp.logaddexp(log_e, c0 + z[:, 1:] @ c)
     obs = dist.Normal(mean, noise) if likelihood == "normal" else dist.StudentT(student_df, mean, noise)
-    with numpyro.plate("runs", z.shape[0]):
+    with numpyro.plate("runs", z.shape[0]), numpyro.handlers.mask(mask=run_mask):
         numpyro.sample("log_loss", obs, obs=y)
+
+
+SLOTS = max(form.n_coef for form in LAWS.values()) - 1  # exponent slots of the compiled sampler
+ROW_BLOCK = 16  # runs are padded to a multiple of this: a few more runs reuse the compiled kernel
+
+
+def sampler_inputs(runs: Runs, design: Design, priors: Priors, student_df: float) -> tuple:
+    """`sampled_model`'s array arguments for `runs` (`priors` resolved): z, y, run_mask,
+    slot_mask, coef_scales, hyper, padded as its docstring says."""
+    k = design.form.n_coef
+    n = -(-runs.n // ROW_BLOCK) * ROW_BLOCK
+    z = np.zeros((n, SLOTS + 1))
+    z[: runs.n, :k] = design.z(runs.mu, runs.sigma, runs.tokens)
+    y = np.zeros(n)
+    y[: runs.n] = np.log(runs.loss)
+    scales = np.ones(SLOTS)
+    scales[: k - 1] = priors.coef_scales(design.form)
+    hyper = [
+        priors.log_E_loc,
+        priors.log_E_scale,
+        priors.intercept_loc,
+        priors.intercept_scale,
+        priors.noise_scale,
+        student_df,
+    ]
+    return z, y, np.arange(n) < runs.n, np.arange(SLOTS) < k - 1, scales, np.asarray(hyper, dtype=float)
 
 
 @dataclass
@@ -336,8 +370,12 @@ def centred(u: np.ndarray) -> dict[str, np.ndarray]:
     return {"m": np.logaddexp(u[..., 0], u[..., 1]), "t": t, "s": u[..., 2:] / (1 + np.exp(t))[..., None]}
 
 
-def _init_params(point: PointFit, chains: int, rng: np.random.Generator) -> dict:
-    """Unconstrained per-chain starts: the point fit, then bootstrap refits (or jittered copies)."""
+def _init_params(point: PointFit, chains: int, rng: np.random.Generator, priors: Priors) -> dict:
+    """Unconstrained per-chain starts: the point fit, then bootstrap refits (or jittered copies).
+    A fit with E at 0 (log E of -1000 where the runs cannot tell E from 0) starts at E four prior
+    sds below the prior's centre instead: a chain started far out in the prior's tail never moved
+    (the rival `nointer` on the cpu_tiny runs), and E that small changes no prediction."""
+    assert priors.log_E_loc is not None  # resolved
     us = [point.u]
     boot = point.bootstrap_u
     if boot is not None and len(boot):
@@ -345,9 +383,12 @@ def _init_params(point: PointFit, chains: int, rng: np.random.Generator) -> dict
     else:
         us += [point.u + rng.normal(0, 0.05, size=point.u.shape) for _ in range(chains - 1)]
     u = np.stack(us[:chains])
+    u[:, 0] = np.maximum(u[:, 0], priors.log_E_loc - 4 * priors.log_E_scale)
     noise = max(point.residual_scale, 1e-3)
+    start = centred(u)
+    start["s"] = np.pad(start["s"], ((0, 0), (0, SLOTS - start["s"].shape[1])))  # padded slopes at 0
     # noise: the unconstrained value of a positive site
-    return {**centred(u), "noise": np.full(chains, np.log(noise))}
+    return {**start, "noise": np.full(chains, np.log(noise))}
 
 
 def pointwise_log_lik(form, draws_flat, runs: Runs, likelihood: str, student_df: float) -> np.ndarray:
@@ -361,12 +402,48 @@ def pointwise_log_lik(form, draws_flat, runs: Runs, likelihood: str, student_df:
     return stats.t.logpdf(y, student_df, mean, scale)
 
 
+_SAMPLERS: dict[tuple, Any] = {}  # (sampler settings, chain method) -> MCMC, reused by every fit
+
+
+def _sampler(config: SamplerConfig, chain_method: str):
+    """One NUTS `MCMC` per sampler setting for the whole process, with the model's arguments
+    traced (``jit_model_args``): every law and every runs table of the same padded size runs the
+    program compiled for the first (a study fits up to six laws per round, the simulator hundreds),
+    and JAX's persistent cache, where configured, keeps it for the next process."""
+    from functools import partial
+
+    from numpyro.infer import MCMC, NUTS
+
+    key = (
+        config.likelihood,
+        config.target_accept,
+        config.warmup,
+        config.samples,
+        config.chains,
+        chain_method,
+        sys.stderr.isatty(),
+    )
+    if key not in _SAMPLERS:
+        model = partial(sampled_model, likelihood=config.likelihood)
+        _SAMPLERS[key] = MCMC(
+            NUTS(model, dense_mass=True, target_accept_prob=config.target_accept),
+            num_warmup=config.warmup,
+            num_samples=config.samples,
+            num_chains=config.chains,
+            chain_method=chain_method,
+            jit_model_args=True,
+            # numpyro's bar on a terminal (it steps the sampler from Python, a small cost); in a
+            # log file the fit stage's start and end lines (fit.stage) stand for it
+            progress_bar=sys.stderr.isatty(),
+        )
+    return _SAMPLERS[key]
+
+
 def fit_bayes(runs: Runs, point: PointFit, priors: Priors, config: SamplerConfig) -> BayesFit:
     """Run NUTS for `point.form` on `runs`, starting from `point`; diagnostics are not enforced
     here (see `BayesFit.diagnostics`)."""
     import jax
     import jax.numpy as jnp
-    from numpyro.infer import MCMC, NUTS
 
     if config.likelihood not in ("normal", "student"):
         raise PplawError(f"--likelihood {config.likelihood!r}: expected 'normal' or 'student'")
@@ -374,32 +451,16 @@ def fit_bayes(runs: Runs, point: PointFit, priors: Priors, config: SamplerConfig
         raise PplawError(f"--chains {config.chains}: at least 2 chains are needed to compute r_hat")
     form, design = point.form, point.design
     priors = priors.resolved(runs)
-    z = jnp.asarray(design.z(runs.mu, runs.sigma, runs.tokens), dtype=jnp.float32)
-    y = jnp.asarray(np.log(runs.loss), dtype=jnp.float32)
     chain_method = "parallel" if jax.local_device_count() >= config.chains else "vectorized"
-    kernel = NUTS(sampled_model, dense_mass=True, target_accept_prob=config.target_accept)
-    mcmc = MCMC(
-        kernel,
-        num_warmup=config.warmup,
-        num_samples=config.samples,
-        num_chains=config.chains,
-        chain_method=chain_method,
-        # numpyro's bar on a terminal (it steps the sampler from Python, a small cost); in a log
-        # file the fit stage's start and end lines (fit.stage) stand for it
-        progress_bar=sys.stderr.isatty(),
-    )
+    mcmc = _sampler(config, chain_method)
+    inputs = sampler_inputs(runs, design, priors, config.student_df)
     rng = np.random.default_rng(config.seed)
-    init = _init_params(point, config.chains, rng)
+    init = _init_params(point, config.chains, rng, priors)
     init = jax.tree.map(lambda a: jnp.asarray(a, dtype=jnp.float32), init)
     t0 = time.perf_counter()
     mcmc.run(
         jax.random.PRNGKey(config.seed),
-        z,
-        y,
-        priors,
-        jnp.asarray(priors.coef_scales(form), dtype=jnp.float32),
-        config.likelihood,
-        config.student_df,
+        *(jnp.asarray(a, dtype=jnp.float32 if a.dtype == float else bool) for a in inputs),
         init_params=init,
         extra_fields=("diverging", "num_steps", "accept_prob", "potential_energy", "energy"),
     )
@@ -408,7 +469,7 @@ def fit_bayes(runs: Runs, point: PointFit, priors: Priors, config: SamplerConfig
     wall = time.perf_counter() - t0
 
     s = {k: np.asarray(v, dtype=np.float64) for k, v in samples.items()}
-    u = np.concatenate([s["log_E"][..., None], s["c0"][..., None], s["c"]], axis=-1)
+    u = np.concatenate([s["log_E"][..., None], s["c0"][..., None], s["c"][..., : form.n_coef - 1]], axis=-1)
     draws = {k: np.asarray(v, dtype=float) for k, v in design.params(u).items()}
     draws["noise"] = s["noise"]
     flat = {k: v.reshape(-1) for k, v in draws.items()}
