@@ -79,7 +79,7 @@ def configure_compilation_cache(default: str | os.PathLike | None = None) -> str
     loads it instead of compiling. ``$PPLAW_COMPILATION_CACHE`` overrides `default`; ``off``
     disables. Every compilation is stored, not only those over JAX's default 1 s: NUTS's set-up
     is some 260 small ones, 10 s of a fit's first NUTS run that a warm cache then saves
-    (benchmarks/results/fit_speed.md). Call before the first compilation of the process. Returns
+    (benchmarks/results/fit_stage_speed.md). Call before the first compilation of the process. Returns
     the directory in use, or None."""
     value = os.environ.get(COMPILATION_CACHE_ENV) or (os.fspath(default) if default is not None else None)
     if not value or value == "off":

@@ -32,7 +32,7 @@ Sampling: NUTS moves in other coordinates of the same posterior (`sampled_model`
 the runs' centre, the logit of E's share of it and the slopes there, with the Jacobian of the map),
 which the runs pin nearly independently: on the cpu_tiny runs every iteration of the model above
 ran to the maximum tree depth (977 leapfrog steps per iteration) without converging; in these
-coordinates 76 steps, converged (benchmarks/results/fit_speed.md). A dense mass matrix (the
+coordinates 79 steps, converged (benchmarks/results/fit_stage_speed.md). A dense mass matrix (the
 law's features are strongly correlated) and ``target_accept_prob=0.9``.  Chain 0 starts at the
 point fit, the others at bootstrap refits of it (over-dispersed but plausible starts, so r_hat
 can detect chains that disagree).  Chains run with
@@ -186,7 +186,7 @@ def sampled_model(z, y, run_mask, slot_mask, coef_scales, hyper, likelihood: str
     (the ``(m, t)`` block has determinant -1). The runs pin ``m`` and ``s`` directly and leave
     ``t`` to the loss curvature and its prior, where in ``(log_E, c0, c)`` every value of E moves
     the intercept and all slopes with it along a curved ridge that NUTS could only follow with
-    1,023-step trajectories (benchmarks/results/fit_speed.md).
+    1,023-step trajectories (benchmarks/results/fit_stage_speed.md).
 
     Every law is sampled by one compiled kernel per run count (`fit_bayes`): `z` has `SLOTS`
     exponent columns and rows padded to a multiple of `ROW_BLOCK`; `slot_mask` marks the law's
