@@ -338,20 +338,23 @@ class SelectCommand(Command):
 
 
 @dataclass
-class DesignCommand(Command):
-    WORDS = ("select", "design")
+class GridCommand(Command):
+    """A `pplaw select` mode that writes a manifest of law-fitting subsets."""
+
     landscape: str = arg(required=True, input=True, help="landscape directory from `pplaw score`")
     out: str = arg(required=True, help="output directory")
     seed: int = arg(0, type=int, help="seed of the random draws")
+
+
+@dataclass
+class DesignCommand(GridCommand):
+    WORDS = ("select", "design")
     cfg: DesignConfig = settings(DesignConfig, dest="design")
 
 
 @dataclass
-class WindowsCommand(Command):
+class WindowsCommand(GridCommand):
     WORDS = ("select", "windows")
-    landscape: str = arg(required=True, input=True, help="landscape directory from `pplaw score`")
-    out: str = arg(required=True, help="output directory")
-    seed: int = arg(0, type=int, help="seed of the random draws")
     cfg: WindowsConfig = settings(WindowsConfig, dest="windows")
 
 

@@ -164,17 +164,26 @@ def numpyro_model(z, y, priors: Priors, coef_scales, likelihood: str, student_df
     """The NumPyro model above; `z` is ``[n, k]`` standardised features (column 0 = 1),
     `coef_scales` the ``k - 1`` prior sds of the exponents (`Priors.coef_scales`), `y` the observed
     log-losses (None: sample them, as the prior predictive does)."""
-    import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
 
     log_e = numpyro.sample("log_E", dist.Normal(priors.log_E_loc, priors.log_E_scale))
     c0 = numpyro.sample("c0", dist.Normal(priors.intercept_loc, priors.intercept_scale))
     c = numpyro.sample("c", dist.Normal(0.0, coef_scales).to_event(1))
-    noise = numpyro.sample("noise", dist.HalfNormal(priors.noise_scale))
+    _observe(z, y, True, log_e, c0, c, priors.noise_scale, likelihood, student_df)
+
+
+def _observe(z, y, run_mask, log_e, c0, c, noise_scale, likelihood: str, student_df) -> None:
+    """Both models' noise and likelihood: the log-losses of the runs (those in `run_mask`) around
+    ``log L = logaddexp(log E, c0 + z c)``."""
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+
+    noise = numpyro.sample("noise", dist.HalfNormal(noise_scale))
     mean = jnp.logaddexp(log_e, c0 + z[:, 1:] @ c)
     obs = dist.Normal(mean, noise) if likelihood == "normal" else dist.StudentT(student_df, mean, noise)
-    with numpyro.plate("runs", z.shape[0]):
+    with numpyro.plate("runs", z.shape[0]), numpyro.handlers.mask(mask=run_mask):
         numpyro.sample("log_loss", obs, obs=y)
 
 
@@ -216,11 +225,7 @@ def sampled_model(z, y, run_mask, slot_mask, coef_scales, hyper, likelihood: str
         + slopes.sum()
         - slot_mask.sum() * log_rest,
     )
-    noise = numpyro.sample("noise", dist.HalfNormal(noise_scale))
-    mean = jnp.logaddexp(log_e, c0 + z[:, 1:] @ c)
-    obs = dist.Normal(mean, noise) if likelihood == "normal" else dist.StudentT(student_df, mean, noise)
-    with numpyro.plate("runs", z.shape[0]), numpyro.handlers.mask(mask=run_mask):
-        numpyro.sample("log_loss", obs, obs=y)
+    _observe(z, y, run_mask, log_e, c0, c, noise_scale, likelihood, student_df)
 
 
 SLOTS = max(form.n_coef for form in LAWS.values()) - 1  # exponent slots of the compiled sampler
