@@ -220,7 +220,7 @@ def run_child(job: dict, results: str, deadline: float) -> int:
     from pplaw_jax.landscape.score import make_score_fn
     from pplaw_jax.models import ModelConfig, init_model, load_model
     from pplaw_jax.train.loop import Trainer, estimate_train_bytes
-    from pplaw_jax.train.optim import make_optimizer
+    from pplaw_jax.train.optim import AdamW
 
     mesh = make_mesh("data=1,fsdp=1,tensor=1", devices=[device])
     hf = small_config(MODELS[job["model"]]) if small else MODELS[job["model"]]
@@ -257,7 +257,7 @@ def run_child(job: dict, results: str, deadline: float) -> int:
                 if state.get("trainer_remat") != remat:
                     release("trainer")
                     state["config"], model = build(remat=remat)
-                    state["trainer"] = Trainer(model, mesh, make_optimizer(lambda _: 1e-5))
+                    state["trainer"] = Trainer(model, mesh, AdamW())
                     state["trainer_remat"] = remat
                 trainer = state["trainer"]
                 input_ids = trainer.put(ids)
@@ -265,7 +265,7 @@ def run_child(job: dict, results: str, deadline: float) -> int:
                 setup_s = time.perf_counter() - t0
 
                 def step(trainer=trainer, input_ids=input_ids, lengths=lengths):
-                    stats = trainer.step(input_ids, lengths)
+                    stats = trainer.step(input_ids, lengths, 1e-5)
                     jax.block_until_ready((stats, trainer.params, trainer.opt_state))
 
                 return time_calls(step, repeats), setup_s, remat, reason

@@ -91,19 +91,19 @@ def jax_stepper(hf_dir: str, dtype: str, batch: int, seq_len: int):
     from pplaw_jax.distributed import make_mesh
     from pplaw_jax.models import load_hf_checkpoint
     from pplaw_jax.train.loop import Trainer
-    from pplaw_jax.train.optim import make_optimizer
+    from pplaw_jax.train.optim import AdamW
 
     config, model = load_hf_checkpoint(hf_dir, dtype=jnp.dtype(dtype), param_dtype=jnp.float32)
     trainer = Trainer(
         model,
         make_mesh("data=-1,fsdp=1,tensor=1"),
-        make_optimizer(lambda _: LR, weight_decay=WD, b1=BETAS[0], b2=BETAS[1], clip_norm=CLIP),
+        AdamW(weight_decay=WD, b1=BETAS[0], b2=BETAS[1], clip_norm=CLIP),
     )
     ids = token_ids(batch, seq_len, config.vocab_size)
     lengths = np.full(batch, seq_len, dtype=np.int32)
 
     def step() -> float:
-        stats = trainer.step(trainer.put(ids), trainer.put(lengths))
+        stats = trainer.step(trainer.put(ids), trainer.put(lengths), LR)
         return float(stats["train_loss"])
 
     return step

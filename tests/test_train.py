@@ -35,7 +35,7 @@ from pplaw_jax.train.checkpoint import RunCheckpointer
 from pplaw_jax.train.dataset import TokenSequences, batch_indices, gather, pack_sequences
 from pplaw_jax.train.loop import Trainer, mean_loss
 from pplaw_jax.train.metrics import read_metrics
-from pplaw_jax.train.optim import make_optimizer, make_schedule
+from pplaw_jax.train.optim import AdamW, make_schedule
 
 WORDS = "the of and to in a is that for it as was with be by on not he this are or his from at which".split()
 SEQ_LEN = 24
@@ -87,12 +87,14 @@ def _train_args(d, out, *extra):
 # ---------------------------------------------------------------------- sharding
 def _run_steps(mesh, tokenizer, train, dtype="float32", steps=3, model=None):
     config = ModelConfig.from_hf(CONFIG)
-    tx = make_optimizer(make_schedule(3e-3, steps, 1), weight_decay=0.1)
-    trainer = Trainer(model or init_model(config, seed=0, dtype=dtype), mesh, tx)
+    schedule = make_schedule(3e-3, steps, 1)
+    trainer = Trainer(model or init_model(config, seed=0, dtype=dtype), mesh, AdamW(weight_decay=0.1))
     stats = []
     for s in range(steps):
         ids, lengths = gather(train, batch_indices(0, s, 8, len(train)))
-        stats.append({k: float(v) for k, v in trainer.step(trainer.put(ids), trainer.put(lengths)).items()})
+        stats.append(
+            {k: float(v) for k, v in trainer.step(trainer.put(ids), trainer.put(lengths), schedule(s)).items()}
+        )
     return trainer, stats
 
 
@@ -540,11 +542,45 @@ def test_a_full_disk_is_one_line_and_the_rerun_finishes_the_same_run(files, tmp_
     monkeypatch.setattr(loop.MetricsLog, "write", real)
     assert main(_train_args(d, tmp_path / "full", *extra)) == 0
     whole, full = (json.loads((tmp_path / k / "eval.json").read_text()) for k in ("whole", "full"))
-    assert {k: v for k, v in full.items() if k != "wall_time_s"} == {
-        k: v for k, v in whole.items() if k != "wall_time_s"
-    }
+    timing = ("wall_time_s", "seconds")
+    assert {k: v for k, v in full.items() if k not in timing} == {k: v for k, v in whole.items() if k not in timing}
     rows = [
         [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in read_metrics(tmp_path / k / "metrics.jsonl")]
         for k in ("whole", "full")
     ]
     assert rows[0] == rows[1] and [r["step"] for r in rows[1]] == list(range(1, 7))
+
+
+POOLED = """
+import json, sys
+from pplaw_jax.cli import main
+from pplaw_jax.models import sharded
+runs = json.loads(sys.argv[1])
+assert main(runs[0]) == 0
+jitted = dict(sharded._JITTED)
+assert main(runs[1]) == 0
+# the second run made no jitted function of its own and compiled no new train step
+assert sharded._JITTED == jitted, sorted(map(str, set(sharded._JITTED) - set(jitted)))
+assert [f._cache_size() for k, f in jitted.items() if k[0] == "train_step"] == [1]
+"""
+
+
+def test_a_run_after_another_in_one_process_writes_what_it_writes_alone(files, tmp_path):
+    """`pplaw run` trains its runs in one process, where a run reuses the steps compiled for the
+    runs before it (`models.sharded.shared_jit`; the learning rate is an argument of the step, so
+    runs of other lengths share it). The second of two runs trained in one process (another
+    length, seed and schedule than the first) writes the same directory as the same command run in
+    a process of its own: every file byte for byte or value for value, timings aside
+    (`test_fault_injection.compare_trees`)."""
+    from test_fault_injection import child_env, compare_trees, pplaw_cmd
+
+    d, _, _ = files
+    evals = ["--eval-data", str(d / "test.jsonl"), "--general-eval-data", str(d / "general.jsonl")]
+    common = ["train", "--model", str(d / "base"), "--data", str(d / "train.jsonl"), "--seq-len", str(SEQ_LEN)]
+    first = [*common, "--out", str(tmp_path / "first"), "--steps", "3", "--seed", "1", *evals]
+    second = [*common, "--out", str(tmp_path / "run"), "--steps", "5", "--seed", "2", "--save-every", "2", *evals]
+    subprocess.run([sys.executable, "-c", POOLED, json.dumps([first, second])], env=child_env(), check=True)
+    (tmp_path / "run").rename(tmp_path / "pooled")
+    subprocess.run(pplaw_cmd(*second), env=child_env(), check=True, capture_output=True)
+    assert compare_trees(tmp_path / "pooled", tmp_path / "run") == []
+    assert json.loads((tmp_path / "run" / "eval.json").read_text())["steps"] == 5

@@ -310,3 +310,19 @@ def test_tensorboard_rows_are_on_disk_when_write_returns(tmp_path):
     assert _tensorboard_scalars(tmp_path / "tb", "train/train_loss") == [(1, 4.0), (2, 3.0), (3, 2.0)]
     assert _tensorboard_scalars(tmp_path / "tb", "eval/domain_loss") == [(1, 4.0), (2, 4.0), (3, 4.0)]
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2, 3]
+
+
+def test_the_clock_counts_compilation_apart():
+    """A jitted function's first call compiles inside the section that calls it: the clock gives
+    that to `compile` (from JAX's compilation events), and a second call compiles nothing."""
+    from pplaw_jax.timing import Clock
+
+    clock = Clock()
+    f = jax.jit(lambda x: jnp.tanh(x) @ x.T + 17.25)  # a new function: not compiled before
+    with clock("first"):
+        f(jnp.ones((64, 64))).block_until_ready()
+    compiled = clock.seconds["compile"]
+    assert compiled > 0 and clock.seconds["first"] >= 0
+    with clock("second"):
+        f(jnp.ones((64, 64))).block_until_ready()
+    assert clock.seconds["compile"] == compiled and set(clock.rounded()) == {"compile", "first", "second"}

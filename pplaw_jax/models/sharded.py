@@ -8,6 +8,7 @@ and the forward of `train.loop.Trainer`'s step.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from typing import cast
 
 import jax
@@ -19,6 +20,29 @@ from jax.sharding import PartitionSpec as P
 from pplaw_jax.distributed import batch_sharding, state_shardings
 from pplaw_jax.errors import PplawError
 from pplaw_jax.models.loss import token_nll
+
+_JITTED: dict[Hashable, Callable] = {}
+
+
+def shared_jit(key: Hashable, fn: Callable, **jit_kwargs) -> Callable:
+    """This process's one `jax.jit(fn, **jit_kwargs)` for `key`, which must name everything `fn`
+    closes over (the model's graph definition, the shardings, the optimizer's settings).
+
+    Every `ShardedLM` or `Trainer` of the same model graph on the same shardings thus reuses the
+    executables compiled for the first: the runs of a `pplaw run` study after its first (one
+    process) neither trace nor compile their steps again. Same executable, same numbers: a run's
+    outputs do not depend on which runs came before it in the process.
+    """
+    jitted = _JITTED.get(key)
+    if jitted is None:
+        jitted = _JITTED[key] = jax.jit(fn, **jit_kwargs)
+    return jitted
+
+
+def tree_key(tree) -> tuple:
+    """A pytree of hashable leaves (e.g. shardings) as a hashable key: its structure and leaves."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple(leaves)
 
 
 def data_parallel_size(mesh) -> int:
@@ -48,7 +72,9 @@ class ShardedLM:
             return token_nll(nnx.merge(graphdef, params, rest)(input_ids), input_ids, lengths, first)
 
         rows, toks = self.rows_sharding, self.tokens_sharding
-        self._nll = jax.jit(
+        self.state_key = (graphdef, tree_key(self.param_shardings), tree_key(self.rest_shardings), toks, rows)
+        self._nll = shared_jit(
+            ("nll", *self.state_key),
             nll,
             in_shardings=(self.param_shardings, self.rest_shardings, toks, rows, rows),
             out_shardings=(rows, rows),

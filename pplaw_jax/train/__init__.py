@@ -1,6 +1,6 @@
 """Continual pre-training (optax AdamW, orbax checkpoints, sharded jit steps), evaluation, HF export.
 
-    from pplaw_jax.train import Trainer, fit, train_tokenizer
+    from pplaw_jax.train import Trainer, train_loop, train_tokenizer
     pplaw train --model M --data D --selection SEL/selection.parquet --out RUN --tokens N
     pplaw eval --model RUN/hf --tasks tasks.jsonl --out results.json
 
@@ -24,8 +24,9 @@ _EXPORTS = {
     "wilson_interval": "evaluate",
     "LoopSettings": "loop",
     "Trainer": "loop",
-    "fit": "loop",
+    "train_loop": "loop",
     "mean_loss": "loop",
+    "AdamW": "optim",
     "make_optimizer": "optim",
     "make_schedule": "optim",
     "total_steps": "optim",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 from pplaw_jax.commands import TrainCommand, add_command
@@ -195,9 +196,9 @@ def _datasets(args: TrainCommand, loaded, cache_dir: Path, model_id: dict, train
 
 
 def _optimizer(args: TrainCommand, num_sequences: int):
-    """(steps, warmup steps, learning-rate schedule, optax optimizer) of a run over
+    """(steps, warmup steps, learning-rate schedule, optimizer settings) of a run over
     `num_sequences` training sequences."""
-    from pplaw_jax.train.optim import make_optimizer, make_schedule, total_steps, warmup_steps
+    from pplaw_jax.train.optim import AdamW, make_schedule, total_steps, warmup_steps
 
     cfg: TrainConfig = args.cfg
     num_steps = total_steps(
@@ -213,12 +214,13 @@ def _optimizer(args: TrainCommand, num_sequences: int):
         num_steps,
         num_warmup,
         schedule,
-        make_optimizer(schedule, weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm),
+        AdamW(weight_decay=cfg.weight_decay, clip_norm=cfg.clip_norm),
     )
 
 
 def _summary(args: TrainCommand, result: dict, subset: dict, train, train_key: dict, selection) -> dict:
-    """`eval.json`: the final losses, the subset's moments and size, what was trained and how."""
+    """`eval.json`: the final losses, the subset's moments and size, what was trained and how, and
+    where this session's time went (`seconds`)."""
     cfg: TrainConfig = args.cfg
     return {
         "domain_loss": result.get("domain_loss"),
@@ -231,6 +233,7 @@ def _summary(args: TrainCommand, result: dict, subset: dict, train, train_key: d
         "trained_tokens": result["trained_tokens"],
         "epochs": result["trained_tokens"] / max(train.num_scored_tokens, 1),
         "wall_time_s": result["wall_time_s"],
+        "seconds": result["seconds"],
         "model": train_key["model"],
         "data": train_key["data"],
         "selection": canonical(selection.path) if selection else None,
@@ -249,10 +252,12 @@ def _train(args: TrainCommand) -> int:
 
     from pplaw_jax.distributed import make_mesh
     from pplaw_jax.select.io import read_selection
+    from pplaw_jax.timing import Clock
     from pplaw_jax.train.export import export_hf
     from pplaw_jax.train.loop import LoopSettings, Trainer, data_parallel_size, train_loop
     from pplaw_jax.train.remote import RunMirror
 
+    clock, started = Clock(), time.perf_counter()
     mirror = RunMirror(args.out) if is_url(args.out) else None
     record_dir = as_path(args.out)  # run.json and eval.json (on the URL itself for a remote run)
     run_dir = mirror.local if mirror else Path(args.out)  # everything else
@@ -271,16 +276,16 @@ def _train(args: TrainCommand) -> int:
         if size % dp:
             raise PplawError(f"{flag} {size} is not a multiple of the data x fsdp mesh size {dp} (--mesh {cfg.mesh})")
 
-    loaded = _load_model(args, mesh, selection)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cache_dir = run_dir / "data" / f"host{jax.process_index():03d}"
-    train, eval_sets = _datasets(args, loaded, cache_dir, model_id, train_key, selection)
-    num_steps, num_warmup, schedule, tx = _optimizer(args, len(train))
-    _check_run_identity(record_dir, dict(**train_key, **settings_key, steps=num_steps, warmup_steps=num_warmup))
-    if mirror is not None:
-        mirror.pull()  # the URL's latest uploaded checkpoint and logs replace the working copy's
-
-    trainer = Trainer(loaded.model, mesh, tx)
+    with clock("load"):
+        loaded = _load_model(args, mesh, selection)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cache_dir = run_dir / "data" / f"host{jax.process_index():03d}"
+        train, eval_sets = _datasets(args, loaded, cache_dir, model_id, train_key, selection)
+        num_steps, num_warmup, schedule, optimizer = _optimizer(args, len(train))
+        _check_run_identity(record_dir, dict(**train_key, **settings_key, steps=num_steps, warmup_steps=num_warmup))
+        if mirror is not None:
+            mirror.pull()  # the URL's latest uploaded checkpoint and logs replace the working copy's
+        trainer = Trainer(loaded.model, mesh, optimizer)
     subset = selection.stats() if selection else {"tokens": train.num_scored_tokens}
     hparams = {
         **{k: subset.get(k) for k in ("mu_ppl", "sigma_ppl", "mu_logppl", "sigma_logppl")},
@@ -302,11 +307,14 @@ def _train(args: TrainCommand) -> int:
         schedule,
         on_checkpoint=mirror.push_checkpoint if mirror else None,
         hparams=hparams,
+        clock=clock,
     )
-    export_hf(trainer, loaded.config, loaded.tokenizer, run_dir / "hf")
-    if mirror is not None:
-        mirror.push_final()
-
+    with clock("export"):
+        export_hf(trainer, loaded.config, loaded.tokenizer, run_dir / "hf")
+        if mirror is not None:
+            mirror.push_final()
+    # this session's seconds by kind of work (`timing.Clock`), `total` from the identity check on
+    result["seconds"] = {**clock.rounded(), "total": round(time.perf_counter() - started, 3)}
     summary = _summary(args, result, subset, train, train_key, selection)
     if jax.process_index() == 0:
         write_json(record_dir / "eval.json", summary)

@@ -44,7 +44,7 @@ from pplaw_jax.errors import PplawError
 from pplaw_jax.logs import get_logger, progress
 from pplaw_jax.models.loading import LoadedModel
 from pplaw_jax.models.loss import next_token_nll
-from pplaw_jax.models.sharded import ShardedLM, data_parallel_size
+from pplaw_jax.models.sharded import ShardedLM, data_parallel_size, shared_jit
 from pplaw_jax.paths import is_url, localize
 from pplaw_jax.train.evaluate import Request, batched_apply, encode_pair, truncated_request, wilson_interval
 
@@ -91,7 +91,8 @@ class _Scorer(ShardedLM):
 
         rows, toks = self.rows_sharding, self.tokens_sharding
         # Replicated outputs: every host reads them from its own devices.
-        self._score = jax.jit(
+        self._score = shared_jit(
+            ("lm_eval_score", *self.state_key),
             score,
             in_shardings=(self.param_shardings, self.rest_shardings, toks, rows, rows, toks),
             out_shardings=(replicated,) * 4,

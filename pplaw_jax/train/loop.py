@@ -36,10 +36,12 @@ from pplaw_jax.errors import PplawError
 from pplaw_jax.logs import get_logger, progress
 from pplaw_jax.models.layers import remat_policy_name
 from pplaw_jax.models.loss import token_nll
-from pplaw_jax.models.sharded import ShardedLM, data_parallel_size, fetch
+from pplaw_jax.models.sharded import ShardedLM, data_parallel_size, fetch, shared_jit, tree_key
+from pplaw_jax.timing import Clock
 from pplaw_jax.train.checkpoint import RunCheckpointer, abstract_like
 from pplaw_jax.train.dataset import TokenSequences, batch_indices, eval_batches, gather
 from pplaw_jax.train.metrics import MetricsLog
+from pplaw_jax.train.optim import AdamW
 
 
 def mean_loss(lm: ShardedLM, seqs: TokenSequences, batch_size: int) -> float:
@@ -53,31 +55,39 @@ def mean_loss(lm: ShardedLM, seqs: TokenSequences, batch_size: int) -> float:
 
 
 class Trainer(ShardedLM):
-    """ShardedLM plus an optimizer state and the jit-compiled train step."""
+    """ShardedLM plus an optimizer state and the jit-compiled train step.
 
-    def __init__(self, model: nnx.Module, mesh, tx: optax.GradientTransformation):
+    The step takes the learning rate as an argument (the run's schedule is evaluated on the host),
+    so one compiled step serves every run of the same model, shardings and `optimizer` settings in
+    a process (`models.sharded.shared_jit`)."""
+
+    def __init__(self, model: nnx.Module, mesh, optimizer: AdamW):
         super().__init__(model, mesh)
-        self.tx = tx
+        self.optimizer = optimizer
         replicated = NamedSharding(mesh, P())
+        tx = optimizer.transform(0.0)  # the state's structure: the same at every learning rate
         abstract_opt = jax.eval_shape(tx.init, self.params)
         self.opt_shardings = optax.tree_map_params(
             tx, lambda _, s: s, abstract_opt, self.param_shardings, transform_non_params=lambda _: replicated
         )
-        self.opt_state = jax.jit(tx.init, out_shardings=self.opt_shardings)(self.params)
+        key = (optimizer, tree_key(self.opt_shardings), *self.state_key)
+        init = shared_jit(("opt_init", *key), tx.init, out_shardings=self.opt_shardings)
+        self.opt_state = init(self.params)
         graphdef = self.graphdef
 
-        def train_step(params, opt_state, rest, input_ids, lengths):
+        def train_step(params, opt_state, rest, input_ids, lengths, lr):
             def loss_fn(p):
                 sum_nll, n = token_nll(nnx.merge(graphdef, p, rest)(input_ids), input_ids, lengths)
                 total = jnp.sum(n)
                 return jnp.sum(sum_nll) / jnp.maximum(total, 1), total
 
             (loss, n_tokens), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            updates, opt_state = tx.update(grads, opt_state, params)
+            updates, opt_state = optimizer.transform(lr).update(grads, opt_state, params)
             stats = {"train_loss": loss, "grad_norm": optax.tree.norm(grads), "n_tokens": n_tokens}
             return optax.apply_updates(params, updates), opt_state, stats
 
-        self._train_step = jax.jit(
+        self._train_step = shared_jit(
+            ("train_step", *key),
             train_step,
             in_shardings=(
                 self.param_shardings,
@@ -85,6 +95,7 @@ class Trainer(ShardedLM):
                 self.rest_shardings,
                 self.tokens_sharding,
                 self.rows_sharding,
+                replicated,
             ),
             out_shardings=(self.param_shardings, self.opt_shardings, replicated),
             donate_argnums=(0, 1),
@@ -100,10 +111,11 @@ class Trainer(ShardedLM):
     def load_state(self, state: dict) -> None:
         self.params, self.opt_state = state["params"], state["opt_state"]
 
-    def step(self, input_ids: jax.Array, lengths: jax.Array) -> dict:
-        """One optimizer step on a placed batch; returns device scalars (fetch when needed)."""
+    def step(self, input_ids: jax.Array, lengths: jax.Array, lr: float) -> dict:
+        """One optimizer step on a placed batch at learning rate `lr`; returns device scalars
+        (fetch when needed)."""
         self.params, self.opt_state, stats = self._train_step(
-            self.params, self.opt_state, self.rest, input_ids, lengths
+            self.params, self.opt_state, self.rest, input_ids, lengths, np.float32(lr)
         )
         return stats
 
@@ -240,28 +252,33 @@ def train_loop(
     eval_sets: Mapping[str, TokenSequences],
     settings: LoopSettings,
     run_dir: str | os.PathLike,
-    schedule: Callable[[int], float],
+    schedule: Callable[[np.ndarray], np.ndarray],
     on_checkpoint: Callable[[int], None] | None = None,
     hparams: dict | None = None,
+    clock: Clock | None = None,
 ) -> dict:
     """Train to `settings.num_steps`, resuming from `run_dir/checkpoints`; returns final figures.
 
     Per step, `run_dir/metrics.jsonl` gets {step, tokens, train_loss, lr, grad_norm, tokens_per_s}
     (plus `{name}_loss` on evaluation steps: every `eval_every` steps and the last). Batch `s` is
     `batch_indices(seed, s, ...)`, so the data order does not depend on where a run resumed.
-    Returns {"steps", "trained_tokens", "wall_time_s", **final eval losses}.
+    Returns {"steps", "trained_tokens", "wall_time_s", **final eval losses}; `clock` (a new one if
+    None) gets this session's seconds of `train` (steps and their metrics rows), `eval`,
+    `checkpoint` (saves and the restore) and `compile`.
     With `on_checkpoint`, each save is waited for and then `on_checkpoint(step)` is called (the
     upload of a run whose ``--out`` is a URL, `pplaw_jax.train.remote`). `hparams` go to the
     TensorBoard events (`metrics.TensorBoardLog`).
     """
     run_dir = Path(run_dir)
+    clock = Clock() if clock is None else clock
     is_main = jax.process_index() == 0
     checkpointer = RunCheckpointer(run_dir / "checkpoints", save_every=settings.save_every, keep=settings.keep)
     step, tokens, wall_before = 0, 0, 0.0
     latest = checkpointer.latest_step()
     if latest is not None:
-        state, meta = checkpointer.restore(latest, trainer.abstract_state())
-        trainer.load_state(state)
+        with clock("checkpoint"):
+            state, meta = checkpointer.restore(latest, trainer.abstract_state())
+            trainer.load_state(state)
         step, tokens, wall_before = int(meta["step"]), int(meta["tokens"]), float(meta["wall_time_s"])
     metrics = (
         MetricsLog(
@@ -275,13 +292,18 @@ def train_loop(
     )
     started = time.perf_counter()
 
-    def place(s: int) -> tuple[jax.Array, jax.Array]:
+    # every step's learning rate, computed before any step is in flight (a schedule evaluated
+    # between steps would wait for the step before it) and over the whole run (a resume gets the same)
+    lrs = np.asarray(schedule(np.arange(settings.num_steps)), dtype=np.float32)
+
+    def place(s: int) -> tuple[jax.Array, jax.Array, float]:
+        """Step `s`'s batch, placed, and its learning rate (0-based `s`)."""
         ids, lengths = gather(train, batch_indices(settings.seed, s, settings.batch_size, len(train)))
-        return trainer.put(ids), trainer.put(lengths)
+        return trainer.put(ids), trainer.put(lengths), float(lrs[s])
 
     bar = progress("train", total=settings.num_steps, initial=step, unit="step", disable=not is_main)
     final_eval = None
-    pending: list[tuple[int, dict]] = []  # steps whose device scalars are not fetched yet
+    pending: list[tuple[int, float, dict]] = []  # (step, its lr, its device scalars not fetched yet)
     window_start = time.perf_counter()
 
     def flush() -> None:
@@ -289,16 +311,16 @@ def train_loop(
         nonlocal tokens, window_start
         if not pending:
             return
-        fetched = [(s, {k: fetch(v) for k, v in stats.items()}) for s, stats in pending]
+        fetched = [(s, lr, {k: fetch(v) for k, v in stats.items()}) for s, lr, stats in pending]
         now = time.perf_counter()
-        rate = sum(int(st["n_tokens"]) for _, st in fetched) / max(now - window_start, 1e-9)
-        for s, st in fetched:
+        rate = sum(int(st["n_tokens"]) for _, _, st in fetched) / max(now - window_start, 1e-9)
+        for s, lr, st in fetched:
             tokens += int(st["n_tokens"])
             row = {
                 "step": s,
                 "tokens": tokens,
                 "train_loss": float(st["train_loss"]),
-                "lr": float(schedule(s - 1)),
+                "lr": lr,
                 "grad_norm": float(st["grad_norm"]),
                 "tokens_per_s": rate,
             }
@@ -319,50 +341,60 @@ def train_loop(
 
     evals: dict[int, dict] = {}
 
+    def log(s: int) -> None:
+        """Step `s`'s and earlier steps' metrics rows; the steps in flight are waited for."""
+        with clock("train"):
+            flush()
+            jax.block_until_ready(trainer.state())
+
     def evaluate(s: int) -> None:
         """The evaluation sets' losses, written with step `s`'s metrics row."""
         nonlocal final_eval
-        evals[s] = eval_losses(trainer, eval_sets, settings.eval_batch_size)
+        with clock("train"):  # the steps in flight are training's time, not the evaluation's
+            jax.block_until_ready(trainer.state())
+        with clock("eval"):
+            evals[s] = eval_losses(trainer, eval_sets, settings.eval_batch_size)
         if s == settings.num_steps:
             final_eval = evals[s]
-        flush()
+        log(s)
 
     def save(s: int) -> None:
         """A checkpoint of step `s`, after its metrics rows (whose token count it records, and
         after which a resume keeps exactly the rows written)."""
-        flush()
-        meta = {"step": s, "tokens": tokens, "wall_time_s": wall_before + time.perf_counter() - started}
-        saved = checkpointer.save(s, trainer.state(), meta, force=s == settings.num_steps)
-        if saved and on_checkpoint is not None:
-            checkpointer.wait()
-            on_checkpoint(s)
+        log(s)
+        with clock("checkpoint"):
+            meta = {"step": s, "tokens": tokens, "wall_time_s": wall_before + time.perf_counter() - started}
+            saved = checkpointer.save(s, trainer.state(), meta, force=s == settings.num_steps)
+            if saved and on_checkpoint is not None:
+                checkpointer.wait()
+                on_checkpoint(s)
 
     # in this order where several are due at one step: the evaluation joins the step's row, and a
     # checkpoint follows the rows it counts
-    hooks = [
-        Hook(settings.eval_every, evaluate),
-        Hook(settings.log_every, lambda s: flush()),
-        Hook(settings.save_every, save),
-    ]
+    hooks = [Hook(settings.eval_every, evaluate), Hook(settings.log_every, log), Hook(settings.save_every, save)]
     try:
         batch = place(step) if step < settings.num_steps else None
         while step < settings.num_steps:
             assert batch is not None  # placed for every step below num_steps
-            pending.append((step + 1, trainer.step(*batch)))
-            step += 1
-            if step < settings.num_steps:
-                batch = place(step)  # overlaps the device computing this step
+            with clock("train"):
+                ids, lengths, lr = batch
+                pending.append((step + 1, lr, trainer.step(ids, lengths, lr)))
+                step += 1
+                if step < settings.num_steps:
+                    batch = place(step)  # overlaps the device computing this step
             for hook in hooks:
                 if hook.due(step, last=step == settings.num_steps):
                     hook.fn(step)
-        checkpointer.wait()
+        with clock("checkpoint"):
+            checkpointer.wait()
     finally:
         bar.close()
         checkpointer.close()
         if metrics is not None:
             metrics.close()
     if final_eval is None:  # resumed after the last step: evaluate the restored final weights
-        final_eval = eval_losses(trainer, eval_sets, settings.eval_batch_size)
+        with clock("eval"):
+            final_eval = eval_losses(trainer, eval_sets, settings.eval_batch_size)
     return {
         "steps": step,
         "trained_tokens": tokens,

@@ -19,11 +19,14 @@ the 1-D parameters, are not decayed) after clipping the gradient to a global nor
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
+from numpy.typing import ArrayLike
 
 from pplaw_jax.distributed import logical_axes
 from pplaw_jax.errors import PplawError
@@ -67,27 +70,31 @@ def warmup_steps(warmup: float, num_steps: int) -> int:
 
 def make_schedule(
     lr: float, num_steps: int, num_warmup: int, *, kind: str = "cosine", min_lr_ratio: float = 0.1
-) -> optax.Schedule:
-    """Learning rate as a function of the step: linear warmup, then `kind` decay to `min_lr_ratio*lr`."""
+) -> Callable[[ArrayLike], np.ndarray]:
+    """Learning rate as a function of the (0-based) step, on the host in float64: linear warmup,
+    then `kind` decay to `min_lr_ratio*lr` (optax's cosine and linear schedules' formulas). Takes a
+    step or an array of steps; the train step receives each step's rate as an argument."""
     if kind not in SCHEDULES:
         raise PplawError(f"--schedule must be one of {SCHEDULES}, got {kind!r}")
     if not 0 <= min_lr_ratio <= 1:
         raise PplawError(f"--min-lr-ratio must be in [0, 1], got {min_lr_ratio}")
     decay_steps = max(num_steps - num_warmup, 1)
-    end = lr * min_lr_ratio
-    if kind == "cosine":
-        decay = optax.cosine_decay_schedule(lr, decay_steps, alpha=min_lr_ratio)
-    elif kind == "linear":
-        decay = optax.linear_schedule(lr, end, decay_steps)
-    else:
-        decay = optax.constant_schedule(lr)
-    if num_warmup == 0:
-        return decay
 
-    def warm(count):  # lr * (s + 1) / W: the first step already learns, step W - 1 is at the peak
-        return lr * jnp.minimum(count + 1, num_warmup) / num_warmup
+    def schedule(step: ArrayLike) -> np.ndarray:
+        step = np.asarray(step, dtype=np.float64)
+        done = np.clip(step - num_warmup, 0, decay_steps) / decay_steps  # share of the decay behind
+        if kind == "cosine":
+            decayed = lr * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + np.cos(np.pi * done)))
+        elif kind == "linear":
+            decayed = lr * (1 - (1 - min_lr_ratio) * done)
+        else:
+            decayed = np.full_like(step, lr)
+        if num_warmup == 0:
+            return decayed
+        # lr * (s + 1) / W: the first step already learns, step W - 1 is at the peak
+        return np.where(step < num_warmup, lr * np.minimum(step + 1, num_warmup) / num_warmup, decayed)
 
-    return optax.join_schedules([warm, decay], [num_warmup])
+    return schedule
 
 
 def _decay_mask(params):
@@ -119,3 +126,28 @@ def make_optimizer(
     if not clip_norm:
         return adamw
     return optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
+
+
+@dataclass(frozen=True)
+class AdamW:
+    """`make_optimizer`'s settings but the learning rate: hashable, so that a process keeps one
+    compiled train step per model and settings (`train.loop.Trainer`), whatever each run's
+    schedule. The learning rate is an argument of every step."""
+
+    weight_decay: float = 0.1
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    clip_norm: float | None = 1.0
+
+    def transform(self, learning_rate) -> optax.GradientTransformation:
+        """The optimizer at this step's `learning_rate` (a scalar, traced inside the step); its
+        state is the same whatever the rate (`make_optimizer` with a schedule)."""
+        return make_optimizer(
+            lambda _: learning_rate,
+            weight_decay=self.weight_decay,
+            b1=self.b1,
+            b2=self.b2,
+            eps=self.eps,
+            clip_norm=self.clip_norm,
+        )
