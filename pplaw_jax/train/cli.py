@@ -263,8 +263,9 @@ def _train(args: TrainCommand) -> int:
     run_dir = mirror.local if mirror else Path(args.out)  # everything else
     cfg: TrainConfig = args.cfg
     _check_args(args)
-    selection = read_selection(args.selection) if args.selection else None
-    model_id, train_key, settings_key = _identity(args, selection)
+    with clock("load"):
+        selection = read_selection(args.selection) if args.selection else None
+        model_id, train_key, settings_key = _identity(args, selection)
     if (record_dir / "eval.json").exists():
         # compared before declaring "nothing to do": a finished run answers only for its own arguments
         _check_run_identity(record_dir, {**train_key, **settings_key}, partial=True)
