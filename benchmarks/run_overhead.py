@@ -119,8 +119,9 @@ def main() -> None:
         "command": "PYTHONPATH=. python benchmarks/run_overhead.py " + shlex.join(sys.argv[1:]),
         "study": str(study),
         "old": args.old,
-        "new": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-        .stdout.strip(),
+        "new": subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip(),
         "repeats": args.repeats,
         "cpus": os.cpu_count(),
         "runs": names,
