@@ -4,7 +4,7 @@
 version (this checkout, or `--old` extracted with `git archive`) does the same with a quickstart
 study's logged grid runs: each `pplaw train` line of its `commands.log` under `grid/`, its `--out`
 moved to a scratch directory, called in-process (`pplaw_jax.cli.main`, from the study directory,
-with a fresh compilation cache as `pplaw run` configures it), timing each call. The versions
+with a fresh compilation cache, as a new study has), timing each call. The versions
 alternate, `--repeats` workers each; a run's time is its best over the repeats.
 
 A run's overhead is its wall time less the seconds its training steps and evaluations took, as
@@ -73,8 +73,9 @@ def worker(study: Path, scratch: Path, runs: list[list[str]], out: Path) -> None
 
 
 def run_worker(tree: Path, study: Path, scratch: Path, out: Path) -> list[float]:
-    env = dict(os.environ, PYTHONPATH=str(tree))
-    env.pop("PPLAW_COMPILATION_CACHE", None)
+    # a fresh compilation cache for each worker, named by the variable both versions read first
+    # (the old version's `pplaw train` would otherwise switch to the warm per-user cache)
+    env = dict(os.environ, PYTHONPATH=str(tree), PPLAW_COMPILATION_CACHE=str(scratch / ".jax_cache"))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--study", str(study), "--scratch", str(scratch)]
     proc = subprocess.run([*cmd, "--worker-out", str(out)], env=env, cwd=str(tree), capture_output=True, text=True)
     if proc.returncode != 0:
