@@ -292,8 +292,8 @@ def train_loop(
     )
     started = time.perf_counter()
 
-    # every step's learning rate, computed before any step is in flight (a schedule evaluated
-    # between steps would wait for the step before it) and over the whole run (a resume gets the same)
+    # every step's learning rate, an argument of the compiled step: the schedule (numpy, on the
+    # host) over the whole run, so a resumed run passes the same rates
     lrs = np.asarray(schedule(np.arange(settings.num_steps)), dtype=np.float32)
 
     def place(s: int) -> tuple[jax.Array, jax.Array, float]:
