@@ -35,11 +35,11 @@ ran to the maximum tree depth (977 leapfrog steps per iteration) without converg
 coordinates 79 steps, converged (benchmarks/results/fit_stage_speed.md). A dense mass matrix (the
 law's features are strongly correlated) and ``target_accept_prob=0.9``.  Chain 0 starts at the
 point fit, the others at bootstrap refits of it (over-dispersed but plausible starts, so r_hat
-can detect chains that disagree).  Chains run with
-``chain_method="parallel"`` when there are at least as many local JAX devices as chains, else
-``"vectorized"``: for a model this small the per-step overhead dominates, so stepping all chains
-together in one compiled loop beats ``"sequential"`` on CPU even though each step costs the
-deepest tree among the chains (measured ~1.5x on 2 cores).
+can detect chains that disagree).  The chains are vectorised and the whole run — every chain's
+initialisation, warmup adaptation and sampling — is one compiled program (`_nuts_program`): for a
+model this small the per-step overhead dominates, so stepping all chains together in one compiled
+loop beats running them one by one on CPU even though each step costs the deepest tree among the
+chains (measured ~1.5x on 2 cores).
 
 Model comparison (`loo_compare`): PSIS leave-one-group-out.  Each draw's pointwise
 log-likelihood is summed over the rows of each run group (all budgets and replicates of one
@@ -53,7 +53,6 @@ transitions <= ``max_divergences`` (default 0), over all parameters and ``noise`
 
 from __future__ import annotations
 
-import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields, replace
@@ -407,41 +406,53 @@ def pointwise_log_lik(form, draws_flat, runs: Runs, likelihood: str, student_df:
     return stats.t.logpdf(y, student_df, mean, scale)
 
 
-_SAMPLERS: dict[tuple, Any] = {}  # (sampler settings, chain method) -> MCMC, reused by every fit
+_PROGRAMS: dict[tuple, Any] = {}  # sampler settings -> the jitted NUTS program, reused by every fit
 
 
-def _sampler(config: SamplerConfig, chain_method: str):
-    """One NUTS `MCMC` per sampler setting for the whole process, with the model's arguments
-    traced (``jit_model_args``): every law and every runs table of the same padded size runs the
-    program compiled for the first (a study fits up to six laws per round, the simulator hundreds),
-    and JAX's persistent cache, where configured, keeps it for the next process."""
-    from functools import partial
+def _nuts_program(config: SamplerConfig):
+    """One jitted program per sampler setting for the whole process: every chain's NUTS
+    initialisation, warmup adaptation (step size, dense mass matrix) and sampling, vectorised over
+    the chains (`jax.vmap`: they step together, each step costing the deepest tree among them) and
+    compiled as one XLA program. (NumPyro's `MCMC` runs the set-up of vectorised chains op by op:
+    some 260 small compilations, about 20 s of a process's first fit on a cold cache.) The model's
+    arrays are arguments, so every law and runs table of the same padded size runs the program
+    compiled for the first (a study fits up to six laws per round, the simulator hundreds), and
+    JAX's persistent cache, where configured, keeps it for the next process. Returns
+    ``program(rng_keys [chains], init {site: [chains, ...]}, model_args) -> (z, extra)`` with the
+    post-warmup draws of the unconstrained sites and NUTS's per-draw statistics."""
+    key = (config.likelihood, config.target_accept, config.warmup, config.samples)
+    if key not in _PROGRAMS:
+        from functools import partial
 
-    from numpyro.infer import MCMC, NUTS
+        import jax
+        from numpyro.infer.hmc import hmc
+        from numpyro.infer.util import potential_energy
 
-    key = (
-        config.likelihood,
-        config.target_accept,
-        config.warmup,
-        config.samples,
-        config.chains,
-        chain_method,
-        sys.stderr.isatty(),
-    )
-    if key not in _SAMPLERS:
         model = partial(sampled_model, likelihood=config.likelihood)
-        _SAMPLERS[key] = MCMC(
-            NUTS(model, dense_mass=True, target_accept_prob=config.target_accept),
-            num_warmup=config.warmup,
-            num_samples=config.samples,
-            num_chains=config.chains,
-            chain_method=chain_method,
-            jit_model_args=True,
-            # numpyro's bar on a terminal (it steps the sampler from Python, a small cost); in a
-            # log file the fit stage's start and end lines (fit.stage) stand for it
-            progress_bar=sys.stderr.isatty(),
+        init_kernel, sample_kernel = hmc(
+            potential_fn_gen=lambda *args: partial(potential_energy, model, args, {}), algo="NUTS"
         )
-    return _SAMPLERS[key]
+
+        def chain(rng_key, init, args):
+            state = init_kernel(
+                init,
+                config.warmup,
+                dense_mass=True,
+                target_accept_prob=config.target_accept,
+                model_args=args,
+                rng_key=rng_key,
+            )
+
+            def step(state, _):
+                state = sample_kernel(state, model_args=args)
+                extra = (state.num_steps, state.diverging, state.accept_prob, state.potential_energy, state.energy)
+                return state, (state.z, extra)
+
+            _, trace = jax.lax.scan(step, state, None, length=config.warmup + config.samples)
+            return jax.tree.map(lambda x: x[config.warmup :], trace)
+
+        _PROGRAMS[key] = jax.jit(jax.vmap(chain, in_axes=(0, 0, None)))
+    return _PROGRAMS[key]
 
 
 def fit_bayes(runs: Runs, point: PointFit, priors: Priors, config: SamplerConfig) -> BayesFit:
@@ -456,40 +467,41 @@ def fit_bayes(runs: Runs, point: PointFit, priors: Priors, config: SamplerConfig
         raise PplawError(f"--chains {config.chains}: at least 2 chains are needed to compute r_hat")
     form, design = point.form, point.design
     priors = priors.resolved(runs)
-    chain_method = "parallel" if jax.local_device_count() >= config.chains else "vectorized"
-    mcmc = _sampler(config, chain_method)
     inputs = sampler_inputs(runs, design, priors, config.student_df)
     rng = np.random.default_rng(config.seed)
     init = _init_params(point, config.chains, rng, priors)
     init = jax.tree.map(lambda a: jnp.asarray(a, dtype=jnp.float32), init)
     t0 = time.perf_counter()
-    mcmc.run(
-        jax.random.PRNGKey(config.seed),
-        *(jnp.asarray(a, dtype=jnp.float32 if a.dtype == float else bool) for a in inputs),
-        init_params=init,
-        extra_fields=("diverging", "num_steps", "accept_prob", "potential_energy", "energy"),
+    z, extra = _nuts_program(config)(
+        jax.random.split(jax.random.PRNGKey(config.seed), config.chains),
+        init,
+        tuple(jnp.asarray(a, dtype=jnp.float32 if a.dtype == float else bool) for a in inputs),
     )
-    samples = jax.device_get(mcmc.get_samples(group_by_chain=True))
-    extra = jax.device_get(mcmc.get_extra_fields(group_by_chain=True))
+    z, extra = jax.device_get((z, extra))
     wall = time.perf_counter() - t0
 
-    s = {k: np.asarray(v, dtype=np.float64) for k, v in samples.items()}
-    u = np.concatenate([s["log_E"][..., None], s["c0"][..., None], s["c"][..., : form.n_coef - 1]], axis=-1)
+    # the sampled coordinates back to (log E, c0, c) (`sampled_model`), in float64
+    m, t = (np.asarray(z[k], dtype=np.float64) for k in ("m", "t"))
+    log_rest = -np.logaddexp(0.0, t)  # log sigmoid(-t)
+    slopes = np.asarray(z["s"], dtype=np.float64)[..., : form.n_coef - 1] * np.exp(-log_rest)[..., None]
+    log_e, c0 = m + t + log_rest, m + log_rest  # log E = m + log sigmoid(t), c0 = m + log sigmoid(-t)
+    u = np.concatenate([log_e[..., None], c0[..., None], slopes], axis=-1)
     draws = {k: np.asarray(v, dtype=float) for k, v in design.params(u).items()}
-    draws["noise"] = s["noise"]
+    draws["noise"] = np.exp(np.asarray(z["noise"], dtype=np.float64))
     flat = {k: v.reshape(-1) for k, v in draws.items()}
     log_lik = pointwise_log_lik(form, flat, runs, config.likelihood, config.student_df)
     c, d = draws["noise"].shape
+    num_steps, diverging, accept_prob, potential, energy = extra
     sample_stats = {
-        "diverging": np.asarray(extra["diverging"], dtype=bool),
-        "n_steps": np.asarray(extra["num_steps"]),
-        "tree_depth": np.floor(np.log2(np.asarray(extra["num_steps"]) + 1)).astype(int),
-        "acceptance_rate": np.asarray(extra["accept_prob"], dtype=float),
-        "lp": -np.asarray(extra["potential_energy"], dtype=float),
-        "energy": np.asarray(extra["energy"], dtype=float),
+        "diverging": np.asarray(diverging, dtype=bool),
+        "n_steps": np.asarray(num_steps),
+        "tree_depth": np.floor(np.log2(np.asarray(num_steps) + 1)).astype(int),
+        "acceptance_rate": np.asarray(accept_prob, dtype=float),
+        "lp": -np.asarray(potential, dtype=float),
+        "energy": np.asarray(energy, dtype=float),
     }
     return BayesFit(
-        form, design, priors, config, draws, sample_stats, log_lik.reshape(c, d, -1), runs, wall, chain_method
+        form, design, priors, config, draws, sample_stats, log_lik.reshape(c, d, -1), runs, wall, "vectorized"
     )
 
 
