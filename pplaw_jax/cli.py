@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         # run alone: $PPLAW_COMPILATION_CACHE, else one per user (the next `pplaw fit` of a runs
         # table of the same size loads its NUTS program instead of compiling it); run by `pplaw
         # run`, the study's own, which it configured before its first command
-        if jax.config.jax_compilation_cache_dir is None:
+        if jax.config.values.get("jax_compilation_cache_dir") is None:
             configure_compilation_cache(cache_root() / "jax")
     cmd = from_namespace(command_class(args), args)  # the subcommand's typed inputs
     try:
