@@ -201,3 +201,25 @@ def test_compilation_cache_directory_from_the_environment(tmp_path):
     assert any(p.name.startswith("jit_") for p in (tmp_path / "env").iterdir())
     assert run(None) == str(tmp_path / "default") and any((tmp_path / "default").iterdir())
     assert run("off") == "None"
+
+
+def test_a_command_run_by_pplaw_run_keeps_the_study_compilation_cache(tmp_path):
+    """A compiling command run alone sets the per-user cache; run by `pplaw run` (in its process,
+    after the study set OUT/.jax_cache), it keeps the study's: its compilations go there."""
+    import subprocess
+    import sys
+
+    script = (
+        "import jax, jax.numpy as jnp\n"
+        "from pplaw_jax.cli import main\n"
+        "from pplaw_jax.distributed import configure_compilation_cache\n"
+        f"configure_compilation_cache({str(tmp_path / 'study')!r})\n"
+        f"code = main(['fit', '--runs', {str(tmp_path / 'missing.csv')!r}, '--out', {str(tmp_path / 'fit')!r}])\n"
+        "jax.jit(lambda x: jnp.cos(x) @ x)(jnp.ones((8, 8))).block_until_ready()\n"
+        "print(code, jax.config.values['jax_compilation_cache_dir'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PPLAW_COMPILATION_CACHE"}
+    env["PPLAW_CACHE"] = str(tmp_path / "user")  # where a per-user cache would go
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["2", str(tmp_path / "study")]
+    assert any(p.name.startswith("jit_") for p in (tmp_path / "study").iterdir())
