@@ -125,3 +125,34 @@ def test_the_sampled_coordinates_carry_the_same_posterior(law):
             np.testing.assert_allclose(float(new), expected, rtol=1e-9, atol=1e-9)
     finally:
         jax.config.update("jax_enable_x64", False)
+
+
+GROWING_TABLE = """
+from pplaw_jax.law import LAWS
+from pplaw_jax.law.bayes import Priors, SamplerConfig, fit_bayes
+from pplaw_jax.law.point import fit_point
+from pplaw_jax.law.runs import runs_from_arrays
+from pplaw_jax.law.synthetic import synthetic_runs
+
+for n in (12, 20):  # 16 and 32 padded rows (ROW_BLOCK)
+    f = synthetic_runs(law="data", n=n, noise=0.01, seed=n)
+    runs = runs_from_arrays(f.mu_ppl, f.sigma_ppl, f.tokens, f.loss, f.run_id)
+    point = fit_point(runs, LAWS["data"], bootstrap=2)
+    fit = fit_bayes(runs, point, Priors(), SamplerConfig(chains=2, warmup=200, samples=200))
+    assert fit.log_lik.shape == (2, 200, n) and fit.diagnostics()["max_r_hat"] < 1.1
+"""
+
+
+def test_one_process_fits_a_runs_table_that_grew_past_a_padded_size():
+    """A study fits its growing runs table once per round in one process, reusing the compiled
+    sampler; a table that grows past a padded size (here 12 then 20 runs: 16 and 32 rows) gets a
+    program of its own. NumPyro's `MCMC` object, reused that way, failed ("vmap was requested to map
+    its argument along axis 0 ...": the cpu_tiny study's third round, 34 runs). In a process with one
+    CPU device, as `pplaw run` has on a CPU machine."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", GROWING_TABLE], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
