@@ -77,10 +77,9 @@ def configure_compilation_cache(default: str | os.PathLike | None = None) -> str
     """Keep XLA's compiled executables in a directory (JAX's persistent compilation cache), so a
     later process compiling the same function (the next CPT run of a study, a resumed command)
     loads it instead of compiling. ``$PPLAW_COMPILATION_CACHE`` overrides `default`; ``off``
-    disables. Every compilation is stored, not only those over JAX's default 1 s: NUTS's set-up
-    is some 260 small ones, 10 s of a fit's first NUTS run that a warm cache then saves
-    (benchmarks/results/fit_stage_speed.md). Call before the first compilation of the process. Returns
-    the directory in use, or None."""
+    disables. Every compilation is stored, not only those over JAX's default 1 s (the small ones
+    add up: NumPyro's op-by-op NUTS set-up was some 260). Call before the first compilation of the
+    process. Returns the directory in use, or None."""
     value = os.environ.get(COMPILATION_CACHE_ENV) or (os.fspath(default) if default is not None else None)
     if not value or value == "off":
         return None
