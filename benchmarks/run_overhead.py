@@ -33,14 +33,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def extract(rev: str, into: Path) -> Path:
-    """The tree of `rev` as files under `into`."""
-    into.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev], check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
-
-
 def grid_runs(study: Path) -> list[list[str]]:
     """The argv (after `pplaw`) of every grid `pplaw train` line in the study's commands.log."""
     runs = []
@@ -97,6 +89,8 @@ def main() -> None:
     runs = grid_runs(study)
     if args.worker:
         return worker(study, Path(args.scratch), runs, Path(args.worker_out))
+    from benchmarks.fit_speed_compare import extract  # not in a worker, which runs the old tree
+
     names = [argv[argv.index("--out") + 1] for argv in runs]
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"old": extract(args.old, Path(tmp) / "old"), "new": REPO}

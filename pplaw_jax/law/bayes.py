@@ -374,6 +374,16 @@ def centred(u: np.ndarray) -> dict[str, np.ndarray]:
     return {"m": np.logaddexp(u[..., 0], u[..., 1]), "t": t, "s": u[..., 2:] / (1 + np.exp(t))[..., None]}
 
 
+def uncentred(m: np.ndarray, t: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """`centred`'s inverse, in float64: internal ``u = (log E, c0, c)`` of sampled ``m, t, s``
+    (leading axes kept): ``log E = m + log sigmoid(t)``, ``c0 = m + log sigmoid(-t)``,
+    ``c = s (1 + e^t)``."""
+    log_rest = -np.logaddexp(0.0, t)  # log sigmoid(-t)
+    return np.concatenate(
+        [(m + t + log_rest)[..., None], (m + log_rest)[..., None], s * np.exp(-log_rest)[..., None]], axis=-1
+    )
+
+
 def _init_params(point: PointFit, chains: int, rng: np.random.Generator, priors: Priors) -> dict:
     """Unconstrained per-chain starts: the point fit, then bootstrap refits (or jittered copies).
     A fit with E at 0 (log E of -1000 where the runs cannot tell E from 0) starts at E four prior
@@ -480,12 +490,8 @@ def fit_bayes(runs: Runs, point: PointFit, priors: Priors, config: SamplerConfig
     z, extra = jax.device_get((z, extra))
     wall = time.perf_counter() - t0
 
-    # the sampled coordinates back to (log E, c0, c) (`sampled_model`), in float64
-    m, t = (np.asarray(z[k], dtype=np.float64) for k in ("m", "t"))
-    log_rest = -np.logaddexp(0.0, t)  # log sigmoid(-t)
-    slopes = np.asarray(z["s"], dtype=np.float64)[..., : form.n_coef - 1] * np.exp(-log_rest)[..., None]
-    log_e, c0 = m + t + log_rest, m + log_rest  # log E = m + log sigmoid(t), c0 = m + log sigmoid(-t)
-    u = np.concatenate([log_e[..., None], c0[..., None], slopes], axis=-1)
+    m, t, slopes = (np.asarray(z[k], dtype=np.float64) for k in ("m", "t", "s"))
+    u = uncentred(m, t, slopes[..., : form.n_coef - 1])  # the law's slots; the padded ones are unused
     draws = {k: np.asarray(v, dtype=float) for k, v in design.params(u).items()}
     draws["noise"] = np.exp(np.asarray(z["noise"], dtype=np.float64))
     flat = {k: v.reshape(-1) for k, v in draws.items()}
