@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 
 from pplaw_jax.law import LAWS, predict_loss
-from pplaw_jax.law.bayes import Priors, SamplerConfig, fit_bayes, pointwise_log_lik
+from pplaw_jax.law.bayes import Priors, SamplerConfig, fit_bayes, fit_bayes_laws, pointwise_log_lik
 from pplaw_jax.law.point import fit_point
 from pplaw_jax.law.predictive import predictive
 from pplaw_jax.law.runs import runs_from_arrays
@@ -35,6 +35,23 @@ def test_student_likelihood_resists_outliers_and_log_lik_is_exact():
     ref = stats.t.logpdf(np.log(runs.loss), 3.0, mean, flat["noise"][s])
     np.testing.assert_allclose(fit.log_lik.reshape(-1, runs.n)[s], ref, rtol=1e-8)
     np.testing.assert_allclose(pointwise_log_lik(LAWS["data"], flat, runs, "student", 3.0)[s], ref, rtol=1e-12)
+
+
+def test_laws_sampled_side_by_side_are_each_fit_alone():
+    """`fit_bayes_laws` (one law per thread, as `pplaw fit` samples the rivals beside the chosen
+    law) gives every law exactly the draws and sampler statistics of its own `fit_bayes`."""
+    runs = as_runs(synthetic_runs(law="data", n=24, noise=0.01, seed=8))
+    points = {k: fit_point(runs, LAWS[k], bootstrap=2) for k in ("ppl", "data", "mu")}
+    cfg = SamplerConfig(chains=2, warmup=150, samples=150, seed=3)
+    together = fit_bayes_laws(runs, points, Priors(), cfg)
+    assert list(together) == list(points)
+    for name, point in points.items():
+        alone = fit_bayes(runs, point, Priors(), cfg)
+        assert together[name].form.name == name
+        for k, v in alone.draws.items():
+            np.testing.assert_array_equal(together[name].draws[k], v, err_msg=f"{name} {k}")
+        for k, v in alone.sample_stats.items():
+            np.testing.assert_array_equal(together[name].sample_stats[k], v, err_msg=f"{name} {k}")
 
 
 @pytest.mark.slow

@@ -353,7 +353,7 @@ def test_comparison_block_with_unconverged_rivals(tmp_path, monkeypatch):
         assert nuts["converged"] is False and any("divergent" in p for p in nuts["problems"])
     agree = loo["best"] == ho["best"]
     assert loo["disagreement"].startswith("no:" if agree else "yes:")
-    assert set(comp["wall_s"]) == {"heldout", "nuts_rivals", "loo"}
+    assert set(comp["wall_s"]) == {"heldout", "nuts_all_laws", "loo"}
     assert info["bayes"]["priors"]["interaction_scale"] == 0.5
     assert info["bayes"]["interaction_prior_on"] == ["alpha1", "beta1"]
 

@@ -43,7 +43,7 @@ fit.json layout (all numbers plain JSON floats; NaN/inf written as null)::
                                    warning, rank, elpd_diff, dse, weight,
                                    nuts (rivals): {point_params, converged, problems, max_r_hat, min_ess_bulk,
                                                    divergences, wall_s} | {error}}}},
-         wall_s: {heldout, nuts_rivals, loo}}
+         wall_s: {heldout, nuts_all_laws (every law's NUTS, side by side: `law.bayes.fit_bayes_laws`), loo}}
 
 posterior.nc: ArviZ InferenceData; ``posterior`` has one (chain, draw) variable per parameter
 name plus ``noise`` (sd of log-loss); also log_likelihood (``log_loss`` over ``run``),

@@ -53,6 +53,8 @@ transitions <= ``max_divergences`` (default 0), over all parameters and ``noise`
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields, replace
@@ -417,6 +419,7 @@ def pointwise_log_lik(form, draws_flat, runs: Runs, likelihood: str, student_df:
 
 
 _PROGRAMS: dict[tuple, Any] = {}  # sampler settings -> the jitted NUTS program, reused by every fit
+_PROGRAMS_LOCK = threading.Lock()  # `fit_bayes_laws` asks for programs from several threads
 
 
 def _nuts_program(config: SamplerConfig):
@@ -431,38 +434,44 @@ def _nuts_program(config: SamplerConfig):
     ``program(rng_keys [chains], init {site: [chains, ...]}, model_args) -> (z, extra)`` with the
     post-warmup draws of the unconstrained sites and NUTS's per-draw statistics."""
     key = (config.likelihood, config.target_accept, config.warmup, config.samples)
-    if key not in _PROGRAMS:
-        from functools import partial
+    with _PROGRAMS_LOCK:
+        if key not in _PROGRAMS:
+            _PROGRAMS[key] = _jit_nuts(config)
+    return _PROGRAMS[key]
 
-        import jax
-        from numpyro.infer.hmc import hmc
-        from numpyro.infer.util import potential_energy
 
-        model = partial(sampled_model, likelihood=config.likelihood)
-        init_kernel, sample_kernel = hmc(
-            potential_fn_gen=lambda *args: partial(potential_energy, model, args, {}), algo="NUTS"
+def _jit_nuts(config: SamplerConfig):
+    """`_nuts_program`'s jitted function for `config` (XLA compiles it at its first call)."""
+    from functools import partial
+
+    import jax
+    from numpyro.infer.hmc import hmc
+    from numpyro.infer.util import potential_energy
+
+    model = partial(sampled_model, likelihood=config.likelihood)
+    init_kernel, sample_kernel = hmc(
+        potential_fn_gen=lambda *args: partial(potential_energy, model, args, {}), algo="NUTS"
+    )
+
+    def chain(rng_key, init, args):
+        state = init_kernel(
+            init,
+            config.warmup,
+            dense_mass=True,
+            target_accept_prob=config.target_accept,
+            model_args=args,
+            rng_key=rng_key,
         )
 
-        def chain(rng_key, init, args):
-            state = init_kernel(
-                init,
-                config.warmup,
-                dense_mass=True,
-                target_accept_prob=config.target_accept,
-                model_args=args,
-                rng_key=rng_key,
-            )
+        def step(state, _):
+            state = sample_kernel(state, model_args=args)
+            extra = (state.num_steps, state.diverging, state.accept_prob, state.potential_energy, state.energy)
+            return state, (state.z, extra)
 
-            def step(state, _):
-                state = sample_kernel(state, model_args=args)
-                extra = (state.num_steps, state.diverging, state.accept_prob, state.potential_energy, state.energy)
-                return state, (state.z, extra)
+        _, trace = jax.lax.scan(step, state, None, length=config.warmup + config.samples)
+        return jax.tree.map(lambda x: x[config.warmup :], trace)
 
-            _, trace = jax.lax.scan(step, state, None, length=config.warmup + config.samples)
-            return jax.tree.map(lambda x: x[config.warmup :], trace)
-
-        _PROGRAMS[key] = jax.jit(jax.vmap(chain, in_axes=(0, 0, None)))
-    return _PROGRAMS[key]
+    return jax.jit(jax.vmap(chain, in_axes=(0, 0, None)))
 
 
 def fit_bayes(runs: Runs, point: PointFit, priors: Priors, config: SamplerConfig) -> BayesFit:
@@ -509,6 +518,21 @@ def fit_bayes(runs: Runs, point: PointFit, priors: Priors, config: SamplerConfig
     return BayesFit(
         form, design, priors, config, draws, sample_stats, log_lik.reshape(c, d, -1), runs, wall, "vectorized"
     )
+
+
+def fit_bayes_laws(
+    runs: Runs, points: dict[str, PointFit], priors: Priors, config: SamplerConfig
+) -> dict[str, BayesFit]:
+    """`fit_bayes` of several laws on the same runs, one law per thread on as many threads as the
+    process has cores: each law's fit is the one it makes alone (same program, starts, keys and
+    draws), and XLA runs calls from different threads side by side (two laws on two cores: 1.7x,
+    benchmarks/results/fit_stage_speed.md). A study's rivals for PSIS-LOO run beside its chosen law."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with ThreadPoolExecutor(max(1, min(len(points), cores))) as pool:
+        done = {name: pool.submit(fit_bayes, runs, point, priors, config) for name, point in points.items()}
+        return {name: future.result() for name, future in done.items()}
 
 
 def prior_predictive(
