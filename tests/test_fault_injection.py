@@ -789,7 +789,7 @@ def test_run_study_survives_repeated_kill_9(tmp_path):
     tree = {
         **TOY,
         "out_dir": str(out),
-        "fit": {**TOY["fit"], "method": "point"},
+        "fit": {**TOY["fit"], "method": "point", "plots": True},  # the figures are outputs too
         "final": {**TOY["final"], "methods": ["random"], "seeds": [0]},
     }
     config = write_config(tmp_path / "toy.yaml", tree)
